@@ -1,0 +1,465 @@
+//! The HTTP client: signs every request, sends reads as GET and mutations as POST form
+//! bodies, unwraps CloudStack's `<command>response` envelope and turns failures into
+//! classified [`Error`]s.
+//!
+//! Async commands are split in two on purpose. [`Client::submit`] returns a [`Job`]
+//! (the job id, and the new entity's id for create-style commands) as soon as
+//! CloudStack accepted the command; [`Client::wait`] then polls `queryAsyncJobResult`.
+//! A caller that must survive a crash records the job id between the two, and after a
+//! restart builds the same [`Job`] with [`Job::resume`] and waits again — it never
+//! submits the command a second time.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::signing::{java_url_encode, sign};
+use crate::types::{AsyncJob, JobStatus};
+
+/// How to reach CloudStack and how patiently to wait for it.
+#[derive(Clone)]
+pub struct Config {
+    /// The full API URL, e.g. `https://cloud.example.com/client/api`.
+    pub endpoint: String,
+    pub api_key: String,
+    pub secret_key: SecretString,
+    /// Time allowed for one HTTP request, including reading the response.
+    pub request_timeout: Duration,
+    /// How long a signed request stays valid (`expires`, signature version 3).
+    pub signature_ttl: Duration,
+    pub poll: PollPolicy,
+    /// Attempts for a read that fails transiently (a mutation is never re-sent).
+    pub read_attempts: u32,
+}
+
+impl Config {
+    /// A configuration with ferry's defaults.
+    pub fn new(
+        endpoint: impl Into<String>,
+        api_key: impl Into<String>,
+        secret_key: SecretString,
+    ) -> Self {
+        Config {
+            endpoint: endpoint.into(),
+            api_key: api_key.into(),
+            secret_key,
+            request_timeout: Duration::from_secs(60),
+            signature_ttl: Duration::from_secs(600),
+            poll: PollPolicy::default(),
+            read_attempts: 4,
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("endpoint", &self.endpoint)
+            .field("api_key", &self.api_key)
+            .field("secret_key", &"[redacted]")
+            .field("request_timeout", &self.request_timeout)
+            .field("poll", &self.poll)
+            .finish()
+    }
+}
+
+/// When to poll an async job: a prompt first poll, then a growing interval, capped,
+/// until a deadline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PollPolicy {
+    /// Delay before the first `queryAsyncJobResult`.
+    pub first: Duration,
+    /// Each following interval is the previous one times this factor …
+    pub factor: f64,
+    /// … but never longer than this.
+    pub max: Duration,
+    /// Give up waiting (the job is then of unknown outcome, not failed) after this.
+    pub deadline: Duration,
+}
+
+impl Default for PollPolicy {
+    fn default() -> Self {
+        PollPolicy {
+            first: Duration::from_millis(250),
+            factor: 1.5,
+            max: Duration::from_secs(5),
+            deadline: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl PollPolicy {
+    /// The interval after `current`.
+    pub fn next(&self, current: Duration) -> Duration {
+        current.mul_f64(self.factor).min(self.max)
+    }
+}
+
+/// Whether a command changes anything (sent as POST, never re-sent) or only reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Read,
+    Mutation,
+}
+
+/// What an async job produces when it succeeds: the key of its `jobresult` object.
+pub trait JobOutput: DeserializeOwned {
+    /// `volume` for `{"volume": {…}}`; empty for `{"success": true}` results.
+    const KEY: &'static str;
+}
+
+impl JobOutput for crate::types::Volume {
+    const KEY: &'static str = "volume";
+}
+impl JobOutput for crate::types::VirtualMachine {
+    const KEY: &'static str = "virtualmachine";
+}
+impl JobOutput for crate::types::Snapshot {
+    const KEY: &'static str = "snapshot";
+}
+
+/// The result of a job whose answer is `{"success": true}`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct Success {
+    pub success: bool,
+    #[serde(default)]
+    pub displaytext: Option<String>,
+}
+impl JobOutput for Success {
+    const KEY: &'static str = "";
+}
+
+/// An accepted async job: its id, and for create-style commands the new entity's id,
+/// known before the job finishes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Job<T> {
+    pub command: String,
+    pub job_id: String,
+    pub id: Option<String>,
+    #[serde(skip)]
+    _output: PhantomData<fn() -> T>,
+}
+
+impl<T> Job<T> {
+    /// A job submitted earlier (perhaps by a process that has since died), to wait on.
+    pub fn resume(
+        command: impl Into<String>,
+        job_id: impl Into<String>,
+        id: Option<String>,
+    ) -> Self {
+        Job {
+            command: command.into(),
+            job_id: job_id.into(),
+            id,
+            _output: PhantomData,
+        }
+    }
+}
+
+/// A CloudStack API client. Cheap to clone; clones share one connection pool.
+#[derive(Clone)]
+pub struct Client {
+    config: std::sync::Arc<Config>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Client {
+    pub fn new(config: Config) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            .build()?;
+        Ok(Client {
+            config: std::sync::Arc::new(config),
+            http,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The signed parameter list for `command`.
+    fn signed_params(&self, command: &str, params: &[(String, String)]) -> Vec<(String, String)> {
+        let expires = chrono::Utc::now()
+            + chrono::Duration::from_std(self.config.signature_ttl)
+                .unwrap_or(chrono::Duration::minutes(10));
+        let mut all: Vec<(String, String)> = Vec::with_capacity(params.len() + 6);
+        all.push(("command".into(), command.into()));
+        all.extend(params.iter().cloned());
+        all.push(("apiKey".into(), self.config.api_key.clone()));
+        all.push(("response".into(), "json".into()));
+        all.push(("signatureversion".into(), "3".into()));
+        all.push((
+            "expires".into(),
+            expires.format("%Y-%m-%dT%H:%M:%S%z").to_string(),
+        ));
+        let signature = sign(&all, self.config.secret_key.expose_secret());
+        all.push(("signature".into(), signature));
+        all
+    }
+
+    /// Sends one request and returns the content of its `<command>response` object.
+    /// A read failing transiently is tried again, up to `read_attempts` times.
+    pub async fn call(
+        &self,
+        command: &str,
+        kind: Kind,
+        params: &[(String, String)],
+    ) -> Result<Value, Error> {
+        let mut attempt = 1;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result = self.call_once(command, kind, params).await;
+            match result {
+                Err(e)
+                    if kind == Kind::Read
+                        && e.class() == crate::ErrorClass::Transient
+                        && attempt < self.config.read_attempts =>
+                {
+                    tracing::debug!(command, attempt, error = %e, "retrying a read after a transient error");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once(
+        &self,
+        command: &str,
+        kind: Kind,
+        params: &[(String, String)],
+    ) -> Result<Value, Error> {
+        let mutation = kind == Kind::Mutation;
+        let signed = self.signed_params(command, params);
+        let encoded = signed
+            .iter()
+            .map(|(k, v)| format!("{}={}", java_url_encode(k), java_url_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let request = match kind {
+            Kind::Read => self
+                .http
+                .get(format!("{}?{}", self.config.endpoint, encoded)),
+            Kind::Mutation => self
+                .http
+                .post(&self.config.endpoint)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(encoded),
+        };
+        let transport = |source: reqwest::Error| {
+            if source.is_connect() {
+                Error::Connect {
+                    command: command.to_string(),
+                    source,
+                }
+            } else {
+                Error::NoResponse {
+                    command: command.to_string(),
+                    mutation,
+                    source,
+                }
+            }
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(transport)?;
+        let decode = |detail: String| Error::Decode {
+            command: command.to_string(),
+            mutation,
+            detail,
+        };
+        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        if status != 200 {
+            if let Some(inner) = parsed.as_ref().and_then(envelope) {
+                if let Some(code) = inner.get("errorcode").and_then(Value::as_u64) {
+                    return Err(Error::Api {
+                        command: command.to_string(),
+                        errorcode: code as u16,
+                        cserrorcode: inner
+                            .get("cserrorcode")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(0),
+                        errortext: inner
+                            .get("errortext")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                    });
+                }
+            }
+            return Err(Error::Http {
+                command: command.to_string(),
+                mutation,
+                status,
+                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+            });
+        }
+        let parsed = parsed.ok_or_else(|| {
+            decode(format!(
+                "not JSON: {}",
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            ))
+        })?;
+        envelope(&parsed)
+            .cloned()
+            .ok_or_else(|| decode(format!("no <command>response object in {parsed}")))
+    }
+
+    /// Submits an async command; returns once CloudStack has accepted it.
+    pub async fn submit<T>(
+        &self,
+        command: &str,
+        params: &[(String, String)],
+    ) -> Result<Job<T>, Error> {
+        let inner = self.call(command, Kind::Mutation, params).await?;
+        let job_id = inner
+            .get("jobid")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::Decode {
+                command: command.to_string(),
+                mutation: true,
+                detail: format!("no jobid in {inner}"),
+            })?
+            .to_string();
+        let id = inner.get("id").and_then(Value::as_str).map(str::to_string);
+        tracing::debug!(command, job_id, id, "job accepted");
+        Ok(Job::resume(command, job_id, id))
+    }
+
+    /// One `queryAsyncJobResult`.
+    pub async fn query_async_job_result(&self, job_id: &str) -> Result<AsyncJob, Error> {
+        let inner = self
+            .call(
+                "queryAsyncJobResult",
+                Kind::Read,
+                &[("jobid".into(), job_id.into())],
+            )
+            .await?;
+        serde_json::from_value(inner.clone()).map_err(|e| Error::Decode {
+            command: "queryAsyncJobResult".into(),
+            mutation: false,
+            detail: format!("{e}: {inner}"),
+        })
+    }
+
+    /// Waits for `job` under the configured [`PollPolicy`].
+    pub async fn wait<T: JobOutput>(&self, job: &Job<T>) -> Result<T, Error> {
+        self.wait_with(job, self.config.poll).await
+    }
+
+    /// Waits for `job`: a prompt first poll, then capped backoff, until the deadline.
+    /// A poll that fails transiently is retried within the deadline; when the deadline
+    /// passes the job's outcome is unknown ([`Error::JobTimeout`]), not failed.
+    pub async fn wait_with<T: JobOutput>(
+        &self,
+        job: &Job<T>,
+        poll: PollPolicy,
+    ) -> Result<T, Error> {
+        let started = Instant::now();
+        let deadline = started + poll.deadline;
+        let mut interval = poll.first;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::JobTimeout {
+                    command: job.command.clone(),
+                    job_id: job.job_id.clone(),
+                    waited: started.elapsed(),
+                });
+            }
+            tokio::time::sleep(interval.min(deadline - now)).await;
+            interval = poll.next(interval);
+            let state = match self.query_async_job_result(&job.job_id).await {
+                Ok(state) => state,
+                Err(e) if e.class() == crate::ErrorClass::Transient => {
+                    tracing::debug!(job_id = %job.job_id, error = %e, "poll failed transiently");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match state.jobstatus {
+                JobStatus::Pending => continue,
+                JobStatus::Succeeded => return self.job_output(job, state),
+                JobStatus::Failed | JobStatus::Cancelled | JobStatus::Other(_) => {
+                    let result = state.jobresult.unwrap_or(Value::Null);
+                    let errorcode = result
+                        .get("errorcode")
+                        .and_then(Value::as_u64)
+                        .or(state.jobresultcode.map(|c| c as u64))
+                        .unwrap_or(530) as u16;
+                    let errortext = match result.get("errortext").and_then(Value::as_str) {
+                        Some(text) => text.to_string(),
+                        None if state.jobstatus == JobStatus::Cancelled => {
+                            "job cancelled".to_string()
+                        }
+                        None => result.to_string(),
+                    };
+                    return Err(Error::JobFailed {
+                        command: job.command.clone(),
+                        job_id: job.job_id.clone(),
+                        errorcode,
+                        errortext,
+                    });
+                }
+            }
+        }
+    }
+
+    fn job_output<T: JobOutput>(&self, job: &Job<T>, state: AsyncJob) -> Result<T, Error> {
+        let decode = |detail: String| Error::Decode {
+            command: job.command.clone(),
+            mutation: true,
+            detail,
+        };
+        let result = state
+            .jobresult
+            .ok_or_else(|| decode(format!("job {} succeeded without a jobresult", job.job_id)))?;
+        let object = if T::KEY.is_empty() {
+            result
+        } else {
+            result.get(T::KEY).cloned().ok_or_else(|| {
+                decode(format!(
+                    "job {} result has no `{}`: {result}",
+                    job.job_id,
+                    T::KEY
+                ))
+            })?
+        };
+        serde_json::from_value(object)
+            .map_err(|e| decode(format!("job {} result: {e}", job.job_id)))
+    }
+}
+
+/// The single `<command>response` (or `errorresponse`) object of a response.
+fn envelope(value: &Value) -> Option<&Value> {
+    let object = value.as_object()?;
+    let mut values = object
+        .iter()
+        .filter(|(key, _)| key.ends_with("response"))
+        .map(|(_, v)| v);
+    let first = values.next()?;
+    values.next().is_none().then_some(first)
+}

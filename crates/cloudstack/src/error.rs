@@ -1,0 +1,238 @@
+//! Errors from CloudStack, and what a caller may safely do after each one.
+//!
+//! The classification is the important part. A failed async job is CloudStack saying
+//! it did nothing ([`ErrorClass::Definitive`]): the caller may unwind. A refused
+//! connection, or CloudStack's 530 before it accepted a job, means the request had no
+//! effect and can be sent again ([`ErrorClass::Transient`]). But a mutation whose
+//! response never arrived — a timeout, a dropped connection, a proxy's 502 — may or may
+//! not have happened ([`ErrorClass::Unknown`]): the caller must look at CloudStack's
+//! state before it retries, or it will attach a volume twice.
+
+use std::time::Duration;
+
+/// What a caller may do after an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// CloudStack refused or failed the operation and changed nothing: unwind.
+    Definitive,
+    /// The request had no effect; sending it again is safe.
+    Transient,
+    /// The request may or may not have taken effect: look before retrying.
+    Unknown,
+}
+
+/// An error from a CloudStack call. Every variant names the command; those that
+/// concern an async job name the job id.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// CloudStack answered the call itself with an error (HTTP status = `errorcode`).
+    #[error(
+        "CloudStack refused {command}: errorcode {errorcode}, cserrorcode {cserrorcode}: {errortext}"
+    )]
+    Api {
+        command: String,
+        errorcode: u16,
+        cserrorcode: i64,
+        errortext: String,
+    },
+    /// The async job ended in failure (`jobstatus` 2) or was cancelled (3).
+    #[error("CloudStack job {job_id} ({command}) failed: errorcode {errorcode}: {errortext}")]
+    JobFailed {
+        command: String,
+        job_id: String,
+        errorcode: u16,
+        errortext: String,
+    },
+    /// An HTTP error without a CloudStack error body: a proxy or load balancer spoke.
+    #[error("{command}: HTTP {status} from the endpoint without a CloudStack error body: {body}")]
+    Http {
+        command: String,
+        mutation: bool,
+        status: u16,
+        body: String,
+    },
+    /// The connection could not be made; the request was never sent.
+    #[error("{command}: could not connect to CloudStack")]
+    Connect {
+        command: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The request was (or may have been) sent, but no complete response came back.
+    #[error("{command}: no complete response from CloudStack after sending the request")]
+    NoResponse {
+        command: String,
+        mutation: bool,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The job was still running when the caller's deadline passed.
+    #[error("CloudStack job {job_id} ({command}) still running after {waited:?}")]
+    JobTimeout {
+        command: String,
+        job_id: String,
+        waited: Duration,
+    },
+    /// The response did not have the shape CloudStack gives.
+    #[error("{command}: unexpected response from CloudStack: {detail}")]
+    Decode {
+        command: String,
+        mutation: bool,
+        detail: String,
+    },
+}
+
+impl Error {
+    /// What the caller may do next; see the module documentation.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Api { errorcode, .. } => match errorcode {
+                // 530 on the call itself happens before any job is accepted; 429 is the
+                // API rate limit; 534 is "resource unavailable". None did anything.
+                429 | 530 | 534 => ErrorClass::Transient,
+                _ => ErrorClass::Definitive,
+            },
+            Error::JobFailed { .. } => ErrorClass::Definitive,
+            Error::Http {
+                status, mutation, ..
+            } => {
+                if *status >= 500 {
+                    if *mutation {
+                        ErrorClass::Unknown
+                    } else {
+                        ErrorClass::Transient
+                    }
+                } else {
+                    // A 4xx from something that is not CloudStack: a wrong endpoint.
+                    ErrorClass::Definitive
+                }
+            }
+            Error::Connect { .. } => ErrorClass::Transient,
+            Error::NoResponse { mutation, .. } => {
+                if *mutation {
+                    ErrorClass::Unknown
+                } else {
+                    ErrorClass::Transient
+                }
+            }
+            Error::JobTimeout { .. } => ErrorClass::Unknown,
+            Error::Decode { mutation, .. } => {
+                if *mutation {
+                    ErrorClass::Unknown
+                } else {
+                    ErrorClass::Definitive
+                }
+            }
+        }
+    }
+
+    /// The CloudStack error code, where CloudStack gave one.
+    pub fn errorcode(&self) -> Option<u16> {
+        match self {
+            Error::Api { errorcode, .. } | Error::JobFailed { errorcode, .. } => Some(*errorcode),
+            _ => None,
+        }
+    }
+
+    /// CloudStack's error text, where it gave one.
+    pub fn errortext(&self) -> Option<&str> {
+        match self {
+            Error::Api { errortext, .. } | Error::JobFailed { errortext, .. } => Some(errortext),
+            _ => None,
+        }
+    }
+
+    /// The async job id the error concerns, if any.
+    pub fn job_id(&self) -> Option<&str> {
+        match self {
+            Error::JobFailed { job_id, .. } | Error::JobTimeout { job_id, .. } => Some(job_id),
+            _ => None,
+        }
+    }
+
+    /// The CloudStack command that failed.
+    pub fn command(&self) -> &str {
+        match self {
+            Error::Api { command, .. }
+            | Error::JobFailed { command, .. }
+            | Error::Http { command, .. }
+            | Error::Connect { command, .. }
+            | Error::NoResponse { command, .. }
+            | Error::JobTimeout { command, .. }
+            | Error::Decode { command, .. } => command,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> Error {
+        Error::Api {
+            command: "attachVolume".into(),
+            errorcode: code,
+            cserrorcode: 9999,
+            errortext: "x".into(),
+        }
+    }
+
+    #[test]
+    fn refusals_of_the_call_itself_are_definitive_except_530_429_534() {
+        for code in [401, 405, 430, 431, 432, 531, 532, 533, 535, 536, 537] {
+            assert_eq!(api(code).class(), ErrorClass::Definitive, "code {code}");
+        }
+        for code in [429, 530, 534] {
+            assert_eq!(api(code).class(), ErrorClass::Transient, "code {code}");
+        }
+    }
+
+    #[test]
+    fn failed_jobs_are_definitive() {
+        let e = Error::JobFailed {
+            command: "attachVolume".into(),
+            job_id: "j".into(),
+            errorcode: 530,
+            errortext: "deviceId 5 is used by vm 12".into(),
+        };
+        assert_eq!(e.class(), ErrorClass::Definitive);
+        assert_eq!(e.job_id(), Some("j"));
+        assert_eq!(e.errorcode(), Some(530));
+    }
+
+    #[test]
+    fn proxy_5xx_is_unknown_for_mutations_and_transient_for_reads() {
+        let http = |status, mutation| Error::Http {
+            command: "c".into(),
+            mutation,
+            status,
+            body: String::new(),
+        };
+        assert_eq!(http(502, true).class(), ErrorClass::Unknown);
+        assert_eq!(http(504, true).class(), ErrorClass::Unknown);
+        assert_eq!(http(502, false).class(), ErrorClass::Transient);
+        assert_eq!(http(404, false).class(), ErrorClass::Definitive);
+    }
+
+    #[test]
+    fn a_job_still_running_at_the_deadline_is_unknown() {
+        let e = Error::JobTimeout {
+            command: "detachVolume".into(),
+            job_id: "j".into(),
+            waited: Duration::from_secs(1),
+        };
+        assert_eq!(e.class(), ErrorClass::Unknown);
+    }
+
+    #[test]
+    fn an_undecodable_mutation_response_is_unknown_but_a_read_is_definitive() {
+        let d = |mutation| Error::Decode {
+            command: "c".into(),
+            mutation,
+            detail: "x".into(),
+        };
+        assert_eq!(d(true).class(), ErrorClass::Unknown);
+        assert_eq!(d(false).class(), ErrorClass::Definitive);
+    }
+}

@@ -1,0 +1,312 @@
+//! CloudStack's response objects, as far as ferry reads them.
+//!
+//! Field names are CloudStack's own (all lower case). Unknown fields are ignored and
+//! every field CloudStack may omit is an `Option` or has a default, so responses from
+//! any 4.x release parse; `deviceid`, for example, is absent on a detached volume.
+
+use serde::{Deserialize, Serialize};
+
+/// `listZones` → `zone`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Zone {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub allocationstate: Option<String>,
+    #[serde(default)]
+    pub networktype: Option<String>,
+}
+
+/// `listServiceOfferings` → `serviceoffering`. A custom offering has no fixed
+/// `cpunumber`/`cpuspeed`/`memory`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceOffering {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub displaytext: Option<String>,
+    #[serde(default)]
+    pub cpunumber: Option<i64>,
+    #[serde(default)]
+    pub cpuspeed: Option<i64>,
+    #[serde(default)]
+    pub memory: Option<i64>,
+    #[serde(default)]
+    pub iscustomized: bool,
+    #[serde(default)]
+    pub storagetype: Option<String>,
+}
+
+/// `listDiskOfferings` → `diskoffering`; `disksize` is in GiB (0 when custom).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskOffering {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub displaytext: Option<String>,
+    #[serde(default)]
+    pub disksize: i64,
+    #[serde(default)]
+    pub iscustomized: bool,
+    #[serde(default)]
+    pub storagetype: Option<String>,
+}
+
+/// `listTemplates` → `template`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub zoneid: Option<String>,
+    #[serde(default)]
+    pub isready: bool,
+    #[serde(default)]
+    pub ostypename: Option<String>,
+    #[serde(default)]
+    pub hypervisor: Option<String>,
+    #[serde(default)]
+    pub size: Option<i64>,
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// `listNetworks` → `network`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub zoneid: Option<String>,
+    #[serde(default, rename = "type")]
+    pub network_type: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub cidr: Option<String>,
+    #[serde(default)]
+    pub traffictype: Option<String>,
+}
+
+/// One NIC of a [`VirtualMachine`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Nic {
+    pub id: String,
+    pub networkid: String,
+    #[serde(default)]
+    pub networkname: Option<String>,
+    #[serde(default)]
+    pub ipaddress: Option<String>,
+    #[serde(default)]
+    pub macaddress: Option<String>,
+    #[serde(default)]
+    pub isdefault: bool,
+    #[serde(default)]
+    pub deviceid: Option<String>,
+}
+
+/// `listVirtualMachines` → `virtualmachine`, and the job result of VM commands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VirtualMachine {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub displayname: Option<String>,
+    /// Running, Stopped, Starting, Stopping, Destroyed, Expunging, Error, …
+    pub state: String,
+    #[serde(default)]
+    pub zoneid: Option<String>,
+    #[serde(default)]
+    pub templateid: Option<String>,
+    #[serde(default)]
+    pub serviceofferingid: Option<String>,
+    #[serde(default)]
+    pub cpunumber: Option<i64>,
+    #[serde(default)]
+    pub cpuspeed: Option<i64>,
+    #[serde(default)]
+    pub memory: Option<i64>,
+    #[serde(default)]
+    pub rootdeviceid: Option<i64>,
+    #[serde(default)]
+    pub rootdevicetype: Option<String>,
+    #[serde(default)]
+    pub hypervisor: Option<String>,
+    #[serde(default)]
+    pub bootmode: Option<String>,
+    #[serde(default)]
+    pub boottype: Option<String>,
+    #[serde(default)]
+    pub nic: Vec<Nic>,
+    #[serde(default)]
+    pub created: Option<String>,
+    #[serde(default)]
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `listVolumes` → `volume`, and the job result of volume commands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Volume {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub zoneid: Option<String>,
+    /// "ROOT" or "DATADISK".
+    #[serde(rename = "type")]
+    pub volume_type: String,
+    /// Absent when the volume is not attached.
+    #[serde(default)]
+    pub deviceid: Option<i64>,
+    #[serde(default)]
+    pub virtualmachineid: Option<String>,
+    #[serde(default)]
+    pub vmname: Option<String>,
+    #[serde(default)]
+    pub vmstate: Option<String>,
+    /// Virtual size in bytes.
+    #[serde(default)]
+    pub size: i64,
+    /// Allocated, Ready, Attaching, Snapshotting, Destroy, …
+    pub state: String,
+    #[serde(default)]
+    pub diskofferingid: Option<String>,
+    #[serde(default)]
+    pub created: Option<String>,
+    #[serde(default)]
+    pub attached: Option<String>,
+    #[serde(default)]
+    pub storage: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+impl Volume {
+    /// The serial KVM gives this volume's virtio disk: the UUID without dashes, first 20
+    /// characters (`LibvirtComputingResource.diskUuidToSerial`).
+    pub fn serial(&self) -> String {
+        volume_serial(&self.id)
+    }
+}
+
+/// The virtio serial of a volume id: the UUID without dashes, first 20 characters.
+pub fn volume_serial(volume_id: &str) -> String {
+    volume_id.replace('-', "").chars().take(20).collect()
+}
+
+/// `listSnapshots` → `snapshot`, and the job result of snapshot commands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub volumeid: Option<String>,
+    #[serde(default)]
+    pub volumename: Option<String>,
+    #[serde(default)]
+    pub volumetype: Option<String>,
+    /// BackingUp, BackedUp, Allocated, Error, …
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub snapshottype: Option<String>,
+    #[serde(default)]
+    pub intervaltype: Option<String>,
+    #[serde(default)]
+    pub virtualsize: Option<i64>,
+    #[serde(default)]
+    pub zoneid: Option<String>,
+    #[serde(default)]
+    pub created: Option<String>,
+}
+
+/// `jobstatus`: 0 pending, 1 succeeded, 2 failed, 3 cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "i64", into = "i64")]
+pub enum JobStatus {
+    Pending,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Other(i64),
+}
+
+impl From<i64> for JobStatus {
+    fn from(v: i64) -> Self {
+        match v {
+            0 => JobStatus::Pending,
+            1 => JobStatus::Succeeded,
+            2 => JobStatus::Failed,
+            3 => JobStatus::Cancelled,
+            other => JobStatus::Other(other),
+        }
+    }
+}
+
+impl From<JobStatus> for i64 {
+    fn from(s: JobStatus) -> i64 {
+        match s {
+            JobStatus::Pending => 0,
+            JobStatus::Succeeded => 1,
+            JobStatus::Failed => 2,
+            JobStatus::Cancelled => 3,
+            JobStatus::Other(v) => v,
+        }
+    }
+}
+
+/// `queryAsyncJobResult`, and each entry of `listAsyncJobs` → `asyncjobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AsyncJob {
+    pub jobid: String,
+    #[serde(default)]
+    pub cmd: Option<String>,
+    /// Absent in some `listAsyncJobs` entries; treat a missing status as pending.
+    #[serde(default = "pending")]
+    pub jobstatus: JobStatus,
+    #[serde(default)]
+    pub jobprocstatus: Option<i64>,
+    #[serde(default)]
+    pub jobresultcode: Option<i64>,
+    #[serde(default)]
+    pub jobresulttype: Option<String>,
+    #[serde(default)]
+    pub jobresult: Option<serde_json::Value>,
+    #[serde(default)]
+    pub jobinstancetype: Option<String>,
+    #[serde(default)]
+    pub jobinstanceid: Option<String>,
+    #[serde(default)]
+    pub created: Option<String>,
+    #[serde(default)]
+    pub completed: Option<String>,
+}
+
+fn pending() -> JobStatus {
+    JobStatus::Pending
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_is_the_uuid_without_dashes_cut_to_20() {
+        assert_eq!(
+            volume_serial("6d2f3a1c-9b7e-4c1d-8a2b-0f1e2d3c4b5a"),
+            "6d2f3a1c9b7e4c1d8a2b"
+        );
+    }
+
+    #[test]
+    fn a_detached_volume_has_no_device_id() {
+        let v: Volume = serde_json::from_str(
+            r#"{"id":"a","name":"n","type":"DATADISK","size":1073741824,"state":"Ready","unknownfield":7}"#,
+        )
+        .unwrap();
+        assert_eq!(v.deviceid, None);
+        assert_eq!(v.virtualmachineid, None);
+    }
+}
