@@ -1,1 +1,216 @@
+//! cloudsim: a simulator of the Apache CloudStack API, faithful to the rules ferry
+//! relies on.
+//!
+//! No real CloudStack can be reached where ferry is built and tested, so everything
+//! ferry claims about correctness is proved against this simulator. It speaks the
+//! HTTP API at `/client/api` as CloudStack 4.19–4.22 on KVM does: signed requests
+//! (parameter names in any case, GET query or POST form), JSON envelopes, async jobs
+//! whose business validation happens inside the job, one job at a time per VM in
+//! submission order, and CloudStack's error codes and texts. Beside the API it has
+//! an admin surface under `/sim/` that no CloudStack has: fault injection, latency
+//! overrides, settings, accounting of per-queue busy time, and a view of each
+//! volume's simulated content.
+//!
+//! Module map: [`world`] (the seed file), `state` (entities and rules), `api` (the
+//! HTTP surface), `jobs` (per-VM queues and latency), [`faults`], `hotplug`
+//! (the appliance's `/sys/block` and `/dev/disk/by-id`), `auth` (signature checks).
+//!
+//! Architecture invariant: ferry's real client code (`cloudstack` crate) never knows
+//! it talks to this simulator; nothing here is reachable from it except over HTTP.
 
+mod api;
+mod auth;
+pub mod error;
+pub mod faults;
+mod hotplug;
+mod jobs;
+mod state;
+pub mod world;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+pub use hotplug::disk_name;
+pub use jobs::Stats;
+pub use world::World;
+
+/// How to run a simulator.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub world: World,
+    /// Root of the appliances' emulated `/sys/block` and `/dev/disk/by-id`. With one
+    /// appliance it is the root itself; with several, each gets `<root>/<name>`.
+    pub sysfs_root: Option<PathBuf>,
+    /// Multiplies every latency (0.01 makes a 3 s attach take 30 ms).
+    pub time_scale: f64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            world: World::default(),
+            sysfs_root: None,
+            time_scale: 1.0,
+        }
+    }
+}
+
+/// The shared simulator.
+pub(crate) struct Inner {
+    pub state: Mutex<state::State>,
+    pub world: World,
+    pub time_scale: f64,
+    pub latency_ms: Mutex<BTreeMap<String, u64>>,
+    pub faults: Mutex<faults::Faults>,
+    pub stats: Mutex<jobs::StatsInner>,
+    pub queues: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<jobs::QueuedJob>>>,
+    pub hotplug: hotplug::Hotplug,
+    pub shutdown: CancellationToken,
+}
+
+/// What a started simulator tells its user (and what `ferry cloudsim` prints).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Announcement {
+    pub endpoint: String,
+    pub admin: String,
+    pub api_key: String,
+    pub secret_key: String,
+    pub zone_id: String,
+    /// Appliance name → VM id.
+    pub appliances: BTreeMap<String, String>,
+    /// Appliance name → root of its emulated sysfs tree.
+    #[serde(default)]
+    pub sysfs_roots: BTreeMap<String, PathBuf>,
+}
+
+/// A running simulator.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub announcement: Announcement,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// The `/client/api` URL.
+    pub fn endpoint(&self) -> &str {
+        &self.announcement.endpoint
+    }
+
+    /// Stops serving and waits for the server to end.
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.shutdown.cancel();
+        self.task.await.unwrap_or(Ok(()))
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server ends (after its token is cancelled).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+/// Starts a simulator on `listen` (port 0 picks a free port) and returns once it
+/// accepts requests.
+pub async fn start(config: SimConfig, listen: SocketAddr) -> Result<Running, StartError> {
+    let state = state::State::from_world(&config.world).map_err(StartError::World)?;
+    let mut roots = HashMap::new();
+    let mut sysfs_roots = BTreeMap::new();
+    let appliances: Vec<&state::Vm> = state.vms.values().filter(|v| v.appliance).collect();
+    if let Some(root) = &config.sysfs_root {
+        for vm in &appliances {
+            let dir = if appliances.len() == 1 {
+                root.clone()
+            } else {
+                root.join(&vm.name)
+            };
+            roots.insert(vm.id.clone(), dir.clone());
+            sysfs_roots.insert(vm.name.clone(), dir);
+        }
+    }
+    let hotplug = hotplug::Hotplug::new(roots);
+    for vm in &appliances {
+        let mut disks: Vec<(i64, String)> = state
+            .volumes
+            .values()
+            .filter(|v| v.vm_id.as_deref() == Some(vm.id.as_str()))
+            .map(|v| (v.device_id.unwrap_or(0), cloudstack::volume_serial(&v.id)))
+            .collect();
+        disks.sort();
+        let serials: Vec<String> = disks.into_iter().map(|(_, s)| s).collect();
+        hotplug.seed(&vm.id, &serials).map_err(StartError::Sysfs)?;
+    }
+    let appliance_ids: BTreeMap<String, String> = appliances
+        .iter()
+        .map(|v| (v.name.clone(), v.id.clone()))
+        .collect();
+    let zone_id = state.zones[0].id.clone();
+    let mut faults = faults::Faults::default();
+    for rule in &config.world.faults {
+        faults.arm(rule.clone());
+    }
+    let shutdown = CancellationToken::new();
+    let inner = Arc::new(Inner {
+        state: Mutex::new(state),
+        world: config.world.clone(),
+        time_scale: config.time_scale,
+        latency_ms: Mutex::new(
+            config
+                .world
+                .latency_ms
+                .iter()
+                .map(|(k, v)| (k.to_lowercase(), *v))
+                .collect(),
+        ),
+        faults: Mutex::new(faults),
+        stats: Mutex::new(jobs::StatsInner::default()),
+        queues: Mutex::new(HashMap::new()),
+        hotplug,
+        shutdown: shutdown.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(StartError::Bind)?;
+    let addr = listener.local_addr().map_err(StartError::Bind)?;
+    let router = api::router(inner.clone());
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await
+    });
+    let announcement = Announcement {
+        endpoint: format!("http://{addr}/client/api"),
+        admin: format!("http://{addr}/sim"),
+        api_key: config.world.credentials.api_key.clone(),
+        secret_key: config.world.credentials.secret_key.clone(),
+        zone_id,
+        appliances: appliance_ids,
+        sysfs_roots,
+    };
+    Ok(Running {
+        addr,
+        announcement,
+        shutdown,
+        task,
+    })
+}
+
+/// Why a simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the world is inconsistent: {0}")]
+    World(String),
+    #[error("cannot listen")]
+    Bind(#[source] std::io::Error),
+    #[error("cannot lay out the appliance sysfs tree")]
+    Sysfs(#[source] std::io::Error),
+}

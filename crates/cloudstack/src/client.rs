@@ -290,8 +290,10 @@ impl Client {
         };
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
         if status != 200 {
-            if let Some(inner) = parsed.as_ref().and_then(envelope) {
-                if let Some(code) = inner.get("errorcode").and_then(Value::as_u64) {
+            if let Some(inner) = parsed.as_ref().and_then(envelope)
+                && let Some(code) = inner.get("errorcode").and_then(Value::as_u64)
+            {
+                {
                     return Err(Error::Api {
                         command: command.to_string(),
                         errorcode: code as u16,

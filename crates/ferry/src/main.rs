@@ -1,1 +1,137 @@
-fn main() {}
+//! `ferry`: fails over VMware VMs with all of their disks into Apache CloudStack.
+//!
+//! This binary is the operator's entry point. Today it runs `ferry cloudsim`, the
+//! CloudStack simulator every other part of ferry is tested against; the failover
+//! commands arrive with the engine.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Fails over VMware VMs with all of their disks into Apache CloudStack"
+)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `ferry=debug`.
+    #[arg(long, global = true, env = "FERRY_LOG", default_value = "warn")]
+    log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run cloudsim, a CloudStack API simulator, until SIGTERM or SIGINT.
+    ///
+    /// Once it accepts requests it prints one JSON line on stdout with `endpoint`,
+    /// `admin`, `api_key`, `secret_key`, `zone_id`, `appliances` (name → VM id) and
+    /// `sysfs_roots`.
+    Cloudsim(CloudsimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CloudsimArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// World file (TOML); the built-in world when omitted.
+    #[arg(long)]
+    world: Option<PathBuf>,
+    /// Root of the appliances' emulated /sys/block and /dev/disk/by-id.
+    #[arg(long)]
+    sysfs_root: Option<PathBuf>,
+    /// Multiplies every simulated latency (0.01: a 3 s attach takes 30 ms).
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_json);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Cloudsim(args) => cloudsim(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn cloudsim(args: CloudsimArgs) -> anyhow::Result<()> {
+    if !(args.time_scale.is_finite() && args.time_scale >= 0.0) {
+        anyhow::bail!(
+            "--time-scale must be a number ≥ 0 (got {}); 1 is real time, 0.01 is 100× faster",
+            args.time_scale
+        );
+    }
+    let world = match &args.world {
+        None => cloudsim::World::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the world file {}", path.display()))?;
+            cloudsim::World::from_toml(&text)
+                .with_context(|| format!("the world file {} is not valid", path.display()))?
+        }
+    };
+    let config = cloudsim::SimConfig {
+        world,
+        sysfs_root: args.sysfs_root,
+        time_scale: args.time_scale,
+    };
+    let running = cloudsim::start(config, args.listen)
+        .await
+        .with_context(|| format!("cannot start cloudsim on {}", args.listen))?;
+    println!("{}", serde_json::to_string(&running.announcement)?);
+    let token = running.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        token.cancel();
+    });
+    running
+        .wait()
+        .await
+        .context("cloudsim stopped with an error")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

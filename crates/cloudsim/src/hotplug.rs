@@ -1,0 +1,157 @@
+//! Appliance hot-plug emulation: what a Linux guest shows when CloudStack hot-plugs a
+//! virtio disk into it.
+//!
+//! When a volume is attached to a running appliance VM, after a short delay a disk
+//! appears as `<root>/sys/block/vdX/serial` (the volume UUID without dashes, first 20
+//! characters) and `<root>/dev/disk/by-id/virtio-<serial>` → `../../vdX`. X is the
+//! *lowest free* letter, as virtio_blk allocates its index — not derived from the
+//! CloudStack device id — so names shift as disks come and go, and the appliance's own
+//! root disk is `vda`. Detach removes both at once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// `vd` + the Linux disk suffix of `index`: a…z, aa…az, ba…
+pub fn disk_name(index: usize) -> String {
+    let mut suffix = Vec::new();
+    let mut i = index;
+    loop {
+        suffix.push(b'a' + (i % 26) as u8);
+        if i < 26 {
+            break;
+        }
+        i = i / 26 - 1;
+    }
+    suffix.reverse();
+    format!("vd{}", String::from_utf8(suffix).expect("ascii"))
+}
+
+/// The sysfs trees of the appliances, and which attaches are still to appear.
+#[derive(Debug, Default)]
+pub struct Hotplug {
+    roots: HashMap<String, PathBuf>,
+    /// serial → token of the attach whose disk is about to appear; a detach or a newer
+    /// attach replaces it, so a late appearance of a detached disk never happens.
+    pending: Mutex<HashMap<String, u64>>,
+    next_token: Mutex<u64>,
+    fs: Mutex<()>,
+}
+
+impl Hotplug {
+    pub fn new(roots: HashMap<String, PathBuf>) -> Self {
+        Hotplug {
+            roots,
+            ..Default::default()
+        }
+    }
+
+    pub fn root_of(&self, vm_id: &str) -> Option<&Path> {
+        self.roots.get(vm_id).map(PathBuf::as_path)
+    }
+
+    /// Registers an attach whose disk will appear later; returns its token.
+    pub fn expect(&self, serial: &str) -> u64 {
+        let mut next = self.next_token.lock().expect("poisoned");
+        *next += 1;
+        self.pending
+            .lock()
+            .expect("poisoned")
+            .insert(serial.to_string(), *next);
+        *next
+    }
+
+    /// Makes the disk appear, unless it was detached (or re-attached) meanwhile.
+    pub fn appear(&self, vm_id: &str, serial: &str, token: u64) -> std::io::Result<Option<String>> {
+        let Some(root) = self.root_of(vm_id) else {
+            return Ok(None);
+        };
+        let _fs = self.fs.lock().expect("poisoned");
+        {
+            let mut pending = self.pending.lock().expect("poisoned");
+            if pending.get(serial) != Some(&token) {
+                return Ok(None);
+            }
+            pending.remove(serial);
+        }
+        plug(root, serial).map(Some)
+    }
+
+    /// Removes the disk with `serial` (and cancels its appearance if still pending).
+    pub fn remove(&self, vm_id: &str, serial: &str) -> std::io::Result<()> {
+        self.pending.lock().expect("poisoned").remove(serial);
+        let Some(root) = self.root_of(vm_id) else {
+            return Ok(());
+        };
+        let _fs = self.fs.lock().expect("poisoned");
+        unplug(root, serial)
+    }
+
+    /// Lays out the disks an appliance has at start, in device-id order.
+    pub fn seed(&self, vm_id: &str, serials: &[String]) -> std::io::Result<()> {
+        let Some(root) = self.root_of(vm_id) else {
+            return Ok(());
+        };
+        let _fs = self.fs.lock().expect("poisoned");
+        std::fs::create_dir_all(root.join("sys/block"))?;
+        std::fs::create_dir_all(root.join("dev/disk/by-id"))?;
+        for serial in serials {
+            plug(root, serial)?;
+        }
+        Ok(())
+    }
+}
+
+fn plug(root: &Path, serial: &str) -> std::io::Result<String> {
+    let block = root.join("sys/block");
+    let by_id = root.join("dev/disk/by-id");
+    std::fs::create_dir_all(&block)?;
+    std::fs::create_dir_all(&by_id)?;
+    let name = (0..)
+        .map(disk_name)
+        .find(|n| !block.join(n).exists())
+        .expect("an unbounded range has a free name");
+    std::fs::create_dir_all(block.join(&name))?;
+    std::fs::write(block.join(&name).join("serial"), format!("{serial}\n"))?;
+    let link = by_id.join(format!("virtio-{serial}"));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(format!("../../{name}"), &link)?;
+    tracing::debug!(disk = %name, serial, "hot-plugged");
+    Ok(name)
+}
+
+fn unplug(root: &Path, serial: &str) -> std::io::Result<()> {
+    let block = root.join("sys/block");
+    if let Ok(entries) = std::fs::read_dir(&block) {
+        for entry in entries.flatten() {
+            let path = entry.path().join("serial");
+            if std::fs::read_to_string(&path)
+                .map(|s| s.trim() == serial)
+                .unwrap_or(false)
+            {
+                std::fs::remove_dir_all(entry.path())?;
+                tracing::debug!(disk = ?entry.file_name(), serial, "unplugged");
+            }
+        }
+    }
+    let link = root.join("dev/disk/by-id").join(format!("virtio-{serial}"));
+    match std::fs::remove_file(link) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_disk_names() {
+        assert_eq!(disk_name(0), "vda");
+        assert_eq!(disk_name(1), "vdb");
+        assert_eq!(disk_name(25), "vdz");
+        assert_eq!(disk_name(26), "vdaa");
+        assert_eq!(disk_name(27), "vdab");
+        assert_eq!(disk_name(52), "vdba");
+    }
+}

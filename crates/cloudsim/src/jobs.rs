@@ -1,0 +1,497 @@
+//! Async jobs: CloudStack's per-VM work queue, simulated latency, and accounting.
+//!
+//! Every job goes to a queue named after the VM it works on (`vm:<id>`), or after the
+//! volume or snapshot when no VM is involved. A queue runs its jobs one at a time in
+//! submission order — CloudStack's VmWorkJobQueue — while different queues run
+//! concurrently. Each job validates when it reaches the head of its queue (so business
+//! errors surface through `queryAsyncJobResult`), sleeps its command's latency scaled
+//! by the time scale, then applies its effect. The time a queue spends running jobs is
+//! its busy time, which `/sim/stats` reports: the busiest queue bounds how fast any
+//! client can possibly finish a workload.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::Inner;
+use crate::error::CsError;
+use crate::world::default_latency_ms;
+
+/// The work of one async job.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Deploy {
+        vm_id: String,
+        start: bool,
+    },
+    Start {
+        vm_id: String,
+    },
+    Stop {
+        vm_id: String,
+    },
+    Destroy {
+        vm_id: String,
+        expunge: bool,
+    },
+    Attach {
+        volume_id: String,
+        vm_id: String,
+        device_id: Option<i64>,
+    },
+    Detach {
+        volume_id: String,
+    },
+    CreateSnapshot {
+        snapshot_id: String,
+    },
+    RevertSnapshot {
+        snapshot_id: String,
+    },
+    DeleteSnapshot {
+        snapshot_id: String,
+    },
+    CreateVolume {
+        volume_id: String,
+        from_snapshot: bool,
+    },
+}
+
+impl Op {
+    /// The lower-case command, for latency lookup.
+    pub fn command(&self) -> &'static str {
+        match self {
+            Op::Deploy { .. } => "deployvirtualmachine",
+            Op::Start { .. } => "startvirtualmachine",
+            Op::Stop { .. } => "stopvirtualmachine",
+            Op::Destroy { .. } => "destroyvirtualmachine",
+            Op::Attach { .. } => "attachvolume",
+            Op::Detach { .. } => "detachvolume",
+            Op::CreateSnapshot { .. } => "createsnapshot",
+            Op::RevertSnapshot { .. } => "revertsnapshot",
+            Op::DeleteSnapshot { .. } => "deletesnapshot",
+            Op::CreateVolume { .. } => "createvolume",
+        }
+    }
+}
+
+pub struct QueuedJob {
+    pub job_id: String,
+    pub queue: String,
+    pub op: Op,
+    /// An injected failure: the job fails with this after its latency.
+    pub fault: Option<CsError>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct QueueStats {
+    pub jobs: u64,
+    pub busy_s: f64,
+    /// Wall-clock span from the first job's start to the last job's end.
+    #[serde(skip)]
+    pub first_start: Option<Instant>,
+    #[serde(skip)]
+    pub last_end: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+pub struct StatsInner {
+    pub calls: BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub queues: BTreeMap<String, QueueStats>,
+    /// Queue name → VM name, for readable stats.
+    pub queue_names: BTreeMap<String, String>,
+    /// Per-queue overlap check: jobs running right now in each queue.
+    pub running: BTreeMap<String, u32>,
+    pub max_concurrency_per_queue: u32,
+}
+
+/// What `/sim/stats` returns.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Stats {
+    /// API calls per command.
+    pub calls: BTreeMap<String, u64>,
+    /// Failed calls and failed jobs per command.
+    pub errors: BTreeMap<String, u64>,
+    /// Per queue: jobs run and busy seconds.
+    pub queues: BTreeMap<String, QueueReport>,
+    /// The most jobs ever seen running at once in a single queue (1 when CloudStack's
+    /// per-VM serialization holds).
+    pub max_concurrency_per_queue: u32,
+    /// `queryAsyncJobResult` calls per finished job.
+    pub polls_per_job: PollStats,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct QueueReport {
+    pub name: Option<String>,
+    pub jobs: u64,
+    pub busy_s: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct PollStats {
+    pub jobs: u64,
+    pub median: f64,
+    pub max: u64,
+    pub total: u64,
+}
+
+impl Inner {
+    pub fn latency(&self, command: &str) -> Duration {
+        let ms = self
+            .latency_ms
+            .lock()
+            .expect("poisoned")
+            .get(command)
+            .copied()
+            .unwrap_or_else(|| default_latency_ms(command));
+        Duration::from_secs_f64(ms as f64 / 1000.0 * self.time_scale)
+    }
+
+    /// Creates the job record and puts it on its queue (starting the queue's worker
+    /// on first use). Returns the job id.
+    pub fn submit(
+        self: &Arc<Self>,
+        cmd_class: &str,
+        instance: (&str, &str),
+        queue: String,
+        op: Op,
+        fault: Option<CsError>,
+    ) -> String {
+        let job_id = uuid::Uuid::new_v4().to_string();
+        {
+            let mut state = self.state.lock().expect("poisoned");
+            let seq = state.next_seq();
+            state.jobs.insert(
+                job_id.clone(),
+                crate::state::Job {
+                    id: job_id.clone(),
+                    seq,
+                    cmd: cmd_class.to_string(),
+                    status: 0,
+                    result_code: 0,
+                    result: None,
+                    instance_type: Some(instance.0.to_string()),
+                    instance_id: Some(instance.1.to_string()),
+                    created: crate::state::now(),
+                    completed: None,
+                    polls: 0,
+                },
+            );
+            if let Some(vm_id) = queue.strip_prefix("vm:")
+                && let Some(vm) = state.vms.get(vm_id)
+            {
+                self.stats
+                    .lock()
+                    .expect("poisoned")
+                    .queue_names
+                    .insert(queue.clone(), vm.name.clone());
+            }
+        }
+        let job = QueuedJob {
+            job_id: job_id.clone(),
+            queue: queue.clone(),
+            op,
+            fault,
+        };
+        let mut queues = self.queues.lock().expect("poisoned");
+        let sender = queues.entry(queue).or_insert_with(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<QueuedJob>();
+            let inner = Arc::clone(self);
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = inner.shutdown.cancelled() => break,
+                        job = rx.recv() => match job {
+                            Some(job) => inner.run(job).await,
+                            None => break,
+                        },
+                    }
+                }
+            });
+            tx
+        });
+        sender
+            .send(job)
+            .expect("queue workers live as long as the simulator");
+        job_id
+    }
+
+    async fn run(self: &Arc<Self>, job: QueuedJob) {
+        let started = Instant::now();
+        {
+            let mut stats = self.stats.lock().expect("poisoned");
+            let running = stats.running.entry(job.queue.clone()).or_default();
+            *running += 1;
+            let now_running = *running;
+            stats.max_concurrency_per_queue = stats.max_concurrency_per_queue.max(now_running);
+        }
+        let outcome = self.execute(&job).await;
+        let ended = Instant::now();
+        {
+            let mut stats = self.stats.lock().expect("poisoned");
+            *stats.running.get_mut(&job.queue).expect("counted") -= 1;
+            let q = stats.queues.entry(job.queue.clone()).or_default();
+            q.jobs += 1;
+            q.busy_s += (ended - started).as_secs_f64();
+            q.first_start.get_or_insert(started);
+            q.last_end = Some(ended);
+            if outcome.is_err() {
+                *stats
+                    .errors
+                    .entry(job.op.command().to_string())
+                    .or_default() += 1;
+            }
+        }
+        let mut state = self.state.lock().expect("poisoned");
+        if let Some(record) = state.jobs.get_mut(&job.job_id) {
+            record.completed = Some(crate::state::now());
+            match outcome {
+                Ok(result) => {
+                    record.status = 1;
+                    record.result_code = 0;
+                    record.result = Some(result);
+                }
+                Err(e) => {
+                    // A failed job's ExceptionResponse carries only these two fields.
+                    record.status = 2;
+                    record.result_code = e.code as i64;
+                    record.result =
+                        Some(serde_json::json!({"errorcode": e.code, "errortext": e.text}));
+                }
+            }
+        }
+    }
+
+    async fn execute(self: &Arc<Self>, job: &QueuedJob) -> Result<Value, CsError> {
+        use crate::state::State;
+        let latency = self.latency(job.op.command());
+        // Phase 1: validation at the head of the queue.
+        let begun: Result<Begun, CsError> = {
+            let mut s = self.state.lock().expect("poisoned");
+            match &job.op {
+                Op::Deploy { vm_id, start } => {
+                    if *start {
+                        s.begin_start(vm_id).map(|_| Begun::Prior("Stopped".into()))
+                    } else {
+                        Ok(Begun::Nothing)
+                    }
+                }
+                Op::Start { vm_id } => s.begin_start(vm_id).map(|_| Begun::Prior("Stopped".into())),
+                Op::Stop { vm_id } => {
+                    let prior = s.vm(vm_id).map(|v| v.state.clone())?;
+                    s.begin_stop(vm_id).map(|_| Begun::Prior(prior))
+                }
+                Op::Destroy { vm_id, .. } => s.begin_destroy(vm_id).map(Begun::Prior),
+                Op::Attach {
+                    volume_id,
+                    vm_id,
+                    device_id,
+                } => s
+                    .begin_attach(volume_id, vm_id, *device_id)
+                    .map(Begun::Device),
+                Op::Detach { volume_id } => s.begin_detach(volume_id).map(Begun::Vm),
+                Op::CreateSnapshot { snapshot_id } => {
+                    s.begin_snapshot(snapshot_id).map(|_| Begun::Nothing)
+                }
+                Op::RevertSnapshot { snapshot_id } => {
+                    s.begin_revert(snapshot_id).map(|_| Begun::Nothing)
+                }
+                Op::DeleteSnapshot { snapshot_id } => {
+                    s.begin_delete_snapshot(snapshot_id).map(|_| Begun::Nothing)
+                }
+                Op::CreateVolume { .. } => Ok(Begun::Nothing),
+            }
+        };
+        let begun = match begun {
+            Ok(b) => b,
+            Err(e) => {
+                let mut s = self.state.lock().expect("poisoned");
+                match &job.op {
+                    Op::CreateSnapshot { snapshot_id } => s.abort_snapshot(snapshot_id),
+                    Op::CreateVolume { volume_id, .. } => s.abort_create_volume(volume_id),
+                    _ => {}
+                }
+                return Err(e);
+            }
+        };
+        // Phase 2: the work takes time.
+        tokio::select! {
+            _ = tokio::time::sleep(latency) => {}
+            _ = self.shutdown.cancelled() => return Err(CsError::internal("management server shutting down")),
+        }
+        // Phase 3: apply, or undo the transitional state if a fault was injected.
+        let mut s = self.state.lock().expect("poisoned");
+        if let Some(fault) = &job.fault {
+            let s: &mut State = &mut s;
+            match (&job.op, &begun) {
+                (
+                    Op::Deploy { vm_id, .. } | Op::Start { vm_id } | Op::Stop { vm_id },
+                    Begun::Prior(p),
+                ) => s.abort_vm(vm_id, p),
+                (Op::Attach { volume_id, .. }, _) => s.abort_volume(volume_id),
+                (Op::CreateSnapshot { snapshot_id }, _) => s.abort_snapshot(snapshot_id),
+                (Op::RevertSnapshot { snapshot_id }, _) => {
+                    if let Some(v) = s.snapshots.get(snapshot_id).map(|x| x.volume_id.clone()) {
+                        s.abort_volume(&v)
+                    }
+                }
+                (Op::CreateVolume { volume_id, .. }, _) => s.abort_create_volume(volume_id),
+                _ => {}
+            }
+            return Err(fault.clone());
+        }
+        let result = match (&job.op, begun) {
+            (Op::Deploy { vm_id, start }, _) => {
+                if *start {
+                    s.finish_start(vm_id)
+                } else {
+                    serde_json::json!({ "virtualmachine": s.vm_json(vm_id) })
+                }
+            }
+            (Op::Start { vm_id }, _) => s.finish_start(vm_id),
+            (Op::Stop { vm_id }, _) => s.finish_stop(vm_id),
+            (Op::Destroy { vm_id, expunge }, _) => {
+                let attached: Vec<String> = s
+                    .volumes
+                    .values()
+                    .filter(|v| v.vm_id.as_deref() == Some(vm_id.as_str()))
+                    .map(|v| v.id.clone())
+                    .collect();
+                let result = s.finish_destroy(vm_id, *expunge);
+                if *expunge {
+                    for volume_id in attached {
+                        self.unplug(vm_id, &volume_id);
+                    }
+                }
+                result
+            }
+            (
+                Op::Attach {
+                    volume_id, vm_id, ..
+                },
+                Begun::Device(device),
+            ) => {
+                let result = s.finish_attach(volume_id, vm_id, device);
+                let running_appliance = s
+                    .vms
+                    .get(vm_id)
+                    .map(|v| v.appliance && v.state == "Running")
+                    .unwrap_or(false);
+                drop(s);
+                if running_appliance {
+                    self.plug_later(vm_id, volume_id);
+                }
+                result
+            }
+            (Op::Detach { volume_id }, Begun::Vm(vm_id)) => {
+                let result = s.finish_detach(volume_id);
+                drop(s);
+                self.unplug(&vm_id, volume_id);
+                result
+            }
+            (Op::CreateSnapshot { snapshot_id }, _) => s.finish_snapshot(snapshot_id),
+            (Op::RevertSnapshot { snapshot_id }, _) => s.finish_revert(snapshot_id),
+            (Op::DeleteSnapshot { snapshot_id }, _) => s.finish_delete_snapshot(snapshot_id),
+            (
+                Op::CreateVolume {
+                    volume_id,
+                    from_snapshot,
+                },
+                _,
+            ) => s.finish_create_volume(volume_id, *from_snapshot),
+            (op, begun) => unreachable!("{op:?} began as {begun:?}"),
+        };
+        Ok(result)
+    }
+
+    fn plug_later(self: &Arc<Self>, vm_id: &str, volume_id: &str) {
+        let serial = cloudstack::volume_serial(volume_id);
+        if self.hotplug.root_of(vm_id).is_none() {
+            return;
+        }
+        let token = self.hotplug.expect(&serial);
+        let delay = Duration::from_secs_f64(
+            self.state
+                .lock()
+                .expect("poisoned")
+                .settings
+                .hotplug_delay_ms as f64
+                / 1000.0
+                * self.time_scale,
+        );
+        let inner = Arc::clone(self);
+        let vm_id = vm_id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Err(e) = inner.hotplug.appear(&vm_id, &serial, token) {
+                tracing::error!(error = %e, serial, "hot-plug emulation failed");
+            }
+        });
+    }
+
+    fn unplug(&self, vm_id: &str, volume_id: &str) {
+        let serial = cloudstack::volume_serial(volume_id);
+        if let Err(e) = self.hotplug.remove(vm_id, &serial) {
+            tracing::error!(error = %e, serial, "hot-unplug emulation failed");
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        let stats = self.stats.lock().expect("poisoned");
+        let state = self.state.lock().expect("poisoned");
+        let mut polls: Vec<u64> = state
+            .jobs
+            .values()
+            .filter(|j| j.status != 0)
+            .map(|j| j.polls)
+            .collect();
+        polls.sort_unstable();
+        let median = match polls.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => polls[n / 2] as f64,
+            n => (polls[n / 2 - 1] + polls[n / 2]) as f64 / 2.0,
+        };
+        Stats {
+            calls: stats.calls.clone(),
+            errors: stats.errors.clone(),
+            queues: stats
+                .queues
+                .iter()
+                .map(|(k, q)| {
+                    (
+                        k.clone(),
+                        QueueReport {
+                            name: stats.queue_names.get(k).cloned(),
+                            jobs: q.jobs,
+                            busy_s: q.busy_s,
+                        },
+                    )
+                })
+                .collect(),
+            max_concurrency_per_queue: stats.max_concurrency_per_queue,
+            polls_per_job: PollStats {
+                jobs: polls.len() as u64,
+                median,
+                max: polls.last().copied().unwrap_or(0),
+                total: polls.iter().sum(),
+            },
+        }
+    }
+}
+
+/// What validation at the head of the queue established.
+#[derive(Debug)]
+enum Begun {
+    Nothing,
+    /// The VM state to go back to if the job is failed by a fault.
+    Prior(String),
+    /// The device id an attach will use.
+    Device(i64),
+    /// The VM a detach takes the volume from.
+    Vm(String),
+}
