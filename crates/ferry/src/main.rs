@@ -50,7 +50,7 @@ struct CloudsimArgs {
     #[arg(long)]
     sysfs_root: Option<PathBuf>,
     /// Multiplies every simulated latency (0.01: a 3 s attach takes 30 ms).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     time_scale: f64,
 }
 

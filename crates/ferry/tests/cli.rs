@@ -1,0 +1,170 @@
+//! Black-box tests of the `ferry` binary: real processes on port 0.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use secrecy::SecretString;
+
+/// A `ferry cloudsim` process, killed on drop.
+struct Cloudsim {
+    child: Child,
+    announcement: serde_json::Value,
+}
+
+impl Cloudsim {
+    fn start(extra: &[&str]) -> Cloudsim {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["cloudsim", "--listen", "127.0.0.1:0", "--time-scale", "0.001"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("ferry cloudsim starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("reads the announcement");
+        let announcement = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("announcement is one JSON line ({e}): {line:?}"));
+        Cloudsim {
+            child,
+            announcement,
+        }
+    }
+
+    fn field(&self, name: &str) -> String {
+        self.announcement[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("announcement has `{name}`: {}", self.announcement))
+            .to_string()
+    }
+
+    fn client(&self) -> cloudstack::Client {
+        let config = cloudstack::Config::new(
+            self.field("endpoint"),
+            self.field("api_key"),
+            SecretString::from(self.field("secret_key")),
+        );
+        cloudstack::Client::new(config).expect("client builds")
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        self.child.wait().expect("ferry exits")
+    }
+}
+
+impl Drop for Cloudsim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn cloudsim_announces_itself_serves_the_api_and_stops_on_sigterm() {
+    let sim = Cloudsim::start(&[]);
+    let endpoint = sim.field("endpoint");
+    assert!(endpoint.starts_with("http://127.0.0.1:") && endpoint.ends_with("/client/api"));
+    let oma = sim.announcement["appliances"]["oma"].as_str().expect("oma").to_string();
+    let client = sim.client();
+    let zones = client.list_zones().await.expect("listZones");
+    assert_eq!(zones[0].id, sim.field("zone_id"));
+    let filter = cloudstack::VolumeFilter {
+        virtual_machine_id: Some(oma),
+        ..Default::default()
+    };
+    let mut sizes: Vec<(i64, i64)> = client
+        .list_volumes(&filter)
+        .await
+        .expect("listVolumes")
+        .iter()
+        .map(|v| (v.deviceid.expect("attached"), v.size >> 30))
+        .collect();
+    sizes.sort();
+    assert_eq!(sizes, vec![(0, 20), (1, 107), (2, 10)], "oma holds pgtest1's replicas");
+    let status = sim.terminate();
+    assert!(status.success(), "ferry cloudsim exits 0 on SIGTERM, got {status}");
+}
+
+#[test]
+fn cloudsim_lays_out_the_appliance_disks_under_the_sysfs_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_str().expect("utf-8").to_string();
+    let sim = Cloudsim::start(&["--sysfs-root", &root]);
+    let mut serials = Vec::new();
+    for disk in ["vda", "vdb", "vdc"] {
+        let serial = std::fs::read_to_string(dir.path().join("sys/block").join(disk).join("serial"))
+            .unwrap_or_else(|e| panic!("{disk} exists: {e}"));
+        let link = dir.path().join("dev/disk/by-id").join(format!("virtio-{}", serial.trim()));
+        assert_eq!(std::fs::read_link(&link).expect("by-id link"), PathBuf::from(format!("../../{disk}")));
+        serials.push(serial.trim().to_string());
+    }
+    use cloudsim::world::ids;
+    let expected: Vec<String> = [ids::OMA_ROOT, ids::PGTEST1_DISK_2000, ids::PGTEST1_DISK_2001]
+        .iter()
+        .map(|id| cloudstack::volume_serial(id))
+        .collect();
+    assert_eq!(serials, expected, "vda is the appliance's root, then the replicas in device order");
+    drop(sim);
+}
+
+#[test]
+fn cloudsim_refuses_a_bad_world_file_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let world = dir.path().join("world.toml");
+    std::fs::write(&world, "[credentials]\napi_key = \"k\"\nsecret_key = \"s\"\nzones = []\nbogus = 1\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["cloudsim", "--listen", "127.0.0.1:0", "--world"])
+        .arg(&world)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is not valid"), "stderr names the problem: {stderr}");
+    assert!(output.stdout.is_empty(), "nothing is announced");
+}
+
+#[test]
+fn cloudsim_refuses_a_negative_time_scale() {
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["cloudsim", "--listen", "127.0.0.1:0", "--time-scale", "-1"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--time-scale must be a number"));
+}
+
+/// The signature check agrees with `cs` (PyPI), a CloudStack client ferry did not
+/// write. `.ci/test` installs it into `target/compat-venv`; `FERRY_COMPAT_PYTHON`
+/// names another interpreter that has it.
+#[test]
+fn cs_client_compat() {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = std::env::var_os("FERRY_COMPAT_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target/compat-venv/bin/python"));
+    assert!(
+        python.exists(),
+        "no Python with the `cs` package at {}: run the tests with `bash .ci/test`, which installs it, or set FERRY_COMPAT_PYTHON",
+        python.display()
+    );
+    let sim = Cloudsim::start(&[]);
+    let output = Command::new(&python)
+        .arg(workspace.join("tests/compat/cs_client.py"))
+        .arg(sim.announcement.to_string())
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "cs client checks failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("ok   wrong secret refused with 401"), "{stdout}");
+    assert_eq!(stdout.matches("ok   ").count(), 17, "every check ran:\n{stdout}");
+}
