@@ -16,7 +16,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum FaultKind {
-    JobError { errorcode: u16, errortext: String },
+    JobError {
+        errorcode: u16,
+        errortext: String,
+    },
+    // `snake_case` alone would spell it `transient530`, not the documented name.
+    #[serde(rename = "transient_530", alias = "transient530")]
     Transient530,
     DropConnection,
     LoseResponse,

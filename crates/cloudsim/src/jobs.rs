@@ -165,7 +165,45 @@ impl Inner {
         let job_id = uuid::Uuid::new_v4().to_string();
         {
             let mut state = self.state.lock().expect("poisoned");
+            // CloudStack validates attach and detach in the API's own async job and
+            // only then puts the work on the VM's queue: these refusals do not wait
+            // behind the VM's other jobs (a start in progress, say).
+            let refused = match &op {
+                Op::Attach {
+                    volume_id,
+                    vm_id,
+                    device_id,
+                } => state.check_attach(volume_id, vm_id, *device_id).err(),
+                Op::Detach { volume_id } => state.begin_detach(volume_id).err(),
+                _ => None,
+            };
             let seq = state.next_seq();
+            if let Some(e) = refused {
+                state.jobs.insert(
+                    job_id.clone(),
+                    crate::state::Job {
+                        id: job_id.clone(),
+                        seq,
+                        cmd: cmd_class.to_string(),
+                        status: 2,
+                        result_code: e.code as i64,
+                        result: Some(serde_json::json!({"errorcode": e.code, "errortext": e.text})),
+                        instance_type: Some(instance.0.to_string()),
+                        instance_id: Some(instance.1.to_string()),
+                        created: crate::state::now(),
+                        completed: Some(crate::state::now()),
+                        polls: 0,
+                    },
+                );
+                *self
+                    .stats
+                    .lock()
+                    .expect("poisoned")
+                    .errors
+                    .entry(op.command().to_string())
+                    .or_default() += 1;
+                return job_id;
+            }
             state.jobs.insert(
                 job_id.clone(),
                 crate::state::Job {

@@ -739,15 +739,14 @@ impl State {
 
     // ---- attach / detach -----------------------------------------------------------
 
-    /// `attachVolumeToVM` and `getDeviceId`, in CloudStack's order. Returns the device
-    /// id the volume will get.
-    pub fn begin_attach(
-        &mut self,
+    /// The checks `attachVolumeToVM` makes in the API's async job, before the work
+    /// joins the VM's queue (steps 1–4 of `reference/cloudstack.md` §1.2).
+    pub fn check_attach(
+        &self,
         volume_id: &str,
         vm_id: &str,
         device_id: Option<i64>,
-    ) -> Result<i64, CsError> {
-        let max_device = self.max_device_id();
+    ) -> Result<(), CsError> {
         let vol = self.volume(volume_id)?;
         if vol.kind != "ROOT" && vol.kind != "DATADISK" {
             return Err(CsError::param(
@@ -804,6 +803,20 @@ impl State {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// `attachVolumeToVM` and `getDeviceId`, in CloudStack's order, at the head of the
+    /// VM's queue. Returns the device id the volume will get.
+    pub fn begin_attach(
+        &mut self,
+        volume_id: &str,
+        vm_id: &str,
+        device_id: Option<i64>,
+    ) -> Result<i64, CsError> {
+        self.check_attach(volume_id, vm_id, device_id)?;
+        let max_device = self.max_device_id();
+        let vm = self.vm(vm_id)?;
         let used: Vec<i64> = self.volumes_of(vm_id).filter_map(|v| v.device_id).collect();
         let device = match device_id {
             Some(d) => {
@@ -864,8 +877,9 @@ impl State {
         }
     }
 
-    /// `detachVolumeFromVM`. Returns the VM the volume is on.
-    pub fn begin_detach(&mut self, volume_id: &str) -> Result<String, CsError> {
+    /// `detachVolumeFromVM`'s checks, made in the API's async job before the work joins
+    /// the VM's queue (and again at its head). Returns the VM the volume is on.
+    pub fn begin_detach(&self, volume_id: &str) -> Result<String, CsError> {
         let vol = self.volume(volume_id)?;
         let vm_id = vol
             .vm_id

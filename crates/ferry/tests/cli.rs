@@ -15,7 +15,13 @@ struct Cloudsim {
 impl Cloudsim {
     fn start(extra: &[&str]) -> Cloudsim {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["cloudsim", "--listen", "127.0.0.1:0", "--time-scale", "0.001"])
+            .args([
+                "cloudsim",
+                "--listen",
+                "127.0.0.1:0",
+                "--time-scale",
+                "0.001",
+            ])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -73,7 +79,10 @@ async fn cloudsim_announces_itself_serves_the_api_and_stops_on_sigterm() {
     let sim = Cloudsim::start(&[]);
     let endpoint = sim.field("endpoint");
     assert!(endpoint.starts_with("http://127.0.0.1:") && endpoint.ends_with("/client/api"));
-    let oma = sim.announcement["appliances"]["oma"].as_str().expect("oma").to_string();
+    let oma = sim.announcement["appliances"]["oma"]
+        .as_str()
+        .expect("oma")
+        .to_string();
     let client = sim.client();
     let zones = client.list_zones().await.expect("listZones");
     assert_eq!(zones[0].id, sim.field("zone_id"));
@@ -89,9 +98,16 @@ async fn cloudsim_announces_itself_serves_the_api_and_stops_on_sigterm() {
         .map(|v| (v.deviceid.expect("attached"), v.size >> 30))
         .collect();
     sizes.sort();
-    assert_eq!(sizes, vec![(0, 20), (1, 107), (2, 10)], "oma holds pgtest1's replicas");
+    assert_eq!(
+        sizes,
+        vec![(0, 20), (1, 107), (2, 10)],
+        "oma holds pgtest1's replicas"
+    );
     let status = sim.terminate();
-    assert!(status.success(), "ferry cloudsim exits 0 on SIGTERM, got {status}");
+    assert!(
+        status.success(),
+        "ferry cloudsim exits 0 on SIGTERM, got {status}"
+    );
 }
 
 #[test]
@@ -101,18 +117,32 @@ fn cloudsim_lays_out_the_appliance_disks_under_the_sysfs_root() {
     let sim = Cloudsim::start(&["--sysfs-root", &root]);
     let mut serials = Vec::new();
     for disk in ["vda", "vdb", "vdc"] {
-        let serial = std::fs::read_to_string(dir.path().join("sys/block").join(disk).join("serial"))
-            .unwrap_or_else(|e| panic!("{disk} exists: {e}"));
-        let link = dir.path().join("dev/disk/by-id").join(format!("virtio-{}", serial.trim()));
-        assert_eq!(std::fs::read_link(&link).expect("by-id link"), PathBuf::from(format!("../../{disk}")));
+        let serial =
+            std::fs::read_to_string(dir.path().join("sys/block").join(disk).join("serial"))
+                .unwrap_or_else(|e| panic!("{disk} exists: {e}"));
+        let link = dir
+            .path()
+            .join("dev/disk/by-id")
+            .join(format!("virtio-{}", serial.trim()));
+        assert_eq!(
+            std::fs::read_link(&link).expect("by-id link"),
+            PathBuf::from(format!("../../{disk}"))
+        );
         serials.push(serial.trim().to_string());
     }
     use cloudsim::world::ids;
-    let expected: Vec<String> = [ids::OMA_ROOT, ids::PGTEST1_DISK_2000, ids::PGTEST1_DISK_2001]
-        .iter()
-        .map(|id| cloudstack::volume_serial(id))
-        .collect();
-    assert_eq!(serials, expected, "vda is the appliance's root, then the replicas in device order");
+    let expected: Vec<String> = [
+        ids::OMA_ROOT,
+        ids::PGTEST1_DISK_2000,
+        ids::PGTEST1_DISK_2001,
+    ]
+    .iter()
+    .map(|id| cloudstack::volume_serial(id))
+    .collect();
+    assert_eq!(
+        serials, expected,
+        "vda is the appliance's root, then the replicas in device order"
+    );
     drop(sim);
 }
 
@@ -120,7 +150,11 @@ fn cloudsim_lays_out_the_appliance_disks_under_the_sysfs_root() {
 fn cloudsim_refuses_a_bad_world_file_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let world = dir.path().join("world.toml");
-    std::fs::write(&world, "[credentials]\napi_key = \"k\"\nsecret_key = \"s\"\nzones = []\nbogus = 1\n").unwrap();
+    std::fs::write(
+        &world,
+        "[credentials]\napi_key = \"k\"\nsecret_key = \"s\"\nzones = []\nbogus = 1\n",
+    )
+    .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["cloudsim", "--listen", "127.0.0.1:0", "--world"])
         .arg(&world)
@@ -128,7 +162,10 @@ fn cloudsim_refuses_a_bad_world_file_with_a_clear_error() {
         .expect("runs");
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("is not valid"), "stderr names the problem: {stderr}");
+    assert!(
+        stderr.contains("is not valid"),
+        "stderr names the problem: {stderr}"
+    );
     assert!(output.stdout.is_empty(), "nothing is announced");
 }
 
@@ -164,7 +201,17 @@ fn cs_client_compat() {
         .expect("python runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "cs client checks failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("ok   wrong secret refused with 401"), "{stdout}");
-    assert_eq!(stdout.matches("ok   ").count(), 17, "every check ran:\n{stdout}");
+    assert!(
+        output.status.success(),
+        "cs client checks failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("ok   wrong secret refused with 401"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("ok   ").count(),
+        17,
+        "every check ran:\n{stdout}"
+    );
 }
