@@ -126,6 +126,8 @@ pub struct VolumeFilter {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VmFilter {
     pub id: Option<String>,
+    /// CloudStack matches `name` as a substring (SQL `LIKE %name%`): callers that
+    /// look for one VM by name must compare the names of the results exactly.
     pub name: Option<String>,
     pub zone_id: Option<String>,
     pub state: Option<String>,

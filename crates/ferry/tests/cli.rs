@@ -215,3 +215,39 @@ fn cs_client_compat() {
         "every check ran:\n{stdout}"
     );
 }
+
+/// The example world in the docs parses, starts, and gives each of several
+/// appliances its own sysfs tree; its armed fault is listed by the admin API.
+#[tokio::test]
+async fn the_documented_example_world_starts_with_two_appliances() {
+    let world = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/world.toml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_str().expect("utf-8").to_string();
+    let world = world.to_str().expect("utf-8").to_string();
+    let sim = Cloudsim::start(&["--world", &world, "--sysfs-root", &root]);
+    let appliances = sim.announcement["appliances"]
+        .as_object()
+        .expect("appliances");
+    assert_eq!(
+        appliances.keys().collect::<Vec<_>>(),
+        vec!["oma-1", "oma-2"]
+    );
+    for (name, disks) in [("oma-1", 3), ("oma-2", 2)] {
+        let block = dir.path().join(name).join("sys/block");
+        let count = std::fs::read_dir(&block)
+            .unwrap_or_else(|e| panic!("{} exists: {e}", block.display()))
+            .count();
+        assert_eq!(count, disks, "{name} sees its root disk and its replicas");
+    }
+    let admin = sim.field("admin");
+    let faults: serde_json::Value = reqwest::get(format!("{admin}/faults"))
+        .await
+        .expect("admin answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(faults[0]["rule"]["command"], "attachVolume");
+    assert_eq!(faults[0]["rule"]["nth"], 3);
+    let zones = sim.client().list_zones().await.expect("listZones");
+    assert_eq!(zones[0].name, "dc-west");
+}
