@@ -178,23 +178,28 @@ impl Inner {
                 _ => None,
             };
             let seq = state.next_seq();
-            if let Some(e) = refused {
-                state.jobs.insert(
-                    job_id.clone(),
-                    crate::state::Job {
-                        id: job_id.clone(),
-                        seq,
-                        cmd: cmd_class.to_string(),
-                        status: 2,
-                        result_code: e.code as i64,
-                        result: Some(serde_json::json!({"errorcode": e.code, "errortext": e.text})),
-                        instance_type: Some(instance.0.to_string()),
-                        instance_id: Some(instance.1.to_string()),
-                        created: crate::state::now(),
-                        completed: Some(crate::state::now()),
-                        polls: 0,
-                    },
-                );
+            let now = crate::state::now();
+            let mut record = crate::state::Job {
+                id: job_id.clone(),
+                seq,
+                cmd: cmd_class.to_string(),
+                status: 0,
+                result_code: 0,
+                result: None,
+                instance_type: Some(instance.0.to_string()),
+                instance_id: Some(instance.1.to_string()),
+                created: now.clone(),
+                completed: None,
+                polls: 0,
+            };
+            if let Some(e) = &refused {
+                record.status = 2;
+                record.result_code = e.code as i64;
+                record.result = Some(serde_json::json!({"errorcode": e.code, "errortext": e.text}));
+                record.completed = Some(now);
+            }
+            state.jobs.insert(job_id.clone(), record);
+            if refused.is_some() {
                 *self
                     .stats
                     .lock()
@@ -204,22 +209,6 @@ impl Inner {
                     .or_default() += 1;
                 return job_id;
             }
-            state.jobs.insert(
-                job_id.clone(),
-                crate::state::Job {
-                    id: job_id.clone(),
-                    seq,
-                    cmd: cmd_class.to_string(),
-                    status: 0,
-                    result_code: 0,
-                    result: None,
-                    instance_type: Some(instance.0.to_string()),
-                    instance_id: Some(instance.1.to_string()),
-                    created: crate::state::now(),
-                    completed: None,
-                    polls: 0,
-                },
-            );
             if let Some(vm_id) = queue.strip_prefix("vm:")
                 && let Some(vm) = state.vms.get(vm_id)
             {
