@@ -33,9 +33,14 @@ pub struct Hotplug {
     roots: HashMap<String, PathBuf>,
     /// serial → token of the attach whose disk is about to appear; a detach or a newer
     /// attach replaces it, so a late appearance of a detached disk never happens.
-    pending: Mutex<HashMap<String, u64>>,
-    next_token: Mutex<u64>,
+    pending: Mutex<Pending>,
     fs: Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    last_token: u64,
+    by_serial: HashMap<String, u64>,
 }
 
 impl Hotplug {
@@ -52,13 +57,11 @@ impl Hotplug {
 
     /// Registers an attach whose disk will appear later; returns its token.
     pub fn expect(&self, serial: &str) -> u64 {
-        let mut next = self.next_token.lock().expect("poisoned");
-        *next += 1;
-        self.pending
-            .lock()
-            .expect("poisoned")
-            .insert(serial.to_string(), *next);
-        *next
+        let mut pending = self.pending.lock().expect("poisoned");
+        pending.last_token += 1;
+        let token = pending.last_token;
+        pending.by_serial.insert(serial.to_string(), token);
+        token
     }
 
     /// Makes the disk appear, unless it was detached (or re-attached) meanwhile.
@@ -69,17 +72,21 @@ impl Hotplug {
         let _fs = self.fs.lock().expect("poisoned");
         {
             let mut pending = self.pending.lock().expect("poisoned");
-            if pending.get(serial) != Some(&token) {
+            if pending.by_serial.get(serial) != Some(&token) {
                 return Ok(None);
             }
-            pending.remove(serial);
+            pending.by_serial.remove(serial);
         }
         plug(root, serial).map(Some)
     }
 
     /// Removes the disk with `serial` (and cancels its appearance if still pending).
     pub fn remove(&self, vm_id: &str, serial: &str) -> std::io::Result<()> {
-        self.pending.lock().expect("poisoned").remove(serial);
+        self.pending
+            .lock()
+            .expect("poisoned")
+            .by_serial
+            .remove(serial);
         let Some(root) = self.root_of(vm_id) else {
             return Ok(());
         };

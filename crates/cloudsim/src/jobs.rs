@@ -90,11 +90,6 @@ pub struct QueuedJob {
 pub struct QueueStats {
     pub jobs: u64,
     pub busy_s: f64,
-    /// Wall-clock span from the first job's start to the last job's end.
-    #[serde(skip)]
-    pub first_start: Option<Instant>,
-    #[serde(skip)]
-    pub last_end: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -265,8 +260,6 @@ impl Inner {
             let q = stats.queues.entry(job.queue.clone()).or_default();
             q.jobs += 1;
             q.busy_s += (ended - started).as_secs_f64();
-            q.first_start.get_or_insert(started);
-            q.last_end = Some(ended);
             if outcome.is_err() {
                 *stats
                     .errors

@@ -14,12 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use cloudsim::SimConfig;
 use cloudsim::world::{World, ids};
-use cloudstack::{
-    Client, Config, DeployVm, Error, ErrorClass, Job, JobStatus, NicRequest, PollPolicy, Volume,
-    VolumeFilter, VolumeSource,
-};
-use secrecy::SecretString;
+use cloudstack::{Client, Error, ErrorClass, Job, JobStatus, Volume, VolumeFilter, VolumeSource};
 use serde_json::{Value, json};
+
+mod common;
 
 type Result<T = ()> = anyhow::Result<T>;
 
@@ -47,19 +45,7 @@ where
 }
 
 fn client_for(endpoint: &str, request_timeout: Duration) -> Result<Client> {
-    let mut config = Config::new(
-        endpoint,
-        ids::API_KEY,
-        SecretString::from(ids::SECRET_KEY.to_string()),
-    );
-    config.request_timeout = request_timeout;
-    config.poll = PollPolicy {
-        first: Duration::from_millis(5),
-        factor: 1.5,
-        max: Duration::from_millis(50),
-        deadline: Duration::from_secs(20),
-    };
-    Ok(Client::new(config)?)
+    common::client(endpoint, ids::API_KEY, ids::SECRET_KEY, request_timeout)
 }
 
 /// The default world with quick setup commands, so that time goes where a test
@@ -245,25 +231,30 @@ impl Sim {
         Ok(id)
     }
 
+    /// Makes a volume, arms a fault of `kind` on the next attachVolume, attaches the
+    /// volume to the appliance, and checks that the refused call made no job and
+    /// changed nothing. Returns the volume and the client's error.
+    async fn attach_refused_by(&self, name: &str, kind: &str) -> Result<(String, Error)> {
+        let v = self.new_volume(name).await?;
+        let before = self.volume(&v).await?;
+        let jobs_before = self.job_count().await?;
+        self.arm(json!({"command": "attachVolume", "fault": {"kind": kind}}))
+            .await?;
+        let err = self
+            .client
+            .attach_volume(&v, ids::APPLIANCE_OMA, None)
+            .await
+            .unwrap_err();
+        assert_eq!(self.job_count().await?, jobs_before, "no job was made");
+        assert_eq!(self.volume(&v).await?, before);
+        Ok((v, err))
+    }
+
     /// A VM deployed from the template (not an appliance); returns its id.
     async fn deploy(&self, name: &str, start: bool) -> Result<String> {
         let job = self
             .client
-            .deploy_virtual_machine(&DeployVm {
-                zone_id: ids::ZONE.into(),
-                service_offering_id: ids::OFFERING_CUSTOM.into(),
-                template_id: ids::TEMPLATE.into(),
-                name: Some(name.into()),
-                cpu_number: Some(2),
-                cpu_speed: Some(1000),
-                memory_mb: Some(2048),
-                nics: vec![NicRequest {
-                    network_id: ids::NETWORK_TEST.into(),
-                    ..Default::default()
-                }],
-                start,
-                ..Default::default()
-            })
+            .deploy_virtual_machine(&common::deploy_request(name, start))
             .await?;
         let vm = self.client.wait(&job).await?;
         assert_eq!(vm.state, if start { "Running" } else { "Stopped" });
@@ -668,24 +659,12 @@ async fn job_error_fails_the_job_and_changes_nothing() -> Result {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_530_refuses_a_mutation_and_a_read_is_retried() -> Result {
     let sim = Sim::start(quick_world(20), 1.0).await?;
-    let v = sim.new_volume("refused").await?;
-    let before = sim.volume(&v).await?;
-    let jobs_before = sim.job_count().await?;
-    sim.arm(json!({"command": "attachVolume", "fault": {"kind": "transient_530"}}))
-        .await?;
-
-    let err = sim
-        .client
-        .attach_volume(&v, ids::APPLIANCE_OMA, None)
-        .await
-        .unwrap_err();
+    let (_, err) = sim.attach_refused_by("refused", "transient_530").await?;
     assert!(
         matches!(err, Error::Api { errorcode: 530, .. }),
         "expected Api 530, got {err:?}"
     );
     assert_eq!(err.class(), ErrorClass::Transient);
-    assert_eq!(sim.job_count().await?, jobs_before, "no job was made");
-    assert_eq!(sim.volume(&v).await?, before);
 
     // A read hit twice is retried by the client (read_attempts) and succeeds.
     let calls_before = sim.stats().await?["calls"]["listZones"]
@@ -706,24 +685,12 @@ async fn transient_530_refuses_a_mutation_and_a_read_is_retried() -> Result {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_connection_is_of_unknown_outcome_and_changes_nothing() -> Result {
     let sim = Sim::start(quick_world(20), 1.0).await?;
-    let v = sim.new_volume("dropped").await?;
-    let before = sim.volume(&v).await?;
-    let jobs_before = sim.job_count().await?;
-    sim.arm(json!({"command": "attachVolume", "fault": {"kind": "drop_connection"}}))
-        .await?;
-
-    let err = sim
-        .client
-        .attach_volume(&v, ids::APPLIANCE_OMA, None)
-        .await
-        .unwrap_err();
+    let (v, err) = sim.attach_refused_by("dropped", "drop_connection").await?;
     assert!(
         matches!(err, Error::NoResponse { mutation: true, .. }),
         "expected NoResponse, got {err:?}"
     );
     assert_eq!(err.class(), ErrorClass::Unknown);
-    assert_eq!(sim.job_count().await?, jobs_before, "no job was made");
-    assert_eq!(sim.volume(&v).await?, before);
     // The simulator still serves, and the same attach now works.
     assert_eq!(
         sim.attach(&v, ids::APPLIANCE_OMA, None).await?.deviceid,

@@ -9,11 +9,12 @@ use cloudsim::world::{VolumeDef, ids};
 use cloudsim::{SimConfig, World};
 use cloudstack::signing::{java_url_encode, sign};
 use cloudstack::{
-    Client, Config, DeployVm, Error, Firmware, Job, JobOutput, NicRequest, PollPolicy,
-    VirtualMachine, Volume, VolumeFilter, VolumeSource,
+    Client, DeployVm, Error, Firmware, Job, JobOutput, NicRequest, VirtualMachine, Volume,
+    VolumeFilter, VolumeSource,
 };
-use secrecy::SecretString;
 use serde_json::{Value, json};
+
+mod common;
 
 type TestResult = anyhow::Result<()>;
 
@@ -68,18 +69,7 @@ async fn start_with(world: World) -> anyhow::Result<Sim> {
 }
 
 fn client_for(running: &cloudsim::Running, key: &str, secret: &str) -> anyhow::Result<Client> {
-    let mut config = Config::new(
-        running.endpoint(),
-        key,
-        SecretString::from(secret.to_string()),
-    );
-    config.poll = PollPolicy {
-        first: Duration::from_millis(5),
-        factor: 1.5,
-        max: Duration::from_millis(50),
-        deadline: Duration::from_secs(10),
-    };
-    Ok(Client::new(config)?)
+    common::client(running.endpoint(), key, secret, Duration::from_secs(60))
 }
 
 fn pairs(params: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -307,21 +297,7 @@ impl Sim {
 }
 
 fn deploy_request(name: &str) -> DeployVm {
-    DeployVm {
-        zone_id: ids::ZONE.into(),
-        service_offering_id: ids::OFFERING_CUSTOM.into(),
-        template_id: ids::TEMPLATE.into(),
-        name: Some(name.into()),
-        cpu_number: Some(2),
-        cpu_speed: Some(1000),
-        memory_mb: Some(2048),
-        nics: vec![NicRequest {
-            network_id: ids::NETWORK_TEST.into(),
-            ..Default::default()
-        }],
-        start: false,
-        ..Default::default()
-    }
+    common::deploy_request(name, false)
 }
 
 #[track_caller]
