@@ -806,15 +806,29 @@ impl State {
         Ok(())
     }
 
-    /// `attachVolumeToVM` and `getDeviceId`, in CloudStack's order, at the head of the
-    /// VM's queue. Returns the device id the volume will get.
+    /// The work part of an attach, at the head of the VM's queue: CloudStack's
+    /// `orchestrateAttachVolumeToVM`, `checkAndSetAttaching` and `getDeviceId`. The
+    /// API-job checks ([`State::check_attach`]) ran at submission; what can have
+    /// changed since — another job attached the volume meanwhile — is refused here
+    /// with the work job's own texts (530). Returns the device id the volume will get.
     pub fn begin_attach(
         &mut self,
         volume_id: &str,
         vm_id: &str,
         device_id: Option<i64>,
     ) -> Result<i64, CsError> {
-        self.check_attach(volume_id, vm_id, device_id)?;
+        let vol = self.volume(volume_id)?;
+        if vol.vm_id.is_some() {
+            return Err(CsError::internal(
+                "This volume is already attached to a VM.",
+            ));
+        }
+        if vol.state != "Ready" && vol.state != "Allocated" {
+            return Err(CsError::internal(format!(
+                "Volume: {} is in {}. It should be in Ready or Allocated state",
+                vol.name, vol.state
+            )));
+        }
         let max_device = self.max_device_id();
         let vm = self.vm(vm_id)?;
         let used: Vec<i64> = self.volumes_of(vm_id).filter_map(|v| v.device_id).collect();

@@ -903,6 +903,30 @@ async fn a_volume_attached_elsewhere_cannot_be_attached() -> TestResult {
     Ok(())
 }
 
+/// An attach that passed the API job's checks but waited in its VM's queue while
+/// another VM took the volume fails in the work job, with the work job's own text.
+#[tokio::test]
+async fn a_volume_taken_while_the_attach_waited_in_the_queue_is_refused_in_the_work_job()
+-> TestResult {
+    let sim = start().await?;
+    let a = sim.deploy("queue-a").await?;
+    let b = sim.deploy("queue-b").await?;
+    // A stop of a stopped VM changes nothing but holds A's queue for a second.
+    sim.admin_post("latency", json!({"stopVirtualMachine": 1_000_000}))
+        .await?;
+    let hold = sim.client.stop_virtual_machine(&a.id, false).await?;
+    let waiting = sim.client.attach_volume(&extra_id(0), &a.id, None).await?;
+    let taken = sim.attach(&extra_id(0), &b.id, None).await?;
+    assert_eq!(taken.virtualmachineid.as_deref(), Some(b.id.as_str()));
+    let err = sim.client.wait(&waiting).await.unwrap_err();
+    assert_job(&err, 530, "This volume is already attached to a VM.");
+    assert_eq!(sim.client.wait(&hold).await?.state, "Stopped");
+    let volume = sim.volume(&extra_id(0)).await?;
+    assert_eq!(volume.virtualmachineid.as_deref(), Some(b.id.as_str()));
+    assert_eq!(volume.deviceid, Some(1));
+    Ok(())
+}
+
 #[tokio::test]
 async fn attach_and_detach_need_a_running_or_stopped_vm() -> TestResult {
     let sim = start().await?;
