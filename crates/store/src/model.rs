@@ -1,0 +1,256 @@
+//! The inventory as ferry's code sees it. Enums map to the CHECK-constrained text
+//! columns of the schema; their `as_str` is the stored form.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// The form stored in the database and written in files.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// Every accepted spelling, for error messages.
+            pub const ALL: &'static [&'static str] = &[$($text),+];
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "`{other}` is not one of {}",
+                        $name::ALL.join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Firmware of the source VM, carried to the target VM.
+    Firmware { Bios = "bios", Uefi = "uefi" }
+);
+text_enum!(
+    /// Guest OS family: decides the default guest preparation.
+    GuestOs { Linux = "linux", Windows = "windows", Other = "other" }
+);
+text_enum!(
+    /// Guest preparation policy: `auto` prepares Windows guests (VirtIO drivers with
+    /// `virt-v2v-in-place`) and skips others.
+    GuestPrep { Auto = "auto", Skip = "skip", VirtV2vInPlace = "virt-v2v-in-place" }
+);
+text_enum!(
+    /// VMware disk controller type. A disk's identity is (controller, bus, unit, key).
+    Controller { Scsi = "scsi", Sata = "sata", Ide = "ide", Nvme = "nvme" }
+);
+text_enum!(
+    /// Where a protected VM stands.
+    VmState {
+        ReadyForFailover = "ready_for_failover",
+        TestFailedOver = "test_failed_over",
+        FailedOver = "failed_over",
+        Committed = "committed",
+    }
+);
+text_enum!(
+    Workflow {
+        TestFailover = "test_failover",
+        Cleanup = "cleanup",
+        LiveFailover = "live_failover",
+        Rollback = "rollback",
+        Commit = "commit",
+    }
+);
+text_enum!(
+    /// A run ends `done`, `unwound` or `stuck` (then `abandoned` if an operator gives
+    /// up on it); `pending`, `running`, `unwinding` and `stuck` are active.
+    RunState {
+        Pending = "pending",
+        Running = "running",
+        Unwinding = "unwinding",
+        Stuck = "stuck",
+        Done = "done",
+        Unwound = "unwound",
+        Abandoned = "abandoned",
+    }
+);
+text_enum!(
+    OpState { Pending = "pending", Submitted = "submitted", Succeeded = "succeeded", Failed = "failed" }
+);
+
+impl RunState {
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            RunState::Pending | RunState::Running | RunState::Unwinding | RunState::Stuck
+        )
+    }
+}
+
+/// An appliance VM (OMA) holding replica volumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appliance {
+    pub name: String,
+    /// Its CloudStack VM id.
+    pub vm_id: String,
+    pub zone_id: String,
+    /// Where its volume daemon listens; `None` means the in-process daemon.
+    pub volumed_url: Option<String>,
+    /// Root of its `/sys/block` and `/dev/disk/by-id` (`/` in production).
+    pub sysfs_root: Option<String>,
+}
+
+/// CPU, memory, firmware and guest facts of a protected VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSpec {
+    pub vcpu: i64,
+    pub memory_mb: i64,
+    pub cpu_speed_mhz: i64,
+    pub firmware: Firmware,
+    pub secure_boot: bool,
+    pub guest_os: GuestOs,
+    pub guest_prep: GuestPrep,
+}
+
+/// One NIC: its MAC and source network, and where it goes on failover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nic {
+    pub position: i64,
+    pub mac: String,
+    pub source_network: String,
+    pub test_network_id: String,
+    pub test_ip: Option<String>,
+    pub production_network_id: String,
+    pub production_ip: Option<String>,
+}
+
+/// One VMware disk and its replica volume, as registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    pub device_key: i64,
+    pub controller: Controller,
+    pub bus: i64,
+    pub unit: i64,
+    pub capacity_bytes: i64,
+    pub label: String,
+    pub is_boot: bool,
+    pub boot_order: Option<i64>,
+    pub replica_volume_id: String,
+}
+
+/// Where ferry last saw a replica volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub vm_id: Option<String>,
+    pub device_id: Option<i64>,
+    pub device_path: Option<String>,
+    /// Unix milliseconds.
+    pub seen_at: Option<i64>,
+}
+
+/// A registered disk with its store id and the replica's last known attachment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskRecord {
+    pub id: String,
+    #[serde(flatten)]
+    pub disk: Disk,
+    pub attachment: Attachment,
+}
+
+/// What registration writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewVm {
+    pub name: String,
+    pub source_id: String,
+    pub appliance: String,
+    pub spec: VmSpec,
+    pub nics: Vec<Nic>,
+    pub disks: Vec<Disk>,
+}
+
+/// A protected VM with everything the engine needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtectedVm {
+    pub id: String,
+    pub name: String,
+    pub source_id: String,
+    pub appliance: String,
+    pub spec: VmSpec,
+    pub state: VmState,
+    pub target_vm_id: Option<String>,
+    pub created_at: i64,
+    pub nics: Vec<Nic>,
+    /// Ordered by (controller, bus, unit).
+    pub disks: Vec<DiskRecord>,
+}
+
+impl ProtectedVm {
+    pub fn boot_disk(&self) -> Option<&DiskRecord> {
+        self.disks.iter().find(|d| d.disk.is_boot)
+    }
+}
+
+/// A run of a workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub vm_id: String,
+    pub workflow: Workflow,
+    pub mode: Option<String>,
+    pub state: RunState,
+    pub error: Option<String>,
+    pub generation: i64,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// A volume-daemon operation as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeOp {
+    pub id: String,
+    pub idempotency_key: String,
+    pub kind: String,
+    pub vm_id: Option<String>,
+    pub volume_id: Option<String>,
+    pub snapshot_id: Option<String>,
+    /// The request, as JSON.
+    pub request: String,
+    pub state: OpState,
+    pub job_id: Option<String>,
+    pub entity_id: Option<String>,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub run_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A new volume-daemon operation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewVolumeOp {
+    pub idempotency_key: String,
+    pub kind: String,
+    pub vm_id: Option<String>,
+    pub volume_id: Option<String>,
+    pub snapshot_id: Option<String>,
+    pub request: String,
+    pub run_id: Option<String>,
+}

@@ -1,0 +1,551 @@
+//! The store's conformance suite: every test runs against SQLite (a file in a temp
+//! directory) and against PostgreSQL (its own schema in the database named by
+//! `FERRY_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`), so the
+//! two backends are held to one behaviour. The constraints are checked by name.
+
+use store::*;
+
+type TestResult = anyhow::Result<()>;
+
+/// Keeps whatever backs a test store alive (the SQLite temp dir).
+struct Fixture {
+    store: Store,
+    /// What `store` was opened with, to open the same database again.
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> anyhow::Result<Fixture> {
+    let dir = tempfile::tempdir()?;
+    let url = dir
+        .path()
+        .join("ferry.db")
+        .to_str()
+        .expect("utf-8 path")
+        .to_string();
+    let store = Store::connect(&url).await?;
+    Ok(Fixture {
+        store,
+        url,
+        _dir: Some(dir),
+    })
+}
+
+fn postgres_url() -> String {
+    std::env::var("FERRY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A store in a fresh schema of its own, so tests run in parallel.
+async fn postgres() -> anyhow::Result<Fixture> {
+    use sqlx::Connection;
+    let base = postgres_url();
+    let schema = format!("ferry_t_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&base).await.map_err(|e| {
+        anyhow::anyhow!(
+            "PostgreSQL at {base} is not reachable ({e}); start it (`.ci/test` does) \
+             or point FERRY_TEST_POSTGRES at one"
+        )
+    })?;
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+    let store = Store::connect(&url).await?;
+    Ok(Fixture {
+        store,
+        url,
+        _dir: None,
+    })
+}
+
+/// Runs one scenario on both backends.
+macro_rules! conformance {
+    ($($name:ident),+ $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() -> super::TestResult {
+                    let fx = super::sqlite().await?;
+                    super::$name(&fx).await
+                }
+            )+
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $name() -> super::TestResult {
+                    let fx = super::postgres().await?;
+                    super::$name(&fx).await
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    migrations_run_once_and_again,
+    a_registered_vm_round_trips_with_disks_in_controller_order,
+    vm_names_are_unique,
+    a_replica_volume_belongs_to_one_disk_only,
+    a_vm_has_at_most_one_boot_disk,
+    disk_identity_is_controller_bus_unit_not_size,
+    a_refused_registration_writes_nothing,
+    secure_boot_needs_uefi,
+    one_active_run_per_vm,
+    concurrent_run_starts_for_one_vm_let_exactly_one_through,
+    removing_a_vm_is_refused_while_a_run_is_active,
+    two_volumes_never_share_a_device_path,
+    volume_ops_are_idempotent_by_key_and_listed_until_finished,
+    stale_fencing_generations_are_refused,
+    volumes_ferry_created_are_told_apart_from_replicas,
+);
+
+const GIB: i64 = 1 << 30;
+
+async fn appliance(store: &Store) -> anyhow::Result<()> {
+    store
+        .upsert_appliance(&Appliance {
+            name: "oma".into(),
+            vm_id: "vm-oma".into(),
+            zone_id: "zone-1".into(),
+            volumed_url: None,
+            sysfs_root: Some("/".into()),
+        })
+        .await?;
+    Ok(())
+}
+
+fn disk(
+    key: i64,
+    controller: Controller,
+    bus: i64,
+    unit: i64,
+    gib: i64,
+    boot: bool,
+    volume: &str,
+) -> Disk {
+    Disk {
+        device_key: key,
+        controller,
+        bus,
+        unit,
+        capacity_bytes: gib * GIB,
+        label: format!("Hard disk {key}"),
+        is_boot: boot,
+        boot_order: None,
+        replica_volume_id: volume.to_string(),
+    }
+}
+
+/// The job sheet's VM: a 107 GiB boot disk and a 10 GiB data disk.
+fn pgtest1(name: &str, volumes: [&str; 2], mac: &str) -> NewVm {
+    NewVm {
+        name: name.into(),
+        source_id: format!("vm-{name}"),
+        appliance: "oma".into(),
+        spec: VmSpec {
+            vcpu: 4,
+            memory_mb: 8192,
+            cpu_speed_mhz: 2000,
+            firmware: Firmware::Uefi,
+            secure_boot: true,
+            guest_os: GuestOs::Linux,
+            guest_prep: GuestPrep::Auto,
+        },
+        nics: vec![Nic {
+            position: 0,
+            mac: mac.into(),
+            source_network: "VM Network".into(),
+            test_network_id: "net-test".into(),
+            test_ip: None,
+            production_network_id: "net-prod".into(),
+            production_ip: Some("10.20.0.5".into()),
+        }],
+        disks: vec![
+            disk(2000, Controller::Scsi, 0, 0, 107, true, volumes[0]),
+            disk(2001, Controller::Scsi, 0, 1, 10, false, volumes[1]),
+        ],
+    }
+}
+
+#[track_caller]
+fn assert_constraint<T: std::fmt::Debug>(result: Result<T, StoreError>, name: &str) {
+    match result {
+        Err(StoreError::Constraint { constraint, .. }) => assert_eq!(constraint, name),
+        other => panic!("expected constraint {name}, got {other:?}"),
+    }
+}
+
+async fn migrations_run_once_and_again(fx: &Fixture) -> TestResult {
+    appliance(&fx.store).await?;
+    // Every start runs the migrator: on a database that is already up to date it
+    // must change nothing and keep the data.
+    let reopened = Store::connect(&fx.url).await?;
+    assert_eq!(reopened.backend(), fx.store.backend());
+    assert_eq!(reopened.appliances().await?, fx.store.appliances().await?);
+    assert_eq!(reopened.appliances().await?.len(), 1);
+    reopened.close().await;
+    Ok(())
+}
+
+async fn a_registered_vm_round_trips_with_disks_in_controller_order(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    appliance(store).await?;
+    let mut vm = pgtest1("pgtest1", ["vol-a", "vol-b"], "00:50:56:AA:BB:01");
+    // Registered data disk first: the store still returns controller/bus/unit order.
+    vm.disks.reverse();
+    vm.disks
+        .push(disk(3000, Controller::Sata, 0, 0, 10, false, "vol-c"));
+    let seen = vec![(
+        "vol-a".to_string(),
+        Attachment {
+            vm_id: Some("vm-oma".into()),
+            device_id: Some(1),
+            device_path: Some("/dev/disk/by-id/virtio-vola".into()),
+            seen_at: Some(1),
+        },
+    )];
+    let stored = store.register_vm(&vm, &seen).await?;
+    assert_eq!(stored.name, "pgtest1");
+    assert_eq!(stored.state, VmState::ReadyForFailover);
+    assert_eq!(stored.spec, vm.spec);
+    assert_eq!(
+        stored.nics[0].mac, "00:50:56:aa:bb:01",
+        "MACs are stored lower-case"
+    );
+    let keys: Vec<i64> = stored.disks.iter().map(|d| d.disk.device_key).collect();
+    assert_eq!(
+        keys,
+        vec![3000, 2000, 2001],
+        "sata < scsi, then bus, then unit"
+    );
+    assert_eq!(stored.boot_disk().map(|d| d.disk.device_key), Some(2000));
+    let boot = stored.boot_disk().expect("boot");
+    assert_eq!(boot.attachment.device_id, Some(1));
+    assert_eq!(boot.disk.capacity_bytes, 107 * GIB);
+    assert_eq!(store.vm("pgtest1").await?, Some(stored.clone()));
+    assert_eq!(store.vms().await?, vec![stored.clone()]);
+    let (owner, record) = store.replica("vol-b").await?.expect("replica known");
+    assert_eq!(owner, "pgtest1");
+    assert_eq!(record.disk.device_key, 2001);
+    assert!(store.is_replica("vol-c").await?);
+    assert!(!store.is_replica("vol-z").await?);
+    Ok(())
+}
+
+async fn vm_names_are_unique(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    appliance(store).await?;
+    store
+        .register_vm(&pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01"), &[])
+        .await?;
+    assert_constraint(
+        store
+            .register_vm(&pgtest1("pgtest1", ["c", "d"], "00:50:56:00:00:02"), &[])
+            .await,
+        "protected_vms_name_key",
+    );
+    Ok(())
+}
+
+async fn a_replica_volume_belongs_to_one_disk_only(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    appliance(store).await?;
+    store
+        .register_vm(&pgtest1("one", ["a", "b"], "00:50:56:00:00:01"), &[])
+        .await?;
+    assert_constraint(
+        store
+            .register_vm(&pgtest1("two", ["c", "b"], "00:50:56:00:00:02"), &[])
+            .await,
+        "replica_volumes_pkey",
+    );
+    assert_constraint(
+        store
+            .register_vm(&pgtest1("three", ["e", "e"], "00:50:56:00:00:03"), &[])
+            .await,
+        "replica_volumes_pkey",
+    );
+    Ok(())
+}
+
+async fn a_vm_has_at_most_one_boot_disk(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    appliance(store).await?;
+    let mut vm = pgtest1("twoboots", ["a", "b"], "00:50:56:00:00:01");
+    vm.disks[1].is_boot = true;
+    assert_constraint(store.register_vm(&vm, &[]).await, "disks_one_boot_per_vm");
+    Ok(())
+}
+
+async fn disk_identity_is_controller_bus_unit_not_size(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    appliance(store).await?;
+    // Two equal-size disks on different controllers are two disks.
+    let mut vm = pgtest1("equal", ["a", "b"], "00:50:56:00:00:01");
+    vm.disks
+        .push(disk(16000, Controller::Nvme, 0, 0, 10, false, "c"));
+    let stored = store.register_vm(&vm, &[]).await?;
+    assert_eq!(stored.disks.len(), 3);
+    // The same (controller, bus, unit) twice is refused.
+    let mut dup = pgtest1("dup", ["d", "e"], "00:50:56:00:00:02");
+    dup.disks[1].unit = 0;
+    assert_constraint(store.register_vm(&dup, &[]).await, "disks_identity");
+    let mut dup_key = pgtest1("dupkey", ["f", "g"], "00:50:56:00:00:03");
+    dup_key.disks[1].device_key = 2000;
+    assert_constraint(store.register_vm(&dup_key, &[]).await, "disks_device_key");
+    Ok(())
+}
+
+async fn a_refused_registration_writes_nothing(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    appliance(store).await?;
+    let mut vm = pgtest1("partial", ["a", "b"], "00:50:56:00:00:01");
+    vm.disks[1].is_boot = true;
+    assert!(store.register_vm(&vm, &[]).await.is_err());
+    assert_eq!(store.vm("partial").await?, None);
+    assert!(
+        !store.is_replica("a").await?,
+        "the first disk's replica was rolled back"
+    );
+    // The names and volumes are free for a correct registration.
+    vm.disks[1].is_boot = false;
+    store.register_vm(&vm, &[]).await?;
+    Ok(())
+}
+
+async fn secure_boot_needs_uefi(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    appliance(store).await?;
+    let mut vm = pgtest1("bios", ["a", "b"], "00:50:56:00:00:01");
+    vm.spec.firmware = Firmware::Bios;
+    let result = store.register_vm(&vm, &[]).await;
+    assert!(
+        matches!(result, Err(StoreError::Constraint { .. })),
+        "the CHECK refuses secure boot on BIOS: {result:?}"
+    );
+    assert_eq!(store.vm("bios").await?, None);
+    Ok(())
+}
+
+async fn one_active_run_per_vm(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    appliance(store).await?;
+    let vm = store
+        .register_vm(&pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01"), &[])
+        .await?;
+    let run = store
+        .create_run(&vm.id, Workflow::TestFailover, Some("replica"))
+        .await?;
+    assert_eq!(run.state, RunState::Pending);
+    assert_constraint(
+        store.create_run(&vm.id, Workflow::Cleanup, None).await,
+        "runs_one_active_per_vm",
+    );
+    // A stuck run still holds the VM.
+    store
+        .set_run_state(&run.id, RunState::Stuck, Some("detach failed"))
+        .await?;
+    assert_constraint(
+        store.create_run(&vm.id, Workflow::Cleanup, None).await,
+        "runs_one_active_per_vm",
+    );
+    assert_eq!(
+        store.active_run(&vm.id).await?.map(|r| r.id),
+        Some(run.id.clone())
+    );
+    store
+        .set_run_state(&run.id, RunState::Abandoned, None)
+        .await?;
+    let ended = store.run(&run.id).await?.expect("run");
+    assert_eq!(
+        ended.error.as_deref(),
+        Some("detach failed"),
+        "the reason stays"
+    );
+    assert!(ended.finished_at.is_some());
+    let next = store.create_run(&vm.id, Workflow::Cleanup, None).await?;
+    assert_eq!(store.active_run(&vm.id).await?.map(|r| r.id), Some(next.id));
+    Ok(())
+}
+
+async fn concurrent_run_starts_for_one_vm_let_exactly_one_through(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    appliance(store).await?;
+    let vm = store
+        .register_vm(&pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01"), &[])
+        .await?;
+    let attempts: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            let vm_id = vm.id.clone();
+            tokio::spawn(
+                async move { store.create_run(&vm_id, Workflow::TestFailover, None).await },
+            )
+        })
+        .collect();
+    let mut won = 0;
+    for attempt in attempts {
+        match attempt.await? {
+            Ok(_) => won += 1,
+            Err(StoreError::Constraint { constraint, .. }) => {
+                assert_eq!(constraint, "runs_one_active_per_vm")
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    assert_eq!(won, 1);
+    Ok(())
+}
+
+async fn removing_a_vm_is_refused_while_a_run_is_active(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    appliance(store).await?;
+    let vm = store
+        .register_vm(&pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01"), &[])
+        .await?;
+    let run = store
+        .create_run(&vm.id, Workflow::TestFailover, None)
+        .await?;
+    match store.remove_vm("pgtest1").await {
+        Err(StoreError::Refused(message)) => {
+            assert!(message.contains(&run.id), "{message}");
+            assert!(message.contains("ferry run cancel"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(store.vm("pgtest1").await?.is_some());
+    store.set_run_state(&run.id, RunState::Done, None).await?;
+    store.remove_vm("pgtest1").await?;
+    assert_eq!(store.vm("pgtest1").await?, None);
+    assert!(!store.is_replica("a").await?);
+    assert!(matches!(
+        store.remove_vm("pgtest1").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    Ok(())
+}
+
+async fn two_volumes_never_share_a_device_path(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    appliance(store).await?;
+    store
+        .register_vm(&pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01"), &[])
+        .await?;
+    let at = |path: &str, device: i64| Attachment {
+        vm_id: Some("vm-oma".into()),
+        device_id: Some(device),
+        device_path: Some(path.into()),
+        seen_at: None,
+    };
+    store
+        .record_attachment("a", &at("/dev/disk/by-id/virtio-a", 1))
+        .await?;
+    assert_constraint(
+        store
+            .record_attachment("b", &at("/dev/disk/by-id/virtio-a", 2))
+            .await,
+        "replica_volumes_one_path",
+    );
+    store
+        .record_attachment("b", &at("/dev/disk/by-id/virtio-b", 2))
+        .await?;
+    let vm = store.vm("pgtest1").await?.expect("vm");
+    assert_eq!(
+        vm.disks[1].attachment.device_path.as_deref(),
+        Some("/dev/disk/by-id/virtio-b")
+    );
+    assert!(vm.disks[1].attachment.seen_at.is_some());
+    // Detached: no path, no VM.
+    let gone = Attachment {
+        vm_id: None,
+        device_id: None,
+        device_path: None,
+        seen_at: None,
+    };
+    store.record_attachment("a", &gone).await?;
+    assert!(matches!(
+        store.record_attachment("nope", &gone).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    Ok(())
+}
+
+async fn volume_ops_are_idempotent_by_key_and_listed_until_finished(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    let new = NewVolumeOp {
+        idempotency_key: "run-1/attach/vol-a".into(),
+        kind: "attach".into(),
+        vm_id: Some("vm-test".into()),
+        volume_id: Some("vol-a".into()),
+        request: r#"{"device_id":1}"#.into(),
+        ..Default::default()
+    };
+    let (op, created) = store.begin_op(&new).await?;
+    assert!(created);
+    assert_eq!(op.state, OpState::Pending);
+    let (again, created_again) = store.begin_op(&new).await?;
+    assert!(!created_again);
+    assert_eq!(again.id, op.id);
+    store.op_submitted(&op.id, "job-1", None).await?;
+    let pending = store.unfinished_ops().await?;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].job_id.as_deref(), Some("job-1"));
+    assert_eq!(pending[0].state, OpState::Submitted);
+    store
+        .op_succeeded(&op.id, r#"{"deviceid":1}"#, None)
+        .await?;
+    assert!(store.unfinished_ops().await?.is_empty());
+    let done = store.op_by_key(&new.idempotency_key).await?.expect("op");
+    assert_eq!(done.state, OpState::Succeeded);
+    assert_eq!(done.result.as_deref(), Some(r#"{"deviceid":1}"#));
+    let (failed, _) = store
+        .begin_op(&NewVolumeOp {
+            idempotency_key: "k2".into(),
+            kind: "detach".into(),
+            request: "{}".into(),
+            ..Default::default()
+        })
+        .await?;
+    store.op_failed(&failed.id, "boom").await?;
+    assert_eq!(
+        store.op(&failed.id).await?.expect("op").error.as_deref(),
+        Some("boom")
+    );
+    Ok(())
+}
+
+async fn stale_fencing_generations_are_refused(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    store.check_fence("run-1", 1).await?;
+    store.check_fence("run-1", 1).await?;
+    store.check_fence("run-1", 3).await?;
+    match store.check_fence("run-1", 2).await {
+        Err(StoreError::StaleFence {
+            generation,
+            current,
+            ..
+        }) => assert_eq!((generation, current), (2, 3)),
+        other => panic!("expected a stale fence, got {other:?}"),
+    }
+    store.check_fence("run-2", 1).await?;
+    Ok(())
+}
+
+async fn volumes_ferry_created_are_told_apart_from_replicas(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    store
+        .record_created_volume("clone-1", "clone", Some("snap-1"), Some("run-1"))
+        .await?;
+    store
+        .record_created_volume("clone-1", "clone", Some("snap-1"), Some("run-1"))
+        .await?;
+    assert!(store.is_created_volume("clone-1").await?);
+    assert!(!store.is_created_volume("replica-1").await?);
+    store.mark_created_volume_deleted("clone-1").await?;
+    assert!(!store.is_created_volume("clone-1").await?);
+    Ok(())
+}
