@@ -1,7 +1,8 @@
 //! `ferry`: fails over VMware VMs with all of their disks into Apache CloudStack.
 //!
 //! This binary is the operator's entry point. Today it runs `ferry cloudsim`, the
-//! CloudStack simulator every other part of ferry is tested against; the failover
+//! CloudStack simulator every other part of ferry is tested against, and
+//! `ferry volumed`, the volume daemon's REST API for an appliance; the failover
 //! commands arrive with the engine.
 
 use std::net::SocketAddr;
@@ -36,6 +37,40 @@ enum Command {
     /// `admin`, `api_key`, `secret_key`, `zone_id`, `appliances` (name → VM id) and
     /// `sysfs_roots`.
     Cloudsim(CloudsimArgs),
+    /// Run the volume daemon's REST API (on an appliance) until SIGTERM or SIGINT.
+    ///
+    /// The CloudStack secret key comes from FERRY_CLOUDSTACK_SECRET or
+    /// --cloudstack-secret-file, the API's bearer token from FERRY_VOLUMED_TOKEN or
+    /// --token-file — never from the command line. Once it accepts requests it prints
+    /// one JSON line on stdout: {"url": "http://ADDR"}.
+    Volumed(VolumedArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct VolumedArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8091")]
+    listen: SocketAddr,
+    /// CloudStack's API URL, e.g. https://cloud.example.com/client/api.
+    #[arg(long)]
+    cloudstack_endpoint: String,
+    /// CloudStack API key (not secret; the secret key is read from the environment or
+    /// a file).
+    #[arg(long)]
+    api_key: String,
+    /// File holding the CloudStack secret key (else FERRY_CLOUDSTACK_SECRET).
+    #[arg(long)]
+    cloudstack_secret_file: Option<PathBuf>,
+    /// File holding the API's bearer token (else FERRY_VOLUMED_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// The CloudStack VM id of the appliance this daemon runs on; device waits are
+    /// answered for it only.
+    #[arg(long)]
+    appliance_vm_id: Option<String>,
+    /// Where the appliance's /sys and /dev are (/ on the appliance itself).
+    #[arg(long, default_value = "/")]
+    sysfs_root: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,6 +102,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Cloudsim(args) => cloudsim(args).await,
+            Command::Volumed(args) => volumed(args).await,
         }
     });
     match result {
@@ -125,6 +161,61 @@ async fn cloudsim(args: CloudsimArgs) -> anyhow::Result<()> {
         .wait()
         .await
         .context("cloudsim stopped with an error")
+}
+
+/// A secret from `file` (trailing newline removed) or else the environment variable
+/// `env`; never from the command line.
+fn secret(what: &str, env: &str, file: Option<&PathBuf>) -> anyhow::Result<secrecy::SecretString> {
+    let value = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the {what} file {}", path.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_string(),
+        None => std::env::var(env)
+            .map_err(|_| anyhow::anyhow!("no {what}: set {env} or pass the file that holds it"))?,
+    };
+    anyhow::ensure!(!value.is_empty(), "the {what} is empty");
+    Ok(secrecy::SecretString::from(value))
+}
+
+async fn volumed(args: VolumedArgs) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    let cloudstack_secret = secret(
+        "CloudStack secret key",
+        "FERRY_CLOUDSTACK_SECRET",
+        args.cloudstack_secret_file.as_ref(),
+    )?;
+    let token = secret(
+        "volume daemon token",
+        "FERRY_VOLUMED_TOKEN",
+        args.token_file.as_ref(),
+    )?;
+    let client = cloudstack::Client::new(cloudstack::Config::new(
+        &args.cloudstack_endpoint,
+        &args.api_key,
+        cloudstack_secret,
+    ))
+    .context("cannot build the CloudStack client")?;
+    let mut config = volumed::LocalConfig::default();
+    if let Some(vm) = args.appliance_vm_id {
+        config.appliances.insert(vm, args.sysfs_root);
+    }
+    // TODO-robustness: a store-backed journal, so that a restarted daemon resumes the
+    // operations it had in flight; in memory, a restart forgets them.
+    tracing::warn!(
+        "volume operations are journaled in memory: a restart forgets operations in flight"
+    );
+    let journal: Arc<dyn volumed::Journal> = Arc::new(volumed::MemoryJournal::new());
+    let service: Arc<dyn volumed::VolumeService> =
+        Arc::new(volumed::Local::new(client, journal, config));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("{}", serde_json::json!({ "url": format!("http://{addr}") }));
+    volumed::server::serve(listener, service, token, shutdown_signal())
+        .await
+        .context("the volume daemon stopped with an error")
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,296 @@
+//! [`HttpClient`]: the [`VolumeService`] of a `ferry volumed` server elsewhere (on an
+//! appliance).
+//!
+//! It returns what [`crate::Local`] would: answers decode into the same types, and
+//! error bodies decode back into the same [`Error`] (the server sends each error's
+//! serde form). A request that got no answer is sent again, a bounded number of times,
+//! with the same idempotency key — that is exactly what the key is for: the daemon
+//! returns the first result or waits for it, and never acts twice.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::server::IDEMPOTENCY_HEADER;
+use crate::{Call, Device, Error, Presence, Result, SnapshotInfo, VolumeInfo, VolumeService};
+
+/// How to reach a `ferry volumed` server.
+#[derive(Clone)]
+pub struct HttpClientConfig {
+    /// `http://host:port` (no trailing path).
+    pub base_url: String,
+    pub token: SecretString,
+    /// Time allowed for one request. A call lasts as long as its CloudStack job, so
+    /// this is long.
+    pub request_timeout: Duration,
+    /// Attempts for a request that got no answer (the first included).
+    pub attempts: u32,
+}
+
+impl HttpClientConfig {
+    pub fn new(base_url: impl Into<String>, token: SecretString) -> Self {
+        HttpClientConfig {
+            base_url: base_url.into(),
+            token,
+            request_timeout: Duration::from_secs(3600),
+            attempts: 3,
+        }
+    }
+}
+
+impl std::fmt::Debug for HttpClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClientConfig")
+            .field("base_url", &self.base_url)
+            .field("token", &"[redacted]")
+            .field("request_timeout", &self.request_timeout)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
+}
+
+/// A client of the volume daemon's REST API.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    config: HttpClientConfig,
+    http: reqwest::Client,
+}
+
+impl HttpClient {
+    pub fn new(config: HttpClientConfig) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::internal(format!("cannot build an HTTP client: {e}")))?;
+        Ok(HttpClient { config, http })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.config.base_url.trim_end_matches('/'))
+    }
+
+    /// Sends one call; resends it (same key) when no answer came back.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        call: Option<&Call>,
+        body: Option<Value>,
+    ) -> Result<T> {
+        let url = self.url(path);
+        let mut backoff = Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(self.config.token.expose_secret());
+            if let Some(call) = call {
+                request = request.header(IDEMPOTENCY_HEADER, &call.idempotency_key);
+            }
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let error = match request.send().await {
+                Ok(response) => match self.answer(&url, response).await {
+                    Err(e @ Error::Transport { .. }) => e,
+                    other => return other,
+                },
+                Err(e) => Error::Transport {
+                    url: url.clone(),
+                    maybe_sent: !e.is_connect(),
+                    detail: crate::error::chain(&e),
+                },
+            };
+            // Only a mutation with a key, or a read, is safe to send again.
+            if attempt >= self.config.attempts.max(1) {
+                return Err(error);
+            }
+            tracing::debug!(url, attempt, error = %error, "no answer from the volume daemon; sending again");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            attempt += 1;
+        }
+    }
+
+    async fn answer<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        response: reqwest::Response,
+    ) -> Result<T> {
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| Error::Transport {
+            url: url.to_string(),
+            maybe_sent: true,
+            detail: format!("reading the answer: {}", crate::error::chain(&e)),
+        })?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| Error::Transport {
+                url: url.to_string(),
+                maybe_sent: true,
+                detail: format!("the answer is not what was expected: {e}"),
+            });
+        }
+        let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+        match body
+            .as_ref()
+            .and_then(|b| b.get("error"))
+            .map(|e| serde_json::from_value::<Error>(e.clone()))
+        {
+            Some(Ok(e)) => Err(e),
+            _ => Err(Error::Transport {
+                url: url.to_string(),
+                maybe_sent: true,
+                detail: format!(
+                    "HTTP {status} without an error body: {}",
+                    String::from_utf8_lossy(&bytes)
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                ),
+            }),
+        }
+    }
+
+    async fn mutate<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        call: &Call,
+        mut body: Value,
+    ) -> Result<T> {
+        call.validate()?;
+        if let (Some(fence), Some(map)) = (&call.fence, body.as_object_mut()) {
+            map.insert("fence".into(), to_value(fence));
+        }
+        self.send(method, path, Some(call), Some(body)).await
+    }
+}
+
+fn to_value<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// A path segment, percent-encoded.
+fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[derive(serde::Deserialize)]
+struct DeviceAnswer {
+    device: Option<Device>,
+}
+
+#[async_trait::async_trait]
+impl VolumeService for HttpClient {
+    async fn attach(
+        &self,
+        call: &Call,
+        volume_id: &str,
+        vm_id: &str,
+        device_id: Option<i64>,
+    ) -> Result<VolumeInfo> {
+        let mut body = json!({"volume_id": volume_id, "vm_id": vm_id});
+        if let Some(d) = device_id {
+            body["device_id"] = json!(d);
+        }
+        self.mutate(Method::POST, "/v1/attach", call, body).await
+    }
+
+    async fn attach_root(&self, call: &Call, volume_id: &str, vm_id: &str) -> Result<VolumeInfo> {
+        let body = json!({"volume_id": volume_id, "vm_id": vm_id});
+        self.mutate(Method::POST, "/v1/attach-root", call, body)
+            .await
+    }
+
+    async fn detach(&self, call: &Call, volume_id: &str) -> Result<VolumeInfo> {
+        let body = json!({ "volume_id": volume_id });
+        self.mutate(Method::POST, "/v1/detach", call, body).await
+    }
+
+    async fn snapshot(&self, call: &Call, volume_id: &str, name: &str) -> Result<SnapshotInfo> {
+        let body = json!({"volume_id": volume_id, "name": name});
+        self.mutate(Method::POST, "/v1/snapshots", call, body).await
+    }
+
+    async fn revert(&self, call: &Call, snapshot_id: &str) -> Result<SnapshotInfo> {
+        let path = format!("/v1/snapshots/{}/revert", seg(snapshot_id));
+        self.mutate(Method::POST, &path, call, json!({})).await
+    }
+
+    async fn delete_snapshot(&self, call: &Call, snapshot_id: &str) -> Result<()> {
+        let path = format!("/v1/snapshots/{}", seg(snapshot_id));
+        let _: Value = self.mutate(Method::DELETE, &path, call, json!({})).await?;
+        Ok(())
+    }
+
+    async fn create_volume_from_snapshot(
+        &self,
+        call: &Call,
+        snapshot_id: &str,
+        name: &str,
+        zone_id: &str,
+    ) -> Result<VolumeInfo> {
+        let body = json!({"snapshot_id": snapshot_id, "name": name, "zone_id": zone_id});
+        self.mutate(Method::POST, "/v1/volumes", call, body).await
+    }
+
+    async fn delete_volume(&self, call: &Call, volume_id: &str) -> Result<()> {
+        let path = format!("/v1/volumes/{}", seg(volume_id));
+        let _: Value = self.mutate(Method::DELETE, &path, call, json!({})).await?;
+        Ok(())
+    }
+
+    async fn list_vm_volumes(&self, vm_id: &str) -> Result<Vec<VolumeInfo>> {
+        crate::types::non_empty("vm_id", vm_id)?;
+        let path = format!("/v1/vms/{}/volumes", seg(vm_id));
+        self.send(Method::GET, &path, None, None).await
+    }
+
+    async fn wait_device(
+        &self,
+        appliance_vm_id: &str,
+        volume_id: &str,
+        presence: Presence,
+        timeout: Duration,
+    ) -> Result<Option<Device>> {
+        crate::types::non_empty("vm_id", appliance_vm_id)?;
+        crate::types::non_empty("volume_id", volume_id)?;
+        let presence = match presence {
+            Presence::Appears => "appears",
+            Presence::Disappears => "disappears",
+        };
+        let path = format!(
+            "/v1/appliances/{}/devices/{}?presence={presence}&timeout_ms={}",
+            seg(appliance_vm_id),
+            seg(volume_id),
+            timeout.as_millis()
+        );
+        let answer: DeviceAnswer = self.send(Method::GET, &path, None, None).await?;
+        Ok(answer.device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(seg("a9ce27b6-89b3"), "a9ce27b6-89b3");
+        assert_eq!(seg("a/b c"), "a%2Fb%20c");
+    }
+}

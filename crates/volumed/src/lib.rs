@@ -1,0 +1,90 @@
+//! The volume daemon: the only part of ferry that calls CloudStack's volume APIs
+//! (attach, detach, createSnapshot, revertSnapshot, deleteSnapshot, createVolume from
+//! a snapshot, deleteVolume), and the part that knows where an attached volume shows
+//! up inside an appliance.
+//!
+//! # Why one component owns the volume calls
+//!
+//! A multi-disk failover is a long series of attach and detach jobs, and each of them
+//! can end in three ways: CloudStack did it, CloudStack refused (and did nothing), or
+//! nobody knows — the response was lost, the connection dropped, the job was still
+//! running when we stopped waiting, or the process died. The predecessor of ferry
+//! treated "nobody knows" as "failed" and "retried", and attached volumes twice or left
+//! volumes on VMs that cleanup could not see. Putting every volume call behind one
+//! door lets that door keep three promises:
+//!
+//! 1. **Recorded before acted on.** Every operation is written to the [`Journal`]
+//!    before CloudStack is asked, and its async job id is written as soon as
+//!    CloudStack hands it out — before anyone waits on the job. A process that dies
+//!    at any point leaves a record that says what may be happening.
+//! 2. **Look before you retry.** An error whose class is *unknown* (see
+//!    [`cloudstack::ErrorClass`]) is resolved by looking at CloudStack — is the volume
+//!    on the VM at the expected device? is there a pending job for it? is there a
+//!    snapshot of that name? — and only when the answer is "nothing happened and
+//!    nothing is happening" is the call sent again, once. A *transient* error (the
+//!    request had no effect) is resubmitted a bounded number of times with backoff.
+//!    A *definitive* one ends the operation. After a restart,
+//!    [`Local::resume_unfinished`] waits on the recorded job ids ([`cloudstack::Job::resume`])
+//!    and never submits a recorded job a second time.
+//! 3. **Asked twice, done once.** Every mutating request carries an idempotency key.
+//!    A request whose key was seen returns the first result; if the first is still in
+//!    flight, the second waits for it instead of acting. This is what makes it safe for
+//!    the engine (or an HTTP client whose connection broke) to simply ask again.
+//!
+//! # Per-VM serialization
+//!
+//! CloudStack runs the jobs of one VM one at a time anyway, so the daemon serializes
+//! the operations it sends for one VM (an async mutex per VM; operations on a detached
+//! volume or a snapshot are serialized per volume or snapshot). It costs a poll
+//! interval between consecutive jobs of one VM and buys three things: auto-assigned
+//! device ids follow request order; an operation whose outcome is unknown can be
+//! resolved by looking at the VM without another of our own jobs changing it
+//! underneath; and hot-plugged disks appear in the appliance one at a time, so the
+//! device-path correlation is never racing two appearances.
+//! (TODO-performance: pipelining submissions to one VM would save that poll interval
+//! per job; it needs the unknown-outcome resolution to account for our own queued
+//! jobs first.)
+//!
+//! # Device paths
+//!
+//! Inside a KVM guest the kernel names of disks (`vdb`, `vdc`, …) follow probe order
+//! and change when disks come and go; the stable name is the virtio serial
+//! ([`cloudstack::volume_serial`]). [`device`] finds a volume under
+//! `<root>/sys/block/*/serial` and `<root>/dev/disk/by-id/virtio-<serial>` and only
+//! calls it present when both agree; two disks with one serial, or two volumes with one
+//! path, are an error, never a guess.
+//!
+//! # Map
+//!
+//! - [`VolumeService`]: the one trait callers use; [`Local`] (in-process, talks to
+//!   CloudStack) and [`HttpClient`] (talks to a `ferry volumed` server) implement it.
+//! - [`Journal`]: the persistence the daemon needs, kept small and free of SQL so that
+//!   `crates/store` can implement it; [`MemoryJournal`] for tests.
+//! - [`server::serve`]: the REST API (axum) in front of any [`VolumeService`].
+//! - [`device`]: the appliance's sysfs scan.
+//!
+//! Architecture invariant: this crate knows nothing of workflows, runs or SQL. It knows
+//! CloudStack (through the `cloudstack` client) and the appliance's `/sys` and `/dev`.
+
+pub mod device;
+mod error;
+mod http_client;
+mod journal;
+mod local;
+pub mod server;
+mod service;
+mod types;
+
+pub use device::{Device, Presence};
+pub use error::{Class, Error};
+pub use http_client::{HttpClient, HttpClientConfig};
+pub use journal::{
+    Begun, DeviceRecord, Journal, JournalError, MemoryJournal, NewOp, OpKind, OpRecord, OpState,
+    Outcome,
+};
+pub use local::{Local, LocalConfig, Resumed};
+pub use service::VolumeService;
+pub use types::{Call, Fence, OpRequest, SnapshotInfo, VolumeInfo};
+
+/// The result of every volume-daemon call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

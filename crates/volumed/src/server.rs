@@ -1,0 +1,432 @@
+//! The REST API of `ferry volumed`, in front of any [`VolumeService`].
+//!
+//! Every route, including unknown ones, needs `Authorization: Bearer <token>`; the
+//! token is compared in constant time (both sides are hashed first so that not even
+//! the length leaks). Bodies are JSON; errors are
+//! `{"error": {"code": "…", "message": "…", …details}}` with the status of
+//! [`Error::http_status`] — bad input is 400 (malformed) or 422 (well-formed but
+//! wrong), never 500. Mutating calls need an idempotency key: the `Idempotency-Key`
+//! header or an `idempotency_key` body field (both must agree when both are given).
+//!
+//! | method and path | body | answer |
+//! |---|---|---|
+//! | `POST /v1/attach` | `volume_id`, `vm_id`, `device_id`? | [`crate::VolumeInfo`] |
+//! | `POST /v1/attach-root` | `volume_id`, `vm_id` | [`crate::VolumeInfo`] |
+//! | `POST /v1/detach` | `volume_id` | [`crate::VolumeInfo`] |
+//! | `POST /v1/snapshots` | `volume_id`, `name` | [`crate::SnapshotInfo`] |
+//! | `POST /v1/snapshots/{id}/revert` | — | [`crate::SnapshotInfo`] |
+//! | `DELETE /v1/snapshots/{id}` | — | `{}` |
+//! | `POST /v1/volumes` | `snapshot_id`, `name`, `zone_id` | [`crate::VolumeInfo`] |
+//! | `DELETE /v1/volumes/{id}` | — | `{}` |
+//! | `GET /v1/vms/{vm_id}/volumes` | — | `[VolumeInfo]` |
+//! | `GET /v1/appliances/{vm_id}/devices/{volume_id}?presence=appears&timeout_ms=N` | — | `{"device": Device \| null}` |
+//!
+//! Every mutating body may also carry `fence: {"run_id", "generation"}`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use sha1::{Digest, Sha1};
+use subtle::ConstantTimeEq;
+
+use crate::{Call, Error, Fence, Presence, VolumeService};
+
+/// The header that carries the idempotency key.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// The longest device wait a request may ask for.
+pub const MAX_DEVICE_WAIT: Duration = Duration::from_secs(600);
+
+#[derive(Clone)]
+struct AppState {
+    service: Arc<dyn VolumeService>,
+    token_digest: [u8; 20],
+}
+
+/// Serves the REST API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Arc<dyn VolumeService>,
+    token: SecretString,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(service, token))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The API as an axum router (for embedding in another server).
+pub fn router(service: Arc<dyn VolumeService>, token: SecretString) -> Router {
+    let state = AppState {
+        service,
+        token_digest: digest(token.expose_secret().as_bytes()),
+    };
+    Router::new()
+        .route("/v1/attach", post(attach))
+        .route("/v1/attach-root", post(attach_root))
+        .route("/v1/detach", post(detach))
+        .route("/v1/snapshots", post(snapshot))
+        .route("/v1/snapshots/{id}/revert", post(revert))
+        .route("/v1/snapshots/{id}", delete(delete_snapshot))
+        .route("/v1/volumes", post(create_volume))
+        .route("/v1/volumes/{id}", delete(delete_volume))
+        .route("/v1/vms/{vm_id}/volumes", get(list_vm_volumes))
+        .route(
+            "/v1/appliances/{vm_id}/devices/{volume_id}",
+            get(wait_device),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+fn digest(bytes: &[u8]) -> [u8; 20] {
+    // Only to give both sides one length before the constant-time comparison.
+    Sha1::digest(bytes).into()
+}
+
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok = presented
+        .map(|t| bool::from(digest(t.as_bytes()).ct_eq(&state.token_digest)))
+        .unwrap_or(false);
+    if ok {
+        next.run(request).await
+    } else {
+        let mut response = error_response(&Error::Unauthorized);
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        response
+    }
+}
+
+/// The JSON error body of `e`.
+pub fn error_body(e: &Error) -> Value {
+    let mut detail = serde_json::to_value(e).unwrap_or_else(|_| json!({}));
+    if let Some(map) = detail.as_object_mut() {
+        map.insert("code".into(), json!(e.code()));
+        map.insert("message".into(), json!(e.to_string()));
+        map.insert("class".into(), json!(e.class()));
+    }
+    json!({ "error": detail })
+}
+
+fn error_response(e: &Error) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(error_body(e))).into_response()
+}
+
+struct ApiError(Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.0.http_status() >= 500 {
+            tracing::warn!(error = %self.0, "volume daemon request failed");
+        }
+        error_response(&self.0)
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok<T: serde::Serialize>(value: &T) -> ApiResult {
+    Ok((StatusCode::OK, axum::Json(value)).into_response())
+}
+
+async fn not_found() -> ApiError {
+    ApiError(Error::not_found("no such route"))
+}
+
+async fn method_not_allowed() -> Response {
+    let mut response = error_response(&Error::bad_request("method not allowed on this route"));
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+/// Parses a JSON body: a syntax error is 400, a body of the wrong shape 422. An empty
+/// body reads as `{}`.
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let bytes: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError(Error::Unprocessable {
+                detail: format!("the body does not fit this call: {e}"),
+            }),
+            _ => ApiError(Error::bad_request(format!(
+                "the body is not valid JSON: {e}"
+            ))),
+        }
+    })
+}
+
+/// The `Call` of a mutating request: the key from the header or the body.
+fn call_of(
+    headers: &HeaderMap,
+    body_key: Option<String>,
+    fence: Option<Fence>,
+) -> Result<Call, ApiError> {
+    let header_key = match headers.get(IDEMPOTENCY_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| Error::bad_request("the Idempotency-Key header is not ASCII"))?
+                .to_string(),
+        ),
+    };
+    let key = match (header_key, body_key) {
+        (None, None) => return Err(ApiError(Error::MissingIdempotencyKey)),
+        (Some(h), Some(b)) if h != b => {
+            return Err(ApiError(Error::bad_request(
+                "the Idempotency-Key header and the body's idempotency_key differ",
+            )));
+        }
+        (Some(k), _) | (None, Some(k)) => k,
+    };
+    let call = Call {
+        idempotency_key: key,
+        fence,
+    };
+    call.validate()?;
+    Ok(call)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachBody {
+    volume_id: String,
+    vm_id: String,
+    #[serde(default)]
+    device_id: Option<i64>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    fence: Option<Fence>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachRootBody {
+    volume_id: String,
+    vm_id: String,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    fence: Option<Fence>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumeBody {
+    volume_id: String,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    fence: Option<Fence>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotBody {
+    volume_id: String,
+    name: String,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    fence: Option<Fence>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateVolumeBody {
+    snapshot_id: String,
+    name: String,
+    zone_id: String,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    fence: Option<Fence>,
+}
+
+/// The body of a call whose arguments are all in the path.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MetaBody {
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    fence: Option<Fence>,
+}
+
+async fn attach(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let b: AttachBody = parse(&body)?;
+    let call = call_of(&headers, b.idempotency_key, b.fence)?;
+    ok(&s
+        .service
+        .attach(&call, &b.volume_id, &b.vm_id, b.device_id)
+        .await?)
+}
+
+async fn attach_root(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let b: AttachRootBody = parse(&body)?;
+    let call = call_of(&headers, b.idempotency_key, b.fence)?;
+    ok(&s.service.attach_root(&call, &b.volume_id, &b.vm_id).await?)
+}
+
+async fn detach(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let b: VolumeBody = parse(&body)?;
+    let call = call_of(&headers, b.idempotency_key, b.fence)?;
+    ok(&s.service.detach(&call, &b.volume_id).await?)
+}
+
+async fn snapshot(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let b: SnapshotBody = parse(&body)?;
+    let call = call_of(&headers, b.idempotency_key, b.fence)?;
+    ok(&s.service.snapshot(&call, &b.volume_id, &b.name).await?)
+}
+
+async fn revert(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let b: MetaBody = parse(&body)?;
+    let call = call_of(&headers, b.idempotency_key, b.fence)?;
+    ok(&s.service.revert(&call, &id).await?)
+}
+
+async fn delete_snapshot(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let b: MetaBody = parse(&body)?;
+    let call = call_of(&headers, b.idempotency_key, b.fence)?;
+    s.service.delete_snapshot(&call, &id).await?;
+    ok(&json!({}))
+}
+
+async fn create_volume(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let b: CreateVolumeBody = parse(&body)?;
+    let call = call_of(&headers, b.idempotency_key, b.fence)?;
+    ok(&s
+        .service
+        .create_volume_from_snapshot(&call, &b.snapshot_id, &b.name, &b.zone_id)
+        .await?)
+}
+
+async fn delete_volume(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let b: MetaBody = parse(&body)?;
+    let call = call_of(&headers, b.idempotency_key, b.fence)?;
+    s.service.delete_volume(&call, &id).await?;
+    ok(&json!({}))
+}
+
+async fn list_vm_volumes(State(s): State<AppState>, Path(vm_id): Path<String>) -> ApiResult {
+    ok(&s.service.list_vm_volumes(&vm_id).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitQuery {
+    presence: Presence,
+    timeout_ms: u64,
+}
+
+async fn wait_device(
+    State(s): State<AppState>,
+    Path((vm_id, volume_id)): Path<(String, String)>,
+    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(q) = query.map_err(|e| {
+        Error::bad_request(format!(
+            "expected ?presence=appears|disappears&timeout_ms=N: {e}"
+        ))
+    })?;
+    let timeout = Duration::from_millis(q.timeout_ms);
+    if timeout > MAX_DEVICE_WAIT {
+        return Err(ApiError(Error::bad_request(format!(
+            "timeout_ms {} is longer than the {} ms a request may wait",
+            q.timeout_ms,
+            MAX_DEVICE_WAIT.as_millis()
+        ))));
+    }
+    let device = s
+        .service
+        .wait_device(&vm_id, &volume_id, q.presence, timeout)
+        .await?;
+    ok(&json!({ "device": device }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_carry_code_message_and_details() {
+        let body = error_body(&Error::ReplicaVolume {
+            volume_id: "v1".into(),
+        });
+        assert_eq!(body["error"]["code"], "replica_volume");
+        assert_eq!(body["error"]["volume_id"], "v1");
+        assert_eq!(body["error"]["class"], "definitive");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("never deletes replica volumes")
+        );
+        // The body decodes back into the same error (what HttpClient does).
+        let back: Error = serde_json::from_value(body["error"].clone()).unwrap();
+        assert_eq!(
+            back,
+            Error::ReplicaVolume {
+                volume_id: "v1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn token_digests_compare_equal_only_for_equal_tokens() {
+        assert!(bool::from(digest(b"secret").ct_eq(&digest(b"secret"))));
+        assert!(!bool::from(digest(b"secret").ct_eq(&digest(b"secreT"))));
+        assert!(!bool::from(digest(b"").ct_eq(&digest(b"secret"))));
+    }
+}

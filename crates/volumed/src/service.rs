@@ -1,0 +1,78 @@
+//! The one trait through which ferry uses the volume daemon.
+//!
+//! Callers (the engine's steps, `ferry demo`, the REST server itself) hold an
+//! `Arc<dyn VolumeService>` and cannot tell an in-process [`crate::Local`] from an
+//! [`crate::HttpClient`] talking to `ferry volumed` on an appliance. Both give the same
+//! results and the same [`crate::Error`]s, because the server sends errors as their
+//! serde form and the client decodes them back.
+//!
+//! **Why `async-trait` and not `-> impl Future` (RPITIT):** the trait must be object
+//! safe. A server with several appliances keeps one service per appliance in a map,
+//! chosen at run time from configuration (in-process for one, HTTP for another), and
+//! the engine's tests substitute fakes; both want `dyn VolumeService`. RPITIT methods
+//! make a trait not dyn-compatible, and an enum of the two implementations would shut
+//! out fakes. The price of `async-trait` — one boxed future per call — is nothing next
+//! to a CloudStack job that takes seconds.
+//!
+//! Every mutating method takes a [`Call`]: an idempotency key (asking again with the
+//! same key returns the first result, waiting for it if it is still under way) and an
+//! optional fencing token. Reads take none.
+
+use std::time::Duration;
+
+use crate::{Call, Device, Presence, Result, SnapshotInfo, VolumeInfo};
+
+#[async_trait::async_trait]
+pub trait VolumeService: Send + Sync {
+    /// Attaches a data volume to a VM; `device_id` `None` lets CloudStack choose the
+    /// lowest free id (1, 2, 4, …). Returns the volume as attached.
+    async fn attach(
+        &self,
+        call: &Call,
+        volume_id: &str,
+        vm_id: &str,
+        device_id: Option<i64>,
+    ) -> Result<VolumeInfo>;
+
+    /// Attaches a volume as ROOT (device 0). The VM must be Stopped without a device 0.
+    async fn attach_root(&self, call: &Call, volume_id: &str, vm_id: &str) -> Result<VolumeInfo>;
+
+    /// Detaches a volume from whatever VM it is on. Returns the volume as detached.
+    async fn detach(&self, call: &Call, volume_id: &str) -> Result<VolumeInfo>;
+
+    /// Takes a volume snapshot named `name` (names should be unique per volume: an
+    /// unknown outcome is resolved by looking for a snapshot of that name).
+    async fn snapshot(&self, call: &Call, volume_id: &str, name: &str) -> Result<SnapshotInfo>;
+
+    /// Reverts a volume to a snapshot (its VM Stopped, or the volume detached).
+    async fn revert(&self, call: &Call, snapshot_id: &str) -> Result<SnapshotInfo>;
+
+    async fn delete_snapshot(&self, call: &Call, snapshot_id: &str) -> Result<()>;
+
+    /// Creates a new volume from a snapshot (a clone for a drill).
+    async fn create_volume_from_snapshot(
+        &self,
+        call: &Call,
+        snapshot_id: &str,
+        name: &str,
+        zone_id: &str,
+    ) -> Result<VolumeInfo>;
+
+    /// Deletes a detached volume ferry created. A registered replica volume is refused
+    /// with [`crate::Error::ReplicaVolume`], whatever its state.
+    async fn delete_volume(&self, call: &Call, volume_id: &str) -> Result<()>;
+
+    /// The volumes attached to a VM, by device id; for an appliance of this daemon each
+    /// visible disk carries its [`Device`].
+    async fn list_vm_volumes(&self, vm_id: &str) -> Result<Vec<VolumeInfo>>;
+
+    /// Waits until `volume_id`'s disk appears in (returns it) or disappears from
+    /// (returns `None`) the appliance `appliance_vm_id`, for at most `timeout`.
+    async fn wait_device(
+        &self,
+        appliance_vm_id: &str,
+        volume_id: &str,
+        presence: Presence,
+        timeout: Duration,
+    ) -> Result<Option<Device>>;
+}

@@ -1,0 +1,278 @@
+//! The values that cross the [`crate::VolumeService`] boundary: what a caller asks for
+//! and what it gets back. They are the JSON bodies of the REST API as well, so they
+//! are plain serde structs with CloudStack ids as strings.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::device::Device;
+
+/// The longest idempotency key accepted.
+pub const MAX_KEY_LEN: usize = 200;
+
+/// A lease's fencing token: a worker of run `run_id` that holds generation
+/// `generation`. A request carrying a generation lower than the highest the daemon has
+/// seen for that run comes from a worker whose lease was taken over, and is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fence {
+    pub run_id: String,
+    pub generation: i64,
+}
+
+/// What every mutating request carries besides its arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    /// Chosen by the caller, deterministic per intended action (e.g. run id + step +
+    /// volume): asking again with the same key returns the first result.
+    pub idempotency_key: String,
+    #[serde(default)]
+    pub fence: Option<Fence>,
+}
+
+impl Call {
+    pub fn new(idempotency_key: impl Into<String>) -> Self {
+        Call {
+            idempotency_key: idempotency_key.into(),
+            fence: None,
+        }
+    }
+
+    pub fn fenced(idempotency_key: impl Into<String>, fence: Fence) -> Self {
+        Call {
+            idempotency_key: idempotency_key.into(),
+            fence: Some(fence),
+        }
+    }
+
+    /// Refuses keys that are empty, too long, or not printable ASCII (they travel in an
+    /// HTTP header).
+    pub fn validate(&self) -> Result<(), Error> {
+        validate_key(&self.idempotency_key)?;
+        if let Some(f) = &self.fence {
+            non_empty("fence.run_id", &f.run_id)?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn validate_key(key: &str) -> Result<(), Error> {
+    if key.is_empty() {
+        return Err(Error::bad_request("the idempotency key is empty"));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(Error::bad_request(format!(
+            "the idempotency key is {} bytes long; at most {MAX_KEY_LEN} are accepted",
+            key.len()
+        )));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::bad_request(
+            "the idempotency key must be printable ASCII without spaces",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn non_empty(field: &str, value: &str) -> Result<(), Error> {
+    if value.trim().is_empty() {
+        Err(Error::bad_request(format!("`{field}` must not be empty")))
+    } else {
+        Ok(())
+    }
+}
+
+/// One mutating operation and its arguments, as recorded in the journal (`request`)
+/// and compared when an idempotency key is used again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OpRequest {
+    /// Attach a data volume; `device_id` `None` lets CloudStack choose (1, 2, 4, …).
+    Attach {
+        volume_id: String,
+        vm_id: String,
+        #[serde(default)]
+        device_id: Option<i64>,
+    },
+    /// Attach as ROOT (device 0): the VM must be Stopped and have no device 0.
+    AttachRoot {
+        volume_id: String,
+        vm_id: String,
+    },
+    Detach {
+        volume_id: String,
+    },
+    Snapshot {
+        volume_id: String,
+        name: String,
+    },
+    Revert {
+        snapshot_id: String,
+    },
+    DeleteSnapshot {
+        snapshot_id: String,
+    },
+    CreateVolume {
+        snapshot_id: String,
+        name: String,
+        zone_id: String,
+    },
+    /// Delete a volume ferry created; a replica volume is refused.
+    DeleteVolume {
+        volume_id: String,
+    },
+}
+
+impl OpRequest {
+    /// Checks the arguments that can be checked without CloudStack.
+    pub fn validate(&self) -> Result<(), Error> {
+        match self {
+            OpRequest::Attach {
+                volume_id,
+                vm_id,
+                device_id,
+            } => {
+                non_empty("volume_id", volume_id)?;
+                non_empty("vm_id", vm_id)?;
+                match device_id {
+                    Some(0) => Err(Error::bad_request(
+                        "device id 0 is the ROOT slot: use attach-root to attach a boot disk",
+                    )),
+                    Some(3) => Err(Error::bad_request(
+                        "device id 3 is reserved for the CD-ROM; use 1, 2 or 4 and above",
+                    )),
+                    Some(d) if *d < 0 => {
+                        Err(Error::bad_request(format!("device id {d} is negative")))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            OpRequest::AttachRoot { volume_id, vm_id } => {
+                non_empty("volume_id", volume_id)?;
+                non_empty("vm_id", vm_id)
+            }
+            OpRequest::Detach { volume_id } | OpRequest::DeleteVolume { volume_id } => {
+                non_empty("volume_id", volume_id)
+            }
+            OpRequest::Snapshot { volume_id, name } => {
+                non_empty("volume_id", volume_id)?;
+                non_empty("name", name)
+            }
+            OpRequest::Revert { snapshot_id } | OpRequest::DeleteSnapshot { snapshot_id } => {
+                non_empty("snapshot_id", snapshot_id)
+            }
+            OpRequest::CreateVolume {
+                snapshot_id,
+                name,
+                zone_id,
+            } => {
+                non_empty("snapshot_id", snapshot_id)?;
+                non_empty("name", name)?;
+                non_empty("zone_id", zone_id)
+            }
+        }
+    }
+}
+
+/// A CloudStack volume as the daemon reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    pub id: String,
+    pub name: String,
+    /// `ROOT` or `DATADISK`.
+    pub volume_type: String,
+    /// Allocated, Ready, Attaching, …
+    pub state: String,
+    pub size_bytes: i64,
+    #[serde(default)]
+    pub zone_id: Option<String>,
+    /// The VM it is attached to, if any.
+    #[serde(default)]
+    pub vm_id: Option<String>,
+    /// CloudStack's slot on that VM: 0 ROOT, 1, 2, 4, … data.
+    #[serde(default)]
+    pub device_id: Option<i64>,
+    /// Where it shows inside an appliance, when the VM is an appliance of this daemon
+    /// and the disk is visible (filled by `list_vm_volumes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Device>,
+}
+
+impl From<&cloudstack::Volume> for VolumeInfo {
+    fn from(v: &cloudstack::Volume) -> Self {
+        VolumeInfo {
+            id: v.id.clone(),
+            name: v.name.clone(),
+            volume_type: v.volume_type.clone(),
+            state: v.state.clone(),
+            size_bytes: v.size,
+            zone_id: v.zoneid.clone(),
+            vm_id: v.virtualmachineid.clone(),
+            device_id: v.deviceid,
+            device: None,
+        }
+    }
+}
+
+/// A CloudStack volume snapshot as the daemon reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub volume_id: Option<String>,
+    /// BackedUp, Creating, Error, …
+    #[serde(default)]
+    pub state: Option<String>,
+}
+
+impl From<&cloudstack::Snapshot> for SnapshotInfo {
+    fn from(s: &cloudstack::Snapshot) -> Self {
+        SnapshotInfo {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            volume_id: s.volumeid.clone(),
+            state: s.state.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_must_be_short_printable_and_present() {
+        assert!(Call::new("run-1/step-7/attach/vol-a").validate().is_ok());
+        assert!(Call::new("").validate().is_err());
+        assert!(Call::new("with space").validate().is_err());
+        assert!(Call::new("é").validate().is_err());
+        assert!(Call::new("k".repeat(MAX_KEY_LEN + 1)).validate().is_err());
+    }
+
+    #[test]
+    fn device_ids_0_and_3_are_refused_for_data_attach() {
+        let attach = |d| OpRequest::Attach {
+            volume_id: "v".into(),
+            vm_id: "m".into(),
+            device_id: d,
+        };
+        assert!(attach(None).validate().is_ok());
+        assert!(attach(Some(4)).validate().is_ok());
+        assert!(attach(Some(0)).validate().is_err());
+        assert!(attach(Some(3)).validate().is_err());
+        assert!(attach(Some(-1)).validate().is_err());
+    }
+
+    #[test]
+    fn requests_round_trip_as_tagged_json() {
+        let r = OpRequest::CreateVolume {
+            snapshot_id: "s".into(),
+            name: "n".into(),
+            zone_id: "z".into(),
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["kind"], "create_volume");
+        assert_eq!(serde_json::from_value::<OpRequest>(v).unwrap(), r);
+    }
+}
