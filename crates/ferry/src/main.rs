@@ -41,8 +41,9 @@ enum Command {
     ///
     /// The CloudStack secret key comes from FERRY_CLOUDSTACK_SECRET or
     /// --cloudstack-secret-file, the API's bearer token from FERRY_VOLUMED_TOKEN or
-    /// --token-file — never from the command line. Once it accepts requests it prints
-    /// one JSON line on stdout: {"url": "http://ADDR"}.
+    /// --token-file — never from the command line. Operations are journaled in
+    /// --database, and those in flight at a crash are resumed at start. Once it accepts
+    /// requests it prints one JSON line on stdout: {"url": "http://ADDR"}.
     Volumed(VolumedArgs),
 }
 
@@ -71,6 +72,11 @@ struct VolumedArgs {
     /// Where the appliance's /sys and /dev are (/ on the appliance itself).
     #[arg(long, default_value = "/")]
     sysfs_root: PathBuf,
+    /// The journal of volume operations: a SQLite file (created on first start) or a
+    /// postgres:// URL. Operations in flight when the daemon stopped are resumed from
+    /// it at start.
+    #[arg(long, default_value = "ferry-volumed.db")]
+    database: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -200,14 +206,32 @@ async fn volumed(args: VolumedArgs) -> anyhow::Result<()> {
     if let Some(vm) = args.appliance_vm_id {
         config.appliances.insert(vm, args.sysfs_root);
     }
-    // TODO-robustness: a store-backed journal, so that a restarted daemon resumes the
-    // operations it had in flight; in memory, a restart forgets them.
-    tracing::warn!(
-        "volume operations are journaled in memory: a restart forgets operations in flight"
-    );
-    let journal: Arc<dyn volumed::Journal> = Arc::new(volumed::MemoryJournal::new());
-    let service: Arc<dyn volumed::VolumeService> =
-        Arc::new(volumed::Local::new(client, journal, config));
+    let store = store::Store::connect(&args.database)
+        .await
+        .with_context(|| format!("cannot open the journal database {}", args.database))?;
+    let journal: Arc<dyn volumed::Journal> = Arc::new(volumed::StoreJournal::new(store));
+    let local = Arc::new(volumed::Local::new(client, journal, config));
+    // Operations a previous run left in flight: waited on by their job ids, or settled
+    // by looking at CloudStack, before anything is sent again.
+    let resuming = Arc::clone(&local);
+    tokio::spawn(async move {
+        match resuming.resume_unfinished().await {
+            Ok(resumed) => {
+                for op in resumed {
+                    match &op.outcome {
+                        Ok(_) => {
+                            tracing::info!(op = %op.op_id, key = %op.idempotency_key, kind = ?op.kind, by_job_id = op.had_job_id, "resumed operation finished")
+                        }
+                        Err(e) => {
+                            tracing::warn!(op = %op.op_id, key = %op.idempotency_key, kind = ?op.kind, error = %e, "resumed operation failed")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot resume the operations in flight"),
+        }
+    });
+    let service: Arc<dyn volumed::VolumeService> = local;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

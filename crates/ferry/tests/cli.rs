@@ -251,3 +251,181 @@ async fn the_documented_example_world_starts_with_two_appliances() {
     let zones = sim.client().list_zones().await.expect("listZones");
     assert_eq!(zones[0].name, "dc-west");
 }
+
+/// A `ferry volumed` process journaling into `database`, killed on drop.
+struct Volumed {
+    child: Child,
+    url: String,
+}
+
+impl Volumed {
+    fn start(sim: &Cloudsim, database: &std::path::Path) -> Volumed {
+        let oma = sim.announcement["appliances"]["oma"]
+            .as_str()
+            .expect("oma")
+            .to_string();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args([
+                "volumed",
+                "--listen",
+                "127.0.0.1:0",
+                "--cloudstack-endpoint",
+            ])
+            .arg(sim.field("endpoint"))
+            .args([
+                "--api-key",
+                &sim.field("api_key"),
+                "--appliance-vm-id",
+                &oma,
+            ])
+            .arg("--database")
+            .arg(database)
+            .env("FERRY_CLOUDSTACK_SECRET", sim.field("secret_key"))
+            .env("FERRY_VOLUMED_TOKEN", "volumed-test-token")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("ferry volumed starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("reads the announcement");
+        let announced: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("one JSON line ({e}): {line:?}"));
+        let url = announced["url"].as_str().expect("url").to_string();
+        Volumed { child, url }
+    }
+
+    fn attach(&self, key: &str, volume: &str, vm: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .post(format!("{}/v1/attach", self.url))
+            .bearer_auth("volumed-test-token")
+            .header("Idempotency-Key", key)
+            .json(&serde_json::json!({"volume_id": volume, "vm_id": vm}))
+    }
+}
+
+impl Drop for Volumed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `probe` every 10 ms for at most 20 s.
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The daemon is SIGKILLed while CloudStack is still running its attach job; the
+/// restarted daemon finds the operation in its SQLite journal, waits on the same job,
+/// and answers the retried request — one attachVolume in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_volume_daemon_resumes_its_attach_from_the_journal() {
+    let sim = Cloudsim::start(&[]);
+    let admin = sim.field("admin");
+    let oma = sim.announcement["appliances"]["oma"]
+        .as_str()
+        .expect("oma")
+        .to_string();
+    let client = sim.client();
+    let job = client
+        .create_volume(
+            "data-3",
+            &sim.field("zone_id"),
+            &cloudstack::VolumeSource::Offering {
+                disk_offering_id: cloudsim::world::ids::DISK_OFFERING_CUSTOM.into(),
+                size_gb: Some(5),
+            },
+        )
+        .await
+        .expect("createVolume");
+    let volume = client.wait(&job).await.expect("volume created").id;
+    // 1.5 s per attach (at cloudsim's time scale of 0.001): time to kill the daemon.
+    reqwest::Client::new()
+        .post(format!("{admin}/latency"))
+        .json(&serde_json::json!({"attachVolume": 1_500_000}))
+        .send()
+        .await
+        .expect("latency set");
+    let stats = || async {
+        reqwest::get(format!("{admin}/stats"))
+            .await
+            .expect("stats")
+            .json::<serde_json::Value>()
+            .await
+            .expect("JSON")
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database = dir.path().join("journal.db");
+    let first = Volumed::start(&sim, &database);
+    let request = first.attach("drill-7/attach/data-3", &volume, &oma);
+    let in_flight = tokio::spawn(async move { request.send().await });
+    eventually("CloudStack to accept the attach", || async {
+        (stats().await["calls"]["attachVolume"] == 1).then_some(())
+    })
+    .await;
+    drop(first); // SIGKILL
+    assert!(
+        in_flight.await.expect("joined").is_err(),
+        "the caller lost its answer with the daemon"
+    );
+
+    let journal = store::Store::connect(database.to_str().expect("utf-8"))
+        .await
+        .expect("journal opens");
+    let pending = journal.unfinished_ops().await.expect("ops");
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!(
+        pending[0].job_id.is_some(),
+        "the job id was recorded before waiting"
+    );
+
+    let second = Volumed::start(&sim, &database);
+    eventually("the resumed attach to finish", || async {
+        journal
+            .op_by_key("drill-7/attach/data-3")
+            .await
+            .expect("op")
+            .filter(|op| op.state == store::OpState::Succeeded)
+    })
+    .await;
+    let answer: serde_json::Value = second
+        .attach("drill-7/attach/data-3", &volume, &oma)
+        .send()
+        .await
+        .expect("answered")
+        .error_for_status()
+        .expect("2xx")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(answer["vm_id"], oma.as_str());
+    assert_eq!(answer["device_id"], 4);
+    assert_eq!(
+        stats().await["calls"]["attachVolume"],
+        1,
+        "resumed by job id, never resubmitted"
+    );
+    let attached = client
+        .get_volume(&volume)
+        .await
+        .expect("listVolumes")
+        .expect("exists");
+    assert_eq!(attached.virtualmachineid.as_deref(), Some(oma.as_str()));
+}

@@ -20,6 +20,7 @@
 //! keeps what it is told and refuses what would break a constraint.
 
 mod model;
+pub mod testing;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -546,6 +547,18 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// The replica volume recorded at `device_path` on `vm_id`, if any.
+    pub async fn replica_at_path(&self, vm_id: &str, device_path: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT volume_id FROM replica_volumes WHERE attached_vm_id = $1 AND device_path = $2",
+        )
+        .bind(vm_id)
+        .bind(device_path)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("volume_id")).transpose()?)
     }
 
     // ---- volumes ferry created --------------------------------------------------

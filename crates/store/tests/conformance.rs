@@ -1,64 +1,21 @@
 //! The store's conformance suite: every test runs against SQLite (a file in a temp
 //! directory) and against PostgreSQL (its own schema in the database named by
-//! `FERRY_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`), so the
+//! `FERRY_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`; see
+//! `store::testing`), so the
 //! two backends are held to one behaviour. The constraints are checked by name.
 
 use store::*;
 
 type TestResult = anyhow::Result<()>;
 
-/// Keeps whatever backs a test store alive (the SQLite temp dir).
-struct Fixture {
-    store: Store,
-    /// What `store` was opened with, to open the same database again.
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
+use store::testing::TestStore as Fixture;
 
 async fn sqlite() -> anyhow::Result<Fixture> {
-    let dir = tempfile::tempdir()?;
-    let url = dir
-        .path()
-        .join("ferry.db")
-        .to_str()
-        .expect("utf-8 path")
-        .to_string();
-    let store = Store::connect(&url).await?;
-    Ok(Fixture {
-        store,
-        url,
-        _dir: Some(dir),
-    })
+    Ok(store::testing::sqlite().await?)
 }
 
-fn postgres_url() -> String {
-    std::env::var("FERRY_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-/// A store in a fresh schema of its own, so tests run in parallel.
 async fn postgres() -> anyhow::Result<Fixture> {
-    use sqlx::Connection;
-    let base = postgres_url();
-    let schema = format!("ferry_t_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&base).await.map_err(|e| {
-        anyhow::anyhow!(
-            "PostgreSQL at {base} is not reachable ({e}); start it (`.ci/test` does) \
-             or point FERRY_TEST_POSTGRES at one"
-        )
-    })?;
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await?;
-    admin.close().await?;
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
-    let store = Store::connect(&url).await?;
-    Ok(Fixture {
-        store,
-        url,
-        _dir: None,
-    })
+    Ok(store::testing::postgres().await?)
 }
 
 /// Runs one scenario on both backends.
@@ -449,6 +406,13 @@ async fn two_volumes_never_share_a_device_path(fx: &Fixture) -> TestResult {
             .record_attachment("b", &at("/dev/disk/by-id/virtio-a", 2))
             .await,
         "replica_volumes_one_path",
+    );
+    assert_eq!(
+        store
+            .replica_at_path("vm-oma", "/dev/disk/by-id/virtio-a")
+            .await?
+            .as_deref(),
+        Some("a")
     );
     store
         .record_attachment("b", &at("/dev/disk/by-id/virtio-b", 2))

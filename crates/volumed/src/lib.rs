@@ -73,6 +73,7 @@ mod journal;
 mod local;
 pub mod server;
 mod service;
+mod store_journal;
 mod types;
 
 pub use device::{Device, Presence};
@@ -84,6 +85,7 @@ pub use journal::{
 };
 pub use local::{Local, LocalConfig, Resumed};
 pub use service::VolumeService;
+pub use store_journal::StoreJournal;
 pub use types::{Call, Fence, OpRequest, SnapshotInfo, VolumeInfo};
 
 /// The result of every volume-daemon call.
