@@ -61,6 +61,12 @@ pub enum StoreError {
     /// A request the store refuses for a reason stated in words.
     #[error("{0}")]
     Refused(String),
+    /// A write by a worker whose lease on the run was taken over (its generation is no
+    /// longer the run's): it must stop.
+    #[error(
+        "run {run_id} is no longer held at generation {generation}: another worker took it over"
+    )]
+    Fenced { run_id: String, generation: i64 },
     /// A fencing generation lower than one already seen for the run.
     #[error(
         "stale fencing generation {generation} for run {run_id}: generation {current} has taken over"
@@ -678,6 +684,203 @@ impl Store {
         Ok(())
     }
 
+    /// Stores the run's input (for example its device plan).
+    pub async fn set_run_plan(&self, id: &str, plan: &str) -> Result<()> {
+        sqlx::query("UPDATE runs SET plan = $1, updated_at = $2 WHERE id = $3")
+            .bind(plan)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the run's lease for `owner` if it is free, expired or already `owner`'s,
+    /// raising its generation; returns the new generation, or `None` when another
+    /// worker holds a live lease. Every later write by the worker carries it.
+    pub async fn acquire_run(&self, id: &str, owner: &str, ttl_ms: i64) -> Result<Option<i64>> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "UPDATE runs SET lease_owner = $1, lease_expires_at = $2, generation = generation + 1,
+               updated_at = $3
+             WHERE id = $4 AND state IN ('pending', 'running', 'unwinding')
+               AND (lease_owner IS NULL OR lease_expires_at < $3 OR lease_owner = $1)
+             RETURNING generation",
+        )
+        .bind(owner)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("generation")).transpose()?)
+    }
+
+    /// Extends the lease held at `generation`; `Fenced` if it was taken over.
+    pub async fn renew_run(
+        &self,
+        id: &str,
+        owner: &str,
+        generation: i64,
+        ttl_ms: i64,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE runs SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND generation = $4",
+        )
+        .bind(now_ms() + ttl_ms)
+        .bind(id)
+        .bind(owner)
+        .bind(generation)
+        .execute(&self.pool)
+        .await?;
+        fenced(done.rows_affected(), id, generation)
+    }
+
+    /// Gives the lease up (after the run ended, or on shutdown).
+    pub async fn release_run(&self, id: &str, generation: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND generation = $2",
+        )
+        .bind(id)
+        .bind(generation)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Runs that a worker may take: active, not stuck, and with no live lease.
+    pub async fn claimable_runs(&self) -> Result<Vec<String>> {
+        sqlx::query(
+            "SELECT id FROM runs WHERE state IN ('pending', 'running', 'unwinding')
+               AND (lease_owner IS NULL OR lease_expires_at < $1) ORDER BY created_at, id",
+        )
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get("id")?))
+        .collect()
+    }
+
+    /// Moves the run to `state` if it is still held at `generation`.
+    pub async fn set_run_state_fenced(
+        &self,
+        id: &str,
+        generation: i64,
+        state: RunState,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE runs SET state = $1, error = COALESCE($2, error), updated_at = $3, finished_at = $4
+             WHERE id = $5 AND generation = $6",
+        )
+        .bind(state.as_str())
+        .bind(error)
+        .bind(now)
+        .bind((!state.is_active()).then_some(now))
+        .bind(id)
+        .bind(generation)
+        .execute(&self.pool)
+        .await?;
+        fenced(done.rows_affected(), id, generation)
+    }
+
+    /// Asks the run to stop: checked before each step; a cancelled run unwinds.
+    pub async fn request_cancel(&self, id: &str) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE runs SET cancel_requested = 1, updated_at = $1 WHERE id = $2")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "run",
+                key: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
+        sqlx::query("SELECT * FROM steps WHERE run_id = $1 ORDER BY position")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(step_from)
+            .collect()
+    }
+
+    /// Records a step's state if the run is still held at `generation` — in one
+    /// statement, so a worker that lost its lease cannot write.
+    pub async fn put_step(&self, run_id: &str, generation: i64, step: &StepRecord) -> Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO steps (run_id, position, name, state, attempts, output, error, started_at, finished_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+             WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND generation = $10)
+             ON CONFLICT (run_id, position) DO UPDATE SET state = excluded.state,
+               attempts = excluded.attempts, output = excluded.output, error = excluded.error,
+               started_at = excluded.started_at, finished_at = excluded.finished_at",
+        )
+        .bind(run_id)
+        .bind(step.position)
+        .bind(&step.name)
+        .bind(step.state.as_str())
+        .bind(step.attempts)
+        .bind(&step.output)
+        .bind(&step.error)
+        .bind(step.started_at)
+        .bind(step.finished_at)
+        .bind(generation)
+        .execute(&self.pool)
+        .await?;
+        fenced(done.rows_affected(), run_id, generation)
+    }
+
+    /// Appends a line to the run's log.
+    pub async fn add_event(
+        &self,
+        run_id: &str,
+        level: &str,
+        step: Option<&str>,
+        message: &str,
+        fields: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO events (run_id, at, level, step, message, fields) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(run_id)
+        .bind(now_ms())
+        .bind(level)
+        .bind(step)
+        .bind(message)
+        .bind(fields)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn events(&self, run_id: &str) -> Result<Vec<Event>> {
+        sqlx::query("SELECT * FROM events WHERE run_id = $1 ORDER BY id")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Event {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    level: r.try_get("level")?,
+                    step: r.try_get("step")?,
+                    message: r.try_get("message")?,
+                    fields: r.try_get("fields")?,
+                })
+            })
+            .collect()
+    }
+
     // ---- fences -----------------------------------------------------------------
 
     /// Accepts `generation` for `run_id` unless a higher one was already seen; a
@@ -828,6 +1031,16 @@ impl Store {
     }
 }
 
+fn fenced(rows: u64, run_id: &str, generation: i64) -> Result<()> {
+    if rows == 0 {
+        return Err(StoreError::Fenced {
+            run_id: run_id.to_string(),
+            generation,
+        });
+    }
+    Ok(())
+}
+
 /// Accepts `sqlite://…`, `sqlite::memory:`, `postgres://…`/`postgresql://…`, or a
 /// plain file path (SQLite). SQLite files are created on first start.
 fn normalize_url(url: &str) -> Result<(String, Backend)> {
@@ -910,7 +1123,25 @@ fn run_from(r: &AnyRow) -> Result<Run> {
         state: parse(r, "state")?,
         error: r.try_get("error")?,
         generation: r.try_get("generation")?,
+        cancel_requested: r.try_get::<i64, _>("cancel_requested")? == 1,
+        lease_owner: r.try_get("lease_owner")?,
+        lease_expires_at: r.try_get("lease_expires_at")?,
+        plan: r.try_get("plan")?,
         created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        finished_at: r.try_get("finished_at")?,
+    })
+}
+
+fn step_from(r: &AnyRow) -> Result<StepRecord> {
+    Ok(StepRecord {
+        position: r.try_get("position")?,
+        name: r.try_get("name")?,
+        state: parse(r, "state")?,
+        attempts: r.try_get("attempts")?,
+        output: r.try_get("output")?,
+        error: r.try_get("error")?,
+        started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
     })
 }

@@ -217,9 +217,54 @@ pub struct Run {
     pub mode: Option<String>,
     pub state: RunState,
     pub error: Option<String>,
+    /// The fencing generation: raised each time a worker takes the run's lease.
     pub generation: i64,
+    pub cancel_requested: bool,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    /// The run's input (JSON), e.g. the device plan.
+    pub plan: Option<String>,
     pub created_at: i64,
+    pub updated_at: i64,
     pub finished_at: Option<i64>,
+}
+
+text_enum!(
+    /// Where one step of a run stands.
+    StepState {
+        Running = "running",
+        Done = "done",
+        Failed = "failed",
+        Undoing = "undoing",
+        Undone = "undone",
+        UndoFailed = "undo_failed",
+    }
+);
+
+/// One step of a run, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub position: i64,
+    pub name: String,
+    pub state: StepState,
+    /// Attempts of the action (and then of the undo) so far.
+    pub attempts: i64,
+    /// The action's output (JSON), kept for the undo and for later steps.
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// A line of a run's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: i64,
+    pub level: String,
+    pub step: Option<String>,
+    pub message: String,
+    pub fields: Option<String>,
 }
 
 /// A volume-daemon operation as recorded.

@@ -58,6 +58,8 @@ conformance!(
     volume_ops_are_idempotent_by_key_and_listed_until_finished,
     stale_fencing_generations_are_refused,
     volumes_ferry_created_are_told_apart_from_replicas,
+    a_worker_that_lost_its_lease_is_fenced_off,
+    steps_and_events_are_recorded_in_order,
 );
 
 const GIB: i64 = 1 << 30;
@@ -511,5 +513,137 @@ async fn volumes_ferry_created_are_told_apart_from_replicas(fx: &Fixture) -> Tes
     assert!(!store.is_created_volume("replica-1").await?);
     store.mark_created_volume_deleted("clone-1").await?;
     assert!(!store.is_created_volume("clone-1").await?);
+    Ok(())
+}
+
+async fn registered(store: &Store) -> anyhow::Result<ProtectedVm> {
+    appliance(store).await?;
+    Ok(store
+        .register_vm(&pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01"), &[])
+        .await?)
+}
+
+fn step(position: i64, state: StepState) -> StepRecord {
+    StepRecord {
+        position,
+        name: format!("step-{position}"),
+        state,
+        attempts: 1,
+        output: Some(format!("{{\"n\":{position}}}")),
+        error: None,
+        started_at: Some(1),
+        finished_at: None,
+    }
+}
+
+async fn a_worker_that_lost_its_lease_is_fenced_off(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    let vm = registered(store).await?;
+    let run = store
+        .create_run(&vm.id, Workflow::TestFailover, None)
+        .await?;
+    assert_eq!(store.claimable_runs().await?, vec![run.id.clone()]);
+    // Worker A takes the run, with a lease that has already run out.
+    let a = store
+        .acquire_run(&run.id, "worker-a", -1)
+        .await?
+        .expect("free");
+    assert_eq!(a, 1);
+    store
+        .put_step(&run.id, a, &step(0, StepState::Running))
+        .await?;
+    // Worker B takes it over: the generation rises, and A can no longer write.
+    let b = store
+        .acquire_run(&run.id, "worker-b", 60_000)
+        .await?
+        .expect("expired");
+    assert_eq!(b, 2);
+    assert!(
+        store.claimable_runs().await?.is_empty(),
+        "B holds a live lease"
+    );
+    assert_eq!(store.acquire_run(&run.id, "worker-c", 60_000).await?, None);
+    for result in [
+        store.put_step(&run.id, a, &step(0, StepState::Done)).await,
+        store
+            .set_run_state_fenced(&run.id, a, RunState::Running, None)
+            .await,
+        store.renew_run(&run.id, "worker-a", a, 60_000).await,
+    ] {
+        assert!(
+            matches!(result, Err(StoreError::Fenced { generation: 1, .. })),
+            "{result:?}"
+        );
+    }
+    assert_eq!(store.steps(&run.id).await?[0].state, StepState::Running);
+    store
+        .put_step(&run.id, b, &step(0, StepState::Done))
+        .await?;
+    store.renew_run(&run.id, "worker-b", b, 60_000).await?;
+    store
+        .set_run_state_fenced(&run.id, b, RunState::Done, None)
+        .await?;
+    // An ended run is nobody's to take.
+    assert_eq!(store.acquire_run(&run.id, "worker-b", 60_000).await?, None);
+    assert!(store.claimable_runs().await?.is_empty());
+    // Cancellation is a flag the worker reads.
+    let next = store.create_run(&vm.id, Workflow::Cleanup, None).await?;
+    assert!(!next.cancel_requested);
+    store.request_cancel(&next.id).await?;
+    assert!(store.run(&next.id).await?.expect("run").cancel_requested);
+    Ok(())
+}
+
+async fn steps_and_events_are_recorded_in_order(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    let vm = registered(store).await?;
+    let run = store
+        .create_run(&vm.id, Workflow::TestFailover, Some("replica"))
+        .await?;
+    store.set_run_plan(&run.id, r#"{"boot":"a"}"#).await?;
+    let g = store
+        .acquire_run(&run.id, "w", 60_000)
+        .await?
+        .expect("free");
+    store
+        .put_step(&run.id, g, &step(1, StepState::Running))
+        .await?;
+    store
+        .put_step(&run.id, g, &step(0, StepState::Done))
+        .await?;
+    let mut failed = step(1, StepState::Failed);
+    failed.error = Some("boom".into());
+    failed.attempts = 3;
+    store.put_step(&run.id, g, &failed).await?;
+    let steps = store.steps(&run.id).await?;
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[0].name, "step-0");
+    assert_eq!(steps[1].state, StepState::Failed);
+    assert_eq!(steps[1].attempts, 3);
+    assert_eq!(steps[1].error.as_deref(), Some("boom"));
+    store
+        .add_event(&run.id, "info", Some("step-0"), "started", None)
+        .await?;
+    store
+        .add_event(
+            &run.id,
+            "error",
+            Some("step-1"),
+            "failed: boom",
+            Some(r#"{"job":"j"}"#),
+        )
+        .await?;
+    let events = store.events(&run.id).await?;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>(),
+        vec!["started", "failed: boom"]
+    );
+    assert_eq!(
+        store.run(&run.id).await?.expect("run").plan.as_deref(),
+        Some(r#"{"boot":"a"}"#)
+    );
     Ok(())
 }
