@@ -1,0 +1,480 @@
+//! The saga trio on a store (SQLite, and PostgreSQL for two workers): every step
+//! failing in turn unwinds everything; transient errors are retried; an undo that
+//! fails leaves the run stuck until retried; a worker that dies mid-step is resumed at
+//! that step by another; a worker that lost its lease is fenced off; a cancelled run
+//! unwinds. The "resources" are a set the steps ensure into being and undo.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use engine::{Engine, EngineConfig, Outcome, Saga, Step, StepContext, StepError, retry_stuck};
+use serde_json::{Value, json};
+use store::testing::TestStore;
+use store::{
+    Appliance, Controller, Disk, Firmware, GuestOs, GuestPrep, NewVm, Nic, RunState, StepState,
+    VmSpec, Workflow,
+};
+
+type TestResult = anyhow::Result<()>;
+
+/// What a step should do wrong, by step name.
+#[derive(Debug, Clone)]
+enum Fault {
+    Definitive,
+    /// Fail transiently this many times, then work.
+    Transient(u32),
+    /// Never return (the worker "dies" in the middle).
+    Hang,
+    UndoFails,
+}
+
+#[derive(Default)]
+struct World {
+    resources: Mutex<BTreeSet<String>>,
+    faults: Mutex<BTreeMap<String, Fault>>,
+    /// Every action and undo call, in order.
+    calls: Mutex<Vec<String>>,
+}
+
+impl World {
+    fn fault(&self, step: &str, fault: Fault) {
+        self.faults.lock().unwrap().insert(step.into(), fault);
+    }
+    fn heal(&self, step: &str) {
+        self.faults.lock().unwrap().remove(step);
+    }
+    fn resources(&self) -> Vec<String> {
+        self.resources.lock().unwrap().iter().cloned().collect()
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+/// Ensures a resource named after the step exists; the undo ensures it is gone.
+struct Make(&'static str);
+
+#[async_trait]
+impl Step<World> for Make {
+    fn name(&self) -> &str {
+        self.0
+    }
+
+    async fn run(&self, cx: &StepContext<'_, World>) -> Result<Value, StepError> {
+        let w = cx.ctx;
+        w.calls.lock().unwrap().push(format!("run {}", self.0));
+        let fault = w.faults.lock().unwrap().get(self.0).cloned();
+        match fault {
+            Some(Fault::Definitive) => {
+                // A composite step that did part of its work before failing.
+                w.resources
+                    .lock()
+                    .unwrap()
+                    .insert(format!("{}-partial", self.0));
+                return Err(StepError::Definitive(format!("{} refused", self.0)));
+            }
+            Some(Fault::Transient(n)) if n > 0 => {
+                w.faults
+                    .lock()
+                    .unwrap()
+                    .insert(self.0.into(), Fault::Transient(n - 1));
+                return Err(StepError::Transient(format!("{} busy", self.0)));
+            }
+            Some(Fault::Hang) => {
+                w.resources.lock().unwrap().insert(self.0.to_string());
+                std::future::pending::<()>().await;
+            }
+            _ => {}
+        }
+        w.resources.lock().unwrap().insert(self.0.to_string());
+        Ok(json!({ "made": self.0, "after": cx.outputs.keys().collect::<Vec<_>>() }))
+    }
+
+    async fn undo(
+        &self,
+        cx: &StepContext<'_, World>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        let w = cx.ctx;
+        w.calls.lock().unwrap().push(format!("undo {}", self.0));
+        if matches!(w.faults.lock().unwrap().get(self.0), Some(Fault::UndoFails)) {
+            return Err(StepError::Definitive(format!("cannot remove {}", self.0)));
+        }
+        let mut r = w.resources.lock().unwrap();
+        r.remove(self.0);
+        r.remove(&format!("{}-partial", self.0));
+        Ok(())
+    }
+}
+
+const STEPS: [&str; 4] = ["snapshot", "create-vm", "move-disks", "start"];
+
+fn saga() -> Saga<World> {
+    Saga::new(
+        STEPS
+            .iter()
+            .map(|s| Box::new(Make(s)) as Box<dyn Step<World>>)
+            .collect(),
+    )
+}
+
+fn config(owner: &str) -> EngineConfig {
+    EngineConfig {
+        owner: owner.into(),
+        lease: Duration::from_secs(30),
+        max_attempts: 3,
+        backoff_first: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(5),
+    }
+}
+
+/// A store with a protected VM and a new run on it.
+async fn run_on(t: &TestStore) -> anyhow::Result<String> {
+    let store = &t.store;
+    store
+        .upsert_appliance(&Appliance {
+            name: "oma".into(),
+            vm_id: "vm-oma".into(),
+            zone_id: "z".into(),
+            volumed_url: None,
+            sysfs_root: None,
+        })
+        .await?;
+    let vm = store
+        .register_vm(
+            &NewVm {
+                name: "pgtest1".into(),
+                source_id: "s".into(),
+                appliance: "oma".into(),
+                spec: VmSpec {
+                    vcpu: 1,
+                    memory_mb: 512,
+                    cpu_speed_mhz: 1000,
+                    firmware: Firmware::Bios,
+                    secure_boot: false,
+                    guest_os: GuestOs::Linux,
+                    guest_prep: GuestPrep::Skip,
+                },
+                nics: vec![Nic {
+                    position: 0,
+                    mac: "00:50:56:00:00:01".into(),
+                    source_network: "n".into(),
+                    test_network_id: "t".into(),
+                    test_ip: None,
+                    production_network_id: "p".into(),
+                    production_ip: None,
+                }],
+                disks: vec![Disk {
+                    device_key: 2000,
+                    controller: Controller::Scsi,
+                    bus: 0,
+                    unit: 0,
+                    capacity_bytes: 1 << 30,
+                    label: "d".into(),
+                    is_boot: true,
+                    boot_order: None,
+                    replica_volume_id: "vol".into(),
+                }],
+            },
+            &[],
+        )
+        .await?;
+    Ok(store
+        .create_run(&vm.id, Workflow::TestFailover, None)
+        .await?
+        .id)
+}
+
+#[tokio::test]
+async fn a_clean_run_is_done_and_each_step_sees_the_outputs_before_it() -> TestResult {
+    let t = store::testing::sqlite().await?;
+    let run = run_on(&t).await?;
+    let world = World::default();
+    let engine = Engine::new(t.store.clone(), config("w"));
+    assert_eq!(engine.execute(&run, &saga(), &world).await?, Outcome::Done);
+    assert_eq!(
+        world.resources(),
+        vec!["create-vm", "move-disks", "snapshot", "start"]
+    );
+    let steps = t.store.steps(&run).await?;
+    assert!(
+        steps
+            .iter()
+            .all(|s| s.state == StepState::Done && s.attempts == 1)
+    );
+    let last: Value = serde_json::from_str(steps[3].output.as_deref().unwrap())?;
+    assert_eq!(
+        last["after"],
+        json!(["create-vm", "move-disks", "snapshot"])
+    );
+    let record = t.store.run(&run).await?.unwrap();
+    assert_eq!(record.state, RunState::Done);
+    assert!(record.lease_owner.is_none(), "the lease is given back");
+    // Executing an ended run changes nothing.
+    assert_eq!(engine.execute(&run, &saga(), &world).await?, Outcome::Done);
+    assert_eq!(world.calls().len(), 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_definitive_failure_at_any_step_unwinds_everything_in_reverse() -> TestResult {
+    for (failing, name) in STEPS.iter().enumerate() {
+        let t = store::testing::sqlite().await?;
+        let run = run_on(&t).await?;
+        let world = World::default();
+        world.fault(name, Fault::Definitive);
+        let outcome = Engine::new(t.store.clone(), config("w"))
+            .execute(&run, &saga(), &world)
+            .await?;
+        assert_eq!(
+            outcome,
+            Outcome::Unwound {
+                error: format!("step {name} failed: {name} refused")
+            }
+        );
+        assert!(
+            world.resources().is_empty(),
+            "left behind after failing {name}: {:?}",
+            world.resources()
+        );
+        let undos: Vec<String> = world
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("undo"))
+            .collect();
+        let expected: Vec<String> = STEPS[..=failing]
+            .iter()
+            .rev()
+            .map(|s| format!("undo {s}"))
+            .collect();
+        assert_eq!(
+            undos, expected,
+            "undone in reverse, the failed step included"
+        );
+        let record = t.store.run(&run).await?.unwrap();
+        assert_eq!(record.state, RunState::Unwound);
+        assert_eq!(
+            record.error.as_deref(),
+            Some(format!("step {name} failed: {name} refused").as_str())
+        );
+        let states: Vec<StepState> = t.store.steps(&run).await?.iter().map(|s| s.state).collect();
+        assert_eq!(states, vec![StepState::Undone; failing + 1]);
+        assert!(
+            t.store
+                .events(&run)
+                .await?
+                .iter()
+                .any(|e| e.message.starts_with("run unwound")),
+            "the log says what happened"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried_and_too_many_unwind() -> TestResult {
+    let t = store::testing::sqlite().await?;
+    let run = run_on(&t).await?;
+    let world = World::default();
+    world.fault("move-disks", Fault::Transient(2));
+    let engine = Engine::new(t.store.clone(), config("w"));
+    assert_eq!(engine.execute(&run, &saga(), &world).await?, Outcome::Done);
+    assert_eq!(t.store.steps(&run).await?[2].attempts, 3);
+
+    let t = store::testing::sqlite().await?;
+    let run = run_on(&t).await?;
+    let world = World::default();
+    world.fault("create-vm", Fault::Transient(10));
+    let outcome = Engine::new(t.store.clone(), config("w"))
+        .execute(&run, &saga(), &world)
+        .await?;
+    assert_eq!(
+        outcome,
+        Outcome::Unwound {
+            error: "step create-vm failed after 3 attempts: create-vm busy".into()
+        }
+    );
+    assert!(world.resources().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_undo_that_fails_leaves_the_run_stuck_until_retried() -> TestResult {
+    let t = store::testing::sqlite().await?;
+    let run = run_on(&t).await?;
+    let world = World::default();
+    world.fault("start", Fault::Definitive);
+    world.fault("create-vm", Fault::UndoFails);
+    let engine = Engine::new(t.store.clone(), config("w"));
+    let Outcome::Stuck { error } = engine.execute(&run, &saga(), &world).await? else {
+        panic!("expected a stuck run");
+    };
+    assert!(
+        error.starts_with("undo of step create-vm failed: cannot remove create-vm"),
+        "{error}"
+    );
+    assert!(
+        error.contains("step start failed: start refused"),
+        "the original error is kept: {error}"
+    );
+    assert_eq!(
+        world.resources(),
+        vec!["create-vm", "snapshot"],
+        "what is left is what is stuck"
+    );
+    let record = t.store.run(&run).await?.unwrap();
+    assert_eq!(record.state, RunState::Stuck);
+    assert_eq!(t.store.steps(&run).await?[1].state, StepState::UndoFailed);
+    // Still stuck when executed again: nothing runs by itself.
+    assert!(matches!(
+        engine.execute(&run, &saga(), &world).await?,
+        Outcome::Stuck { .. }
+    ));
+    // The operator fixes the cause and retries.
+    world.heal("create-vm");
+    retry_stuck(&t.store, &run).await?;
+    assert!(matches!(
+        engine.execute(&run, &saga(), &world).await?,
+        Outcome::Unwound { .. }
+    ));
+    assert!(world.resources().is_empty());
+    assert!(
+        retry_stuck(&t.store, &run).await.is_err(),
+        "only a stuck run is retried"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cancelled_run_unwinds_before_its_next_step() -> TestResult {
+    let t = store::testing::sqlite().await?;
+    let run = run_on(&t).await?;
+    let world = World::default();
+    t.store.request_cancel(&run).await?;
+    let outcome = Engine::new(t.store.clone(), config("w"))
+        .execute(&run, &saga(), &world)
+        .await?;
+    assert_eq!(
+        outcome,
+        Outcome::Unwound {
+            error: "cancelled by an operator".into()
+        }
+    );
+    assert!(world.calls().is_empty(), "no step ran");
+    Ok(())
+}
+
+/// Worker A dies inside `move-disks` (its task is dropped); its lease runs out; worker
+/// B resumes the run at `move-disks` — not from the start — and finishes it. Then A's
+/// generation is stale: anything it would still write is refused.
+async fn a_dead_worker_is_resumed_where_it_was(t: TestStore) -> TestResult {
+    let run = run_on(&t).await?;
+    let world = Arc::new(World::default());
+    world.fault("move-disks", Fault::Hang);
+    let mut a_config = config("worker-a");
+    a_config.lease = Duration::from_millis(300);
+    let a = Engine::new(t.store.clone(), a_config);
+    let task = {
+        let world = Arc::clone(&world);
+        let run = run.clone();
+        tokio::spawn(async move { a.execute(&run, &saga(), &world).await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !world.calls().contains(&"run move-disks".to_string()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "worker A never reached move-disks"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    let a_generation = t.store.run(&run).await?.unwrap().generation;
+    world.heal("move-disks");
+
+    let b = Engine::new(t.store.clone(), config("worker-b"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let outcome = loop {
+        match b.execute(&run, &saga(), &world).await? {
+            Outcome::Held => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "A's lease never ran out"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other,
+        }
+    };
+    assert_eq!(outcome, Outcome::Done);
+    let runs: Vec<String> = world
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("run"))
+        .collect();
+    assert_eq!(
+        runs,
+        vec![
+            "run snapshot",
+            "run create-vm",
+            "run move-disks",
+            "run move-disks",
+            "run start"
+        ],
+        "B re-ran only the step A died in"
+    );
+    assert_eq!(
+        world.resources(),
+        vec!["create-vm", "move-disks", "snapshot", "start"]
+    );
+    assert_eq!(t.store.steps(&run).await?[2].attempts, 2);
+    let stale = store::StepRecord {
+        position: 3,
+        name: "start".into(),
+        state: StepState::Failed,
+        attempts: 9,
+        output: None,
+        error: Some("from a ghost".into()),
+        started_at: None,
+        finished_at: None,
+    };
+    assert!(matches!(
+        t.store.put_step(&run, a_generation, &stale).await,
+        Err(store::StoreError::Fenced { .. })
+    ));
+    assert_eq!(t.store.steps(&run).await?[3].state, StepState::Done);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dead_worker_is_resumed_where_it_was_on_sqlite() -> TestResult {
+    a_dead_worker_is_resumed_where_it_was(store::testing::sqlite().await?).await
+}
+
+#[tokio::test]
+async fn a_dead_worker_is_resumed_where_it_was_on_postgres() -> TestResult {
+    a_dead_worker_is_resumed_where_it_was(store::testing::postgres().await?).await
+}
+
+#[tokio::test]
+async fn a_second_worker_does_not_run_a_held_run() -> TestResult {
+    let t = store::testing::postgres().await?;
+    let run = run_on(&t).await?;
+    let generation = t
+        .store
+        .acquire_run(&run, "someone-else", 60_000)
+        .await?
+        .unwrap();
+    let world = World::default();
+    assert_eq!(
+        Engine::new(t.store.clone(), config("w"))
+            .execute(&run, &saga(), &world)
+            .await?,
+        Outcome::Held
+    );
+    assert!(world.calls().is_empty());
+    assert_eq!(t.store.run(&run).await?.unwrap().generation, generation);
+    Ok(())
+}

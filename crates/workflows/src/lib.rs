@@ -1,0 +1,13 @@
+//! ferry's failover workflows: test failover (replica and clone modes), cleanup, live
+//! failover, rollback and commit, as DESIGN §5 lists their steps.
+//!
+//! Architecture invariant: this crate is the only place that composes the store, the
+//! engine and the volume daemon. The store keeps state and knows nothing of
+//! CloudStack; the engine runs sagas and knows nothing of CloudStack or SQL; the
+//! volume daemon is the only caller of CloudStack's volume APIs. A workflow is where
+//! those meet: it decides *what* to do to which volume and VM, and in which order.
+//!
+//! For now the crate holds only [`plan`], the device-id planner every workflow that
+//! attaches disks to a target VM starts from and verifies against.
+
+pub mod plan;
