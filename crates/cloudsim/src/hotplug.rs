@@ -120,6 +120,9 @@ fn plug(root: &Path, serial: &str) -> std::io::Result<String> {
         .expect("an unbounded range has a free name");
     std::fs::create_dir_all(block.join(&name))?;
     std::fs::write(block.join(&name).join("serial"), format!("{serial}\n"))?;
+    // The device node the by-id link points at (an empty file stands for it), so the
+    // link resolves as it does in a real guest.
+    std::fs::write(root.join("dev").join(&name), b"")?;
     let link = by_id.join(format!("virtio-{serial}"));
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(format!("../../{name}"), &link)?;
@@ -137,6 +140,7 @@ fn unplug(root: &Path, serial: &str) -> std::io::Result<()> {
                 .unwrap_or(false)
             {
                 std::fs::remove_dir_all(entry.path())?;
+                let _ = std::fs::remove_file(root.join("dev").join(entry.file_name()));
                 tracing::debug!(disk = ?entry.file_name(), serial, "unplugged");
             }
         }

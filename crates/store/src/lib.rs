@@ -646,6 +646,18 @@ impl Store {
         row.map(|r| run_from(&r)).transpose()
     }
 
+    /// The newest run of `workflow` on the VM, in any state.
+    pub async fn last_run(&self, vm_id: &str, workflow: Workflow) -> Result<Option<Run>> {
+        let row = sqlx::query(
+            "SELECT * FROM runs WHERE vm_id = $1 AND workflow = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(vm_id)
+        .bind(workflow.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| run_from(&r)).transpose()
+    }
+
     pub async fn active_run(&self, vm_id: &str) -> Result<Option<Run>> {
         let row = sqlx::query(
             "SELECT * FROM runs WHERE vm_id = $1 AND state IN ('pending', 'running', 'unwinding', 'stuck')",

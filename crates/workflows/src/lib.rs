@@ -7,7 +7,14 @@
 //! volume daemon is the only caller of CloudStack's volume APIs. A workflow is where
 //! those meet: it decides *what* to do to which volume and VM, and in which order.
 //!
-//! For now the crate holds only [`plan`], the device-id planner every workflow that
-//! attaches disks to a target VM starts from and verifies against.
+//! So far: [`plan`] (the device-id planner), [`test_failover`] (replica mode) and
+//! [`cleanup`]. Live failover, rollback, commit and clone mode are to come.
 
+pub mod cleanup;
+mod common;
+mod env;
 pub mod plan;
+pub mod test_failover;
+
+pub use common::RunInput;
+pub use env::{Env, Target};

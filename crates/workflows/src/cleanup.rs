@@ -1,0 +1,345 @@
+//! Cleanup after a test failover (DESIGN §5): a *forward* workflow. Each step looks at
+//! what CloudStack has now and does only what is left, so a cleanup that failed or was
+//! interrupted is simply run again. Nothing is undone: a failed cleanup ends with its
+//! error and the world as far as it got, for the next cleanup to finish.
+//!
+//! stop the test VM → detach its volumes → revert every replica to its snapshot →
+//! re-attach the replicas to the appliance and find their device paths → delete the
+//! snapshots → destroy the test VM → `ready_for_failover`. What it finds that it did
+//! not expect (a volume on the test VM that no plan put there, a missing snapshot) is
+//! reported in the step's output and the run's log, never hidden.
+
+use async_trait::async_trait;
+use engine::{Saga, Step, StepContext, StepError};
+use serde_json::{Value, json};
+use store::{VmState, Workflow};
+
+use crate::common::{
+    RunInput, appliance_vm_id, destroy_vm_without_replicas, ensure_on_appliance, ensure_stopped,
+    find_vm, input, protected_vm,
+};
+use crate::env::{Env, call, cloud_error, store_error, volume_error};
+use crate::test_failover::{StartError, delete_run_snapshots, snapshot_name};
+
+/// Creates a cleanup run for `vm_name`, after its last test failover.
+pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
+    let vm = env
+        .store
+        .vm(vm_name)
+        .await?
+        .ok_or_else(|| StartError::NoVm(vm_name.to_string()))?;
+    let test_run = env.store.last_run(&vm.id, Workflow::TestFailover).await?;
+    let test_input = test_run
+        .as_ref()
+        .and_then(crate::test_failover::run_input)
+        .ok_or_else(|| StartError::NotReady {
+            name: vm.name.clone(),
+            state: vm.state,
+        })?;
+    let run = match env.store.create_run(&vm.id, Workflow::Cleanup, None).await {
+        Ok(run) => run,
+        Err(store::StoreError::Constraint { constraint, .. })
+            if constraint == "runs_one_active_per_vm" =>
+        {
+            let run_id = env
+                .store
+                .active_run(&vm.id)
+                .await?
+                .map(|r| r.id)
+                .unwrap_or_default();
+            return Err(StartError::Busy {
+                name: vm.name,
+                run_id,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let input = RunInput {
+        target_name: test_input.target_name,
+        plan: test_input.plan,
+        test_run_id: test_run.map(|r| r.id),
+    };
+    env.store
+        .set_run_plan(
+            &run.id,
+            &serde_json::to_string(&input).expect("serializable"),
+        )
+        .await?;
+    Ok(env.store.run(&run.id).await?.expect("just created"))
+}
+
+/// The cleanup saga.
+pub fn saga() -> Saga<Env> {
+    Saga::new(vec![
+        Box::new(StopTestVm),
+        Box::new(DetachFromTestVm),
+        Box::new(RevertReplicas),
+        Box::new(ReattachReplicas),
+        Box::new(DeleteSnapshots),
+        Box::new(DestroyTestVm),
+        Box::new(Record),
+    ])
+}
+
+struct StopTestVm;
+struct DetachFromTestVm;
+struct RevertReplicas;
+struct ReattachReplicas;
+struct DeleteSnapshots;
+struct DestroyTestVm;
+struct Record;
+
+#[async_trait]
+impl Step<Env> for StopTestVm {
+    fn name(&self) -> &str {
+        "stop-test-vm"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let input = input(cx)?;
+        match find_vm(cx.ctx, &input.target_name).await? {
+            Some(vm) => {
+                ensure_stopped(cx.ctx, &vm).await?;
+                Ok(json!({ "vm_id": vm.id, "found": true }))
+            }
+            None => Ok(json!({ "found": false })),
+        }
+    }
+
+    /// A forward workflow: the next cleanup finishes what this one left.
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for DetachFromTestVm {
+    fn name(&self) -> &str {
+        "detach-from-test-vm"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let Some(vm) = find_vm(env, &input.target_name).await? else {
+            return Ok(json!({ "detached": [], "unexpected": [] }));
+        };
+        let mut detached = Vec::new();
+        let mut unexpected = Vec::new();
+        for v in env
+            .volumes
+            .list_vm_volumes(&vm.id)
+            .await
+            .map_err(|e| volume_error("listing the test VM's volumes", e))?
+        {
+            if input.plan.by_volume(&v.id).is_none() {
+                // Not ferry's to move or delete: report it and leave it on the VM, whose
+                // destruction will then be refused only if it is a replica.
+                let message = format!(
+                    "unexpected volume {} ({}, {} bytes) at device {:?} on the test VM {}: not part of the plan; left in place",
+                    v.id, v.name, v.size_bytes, v.device_id, vm.name
+                );
+                let _ = env
+                    .store
+                    .add_event(
+                        &cx.run.id,
+                        "warn",
+                        Some("detach-from-test-vm"),
+                        &message,
+                        None,
+                    )
+                    .await;
+                unexpected.push(json!({ "volume_id": v.id, "device_id": v.device_id }));
+                continue;
+            }
+            env.volumes
+                .detach(
+                    &call(cx, "detach-from-test-vm", &format!("{}/{}", v.id, vm.id)),
+                    &v.id,
+                )
+                .await
+                .map_err(|e| {
+                    volume_error(&format!("detaching replica {} from the test VM", v.id), e)
+                })?;
+            detached.push(v.id);
+        }
+        Ok(json!({ "detached": detached, "unexpected": unexpected }))
+    }
+
+    /// A forward workflow: the next cleanup finishes what this one left.
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for RevertReplicas {
+    fn name(&self) -> &str {
+        "revert-replicas"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let mut reverted = Vec::new();
+        let mut missing = Vec::new();
+        for d in input.plan.disks() {
+            let name = snapshot_name(&input.target_name, d.device_key);
+            let snapshot = env
+                .cloud
+                .list_snapshots(Some(&d.volume_id), None)
+                .await
+                .map_err(|e| cloud_error("listing snapshots", e))?
+                .into_iter()
+                .find(|s| s.name == name);
+            match snapshot {
+                Some(s) => {
+                    env.volumes
+                        .revert(&call(cx, "revert-replicas", &s.id), &s.id)
+                        .await
+                        .map_err(|e| {
+                            volume_error(
+                                &format!("reverting replica {} to {}", d.volume_id, s.id),
+                                e,
+                            )
+                        })?;
+                    reverted.push(json!({ "volume_id": d.volume_id, "snapshot_id": s.id }));
+                }
+                None => missing.push(d.volume_id.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            // The drill's writes stay on these replicas; an operator must decide.
+            return Err(StepError::Definitive(format!(
+                "the snapshots of replicas {} are missing, so they cannot be reverted and still hold the test \
+                 VM's writes; resynchronise them from the source before the next failover",
+                missing.join(", ")
+            )));
+        }
+        Ok(json!({ "reverted": reverted }))
+    }
+
+    /// A forward workflow: the next cleanup finishes what this one left.
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for ReattachReplicas {
+    fn name(&self) -> &str {
+        "reattach-replicas"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let input = input(cx)?;
+        let vm = protected_vm(cx).await?;
+        let appliance = appliance_vm_id(cx, &vm).await?;
+        for d in input.plan.disks() {
+            ensure_on_appliance(cx, "reattach-replicas", &d.volume_id, &appliance).await?;
+        }
+        let vm = protected_vm(cx).await?;
+        Ok(json!({
+            "replicas": vm.disks.iter().map(|d| json!({
+                "volume_id": d.disk.replica_volume_id,
+                "device_key": d.disk.device_key,
+                "appliance_device_id": d.attachment.device_id,
+                "device_path": d.attachment.device_path,
+            })).collect::<Vec<_>>()
+        }))
+    }
+
+    /// A forward workflow: the next cleanup finishes what this one left.
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for DeleteSnapshots {
+    fn name(&self) -> &str {
+        "delete-snapshots"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        delete_run_snapshots(cx, "delete-snapshots").await?;
+        Ok(json!({}))
+    }
+
+    /// A forward workflow: the next cleanup finishes what this one left.
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for DestroyTestVm {
+    fn name(&self) -> &str {
+        "destroy-test-vm"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let input = input(cx)?;
+        match find_vm(cx.ctx, &input.target_name).await? {
+            Some(vm) => {
+                destroy_vm_without_replicas(cx.ctx, &vm).await?;
+                Ok(json!({ "destroyed": vm.id }))
+            }
+            None => Ok(json!({ "destroyed": null })),
+        }
+    }
+
+    /// A forward workflow: the next cleanup finishes what this one left.
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for Record {
+    fn name(&self) -> &str {
+        "record"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        cx.ctx
+            .store
+            .set_vm_state(&cx.run.vm_id, VmState::ReadyForFailover, None)
+            .await
+            .map_err(|e| store_error("recording ready_for_failover", e))?;
+        Ok(json!({ "state": "ready_for_failover" }))
+    }
+
+    /// A forward workflow: the next cleanup finishes what this one left.
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}

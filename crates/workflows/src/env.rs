@@ -1,0 +1,64 @@
+//! What every workflow step works with, and the small helpers they share.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::{StepContext, StepError};
+use store::Store;
+use volumed::{Call, Fence, VolumeService};
+
+/// The CloudStack objects a target VM is made from.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub zone_id: String,
+    /// A custom (CPU/memory) service offering: the VM's spec goes in its details.
+    pub service_offering_id: String,
+    /// Any template: the VM is deployed stopped and its placeholder ROOT removed.
+    pub template_id: String,
+}
+
+/// The world a workflow acts on.
+#[derive(Clone)]
+pub struct Env {
+    pub store: Store,
+    /// For VM commands (deploy, start, stop, destroy) and reads.
+    pub cloud: cloudstack::Client,
+    /// For every volume command: the volume daemon.
+    pub volumes: Arc<dyn VolumeService>,
+    pub target: Target,
+    /// How long to wait for a disk to appear in, or leave, the appliance.
+    pub device_timeout: Duration,
+}
+
+/// A volume-daemon call for this run and step: its key is deterministic (run, step,
+/// what), so a repeated attempt — after a crash too — gets the first result instead
+/// of acting twice; it carries the run's fencing generation.
+pub(crate) fn call(cx: &StepContext<'_, Env>, step: &str, what: &str) -> Call {
+    Call {
+        idempotency_key: format!("{}/{step}/{what}", cx.run.id),
+        fence: Some(Fence {
+            run_id: cx.run.id.clone(),
+            generation: cx.generation,
+        }),
+    }
+}
+
+/// A volume-daemon error, by what it allows: unwind, or try again (after looking).
+pub(crate) fn volume_error(what: &str, e: volumed::Error) -> StepError {
+    match e.class() {
+        volumed::Class::Definitive => StepError::Definitive(format!("{what}: {e}")),
+        _ => StepError::Transient(format!("{what}: {e}")),
+    }
+}
+
+/// A CloudStack error, likewise.
+pub(crate) fn cloud_error(what: &str, e: cloudstack::Error) -> StepError {
+    match e.class() {
+        cloudstack::ErrorClass::Definitive => StepError::Definitive(format!("{what}: {e}")),
+        _ => StepError::Transient(format!("{what}: {e}")),
+    }
+}
+
+pub(crate) fn store_error(what: &str, e: store::StoreError) -> StepError {
+    StepError::Transient(format!("{what}: {e}"))
+}

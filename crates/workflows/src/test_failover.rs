@@ -1,0 +1,717 @@
+//! Test failover, replica mode (DESIGN §5): the replicas themselves go to a test VM
+//! and come back with cleanup, reverted to the snapshots taken first.
+//!
+//! validate → snapshot every replica → create the target VM stopped with the whole
+//! spec → remove its placeholder ROOT → detach the replicas from the appliance →
+//! attach boot at 0 and data at the planned ids → verify against listVolumes → start
+//! → record `test_failed_over`. Each step is an ensure that looks before it acts, and
+//! has an undo that puts things back — the replicas on the appliance above all.
+
+use async_trait::async_trait;
+use engine::{Saga, Step, StepContext, StepError};
+use futures::future::try_join_all;
+use serde_json::{Value, json};
+use store::{GuestOs, GuestPrep, VmState, Workflow};
+use volumed::Presence;
+
+use crate::common::{
+    RunInput, appliance_vm_id, destroy_vm_without_replicas, ensure_on_appliance, ensure_stopped,
+    find_vm, input, protected_vm,
+};
+use crate::env::{Env, call, cloud_error, store_error, volume_error};
+use crate::plan::{DevicePlan, KVM_MAX_DATA_DISKS};
+
+/// Why a test failover could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no protected VM named {0}")]
+    NoVm(String),
+    #[error("{name} is {state}, not ready_for_failover: clean up or roll back first")]
+    NotReady { name: String, state: VmState },
+    #[error("{0}")]
+    Plan(#[from] crate::plan::PlanError),
+    #[error(
+        "{name} already has an active run ({run_id}); wait for it, cancel it, or resolve it if it is stuck"
+    )]
+    Busy { name: String, run_id: String },
+    #[error("the store failed")]
+    Store(#[from] store::StoreError),
+}
+
+/// Creates a test failover run for `vm_name`, with its device plan and target name; the
+/// engine then executes it with [`saga`].
+pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
+    let vm = env
+        .store
+        .vm(vm_name)
+        .await?
+        .ok_or_else(|| StartError::NoVm(vm_name.to_string()))?;
+    if vm.state != VmState::ReadyForFailover {
+        return Err(StartError::NotReady {
+            name: vm.name,
+            state: vm.state,
+        });
+    }
+    let plan = DevicePlan::new(&vm.disks, KVM_MAX_DATA_DISKS)?;
+    let run = match env
+        .store
+        .create_run(&vm.id, Workflow::TestFailover, Some("replica"))
+        .await
+    {
+        Ok(run) => run,
+        Err(store::StoreError::Constraint { constraint, .. })
+            if constraint == "runs_one_active_per_vm" =>
+        {
+            let run_id = env
+                .store
+                .active_run(&vm.id)
+                .await?
+                .map(|r| r.id)
+                .unwrap_or_default();
+            return Err(StartError::Busy {
+                name: vm.name,
+                run_id,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
+    let input = RunInput {
+        target_name: format!("{}-test-{stamp}", vm.name),
+        plan,
+        test_run_id: None,
+    };
+    env.store
+        .set_run_plan(
+            &run.id,
+            &serde_json::to_string(&input).expect("serializable"),
+        )
+        .await?;
+    Ok(env.store.run(&run.id).await?.expect("just created"))
+}
+
+/// The test failover saga (replica mode).
+pub fn saga() -> Saga<Env> {
+    Saga::new(vec![
+        Box::new(Validate),
+        Box::new(Snapshot),
+        Box::new(CreateVm),
+        Box::new(RemovePlaceholderRoot),
+        Box::new(DetachReplicas),
+        Box::new(AttachReplicas),
+        Box::new(Verify),
+        Box::new(StartVm),
+        Box::new(Record),
+    ])
+}
+
+struct Validate;
+struct Snapshot;
+struct CreateVm;
+struct RemovePlaceholderRoot;
+struct DetachReplicas;
+struct AttachReplicas;
+struct Verify;
+struct StartVm;
+struct Record;
+
+/// The snapshot a test failover takes of one replica.
+pub(crate) fn snapshot_name(target: &str, device_key: i64) -> String {
+    format!("{target}-disk-{device_key}")
+}
+
+#[async_trait]
+impl Step<Env> for Validate {
+    fn name(&self) -> &str {
+        "validate"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let env = cx.ctx;
+        let vm = protected_vm(cx).await?;
+        let input = input(cx)?;
+        if vm.state != VmState::ReadyForFailover {
+            return Err(StepError::Definitive(format!(
+                "{} is {}, not ready_for_failover",
+                vm.name, vm.state
+            )));
+        }
+        if vm.spec.guest_prep == GuestPrep::VirtV2vInPlace
+            || (vm.spec.guest_prep == GuestPrep::Auto && vm.spec.guest_os == GuestOs::Windows)
+        {
+            return Err(StepError::Definitive(format!(
+                "{} needs guest preparation (virt-v2v-in-place), which this version of ferry cannot run yet; \
+                 set guest_prep = \"skip\" if the guest already has VirtIO drivers",
+                vm.name
+            )));
+        }
+        let appliance = appliance_vm_id(cx, &vm).await?;
+        let on_appliance = env
+            .volumes
+            .list_vm_volumes(&appliance)
+            .await
+            .map_err(|e| volume_error("listing the appliance's volumes", e))?;
+        let mut problems = Vec::new();
+        for d in input.plan.disks() {
+            match on_appliance.iter().find(|v| v.id == d.volume_id) {
+                None => problems.push(format!(
+                    "replica {} of disk {} is not attached to the appliance",
+                    d.volume_id, d.device_key
+                )),
+                Some(v) if v.size_bytes != d.size_bytes => problems.push(format!(
+                    "replica {} of disk {} has {} bytes, the disk {}",
+                    d.volume_id, d.device_key, v.size_bytes, d.size_bytes
+                )),
+                Some(_) => {}
+            }
+        }
+        let networks = env
+            .cloud
+            .list_networks(Some(&env.target.zone_id))
+            .await
+            .map_err(|e| cloud_error("listing networks", e))?;
+        for nic in &vm.nics {
+            if !networks.iter().any(|n| n.id == nic.test_network_id) {
+                problems.push(format!(
+                    "test network {} of NIC {} does not exist",
+                    nic.test_network_id, nic.mac
+                ));
+            }
+        }
+        if find_vm(env, &input.target_name).await?.is_some() && cx.attempt == 1 {
+            problems.push(format!("a VM named {} already exists", input.target_name));
+        }
+        if !problems.is_empty() {
+            return Err(StepError::Definitive(problems.join("; ")));
+        }
+        Ok(json!({ "appliance_vm_id": appliance, "disks": input.plan.disks().len() }))
+    }
+
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for Snapshot {
+    fn name(&self) -> &str {
+        "snapshot"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let taken = try_join_all(input.plan.disks().iter().map(|d| {
+            let name = snapshot_name(&input.target_name, d.device_key);
+            async move {
+                let snap = env
+                    .volumes
+                    .snapshot(&call(cx, "snapshot", &d.volume_id), &d.volume_id, &name)
+                    .await
+                    .map_err(|e| {
+                        volume_error(&format!("snapshotting replica {}", d.volume_id), e)
+                    })?;
+                Ok::<_, StepError>((d.volume_id.clone(), snap.id))
+            }
+        }))
+        .await?;
+        let snapshots: serde_json::Map<String, Value> = taken
+            .into_iter()
+            .map(|(volume, snapshot)| (volume, Value::String(snapshot)))
+            .collect();
+        Ok(json!({ "snapshots": snapshots }))
+    }
+
+    async fn undo(
+        &self,
+        cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        delete_run_snapshots(cx, "undo-snapshot").await
+    }
+}
+
+/// Deletes the snapshots a test failover took (found by name, so a snapshot whose step
+/// never finished is found too).
+pub(crate) async fn delete_run_snapshots(
+    cx: &StepContext<'_, Env>,
+    step: &str,
+) -> Result<(), StepError> {
+    let env = cx.ctx;
+    let input = input(cx)?;
+    for d in input.plan.disks() {
+        let name = snapshot_name(&input.target_name, d.device_key);
+        let snapshots = env
+            .cloud
+            .list_snapshots(Some(&d.volume_id), None)
+            .await
+            .map_err(|e| cloud_error("listing snapshots", e))?;
+        for s in snapshots.iter().filter(|s| s.name == name) {
+            env.volumes
+                .delete_snapshot(&call(cx, step, &s.id), &s.id)
+                .await
+                .map_err(|e| volume_error(&format!("deleting snapshot {}", s.id), e))?;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Step<Env> for CreateVm {
+    fn name(&self) -> &str {
+        "create-vm"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let vm = protected_vm(cx).await?;
+        let target = match find_vm(env, &input.target_name).await? {
+            Some(existing) => existing,
+            None => {
+                let request = cloudstack::DeployVm {
+                    zone_id: env.target.zone_id.clone(),
+                    service_offering_id: env.target.service_offering_id.clone(),
+                    template_id: env.target.template_id.clone(),
+                    name: Some(input.target_name.clone()),
+                    display_name: Some(format!("{} (ferry test failover)", vm.name)),
+                    cpu_number: Some(vm.spec.vcpu),
+                    cpu_speed: Some(vm.spec.cpu_speed_mhz),
+                    memory_mb: Some(vm.spec.memory_mb),
+                    firmware: Some(match vm.spec.firmware {
+                        store::Firmware::Bios => cloudstack::Firmware::Bios,
+                        store::Firmware::Uefi => cloudstack::Firmware::Uefi {
+                            secure: vm.spec.secure_boot,
+                        },
+                    }),
+                    nics: vm
+                        .nics
+                        .iter()
+                        .map(|n| cloudstack::NicRequest {
+                            network_id: n.test_network_id.clone(),
+                            ip: n.test_ip.clone(),
+                            mac: Some(n.mac.clone()),
+                        })
+                        .collect(),
+                    start: false,
+                };
+                let job = env
+                    .cloud
+                    .deploy_virtual_machine(&request)
+                    .await
+                    .map_err(|e| cloud_error("deploying the target VM", e))?;
+                env.cloud
+                    .wait(&job)
+                    .await
+                    .map_err(|e| cloud_error("deploying the target VM", e))?
+            }
+        };
+        // The template's placeholder ROOT is ferry's to delete.
+        for v in env
+            .volumes
+            .list_vm_volumes(&target.id)
+            .await
+            .map_err(|e| volume_error("listing the target VM's volumes", e))?
+        {
+            let replica = env
+                .store
+                .is_replica(&v.id)
+                .await
+                .map_err(|e| store_error("checking", e))?;
+            if v.device_id == Some(0) && !replica {
+                env.store
+                    .record_created_volume(&v.id, "placeholder-root", None, Some(&cx.run.id))
+                    .await
+                    .map_err(|e| store_error("recording the placeholder ROOT", e))?;
+            }
+        }
+        Ok(json!({ "vm_id": target.id, "name": target.name }))
+    }
+
+    async fn undo(
+        &self,
+        cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        if let Some(target) = find_vm(env, &input.target_name).await? {
+            destroy_vm_without_replicas(env, &target).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for RemovePlaceholderRoot {
+    fn name(&self) -> &str {
+        "remove-placeholder-root"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let env = cx.ctx;
+        let target = cx.output("create-vm")?["vm_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut removed = Vec::new();
+        for v in env
+            .volumes
+            .list_vm_volumes(&target)
+            .await
+            .map_err(|e| volume_error("listing the target VM's volumes", e))?
+        {
+            if v.device_id != Some(0) {
+                continue;
+            }
+            if env
+                .store
+                .is_replica(&v.id)
+                .await
+                .map_err(|e| store_error("checking", e))?
+            {
+                continue; // Already the boot replica (a resumed run).
+            }
+            env.volumes
+                .detach(
+                    &call(cx, "remove-placeholder-root", &format!("detach/{}", v.id)),
+                    &v.id,
+                )
+                .await
+                .map_err(|e| volume_error("detaching the placeholder ROOT", e))?;
+            env.volumes
+                .delete_volume(
+                    &call(cx, "remove-placeholder-root", &format!("delete/{}", v.id)),
+                    &v.id,
+                )
+                .await
+                .map_err(|e| volume_error("deleting the placeholder ROOT", e))?;
+            removed.push(v.id);
+        }
+        Ok(json!({ "removed": removed }))
+    }
+
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        // Nothing to restore: the VM it belonged to is destroyed by create-vm's undo.
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for DetachReplicas {
+    fn name(&self) -> &str {
+        "detach-replicas"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let vm = protected_vm(cx).await?;
+        let appliance = appliance_vm_id(cx, &vm).await?;
+        try_join_all(input.plan.disks().iter().map(|d| {
+            let appliance = appliance.clone();
+            async move {
+                let volume = env
+                    .cloud
+                    .get_volume(&d.volume_id)
+                    .await
+                    .map_err(|e| cloud_error("looking up a replica", e))?
+                    .ok_or_else(|| {
+                        StepError::Definitive(format!("replica {} is gone", d.volume_id))
+                    })?;
+                if volume.virtualmachineid.as_deref() == Some(appliance.as_str()) {
+                    env.volumes
+                        .detach(&call(cx, "detach-replicas", &d.volume_id), &d.volume_id)
+                        .await
+                        .map_err(|e| {
+                            volume_error(
+                                &format!("detaching replica {} from the appliance", d.volume_id),
+                                e,
+                            )
+                        })?;
+                }
+                env.volumes
+                    .wait_device(
+                        &appliance,
+                        &d.volume_id,
+                        Presence::Disappears,
+                        env.device_timeout,
+                    )
+                    .await
+                    .map_err(|e| {
+                        volume_error("waiting for the replica's disk to leave the appliance", e)
+                    })?;
+                env.store
+                    .record_attachment(
+                        &d.volume_id,
+                        &store::Attachment {
+                            vm_id: None,
+                            device_id: None,
+                            device_path: None,
+                            seen_at: None,
+                        },
+                    )
+                    .await
+                    .map_err(|e| store_error("recording the detach", e))?;
+                Ok::<_, StepError>(())
+            }
+        }))
+        .await?;
+        Ok(json!({ "detached": input.plan.disks().len() }))
+    }
+
+    async fn undo(
+        &self,
+        cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        let input = input(cx)?;
+        let vm = protected_vm(cx).await?;
+        let appliance = appliance_vm_id(cx, &vm).await?;
+        for d in input.plan.disks() {
+            ensure_on_appliance(cx, "undo-detach-replicas", &d.volume_id, &appliance).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for AttachReplicas {
+    fn name(&self) -> &str {
+        "attach-replicas"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let target = cx.output("create-vm")?["vm_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        // CloudStack runs one VM's jobs one at a time: attaching in plan order costs
+        // nothing, and keeps the guest's probe order that of the plan.
+        for d in input.plan.disks() {
+            let volume = env
+                .cloud
+                .get_volume(&d.volume_id)
+                .await
+                .map_err(|e| cloud_error("looking up a replica", e))?
+                .ok_or_else(|| StepError::Definitive(format!("replica {} is gone", d.volume_id)))?;
+            if volume.virtualmachineid.as_deref() == Some(target.as_str())
+                && volume.deviceid == Some(d.device_id)
+            {
+                continue;
+            }
+            let key = call(cx, "attach-replicas", &d.volume_id);
+            let attached = if d.is_boot {
+                env.volumes.attach_root(&key, &d.volume_id, &target).await
+            } else {
+                env.volumes
+                    .attach(&key, &d.volume_id, &target, Some(d.device_id))
+                    .await
+            }
+            .map_err(|e| {
+                volume_error(
+                    &format!(
+                        "attaching replica {} at device {}",
+                        d.volume_id, d.device_id
+                    ),
+                    e,
+                )
+            })?;
+            env.store
+                .record_attachment(
+                    &d.volume_id,
+                    &store::Attachment {
+                        vm_id: Some(target.clone()),
+                        device_id: attached.device_id,
+                        device_path: None,
+                        seen_at: None,
+                    },
+                )
+                .await
+                .map_err(|e| store_error("recording the attach", e))?;
+        }
+        Ok(json!({ "attached": input.plan.disks().len() }))
+    }
+
+    async fn undo(
+        &self,
+        cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let Some(target) = find_vm(env, &input.target_name).await? else {
+            return Ok(());
+        };
+        ensure_stopped(env, &target).await?;
+        for v in env
+            .volumes
+            .list_vm_volumes(&target.id)
+            .await
+            .map_err(|e| volume_error("listing the target VM's volumes", e))?
+        {
+            if input.plan.by_volume(&v.id).is_some() {
+                env.volumes
+                    .detach(
+                        &call(
+                            cx,
+                            "undo-attach-replicas",
+                            &format!("{}/{}", v.id, target.id),
+                        ),
+                        &v.id,
+                    )
+                    .await
+                    .map_err(|e| {
+                        volume_error(&format!("detaching replica {} from the target VM", v.id), e)
+                    })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for Verify {
+    fn name(&self) -> &str {
+        "verify"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let target = cx.output("create-vm")?["vm_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let observed: Vec<(String, Option<i64>, i64)> = env
+            .volumes
+            .list_vm_volumes(&target)
+            .await
+            .map_err(|e| volume_error("listing the target VM's volumes", e))?
+            .into_iter()
+            .map(|v| (v.id, v.device_id, v.size_bytes))
+            .collect();
+        input.plan.verify(&observed).map_err(|mismatches| {
+            StepError::Definitive(format!(
+                "the target VM's disks differ from the plan: {}",
+                mismatches
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+        })?;
+        Ok(json!({
+            "device_map": input.plan.disks().iter().map(|d| json!({
+                "device_id": d.device_id,
+                "volume_id": d.volume_id,
+                "device_key": d.device_key,
+                "size_bytes": d.size_bytes,
+                "boot": d.is_boot,
+            })).collect::<Vec<_>>()
+        }))
+    }
+
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for StartVm {
+    fn name(&self) -> &str {
+        "start-vm"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let env = cx.ctx;
+        let target = cx.output("create-vm")?["vm_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let vm = env
+            .cloud
+            .get_virtual_machine(&target)
+            .await
+            .map_err(|e| cloud_error("looking up the target VM", e))?
+            .ok_or_else(|| StepError::Definitive(format!("target VM {target} is gone")))?;
+        if vm.state != "Running" {
+            let job = env
+                .cloud
+                .start_virtual_machine(&target)
+                .await
+                .map_err(|e| cloud_error("starting the target VM", e))?;
+            env.cloud
+                .wait(&job)
+                .await
+                .map_err(|e| cloud_error("starting the target VM", e))?;
+        }
+        Ok(json!({ "vm_id": target, "state": "Running" }))
+    }
+
+    async fn undo(
+        &self,
+        cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        if let Some(target) = find_vm(env, &input.target_name).await? {
+            ensure_stopped(env, &target).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for Record {
+    fn name(&self) -> &str {
+        "record"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let target = cx.output("create-vm")?["vm_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        cx.ctx
+            .store
+            .set_vm_state(&cx.run.vm_id, VmState::TestFailedOver, Some(&target))
+            .await
+            .map_err(|e| store_error("recording test_failed_over", e))?;
+        Ok(json!({ "state": "test_failed_over", "target_vm_id": target }))
+    }
+
+    async fn undo(
+        &self,
+        cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        cx.ctx
+            .store
+            .set_vm_state(&cx.run.vm_id, VmState::ReadyForFailover, None)
+            .await
+            .map_err(|e| store_error("recording ready_for_failover", e))
+    }
+}
+
+/// The input of a run, for callers that show it.
+pub fn run_input(run: &store::Run) -> Option<RunInput> {
+    run.plan
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok())
+}
