@@ -15,11 +15,11 @@ use serde_json::{Value, json};
 use store::{VmState, Workflow};
 
 use crate::common::{
-    RunInput, appliance_vm_id, destroy_vm_without_replicas, ensure_on_appliance, ensure_stopped,
-    find_vm, input, protected_vm,
+    Reverted, RunInput, appliance_vm_id, destroy_vm_without_replicas, ensure_on_appliance,
+    ensure_stopped, find_vm, input, protected_vm, revert_detached_replicas,
 };
-use crate::env::{Env, call, cloud_error, store_error, volume_error};
-use crate::test_failover::{StartError, delete_run_snapshots, snapshot_name};
+use crate::env::{Env, call, store_error, volume_error};
+use crate::test_failover::{StartError, delete_run_snapshots};
 
 /// Creates a cleanup run for `vm_name`, after its last test failover.
 pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
@@ -84,8 +84,10 @@ pub fn saga() -> Saga<Env> {
 struct StopTestVm;
 struct DetachFromTestVm;
 struct RevertReplicas;
-struct ReattachReplicas;
-struct DeleteSnapshots;
+// Shared with rollback and commit, which put the replicas back and delete the
+// snapshots of a live failover the same way.
+pub(crate) struct ReattachReplicas;
+pub(crate) struct DeleteSnapshots;
 struct DestroyTestVm;
 struct Record;
 
@@ -187,35 +189,11 @@ impl Step<Env> for RevertReplicas {
     }
 
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
-        let env = cx.ctx;
         let input = input(cx)?;
-        let mut reverted = Vec::new();
-        let mut missing = Vec::new();
-        for d in input.plan.disks() {
-            let name = snapshot_name(&input.target_name, d.device_key);
-            let snapshot = env
-                .cloud
-                .list_snapshots(Some(&d.volume_id), None)
-                .await
-                .map_err(|e| cloud_error("listing snapshots", e))?
-                .into_iter()
-                .find(|s| s.name == name);
-            match snapshot {
-                Some(s) => {
-                    env.volumes
-                        .revert(&call(cx, "revert-replicas", &s.id), &s.id)
-                        .await
-                        .map_err(|e| {
-                            volume_error(
-                                &format!("reverting replica {} to {}", d.volume_id, s.id),
-                                e,
-                            )
-                        })?;
-                    reverted.push(json!({ "volume_id": d.volume_id, "snapshot_id": s.id }));
-                }
-                None => missing.push(d.volume_id.clone()),
-            }
-        }
+        // A replica already back on the appliance was reverted by an earlier cleanup
+        // (or unwind) and is skipped, so a cleanup is run again safely at any point.
+        let Reverted { reverted, missing } =
+            revert_detached_replicas(cx, "revert-replicas", &input).await?;
         if !missing.is_empty() {
             // The drill's writes stay on these replicas; an operator must decide.
             return Err(StepError::Definitive(format!(
@@ -224,6 +202,10 @@ impl Step<Env> for RevertReplicas {
                 missing.join(", ")
             )));
         }
+        let reverted: Vec<Value> = reverted
+            .into_iter()
+            .map(|(volume_id, snapshot_id)| json!({ "volume_id": volume_id, "snapshot_id": snapshot_id }))
+            .collect();
         Ok(json!({ "reverted": reverted }))
     }
 

@@ -3,10 +3,116 @@
 
 use engine::{StepContext, StepError};
 use serde::{Deserialize, Serialize};
+use store::{VmState, Workflow};
 use volumed::Presence;
 
 use crate::env::{Env, call, cloud_error, store_error, volume_error};
 use crate::plan::DevicePlan;
+
+/// Why a workflow could not be started (shared by every workflow's `start`).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no protected VM named {0}")]
+    NoVm(String),
+    #[error("{name} is {state}, not ready_for_failover: clean up or roll back first")]
+    NotReady { name: String, state: VmState },
+    /// The VM is not in the state the workflow starts from.
+    #[error("{name} is {state}, not {wanted}: {hint}")]
+    WrongState {
+        name: String,
+        state: VmState,
+        wanted: VmState,
+        hint: &'static str,
+    },
+    /// The workflow follows up a run (a rollback or commit, a live failover) and there
+    /// is none recorded with a usable plan.
+    #[error("{name} has no recorded {workflow} run to follow up")]
+    NoPriorRun { name: String, workflow: Workflow },
+    #[error("{0}")]
+    Plan(#[from] crate::plan::PlanError),
+    #[error(
+        "{name} already has an active run ({run_id}); wait for it, cancel it, or resolve it if it is stuck"
+    )]
+    Busy { name: String, run_id: String },
+    #[error("the store failed")]
+    Store(#[from] store::StoreError),
+}
+
+/// Creates a run for `vm` with `input` as its stored plan; another active run of the
+/// VM is refused as [`StartError::Busy`] (the store enforces one at a time).
+pub(crate) async fn create_run<I: Serialize>(
+    env: &Env,
+    vm: &store::ProtectedVm,
+    workflow: Workflow,
+    mode: Option<&str>,
+    input: &I,
+) -> Result<store::Run, StartError> {
+    let run = match env.store.create_run(&vm.id, workflow, mode).await {
+        Ok(run) => run,
+        Err(store::StoreError::Constraint { constraint, .. })
+            if constraint == "runs_one_active_per_vm" =>
+        {
+            let run_id = env
+                .store
+                .active_run(&vm.id)
+                .await?
+                .map(|r| r.id)
+                .unwrap_or_default();
+            return Err(StartError::Busy {
+                name: vm.name.clone(),
+                run_id,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    env.store
+        .set_run_plan(
+            &run.id,
+            &serde_json::to_string(input).expect("serializable"),
+        )
+        .await?;
+    Ok(env.store.run(&run.id).await?.expect("just created"))
+}
+
+/// Which of its NICs' networks a failover puts the target VM on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Network {
+    /// A test failover: the isolated test networks.
+    Test,
+    /// A live failover: the production networks (and production IPs).
+    Production,
+}
+
+impl Network {
+    pub(crate) fn network_id(self, nic: &store::Nic) -> &str {
+        match self {
+            Network::Test => &nic.test_network_id,
+            Network::Production => &nic.production_network_id,
+        }
+    }
+
+    pub(crate) fn ip(self, nic: &store::Nic) -> Option<String> {
+        match self {
+            Network::Test => nic.test_ip.clone(),
+            Network::Production => nic.production_ip.clone(),
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Network::Test => "test",
+            Network::Production => "production",
+        }
+    }
+
+    /// The kind of failover, as the target VM's display name tells it.
+    pub(crate) fn failover(self) -> &'static str {
+        match self {
+            Network::Test => "test failover",
+            Network::Production => "live failover",
+        }
+    }
+}
 
 /// What a test failover run carries (stored as the run's plan).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,6 +296,7 @@ pub(crate) async fn destroy_vm_without_replicas(
         .list_vm_volumes(&vm.id)
         .await
         .map_err(|e| volume_error("listing the target VM's volumes", e))?;
+    let mut expunged_with_it = Vec::new();
     for v in &on_vm {
         if env
             .store
@@ -202,6 +309,9 @@ pub(crate) async fn destroy_vm_without_replicas(
                 vm.name, vm.id, v.id, v.device_id
             )));
         }
+        if v.device_id == Some(0) {
+            expunged_with_it.push(v.id.clone());
+        }
     }
     let job = env
         .cloud
@@ -212,5 +322,76 @@ pub(crate) async fn destroy_vm_without_replicas(
         .wait(&job)
         .await
         .map_err(|e| cloud_error("destroying the target VM", e))?;
+    // Expunging deleted the VM's ROOT (a placeholder ferry recorded as its own): the
+    // store must not keep believing it exists.
+    for id in expunged_with_it {
+        env.store
+            .mark_created_volume_deleted(&id)
+            .await
+            .map_err(|e| store_error("recording the expunged ROOT volume", e))?;
+    }
     Ok(())
+}
+
+/// What [`revert_detached_replicas`] did.
+pub(crate) struct Reverted {
+    pub reverted: Vec<(String, String)>,
+    /// Replicas that are detached (so may hold a test VM's writes) but whose snapshot
+    /// is gone.
+    pub missing: Vec<String>,
+}
+
+/// Reverts, to the run's snapshot, every planned replica that is attached to no VM —
+/// the state a replica is in after a target VM let go of it and before it goes back to
+/// the appliance. A replica back on the appliance was reverted before it went there
+/// (by an earlier cleanup, or by an unwind), and its snapshot may be gone: it is
+/// skipped. CloudStack reverts only detached volumes or those of stopped VMs, so this
+/// is also the one moment a revert can happen without stopping the appliance.
+pub(crate) async fn revert_detached_replicas(
+    cx: &StepContext<'_, Env>,
+    step: &str,
+    input: &RunInput,
+) -> Result<Reverted, StepError> {
+    let env = cx.ctx;
+    let mut out = Reverted {
+        reverted: Vec::new(),
+        missing: Vec::new(),
+    };
+    for d in input.plan.disks() {
+        let volume = env
+            .cloud
+            .get_volume(&d.volume_id)
+            .await
+            .map_err(|e| cloud_error("looking up a replica", e))?
+            .ok_or_else(|| {
+                StepError::Definitive(format!(
+                    "replica volume {} no longer exists in CloudStack",
+                    d.volume_id
+                ))
+            })?;
+        if volume.virtualmachineid.is_some() {
+            continue;
+        }
+        let name = crate::test_failover::snapshot_name(&input.target_name, d.device_key);
+        let snapshot = env
+            .cloud
+            .list_snapshots(Some(&d.volume_id), None)
+            .await
+            .map_err(|e| cloud_error("listing snapshots", e))?
+            .into_iter()
+            .find(|s| s.name == name);
+        match snapshot {
+            Some(s) => {
+                env.volumes
+                    .revert(&call(cx, step, &format!("revert/{}", s.id)), &s.id)
+                    .await
+                    .map_err(|e| {
+                        volume_error(&format!("reverting replica {} to {}", d.volume_id, s.id), e)
+                    })?;
+                out.reverted.push((d.volume_id.clone(), s.id));
+            }
+            None => out.missing.push(d.volume_id.clone()),
+        }
+    }
+    Ok(out)
 }

@@ -7,6 +7,8 @@ use engine::{StepContext, StepError};
 use store::Store;
 use volumed::{Call, Fence, VolumeService};
 
+use crate::hooks::Hooks;
+
 /// The CloudStack objects a target VM is made from.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -28,6 +30,8 @@ pub struct Env {
     pub target: Target,
     /// How long to wait for a disk to appear in, or leave, the appliance.
     pub device_timeout: Duration,
+    /// The operator's hooks around live failover and rollback (none by default).
+    pub hooks: Hooks,
 }
 
 /// A volume-daemon call for this run and step: its key is deterministic (run, step,

@@ -7,14 +7,20 @@
 //! volume daemon is the only caller of CloudStack's volume APIs. A workflow is where
 //! those meet: it decides *what* to do to which volume and VM, and in which order.
 //!
-//! So far: [`plan`] (the device-id planner), [`test_failover`] (replica mode) and
-//! [`cleanup`]. Live failover, rollback, commit and clone mode are to come.
+//! So far: [`plan`] (the device-id planner), [`test_failover`] (replica mode),
+//! [`cleanup`], [`live`] failover, [`rollback`] and [`commit`], with the operator
+//! [`hooks`] around them. Clone mode is to come.
 
 pub mod cleanup;
+pub mod commit;
 mod common;
 mod env;
+pub mod hooks;
+pub mod live;
 pub mod plan;
+pub mod rollback;
 pub mod test_failover;
 
-pub use common::RunInput;
+pub use common::{RunInput, StartError};
 pub use env::{Env, Target};
+pub use hooks::{Hook, Hooks};

@@ -15,28 +15,14 @@ use store::{GuestOs, GuestPrep, VmState, Workflow};
 use volumed::Presence;
 
 use crate::common::{
-    RunInput, appliance_vm_id, destroy_vm_without_replicas, ensure_on_appliance, ensure_stopped,
-    find_vm, input, protected_vm,
+    Network, RunInput, appliance_vm_id, destroy_vm_without_replicas, ensure_on_appliance,
+    ensure_stopped, find_vm, input, protected_vm, revert_detached_replicas,
 };
 use crate::env::{Env, call, cloud_error, store_error, volume_error};
 use crate::plan::{DevicePlan, KVM_MAX_DATA_DISKS};
 
-/// Why a test failover could not be started.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("no protected VM named {0}")]
-    NoVm(String),
-    #[error("{name} is {state}, not ready_for_failover: clean up or roll back first")]
-    NotReady { name: String, state: VmState },
-    #[error("{0}")]
-    Plan(#[from] crate::plan::PlanError),
-    #[error(
-        "{name} already has an active run ({run_id}); wait for it, cancel it, or resolve it if it is stuck"
-    )]
-    Busy { name: String, run_id: String },
-    #[error("the store failed")]
-    Store(#[from] store::StoreError),
-}
+/// Why a test failover (or another workflow) could not be started.
+pub use crate::common::StartError;
 
 /// Creates a test failover run for `vm_name`, with its device plan and target name; the
 /// engine then executes it with [`saga`].
@@ -93,27 +79,29 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
 /// The test failover saga (replica mode).
 pub fn saga() -> Saga<Env> {
     Saga::new(vec![
-        Box::new(Validate),
+        Box::new(Validate(Network::Test)),
         Box::new(Snapshot),
-        Box::new(CreateVm),
+        Box::new(CreateVm(Network::Test)),
         Box::new(RemovePlaceholderRoot),
         Box::new(DetachReplicas),
         Box::new(AttachReplicas),
         Box::new(Verify),
         Box::new(StartVm),
-        Box::new(Record),
+        Box::new(Record(VmState::TestFailedOver)),
     ])
 }
 
-struct Validate;
-struct Snapshot;
-struct CreateVm;
-struct RemovePlaceholderRoot;
-struct DetachReplicas;
-struct AttachReplicas;
-struct Verify;
-struct StartVm;
-struct Record;
+// Shared with the live failover, which differs only in the networks its VM goes on
+// and the state it records.
+pub(crate) struct Validate(pub(crate) Network);
+pub(crate) struct Snapshot;
+pub(crate) struct CreateVm(pub(crate) Network);
+pub(crate) struct RemovePlaceholderRoot;
+pub(crate) struct DetachReplicas;
+pub(crate) struct AttachReplicas;
+pub(crate) struct Verify;
+pub(crate) struct StartVm;
+pub(crate) struct Record(pub(crate) VmState);
 
 /// The snapshot a test failover takes of one replica.
 pub(crate) fn snapshot_name(target: &str, device_key: i64) -> String {
@@ -171,10 +159,13 @@ impl Step<Env> for Validate {
             .await
             .map_err(|e| cloud_error("listing networks", e))?;
         for nic in &vm.nics {
-            if !networks.iter().any(|n| n.id == nic.test_network_id) {
+            let network_id = self.0.network_id(nic);
+            if !networks.iter().any(|n| n.id == network_id) {
                 problems.push(format!(
-                    "test network {} of NIC {} does not exist",
-                    nic.test_network_id, nic.mac
+                    "{} network {} of NIC {} does not exist",
+                    self.0.as_str(),
+                    network_id,
+                    nic.mac
                 ));
             }
         }
@@ -278,7 +269,7 @@ impl Step<Env> for CreateVm {
                     service_offering_id: env.target.service_offering_id.clone(),
                     template_id: env.target.template_id.clone(),
                     name: Some(input.target_name.clone()),
-                    display_name: Some(format!("{} (ferry test failover)", vm.name)),
+                    display_name: Some(format!("{} (ferry {})", vm.name, self.0.failover())),
                     cpu_number: Some(vm.spec.vcpu),
                     cpu_speed: Some(vm.spec.cpu_speed_mhz),
                     memory_mb: Some(vm.spec.memory_mb),
@@ -292,8 +283,8 @@ impl Step<Env> for CreateVm {
                         .nics
                         .iter()
                         .map(|n| cloudstack::NicRequest {
-                            network_id: n.test_network_id.clone(),
-                            ip: n.test_ip.clone(),
+                            network_id: self.0.network_id(n).to_string(),
+                            ip: self.0.ip(n),
                             mac: Some(n.mac.clone()),
                         })
                         .collect(),
@@ -576,6 +567,15 @@ impl Step<Env> for AttachReplicas {
                     })?;
             }
         }
+        // The target VM may have run (and written to the replicas) before the run
+        // failed: put their content back before they return to the appliance.
+        let reverted = revert_detached_replicas(cx, "undo-attach-replicas", &input).await?;
+        if !reverted.missing.is_empty() {
+            return Err(StepError::Definitive(format!(
+                "cannot revert replicas {}: their snapshots are gone, so they may hold the target VM's writes;                  resynchronise them from the source, then abandon this run",
+                reverted.missing.join(", ")
+            )));
+        }
         Ok(())
     }
 }
@@ -690,10 +690,10 @@ impl Step<Env> for Record {
             .to_string();
         cx.ctx
             .store
-            .set_vm_state(&cx.run.vm_id, VmState::TestFailedOver, Some(&target))
+            .set_vm_state(&cx.run.vm_id, self.0, Some(&target))
             .await
-            .map_err(|e| store_error("recording test_failed_over", e))?;
-        Ok(json!({ "state": "test_failed_over", "target_vm_id": target }))
+            .map_err(|e| store_error(&format!("recording {}", self.0), e))?;
+        Ok(json!({ "state": self.0.as_str(), "target_vm_id": target }))
     }
 
     async fn undo(

@@ -1,0 +1,298 @@
+//! Rollback of a live failover (DESIGN §5): from `failed_over` back to
+//! `ready_for_failover`, the replicas on the appliance again and the VM `<name>` gone.
+//!
+//! stop `<name>` → detach its volumes → re-attach the replicas to the appliance and
+//! find their device paths → delete the live failover's snapshots → destroy `<name>`
+//! → run the `after_rollback` hooks (power the source on) → `ready_for_failover`.
+//!
+//! Like cleanup, a *forward* workflow: each step looks at what CloudStack has now and
+//! does only what is left, nothing is undone, and a rollback that failed or was
+//! interrupted is simply started again (the VM stays `failed_over` until the last
+//! step). A volume on the VM that the plan did not put there is reported and left in
+//! place, and a VM named `<name>` that is not the one the live failover created is
+//! refused, never stopped or destroyed.
+//!
+//! # The replicas are not reverted
+//!
+//! Unlike cleanup after a test, a rollback does **not** revert the replicas to the
+//! snapshots taken at cut-over. After a live failover the VM `<name>` *is* production:
+//! from the moment it started, the replicas hold production's writes, and nothing else
+//! does. Reverting them would silently throw those writes away, and the choice of what
+//! to keep (resynchronise the source from them, or discard them with a resync the
+//! other way) belongs to the operator and the replication product, not to ferry. The
+//! snapshots served as the way back until a decision was made (commit or rollback);
+//! with the rollback made they are deleted, like commit deletes them. The VM is stopped
+//! gracefully first (forced only if the guest does not shut down) so what it wrote is
+//! consistent on disk.
+//!
+//! # The after_rollback hooks
+//!
+//! They run once CloudStack is rolled back (the replicas are on the appliance, the VM
+//! is gone). A failing hook does not fail the rollback: undoing it would mean
+//! re-failing over, and the CloudStack side — what ferry manages — *is* rolled back.
+//! The failure is reported instead: in the step's output (and the `record` step's,
+//! `after_rollback_failed`) and as a `warn` event of the run, for the operator to power
+//! the source on by hand. The run ends `done`.
+
+use async_trait::async_trait;
+use engine::{Saga, Step, StepContext, StepError};
+use serde_json::{Value, json};
+use store::{VmState, Workflow};
+
+use crate::cleanup::{DeleteSnapshots, ReattachReplicas};
+use crate::common::{StartError, destroy_vm_without_replicas, ensure_stopped, input};
+use crate::env::{Env, call, cloud_error, store_error, volume_error};
+use crate::hooks::{HookContext, HookPoint, run_all};
+use crate::live::{follow_up, live_vm};
+
+/// Creates a rollback run for `vm_name` (which must be `failed_over`), following up its
+/// last live failover.
+pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
+    follow_up(
+        env,
+        vm_name,
+        Workflow::Rollback,
+        "only a live failover can be rolled back (a test failover is cleaned up)",
+    )
+    .await
+}
+
+/// The rollback saga.
+pub fn saga() -> Saga<Env> {
+    Saga::new(vec![
+        Box::new(StopVm),
+        Box::new(DetachFromVm),
+        Box::new(ReattachReplicas),
+        Box::new(DeleteSnapshots),
+        Box::new(DestroyVm),
+        Box::new(AfterRollbackHooks),
+        Box::new(Record),
+    ])
+}
+
+struct StopVm;
+struct DetachFromVm;
+struct DestroyVm;
+struct AfterRollbackHooks;
+struct Record;
+
+async fn event(cx: &StepContext<'_, Env>, level: &str, step: &str, message: &str) {
+    if let Err(e) = cx
+        .ctx
+        .store
+        .add_event(&cx.run.id, level, Some(step), message, None)
+        .await
+    {
+        tracing::warn!(run = %cx.run.id, error = %e, "cannot record an event");
+    }
+}
+
+#[async_trait]
+impl Step<Env> for StopVm {
+    fn name(&self) -> &str {
+        "stop-vm"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let env = cx.ctx;
+        let Some(vm) = live_vm(cx).await? else {
+            return Ok(json!({ "found": false }));
+        };
+        if vm.state == "Stopped" {
+            return Ok(json!({ "vm_id": vm.id, "found": true, "forced": false }));
+        }
+        // Gracefully: the guest's writes are kept (see the module doc).
+        let graceful = async {
+            let job = env.cloud.stop_virtual_machine(&vm.id, false).await?;
+            env.cloud.wait(&job).await
+        }
+        .await;
+        match graceful {
+            Ok(_) => Ok(json!({ "vm_id": vm.id, "found": true, "forced": false })),
+            Err(e) if e.class() == cloudstack::ErrorClass::Definitive => {
+                event(
+                    cx,
+                    "warn",
+                    "stop-vm",
+                    &format!(
+                        "VM {} did not stop gracefully ({e}); stopping it forcibly",
+                        vm.name
+                    ),
+                )
+                .await;
+                let vm = live_vm(cx).await?.unwrap_or(vm);
+                ensure_stopped(env, &vm).await?;
+                Ok(json!({ "vm_id": vm.id, "found": true, "forced": true }))
+            }
+            Err(e) => Err(cloud_error("stopping the VM", e)),
+        }
+    }
+
+    /// A forward workflow: the next rollback finishes what this one left.
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for DetachFromVm {
+    fn name(&self) -> &str {
+        "detach-from-vm"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let Some(vm) = live_vm(cx).await? else {
+            return Ok(json!({ "detached": [], "unexpected": [] }));
+        };
+        // Detaching the boot disk needs the VM stopped; a re-run after someone started
+        // it again stops it first.
+        ensure_stopped(env, &vm).await?;
+        let mut detached = Vec::new();
+        let mut unexpected = Vec::new();
+        for v in env
+            .volumes
+            .list_vm_volumes(&vm.id)
+            .await
+            .map_err(|e| volume_error("listing the VM's volumes", e))?
+        {
+            if input.plan.by_volume(&v.id).is_none() {
+                // Not ferry's to move or delete (a disk added after the cut-over, say):
+                // report it and leave it on the VM. Destroying the VM detaches it.
+                let message = format!(
+                    "unexpected volume {} ({}, {} bytes) at device {:?} on VM {}: not part of the plan; left in place",
+                    v.id, v.name, v.size_bytes, v.device_id, vm.name
+                );
+                event(cx, "warn", "detach-from-vm", &message).await;
+                unexpected.push(json!({ "volume_id": v.id, "device_id": v.device_id }));
+                continue;
+            }
+            env.volumes
+                .detach(
+                    &call(cx, "detach-from-vm", &format!("{}/{}", v.id, vm.id)),
+                    &v.id,
+                )
+                .await
+                .map_err(|e| volume_error(&format!("detaching replica {} from the VM", v.id), e))?;
+            detached.push(v.id);
+        }
+        Ok(json!({ "detached": detached, "unexpected": unexpected }))
+    }
+
+    /// A forward workflow: the next rollback finishes what this one left.
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for DestroyVm {
+    fn name(&self) -> &str {
+        "destroy-vm"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        match live_vm(cx).await? {
+            Some(vm) => {
+                destroy_vm_without_replicas(cx.ctx, &vm).await?;
+                Ok(json!({ "destroyed": vm.id }))
+            }
+            None => Ok(json!({ "destroyed": null })),
+        }
+    }
+
+    /// A forward workflow: the next rollback finishes what this one left.
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for AfterRollbackHooks {
+    fn name(&self) -> &str {
+        "run-hooks"
+    }
+
+    /// Never fails on a hook's account (see the module doc): the failure is reported.
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let hooks = HookPoint::AfterRollback.of(&cx.ctx.hooks);
+        if hooks.is_empty() {
+            return Ok(json!({ "ran": [], "failed": null }));
+        }
+        let vm = crate::common::protected_vm(cx).await?;
+        let context = HookContext {
+            hook: HookPoint::AfterRollback.as_str(),
+            vm: &vm.name,
+            run_id: &cx.run.id,
+        };
+        let report = run_all(hooks, HookPoint::AfterRollback, &context).await;
+        for ran in &report.ran {
+            event(cx, "info", "run-hooks", &format!("hook {ran}")).await;
+        }
+        if let Some(failed) = &report.failed {
+            event(
+                cx,
+                "warn",
+                "run-hooks",
+                &format!(
+                    "{failed}; CloudStack is rolled back all the same — power the source on by hand if it should serve"
+                ),
+            )
+            .await;
+        }
+        Ok(serde_json::to_value(&report).expect("serializable"))
+    }
+
+    /// A forward workflow: the next rollback finishes what this one left.
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for Record {
+    fn name(&self) -> &str {
+        "record"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        cx.ctx
+            .store
+            .set_vm_state(&cx.run.vm_id, VmState::ReadyForFailover, None)
+            .await
+            .map_err(|e| store_error("recording ready_for_failover", e))?;
+        let hooks_failed = cx
+            .outputs
+            .get("run-hooks")
+            .and_then(|o| o.get("failed"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        Ok(json!({ "state": "ready_for_failover", "after_rollback_failed": hooks_failed }))
+    }
+
+    /// A forward workflow: the next rollback finishes what this one left.
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}

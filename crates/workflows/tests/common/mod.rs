@@ -1,0 +1,283 @@
+//! The harness the end-to-end workflow tests share: cloudsim on port 0 (hot-plug into
+//! a temp sysfs tree), a SQLite store with pgtest1 registered, the in-process volume
+//! daemon journaling into that store, an engine — and DESIGN §5's invariants for a VM
+//! at rest, checked against cloudsim's state.
+
+// Each test binary uses its own part of the harness.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudsim::world::ids;
+use cloudsim::{SimConfig, World};
+use engine::{Engine, EngineConfig};
+use secrecy::SecretString;
+use serde_json::Value;
+use store::{Appliance, VmState};
+use workflows::{Env, Target};
+
+pub type TestResult = anyhow::Result<()>;
+
+pub struct Rig {
+    pub sim: cloudsim::Running,
+    pub env: Env,
+    pub engine: Engine,
+    pub root: tempfile::TempDir,
+    _store: store::testing::TestStore,
+    http: reqwest::Client,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.sim.shutdown_token().cancel();
+    }
+}
+
+pub async fn rig() -> anyhow::Result<Rig> {
+    let root = tempfile::tempdir()?;
+    let sim = cloudsim::start(
+        SimConfig {
+            world: World::default(),
+            sysfs_root: Some(root.path().to_path_buf()),
+            time_scale: 0.001,
+        },
+        "127.0.0.1:0".parse()?,
+    )
+    .await?;
+    let mut config = cloudstack::Config::new(
+        sim.endpoint(),
+        ids::API_KEY,
+        SecretString::from(ids::SECRET_KEY.to_string()),
+    );
+    config.poll = cloudstack::PollPolicy {
+        first: Duration::from_millis(5),
+        factor: 1.5,
+        max: Duration::from_millis(50),
+        deadline: Duration::from_secs(30),
+    };
+    let cloud = cloudstack::Client::new(config)?;
+    let t = store::testing::sqlite().await?;
+    t.store
+        .upsert_appliance(&Appliance {
+            name: "oma".into(),
+            vm_id: ids::APPLIANCE_OMA.into(),
+            zone_id: ids::ZONE.into(),
+            volumed_url: None,
+            sysfs_root: Some(root.path().display().to_string()),
+        })
+        .await?;
+    let example =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/pgtest1.toml");
+    let definition = inventory::VmDefinition::parse(
+        &std::fs::read_to_string(example)?,
+        inventory::Format::Toml,
+    )?;
+    inventory::register(&t.store, &cloud, &definition, inventory::Limits::default()).await?;
+    let volumes = volume_daemon(&t.store, &cloud, root.path());
+    let env = Env {
+        store: t.store.clone(),
+        cloud,
+        volumes,
+        target: Target {
+            zone_id: ids::ZONE.into(),
+            service_offering_id: ids::OFFERING_CUSTOM.into(),
+            template_id: ids::TEMPLATE.into(),
+        },
+        device_timeout: Duration::from_secs(10),
+        hooks: Default::default(),
+    };
+    let engine = Engine::new(
+        t.store.clone(),
+        EngineConfig {
+            owner: "test-worker".into(),
+            lease: Duration::from_secs(30),
+            max_attempts: 3,
+            backoff_first: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(20),
+        },
+    );
+    Ok(Rig {
+        sim,
+        env,
+        engine,
+        root,
+        _store: t,
+        http: reqwest::Client::new(),
+    })
+}
+
+pub const REPLICAS: [&str; 2] = [ids::PGTEST1_DISK_2000, ids::PGTEST1_DISK_2001];
+
+/// The in-process volume daemon, journaling into the store.
+fn volume_daemon(
+    store: &store::Store,
+    cloud: &cloudstack::Client,
+    root: &std::path::Path,
+) -> Arc<dyn volumed::VolumeService> {
+    let journal: Arc<dyn volumed::Journal> = Arc::new(volumed::StoreJournal::new(store.clone()));
+    let mut daemon = volumed::LocalConfig::with_appliance(ids::APPLIANCE_OMA, root);
+    daemon.submit_backoff = Duration::from_millis(10);
+    Arc::new(volumed::Local::new(cloud.clone(), journal, daemon))
+}
+
+impl Rig {
+    /// The environment a restarted ferry process would have: a new volume daemon on
+    /// the same store (its journal included), the same CloudStack and appliance.
+    pub fn restarted_env(&self) -> Env {
+        Env {
+            volumes: volume_daemon(&self.env.store, &self.env.cloud, self.root.path()),
+            ..self.env.clone()
+        }
+    }
+
+    /// cloudsim's `/sim/stats`.
+    pub async fn stats(&self) -> anyhow::Result<cloudsim::Stats> {
+        Ok(serde_json::from_value(self.admin("stats").await?)?)
+    }
+
+    pub async fn admin(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}/{path}", self.sim.announcement.admin))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub async fn arm(&self, rule: Value) -> anyhow::Result<()> {
+        self.http
+            .post(format!("{}/faults", self.sim.announcement.admin))
+            .json(&rule)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// Each replica's simulated content generation.
+    pub async fn generations(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        Ok(self
+            .admin("volumes")
+            .await?
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter(|v| REPLICAS.contains(&v["id"].as_str().unwrap_or_default()))
+            .map(|v| {
+                (
+                    v["id"].as_str().unwrap().to_string(),
+                    v["generation"].as_u64().unwrap(),
+                )
+            })
+            .collect())
+    }
+
+    pub fn guest_sees(&self, volume_id: &str) -> bool {
+        self.root
+            .path()
+            .join("dev/disk/by-id")
+            .join(format!("virtio-{}", cloudstack::volume_serial(volume_id)))
+            .exists()
+    }
+
+    pub async fn test_vms(&self) -> anyhow::Result<Vec<cloudstack::VirtualMachine>> {
+        Ok(self
+            .env
+            .cloud
+            .list_virtual_machines(&cloudstack::VmFilter::default())
+            .await?
+            .into_iter()
+            .filter(|v| v.name.starts_with("pgtest1-test-"))
+            .collect())
+    }
+
+    /// DESIGN §5's invariants for a VM at rest: every replica on the appliance (and
+    /// seen by its guest, and recorded so in the store), no test VM, no snapshot, no
+    /// volume ferry created still alive.
+    pub async fn assert_at_rest(&self) -> anyhow::Result<()> {
+        self.assert_at_rest_since(None).await
+    }
+
+    /// [`Rig::assert_at_rest`], except that a replica whose record in the store is
+    /// still the one it had in `before` may lack its device path: registration does
+    /// not look for device paths (only a workflow that moves a replica back to the
+    /// appliance does), so a run that unwound before moving anything leaves none.
+    pub async fn assert_at_rest_since(
+        &self,
+        before: Option<&store::ProtectedVm>,
+    ) -> anyhow::Result<()> {
+        let vm = self.env.store.vm("pgtest1").await?.expect("registered");
+        assert_eq!(vm.state, VmState::ReadyForFailover);
+        assert_eq!(vm.target_vm_id, None);
+        for d in &vm.disks {
+            let id = &d.disk.replica_volume_id;
+            let v = self
+                .env
+                .cloud
+                .get_volume(id)
+                .await?
+                .expect("a replica is never deleted");
+            assert_eq!(
+                v.virtualmachineid.as_deref(),
+                Some(ids::APPLIANCE_OMA),
+                "replica {id}"
+            );
+            assert_eq!(v.volume_type, "DATADISK");
+            assert_eq!(
+                d.attachment.vm_id.as_deref(),
+                Some(ids::APPLIANCE_OMA),
+                "the store agrees"
+            );
+            assert_eq!(
+                d.attachment.device_id, v.deviceid,
+                "the store agrees on the device id"
+            );
+            let unmoved = before
+                .and_then(|b| b.disks.iter().find(|b| b.disk.replica_volume_id == *id))
+                .is_some_and(|b| {
+                    (
+                        &b.attachment.vm_id,
+                        b.attachment.device_id,
+                        &b.attachment.device_path,
+                    ) == (&d.attachment.vm_id, d.attachment.device_id, &None)
+                });
+            if !unmoved {
+                assert_eq!(
+                    d.attachment.device_path.as_deref(),
+                    Some(
+                        format!("/dev/disk/by-id/virtio-{}", cloudstack::volume_serial(id))
+                            .as_str()
+                    ),
+                    "the store has the device path of {id}"
+                );
+            }
+            assert!(self.guest_sees(id), "the appliance sees {id}");
+            assert!(
+                self.env
+                    .cloud
+                    .list_snapshots(Some(id), None)
+                    .await?
+                    .is_empty(),
+                "snapshots of {id} left"
+            );
+        }
+        assert!(self.test_vms().await?.is_empty(), "a test VM was left");
+        let all = self
+            .env
+            .cloud
+            .list_volumes(&cloudstack::VolumeFilter::default())
+            .await?;
+        for v in &all {
+            assert!(
+                !self.env.store.is_created_volume(&v.id).await?,
+                "volume {} that ferry created is still alive",
+                v.id
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,627 @@
+//! Live failover, rollback and commit of the job sheet's pgtest1, end to end against
+//! cloudsim, with the operator hooks (commands, and HTTP calls to a server in the test)
+//! — each run checked against cloudsim's state, not only ferry's records.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use cloudsim::world::ids;
+use common::{REPLICAS, Rig, TestResult, rig};
+use engine::{Outcome, Saga};
+use serde_json::{Value, json};
+use store::{RunState, VmState};
+use workflows::{Env, Hook, StartError, commit, live, rollback, test_failover};
+
+const MAC: &str = "00:50:56:8a:11:01";
+const PRODUCTION_IP: &str = "10.20.0.21";
+
+async fn execute(rig: &Rig, run: &store::Run, saga: Saga<Env>) -> anyhow::Result<Outcome> {
+    Ok(rig.engine.execute(&run.id, &saga, &rig.env).await?)
+}
+
+/// Runs a workflow that must end done, showing its events if it does not.
+async fn done(rig: &Rig, run: &store::Run, saga: Saga<Env>) -> TestResult {
+    let outcome = execute(rig, run, saga).await?;
+    assert_eq!(
+        outcome,
+        Outcome::Done,
+        "{:#?}",
+        rig.env.store.events(&run.id).await?
+    );
+    Ok(())
+}
+
+/// The VM named exactly `pgtest1`, if CloudStack has one alive.
+async fn live_vm(rig: &Rig) -> anyhow::Result<Option<cloudstack::VirtualMachine>> {
+    Ok(rig
+        .env
+        .cloud
+        .list_virtual_machines(&cloudstack::VmFilter::default())
+        .await?
+        .into_iter()
+        .find(|v| v.name == "pgtest1" && v.state != "Destroyed" && v.state != "Expunging"))
+}
+
+async fn snapshots(rig: &Rig) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for id in REPLICAS {
+        n += rig.env.cloud.list_snapshots(Some(id), None).await?.len();
+    }
+    Ok(n)
+}
+
+/// Commands of cloudsim that change something, with how often each was called.
+async fn mutations(rig: &Rig) -> anyhow::Result<BTreeMap<String, u64>> {
+    Ok(rig
+        .stats()
+        .await?
+        .calls
+        .into_iter()
+        .filter(|(command, _)| !command.starts_with("list") && command != "queryAsyncJobResult")
+        .collect())
+}
+
+/// pgtest1 failed over: `pgtest1` running on the production network with the source's
+/// MAC and its production IP, boot at 0 and data at 1, nothing else; the store agrees.
+async fn assert_failed_over(rig: &Rig) -> anyhow::Result<cloudstack::VirtualMachine> {
+    let target = live_vm(rig).await?.expect("a VM named pgtest1");
+    assert_eq!(target.state, "Running");
+    assert_eq!((target.cpunumber, target.memory), (Some(4), Some(8192)));
+    assert_eq!(target.nic.len(), 1);
+    assert_eq!(target.nic[0].networkid, ids::NETWORK_PRODUCTION);
+    assert_eq!(target.nic[0].macaddress.as_deref(), Some(MAC));
+    assert_eq!(target.nic[0].ipaddress.as_deref(), Some(PRODUCTION_IP));
+    let mut on_target: Vec<(i64, String, String)> = rig
+        .env
+        .cloud
+        .list_volumes(&cloudstack::VolumeFilter {
+            virtual_machine_id: Some(target.id.clone()),
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .map(|v| (v.deviceid.unwrap(), v.id, v.volume_type))
+        .collect();
+    on_target.sort();
+    assert_eq!(
+        on_target,
+        vec![
+            (0, ids::PGTEST1_DISK_2000.to_string(), "ROOT".to_string()),
+            (
+                1,
+                ids::PGTEST1_DISK_2001.to_string(),
+                "DATADISK".to_string()
+            ),
+        ],
+        "boot disk at 0, data disk at 1, and nothing else (the placeholder ROOT is gone)"
+    );
+    for id in REPLICAS {
+        assert!(!rig.guest_sees(id), "the appliance no longer sees {id}");
+    }
+    let vm = rig.env.store.vm("pgtest1").await?.unwrap();
+    assert_eq!(vm.state, VmState::FailedOver);
+    assert_eq!(vm.target_vm_id.as_deref(), Some(target.id.as_str()));
+    for d in &vm.disks {
+        assert_eq!(d.attachment.vm_id.as_deref(), Some(target.id.as_str()));
+    }
+    Ok(target)
+}
+
+/// What a run that stopped before changing anything must leave: cloudsim saw no
+/// mutating call, the store's record of pgtest1 is as it was, the replicas are on the
+/// appliance and seen there, and there is no snapshot and no VM `pgtest1`.
+struct Untouched {
+    vm: store::ProtectedVm,
+    mutations: BTreeMap<String, u64>,
+    generations: BTreeMap<String, u64>,
+}
+
+impl Untouched {
+    async fn now(rig: &Rig) -> anyhow::Result<Self> {
+        Ok(Untouched {
+            vm: rig.env.store.vm("pgtest1").await?.unwrap(),
+            mutations: mutations(rig).await?,
+            generations: rig.generations().await?,
+        })
+    }
+
+    async fn check(&self, rig: &Rig) -> TestResult {
+        assert_eq!(
+            mutations(rig).await?,
+            self.mutations,
+            "no createSnapshot, deployVirtualMachine, attach or detach"
+        );
+        assert_eq!(rig.env.store.vm("pgtest1").await?.unwrap(), self.vm);
+        assert_eq!(self.vm.state, VmState::ReadyForFailover);
+        for id in REPLICAS {
+            let v = rig.env.cloud.get_volume(id).await?.unwrap();
+            assert_eq!(v.virtualmachineid.as_deref(), Some(ids::APPLIANCE_OMA));
+            assert!(rig.guest_sees(id));
+        }
+        assert_eq!(snapshots(rig).await?, 0);
+        assert!(live_vm(rig).await?.is_none());
+        assert_eq!(rig.generations().await?, self.generations);
+        Ok(())
+    }
+}
+
+fn sh(script: String) -> Hook {
+    Hook::Command {
+        program: "sh".into(),
+        args: vec!["-c".into(), script],
+        timeout_secs: 10,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgtest1_fails_over_live_rolls_back_fails_over_again_and_commits() -> TestResult {
+    let mut rig = rig().await?;
+    let log = tempfile::NamedTempFile::new()?;
+    let record = |what: &str| {
+        sh(format!(
+            "echo \"{what} $FERRY_HOOK $FERRY_VM\" >> {}",
+            log.path().display()
+        ))
+    };
+    rig.env.hooks.before_live = vec![record("power-off"), record("final-sync")];
+    rig.env.hooks.after_rollback = vec![record("power-on")];
+    let before = rig.generations().await?;
+
+    // Live failover.
+    let run = live::start(&rig.env, "pgtest1").await?;
+    done(&rig, &run, live::saga()).await?;
+    let target = assert_failed_over(&rig).await?;
+    assert_eq!(snapshots(&rig).await?, 2, "the way back is kept");
+    assert_eq!(
+        std::fs::read_to_string(log.path())?,
+        "power-off before_live pgtest1\nfinal-sync before_live pgtest1\n"
+    );
+    let during = rig.generations().await?;
+    assert!(
+        REPLICAS.iter().all(|id| during[*id] > before[*id]),
+        "production writes to its disks"
+    );
+    let steps = rig.env.store.steps(&run.id).await?;
+    assert_eq!(
+        steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        [
+            "check",
+            "run-hooks",
+            "validate",
+            "snapshot",
+            "create-vm",
+            "remove-placeholder-root",
+            "detach-replicas",
+            "attach-replicas",
+            "verify",
+            "start-vm",
+            "record"
+        ]
+    );
+    // Nothing else starts from failed_over but rollback and commit.
+    assert!(matches!(
+        live::start(&rig.env, "pgtest1").await,
+        Err(StartError::NotReady { .. })
+    ));
+    assert!(matches!(
+        test_failover::start(&rig.env, "pgtest1").await,
+        Err(StartError::NotReady { .. })
+    ));
+
+    // Rollback: everything back on the appliance, production's writes kept.
+    let run = rollback::start(&rig.env, "pgtest1").await?;
+    done(&rig, &run, rollback::saga()).await?;
+    rig.assert_at_rest().await?;
+    assert!(live_vm(&rig).await?.is_none(), "VM pgtest1 is gone");
+    assert!(
+        rig.env
+            .cloud
+            .get_virtual_machine(&target.id)
+            .await?
+            .is_none()
+            || rig
+                .env
+                .cloud
+                .get_virtual_machine(&target.id)
+                .await?
+                .is_some_and(|v| v.state == "Destroyed" || v.state == "Expunging"),
+        "VM {} destroyed",
+        target.id
+    );
+    assert_eq!(
+        rig.generations().await?,
+        during,
+        "the replicas were not reverted: production's writes are kept"
+    );
+    assert!(
+        std::fs::read_to_string(log.path())?.ends_with("power-on after_rollback pgtest1\n"),
+        "the source was powered on"
+    );
+    let steps = rig.env.store.steps(&run.id).await?;
+    let record: Value = serde_json::from_str(steps.last().unwrap().output.as_deref().unwrap())?;
+    assert_eq!(
+        record,
+        json!({"state": "ready_for_failover", "after_rollback_failed": null})
+    );
+
+    // Again, then commit: the snapshots go, the VM stays.
+    let run = live::start(&rig.env, "pgtest1").await?;
+    done(&rig, &run, live::saga()).await?;
+    let target = assert_failed_over(&rig).await?;
+    let run = commit::start(&rig.env, "pgtest1").await?;
+    done(&rig, &run, commit::saga()).await?;
+    assert_eq!(snapshots(&rig).await?, 0, "the snapshots were deleted");
+    let still = live_vm(&rig).await?.expect("the VM stays");
+    assert_eq!(
+        (still.id.as_str(), still.state.as_str()),
+        (target.id.as_str(), "Running")
+    );
+    let vm = rig.env.store.vm("pgtest1").await?.unwrap();
+    assert_eq!(vm.state, VmState::Committed);
+    assert_eq!(vm.target_vm_id.as_deref(), Some(target.id.as_str()));
+    for id in REPLICAS {
+        let v = rig.env.cloud.get_volume(id).await?.unwrap();
+        assert_eq!(v.virtualmachineid.as_deref(), Some(target.id.as_str()));
+    }
+    // No longer managed: nothing starts from committed.
+    for refused in [
+        live::start(&rig.env, "pgtest1").await.map(|_| ()),
+        rollback::start(&rig.env, "pgtest1").await.map(|_| ()),
+        commit::start(&rig.env, "pgtest1").await.map(|_| ()),
+    ] {
+        assert!(refused.is_err());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_and_commit_refuse_a_vm_that_is_not_failed_over() -> TestResult {
+    let rig = rig().await?;
+    for (what, result) in [
+        ("rollback", rollback::start(&rig.env, "pgtest1").await),
+        ("commit", commit::start(&rig.env, "pgtest1").await),
+    ] {
+        let e = result.expect_err(what);
+        assert!(
+            matches!(
+                e,
+                StartError::WrongState {
+                    state: VmState::ReadyForFailover,
+                    wanted: VmState::FailedOver,
+                    ..
+                }
+            ),
+            "{what}: {e:?}"
+        );
+        assert!(
+            e.to_string().starts_with(
+                "pgtest1 is ready_for_failover, not failed_over: only a live failover can be"
+            ),
+            "{e}"
+        );
+    }
+    // After a test failover, live failover and rollback are refused too.
+    let run = test_failover::start(&rig.env, "pgtest1").await?;
+    done(&rig, &run, test_failover::saga()).await?;
+    let e = rollback::start(&rig.env, "pgtest1").await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pgtest1 is test_failed_over, not failed_over: only a live failover can be rolled back (a test failover is cleaned up)"
+    );
+    assert!(matches!(
+        live::start(&rig.env, "pgtest1").await,
+        Err(StartError::NotReady { .. })
+    ));
+    assert!(matches!(
+        live::start(&rig.env, "nosuchvm").await,
+        Err(StartError::NoVm(_))
+    ));
+    Ok(())
+}
+
+/// A hook that fails stops the run with nothing changed in CloudStack: the run unwinds,
+/// its error names the hook, and cloudsim saw no mutating call at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_before_live_hook_changes_nothing_in_cloudstack() -> TestResult {
+    let mut rig = rig().await?;
+    rig.env.hooks.before_live = vec![Hook::Command {
+        program: "false".into(),
+        args: vec![],
+        timeout_secs: 10,
+    }];
+    let untouched = Untouched::now(&rig).await?;
+    let run = live::start(&rig.env, "pgtest1").await?;
+    let outcome = execute(&rig, &run, live::saga()).await?;
+    let Outcome::Unwound { error } = outcome else {
+        panic!("expected an unwound run, got {outcome:?}");
+    };
+    assert!(error.contains("run-hooks"), "{error}");
+    assert!(
+        error.contains("before_live hook 1 of 1 (command `false`) failed: exited with status 1"),
+        "{error}"
+    );
+    assert!(
+        error.contains("nothing was changed in CloudStack"),
+        "{error}"
+    );
+    untouched.check(&rig).await?;
+    let stats = rig.stats().await?;
+    for command in [
+        "createSnapshot",
+        "deployVirtualMachine",
+        "detachVolume",
+        "attachVolume",
+    ] {
+        assert_eq!(stats.calls.get(command), None, "{command} was called");
+    }
+    assert_eq!(
+        rig.env.store.run(&run.id).await?.unwrap().state,
+        RunState::Unwound
+    );
+    let events = rig.env.store.events(&run.id).await?;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.level == "warn" && e.message.contains("before_live hooks are not undone")),
+        "the operator is told the source may be off: {events:#?}"
+    );
+    // A failing hook is not a lasting state: with the hook fixed, it goes through.
+    rig.env.hooks.before_live.clear();
+    let run = live::start(&rig.env, "pgtest1").await?;
+    done(&rig, &run, live::saga()).await?;
+    assert_failed_over(&rig).await?;
+    Ok(())
+}
+
+/// A problem validation finds stops the run before any hook runs: the source is not
+/// powered off for a failover that cannot happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_runs_before_the_hooks() -> TestResult {
+    let mut rig = rig().await?;
+    let log = tempfile::NamedTempFile::new()?;
+    rig.env.hooks.before_live = vec![sh(format!("echo ran >> {}", log.path().display()))];
+    // A VM already named pgtest1, that ferry did not create.
+    rig.env
+        .cloud
+        .wait(
+            &rig.env
+                .cloud
+                .deploy_virtual_machine(&cloudstack::DeployVm {
+                    zone_id: ids::ZONE.into(),
+                    service_offering_id: ids::OFFERING_SMALL.into(),
+                    template_id: ids::TEMPLATE.into(),
+                    name: Some("pgtest1".into()),
+                    display_name: None,
+                    cpu_number: None,
+                    cpu_speed: None,
+                    memory_mb: None,
+                    firmware: None,
+                    nics: vec![cloudstack::NicRequest {
+                        network_id: ids::NETWORK_TEST.into(),
+                        ip: None,
+                        mac: None,
+                    }],
+                    start: false,
+                })
+                .await?,
+        )
+        .await?;
+    let mutations_before = mutations(&rig).await?;
+    let run = live::start(&rig.env, "pgtest1").await?;
+    let Outcome::Unwound { error } = execute(&rig, &run, live::saga()).await? else {
+        panic!("expected an unwound run");
+    };
+    assert!(error.contains("step check failed"), "{error}");
+    assert!(
+        error.contains("a VM named pgtest1 already exists"),
+        "{error}"
+    );
+    assert!(
+        error.contains("the before_live hooks were not run"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read_to_string(log.path())?, "", "no hook ran");
+    assert_eq!(mutations(&rig).await?, mutations_before);
+    Ok(())
+}
+
+type Seen = Arc<Mutex<Vec<(String, String, Value)>>>;
+
+/// A webhook receiver: `/ok/...` answers 200, `/fail/...` 500 with a reason; every
+/// request is recorded (method, path, JSON body).
+async fn webhook_server() -> anyhow::Result<(String, Seen)> {
+    use axum::extract::{Request, State};
+    use axum::http::StatusCode;
+
+    let seen: Seen = Arc::default();
+    async fn handle(State(seen): State<Seen>, request: Request) -> (StatusCode, String) {
+        let method = request.method().to_string();
+        let path = request.uri().path().to_string();
+        let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        seen.lock().unwrap().push((method, path.clone(), body));
+        if path.starts_with("/fail") {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "vCenter says: the source would not power off".into(),
+            )
+        } else {
+            (StatusCode::OK, "powered off".into())
+        }
+    }
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(Arc::clone(&seen));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, seen))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_hook_fails_the_run_on_500_and_passes_on_200() -> TestResult {
+    let mut rig = rig().await?;
+    let (url, seen) = webhook_server().await?;
+
+    rig.env.hooks.before_live = vec![Hook::Http {
+        url: format!("{url}/fail/power-off"),
+        method: "POST".into(),
+        timeout_secs: 5,
+    }];
+    let untouched = Untouched::now(&rig).await?;
+    let run = live::start(&rig.env, "pgtest1").await?;
+    let Outcome::Unwound { error } = execute(&rig, &run, live::saga()).await? else {
+        panic!("expected an unwound run");
+    };
+    assert!(
+        error.contains(&format!("(http POST {url}/fail/power-off) failed: answered 500 Internal Server Error; body: vCenter says: the source would not power off")),
+        "{error}"
+    );
+    untouched.check(&rig).await?;
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen.len(),
+            1,
+            "called once: a failed hook is definitive, not retried"
+        );
+        assert_eq!(seen[0].0, "POST");
+        assert_eq!(
+            seen[0].2,
+            json!({"hook": "before_live", "vm": "pgtest1", "run_id": run.id})
+        );
+    }
+
+    rig.env.hooks.before_live = vec![Hook::Http {
+        url: format!("{url}/ok/power-off"),
+        method: "put".into(),
+        timeout_secs: 5,
+    }];
+    let run = live::start(&rig.env, "pgtest1").await?;
+    done(&rig, &run, live::saga()).await?;
+    assert_failed_over(&rig).await?;
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(
+            (seen[1].0.as_str(), seen[1].1.as_str()),
+            ("PUT", "/ok/power-off")
+        );
+    }
+    let hooks = &rig.env.store.steps(&run.id).await?[1];
+    assert_eq!(hooks.name, "run-hooks");
+    let output: Value = serde_json::from_str(hooks.output.as_deref().unwrap())?;
+    assert_eq!(
+        output["ran"][0],
+        format!("http PUT {url}/ok/power-off: answered 200 OK; body: powered off")
+    );
+    Ok(())
+}
+
+/// A hook that answers too late fails like one that answers 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_that_times_out_fails_the_run() -> TestResult {
+    let mut rig = rig().await?;
+    rig.env.hooks.before_live = vec![Hook::Command {
+        program: "sleep".into(),
+        args: vec!["30".into()],
+        timeout_secs: 1,
+    }];
+    let untouched = Untouched::now(&rig).await?;
+    let run = live::start(&rig.env, "pgtest1").await?;
+    let Outcome::Unwound { error } = execute(&rig, &run, live::saga()).await? else {
+        panic!("expected an unwound run");
+    };
+    assert!(
+        error.contains("(command `sleep 30`) failed: timed out after 1s and was killed"),
+        "{error}"
+    );
+    untouched.check(&rig).await?;
+    Ok(())
+}
+
+/// A failing after_rollback hook does not undo the rollback: the run is done, the
+/// failure is in the output and the events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_after_rollback_hook_is_reported_and_the_rollback_is_done() -> TestResult {
+    let mut rig = rig().await?;
+    rig.env.hooks.after_rollback = vec![sh("echo no route to vCenter >&2; exit 2".into())];
+    let run = live::start(&rig.env, "pgtest1").await?;
+    done(&rig, &run, live::saga()).await?;
+    let run = rollback::start(&rig.env, "pgtest1").await?;
+    done(&rig, &run, rollback::saga()).await?;
+    rig.assert_at_rest().await?;
+    let expected = "after_rollback hook 1 of 1 (command `sh -c echo no route to vCenter >&2; exit 2`) failed: exited with status 2; stderr: no route to vCenter";
+    let steps = rig.env.store.steps(&run.id).await?;
+    let record: Value = serde_json::from_str(steps.last().unwrap().output.as_deref().unwrap())?;
+    assert_eq!(record["after_rollback_failed"], expected);
+    let events = rig.env.store.events(&run.id).await?;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.level == "warn" && e.message.starts_with(expected)),
+        "{events:#?}"
+    );
+    Ok(())
+}
+
+/// A live failover whose data-disk attach fails inside CloudStack unwinds like a test
+/// failover: `pgtest1` destroyed, the replicas back on the appliance, the snapshots
+/// gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_attach_unwinds_the_live_failover() -> TestResult {
+    let rig = rig().await?;
+    let before = rig.generations().await?;
+    rig.arm(json!({"command": "attachVolume", "nth": 2,
+        "fault": {"kind": "job_error", "errorcode": 530, "errortext": "Failed to attach volume DATA to VM: agent error"}}))
+        .await?;
+    let run = live::start(&rig.env, "pgtest1").await?;
+    let Outcome::Unwound { error } = execute(&rig, &run, live::saga()).await? else {
+        panic!("expected an unwound run");
+    };
+    assert!(error.contains("attach-replicas"), "{error}");
+    rig.assert_at_rest().await?;
+    assert!(live_vm(&rig).await?.is_none(), "pgtest1 was destroyed");
+    assert_eq!(rig.generations().await?, before);
+    // And the failover can be tried again.
+    let run = live::start(&rig.env, "pgtest1").await?;
+    done(&rig, &run, live::saga()).await?;
+    assert_failed_over(&rig).await?;
+    Ok(())
+}
+
+/// A rollback is forward: interrupted by a failure (here destroying the VM), it is
+/// started again and finishes what the first left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_rollback_is_finished_by_the_next() -> TestResult {
+    let rig = rig().await?;
+    let run = live::start(&rig.env, "pgtest1").await?;
+    done(&rig, &run, live::saga()).await?;
+    let during = rig.generations().await?;
+    rig.arm(json!({"command": "destroyVirtualMachine", "nth": 1,
+        "fault": {"kind": "job_error", "errorcode": 530, "errortext": "host unreachable"}}))
+        .await?;
+    let run = rollback::start(&rig.env, "pgtest1").await?;
+    let Outcome::Unwound { error } = execute(&rig, &run, rollback::saga()).await? else {
+        panic!("expected a failed rollback");
+    };
+    assert!(
+        error.contains("destroy-vm") && error.contains("host unreachable"),
+        "{error}"
+    );
+    assert_eq!(
+        rig.env.store.vm("pgtest1").await?.unwrap().state,
+        VmState::FailedOver,
+        "not rolled back until it is"
+    );
+    let run = rollback::start(&rig.env, "pgtest1").await?;
+    done(&rig, &run, rollback::saga()).await?;
+    rig.assert_at_rest().await?;
+    assert!(live_vm(&rig).await?.is_none());
+    assert_eq!(rig.generations().await?, during);
+    Ok(())
+}
