@@ -9,7 +9,7 @@
 //!
 //! So far: [`plan`] (the device-id planner), [`test_failover`] (replica mode),
 //! [`cleanup`], [`live`] failover, [`rollback`] and [`commit`], with the operator
-//! [`hooks`] around them. Clone mode is to come.
+//! [`hooks`] around them, and the [`worker`] loop that executes runs.
 
 pub mod cleanup;
 pub mod commit;
@@ -20,7 +20,9 @@ pub mod live;
 pub mod plan;
 pub mod rollback;
 pub mod test_failover;
+pub mod worker;
 
 pub use common::{RunInput, StartError};
 pub use env::{Env, Target};
 pub use hooks::{Hook, Hooks};
+pub use worker::{Worker, WorkerConfig, saga_for};

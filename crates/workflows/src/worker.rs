@@ -1,0 +1,168 @@
+//! Engine workers: the loop that finds runs to execute and executes them.
+//!
+//! A worker claims runs that are active and free (no live lease) — its own new ones,
+//! and runs whose worker died — and executes each under the engine's lease, several at
+//! once up to a limit. With PostgreSQL, several worker processes share one database:
+//! the lease decides who executes a run, the fencing generation stops a worker that
+//! lost it. With SQLite there is one worker process.
+//!
+//! Runs are picked up promptly: whoever creates a run calls [`Worker::wake`]; the
+//! periodic claim (default every second) is only for runs created by other processes
+//! and for leases that ran out.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use engine::{Engine, Outcome, Saga};
+use store::{Run, Workflow};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::env::Env;
+
+/// The saga that executes `run`.
+pub fn saga_for(run: &Run) -> Saga<Env> {
+    match run.workflow {
+        Workflow::TestFailover => crate::test_failover::saga(),
+        Workflow::Cleanup => crate::cleanup::saga(),
+        Workflow::LiveFailover => crate::live::saga(),
+        Workflow::Rollback => crate::rollback::saga(),
+        Workflow::Commit => crate::commit::saga(),
+    }
+}
+
+/// How a worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Runs executed at once by this worker.
+    pub concurrency: usize,
+    /// How often to look for runs nobody told this worker about.
+    pub claim_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 64,
+            claim_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A run this worker finished executing, and how.
+pub type Finished = (String, Result<Outcome, engine::EngineError>);
+
+struct Inner {
+    engine: Engine,
+    env: Env,
+    config: WorkerConfig,
+    wake: Notify,
+    /// Runs this worker is executing now.
+    running: Mutex<HashSet<String>>,
+    slots: Semaphore,
+}
+
+impl Inner {
+    /// Takes `run_id` for this worker unless it is already executing it here.
+    fn take(&self, run_id: &str) -> bool {
+        self.running
+            .lock()
+            .expect("poisoned")
+            .insert(run_id.to_string())
+    }
+
+    /// Executes a run this worker took, then lets it go.
+    async fn execute(&self, run_id: String) -> Finished {
+        let _slot = self.slots.acquire().await.expect("never closed");
+        let outcome = match self.env.store.run(&run_id).await {
+            Ok(Some(run)) => {
+                let saga = saga_for(&run);
+                self.engine.execute(&run_id, &saga, &self.env).await
+            }
+            Ok(None) => Err(engine::EngineError::NoRun(run_id.clone())),
+            Err(e) => Err(engine::EngineError::Store(e)),
+        };
+        match &outcome {
+            Ok(outcome) => tracing::info!(run = %run_id, ?outcome, "run executed"),
+            Err(e) => tracing::error!(run = %run_id, error = %e, "run failed to execute"),
+        }
+        self.running.lock().expect("poisoned").remove(&run_id);
+        (run_id, outcome)
+    }
+}
+
+/// An engine worker. Cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+impl Worker {
+    pub fn new(engine: Engine, env: Env, config: WorkerConfig) -> Self {
+        let slots = Semaphore::new(config.concurrency.max(1));
+        Worker {
+            inner: Arc::new(Inner {
+                engine,
+                env,
+                config,
+                wake: Notify::new(),
+                running: Mutex::new(HashSet::new()),
+                slots,
+            }),
+        }
+    }
+
+    /// Looks for runs now instead of at the next claim interval.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Claims every run that is free now and executes them (concurrently, up to the
+    /// limit) to their end; returns how each ended. Runs another worker holds are left
+    /// to it.
+    pub async fn run_once(&self) -> Result<Vec<Finished>, store::StoreError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for run_id in self.inner.env.store.claimable_runs().await? {
+            if self.inner.take(&run_id) {
+                let inner = Arc::clone(&self.inner);
+                tasks.spawn(async move { inner.execute(run_id).await });
+            }
+        }
+        let mut finished = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(done) => finished.push(done),
+                Err(e) => tracing::error!(error = %e, "a run's task panicked"),
+            }
+        }
+        Ok(finished)
+    }
+
+    /// Claims and executes runs until `shutdown` completes. Executions in progress are
+    /// dropped at shutdown: their leases run out and another worker (or this one,
+    /// restarted) resumes them where they were.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            match self.inner.env.store.claimable_runs().await {
+                Ok(ids) => {
+                    for run_id in ids {
+                        if self.inner.take(&run_id) {
+                            let inner = Arc::clone(&self.inner);
+                            tasks.spawn(async move { inner.execute(run_id).await });
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot look for runs"),
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(self.inner.config.claim_interval) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        tasks.abort_all();
+    }
+}
