@@ -590,3 +590,28 @@ pub async fn retry_stuck(store: &Store, run_id: &str) -> Result<(), EngineError>
         .await
         .map_err(EngineError::Store)
 }
+
+/// Gives up on a stuck run: it ends `abandoned`, keeping its error, and no longer holds
+/// its VM. Whatever its failed undo left behind is the operator's to clean up — the
+/// run's steps and log say what that is.
+pub async fn abandon(store: &Store, run_id: &str) -> Result<(), EngineError> {
+    let run = store
+        .run(run_id)
+        .await
+        .map_err(EngineError::Store)?
+        .ok_or_else(|| EngineError::NoRun(run_id.to_string()))?;
+    if run.state != RunState::Stuck {
+        return Err(EngineError::Store(StoreError::Refused(format!(
+            "run {run_id} is {}, not stuck: only a stuck run can be abandoned (cancel a running one)",
+            run.state
+        ))));
+    }
+    store
+        .add_event(run_id, "warn", None, "abandoned by an operator", None)
+        .await
+        .map_err(EngineError::Store)?;
+    store
+        .set_run_state(run_id, RunState::Abandoned, None)
+        .await
+        .map_err(EngineError::Store)
+}

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use engine::{Engine, EngineConfig, Outcome, Saga, Step, StepContext, StepError, retry_stuck};
+use engine::{
+    Engine, EngineConfig, Outcome, Saga, Step, StepContext, StepError, abandon, retry_stuck,
+};
 use serde_json::{Value, json};
 use store::testing::TestStore;
 use store::{
@@ -476,5 +478,54 @@ async fn a_second_worker_does_not_run_a_held_run() -> TestResult {
     );
     assert!(world.calls().is_empty());
     assert_eq!(t.store.run(&run).await?.unwrap().generation, generation);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stuck_run_can_be_abandoned_and_frees_its_vm() -> TestResult {
+    let t = store::testing::sqlite().await?;
+    let run = run_on(&t).await?;
+    let world = World::default();
+    let engine = Engine::new(t.store.clone(), config("w"));
+    assert!(
+        abandon(&t.store, &run).await.is_err(),
+        "a pending run is not abandoned"
+    );
+    world.fault("start", Fault::Definitive);
+    world.fault("snapshot", Fault::UndoFails);
+    assert!(matches!(
+        engine.execute(&run, &saga(), &world).await?,
+        Outcome::Stuck { .. }
+    ));
+    let vm_id = t.store.run(&run).await?.unwrap().vm_id;
+    assert!(
+        t.store
+            .create_run(&vm_id, store::Workflow::Cleanup, None)
+            .await
+            .is_err(),
+        "stuck holds the VM"
+    );
+    abandon(&t.store, &run).await?;
+    let record = t.store.run(&run).await?.unwrap();
+    assert_eq!(record.state, RunState::Abandoned);
+    assert!(
+        record
+            .error
+            .unwrap()
+            .contains("undo of step snapshot failed"),
+        "the reason stays"
+    );
+    assert_eq!(
+        engine.execute(&run, &saga(), &world).await?,
+        Outcome::Ended(RunState::Abandoned)
+    );
+    assert_eq!(
+        world.resources(),
+        vec!["snapshot"],
+        "what the failed undo left is still there"
+    );
+    t.store
+        .create_run(&vm_id, store::Workflow::Cleanup, None)
+        .await?;
     Ok(())
 }
