@@ -114,6 +114,12 @@ pub enum Error {
     /// Two disks or two volumes claim one device path.
     #[error("device conflict: {detail}")]
     DeviceConflict { detail: String },
+    /// The guest-preparation command could not be started, exited non-zero, was
+    /// killed, ran past its timeout, or was interrupted by a restart of the daemon (it
+    /// is never run twice for one idempotency key). The disk may be partly changed:
+    /// the caller reverts it to its snapshot.
+    #[error("{0}")]
+    GuestPrepFailed(Box<GuestPrepFailure>),
     /// The journal could not be read or written.
     #[error("journal: {detail}")]
     Journal { detail: String },
@@ -184,6 +190,7 @@ impl Error {
             Error::Conflict { .. } => "conflict",
             Error::DeviceTimeout { .. } => "device_timeout",
             Error::DeviceConflict { .. } => "device_conflict",
+            Error::GuestPrepFailed(_) => "guest_prep_failed",
             Error::Journal { .. } => "journal",
             Error::Transport { .. } => "transport",
             Error::Internal { .. } => "internal",
@@ -212,7 +219,8 @@ impl Error {
             | Error::ReplicaVolume { .. }
             | Error::NotCreatedByFerry { .. }
             | Error::Conflict { .. }
-            | Error::DeviceConflict { .. } => Class::Definitive,
+            | Error::DeviceConflict { .. }
+            | Error::GuestPrepFailed(_) => Class::Definitive,
         }
     }
 
@@ -235,7 +243,8 @@ impl Error {
             | Error::DeviceConflict { .. } => 409,
             Error::ReplicaVolume { .. }
             | Error::NotCreatedByFerry { .. }
-            | Error::Unprocessable { .. } => 422,
+            | Error::Unprocessable { .. }
+            | Error::GuestPrepFailed(_) => 422,
             Error::CloudStack { class, .. } => match class {
                 // CloudStack understood and refused: the request cannot be carried out.
                 Class::Definitive => 422,
@@ -245,6 +254,45 @@ impl Error {
             Error::DeviceTimeout { .. } => 504,
             Error::Journal { .. } | Error::Transport { .. } | Error::Internal { .. } => 500,
         }
+    }
+}
+
+/// What [`Error::GuestPrepFailed`] says (boxed: the error stays small).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestPrepFailure {
+    pub volume_id: String,
+    /// The device path the command was given.
+    pub device: String,
+    /// The program and its arguments, as one line.
+    pub command: String,
+    /// "exited with status 3", "was killed after its timeout of 60 s", …
+    pub reason: String,
+    /// The last few KiB of what it printed.
+    #[serde(default)]
+    pub stdout_tail: String,
+    #[serde(default)]
+    pub stderr_tail: String,
+}
+
+impl std::fmt::Display for GuestPrepFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "guest preparation of volume {} ({}) failed: `{}` {}",
+            self.volume_id, self.device, self.command, self.reason
+        )?;
+        for (name, text) in [("stdout", &self.stdout_tail), ("stderr", &self.stderr_tail)] {
+            if !text.is_empty() {
+                write!(f, "; {name}: {text}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl From<GuestPrepFailure> for Error {
+    fn from(f: GuestPrepFailure) -> Self {
+        Error::GuestPrepFailed(Box::new(f))
     }
 }
 
@@ -284,12 +332,45 @@ mod tests {
                 presence: crate::Presence::Appears,
                 waited_ms: 5,
             },
+            GuestPrepFailure {
+                volume_id: "v".into(),
+                device: "/dev/disk/by-id/virtio-v".into(),
+                command: "prep /dev/disk/by-id/virtio-v".into(),
+                reason: "exited with status 3".into(),
+                stdout_tail: "".into(),
+                stderr_tail: "no virtio iso".into(),
+            }
+            .into(),
         ];
         for e in errors {
             let v = serde_json::to_value(&e).unwrap();
             assert_eq!(v["code"], e.code(), "{v}");
             assert_eq!(serde_json::from_value::<Error>(v).unwrap(), e);
         }
+    }
+
+    #[test]
+    fn a_failed_guest_prep_says_why_with_its_output() {
+        let e: Error = GuestPrepFailure {
+            volume_id: "v".into(),
+            device: "/dev/disk/by-id/virtio-v".into(),
+            command: "prep -i disk /dev/disk/by-id/virtio-v".into(),
+            reason: "exited with status 3".into(),
+            stdout_tail: "".into(),
+            stderr_tail: "no virtio iso".into(),
+        }
+        .into();
+        assert_eq!(
+            e.to_string(),
+            "guest preparation of volume v (/dev/disk/by-id/virtio-v) failed: \
+             `prep -i disk /dev/disk/by-id/virtio-v` exited with status 3; stderr: no virtio iso"
+        );
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["code"], "guest_prep_failed");
+        assert_eq!(
+            v["stderr_tail"], "no virtio iso",
+            "flat in the error body: {v}"
+        );
     }
 
     #[test]

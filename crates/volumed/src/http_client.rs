@@ -16,7 +16,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::server::IDEMPOTENCY_HEADER;
-use crate::{Call, Device, Error, Presence, Result, SnapshotInfo, VolumeInfo, VolumeService};
+use crate::{
+    Call, Device, Error, GuestPrep, GuestPrepOutcome, Presence, Result, SnapshotInfo, VolumeInfo,
+    VolumeService,
+};
 
 /// How to reach a `ferry volumed` server.
 #[derive(Clone)]
@@ -194,6 +197,11 @@ struct DeviceAnswer {
     device: Option<Device>,
 }
 
+#[derive(serde::Deserialize)]
+struct ToolAnswer {
+    available: bool,
+}
+
 #[async_trait::async_trait]
 impl VolumeService for HttpClient {
     async fn attach(
@@ -281,6 +289,35 @@ impl VolumeService for HttpClient {
         );
         let answer: DeviceAnswer = self.send(Method::GET, &path, None, None).await?;
         Ok(answer.device)
+    }
+
+    async fn tool_available(&self, appliance_vm_id: &str, program: &str) -> Result<bool> {
+        crate::types::non_empty("appliance_vm_id", appliance_vm_id)?;
+        crate::types::non_empty("program", program)?;
+        // `seg` encodes everything but unreserved characters: valid in a query too.
+        let path = format!(
+            "/v1/appliances/{}/tools?program={}",
+            seg(appliance_vm_id),
+            seg(program)
+        );
+        let answer: ToolAnswer = self.send(Method::GET, &path, None, None).await?;
+        Ok(answer.available)
+    }
+
+    async fn prepare_guest(
+        &self,
+        call: &Call,
+        appliance_vm_id: &str,
+        volume_id: &str,
+        prep: &GuestPrep,
+    ) -> Result<GuestPrepOutcome> {
+        let body = json!({
+            "appliance_vm_id": appliance_vm_id,
+            "volume_id": volume_id,
+            "prep": prep,
+        });
+        self.mutate(Method::POST, "/v1/guest-prep", call, body)
+            .await
     }
 }
 

@@ -10,7 +10,9 @@
 //!   insert-or-select do it).
 //! - An operation moves `pending` → `submitted` (job id known) → `succeeded` |
 //!   `failed`, and never back. A `pending` record says "CloudStack may or may not
-//!   have been asked"; a `submitted` one names the job to wait on.
+//!   have been asked"; a `submitted` one names the job to wait on (for guest
+//!   preparation, which is no CloudStack job: the command has been started, see
+//!   [`crate::guest_prep`]).
 //! - [`Journal::check_fence`] remembers the highest generation per run and refuses a
 //!   lower one, atomically (compare and raise in one statement).
 //! - [`Journal::record_device`] keeps "the current attachment and device path of each
@@ -38,6 +40,8 @@ pub enum OpKind {
     DeleteSnapshot,
     CreateVolume,
     DeleteVolume,
+    /// Guest preparation: a command run on the appliance, not a CloudStack job.
+    GuestPrep,
 }
 
 impl OpKind {
@@ -52,6 +56,7 @@ impl OpKind {
             OpKind::DeleteSnapshot => "delete_snapshot",
             OpKind::CreateVolume => "create_volume",
             OpKind::DeleteVolume => "delete_volume",
+            OpKind::GuestPrep => "guest_prep",
         }
     }
 
@@ -65,6 +70,7 @@ impl OpKind {
             OpKind::DeleteSnapshot,
             OpKind::CreateVolume,
             OpKind::DeleteVolume,
+            OpKind::GuestPrep,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -560,6 +566,7 @@ mod tests {
             "delete_snapshot",
             "create_volume",
             "delete_volume",
+            "guest_prep",
         ] {
             assert_eq!(OpKind::parse(k).unwrap().as_str(), k);
             assert_eq!(

@@ -62,12 +62,16 @@
 //!   `crates/store` can implement it; [`MemoryJournal`] for tests.
 //! - [`server::serve`]: the REST API (axum) in front of any [`VolumeService`].
 //! - [`device`]: the appliance's sysfs scan.
+//! - [`guest_prep`]: running the operator's guest-preparation command (VirtIO driver
+//!   injection for Windows) against a disk on the appliance, journaled like the
+//!   CloudStack operations and never run twice for one key.
 //!
 //! Architecture invariant: this crate knows nothing of workflows, runs or SQL. It knows
 //! CloudStack (through the `cloudstack` client) and the appliance's `/sys` and `/dev`.
 
 pub mod device;
 mod error;
+pub mod guest_prep;
 mod http_client;
 mod journal;
 mod local;
@@ -77,7 +81,7 @@ mod store_journal;
 mod types;
 
 pub use device::{Device, Presence};
-pub use error::{Class, Error};
+pub use error::{Class, Error, GuestPrepFailure};
 pub use http_client::{HttpClient, HttpClientConfig};
 pub use journal::{
     Begun, DeviceRecord, Journal, JournalError, MemoryJournal, NewOp, OpKind, OpRecord, OpState,
@@ -86,7 +90,10 @@ pub use journal::{
 pub use local::{Local, LocalConfig, Resumed};
 pub use service::VolumeService;
 pub use store_journal::StoreJournal;
-pub use types::{Call, Fence, OpRequest, SnapshotInfo, VolumeInfo};
+pub use types::{
+    Call, DEVICE_PLACEHOLDER, Fence, GuestPrep, GuestPrepOutcome, MAX_GUEST_PREP_SECS, OpRequest,
+    SnapshotInfo, VolumeInfo,
+};
 
 /// The result of every volume-daemon call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

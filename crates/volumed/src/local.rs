@@ -43,7 +43,7 @@
 //! the engine's lease machinery can provide once it exists.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,11 +55,12 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::device::{self, PollSteps};
-use crate::error::Error;
+use crate::error::{Error, GuestPrepFailure};
+use crate::guest_prep;
 use crate::journal::{
     Begun, DeviceRecord, Journal, JournalError, NewOp, OpKind, OpRecord, Outcome,
 };
-use crate::types::{Call, OpRequest, SnapshotInfo, VolumeInfo};
+use crate::types::{Call, GuestPrep, GuestPrepOutcome, OpRequest, SnapshotInfo, VolumeInfo};
 use crate::{Device, Presence, Result, VolumeService};
 
 /// How a [`Local`] daemon behaves.
@@ -111,6 +112,10 @@ pub struct Resumed {
 
 type OpFuture = Shared<BoxFuture<'static, Result<Value>>>;
 
+/// How long guest preparation waits for a disk CloudStack has on the appliance to be
+/// visible there (normally it is already: the caller waited for it after attaching).
+const GUEST_PREP_DEVICE_WAIT: Duration = Duration::from_secs(30);
+
 /// The in-process volume daemon. Dropping it stops its operations where they are,
 /// as a crash would; their records stay in the journal for [`Local::resume_unfinished`].
 pub struct Local {
@@ -141,7 +146,10 @@ struct Concurrency {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
     New,
+    /// Found unfinished by a request that asked again with its key.
     Recovered,
+    /// Found unfinished by [`Local::resume_unfinished`]: nobody is asking.
+    Resumed,
 }
 
 /// What looking at CloudStack said about an operation of unknown outcome.
@@ -217,6 +225,7 @@ fn kind_of(request: &OpRequest) -> OpKind {
         OpRequest::DeleteSnapshot { .. } => OpKind::DeleteSnapshot,
         OpRequest::CreateVolume { .. } => OpKind::CreateVolume,
         OpRequest::DeleteVolume { .. } => OpKind::DeleteVolume,
+        OpRequest::GuestPrep { .. } => OpKind::GuestPrep,
     }
 }
 
@@ -230,12 +239,22 @@ fn command_of(kind: OpKind) -> &'static str {
         OpKind::DeleteSnapshot => "deleteSnapshot",
         OpKind::CreateVolume => "createVolume",
         OpKind::DeleteVolume => "deleteVolume",
+        OpKind::GuestPrep => "guest-prep",
     }
 }
 
 /// The serialization key of an operation: its VM, else its volume, else its snapshot.
+///
+/// Guest preparation is serialized per volume, not per appliance: it can run for an
+/// hour, and the appliance's other disks (other VMs' failovers) must not wait for it.
+/// Nothing else is done to that volume meanwhile, because its one caller — the
+/// failover that owns the VM — does one thing at a time.
 fn lock_key(op: &OpRecord) -> String {
-    if let Some(vm) = &op.vm_id {
+    if op.kind == OpKind::GuestPrep
+        && let Some(v) = &op.volume_id
+    {
+        format!("volume:{v}")
+    } else if let Some(vm) = &op.vm_id {
         format!("vm:{vm}")
     } else if let Some(v) = &op.volume_id {
         format!("volume:{v}")
@@ -289,7 +308,7 @@ impl Local {
             for op in ops {
                 let future = match inflight.get(&op.idempotency_key) {
                     Some(f) => f.clone(),
-                    None => self.spawn(&mut inflight, op.clone(), Origin::Recovered),
+                    None => self.spawn(&mut inflight, op.clone(), Origin::Resumed),
                 };
                 waits.push((op, future));
             }
@@ -507,6 +526,11 @@ impl Inner {
                 (None, None, Some(snapshot_id.clone()))
             }
             OpRequest::DeleteVolume { volume_id } => (None, Some(volume_id.clone()), None),
+            OpRequest::GuestPrep {
+                appliance_vm_id,
+                volume_id,
+                ..
+            } => (Some(appliance_vm_id.clone()), Some(volume_id.clone()), None),
         })
     }
 
@@ -533,9 +557,20 @@ impl Inner {
             tracing::Span::current().record("job_id", job_id.as_str());
         }
         tracing::debug!(?origin, "operation starts");
-        let outcome = match &op.job_id {
-            Some(job_id) => self.wait_job(&op, job_id, op.entity_id.clone()).await,
-            None => self.submit_and_wait(&op, &request, origin).await,
+        let outcome = match (&request, &op.job_id) {
+            (
+                OpRequest::GuestPrep {
+                    appliance_vm_id,
+                    volume_id,
+                    prep,
+                },
+                _,
+            ) => {
+                self.guest_prep(&op, origin, appliance_vm_id, volume_id, prep)
+                    .await
+            }
+            (_, Some(job_id)) => self.wait_job(&op, job_id, op.entity_id.clone()).await,
+            (_, None) => self.submit_and_wait(&op, &request, origin).await,
         };
         let recorded = match &outcome {
             Ok(value) => {
@@ -571,7 +606,7 @@ impl Inner {
         // One resubmission is allowed after looking showed that an unknown outcome was
         // "nothing happened"; a recovered operation spends it on its first submission.
         let mut may_resubmit = true;
-        if origin == Origin::Recovered {
+        if origin != Origin::New {
             match self.look_settled(op, request).await? {
                 Some(done) => return done,
                 None => may_resubmit = false,
@@ -757,6 +792,14 @@ impl Inner {
                 c.delete_volume(volume_id).await?;
                 Submitted::Done(Value::Null)
             }
+            // Never submitted: `drive` runs it (see `guest_prep`).
+            OpRequest::GuestPrep { .. } => {
+                return Err(cloudstack::Error::Decode {
+                    command: command_of(OpKind::GuestPrep).into(),
+                    mutation: true,
+                    detail: "guest preparation is not a CloudStack command".into(),
+                });
+            }
         })
     }
 
@@ -783,9 +826,9 @@ impl Inner {
                 .wait(&Job::<Success>::resume(command, job_id, entity_id))
                 .await
                 .map(|_| Value::Null),
-            OpKind::DeleteVolume => {
+            OpKind::DeleteVolume | OpKind::GuestPrep => {
                 return Err(Error::internal(format!(
-                    "operation {}: deleteVolume is synchronous and has no job {job_id} to wait on",
+                    "operation {}: {command} is no CloudStack job; there is no job {job_id} to wait on",
                     op.id
                 )));
             }
@@ -974,6 +1017,11 @@ impl Inner {
                 None => Look::Done(Value::Null),
                 Some(_) => Look::NotDone,
             },
+            // A command's effect on a disk cannot be looked up; `guest_prep` never
+            // asks.
+            OpRequest::GuestPrep { .. } => Look::Unresolved(
+                "the effect of a guest preparation cannot be looked up in CloudStack".into(),
+            ),
         })
     }
 
@@ -1015,6 +1063,154 @@ impl Inner {
         };
         if let Err(e) = self.journal.record_device(record).await {
             tracing::warn!(error = %crate::error::chain(&e), "could not record the volume's attachment");
+        }
+    }
+
+    /// Checks with CloudStack that `volume_id` is attached to the appliance and that no
+    /// other volume there shares its serial; returns its device id.
+    async fn attached_to_appliance(
+        &self,
+        appliance_vm_id: &str,
+        volume_id: &str,
+        otherwise: &str,
+    ) -> Result<Option<i64>> {
+        let serial = cloudstack::volume_serial(volume_id);
+        let attached = self.volumes_of(appliance_vm_id).await?;
+        // A serial is only the first 20 hex digits of the volume's UUID: two
+        // volumes can share one, and then one path would name two disks.
+        if let Some(other) = attached
+            .iter()
+            .find(|v| v.id != volume_id && cloudstack::volume_serial(&v.id) == serial)
+        {
+            return Err(Error::DeviceConflict {
+                detail: format!(
+                    "volumes {volume_id} and {} on appliance {appliance_vm_id} share the serial {serial}, so one path would name both",
+                    other.id
+                ),
+            });
+        }
+        match attached.iter().find(|v| v.id == volume_id) {
+            Some(ours) => Ok(ours.deviceid),
+            None => Err(Error::conflict(format!(
+                "volume {volume_id} is not attached to appliance {appliance_vm_id}; {otherwise}"
+            ))),
+        }
+    }
+
+    /// Runs a guest preparation: see [`crate::guest_prep`] for why it is never run
+    /// twice for one key.
+    async fn guest_prep(
+        &self,
+        op: &OpRecord,
+        origin: Origin,
+        appliance_vm_id: &str,
+        volume_id: &str,
+        prep: &GuestPrep,
+    ) -> Result<Value> {
+        let root = self.appliance_root(appliance_vm_id)?.clone();
+        let serial = cloudstack::volume_serial(volume_id);
+        let expected_path = root
+            .join(
+                Device::path_of(&serial)
+                    .strip_prefix("/")
+                    .unwrap_or(Path::new("")),
+            )
+            .to_string_lossy()
+            .into_owned();
+        let failed = |device: &str, command: String, reason: String| -> Error {
+            GuestPrepFailure {
+                volume_id: volume_id.to_string(),
+                device: device.to_string(),
+                command,
+                reason,
+                stdout_tail: String::new(),
+                stderr_tail: String::new(),
+            }
+            .into()
+        };
+        if let Some(started) = &op.job_id {
+            // Started by a daemon that is gone: it may have done any part of its work.
+            return Err(failed(
+                &expected_path,
+                guest_prep::command_line(&prep.program, &prep.args_for(&expected_path)),
+                format!(
+                    "was interrupted: the volume daemon stopped while it ran ({started}), and it is never run twice for one request; \
+                     revert the disk to its snapshot and ask again with a new idempotency key"
+                ),
+            ));
+        }
+        if origin == Origin::Resumed {
+            return Err(failed(
+                &expected_path,
+                guest_prep::command_line(&prep.program, &prep.args_for(&expected_path)),
+                "was not run: the volume daemon restarted before it started, and it does not start a \
+                 command that changes a disk when nobody is waiting for it; ask again with a new idempotency key"
+                    .to_string(),
+            ));
+        }
+        self.attached_to_appliance(
+            appliance_vm_id,
+            volume_id,
+            "guest preparation runs only on a disk attached there",
+        )
+        .await?;
+        let device = device::wait(
+            &root,
+            volume_id,
+            &serial,
+            Presence::Appears,
+            GUEST_PREP_DEVICE_WAIT,
+            self.config.device_poll,
+        )
+        .await?
+        .ok_or_else(|| Error::internal("an appearing device was not returned"))?;
+        let device_path = device.under(&root).to_string_lossy().into_owned();
+        let args = prep.args_for(&device_path);
+        let command = guest_prep::command_line(&prep.program, &args);
+        // Recorded as started before it starts: from here on, it is never run again.
+        self.journal
+            .set_job(&op.id, "guest-prep:starting", None)
+            .await
+            .map_err(journal_error)?;
+        let started = guest_prep::start(&prep.program, &args)
+            .map_err(|reason| failed(&device_path, command.clone(), reason))?;
+        if let Some(pid) = started.pid() {
+            let job = format!("guest-prep:pid:{pid}");
+            tracing::Span::current().record("job_id", job.as_str());
+            if let Err(e) = self.journal.set_job(&op.id, &job, None).await {
+                // It is recorded as started already; the pid is only for the operator.
+                tracing::warn!(error = %crate::error::chain(&e), "could not record the guest preparation's pid");
+            }
+        }
+        tracing::info!(command, kernel_name = %device.kernel_name, timeout_secs = prep.timeout_secs, "guest preparation started");
+        match started.finish(Duration::from_secs(prep.timeout_secs)).await {
+            Ok(ran) => {
+                tracing::info!(
+                    command,
+                    duration_ms = ran.duration.as_millis() as u64,
+                    "guest preparation succeeded"
+                );
+                Ok(to_json(&GuestPrepOutcome {
+                    appliance_vm_id: appliance_vm_id.to_string(),
+                    volume_id: volume_id.to_string(),
+                    device_path,
+                    kernel_name: device.kernel_name,
+                    command: std::iter::once(prep.program.clone()).chain(args).collect(),
+                    exit_code: 0,
+                    duration_ms: ran.duration.as_millis() as u64,
+                    stdout_tail: ran.stdout_tail,
+                    stderr_tail: ran.stderr_tail,
+                }))
+            }
+            Err(f) => Err(GuestPrepFailure {
+                volume_id: volume_id.to_string(),
+                device: device_path,
+                command,
+                reason: f.reason,
+                stdout_tail: f.stdout_tail,
+                stderr_tail: f.stderr_tail,
+            }
+            .into()),
         }
     }
 
@@ -1152,6 +1348,39 @@ impl VolumeService for Local {
         .map(|_| ())
     }
 
+    async fn tool_available(&self, appliance_vm_id: &str, program: &str) -> Result<bool> {
+        crate::types::non_empty("appliance_vm_id", appliance_vm_id)?;
+        // Evaluated here: this daemon runs on the appliance.
+        self.inner.appliance_root(appliance_vm_id)?;
+        let program = program.to_string();
+        let found = tokio::task::spawn_blocking(move || {
+            guest_prep::find_executable(&program, std::env::var_os("PATH").as_deref())
+        })
+        .await
+        .map_err(|e| Error::internal(format!("tool lookup task: {e}")))??;
+        Ok(found.is_some())
+    }
+
+    async fn prepare_guest(
+        &self,
+        call: &Call,
+        appliance_vm_id: &str,
+        volume_id: &str,
+        prep: &GuestPrep,
+    ) -> Result<GuestPrepOutcome> {
+        // Refused before anything is recorded: not an appliance of this daemon.
+        self.inner.appliance_root(appliance_vm_id)?;
+        self.execute(
+            call,
+            OpRequest::GuestPrep {
+                appliance_vm_id: appliance_vm_id.into(),
+                volume_id: volume_id.into(),
+                prep: prep.clone(),
+            },
+        )
+        .await
+    }
+
     async fn list_vm_volumes(&self, vm_id: &str) -> Result<Vec<VolumeInfo>> {
         crate::types::non_empty("vm_id", vm_id)?;
         let volumes = self.inner.volumes_of(vm_id).await?;
@@ -1181,26 +1410,9 @@ impl VolumeService for Local {
         let serial = cloudstack::volume_serial(volume_id);
         let mut device_id = None;
         if presence == Presence::Appears {
-            let attached = inner.volumes_of(appliance_vm_id).await?;
-            // A serial is only the first 20 hex digits of the volume's UUID: two
-            // volumes can share one, and then one path would name two disks.
-            if let Some(other) = attached
-                .iter()
-                .find(|v| v.id != volume_id && cloudstack::volume_serial(&v.id) == serial)
-            {
-                return Err(Error::DeviceConflict {
-                    detail: format!(
-                        "volumes {volume_id} and {} on appliance {appliance_vm_id} share the serial {serial}, so one path would name both",
-                        other.id
-                    ),
-                });
-            }
-            let Some(ours) = attached.iter().find(|v| v.id == volume_id) else {
-                return Err(Error::conflict(format!(
-                    "volume {volume_id} is not attached to appliance {appliance_vm_id}; its disk will not appear there"
-                )));
-            };
-            device_id = ours.deviceid;
+            device_id = inner
+                .attached_to_appliance(appliance_vm_id, volume_id, "its disk will not appear there")
+                .await?;
         }
         let found = device::wait(
             &root,

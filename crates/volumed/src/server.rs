@@ -20,6 +20,8 @@
 //! | `DELETE /v1/volumes/{id}` | — | `{}` |
 //! | `GET /v1/vms/{vm_id}/volumes` | — | `[VolumeInfo]` |
 //! | `GET /v1/appliances/{vm_id}/devices/{volume_id}?presence=appears&timeout_ms=N` | — | `{"device": Device \| null}` |
+//! | `POST /v1/guest-prep` | `appliance_vm_id`, `volume_id`, `prep` ([`crate::GuestPrep`]) | [`crate::GuestPrepOutcome`] |
+//! | `GET /v1/appliances/{vm_id}/tools?program=P` | — | `{"program": P, "available": bool}` |
 //!
 //! Every mutating body may also carry `fence: {"run_id", "generation"}`.
 
@@ -41,7 +43,7 @@ use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
-use crate::{Call, Error, Fence, Presence, VolumeService};
+use crate::{Call, Error, Fence, GuestPrep, Presence, VolumeService};
 
 /// The header that carries the idempotency key.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -87,6 +89,8 @@ pub fn router(service: Arc<dyn VolumeService>, token: SecretString) -> Router {
             "/v1/appliances/{vm_id}/devices/{volume_id}",
             get(wait_device),
         )
+        .route("/v1/guest-prep", post(prepare_guest))
+        .route("/v1/appliances/{vm_id}/tools", get(tool_available))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -278,6 +282,18 @@ struct CreateVolumeBody {
     fence: Option<Fence>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuestPrepBody {
+    appliance_vm_id: String,
+    volume_id: String,
+    prep: GuestPrep,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    fence: Option<Fence>,
+}
+
 /// The body of a call whose arguments are all in the path.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -393,6 +409,32 @@ async fn wait_device(
         .wait_device(&vm_id, &volume_id, q.presence, timeout)
         .await?;
     ok(&json!({ "device": device }))
+}
+
+async fn prepare_guest(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let b: GuestPrepBody = parse(&body)?;
+    let call = call_of(&headers, b.idempotency_key, b.fence)?;
+    ok(&s
+        .service
+        .prepare_guest(&call, &b.appliance_vm_id, &b.volume_id, &b.prep)
+        .await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToolQuery {
+    program: String,
+}
+
+async fn tool_available(
+    State(s): State<AppState>,
+    Path(vm_id): Path<String>,
+    query: Result<Query<ToolQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(q) =
+        query.map_err(|e| Error::bad_request(format!("expected ?program=NAME_OR_PATH: {e}")))?;
+    let available = s.service.tool_available(&vm_id, &q.program).await?;
+    ok(&json!({ "program": q.program, "available": available }))
 }
 
 #[cfg(test)]

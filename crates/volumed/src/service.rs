@@ -20,7 +20,9 @@
 
 use std::time::Duration;
 
-use crate::{Call, Device, Presence, Result, SnapshotInfo, VolumeInfo};
+use crate::{
+    Call, Device, GuestPrep, GuestPrepOutcome, Presence, Result, SnapshotInfo, VolumeInfo,
+};
 
 #[async_trait::async_trait]
 pub trait VolumeService: Send + Sync {
@@ -75,4 +77,25 @@ pub trait VolumeService: Send + Sync {
         presence: Presence,
         timeout: Duration,
     ) -> Result<Option<Device>>;
+
+    /// Whether `program` is an executable file on the daemon's `PATH`, or an absolute
+    /// path to one — evaluated where the daemon runs, which is the appliance
+    /// `appliance_vm_id` (an appliance this daemon does not serve is
+    /// [`crate::Error::NotFound`]).
+    async fn tool_available(&self, appliance_vm_id: &str, program: &str) -> Result<bool>;
+
+    /// Runs the guest-preparation command `prep` against `volume_id`'s disk, which must
+    /// be attached to the appliance `appliance_vm_id` and visible there; `{device}` in
+    /// its arguments becomes the disk's device path. Journaled under the call's key:
+    /// asking again returns the first outcome (waiting for it if it is still running)
+    /// and never runs the command a second time. A command that fails, is killed or
+    /// times out is [`crate::Error::GuestPrepFailed`] (definitive) with the tail of
+    /// its output; the disk may then be partly changed.
+    async fn prepare_guest(
+        &self,
+        call: &Call,
+        appliance_vm_id: &str,
+        volume_id: &str,
+        prep: &GuestPrep,
+    ) -> Result<GuestPrepOutcome>;
 }

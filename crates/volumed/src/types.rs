@@ -121,6 +121,13 @@ pub enum OpRequest {
     DeleteVolume {
         volume_id: String,
     },
+    /// Run the guest-preparation command against a volume's disk on an appliance of
+    /// this daemon (no CloudStack command: see [`crate::guest_prep`]).
+    GuestPrep {
+        appliance_vm_id: String,
+        volume_id: String,
+        prep: GuestPrep,
+    },
 }
 
 impl OpRequest {
@@ -170,8 +177,110 @@ impl OpRequest {
                 non_empty("name", name)?;
                 non_empty("zone_id", zone_id)
             }
+            OpRequest::GuestPrep {
+                appliance_vm_id,
+                volume_id,
+                prep,
+            } => {
+                non_empty("appliance_vm_id", appliance_vm_id)?;
+                non_empty("volume_id", volume_id)?;
+                prep.validate()
+            }
         }
     }
+}
+
+/// What stands for the disk's device path in [`GuestPrep::args`].
+pub const DEVICE_PLACEHOLDER: &str = "{device}";
+
+/// The longest guest preparation a request may ask for (a day).
+pub const MAX_GUEST_PREP_SECS: u64 = 24 * 3600;
+
+fn default_guest_prep_timeout() -> u64 {
+    3600
+}
+
+/// Guest preparation: a command the daemon runs on the appliance against the device
+/// path of a disk attached there — in a failover, the boot replica, after its snapshot
+/// and before it leaves the appliance for the target VM.
+///
+/// The command is run directly (no shell) with `args`, in which every occurrence of
+/// `{device}` is replaced by the disk's path (`/dev/disk/by-id/virtio-<serial>` on a
+/// real appliance). Nothing about the command is built in. The documented example,
+/// and what an operator configures for Windows guests, injects the VirtIO drivers:
+///
+/// ```toml
+/// [guest_prep]
+/// program = "virt-v2v-in-place"
+/// args = ["-i", "disk", "{device}", "--inject-virtio-win", "/usr/share/virtio-win/virtio-win.iso"]
+/// timeout_secs = 3600
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestPrep {
+    /// A program name looked up on the daemon's `PATH`, or an absolute path.
+    pub program: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// After this long the command and everything it started are killed (and the
+    /// preparation has failed). Default one hour.
+    #[serde(default = "default_guest_prep_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl GuestPrep {
+    /// A preparation with the default timeout.
+    pub fn new(
+        program: impl Into<String>,
+        args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        GuestPrep {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            timeout_secs: default_guest_prep_timeout(),
+        }
+    }
+
+    /// The arguments with `{device}` replaced by `device`.
+    pub fn args_for(&self, device: &str) -> Vec<String> {
+        self.args
+            .iter()
+            .map(|a| a.replace(DEVICE_PLACEHOLDER, device))
+            .collect()
+    }
+
+    /// Refuses an empty program and a timeout of zero or of more than
+    /// [`MAX_GUEST_PREP_SECS`].
+    pub fn validate(&self) -> Result<(), Error> {
+        non_empty("prep.program", &self.program)?;
+        if self.timeout_secs == 0 || self.timeout_secs > MAX_GUEST_PREP_SECS {
+            return Err(Error::bad_request(format!(
+                "prep.timeout_secs is {}; it must be between 1 and {MAX_GUEST_PREP_SECS}",
+                self.timeout_secs
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How a guest preparation that succeeded went (a failed one is
+/// [`Error::GuestPrepFailed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestPrepOutcome {
+    pub appliance_vm_id: String,
+    pub volume_id: String,
+    /// The path the command was given for `{device}`: the disk's stable path as the
+    /// daemon resolved it (under its scan root, which is `/` on a real appliance).
+    pub device_path: String,
+    /// The kernel's name of the disk when the command ran (for humans).
+    pub kernel_name: String,
+    /// The program and its arguments, `{device}` replaced.
+    pub command: Vec<String>,
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    /// The last few KiB of what the command printed, as text.
+    pub stdout_tail: String,
+    pub stderr_tail: String,
 }
 
 /// A CloudStack volume as the daemon reports it.
@@ -262,6 +371,44 @@ mod tests {
         assert!(attach(Some(0)).validate().is_err());
         assert!(attach(Some(3)).validate().is_err());
         assert!(attach(Some(-1)).validate().is_err());
+    }
+
+    #[test]
+    fn guest_prep_reads_with_defaults_and_replaces_the_device() {
+        let prep: GuestPrep = serde_json::from_value(serde_json::json!({
+            "program": "virt-v2v-in-place",
+            "args": ["-i", "disk", "{device}", "--inject-virtio-win", "/usr/share/virtio-win/virtio-win.iso"]
+        }))
+        .unwrap();
+        assert_eq!(prep.timeout_secs, 3600);
+        assert_eq!(
+            prep.args_for("/dev/disk/by-id/virtio-abc"),
+            [
+                "-i",
+                "disk",
+                "/dev/disk/by-id/virtio-abc",
+                "--inject-virtio-win",
+                "/usr/share/virtio-win/virtio-win.iso"
+            ]
+        );
+        assert_eq!(
+            GuestPrep::new("p", ["x={device},y={device}"]).args_for("/d"),
+            ["x=/d,y=/d"]
+        );
+        assert!(prep.validate().is_ok());
+        assert!(
+            GuestPrep::new(" ", Vec::<String>::new())
+                .validate()
+                .is_err()
+        );
+        let mut zero = prep.clone();
+        zero.timeout_secs = 0;
+        assert!(zero.validate().is_err());
+        assert!(
+            serde_json::from_value::<GuestPrep>(serde_json::json!({"program": "p", "timeout": 3}))
+                .is_err(),
+            "a misspelt field is refused"
+        );
     }
 
     #[test]
