@@ -8,6 +8,14 @@
 //! snapshots → destroy the test VM → `ready_for_failover`. What it finds that it did
 //! not expect (a volume on the test VM that no plan put there, a missing snapshot) is
 //! reported in the step's output and the run's log, never hidden.
+//!
+//! After a clone-mode test (the cleanup run carries the test run's mode) the replicas
+//! never left the appliance and kept receiving replication, so they are *not*
+//! reverted: the test VM's volumes — the clones — are detached and deleted instead
+//! (only volumes ferry created; the volume daemon refuses anything else). One saga
+//! serves both modes: a step that has nothing to do in a mode says so in its output.
+//! `reattach-replicas` runs in both: in clone mode it finds the replicas where they
+//! are and re-correlates their device paths, and puts back one that is not.
 
 use async_trait::async_trait;
 use engine::{Saga, Step, StepContext, StepError};
@@ -19,7 +27,8 @@ use crate::common::{
     ensure_stopped, find_vm, input, protected_vm, revert_detached_replicas,
 };
 use crate::env::{Env, call, store_error, volume_error};
-use crate::test_failover::{StartError, delete_run_snapshots};
+use crate::test_failover::clone::{Deleted, delete_clones, is_clone};
+use crate::test_failover::{Mode, StartError, delete_run_snapshots, run_mode};
 
 /// Creates a cleanup run for `vm_name`, after its last test failover.
 pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
@@ -36,7 +45,16 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
             name: vm.name.clone(),
             state: vm.state,
         })?;
-    let run = match env.store.create_run(&vm.id, Workflow::Cleanup, None).await {
+    // The cleanup follows the test's mode (its own `mode` column says which).
+    let mode = match &test_run {
+        Some(r) => Mode::of_run(r).map_err(|e| StartError::Store(store::StoreError::Corrupt(e)))?,
+        None => Mode::Replica,
+    };
+    let run = match env
+        .store
+        .create_run(&vm.id, Workflow::Cleanup, Some(mode.as_str()))
+        .await
+    {
         Ok(run) => run,
         Err(store::StoreError::Constraint { constraint, .. })
             if constraint == "runs_one_active_per_vm" =>
@@ -74,6 +92,7 @@ pub fn saga() -> Saga<Env> {
         Box::new(StopTestVm),
         Box::new(DetachFromTestVm),
         Box::new(RevertReplicas),
+        Box::new(DeleteClones),
         Box::new(ReattachReplicas),
         Box::new(DeleteSnapshots),
         Box::new(DestroyTestVm),
@@ -84,6 +103,7 @@ pub fn saga() -> Saga<Env> {
 struct StopTestVm;
 struct DetachFromTestVm;
 struct RevertReplicas;
+struct DeleteClones;
 // Shared with rollback and commit, which put the replicas back and delete the
 // snapshots of a live failover the same way.
 pub(crate) struct ReattachReplicas;
@@ -130,6 +150,7 @@ impl Step<Env> for DetachFromTestVm {
         let Some(vm) = find_vm(env, &input.target_name).await? else {
             return Ok(json!({ "detached": [], "unexpected": [] }));
         };
+        let mode = run_mode(cx)?;
         let mut detached = Vec::new();
         let mut unexpected = Vec::new();
         for v in env
@@ -138,7 +159,11 @@ impl Step<Env> for DetachFromTestVm {
             .await
             .map_err(|e| volume_error("listing the test VM's volumes", e))?
         {
-            if input.plan.by_volume(&v.id).is_none() {
+            // A replica is detached in either mode (in clone mode it should not be
+            // there, but it cannot stay: reattach-replicas puts it back).
+            let ours = input.plan.by_volume(&v.id).is_some()
+                || (mode == Mode::Clone && is_clone(env, &input, &v.id, &v.name).await?);
+            if !ours {
                 // Not ferry's to move or delete: report it and leave it on the VM, whose
                 // destruction will then be refused only if it is a replica.
                 let message = format!(
@@ -165,7 +190,7 @@ impl Step<Env> for DetachFromTestVm {
                 )
                 .await
                 .map_err(|e| {
-                    volume_error(&format!("detaching replica {} from the test VM", v.id), e)
+                    volume_error(&format!("detaching volume {} from the test VM", v.id), e)
                 })?;
             detached.push(v.id);
         }
@@ -189,6 +214,11 @@ impl Step<Env> for RevertReplicas {
     }
 
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        if run_mode(cx)? == Mode::Clone {
+            // The replicas never left the appliance and hold replication's writes
+            // since the snapshots: reverting them would throw those away.
+            return Ok(json!({ "skipped": "clone mode: the replicas were never on the test VM" }));
+        }
         let input = input(cx)?;
         // A replica already back on the appliance was reverted by an earlier cleanup
         // (or unwind) and is skipped, so a cleanup is run again safely at any point.
@@ -207,6 +237,32 @@ impl Step<Env> for RevertReplicas {
             .map(|(volume_id, snapshot_id)| json!({ "volume_id": volume_id, "snapshot_id": snapshot_id }))
             .collect();
         Ok(json!({ "reverted": reverted }))
+    }
+
+    /// A forward workflow: the next cleanup finishes what this one left.
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for DeleteClones {
+    fn name(&self) -> &str {
+        "delete-clones"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        if run_mode(cx)? != Mode::Clone {
+            return Ok(json!({ "skipped": "replica mode: there are no clones" }));
+        }
+        let input = input(cx)?;
+        // Found by name, so a clone an earlier cleanup did not get to is found too.
+        let Deleted { deleted, foreign } = delete_clones(cx, "delete-clones", &input).await?;
+        Ok(json!({ "deleted": deleted, "unexpected": foreign }))
     }
 
     /// A forward workflow: the next cleanup finishes what this one left.

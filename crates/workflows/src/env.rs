@@ -32,6 +32,11 @@ pub struct Env {
     pub device_timeout: Duration,
     /// The operator's hooks around live failover and rollback (none by default).
     pub hooks: Hooks,
+    /// The guest-preparation command the volume daemon runs on the appliance against
+    /// the boot replica, for the VMs whose policy asks for it (see
+    /// [`crate::guest_prep`]). `None` (the default): not configured, and a VM that
+    /// needs preparation is refused by validation.
+    pub guest_prep: Option<volumed::GuestPrep>,
 }
 
 /// A volume-daemon call for this run and step: its key is deterministic (run, step,

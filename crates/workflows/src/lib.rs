@@ -7,14 +7,16 @@
 //! volume daemon is the only caller of CloudStack's volume APIs. A workflow is where
 //! those meet: it decides *what* to do to which volume and VM, and in which order.
 //!
-//! So far: [`plan`] (the device-id planner), [`test_failover`] (replica mode),
-//! [`cleanup`], [`live`] failover, [`rollback`] and [`commit`], with the operator
-//! [`hooks`] around them, and the [`worker`] loop that executes runs.
+//! [`plan`] (the device-id planner), [`test_failover`] (replica and clone modes),
+//! [`cleanup`], [`live`] failover, [`rollback`] and [`commit`], with [`guest_prep`]
+//! (run on the appliance by the volume daemon) and the operator [`hooks`] around
+//! them, and the [`worker`] loop that executes runs.
 
 pub mod cleanup;
 pub mod commit;
 mod common;
 mod env;
+pub mod guest_prep;
 pub mod hooks;
 pub mod live;
 pub mod plan;

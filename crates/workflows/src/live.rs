@@ -71,6 +71,7 @@ pub fn saga() -> Saga<Env> {
         Box::new(BeforeLiveHooks),
         Box::new(Validate(Network::Production)),
         Box::new(Snapshot),
+        Box::new(crate::guest_prep::PrepareGuest),
         Box::new(CreateVm(Network::Production)),
         Box::new(RemovePlaceholderRoot),
         Box::new(DetachReplicas),

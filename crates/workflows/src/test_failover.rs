@@ -1,17 +1,25 @@
-//! Test failover, replica mode (DESIGN §5): the replicas themselves go to a test VM
-//! and come back with cleanup, reverted to the snapshots taken first.
+//! Test failover (DESIGN §5), in one of two [`Mode`]s.
 //!
-//! validate → snapshot every replica → create the target VM stopped with the whole
-//! spec → remove its placeholder ROOT → detach the replicas from the appliance →
-//! attach boot at 0 and data at the planned ids → verify against listVolumes → start
-//! → record `test_failed_over`. Each step is an ensure that looks before it acts, and
-//! has an undo that puts things back — the replicas on the appliance above all.
+//! Replica mode: the replicas themselves go to a test VM and come back with cleanup,
+//! reverted to the snapshots taken first. validate → snapshot every replica → create
+//! the target VM stopped with the whole spec → remove its placeholder ROOT → detach the
+//! replicas from the appliance → attach boot at 0 and data at the planned ids → verify
+//! against listVolumes → start → record `test_failed_over`.
+//!
+//! Clone mode (the `clone` module): a new volume is made from each snapshot and the clones go
+//! to the test VM; the replicas never leave the appliance, so replication goes on
+//! during the drill. validate → snapshot → create the clones → create the target VM →
+//! remove its placeholder ROOT → attach the clones (boot at 0, data at the planned ids)
+//! → verify → start → record.
+//!
+//! Each step is an ensure that looks before it acts, and has an undo that puts things
+//! back — the replicas on the appliance above all, and in clone mode no clone left.
 
 use async_trait::async_trait;
 use engine::{Saga, Step, StepContext, StepError};
 use futures::future::try_join_all;
 use serde_json::{Value, json};
-use store::{GuestOs, GuestPrep, VmState, Workflow};
+use store::{VmState, Workflow};
 use volumed::Presence;
 
 use crate::common::{
@@ -21,12 +29,79 @@ use crate::common::{
 use crate::env::{Env, call, cloud_error, store_error, volume_error};
 use crate::plan::{DevicePlan, KVM_MAX_DATA_DISKS};
 
+pub(crate) mod clone;
+
 /// Why a test failover (or another workflow) could not be started.
 pub use crate::common::StartError;
 
-/// Creates a test failover run for `vm_name`, with its device plan and target name; the
-/// engine then executes it with [`saga`].
+/// How a test failover gives the test VM its disks. Stored in the run's `mode` column
+/// (`replica` / `clone`); a cleanup run carries the mode of the test it cleans up after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The replicas themselves go to the test VM (the job sheet's behaviour).
+    #[default]
+    Replica,
+    /// A volume is made from each replica's snapshot and those go to the test VM; the
+    /// replicas never leave the appliance.
+    Clone,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Replica => "replica",
+            Mode::Clone => "clone",
+        }
+    }
+
+    /// The mode of a run, from its `mode` column (none: replica, as runs were before
+    /// clone mode existed).
+    pub fn of_run(run: &store::Run) -> Result<Mode, String> {
+        match run.mode.as_deref() {
+            None => Ok(Mode::Replica),
+            Some(text) => text.parse(),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "replica" => Ok(Mode::Replica),
+            "clone" => Ok(Mode::Clone),
+            other => Err(format!(
+                "unknown test failover mode `{other}` (replica or clone)"
+            )),
+        }
+    }
+}
+
+/// The mode of the run a step belongs to.
+pub(crate) fn run_mode(cx: &StepContext<'_, Env>) -> Result<Mode, StepError> {
+    Mode::of_run(cx.run).map_err(|e| StepError::Definitive(format!("run {}: {e}", cx.run.id)))
+}
+
+/// Creates a test failover run (replica mode) for `vm_name`, with its device plan and
+/// target name; the engine then executes it with [`saga`].
 pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
+    start_with_mode(env, vm_name, Mode::Replica).await
+}
+
+/// Creates a test failover run in `mode` for `vm_name`; the engine then executes it
+/// with [`saga_for`] of that mode.
+pub async fn start_with_mode(
+    env: &Env,
+    vm_name: &str,
+    mode: Mode,
+) -> Result<store::Run, StartError> {
     let vm = env
         .store
         .vm(vm_name)
@@ -41,7 +116,7 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
     let plan = DevicePlan::new(&vm.disks, KVM_MAX_DATA_DISKS)?;
     let run = match env
         .store
-        .create_run(&vm.id, Workflow::TestFailover, Some("replica"))
+        .create_run(&vm.id, Workflow::TestFailover, Some(mode.as_str()))
         .await
     {
         Ok(run) => run,
@@ -76,11 +151,25 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
     Ok(env.store.run(&run.id).await?.expect("just created"))
 }
 
+/// The test failover saga of `mode`.
+pub fn saga_for(mode: Mode) -> Saga<Env> {
+    match mode {
+        Mode::Replica => saga(),
+        Mode::Clone => clone::saga(),
+    }
+}
+
+/// The saga that executes a test failover `run`, by its recorded mode.
+pub fn saga_for_run(run: &store::Run) -> Result<Saga<Env>, String> {
+    Mode::of_run(run).map(saga_for)
+}
+
 /// The test failover saga (replica mode).
 pub fn saga() -> Saga<Env> {
     Saga::new(vec![
         Box::new(Validate(Network::Test)),
         Box::new(Snapshot),
+        Box::new(crate::guest_prep::PrepareGuest),
         Box::new(CreateVm(Network::Test)),
         Box::new(RemovePlaceholderRoot),
         Box::new(DetachReplicas),
@@ -124,12 +213,14 @@ impl Step<Env> for Validate {
                 vm.name, vm.state
             )));
         }
-        if vm.spec.guest_prep == GuestPrep::VirtV2vInPlace
-            || (vm.spec.guest_prep == GuestPrep::Auto && vm.spec.guest_os == GuestOs::Windows)
-        {
+        let needs_prep = crate::guest_prep::decide(vm.spec.guest_prep, vm.spec.guest_os)
+            == crate::guest_prep::Decision::Run;
+        if needs_prep && cx.run.mode.as_deref() == Some("clone") {
+            // The boot disk of a clone-mode drill is a clone that never sits on the
+            // appliance, where preparation runs.
             return Err(StepError::Definitive(format!(
-                "{} needs guest preparation (virt-v2v-in-place), which this version of ferry cannot run yet; \
-                 set guest_prep = \"skip\" if the guest already has VirtIO drivers",
+                "{} needs guest preparation, which clone mode cannot do yet: run the drill in replica mode, \
+                 or set guest_prep = \"skip\" if the guest already has VirtIO drivers",
                 vm.name
             )));
         }
@@ -140,6 +231,9 @@ impl Step<Env> for Validate {
             .await
             .map_err(|e| volume_error("listing the appliance's volumes", e))?;
         let mut problems = Vec::new();
+        if let Err(problem) = crate::guest_prep::check_guest_prep(env, &vm).await {
+            problems.push(problem);
+        }
         for d in input.plan.disks() {
             match on_appliance.iter().find(|v| v.id == d.volume_id) {
                 None => problems.push(format!(
@@ -171,6 +265,9 @@ impl Step<Env> for Validate {
         }
         if find_vm(env, &input.target_name).await?.is_some() && cx.attempt == 1 {
             problems.push(format!("a VM named {} already exists", input.target_name));
+        }
+        if run_mode(cx)? == Mode::Clone && cx.attempt == 1 {
+            problems.extend(clone::names_taken(env, &input).await?);
         }
         if !problems.is_empty() {
             return Err(StepError::Definitive(problems.join("; ")));
@@ -367,6 +464,9 @@ impl Step<Env> for RemovePlaceholderRoot {
             {
                 continue; // Already the boot replica (a resumed run).
             }
+            if clone::is_run_clone(cx, &v.id) {
+                continue; // Already the boot clone (clone mode, a resumed run).
+            }
             env.volumes
                 .detach(
                     &call(cx, "remove-placeholder-root", &format!("detach/{}", v.id)),
@@ -396,6 +496,18 @@ impl Step<Env> for RemovePlaceholderRoot {
     }
 }
 
+/// A clone-mode run executed with the replica-mode saga must not move a replica.
+fn refuse_in_clone_mode(cx: &StepContext<'_, Env>, step: &str) -> Result<(), StepError> {
+    if run_mode(cx)? == Mode::Clone {
+        return Err(StepError::Definitive(format!(
+            "run {} is a clone-mode test failover, which never moves a replica, but step {step} \
+             belongs to replica mode: execute the run with test_failover::saga_for(Mode::Clone)",
+            cx.run.id
+        )));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Step<Env> for DetachReplicas {
     fn name(&self) -> &str {
@@ -403,6 +515,7 @@ impl Step<Env> for DetachReplicas {
     }
 
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        refuse_in_clone_mode(cx, self.name())?;
         let env = cx.ctx;
         let input = input(cx)?;
         let vm = protected_vm(cx).await?;
@@ -481,6 +594,7 @@ impl Step<Env> for AttachReplicas {
     }
 
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        refuse_in_clone_mode(cx, self.name())?;
         let env = cx.ctx;
         let input = input(cx)?;
         let target = cx.output("create-vm")?["vm_id"]

@@ -20,15 +20,15 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::env::Env;
 
-/// The saga that executes `run`.
-pub fn saga_for(run: &Run) -> Saga<Env> {
-    match run.workflow {
-        Workflow::TestFailover => crate::test_failover::saga(),
+/// The saga that executes `run` (a test failover by its recorded mode).
+pub fn saga_for(run: &Run) -> Result<Saga<Env>, String> {
+    Ok(match run.workflow {
+        Workflow::TestFailover => crate::test_failover::saga_for_run(run)?,
         Workflow::Cleanup => crate::cleanup::saga(),
         Workflow::LiveFailover => crate::live::saga(),
         Workflow::Rollback => crate::rollback::saga(),
         Workflow::Commit => crate::commit::saga(),
-    }
+    })
 }
 
 /// How a worker behaves.
@@ -75,10 +75,12 @@ impl Inner {
     async fn execute(&self, run_id: String) -> Finished {
         let _slot = self.slots.acquire().await.expect("never closed");
         let outcome = match self.env.store.run(&run_id).await {
-            Ok(Some(run)) => {
-                let saga = saga_for(&run);
-                self.engine.execute(&run_id, &saga, &self.env).await
-            }
+            Ok(Some(run)) => match saga_for(&run) {
+                Ok(saga) => self.engine.execute(&run_id, &saga, &self.env).await,
+                Err(e) => Err(engine::EngineError::Store(store::StoreError::Corrupt(
+                    format!("run {run_id}: {e}"),
+                ))),
+            },
             Ok(None) => Err(engine::EngineError::NoRun(run_id.clone())),
             Err(e) => Err(engine::EngineError::Store(e)),
         };

@@ -191,6 +191,7 @@ async fn pgtest1_fails_over_live_rolls_back_fails_over_again_and_commits() -> Te
             "run-hooks",
             "validate",
             "snapshot",
+            "guest-prep",
             "create-vm",
             "remove-placeholder-root",
             "detach-replicas",

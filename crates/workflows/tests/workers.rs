@@ -141,6 +141,7 @@ async fn worker(s: &Shared, owner: &str) -> anyhow::Result<Worker> {
         },
         device_timeout: Duration::from_secs(10),
         hooks: Default::default(),
+        guest_prep: None,
     };
     let engine = Engine::new(
         store,
@@ -242,6 +243,7 @@ async fn worker_env(s: &Shared) -> anyhow::Result<Env> {
         },
         device_timeout: Duration::from_secs(10),
         hooks: Default::default(),
+        guest_prep: None,
     })
 }
 

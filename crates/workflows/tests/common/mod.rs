@@ -88,6 +88,7 @@ pub async fn rig() -> anyhow::Result<Rig> {
         },
         device_timeout: Duration::from_secs(10),
         hooks: Default::default(),
+        guest_prep: None,
     };
     let engine = Engine::new(
         t.store.clone(),

@@ -1,0 +1,659 @@
+//! Test failover, clone mode (DESIGN §5): the test VM gets new volumes made from the
+//! replicas' snapshots; the replicas never leave the appliance, so replication goes on
+//! during the drill and nothing the test VM writes can reach them.
+//!
+//! validate → snapshot every replica → create a volume from each snapshot (named
+//! `<target>-disk-<key>`, recorded by the volume daemon as created by ferry) → create
+//! the target VM stopped with the whole spec → remove its placeholder ROOT → attach the
+//! clones (boot at 0 as ROOT, data at the planned ids) → verify → start → record
+//! `test_failed_over`.
+//!
+//! The plan stays the replicas' plan: it is what cleanup, the store and an operator
+//! reading the map know. A clone stands in for its replica at the replica's device id;
+//! the create step's output is that mapping, and the verification translates what
+//! CloudStack reports on the target VM back into replica terms before comparing it
+//! with the plan — so a wrong id, a missing or extra volume, or a size that differs is
+//! caught exactly as in replica mode, and a replica found on the test VM is refused as
+//! a volume the plan does not put there.
+//!
+//! Clones are found by name as well as by the create step's output, so an undo (or a
+//! cleanup) finds a clone whose step never finished; only volumes ferry created are
+//! ever deleted (the volume daemon refuses anything else), and a volume that merely
+//! has a clone's name is reported, not touched.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use engine::{Saga, Step, StepContext, StepError};
+use futures::future::try_join_all;
+use serde_json::{Value, json};
+use store::VmState;
+
+use super::{CreateVm, Mode, Record, RemovePlaceholderRoot, Snapshot, StartVm, Validate, run_mode};
+use crate::common::{
+    Network, RunInput, appliance_vm_id, ensure_stopped, find_vm, input, protected_vm,
+};
+use crate::env::{Env, call, cloud_error, store_error, volume_error};
+use crate::plan::DevicePlan;
+
+/// The test failover saga, clone mode.
+pub(super) fn saga() -> Saga<Env> {
+    Saga::new(vec![
+        Box::new(Validate(Network::Test)),
+        Box::new(Snapshot),
+        Box::new(CreateClones),
+        Box::new(CreateVm(Network::Test)),
+        Box::new(RemovePlaceholderRoot),
+        Box::new(AttachClones),
+        Box::new(VerifyClones),
+        Box::new(StartVm),
+        Box::new(Record(VmState::TestFailedOver)),
+    ])
+}
+
+struct CreateClones;
+struct AttachClones;
+struct VerifyClones;
+
+/// The volume a clone-mode test failover makes from one replica's snapshot. Volume
+/// and snapshot names live apart in CloudStack, so it is the snapshot's name too.
+pub(crate) fn clone_name(target: &str, device_key: i64) -> String {
+    super::snapshot_name(target, device_key)
+}
+
+/// The volumes in the target zone named exactly `name` (CloudStack's `name` filter
+/// matches substrings).
+async fn named_volumes(env: &Env, name: &str) -> Result<Vec<cloudstack::Volume>, StepError> {
+    let filter = cloudstack::VolumeFilter {
+        name: Some(name.to_string()),
+        zone_id: Some(env.target.zone_id.clone()),
+        ..Default::default()
+    };
+    Ok(env
+        .cloud
+        .list_volumes(&filter)
+        .await
+        .map_err(|e| cloud_error("listing volumes", e))?
+        .into_iter()
+        .filter(|v| v.name == name)
+        .collect())
+}
+
+async fn created_by_ferry(env: &Env, volume_id: &str) -> Result<bool, StepError> {
+    env.store
+        .is_created_volume(volume_id)
+        .await
+        .map_err(|e| store_error("checking the volumes ferry created", e))
+}
+
+/// Validation (clone mode): the clones' names must be free, or a clone of another
+/// drill — or anything else of that name — would be taken for this one's.
+pub(super) async fn names_taken(env: &Env, input: &RunInput) -> Result<Vec<String>, StepError> {
+    let mut problems = Vec::new();
+    for d in input.plan.disks() {
+        let name = clone_name(&input.target_name, d.device_key);
+        for v in named_volumes(env, &name).await? {
+            problems.push(format!(
+                "a volume named {name} already exists ({}), the name of the clone of disk {}",
+                v.id, d.device_key
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// The clones the create step made: replica volume id → clone volume id.
+fn clones(cx: &StepContext<'_, Env>) -> Result<BTreeMap<String, String>, StepError> {
+    serde_json::from_value(cx.output("create-clones")?["clones"].clone())
+        .map_err(|e| StepError::Definitive(format!("the recorded output of create-clones: {e}")))
+}
+
+/// Whether `volume_id` is a clone this run's create step made (false when it has not
+/// finished, or in replica mode).
+pub(super) fn is_run_clone(cx: &StepContext<'_, Env>, volume_id: &str) -> bool {
+    cx.outputs
+        .get("create-clones")
+        .and_then(|o| o["clones"].as_object())
+        .is_some_and(|m| m.values().any(|v| v.as_str() == Some(volume_id)))
+}
+
+/// Whether `volume` is one of the run's clones, by name and by being ferry's.
+pub(crate) async fn is_clone(
+    env: &Env,
+    input: &RunInput,
+    volume_id: &str,
+    volume_name: &str,
+) -> Result<bool, StepError> {
+    let named = input
+        .plan
+        .disks()
+        .iter()
+        .any(|d| clone_name(&input.target_name, d.device_key) == volume_name);
+    Ok(named && created_by_ferry(env, volume_id).await?)
+}
+
+#[async_trait]
+impl Step<Env> for CreateClones {
+    fn name(&self) -> &str {
+        "create-clones"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        if run_mode(cx)? != Mode::Clone {
+            return Err(StepError::Definitive(format!(
+                "run {} is not a clone-mode test failover: execute it with the saga of its mode",
+                cx.run.id
+            )));
+        }
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let snapshots = cx.output("snapshot")?["snapshots"].clone();
+        let made = try_join_all(input.plan.disks().iter().map(|d| {
+            let name = clone_name(&input.target_name, d.device_key);
+            let snapshot_id = snapshots[d.volume_id.as_str()].as_str().map(str::to_string);
+            async move {
+                // Look first: a clone that exists, is ferry's and is ready is this
+                // step's, made by an earlier attempt.
+                for v in named_volumes(env, &name).await? {
+                    if !created_by_ferry(env, &v.id).await? {
+                        return Err(StepError::Definitive(format!(
+                            "volume {} is named {name}, the name of the clone of disk {}, but \
+                             ferry did not create it; rename or remove it",
+                            v.id, d.device_key
+                        )));
+                    }
+                    if v.state == "Ready" {
+                        return Ok((d.volume_id.clone(), v.id));
+                    }
+                    // Still being made: the daemon, asked with the same key, waits
+                    // on the job it recorded.
+                }
+                let snapshot_id = snapshot_id.ok_or_else(|| {
+                    StepError::Definitive(format!(
+                        "the snapshot step recorded no snapshot of replica {}",
+                        d.volume_id
+                    ))
+                })?;
+                let clone = env
+                    .volumes
+                    .create_volume_from_snapshot(
+                        &call(cx, "create-clones", &d.volume_id),
+                        &snapshot_id,
+                        &name,
+                        &env.target.zone_id,
+                    )
+                    .await
+                    .map_err(|e| {
+                        volume_error(
+                            &format!(
+                                "creating a volume from snapshot {snapshot_id} of replica {}",
+                                d.volume_id
+                            ),
+                            e,
+                        )
+                    })?;
+                Ok::<_, StepError>((d.volume_id.clone(), clone.id))
+            }
+        }))
+        .await?;
+        let clones: serde_json::Map<String, Value> = made
+            .into_iter()
+            .map(|(replica, clone)| (replica, Value::String(clone)))
+            .collect();
+        Ok(json!({ "clones": clones }))
+    }
+
+    async fn undo(
+        &self,
+        cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        let input = input(cx)?;
+        delete_clones(cx, "undo-create-clones", &input).await?;
+        Ok(())
+    }
+}
+
+/// What [`delete_clones`] did.
+pub(crate) struct Deleted {
+    pub deleted: Vec<String>,
+    /// Volumes with a clone's name that ferry did not create: left alone.
+    pub foreign: Vec<String>,
+}
+
+/// Deletes the run's clones, found by name (so a clone whose create step never
+/// finished is found too). A clone still on the test VM is detached first (the VM
+/// stopped if it holds it as ROOT); a clone on any other VM is refused. A volume with
+/// a clone's name that ferry did not create is reported and left alone.
+pub(crate) async fn delete_clones(
+    cx: &StepContext<'_, Env>,
+    step: &str,
+    input: &RunInput,
+) -> Result<Deleted, StepError> {
+    let env = cx.ctx;
+    let target = find_vm(env, &input.target_name).await?;
+    let mut out = Deleted {
+        deleted: Vec::new(),
+        foreign: Vec::new(),
+    };
+    for d in input.plan.disks() {
+        let name = clone_name(&input.target_name, d.device_key);
+        for v in named_volumes(env, &name).await? {
+            if !created_by_ferry(env, &v.id).await? {
+                let message = format!(
+                    "volume {} is named {name} like the clone of disk {} but ferry did not create it; left alone",
+                    v.id, d.device_key
+                );
+                let _ = env
+                    .store
+                    .add_event(&cx.run.id, "warn", Some(step), &message, None)
+                    .await;
+                out.foreign.push(v.id);
+                continue;
+            }
+            if let Some(holder) = v.virtualmachineid.as_deref() {
+                match &target {
+                    Some(t) if t.id == holder => {
+                        if v.deviceid == Some(0) {
+                            ensure_stopped(env, t).await?;
+                        }
+                        env.volumes
+                            .detach(&call(cx, step, &format!("detach/{}/{holder}", v.id)), &v.id)
+                            .await
+                            .map_err(|e| {
+                                volume_error(
+                                    &format!("detaching clone {} from the test VM", v.id),
+                                    e,
+                                )
+                            })?;
+                    }
+                    _ => {
+                        return Err(StepError::Definitive(format!(
+                            "clone {} ({name}) is attached to VM {holder}, which is not the test VM {}; \
+                             detach it, then run this again",
+                            v.id, input.target_name
+                        )));
+                    }
+                }
+            }
+            env.volumes
+                .delete_volume(&call(cx, step, &format!("delete/{}", v.id)), &v.id)
+                .await
+                .map_err(|e| volume_error(&format!("deleting clone {}", v.id), e))?;
+            out.deleted.push(v.id);
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Step<Env> for AttachClones {
+    fn name(&self) -> &str {
+        "attach-clones"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let clones = clones(cx)?;
+        let target = cx.output("create-vm")?["vm_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        // In plan order, as in replica mode: one VM's jobs run one at a time anyway.
+        for d in input.plan.disks() {
+            let clone_id = clones.get(&d.volume_id).ok_or_else(|| {
+                StepError::Definitive(format!("no clone was made of replica {}", d.volume_id))
+            })?;
+            let volume = env
+                .cloud
+                .get_volume(clone_id)
+                .await
+                .map_err(|e| cloud_error("looking up a clone", e))?
+                .ok_or_else(|| StepError::Definitive(format!("clone {clone_id} is gone")))?;
+            if volume.virtualmachineid.as_deref() == Some(target.as_str())
+                && volume.deviceid == Some(d.device_id)
+            {
+                continue;
+            }
+            let key = call(cx, "attach-clones", clone_id);
+            if d.is_boot {
+                env.volumes.attach_root(&key, clone_id, &target).await
+            } else {
+                env.volumes
+                    .attach(&key, clone_id, &target, Some(d.device_id))
+                    .await
+            }
+            .map_err(|e| {
+                volume_error(
+                    &format!(
+                        "attaching clone {clone_id} of replica {} at device {}",
+                        d.volume_id, d.device_id
+                    ),
+                    e,
+                )
+            })?;
+        }
+        Ok(json!({ "attached": input.plan.disks().len() }))
+    }
+
+    async fn undo(
+        &self,
+        cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let Some(target) = find_vm(env, &input.target_name).await? else {
+            return Ok(());
+        };
+        ensure_stopped(env, &target).await?;
+        for v in env
+            .volumes
+            .list_vm_volumes(&target.id)
+            .await
+            .map_err(|e| volume_error("listing the target VM's volumes", e))?
+        {
+            if is_clone(env, &input, &v.id, &v.name).await? {
+                env.volumes
+                    .detach(
+                        &call(cx, "undo-attach-clones", &format!("{}/{}", v.id, target.id)),
+                        &v.id,
+                    )
+                    .await
+                    .map_err(|e| {
+                        volume_error(&format!("detaching clone {} from the target VM", v.id), e)
+                    })?;
+            }
+        }
+        // The clones themselves go with create-clones' undo; the replicas never moved.
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Step<Env> for VerifyClones {
+    fn name(&self) -> &str {
+        "verify"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let clones = clones(cx)?;
+        let target = cx.output("create-vm")?["vm_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let observed: Vec<(String, Option<i64>, i64)> = env
+            .volumes
+            .list_vm_volumes(&target)
+            .await
+            .map_err(|e| volume_error("listing the target VM's volumes", e))?
+            .into_iter()
+            .map(|v| (v.id, v.device_id, v.size_bytes))
+            .collect();
+        let mut problems = verify_clones(&input.plan, &clones, &observed);
+        // And the point of clone mode: the replicas are where they were.
+        let vm = protected_vm(cx).await?;
+        let appliance = appliance_vm_id(cx, &vm).await?;
+        let on_appliance = env
+            .volumes
+            .list_vm_volumes(&appliance)
+            .await
+            .map_err(|e| volume_error("listing the appliance's volumes", e))?;
+        for d in input.plan.disks() {
+            if !on_appliance.iter().any(|v| v.id == d.volume_id) {
+                problems.push(format!(
+                    "replica {} of disk {} is no longer attached to the appliance",
+                    d.volume_id, d.device_key
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(StepError::Definitive(format!(
+                "the target VM's disks differ from the plan: {}",
+                problems.join("; ")
+            )));
+        }
+        Ok(json!({
+            "device_map": input.plan.disks().iter().map(|d| json!({
+                "device_id": d.device_id,
+                "volume_id": clones.get(&d.volume_id),
+                "replica_volume_id": d.volume_id,
+                "device_key": d.device_key,
+                "size_bytes": d.size_bytes,
+                "boot": d.is_boot,
+            })).collect::<Vec<_>>()
+        }))
+    }
+
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, Env>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+/// Compares what CloudStack reports on the target VM (volume id, device id, size) with
+/// the plan, each clone standing in for its replica (`clones`: replica → clone).
+/// CloudStack's view is put in the plan's terms — a clone counts as its replica — and
+/// checked by [`DevicePlan::verify`]; a replica itself is not what the plan puts on a
+/// clone-mode test VM, so it is renamed for the check and reported as unplanned. The
+/// mismatches come back in words, about the clones.
+fn verify_clones(
+    plan: &DevicePlan,
+    clones: &BTreeMap<String, String>,
+    observed: &[(String, Option<i64>, i64)],
+) -> Vec<String> {
+    let replica_of: BTreeMap<&str, &str> = clones
+        .iter()
+        .map(|(replica, clone)| (clone.as_str(), replica.as_str()))
+        .collect();
+    let translated: Vec<(String, Option<i64>, i64)> = observed
+        .iter()
+        .map(|(id, device_id, size)| {
+            let id = match replica_of.get(id.as_str()) {
+                Some(replica) => replica.to_string(),
+                None if plan.by_volume(id).is_some() => {
+                    format!("{id} (a replica: clone mode never attaches one)")
+                }
+                None => id.clone(),
+            };
+            (id, *device_id, *size)
+        })
+        .collect();
+    match plan.verify(&translated) {
+        Ok(()) => Vec::new(),
+        Err(mismatches) => mismatches
+            .into_iter()
+            .map(|m| in_clone_terms(m, clones).to_string())
+            .collect(),
+    }
+}
+
+/// A mismatch about a replica, told about its clone (which is what is on the VM).
+fn in_clone_terms(
+    m: crate::plan::Mismatch,
+    clones: &BTreeMap<String, String>,
+) -> crate::plan::Mismatch {
+    use crate::plan::Mismatch;
+    let rename = |volume_id: String| match clones.get(&volume_id) {
+        Some(clone) => format!("{clone} (the clone of replica {volume_id})"),
+        None => volume_id,
+    };
+    match m {
+        Mismatch::Missing {
+            volume_id,
+            device_key,
+            is_boot,
+            planned_device_id,
+        } => Mismatch::Missing {
+            volume_id: rename(volume_id),
+            device_key,
+            is_boot,
+            planned_device_id,
+        },
+        Mismatch::WrongDeviceId {
+            volume_id,
+            device_key,
+            is_boot,
+            planned_device_id,
+            observed_device_id,
+        } => Mismatch::WrongDeviceId {
+            volume_id: rename(volume_id),
+            device_key,
+            is_boot,
+            planned_device_id,
+            observed_device_id,
+        },
+        Mismatch::WrongSize {
+            volume_id,
+            device_key,
+            is_boot,
+            planned_size_bytes,
+            observed_size_bytes,
+        } => Mismatch::WrongSize {
+            volume_id: rename(volume_id),
+            device_key,
+            is_boot,
+            planned_size_bytes,
+            observed_size_bytes,
+        },
+        Mismatch::ListedTwice { volume_id } => Mismatch::ListedTwice {
+            volume_id: rename(volume_id),
+        },
+        unplanned @ Mismatch::Unplanned { .. } => unplanned,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use store::{Attachment, Controller, Disk, DiskRecord};
+
+    use super::*;
+
+    const GIB: i64 = 1 << 30;
+
+    fn disk(key: i64, unit: i64, size: i64, boot: bool, volume: &str) -> DiskRecord {
+        DiskRecord {
+            id: format!("disk-{key}"),
+            disk: Disk {
+                device_key: key,
+                controller: Controller::Scsi,
+                bus: 0,
+                unit,
+                capacity_bytes: size,
+                label: format!("Hard disk {key}"),
+                is_boot: boot,
+                boot_order: None,
+                replica_volume_id: volume.to_string(),
+            },
+            attachment: Attachment {
+                vm_id: Some("appliance".into()),
+                device_id: None,
+                device_path: None,
+                seen_at: None,
+            },
+        }
+    }
+
+    /// Boot replica `r-boot` (100 GiB) at 0 and data replicas `r-a`, `r-b` (10 GiB each)
+    /// at 1 and 2, cloned as `c-boot`, `c-a`, `c-b`.
+    fn fixture() -> (DevicePlan, BTreeMap<String, String>) {
+        let plan = DevicePlan::new(
+            &[
+                disk(2000, 0, 100 * GIB, true, "r-boot"),
+                disk(2001, 1, 10 * GIB, false, "r-a"),
+                disk(2002, 2, 10 * GIB, false, "r-b"),
+            ],
+            crate::plan::KVM_MAX_DATA_DISKS,
+        )
+        .unwrap();
+        let clones = [("r-boot", "c-boot"), ("r-a", "c-a"), ("r-b", "c-b")]
+            .into_iter()
+            .map(|(r, c)| (r.to_string(), c.to_string()))
+            .collect();
+        (plan, clones)
+    }
+
+    fn seen(list: &[(&str, i64, i64)]) -> Vec<(String, Option<i64>, i64)> {
+        list.iter()
+            .map(|(id, dev, size)| (id.to_string(), Some(*dev), *size))
+            .collect()
+    }
+
+    #[test]
+    fn the_clones_where_the_plan_puts_their_replicas_pass() {
+        let (plan, clones) = fixture();
+        let observed = seen(&[
+            ("c-boot", 0, 100 * GIB),
+            ("c-a", 1, 10 * GIB),
+            ("c-b", 2, 10 * GIB),
+        ]);
+        assert_eq!(
+            verify_clones(&plan, &clones, &observed),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn swapped_clones_of_equal_size_are_caught() {
+        let (plan, clones) = fixture();
+        let observed = seen(&[
+            ("c-boot", 0, 100 * GIB),
+            ("c-b", 1, 10 * GIB),
+            ("c-a", 2, 10 * GIB),
+        ]);
+        let problems = verify_clones(&plan, &clones, &observed);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].contains("c-a (the clone of replica r-a)")
+                && problems[0].contains("is at device id 2"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn missing_extra_resized_and_replica_volumes_are_caught() {
+        let (plan, clones) = fixture();
+        let observed = seen(&[
+            ("c-boot", 0, 100 * GIB),
+            ("c-a", 1, 20 * GIB),
+            ("r-b", 2, 10 * GIB),
+            ("stray", 4, GIB),
+        ]);
+        let problems = verify_clones(&plan, &clones, &observed);
+        let all = problems.join("\n");
+        assert!(
+            all.contains("c-a (the clone of replica r-a)") && all.contains("20 GiB"),
+            "{all}"
+        );
+        assert!(
+            all.contains("c-b (the clone of replica r-b)") && all.contains("not attached"),
+            "{all}"
+        );
+        assert!(
+            all.contains("r-b (a replica: clone mode never attaches one)"),
+            "{all}"
+        );
+        assert!(all.contains("volume stray"), "{all}");
+        assert_eq!(problems.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn a_replica_at_its_own_planned_place_is_not_taken_for_its_clone() {
+        let (plan, clones) = fixture();
+        let observed = seen(&[
+            ("r-boot", 0, 100 * GIB),
+            ("c-a", 1, 10 * GIB),
+            ("c-b", 2, 10 * GIB),
+        ]);
+        let problems = verify_clones(&plan, &clones, &observed);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("c-boot") && problems[0].contains("not attached"));
+        assert!(problems[1].contains("r-boot (a replica"));
+    }
+}
