@@ -619,17 +619,30 @@ impl Store {
         workflow: Workflow,
         mode: Option<&str>,
     ) -> Result<Run> {
+        self.create_run_with_plan(vm_id, workflow, mode, None).await
+    }
+
+    /// Starts a run with its input (`plan`, JSON) in the same statement, so no worker
+    /// can ever find the run without it.
+    pub async fn create_run_with_plan(
+        &self,
+        vm_id: &str,
+        workflow: Workflow,
+        mode: Option<&str>,
+        plan: Option<&str>,
+    ) -> Result<Run> {
         let id = new_id();
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO runs (id, vm_id, workflow, mode, state, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            "INSERT INTO runs (id, vm_id, workflow, mode, state, plan, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
         )
         .bind(&id)
         .bind(vm_id)
         .bind(workflow.as_str())
         .bind(mode)
         .bind(RunState::Pending.as_str())
+        .bind(plan)
         .bind(now)
         .execute(&self.pool)
         .await?;

@@ -50,40 +50,12 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
         Some(r) => Mode::of_run(r).map_err(|e| StartError::Store(store::StoreError::Corrupt(e)))?,
         None => Mode::Replica,
     };
-    let run = match env
-        .store
-        .create_run(&vm.id, Workflow::Cleanup, Some(mode.as_str()))
-        .await
-    {
-        Ok(run) => run,
-        Err(store::StoreError::Constraint { constraint, .. })
-            if constraint == "runs_one_active_per_vm" =>
-        {
-            let run_id = env
-                .store
-                .active_run(&vm.id)
-                .await?
-                .map(|r| r.id)
-                .unwrap_or_default();
-            return Err(StartError::Busy {
-                name: vm.name,
-                run_id,
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
     let input = RunInput {
         target_name: test_input.target_name,
         plan: test_input.plan,
         test_run_id: test_run.map(|r| r.id),
     };
-    env.store
-        .set_run_plan(
-            &run.id,
-            &serde_json::to_string(&input).expect("serializable"),
-        )
-        .await?;
-    Ok(env.store.run(&run.id).await?.expect("just created"))
+    crate::common::create_run(env, &vm, Workflow::Cleanup, Some(mode.as_str()), &input).await
 }
 
 /// The cleanup saga.

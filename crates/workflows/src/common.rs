@@ -47,7 +47,12 @@ pub(crate) async fn create_run<I: Serialize>(
     mode: Option<&str>,
     input: &I,
 ) -> Result<store::Run, StartError> {
-    let run = match env.store.create_run(&vm.id, workflow, mode).await {
+    let plan = serde_json::to_string(input).expect("serializable");
+    let run = match env
+        .store
+        .create_run_with_plan(&vm.id, workflow, mode, Some(&plan))
+        .await
+    {
         Ok(run) => run,
         Err(store::StoreError::Constraint { constraint, .. })
             if constraint == "runs_one_active_per_vm" =>
@@ -65,13 +70,7 @@ pub(crate) async fn create_run<I: Serialize>(
         }
         Err(e) => return Err(e.into()),
     };
-    env.store
-        .set_run_plan(
-            &run.id,
-            &serde_json::to_string(input).expect("serializable"),
-        )
-        .await?;
-    Ok(env.store.run(&run.id).await?.expect("just created"))
+    Ok(run)
 }
 
 /// Which of its NICs' networks a failover puts the target VM on.

@@ -114,41 +114,20 @@ pub async fn start_with_mode(
         });
     }
     let plan = DevicePlan::new(&vm.disks, KVM_MAX_DATA_DISKS)?;
-    let run = match env
-        .store
-        .create_run(&vm.id, Workflow::TestFailover, Some(mode.as_str()))
-        .await
-    {
-        Ok(run) => run,
-        Err(store::StoreError::Constraint { constraint, .. })
-            if constraint == "runs_one_active_per_vm" =>
-        {
-            let run_id = env
-                .store
-                .active_run(&vm.id)
-                .await?
-                .map(|r| r.id)
-                .unwrap_or_default();
-            return Err(StartError::Busy {
-                name: vm.name,
-                run_id,
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
     let input = RunInput {
         target_name: format!("{}-test-{stamp}", vm.name),
         plan,
         test_run_id: None,
     };
-    env.store
-        .set_run_plan(
-            &run.id,
-            &serde_json::to_string(&input).expect("serializable"),
-        )
-        .await?;
-    Ok(env.store.run(&run.id).await?.expect("just created"))
+    crate::common::create_run(
+        env,
+        &vm,
+        Workflow::TestFailover,
+        Some(mode.as_str()),
+        &input,
+    )
+    .await
 }
 
 /// The test failover saga of `mode`.

@@ -159,3 +159,38 @@ async fn a_failed_data_disk_attach_unwinds_to_where_it_started() -> TestResult {
     );
     Ok(())
 }
+
+/// Twenty requests to fail over one VM at the same moment: exactly one run is
+/// created; every other request is refused, naming the run that holds the VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_requests_for_one_vm_create_exactly_one_run() -> TestResult {
+    let rig = rig().await?;
+    let attempts: Vec<_> = (0..20)
+        .map(|_| {
+            let env = rig.env.clone();
+            tokio::spawn(async move { test_failover::start(&env, "pgtest1").await })
+        })
+        .collect();
+    let mut created = Vec::new();
+    let mut refusals = Vec::new();
+    for attempt in attempts {
+        match attempt.await? {
+            Ok(run) => created.push(run.id),
+            Err(e) => refusals.push(e.to_string()),
+        }
+    }
+    assert_eq!(created.len(), 1, "runs created: {created:?}");
+    assert_eq!(refusals.len(), 19);
+    for refusal in &refusals {
+        assert!(
+            refusal.contains("already has an active run") && refusal.contains(&created[0]),
+            "a clear refusal naming the run: {refusal}"
+        );
+    }
+    let vm = rig.env.store.vm("pgtest1").await?.unwrap();
+    assert_eq!(
+        rig.env.store.active_run(&vm.id).await?.map(|r| r.id),
+        Some(created[0].clone())
+    );
+    Ok(())
+}
