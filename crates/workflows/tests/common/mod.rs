@@ -19,6 +19,8 @@ use serde_json::Value;
 use store::{Appliance, VmState};
 use workflows::{Env, Target};
 
+pub mod trio;
+
 pub type TestResult = anyhow::Result<()>;
 
 pub struct Rig {
