@@ -154,8 +154,10 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A new row id. Version 7 UUIDs grow with time (and within one millisecond, within a
+/// process), so ordering by (created_at, id) lists rows in the order they were made.
 fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    uuid::Uuid::now_v7().to_string()
 }
 
 fn parse<T: std::str::FromStr<Err = String>>(row: &AnyRow, column: &str) -> Result<T> {
@@ -671,6 +673,27 @@ impl Store {
         row.map(|r| run_from(&r)).transpose()
     }
 
+    /// Runs, newest first: of one VM (by its id) or of all, at most `limit`.
+    pub async fn runs(&self, vm_id: Option<&str>, limit: i64) -> Result<Vec<Run>> {
+        let limit = limit.max(0);
+        let rows = match vm_id {
+            Some(vm_id) => sqlx::query(
+                "SELECT * FROM runs WHERE vm_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+            )
+            .bind(vm_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?,
+            None => {
+                sqlx::query("SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT $1")
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(run_from).collect()
+    }
+
     pub async fn active_run(&self, vm_id: &str) -> Result<Option<Run>> {
         let row = sqlx::query(
             "SELECT * FROM runs WHERE vm_id = $1 AND state IN ('pending', 'running', 'unwinding', 'stuck')",
@@ -1041,6 +1064,18 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| op_from(&r)).transpose()
+    }
+
+    /// The volume-daemon operations a run made (their CloudStack job ids with them),
+    /// oldest first.
+    pub async fn ops_for_run(&self, run_id: &str) -> Result<Vec<VolumeOp>> {
+        sqlx::query("SELECT * FROM volume_ops WHERE run_id = $1 ORDER BY created_at, id")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(op_from)
+            .collect()
     }
 
     /// Operations that have not finished (pending or submitted), oldest first.

@@ -60,6 +60,7 @@ conformance!(
     volumes_ferry_created_are_told_apart_from_replicas,
     a_worker_that_lost_its_lease_is_fenced_off,
     steps_and_events_are_recorded_in_order,
+    runs_are_listed_newest_first_with_their_operations,
 );
 
 const GIB: i64 = 1 << 30;
@@ -645,5 +646,55 @@ async fn steps_and_events_are_recorded_in_order(fx: &Fixture) -> TestResult {
         store.run(&run.id).await?.expect("run").plan.as_deref(),
         Some(r#"{"boot":"a"}"#)
     );
+    Ok(())
+}
+
+async fn runs_are_listed_newest_first_with_their_operations(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    appliance(store).await?;
+    let a = store
+        .register_vm(&pgtest1("vm-a", ["a1", "a2"], "00:50:56:00:00:0a"), &[])
+        .await?;
+    let b = store
+        .register_vm(&pgtest1("vm-b", ["b1", "b2"], "00:50:56:00:00:0b"), &[])
+        .await?;
+    let first = store
+        .create_run(&a.id, Workflow::TestFailover, Some("replica"))
+        .await?;
+    store.set_run_state(&first.id, RunState::Done, None).await?;
+    let second = store.create_run(&a.id, Workflow::Cleanup, None).await?;
+    let other = store
+        .create_run(&b.id, Workflow::TestFailover, Some("clone"))
+        .await?;
+    let ids = |runs: Vec<store::Run>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.runs(None, 10).await?),
+        [other.id.clone(), second.id.clone(), first.id.clone()]
+    );
+    assert_eq!(
+        ids(store.runs(Some(&a.id), 10).await?),
+        [second.id.clone(), first.id.clone()]
+    );
+    assert_eq!(ids(store.runs(None, 1).await?), [other.id.clone()]);
+    assert!(store.runs(Some("no-such-vm"), 10).await?.is_empty());
+
+    for (key, run) in [("k1", &second.id), ("k2", &other.id), ("k3", &second.id)] {
+        store
+            .begin_op(&store::NewVolumeOp {
+                idempotency_key: key.into(),
+                kind: "attach".into(),
+                request: "{}".into(),
+                run_id: Some(run.clone()),
+                ..Default::default()
+            })
+            .await?;
+    }
+    let keys = store
+        .ops_for_run(&second.id)
+        .await?
+        .into_iter()
+        .map(|op| op.idempotency_key)
+        .collect::<Vec<_>>();
+    assert_eq!(keys, ["k1", "k3"]);
     Ok(())
 }
