@@ -8,6 +8,17 @@
 //! A caller that must survive a crash records the job id between the two, and after a
 //! restart builds the same [`Job`] with [`Job::resume`] and waits again — it never
 //! submits the command a second time.
+//!
+//! Every request and every wait is measured through the `metrics` facade (whatever
+//! recorder the process installed receives them):
+//!
+//! - `ferry_cloudstack_calls_total{command}`: HTTP requests sent, polls included.
+//! - `ferry_cloudstack_errors_total{command, class}`: requests that failed, and async
+//!   jobs that ended failed, by [`ErrorClass`](crate::ErrorClass).
+//! - `ferry_cloudstack_job_wait_seconds{command}`: how long each wait for a job took,
+//!   whether it ended in success, failure or timeout.
+//! - `ferry_cloudstack_job_polls{command}`: how many `queryAsyncJobResult` polls each
+//!   wait made.
 
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -240,7 +251,24 @@ impl Client {
         }
     }
 
+    /// Sends one request, counting it and, if it fails, its error.
     async fn call_once(
+        &self,
+        command: &str,
+        kind: Kind,
+        params: &[(String, String)],
+    ) -> Result<Value, Error> {
+        metrics::counter!("ferry_cloudstack_calls_total", "command" => command.to_string())
+            .increment(1);
+        let result = self.send(command, kind, params).await;
+        if let Err(e) = &result {
+            count_error(command, e);
+        }
+        result
+    }
+
+    /// Sends one request and returns the content of its `<command>response` object.
+    async fn send(
         &self,
         command: &str,
         kind: Kind,
@@ -375,12 +403,36 @@ impl Client {
     /// Waits for `job`: a prompt first poll, then capped backoff, until the deadline.
     /// A poll that fails transiently is retried within the deadline; when the deadline
     /// passes the job's outcome is unknown ([`Error::JobTimeout`]), not failed.
+    ///
+    /// However the wait ends, its duration and number of polls are recorded; a job
+    /// that ended failed is also counted as an error of the job's command (a poll that
+    /// failed was already counted as an error of `queryAsyncJobResult`).
     pub async fn wait_with<T: JobOutput>(
         &self,
         job: &Job<T>,
         poll: PollPolicy,
     ) -> Result<T, Error> {
         let started = Instant::now();
+        let mut polls: u32 = 0;
+        let result = self.poll_job(job, poll, started, &mut polls).await;
+        metrics::histogram!("ferry_cloudstack_job_wait_seconds", "command" => job.command.clone())
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("ferry_cloudstack_job_polls", "command" => job.command.clone())
+            .record(f64::from(polls));
+        if let Err(e @ Error::JobFailed { .. }) = &result {
+            count_error(&job.command, e);
+        }
+        result
+    }
+
+    /// The polling loop of [`Client::wait_with`], counting its polls in `polls`.
+    async fn poll_job<T: JobOutput>(
+        &self,
+        job: &Job<T>,
+        poll: PollPolicy,
+        started: Instant,
+        polls: &mut u32,
+    ) -> Result<T, Error> {
         let deadline = started + poll.deadline;
         let mut interval = poll.first;
         loop {
@@ -394,6 +446,7 @@ impl Client {
             }
             tokio::time::sleep(interval.min(deadline - now)).await;
             interval = poll.next(interval);
+            *polls += 1;
             let state = match self.query_async_job_result(&job.job_id).await {
                 Ok(state) => state,
                 Err(e) if e.class() == crate::ErrorClass::Transient => {
@@ -453,6 +506,16 @@ impl Client {
         serde_json::from_value(object)
             .map_err(|e| decode(format!("job {} result: {e}", job.job_id)))
     }
+}
+
+/// Counts a failure of `command` in `ferry_cloudstack_errors_total`, by its class.
+fn count_error(command: &str, error: &Error) {
+    metrics::counter!(
+        "ferry_cloudstack_errors_total",
+        "command" => command.to_string(),
+        "class" => error.class().as_str(),
+    )
+    .increment(1);
 }
 
 /// The single `<command>response` (or `errorresponse`) object of a response.

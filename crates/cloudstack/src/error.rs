@@ -22,6 +22,17 @@ pub enum ErrorClass {
     Unknown,
 }
 
+impl ErrorClass {
+    /// The class in lowercase, as serialized and as used in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Definitive => "definitive",
+            ErrorClass::Transient => "transient",
+            ErrorClass::Unknown => "unknown",
+        }
+    }
+}
+
 /// An error from a CloudStack call. Every variant names the command; those that
 /// concern an async job name the job id.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +196,20 @@ mod tests {
         }
         for code in [429, 530, 534] {
             assert_eq!(api(code).class(), ErrorClass::Transient, "code {code}");
+        }
+    }
+
+    #[test]
+    fn a_class_reads_as_its_serialized_form() {
+        for class in [
+            ErrorClass::Definitive,
+            ErrorClass::Transient,
+            ErrorClass::Unknown,
+        ] {
+            assert_eq!(
+                serde_json::to_value(class).unwrap(),
+                serde_json::Value::from(class.as_str())
+            );
         }
     }
 

@@ -28,6 +28,10 @@
 //!   next write and the executor stops ([`Outcome::Fenced`]) without running anything
 //!   further.
 //!
+//! Every attempt of an action or undo is measured through the `metrics` facade, as
+//! `ferry_step_duration_seconds{workflow, step, phase, result}` (`phase` is `action`
+//! or `undo`, `result` is `ok` or `error`).
+//!
 //! Why not `steno`: see `docs/decisions/0001-saga-executor.md`.
 //!
 //! Architecture invariant: the engine knows nothing of CloudStack, volumes or SQL; a
@@ -36,7 +40,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -63,6 +67,8 @@ pub struct StepContext<'a, C> {
     pub outputs: &'a BTreeMap<String, Value>,
     /// 1 for the first attempt of this action (or undo).
     pub attempt: i64,
+    /// The step's name.
+    pub step: &'a str,
 }
 
 impl<C> StepContext<'_, C> {
@@ -415,8 +421,12 @@ impl Engine {
                     generation,
                     outputs,
                     attempt: record.attempts,
+                    step: step.name(),
                 };
-                match step.run(&cx).await {
+                let started = Instant::now();
+                let result = step.run(&cx).await;
+                observe_step(run, step.name(), "action", result.is_ok(), started);
+                match result {
                     Ok(output) => {
                         record.state = StepState::Done;
                         record.output = Some(output.to_string());
@@ -509,8 +519,12 @@ impl Engine {
                     generation,
                     outputs,
                     attempt,
+                    step: step.name(),
                 };
-                match step.undo(&cx, output.as_ref()).await {
+                let started = Instant::now();
+                let result = step.undo(&cx, output.as_ref()).await;
+                observe_step(run, step.name(), "undo", result.is_ok(), started);
+                match result {
                     Ok(()) => {
                         record.state = StepState::Undone;
                         record.finished_at = Some(now_ms());
@@ -560,6 +574,19 @@ impl Engine {
             .await;
         Ok(Outcome::Unwound { error: original })
     }
+}
+
+/// Records in `ferry_step_duration_seconds` one attempt of a step's action or undo
+/// (`phase`) that began at `started`.
+fn observe_step(run: &Run, step: &str, phase: &'static str, ok: bool, started: Instant) {
+    metrics::histogram!(
+        "ferry_step_duration_seconds",
+        "workflow" => run.workflow.as_str(),
+        "step" => step.to_string(),
+        "phase" => phase,
+        "result" => if ok { "ok" } else { "error" },
+    )
+    .record(started.elapsed().as_secs_f64());
 }
 
 /// Aborts a background task when dropped.

@@ -93,7 +93,7 @@ impl Step<Env> for StopTestVm {
         let input = input(cx)?;
         match find_vm(cx.ctx, &input.target_name).await? {
             Some(vm) => {
-                ensure_stopped(cx.ctx, &vm).await?;
+                ensure_stopped(cx, &vm).await?;
                 Ok(json!({ "vm_id": vm.id, "found": true }))
             }
             None => Ok(json!({ "found": false })),
@@ -312,7 +312,7 @@ impl Step<Env> for DestroyTestVm {
         let input = input(cx)?;
         match find_vm(cx.ctx, &input.target_name).await? {
             Some(vm) => {
-                destroy_vm_without_replicas(cx.ctx, &vm).await?;
+                destroy_vm_without_replicas(cx, &vm).await?;
                 Ok(json!({ "destroyed": vm.id }))
             }
             None => Ok(json!({ "destroyed": null })),

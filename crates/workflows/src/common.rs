@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use store::{VmState, Workflow};
 use volumed::Presence;
 
-use crate::env::{Env, call, cloud_error, store_error, volume_error};
+use crate::env::{Env, call, cloud_error, record_job, store_error, volume_error};
 use crate::plan::DevicePlan;
 
 /// Why a workflow could not be started (shared by every workflow's `start`).
@@ -187,9 +187,10 @@ pub(crate) async fn find_vm(
 
 /// Ensures the VM is stopped (forced: a test VM's guest state is thrown away).
 pub(crate) async fn ensure_stopped(
-    env: &Env,
+    cx: &StepContext<'_, Env>,
     vm: &cloudstack::VirtualMachine,
 ) -> Result<(), StepError> {
+    let env = cx.ctx;
     if vm.state == "Stopped" {
         return Ok(());
     }
@@ -198,6 +199,7 @@ pub(crate) async fn ensure_stopped(
         .stop_virtual_machine(&vm.id, true)
         .await
         .map_err(|e| cloud_error("stopping the target VM", e))?;
+    record_job(cx, &job, Some(&vm.id)).await;
     env.cloud
         .wait(&job)
         .await
@@ -236,7 +238,7 @@ pub(crate) async fn ensure_on_appliance(
                         .await
                         .map_err(|e| cloud_error("looking up the VM holding a replica", e))?
                 {
-                    ensure_stopped(env, &vm).await?;
+                    ensure_stopped(cx, &vm).await?;
                 }
                 env.volumes
                     .detach(
@@ -287,9 +289,10 @@ pub(crate) async fn ensure_on_appliance(
 /// Refuses to destroy a VM that still holds a replica volume: expunging a VM deletes
 /// whatever volume is its ROOT.
 pub(crate) async fn destroy_vm_without_replicas(
-    env: &Env,
+    cx: &StepContext<'_, Env>,
     vm: &cloudstack::VirtualMachine,
 ) -> Result<(), StepError> {
+    let env = cx.ctx;
     let on_vm = env
         .volumes
         .list_vm_volumes(&vm.id)
@@ -317,6 +320,7 @@ pub(crate) async fn destroy_vm_without_replicas(
         .destroy_virtual_machine(&vm.id, true)
         .await
         .map_err(|e| cloud_error("destroying the target VM", e))?;
+    record_job(cx, &job, Some(&vm.id)).await;
     env.cloud
         .wait(&job)
         .await

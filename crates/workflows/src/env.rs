@@ -71,3 +71,35 @@ pub(crate) fn cloud_error(what: &str, e: cloudstack::Error) -> StepError {
 pub(crate) fn store_error(what: &str, e: store::StoreError) -> StepError {
     StepError::Transient(format!("{what}: {e}"))
 }
+
+/// Records a CloudStack job of a VM command (deploy, start, stop, destroy) in the run's
+/// log as soon as CloudStack accepted it, so `ferry run show` lists its id. Volume
+/// commands are journaled by the volume daemon instead. A failure to record is logged,
+/// not fatal: the job itself is what matters, and the step that waits on it looks at
+/// CloudStack again when it is resumed.
+pub(crate) async fn record_job<T>(
+    cx: &StepContext<'_, Env>,
+    job: &cloudstack::Job<T>,
+    vm_id: Option<&str>,
+) {
+    let fields = serde_json::json!({
+        "job_id": job.job_id,
+        "command": job.command,
+        "vm_id": vm_id.or(job.id.as_deref()),
+    });
+    let message = format!("{} submitted as CloudStack job {}", job.command, job.job_id);
+    if let Err(e) = cx
+        .ctx
+        .store
+        .add_event(
+            &cx.run.id,
+            "info",
+            Some(cx.step),
+            &message,
+            Some(&fields.to_string()),
+        )
+        .await
+    {
+        tracing::warn!(run = %cx.run.id, job_id = %job.job_id, error = %e, "cannot record a CloudStack job id");
+    }
+}

@@ -41,7 +41,7 @@ use store::{VmState, Workflow};
 
 use crate::cleanup::{DeleteSnapshots, ReattachReplicas};
 use crate::common::{StartError, destroy_vm_without_replicas, ensure_stopped, input};
-use crate::env::{Env, call, cloud_error, store_error, volume_error};
+use crate::env::{Env, call, cloud_error, record_job, store_error, volume_error};
 use crate::hooks::{HookContext, HookPoint, run_all};
 use crate::live::{follow_up, live_vm};
 
@@ -104,6 +104,7 @@ impl Step<Env> for StopVm {
         // Gracefully: the guest's writes are kept (see the module doc).
         let graceful = async {
             let job = env.cloud.stop_virtual_machine(&vm.id, false).await?;
+            record_job(cx, &job, Some(&vm.id)).await;
             env.cloud.wait(&job).await
         }
         .await;
@@ -121,7 +122,7 @@ impl Step<Env> for StopVm {
                 )
                 .await;
                 let vm = live_vm(cx).await?.unwrap_or(vm);
-                ensure_stopped(env, &vm).await?;
+                ensure_stopped(cx, &vm).await?;
                 Ok(json!({ "vm_id": vm.id, "found": true, "forced": true }))
             }
             Err(e) => Err(cloud_error("stopping the VM", e)),
@@ -152,7 +153,7 @@ impl Step<Env> for DetachFromVm {
         };
         // Detaching the boot disk needs the VM stopped; a re-run after someone started
         // it again stops it first.
-        ensure_stopped(env, &vm).await?;
+        ensure_stopped(cx, &vm).await?;
         let mut detached = Vec::new();
         let mut unexpected = Vec::new();
         for v in env
@@ -203,7 +204,7 @@ impl Step<Env> for DestroyVm {
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
         match live_vm(cx).await? {
             Some(vm) => {
-                destroy_vm_without_replicas(cx.ctx, &vm).await?;
+                destroy_vm_without_replicas(cx, &vm).await?;
                 Ok(json!({ "destroyed": vm.id }))
             }
             None => Ok(json!({ "destroyed": null })),

@@ -26,7 +26,7 @@ use crate::common::{
     Network, RunInput, appliance_vm_id, destroy_vm_without_replicas, ensure_on_appliance,
     ensure_stopped, find_vm, input, protected_vm, revert_detached_replicas,
 };
-use crate::env::{Env, call, cloud_error, store_error, volume_error};
+use crate::env::{Env, call, cloud_error, record_job, store_error, volume_error};
 use crate::plan::{DevicePlan, KVM_MAX_DATA_DISKS};
 
 pub(crate) mod clone;
@@ -371,6 +371,7 @@ impl Step<Env> for CreateVm {
                     .deploy_virtual_machine(&request)
                     .await
                     .map_err(|e| cloud_error("deploying the target VM", e))?;
+                record_job(cx, &job, None).await;
                 env.cloud
                     .wait(&job)
                     .await
@@ -407,7 +408,7 @@ impl Step<Env> for CreateVm {
         let env = cx.ctx;
         let input = input(cx)?;
         if let Some(target) = find_vm(env, &input.target_name).await? {
-            destroy_vm_without_replicas(env, &target).await?;
+            destroy_vm_without_replicas(cx, &target).await?;
         }
         Ok(())
     }
@@ -637,7 +638,7 @@ impl Step<Env> for AttachReplicas {
         let Some(target) = find_vm(env, &input.target_name).await? else {
             return Ok(());
         };
-        ensure_stopped(env, &target).await?;
+        ensure_stopped(cx, &target).await?;
         for v in env
             .volumes
             .list_vm_volumes(&target.id)
@@ -748,6 +749,7 @@ impl Step<Env> for StartVm {
                 .start_virtual_machine(&target)
                 .await
                 .map_err(|e| cloud_error("starting the target VM", e))?;
+            record_job(cx, &job, Some(&target)).await;
             env.cloud
                 .wait(&job)
                 .await
@@ -764,7 +766,7 @@ impl Step<Env> for StartVm {
         let env = cx.ctx;
         let input = input(cx)?;
         if let Some(target) = find_vm(env, &input.target_name).await? {
-            ensure_stopped(env, &target).await?;
+            ensure_stopped(cx, &target).await?;
         }
         Ok(())
     }

@@ -9,6 +9,10 @@
 //! Runs are picked up promptly: whoever creates a run calls [`Worker::wake`]; the
 //! periodic claim (default every second) is only for runs created by other processes
 //! and for leases that ran out.
+//!
+//! A worker reports through the `metrics` facade how each execution ended, as
+//! `ferry_runs_total{workflow, outcome}`, and how many runs it is executing now, as
+//! the gauge `ferry_runs_executing`.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -74,22 +78,63 @@ impl Inner {
     /// Executes a run this worker took, then lets it go.
     async fn execute(&self, run_id: String) -> Finished {
         let _slot = self.slots.acquire().await.expect("never closed");
-        let outcome = match self.env.store.run(&run_id).await {
-            Ok(Some(run)) => match saga_for(&run) {
-                Ok(saga) => self.engine.execute(&run_id, &saga, &self.env).await,
-                Err(e) => Err(engine::EngineError::Store(store::StoreError::Corrupt(
-                    format!("run {run_id}: {e}"),
-                ))),
-            },
-            Ok(None) => Err(engine::EngineError::NoRun(run_id.clone())),
-            Err(e) => Err(engine::EngineError::Store(e)),
+        let _executing = Executing::start();
+        // The workflow is `unknown` only when the run could not be read.
+        let (workflow, outcome) = match self.env.store.run(&run_id).await {
+            Ok(Some(run)) => (
+                run.workflow.as_str(),
+                match saga_for(&run) {
+                    Ok(saga) => self.engine.execute(&run_id, &saga, &self.env).await,
+                    Err(e) => Err(engine::EngineError::Store(store::StoreError::Corrupt(
+                        format!("run {run_id}: {e}"),
+                    ))),
+                },
+            ),
+            Ok(None) => ("unknown", Err(engine::EngineError::NoRun(run_id.clone()))),
+            Err(e) => ("unknown", Err(engine::EngineError::Store(e))),
         };
+        metrics::counter!(
+            "ferry_runs_total",
+            "workflow" => workflow,
+            "outcome" => outcome_label(&outcome),
+        )
+        .increment(1);
         match &outcome {
             Ok(outcome) => tracing::info!(run = %run_id, ?outcome, "run executed"),
             Err(e) => tracing::error!(run = %run_id, error = %e, "run failed to execute"),
         }
         self.running.lock().expect("poisoned").remove(&run_id);
         (run_id, outcome)
+    }
+}
+
+/// The `outcome` label of `ferry_runs_total` for how an execution ended.
+fn outcome_label(outcome: &Result<Outcome, engine::EngineError>) -> &'static str {
+    match outcome {
+        Ok(Outcome::Done) => "done",
+        Ok(Outcome::Unwound { .. }) => "unwound",
+        Ok(Outcome::Stuck { .. }) => "stuck",
+        Ok(Outcome::Fenced) => "fenced",
+        Ok(Outcome::Held) => "held",
+        Ok(Outcome::Ended(_)) => "ended",
+        Err(_) => "error",
+    }
+}
+
+/// One run counted in the gauge `ferry_runs_executing` for as long as this lives, so
+/// that an execution dropped at shutdown stops being counted too.
+struct Executing;
+
+impl Executing {
+    fn start() -> Self {
+        metrics::gauge!("ferry_runs_executing").increment(1.0);
+        Executing
+    }
+}
+
+impl Drop for Executing {
+    fn drop(&mut self) {
+        metrics::gauge!("ferry_runs_executing").decrement(1.0);
     }
 }
 

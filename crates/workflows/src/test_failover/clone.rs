@@ -255,7 +255,7 @@ pub(crate) async fn delete_clones(
                 match &target {
                     Some(t) if t.id == holder => {
                         if v.deviceid == Some(0) {
-                            ensure_stopped(env, t).await?;
+                            ensure_stopped(cx, t).await?;
                         }
                         env.volumes
                             .detach(&call(cx, step, &format!("detach/{}/{holder}", v.id)), &v.id)
@@ -347,7 +347,7 @@ impl Step<Env> for AttachClones {
         let Some(target) = find_vm(env, &input.target_name).await? else {
             return Ok(());
         };
-        ensure_stopped(env, &target).await?;
+        ensure_stopped(cx, &target).await?;
         for v in env
             .volumes
             .list_vm_volumes(&target.id)

@@ -1,0 +1,532 @@
+//! The REST API: protected VMs, failover runs, health and metrics.
+//!
+//! Every route but `/health` and `/metrics` needs the bearer token. Request bodies are
+//! read as bytes and parsed here, so a body that is not valid JSON, or not the right
+//! shape, gets a 422 that says why — never axum's plain-text rejection or a 500.
+//! Starting a workflow answers 202 with the new run as soon as it is stored; the
+//! worker in this process is woken to execute it at once.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use store::{ProtectedVm, Run, RunState};
+use subtle::ConstantTimeEq;
+use utoipa::OpenApi;
+
+use crate::error::{ApiError, chain};
+use crate::model::*;
+use crate::view;
+
+/// What every handler works with.
+#[derive(Clone)]
+pub struct AppState {
+    pub env: workflows::Env,
+    pub worker: workflows::Worker,
+    pub token: std::sync::Arc<SecretString>,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub limits: inventory::Limits,
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ferry",
+        description = "Fails over VMware VMs with all of their disks into Apache CloudStack. \
+                       Every path but /health and /metrics needs `Authorization: Bearer <token>`.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        health,
+        metrics,
+        list_vms,
+        add_vm,
+        show_vm,
+        remove_vm,
+        start_test_failover,
+        start_cleanup,
+        start_live_failover,
+        start_rollback,
+        start_commit,
+        list_runs,
+        show_run,
+        cancel_run,
+        retry_run,
+        abandon_run,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "vms", description = "Protected VMs"),
+        (name = "failover", description = "Starting workflows"),
+        (name = "runs", description = "Runs of workflows"),
+        (name = "ops", description = "Health and metrics")
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document, as checked in at `docs/openapi.json`.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes")
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    let authed = Router::new()
+        .route("/v1/vms", get(list_vms).post(add_vm))
+        .route("/v1/vms/{name}", get(show_vm).delete(remove_vm))
+        .route("/v1/vms/{name}/test-failover", post(start_test_failover))
+        .route("/v1/vms/{name}/cleanup", post(start_cleanup))
+        .route("/v1/vms/{name}/live-failover", post(start_live_failover))
+        .route("/v1/vms/{name}/rollback", post(start_rollback))
+        .route("/v1/vms/{name}/commit", post(start_commit))
+        .route("/v1/runs", get(list_runs))
+        .route("/v1/runs/{id}", get(show_run))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/runs/{id}/retry", post(retry_run))
+        .route("/v1/runs/{id}/abandon", post(abandon_run))
+        .route("/v1/openapi.json", get(openapi))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .merge(authed)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let expected = state.token.expose_secret().as_bytes();
+    match presented {
+        Some(token) if bool::from(token.as_bytes().ct_eq(expected)) => next.run(request).await,
+        _ => ApiError::Unauthorized.into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such path: the API is under /v1 (see docs/openapi.json)".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Parses a JSON body; an empty body is `T::default()` where `default` is given.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes, default: Option<T>) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace)
+        && let Some(default) = default
+    {
+        return Ok(default);
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("the request body is not acceptable JSON: {e}")))
+}
+
+#[utoipa::path(get, path = "/health", tag = "ops", security(()),
+    responses((status = 200, description = "The server is up", body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "ops", security(()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
+}
+
+async fn vm_by_name(state: &AppState, name: &str) -> ApiResult<ProtectedVm> {
+    state.env.store.vm(name).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no protected VM named `{name}`: `ferry vm list` shows them"
+        ))
+    })
+}
+
+#[utoipa::path(get, path = "/v1/vms", tag = "vms",
+    responses((status = 200, description = "Every protected VM, by name", body = Vec<VmSummary>),
+              (status = 401, body = ErrorBody)))]
+async fn list_vms(State(state): State<AppState>) -> ApiResult<Json<Vec<VmSummary>>> {
+    let mut out = Vec::new();
+    for vm in state.env.store.vms().await? {
+        let active = state.env.store.active_run(&vm.id).await?;
+        out.push(view::vm_summary(&vm, active.as_ref()));
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(out))
+}
+
+#[utoipa::path(post, path = "/v1/vms", tag = "vms", request_body = AddVm,
+    responses((status = 201, description = "Registered", body = VmDetail),
+              (status = 409, description = "A VM of that name, or one of its replicas, is registered already", body = ErrorBody),
+              (status = 422, description = "The definition was refused; `problems` lists every reason", body = ErrorBody),
+              (status = 503, description = "CloudStack could not be asked", body = ErrorBody)))]
+async fn add_vm(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<VmDetail>)> {
+    let request: AddVm = parse_body(&body, None)?;
+    let format = match request.format {
+        DefinitionFormat::Toml => inventory::Format::Toml,
+        DefinitionFormat::Json => inventory::Format::Json,
+    };
+    let definition = inventory::VmDefinition::parse(&request.definition, format).map_err(|e| {
+        ApiError::invalid(format!(
+            "the VM definition was refused and nothing was registered: {e}"
+        ))
+    })?;
+    let vm = match inventory::register(
+        &state.env.store,
+        &state.env.cloud,
+        &definition,
+        state.limits,
+    )
+    .await
+    {
+        Ok(vm) => vm,
+        Err(inventory::RegisterError::Invalid(problems)) => {
+            return Err(ApiError::Invalid {
+                message: format!(
+                    "the VM definition was refused and nothing was registered: {} problem(s)",
+                    problems.len()
+                ),
+                problems: problems
+                    .into_iter()
+                    .map(|p| Problem {
+                        field: p.field.to_string(),
+                        message: p.message.to_string(),
+                    })
+                    .collect(),
+            });
+        }
+        Err(inventory::RegisterError::CloudStack(e)) => {
+            return Err(ApiError::Unavailable(format!(
+                "cannot check the definition against CloudStack, so nothing was registered: {}",
+                chain(&e)
+            )));
+        }
+        Err(inventory::RegisterError::Store(e)) => return Err(e.into()),
+    };
+    tracing::info!(vm = %vm.name, disks = vm.disks.len(), "registered a protected VM");
+    Ok((
+        StatusCode::CREATED,
+        Json(view::vm_detail(&state, &vm).await?),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/vms/{name}", tag = "vms",
+    params(("name" = String, Path, description = "The protected VM's name")),
+    responses((status = 200, body = VmDetail), (status = 404, body = ErrorBody)))]
+async fn show_vm(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<VmDetail>> {
+    let vm = vm_by_name(&state, &name).await?;
+    Ok(Json(view::vm_detail(&state, &vm).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/vms/{name}", tag = "vms",
+    params(("name" = String, Path, description = "The protected VM's name")),
+    responses((status = 204, description = "Removed from ferry (nothing in CloudStack changes)"),
+              (status = 404, body = ErrorBody),
+              (status = 409, description = "A run is active, or the VM is failed over", body = ErrorBody)))]
+async fn remove_vm(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let vm = vm_by_name(&state, &name).await?;
+    if !matches!(
+        vm.state,
+        store::VmState::ReadyForFailover | store::VmState::Committed
+    ) {
+        return Err(ApiError::Conflict(format!(
+            "{name} is {}: its replicas are not back on the appliance; clean up or roll back first",
+            vm.state
+        )));
+    }
+    state.env.store.remove_vm(&name).await?;
+    tracing::info!(vm = %name, "removed a protected VM");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stores a new run, wakes the worker and answers 202 with the run.
+async fn started(
+    state: &AppState,
+    run: Result<Run, workflows::StartError>,
+) -> ApiResult<(StatusCode, Json<RunSummary>)> {
+    let run = run?;
+    state.worker.wake();
+    let vm = state.env.store.vm_by_id(&run.vm_id).await?;
+    tracing::info!(run = %run.id, workflow = %run.workflow, vm = vm.as_ref().map(|v| v.name.as_str()).unwrap_or(""), "run started");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(view::run_summary(
+            &run,
+            vm.as_ref().map(|v| v.name.as_str()).unwrap_or(""),
+        )),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/vms/{name}/test-failover", tag = "failover", request_body(content = Option<StartTest>, description = "Optional; the mode is `replica` when omitted"),
+    params(("name" = String, Path, description = "The protected VM's name")),
+    responses((status = 202, description = "The run was created and is being executed", body = RunSummary),
+              (status = 404, body = ErrorBody),
+              (status = 409, description = "The VM is not ready_for_failover, or another run is active", body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn start_test_failover(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<RunSummary>)> {
+    let request: StartTest = parse_body(&body, Some(StartTest::default()))?;
+    let mode = match request.mode {
+        TestMode::Replica => workflows::test_failover::Mode::Replica,
+        TestMode::Clone => workflows::test_failover::Mode::Clone,
+    };
+    started(
+        &state,
+        workflows::test_failover::start_with_mode(&state.env, &name, mode).await,
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/vms/{name}/cleanup", tag = "failover",
+    params(("name" = String, Path, description = "The protected VM's name")),
+    responses((status = 202, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn start_cleanup(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<RunSummary>)> {
+    started(&state, workflows::cleanup::start(&state.env, &name).await).await
+}
+
+#[utoipa::path(post, path = "/v1/vms/{name}/live-failover", tag = "failover",
+    params(("name" = String, Path, description = "The protected VM's name")),
+    responses((status = 202, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn start_live_failover(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<RunSummary>)> {
+    started(&state, workflows::live::start(&state.env, &name).await).await
+}
+
+#[utoipa::path(post, path = "/v1/vms/{name}/rollback", tag = "failover",
+    params(("name" = String, Path, description = "The protected VM's name")),
+    responses((status = 202, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn start_rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<RunSummary>)> {
+    started(&state, workflows::rollback::start(&state.env, &name).await).await
+}
+
+#[utoipa::path(post, path = "/v1/vms/{name}/commit", tag = "failover",
+    params(("name" = String, Path, description = "The protected VM's name")),
+    responses((status = 202, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn start_commit(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<RunSummary>)> {
+    started(&state, workflows::commit::start(&state.env, &name).await).await
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RunQuery {
+    /// Only the runs of this protected VM.
+    pub vm: Option<String>,
+    /// At most this many, newest first (default 50, at most 1000).
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunQuery),
+    responses((status = 200, description = "Runs, newest first", body = Vec<RunSummary>),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn list_runs(
+    State(state): State<AppState>,
+    query: Result<Query<RunQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<RunSummary>>> {
+    let Query(query) =
+        query.map_err(|e| ApiError::invalid(format!("bad query: {}", e.body_text())))?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(format!(
+            "limit must be between 1 and 1000 (got {limit})"
+        )));
+    }
+    let vm = match &query.vm {
+        Some(name) => Some(vm_by_name(&state, name).await?),
+        None => None,
+    };
+    let runs = state
+        .env
+        .store
+        .runs(vm.as_ref().map(|v| v.id.as_str()), limit)
+        .await?;
+    let names = vm_names(&state).await?;
+    Ok(Json(
+        runs.iter()
+            .map(|r| view::run_summary(r, names.get(&r.vm_id).map(String::as_str).unwrap_or("")))
+            .collect(),
+    ))
+}
+
+async fn vm_names(state: &AppState) -> ApiResult<BTreeMap<String, String>> {
+    Ok(state
+        .env
+        .store
+        .vms()
+        .await?
+        .into_iter()
+        .map(|v| (v.id, v.name))
+        .collect())
+}
+
+async fn run_by_id(state: &AppState, id: &str) -> ApiResult<Run> {
+    state
+        .env
+        .store
+        .run(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no run {id}: `ferry run list` shows them")))
+}
+
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
+async fn show_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunDetail>> {
+    let run = run_by_id(&state, &id).await?;
+    Ok(Json(view::run_detail(&state, &run).await?))
+}
+
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    responses((status = 202, description = "Cancel requested: the run unwinds before its next step", body = RunSummary),
+              (status = 404, body = ErrorBody),
+              (status = 409, description = "The run has ended, or is stuck (retry or abandon it)", body = ErrorBody)))]
+async fn cancel_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<RunSummary>)> {
+    let run = run_by_id(&state, &id).await?;
+    match run.state {
+        RunState::Pending | RunState::Running => {}
+        RunState::Unwinding => {
+            return Err(ApiError::Conflict(format!("run {id} is already unwinding")));
+        }
+        RunState::Stuck => {
+            return Err(ApiError::Conflict(format!(
+                "run {id} is stuck: an undo failed. Fix its cause and `ferry run retry {id}`, or `ferry run abandon {id}`"
+            )));
+        }
+        ended => {
+            return Err(ApiError::Conflict(format!(
+                "run {id} has ended ({ended}); there is nothing to cancel"
+            )));
+        }
+    }
+    state.env.store.request_cancel(&id).await?;
+    state.worker.wake();
+    tracing::info!(run = %id, "cancel requested");
+    summary_now(&state, &id, StatusCode::ACCEPTED).await
+}
+
+#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    responses((status = 202, description = "The failed undo will be tried again", body = RunSummary),
+              (status = 404, body = ErrorBody),
+              (status = 409, description = "The run is not stuck", body = ErrorBody)))]
+async fn retry_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<RunSummary>)> {
+    run_by_id(&state, &id).await?;
+    engine::retry_stuck(&state.env.store, &id).await?;
+    state.worker.wake();
+    tracing::info!(run = %id, "stuck run retried by an operator");
+    summary_now(&state, &id, StatusCode::ACCEPTED).await
+}
+
+#[utoipa::path(post, path = "/v1/runs/{id}/abandon", tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    responses((status = 200, description = "The run is abandoned and no longer holds its VM", body = RunSummary),
+              (status = 404, body = ErrorBody),
+              (status = 409, description = "The run is not stuck", body = ErrorBody)))]
+async fn abandon_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<RunSummary>)> {
+    run_by_id(&state, &id).await?;
+    engine::abandon(&state.env.store, &id).await?;
+    tracing::warn!(run = %id, "stuck run abandoned by an operator");
+    summary_now(&state, &id, StatusCode::OK).await
+}
+
+async fn summary_now(
+    state: &AppState,
+    id: &str,
+    status: StatusCode,
+) -> ApiResult<(StatusCode, Json<RunSummary>)> {
+    let run = run_by_id(state, id).await?;
+    let vm = state.env.store.vm_by_id(&run.vm_id).await?;
+    Ok((
+        status,
+        Json(view::run_summary(
+            &run,
+            vm.as_ref().map(|v| v.name.as_str()).unwrap_or(""),
+        )),
+    ))
+}

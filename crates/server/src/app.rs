@@ -1,0 +1,215 @@
+//! Wiring: from a config to a running server — the store, the CloudStack client, the
+//! in-process volume daemon (which resumes the operations a crash left in flight), the
+//! engine worker and the REST API, all stopped by one shutdown token.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{AppState, router};
+use crate::config::Config;
+
+/// Everything `ferry serve` needs, secrets read.
+pub struct Settings {
+    pub config: Config,
+    pub cloudstack_secret: SecretString,
+    pub api_token: SecretString,
+}
+
+impl Settings {
+    /// Reads the secrets the config names (or the environment holds).
+    pub fn resolve(config: Config) -> Result<Settings, crate::config::ConfigError> {
+        let lookup = |name: &str| std::env::var(name).ok();
+        let cloudstack_secret = config.cloudstack_secret(lookup)?;
+        let api_token = config.api_token(lookup)?;
+        Ok(Settings {
+            config,
+            cloudstack_secret,
+            api_token,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the database {url}")]
+    Store {
+        url: String,
+        #[source]
+        source: store::StoreError,
+    },
+    #[error("cannot build the CloudStack client: {0}")]
+    Client(String),
+    #[error("cannot record the appliance {name}")]
+    Appliance {
+        name: String,
+        #[source]
+        source: store::StoreError,
+    },
+}
+
+/// The process-wide Prometheus recorder (installed once, on first use).
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0, 900.0,
+                ])
+                .expect("bucket list is not empty");
+            match builder.install_recorder() {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot install the metrics recorder; /metrics will be empty");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// A started server: its address, and the handle to wait on.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub state: AppState,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Builds everything from `settings` and serves the API on `listener` until
+/// `shutdown` is cancelled.
+pub async fn start(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
+    let config = &settings.config;
+    let store = store::Store::connect(&config.database.url)
+        .await
+        .map_err(|source| StartError::Store {
+            url: config.database.url.clone(),
+            source,
+        })?;
+    let mut client_config = cloudstack::Config::new(
+        &config.cloudstack.endpoint,
+        &config.cloudstack.api_key,
+        settings.cloudstack_secret.clone(),
+    );
+    client_config.poll = config.poll_policy();
+    let cloud =
+        cloudstack::Client::new(client_config).map_err(|e| StartError::Client(e.to_string()))?;
+
+    let mut daemon = volumed::LocalConfig::default();
+    for a in &config.appliances {
+        store
+            .upsert_appliance(&store::Appliance {
+                name: a.name.clone(),
+                vm_id: a.vm_id.clone(),
+                zone_id: a
+                    .zone_id
+                    .clone()
+                    .unwrap_or_else(|| config.target.zone_id.clone()),
+                volumed_url: None,
+                sysfs_root: Some(a.sysfs_root.display().to_string()),
+            })
+            .await
+            .map_err(|source| StartError::Appliance {
+                name: a.name.clone(),
+                source,
+            })?;
+        daemon
+            .appliances
+            .insert(a.vm_id.clone(), PathBuf::from(&a.sysfs_root));
+    }
+    let journal: Arc<dyn volumed::Journal> = Arc::new(volumed::StoreJournal::new(store.clone()));
+    let local = Arc::new(volumed::Local::new(cloud.clone(), journal, daemon));
+    let env = workflows::Env {
+        store: store.clone(),
+        cloud,
+        volumes: local.clone(),
+        target: workflows::Target {
+            zone_id: config.target.zone_id.clone(),
+            service_offering_id: config.target.service_offering_id.clone(),
+            template_id: config.target.template_id.clone(),
+        },
+        device_timeout: Duration::from_secs(config.engine.device_timeout_secs),
+        hooks: config.hooks.clone(),
+        guest_prep: config.guest_prep.clone(),
+    };
+    let owner = config
+        .engine
+        .worker_name
+        .clone()
+        .unwrap_or_else(default_worker_name);
+    let engine = engine::Engine::new(
+        store.clone(),
+        engine::EngineConfig {
+            owner: owner.clone(),
+            lease: Duration::from_secs(config.engine.lease_secs),
+            max_attempts: config.engine.max_attempts,
+            ..engine::EngineConfig::default()
+        },
+    );
+    let worker = workflows::Worker::new(
+        engine,
+        env.clone(),
+        workflows::WorkerConfig {
+            concurrency: config.engine.concurrency,
+            claim_interval: Duration::from_millis(config.engine.claim_interval_ms),
+        },
+    );
+    let state = AppState {
+        env,
+        worker: worker.clone(),
+        token: Arc::new(settings.api_token),
+        metrics: metrics_handle(),
+        limits: inventory::Limits::default(),
+    };
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    let app = router(state.clone());
+    let task = tokio::spawn(async move {
+        let worker_shutdown = shutdown.clone();
+        let worker_task = tokio::spawn(async move {
+            // Volume operations a previous process left in flight are settled first
+            // (by their job ids, or by looking at CloudStack), so no run resumes into
+            // a volume that is still moving.
+            match local.resume_unfinished().await {
+                Ok(resumed) if !resumed.is_empty() => {
+                    tracing::info!(
+                        count = resumed.len(),
+                        "resumed the volume operations left in flight"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot resume the volume operations in flight")
+                }
+            }
+            worker.run(worker_shutdown.cancelled_owned()).await;
+        });
+        tracing::info!(%addr, worker = %owner, "ferry serves");
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the API stopped with an error");
+        }
+        let _ = worker_task.await;
+    });
+    Ok(Running { addr, state, task })
+}
+
+fn default_worker_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "ferry".into());
+    format!("{host}-{}", std::process::id())
+}

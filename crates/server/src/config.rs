@@ -1,0 +1,530 @@
+//! ferry's one configuration file (TOML), its environment overrides and its secrets.
+//!
+//! The file says where everything is; secrets are never in it and never on a command
+//! line. The CloudStack secret key and the API's bearer token come from the
+//! environment (`FERRY_CLOUDSTACK_SECRET`, `FERRY_TOKEN`) or else from the files the
+//! config names (`cloudstack.secret_key_file`, `server.token_file`). A secret is held
+//! as a [`SecretString`] from the moment it is read, so it cannot reach a log line by
+//! `Debug`.
+//!
+//! Environment overrides, applied after the file is read: `FERRY_LISTEN`,
+//! `FERRY_DATABASE_URL`, `FERRY_CLOUDSTACK_ENDPOINT`, `FERRY_CLOUDSTACK_API_KEY`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The configuration file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub database: DatabaseSection,
+    pub cloudstack: CloudStackSection,
+    /// What target VMs are made from.
+    pub target: TargetSection,
+    /// The appliances whose replica volumes ferry fails over. The in-process volume
+    /// daemon acts for each.
+    #[serde(default)]
+    pub appliances: Vec<ApplianceSection>,
+    #[serde(default)]
+    pub engine: EngineSection,
+    /// The guest-preparation command run on the appliance against the boot disk, for
+    /// the VMs whose policy asks for it. `{device}` in `args` is the disk's path.
+    #[serde(default)]
+    pub guest_prep: Option<volumed::GuestPrep>,
+    /// Hooks around live failover and rollback.
+    #[serde(default)]
+    pub hooks: workflows::Hooks,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Where the REST API listens.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The file holding the API's bearer token (used when `FERRY_TOKEN` is not set).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: default_listen(),
+            token_file: None,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8470))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// A SQLite path (created on first start) or a `postgres://` URL. Several `ferry
+    /// serve` processes may share one PostgreSQL database; SQLite is for one.
+    #[serde(default = "default_database")]
+    pub url: String,
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        DatabaseSection {
+            url: default_database(),
+        }
+    }
+}
+
+fn default_database() -> String {
+    "ferry.db".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudStackSection {
+    /// The API URL, e.g. `https://cloud.example.com/client/api`.
+    pub endpoint: String,
+    /// The API key (not secret).
+    pub api_key: String,
+    /// The file holding the secret key (used when `FERRY_CLOUDSTACK_SECRET` is not set).
+    #[serde(default)]
+    pub secret_key_file: Option<PathBuf>,
+    /// The first poll of an async job comes this soon after it was submitted.
+    #[serde(default = "default_poll_first_ms")]
+    pub poll_first_ms: u64,
+    /// Polls back off up to this interval.
+    #[serde(default = "default_poll_max_ms")]
+    pub poll_max_ms: u64,
+    /// After this long a job's outcome is unknown, and ferry looks at CloudStack
+    /// before doing anything else.
+    #[serde(default = "default_job_deadline_secs")]
+    pub job_deadline_secs: u64,
+}
+
+fn default_poll_first_ms() -> u64 {
+    500
+}
+fn default_poll_max_ms() -> u64 {
+    5_000
+}
+fn default_job_deadline_secs() -> u64 {
+    1_800
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSection {
+    pub zone_id: String,
+    /// A custom (CPU and memory) service offering.
+    pub service_offering_id: String,
+    /// Any template: target VMs are deployed stopped and its ROOT disk removed.
+    pub template_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplianceSection {
+    /// The name VM definitions use (`appliance = "oma"`).
+    pub name: String,
+    /// Its CloudStack VM id.
+    pub vm_id: String,
+    /// Its zone; the target zone when omitted.
+    #[serde(default)]
+    pub zone_id: Option<String>,
+    /// Where its `/sys/block` and `/dev/disk/by-id` are seen from this process: `/`
+    /// when `ferry serve` runs on the appliance.
+    #[serde(default = "default_sysfs_root")]
+    pub sysfs_root: PathBuf,
+}
+
+fn default_sysfs_root() -> PathBuf {
+    PathBuf::from("/")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// Runs one process executes at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// How long a worker's lease on a run lasts without renewal: after a crash,
+    /// another worker takes the run over this long after the last renewal.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+    /// Attempts of one step (or undo) when it fails transiently.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i64,
+    /// How often to look for runs that other processes created or left.
+    #[serde(default = "default_claim_interval_ms")]
+    pub claim_interval_ms: u64,
+    /// How long to wait for a disk to appear in, or leave, an appliance.
+    #[serde(default = "default_device_timeout_secs")]
+    pub device_timeout_secs: u64,
+    /// This process's name in run leases; `<hostname>-<pid>` when omitted.
+    #[serde(default)]
+    pub worker_name: Option<String>,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            concurrency: default_concurrency(),
+            lease_secs: default_lease_secs(),
+            max_attempts: default_max_attempts(),
+            claim_interval_ms: default_claim_interval_ms(),
+            device_timeout_secs: default_device_timeout_secs(),
+            worker_name: None,
+        }
+    }
+}
+
+fn default_concurrency() -> usize {
+    64
+}
+fn default_lease_secs() -> u64 {
+    30
+}
+fn default_max_attempts() -> i64 {
+    5
+}
+fn default_claim_interval_ms() -> u64 {
+    1_000
+}
+fn default_device_timeout_secs() -> u64 {
+    120
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot read the {what} file {path}")]
+    SecretFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A secret's name, its environment variable and its config key, for messages.
+struct SecretSource {
+    what: &'static str,
+    env: &'static str,
+    key: &'static str,
+}
+
+const CLOUDSTACK_SECRET: SecretSource = SecretSource {
+    what: "CloudStack secret key",
+    env: "FERRY_CLOUDSTACK_SECRET",
+    key: "cloudstack.secret_key_file",
+};
+const API_TOKEN: SecretSource = SecretSource {
+    what: "API token",
+    env: "FERRY_TOKEN",
+    key: "server.token_file",
+};
+
+impl Config {
+    /// Reads and checks `path`, then applies the environment overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Parses a config text (no environment, no checks beyond the format).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Applies the environment overrides that `lookup` finds.
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(listen) = lookup("FERRY_LISTEN") {
+            self.server.listen = listen.parse().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "FERRY_LISTEN=`{listen}` is not an address: use host:port, e.g. 127.0.0.1:8470"
+                ))
+            })?;
+        }
+        if let Some(url) = lookup("FERRY_DATABASE_URL") {
+            self.database.url = url;
+        }
+        if let Some(endpoint) = lookup("FERRY_CLOUDSTACK_ENDPOINT") {
+            self.cloudstack.endpoint = endpoint;
+        }
+        if let Some(key) = lookup("FERRY_CLOUDSTACK_API_KEY") {
+            self.cloudstack.api_key = key;
+        }
+        Ok(())
+    }
+
+    /// The checks a file can fail beyond its format, all at once.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut required = |value: &str, key: &str| {
+            if value.trim().is_empty() {
+                problems.push(format!("{key} is empty"));
+            }
+        };
+        required(&self.database.url, "database.url");
+        required(&self.cloudstack.endpoint, "cloudstack.endpoint");
+        required(&self.cloudstack.api_key, "cloudstack.api_key");
+        required(&self.target.zone_id, "target.zone_id");
+        required(
+            &self.target.service_offering_id,
+            "target.service_offering_id",
+        );
+        required(&self.target.template_id, "target.template_id");
+        if !(self.cloudstack.endpoint.starts_with("http://")
+            || self.cloudstack.endpoint.starts_with("https://"))
+        {
+            problems.push(format!(
+                "cloudstack.endpoint `{}` is not an http(s) URL: use e.g. https://cloud.example.com/client/api",
+                self.cloudstack.endpoint
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, a) in self.appliances.iter().enumerate() {
+            if a.name.trim().is_empty() || a.vm_id.trim().is_empty() {
+                problems.push(format!("appliances[{i}] needs both `name` and `vm_id`"));
+            }
+            if !names.insert(a.name.as_str()) {
+                problems.push(format!(
+                    "appliances[{i}]: the name `{}` is used twice",
+                    a.name
+                ));
+            }
+        }
+        if self.engine.concurrency == 0 {
+            problems.push("engine.concurrency must be at least 1".into());
+        }
+        if self.engine.lease_secs < 2 {
+            problems.push(
+                "engine.lease_secs must be at least 2 (a lease is renewed at a third of it)".into(),
+            );
+        }
+        if self.engine.max_attempts < 1 {
+            problems.push("engine.max_attempts must be at least 1".into());
+        }
+        if self.cloudstack.poll_first_ms == 0
+            || self.cloudstack.poll_max_ms < self.cloudstack.poll_first_ms
+        {
+            problems.push(
+                "cloudstack.poll_first_ms must be > 0 and cloudstack.poll_max_ms at least as large"
+                    .into(),
+            );
+        }
+        if let Some(prep) = &self.guest_prep
+            && prep.program.trim().is_empty()
+        {
+            problems.push("guest_prep.program is empty".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(format!(
+                "the config has {} problem(s):\n{}",
+                problems.len(),
+                problems
+                    .iter()
+                    .map(|p| format!("  - {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )))
+        }
+    }
+
+    /// The CloudStack secret key, from the environment or the configured file.
+    pub fn cloudstack_secret(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<SecretString, ConfigError> {
+        secret(
+            &CLOUDSTACK_SECRET,
+            self.cloudstack.secret_key_file.as_deref(),
+            lookup,
+        )
+    }
+
+    /// The API's bearer token, from the environment or the configured file.
+    pub fn api_token(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<SecretString, ConfigError> {
+        secret(&API_TOKEN, self.server.token_file.as_deref(), lookup)
+    }
+
+    /// The client's async-job polling.
+    pub fn poll_policy(&self) -> cloudstack::PollPolicy {
+        cloudstack::PollPolicy {
+            first: Duration::from_millis(self.cloudstack.poll_first_ms),
+            factor: 1.5,
+            max: Duration::from_millis(self.cloudstack.poll_max_ms),
+            deadline: Duration::from_secs(self.cloudstack.job_deadline_secs),
+        }
+    }
+}
+
+/// A secret from the environment, else from `file` (a trailing newline removed).
+fn secret(
+    source: &SecretSource,
+    file: Option<&Path>,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<SecretString, ConfigError> {
+    let value = match (lookup(source.env), file) {
+        (Some(value), _) => value,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::SecretFile {
+                what: source.what,
+                path: path.to_path_buf(),
+                source: e,
+            })?
+            .trim_end_matches(['\r', '\n'])
+            .to_string(),
+        (None, None) => {
+            return Err(ConfigError::Invalid(format!(
+                "no {}: set {} or name the file that holds it in `{}`",
+                source.what, source.env, source.key
+            )));
+        }
+    };
+    if value.trim().is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "the {} is empty",
+            source.what
+        )));
+    }
+    Ok(SecretString::from(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [cloudstack]
+        endpoint = "https://cloud.example.com/client/api"
+        api_key = "key"
+
+        [target]
+        zone_id = "z"
+        service_offering_id = "o"
+        template_id = "t"
+    "#;
+
+    #[test]
+    fn the_example_config_parses_and_passes_its_checks() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/ferry.toml");
+        let text = std::fs::read_to_string(&path).expect("docs/examples/ferry.toml exists");
+        let config = Config::parse(&text).expect("the example parses");
+        config.check().expect("the example passes its checks");
+        assert_eq!(config.appliances.len(), 1);
+        assert_eq!(config.hooks.before_live.len(), 2);
+        assert_eq!(config.hooks.after_rollback.len(), 1);
+        assert!(config.guest_prep.is_some());
+        assert!(config.database.url.starts_with("postgres://"));
+    }
+
+    #[test]
+    fn defaults_fill_what_a_minimal_file_leaves_out() {
+        let config = Config::parse(MINIMAL).expect("parses");
+        config.check().expect("valid");
+        assert_eq!(config.server.listen, default_listen());
+        assert_eq!(config.database.url, "ferry.db");
+        assert_eq!(config.engine.lease_secs, 30);
+        assert!(config.guest_prep.is_none());
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let text = format!("{MINIMAL}\n[engine]\nworkers = 3\n");
+        let error = Config::parse(&text).expect_err("unknown key");
+        assert!(error.contains("unknown field `workers`"), "{error}");
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let mut config = Config::parse(MINIMAL).expect("parses");
+        config
+            .apply_env(|name| match name {
+                "FERRY_DATABASE_URL" => Some("postgres://db/ferry".into()),
+                "FERRY_LISTEN" => Some("0.0.0.0:9000".into()),
+                _ => None,
+            })
+            .expect("applies");
+        assert_eq!(config.database.url, "postgres://db/ferry");
+        assert_eq!(config.server.listen.port(), 9000);
+        let bad = config.apply_env(|name| (name == "FERRY_LISTEN").then(|| "nine".into()));
+        assert!(bad.unwrap_err().to_string().contains("FERRY_LISTEN=`nine`"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = MINIMAL
+            .replace("https://cloud.example.com/client/api", "cloud.example.com")
+            .replace("zone_id = \"z\"", "zone_id = \"\"");
+        let config = Config::parse(&text).expect("parses");
+        let error = config.check().expect_err("invalid").to_string();
+        assert!(error.contains("2 problem(s)"), "{error}");
+        assert!(error.contains("target.zone_id is empty"), "{error}");
+        assert!(error.contains("not an http(s) URL"), "{error}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_or_a_file_and_are_required() {
+        use secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-file\n").expect("writes");
+        let mut config = Config::parse(MINIMAL).expect("parses");
+        let missing = config.cloudstack_secret(|_| None).expect_err("no secret");
+        assert!(
+            missing.to_string().contains("FERRY_CLOUDSTACK_SECRET"),
+            "{missing}"
+        );
+        config.cloudstack.secret_key_file = Some(file);
+        let from_file = config.cloudstack_secret(|_| None).expect("file");
+        assert_eq!(from_file.expose_secret(), "from-file");
+        let from_env = config
+            .cloudstack_secret(|name| (name == "FERRY_CLOUDSTACK_SECRET").then(|| "env".into()))
+            .expect("env");
+        assert_eq!(from_env.expose_secret(), "env");
+        let token = config.api_token(|name| (name == "FERRY_TOKEN").then(String::new));
+        assert!(
+            token
+                .unwrap_err()
+                .to_string()
+                .contains("API token is empty")
+        );
+    }
+}

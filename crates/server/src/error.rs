@@ -1,0 +1,138 @@
+//! The API's errors: each maps to one status and one stable code, and says in words
+//! what was wrong and what to do. Bad input is never a 500.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::model::{ErrorBody, ErrorDetail, Problem};
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 401: no token, or the wrong one.
+    Unauthorized,
+    /// 404.
+    NotFound(String),
+    /// 409: the request is valid but the state of things refuses it (a VM with an
+    /// active run, a run that is not stuck, …).
+    Conflict(String),
+    /// 422: the request's content is not acceptable; `problems` names the fields.
+    Invalid {
+        message: String,
+        problems: Vec<Problem>,
+    },
+    /// 400: the request could not be read at all.
+    BadRequest(String),
+    /// 405.
+    MethodNotAllowed,
+    /// 503: a dependency (CloudStack, the database) cannot be reached now; try again.
+    Unavailable(String),
+    /// 500: ferry's own failure. Logged with its whole chain.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            message: message.into(),
+            problems: Vec::new(),
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        let (message, problems) = match self {
+            ApiError::Unauthorized => (
+                "missing or wrong bearer token: send `Authorization: Bearer <token>` with the \
+                 server's token (FERRY_TOKEN)"
+                    .to_string(),
+                Vec::new(),
+            ),
+            ApiError::MethodNotAllowed => (
+                "this method is not allowed on this path; see docs/openapi.json".to_string(),
+                Vec::new(),
+            ),
+            ApiError::Invalid { message, problems } => (message, problems),
+            ApiError::NotFound(m)
+            | ApiError::Conflict(m)
+            | ApiError::BadRequest(m)
+            | ApiError::Unavailable(m)
+            | ApiError::Internal(m) => (m, Vec::new()),
+        };
+        if status.is_server_error() {
+            tracing::error!(%status, %message, "request failed");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message,
+                problems,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The whole chain of an error, `: `-separated.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl From<store::StoreError> for ApiError {
+    fn from(e: store::StoreError) -> Self {
+        match &e {
+            store::StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            store::StoreError::Refused(_) | store::StoreError::Constraint { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
+            store::StoreError::Connect { .. } => ApiError::Unavailable(chain(&e)),
+            _ => ApiError::Internal(chain(&e)),
+        }
+    }
+}
+
+impl From<engine::EngineError> for ApiError {
+    fn from(e: engine::EngineError) -> Self {
+        match e {
+            engine::EngineError::NoRun(id) => ApiError::NotFound(format!("no run {id}")),
+            engine::EngineError::Store(s) => s.into(),
+            other => ApiError::Internal(chain(&other)),
+        }
+    }
+}
+
+impl From<workflows::StartError> for ApiError {
+    fn from(e: workflows::StartError) -> Self {
+        use workflows::StartError as S;
+        match e {
+            S::NoVm(_) => ApiError::NotFound(e.to_string()),
+            S::NotReady { .. } | S::WrongState { .. } | S::NoPriorRun { .. } | S::Busy { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
+            S::Plan(_) => ApiError::invalid(e.to_string()),
+            S::Store(s) => s.into(),
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! What the REST API sends and receives. These types *are* the JSON contract: the CLI's
+//! `--output json` prints them as they are, and `docs/openapi.json` is generated from
+//! them. Fields are only ever added; a rename or removal is a breaking change.
+//!
+//! Times are RFC 3339 strings in UTC with milliseconds; durations are milliseconds.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Every error the API answers with.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `unauthorized`, `not_found`, `conflict`, `invalid`,
+    /// `bad_request`, `unavailable` or `internal`.
+    pub code: String,
+    /// What was wrong and what to do, in words.
+    pub message: String,
+    /// For a refused VM definition: every problem, with the field it concerns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    pub version: String,
+}
+
+/// The format of a VM definition file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DefinitionFormat {
+    #[default]
+    Toml,
+    Json,
+}
+
+/// Registers a protected VM from its definition (docs/vm-definition.md).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddVm {
+    /// The definition file's text.
+    pub definition: String,
+    #[serde(default)]
+    pub format: DefinitionFormat,
+}
+
+/// A protected VM in a list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VmSummary {
+    pub name: String,
+    /// `ready_for_failover`, `test_failed_over`, `failed_over` or `committed`.
+    pub state: String,
+    pub appliance: String,
+    pub disks: usize,
+    /// The disks' capacity, summed.
+    pub capacity_bytes: i64,
+    /// The run that holds the VM now, if any.
+    pub active_run_id: Option<String>,
+}
+
+/// A protected VM with its disks, NICs, active run and — while it is failed over —
+/// its target VM as CloudStack has it now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VmDetail {
+    pub name: String,
+    pub id: String,
+    pub source_id: String,
+    pub appliance: String,
+    pub state: String,
+    pub vcpu: i64,
+    pub memory_mb: i64,
+    /// `bios` or `uefi`.
+    pub firmware: String,
+    pub secure_boot: bool,
+    pub guest_os: String,
+    pub guest_prep: String,
+    pub created_at: String,
+    pub nics: Vec<NicView>,
+    /// In (controller, bus, unit) order.
+    pub disks: Vec<DiskView>,
+    pub active_run: Option<RunSummary>,
+    pub target: Option<TargetVm>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NicView {
+    pub position: i64,
+    pub mac: String,
+    pub source_network: String,
+    pub test_network_id: String,
+    pub production_network_id: String,
+}
+
+/// A VMware disk and its replica volume.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DiskView {
+    pub label: String,
+    pub device_key: i64,
+    /// `scsi`, `sata`, `nvme` or `ide`.
+    pub controller: String,
+    pub bus: i64,
+    pub unit: i64,
+    pub capacity_bytes: i64,
+    pub boot: bool,
+    pub replica_volume_id: String,
+    /// Where ferry last saw the replica: the VM it is attached to…
+    pub attached_vm_id: Option<String>,
+    /// …at which device id…
+    pub device_id: Option<i64>,
+    /// …and, on the appliance, at which device path.
+    pub device_path: Option<String>,
+}
+
+/// The target VM of a failed-over VM, read from CloudStack.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TargetVm {
+    pub id: String,
+    pub name: String,
+    /// CloudStack's state of the VM (`Running`, `Stopped`, …).
+    pub state: String,
+    /// By device id.
+    pub disks: Vec<TargetDisk>,
+    /// True when every planned disk is attached at its planned device id and nothing
+    /// else is attached.
+    pub verified: bool,
+    /// The verification, in words.
+    pub verification: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TargetDisk {
+    pub device_id: Option<i64>,
+    pub volume_id: String,
+    pub volume_name: String,
+    pub size_bytes: i64,
+    /// `boot`, `data`, or `unexpected` (attached, but not in the plan).
+    pub role: String,
+    /// The VMware disk it carries.
+    pub label: Option<String>,
+    pub planned_device_id: Option<i64>,
+}
+
+/// The test failover's mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TestMode {
+    /// The replicas themselves go to the test VM.
+    #[default]
+    Replica,
+    /// New volumes from the snapshots go to the test VM; the replicas stay.
+    Clone,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartTest {
+    #[serde(default)]
+    pub mode: TestMode,
+}
+
+/// A run in a list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunSummary {
+    pub id: String,
+    /// The protected VM's name.
+    pub vm: String,
+    /// `test_failover`, `cleanup`, `live_failover`, `rollback` or `commit`.
+    pub workflow: String,
+    /// A test failover's mode (`replica` or `clone`).
+    pub mode: Option<String>,
+    /// `pending`, `running`, `unwinding` and `stuck` are active; `done`, `unwound` and
+    /// `abandoned` are final.
+    pub state: String,
+    /// What made the run fail (unwound or stuck).
+    pub error: Option<String>,
+    pub cancel_requested: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub finished_at: Option<String>,
+    /// From creation to the end, or to now for an active run.
+    pub duration_ms: i64,
+}
+
+/// A run with everything that happened in it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: RunSummary,
+    /// The worker holding its lease, while one does.
+    pub lease_owner: Option<String>,
+    /// Raised each time a worker takes the run over.
+    pub generation: i64,
+    /// Every step of the workflow, in order; steps not reached have state `waiting`.
+    pub steps: Vec<StepView>,
+    /// The CloudStack jobs the run submitted, oldest first.
+    pub jobs: Vec<JobView>,
+    pub events: Vec<EventView>,
+    /// What happened, in sentences.
+    pub story: Vec<String>,
+    /// What an operator should do now, when anything.
+    pub advice: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StepView {
+    pub position: i64,
+    pub name: String,
+    /// `waiting`, `running`, `done`, `failed`, `undoing`, `undone` or `undo_failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// A CloudStack job of a run (volume operations through the volume daemon, and the VM
+/// commands).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    pub step: Option<String>,
+    /// What was asked: `attach`, `detach`, `snapshot`, `deployVirtualMachine`, …
+    pub kind: String,
+    pub volume_id: Option<String>,
+    pub vm_id: Option<String>,
+    /// CloudStack's async job id, once CloudStack accepted the command.
+    pub job_id: Option<String>,
+    /// `pending`, `submitted`, `succeeded` or `failed`.
+    pub state: String,
+    pub error: Option<String>,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventView {
+    pub at: String,
+    /// `info`, `warn` or `error`.
+    pub level: String,
+    pub step: Option<String>,
+    pub message: String,
+}

@@ -1,0 +1,443 @@
+//! The API's views of ferry's records: what a VM and a run look like to an operator,
+//! and a run's story told in sentences.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use store::{ProtectedVm, Run, RunState, StepState, Workflow};
+
+use crate::api::AppState;
+use crate::error::{ApiError, chain};
+use crate::model::*;
+
+/// Unix milliseconds as RFC 3339 in UTC with milliseconds.
+pub fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+pub fn vm_summary(vm: &ProtectedVm, active: Option<&Run>) -> VmSummary {
+    VmSummary {
+        name: vm.name.clone(),
+        state: vm.state.to_string(),
+        appliance: vm.appliance.clone(),
+        disks: vm.disks.len(),
+        capacity_bytes: vm.disks.iter().map(|d| d.disk.capacity_bytes).sum(),
+        active_run_id: active.map(|r| r.id.clone()),
+    }
+}
+
+pub async fn vm_detail(state: &AppState, vm: &ProtectedVm) -> Result<VmDetail, ApiError> {
+    let active = state.env.store.active_run(&vm.id).await?;
+    let target = match vm.state {
+        store::VmState::TestFailedOver | store::VmState::FailedOver => target_vm(state, vm).await?,
+        _ => None,
+    };
+    Ok(VmDetail {
+        name: vm.name.clone(),
+        id: vm.id.clone(),
+        source_id: vm.source_id.clone(),
+        appliance: vm.appliance.clone(),
+        state: vm.state.to_string(),
+        vcpu: vm.spec.vcpu,
+        memory_mb: vm.spec.memory_mb,
+        firmware: vm.spec.firmware.to_string(),
+        secure_boot: vm.spec.secure_boot,
+        guest_os: vm.spec.guest_os.to_string(),
+        guest_prep: vm.spec.guest_prep.to_string(),
+        created_at: time(vm.created_at),
+        nics: vm
+            .nics
+            .iter()
+            .map(|n| NicView {
+                position: n.position,
+                mac: n.mac.clone(),
+                source_network: n.source_network.clone(),
+                test_network_id: n.test_network_id.clone(),
+                production_network_id: n.production_network_id.clone(),
+            })
+            .collect(),
+        disks: vm
+            .disks
+            .iter()
+            .map(|d| DiskView {
+                label: d.disk.label.clone(),
+                device_key: d.disk.device_key,
+                controller: d.disk.controller.to_string(),
+                bus: d.disk.bus,
+                unit: d.disk.unit,
+                capacity_bytes: d.disk.capacity_bytes,
+                boot: d.disk.is_boot,
+                replica_volume_id: d.disk.replica_volume_id.clone(),
+                attached_vm_id: d.attachment.vm_id.clone(),
+                device_id: d.attachment.device_id,
+                device_path: d.attachment.device_path.clone(),
+            })
+            .collect(),
+        active_run: active.as_ref().map(|r| run_summary(r, &vm.name)),
+        target,
+    })
+}
+
+/// The target VM as CloudStack has it now, checked against the failover's plan.
+async fn target_vm(state: &AppState, vm: &ProtectedVm) -> Result<Option<TargetVm>, ApiError> {
+    let Some(target_id) = vm.target_vm_id.clone() else {
+        return Ok(None);
+    };
+    let workflow = match vm.state {
+        store::VmState::FailedOver => Workflow::LiveFailover,
+        _ => Workflow::TestFailover,
+    };
+    let Some(run) = state.env.store.last_run(&vm.id, workflow).await? else {
+        return Ok(None);
+    };
+    let Some(input) = workflows::test_failover::run_input(&run) else {
+        return Ok(None);
+    };
+    // In clone mode a clone stands in for its replica.
+    let mut replica_of: BTreeMap<String, String> = BTreeMap::new();
+    if run.mode.as_deref() == Some("clone") {
+        for step in state.env.store.steps(&run.id).await? {
+            if step.name == "create-clones"
+                && let Some(output) = step.output.as_deref()
+                && let Ok(value) = serde_json::from_str::<Value>(output)
+                && let Some(clones) = value.get("clones").and_then(Value::as_object)
+            {
+                for (replica, clone) in clones {
+                    if let Some(clone) = clone.as_str() {
+                        replica_of.insert(clone.to_string(), replica.clone());
+                    }
+                }
+            }
+        }
+    }
+    let cloud_unreachable = |e: &(dyn std::error::Error + 'static)| {
+        ApiError::Unavailable(format!(
+            "cannot read the target VM {target_id} from CloudStack: {}",
+            chain(e)
+        ))
+    };
+    let found = state
+        .env
+        .cloud
+        .list_virtual_machines(&cloudstack::VmFilter {
+            id: Some(target_id.clone()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| cloud_unreachable(&e))?;
+    let Some(cloud_vm) = found.into_iter().next() else {
+        return Ok(Some(TargetVm {
+            id: target_id.clone(),
+            name: input.target_name.clone(),
+            state: "missing".into(),
+            disks: Vec::new(),
+            verified: false,
+            verification: format!("CloudStack has no VM {target_id}: it was removed outside ferry"),
+        }));
+    };
+    let volumes = state
+        .env
+        .volumes
+        .list_vm_volumes(&target_id)
+        .await
+        .map_err(|e| cloud_unreachable(&e))?;
+    let labels: BTreeMap<&str, &str> = vm
+        .disks
+        .iter()
+        .map(|d| (d.disk.replica_volume_id.as_str(), d.disk.label.as_str()))
+        .collect();
+    let mut disks: Vec<TargetDisk> = volumes
+        .iter()
+        .map(|v| {
+            let replica = replica_of
+                .get(&v.id)
+                .cloned()
+                .unwrap_or_else(|| v.id.clone());
+            let planned = input.plan.by_volume(&replica);
+            TargetDisk {
+                device_id: v.device_id,
+                volume_id: v.id.clone(),
+                volume_name: v.name.clone(),
+                size_bytes: v.size_bytes,
+                role: match planned {
+                    Some(p) if p.is_boot => "boot",
+                    Some(_) => "data",
+                    None => "unexpected",
+                }
+                .to_string(),
+                label: labels.get(replica.as_str()).map(|l| l.to_string()),
+                planned_device_id: planned.map(|p| p.device_id),
+            }
+        })
+        .collect();
+    disks.sort_by_key(|d| (d.device_id.unwrap_or(i64::MAX), d.volume_id.clone()));
+    let planned = input.plan.disks().len();
+    let in_place = disks
+        .iter()
+        .filter(|d| d.planned_device_id.is_some() && d.planned_device_id == d.device_id)
+        .count();
+    let unexpected = disks.iter().filter(|d| d.role == "unexpected").count();
+    let verified = in_place == planned && unexpected == 0 && disks.len() == planned;
+    let mut verification = format!(
+        "{in_place} of {planned} disks at their planned device ids (CloudStack listVolumes)"
+    );
+    if unexpected > 0 {
+        verification.push_str(&format!(
+            "; {unexpected} volume(s) attached that are not in the plan"
+        ));
+    }
+    Ok(Some(TargetVm {
+        id: cloud_vm.id,
+        name: cloud_vm.name,
+        state: cloud_vm.state,
+        disks,
+        verified,
+        verification,
+    }))
+}
+
+pub fn run_summary(run: &Run, vm_name: &str) -> RunSummary {
+    let end = run.finished_at.unwrap_or_else(store::now_ms);
+    RunSummary {
+        id: run.id.clone(),
+        vm: vm_name.to_string(),
+        workflow: run.workflow.to_string(),
+        mode: run.mode.clone(),
+        state: run.state.to_string(),
+        error: run.error.clone(),
+        cancel_requested: run.cancel_requested,
+        created_at: time(run.created_at),
+        updated_at: time(run.updated_at),
+        finished_at: run.finished_at.map(time),
+        duration_ms: (end - run.created_at).max(0),
+    }
+}
+
+pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiError> {
+    let store = &state.env.store;
+    let vm = store.vm_by_id(&run.vm_id).await?;
+    let vm_name = vm.as_ref().map(|v| v.name.as_str()).unwrap_or("(removed)");
+    let recorded = store.steps(&run.id).await?;
+    let names: Vec<String> = match workflows::saga_for(run) {
+        Ok(saga) => saga.steps.iter().map(|s| s.name().to_string()).collect(),
+        Err(_) => recorded.iter().map(|s| s.name.clone()).collect(),
+    };
+    let mut steps: Vec<StepView> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| StepView {
+            position: i as i64,
+            name: name.clone(),
+            state: "waiting".into(),
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            error: None,
+        })
+        .collect();
+    for s in &recorded {
+        let view = StepView {
+            position: s.position,
+            name: s.name.clone(),
+            state: s.state.to_string(),
+            attempts: s.attempts,
+            started_at: s.started_at.map(time),
+            finished_at: s.finished_at.map(time),
+            duration_ms: match (s.started_at, s.finished_at) {
+                (Some(a), Some(b)) => Some((b - a).max(0)),
+                (Some(a), None) => Some((store::now_ms() - a).max(0)),
+                _ => None,
+            },
+            error: s.error.clone(),
+        };
+        match steps.get_mut(s.position as usize) {
+            Some(slot) => *slot = view,
+            None => steps.push(view),
+        }
+    }
+
+    let events = store.events(&run.id).await?;
+    let mut jobs: Vec<(i64, JobView)> = store
+        .ops_for_run(&run.id)
+        .await?
+        .into_iter()
+        .map(|op| {
+            let step = op.idempotency_key.split('/').nth(1).map(str::to_string);
+            (
+                op.created_at,
+                JobView {
+                    step,
+                    kind: op.kind,
+                    volume_id: op.volume_id,
+                    vm_id: op.vm_id,
+                    job_id: op.job_id,
+                    state: op.state.to_string(),
+                    error: op.error,
+                    at: time(op.created_at),
+                },
+            )
+        })
+        .collect();
+    // The VM commands' jobs, recorded as events with a `job_id` field.
+    for e in &events {
+        let Some(fields) = e
+            .fields
+            .as_deref()
+            .and_then(|f| serde_json::from_str::<Value>(f).ok())
+        else {
+            continue;
+        };
+        let Some(job_id) = fields.get("job_id").and_then(Value::as_str) else {
+            continue;
+        };
+        let field = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_string);
+        jobs.push((
+            e.at,
+            JobView {
+                step: e.step.clone(),
+                kind: field("command").unwrap_or_else(|| "job".into()),
+                volume_id: field("volume_id"),
+                vm_id: field("vm_id"),
+                job_id: Some(job_id.to_string()),
+                state: "submitted".into(),
+                error: None,
+                at: time(e.at),
+            },
+        ));
+    }
+    jobs.sort_by_key(|(at, _)| *at);
+
+    let (story, advice) = story(run, vm_name, &recorded);
+    Ok(RunDetail {
+        run: run_summary(run, vm_name),
+        lease_owner: run
+            .lease_expires_at
+            .filter(|&t| t > store::now_ms() && run.state.is_active())
+            .and(run.lease_owner.clone()),
+        generation: run.generation,
+        steps,
+        jobs: jobs.into_iter().map(|(_, j)| j).collect(),
+        events: events
+            .into_iter()
+            .map(|e| EventView {
+                at: time(e.at),
+                level: e.level,
+                step: e.step,
+                message: e.message,
+            })
+            .collect(),
+        story,
+        advice,
+    })
+}
+
+fn seconds(ms: i64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+/// What happened to a run, in sentences, and what an operator should do now.
+fn story(run: &Run, vm: &str, steps: &[store::StepRecord]) -> (Vec<String>, Option<String>) {
+    let mut story = Vec::new();
+    let what = match run.mode.as_deref() {
+        Some(mode) => format!("{} ({mode} mode)", run.workflow),
+        None => run.workflow.to_string(),
+    };
+    story.push(format!("{what} of {vm}, created {}.", time(run.created_at)));
+    let failed = steps.iter().find(|s| s.state == StepState::Failed);
+    let undo_failed = steps.iter().find(|s| s.state == StepState::UndoFailed);
+    let done = steps.iter().filter(|s| s.state == StepState::Done).count();
+    let undone = steps
+        .iter()
+        .filter(|s| s.state == StepState::Undone)
+        .count();
+    let elapsed = seconds(run.finished_at.unwrap_or_else(store::now_ms) - run.created_at);
+    let mut advice = None;
+    match run.state {
+        RunState::Pending => story.push("It is waiting for a worker to take it.".into()),
+        RunState::Running => {
+            let current = steps.iter().rev().find(|s| s.state == StepState::Running);
+            story.push(match current {
+                Some(s) => format!(
+                    "It is running step {} ({}) after {elapsed}; {done} step(s) done.",
+                    s.position + 1,
+                    s.name
+                ),
+                None => format!("It is running; {done} step(s) done after {elapsed}."),
+            });
+            if run.cancel_requested {
+                story.push("A cancel was requested: it unwinds before its next step.".into());
+            }
+        }
+        RunState::Done => story.push(format!("It finished: all {done} steps done in {elapsed}.")),
+        RunState::Unwinding | RunState::Unwound | RunState::Stuck | RunState::Abandoned => {
+            if run.cancel_requested && failed.is_none() {
+                story.push("An operator cancelled it.".into());
+            }
+            if let Some(f) = failed {
+                story.push(format!(
+                    "Step {} ({}) failed: {}.",
+                    f.position + 1,
+                    f.name,
+                    f.error
+                        .as_deref()
+                        .or(run.error.as_deref())
+                        .unwrap_or("no reason recorded")
+                ));
+            } else if let Some(e) = &run.error {
+                story.push(format!("It failed: {e}."));
+            }
+            match run.state {
+                RunState::Unwinding => story.push(format!("It is undoing the steps that ran, in reverse; {undone} undone so far.")),
+                RunState::Unwound => story.push(format!(
+                    "Every step that had run was undone, in reverse ({undone} undone) — {vm} is as it was before the run. Ended after {elapsed}."
+                )),
+                _ => {}
+            }
+        }
+    }
+    if matches!(run.state, RunState::Stuck | RunState::Abandoned) {
+        match undo_failed {
+            Some(s) => story.push(format!(
+                "While unwinding, the undo of step {} ({}) could not complete: {}.",
+                s.position + 1,
+                s.name,
+                s.error.as_deref().unwrap_or("no reason recorded")
+            )),
+            None => story.push("While unwinding, an undo could not complete.".into()),
+        }
+        let pending: Vec<&str> = steps
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.state,
+                    StepState::Done | StepState::UndoFailed | StepState::Undoing
+                )
+            })
+            .map(|s| s.name.as_str())
+            .collect();
+        if !pending.is_empty() {
+            story.push(format!("Not yet undone: {}.", pending.join(", ")));
+        }
+    }
+    match run.state {
+        RunState::Stuck => {
+            advice = Some(format!(
+                "The run holds {vm} until it is resolved. Fix what made the undo fail (above), then `ferry run retry {id}` to try the undo again. \
+                 If it cannot be fixed, undo the steps listed as not yet undone by hand in CloudStack and `ferry run abandon {id}`; ferry then forgets the run, not what it left behind.",
+                id = run.id
+            ));
+        }
+        RunState::Abandoned => story.push("An operator abandoned it; whatever its failed undo left behind was theirs to clean up.".into()),
+        RunState::Unwound if run.workflow == Workflow::Cleanup => {
+            advice = Some(format!("Fix the cause and run `ferry failover cleanup {vm}` again: cleanup picks up from what it finds."));
+        }
+        RunState::Unwound => {
+            advice = Some("Fix the cause above and start the workflow again.".into());
+        }
+        _ => {}
+    }
+    (story, advice)
+}

@@ -1,0 +1,560 @@
+//! The REST API against a server on port 0 (in this process) and cloudsim: auth, the
+//! error contract, a test failover and cleanup through the API, `/metrics`, and the
+//! checked-in OpenAPI document.
+
+use std::time::Duration;
+
+use cloudsim::world::ids;
+use cloudsim::{SimConfig, World};
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+type TestResult = anyhow::Result<()>;
+
+const TOKEN: &str = "test-token-0123456789";
+
+struct Server {
+    url: String,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    sim: cloudsim::Running,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.sim.shutdown_token().cancel();
+    }
+}
+
+async fn server() -> anyhow::Result<Server> {
+    let dir = tempfile::tempdir()?;
+    let sysfs = dir.path().join("sysfs");
+    let sim = cloudsim::start(
+        SimConfig {
+            world: World::default(),
+            sysfs_root: Some(sysfs.clone()),
+            time_scale: 0.001,
+        },
+        "127.0.0.1:0".parse()?,
+    )
+    .await?;
+    let text = format!(
+        r#"
+        [database]
+        url = "{db}"
+        [cloudstack]
+        endpoint = "{endpoint}"
+        api_key = "{api_key}"
+        poll_first_ms = 5
+        poll_max_ms = 50
+        [target]
+        zone_id = "{zone}"
+        service_offering_id = "{offering}"
+        template_id = "{template}"
+        [[appliances]]
+        name = "oma"
+        vm_id = "{oma}"
+        sysfs_root = "{sysfs}"
+        [engine]
+        claim_interval_ms = 100
+        "#,
+        db = dir.path().join("ferry.db").display(),
+        endpoint = sim.endpoint(),
+        api_key = ids::API_KEY,
+        zone = ids::ZONE,
+        offering = ids::OFFERING_CUSTOM,
+        template = ids::TEMPLATE,
+        oma = ids::APPLIANCE_OMA,
+        sysfs = sysfs.display(),
+    );
+    let config = server::Config::parse(&text).map_err(anyhow::Error::msg)?;
+    config.check()?;
+    let settings = server::Settings {
+        config,
+        cloudstack_secret: SecretString::from(ids::SECRET_KEY.to_string()),
+        api_token: SecretString::from(TOKEN.to_string()),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let shutdown = CancellationToken::new();
+    let running = server::start(settings, listener, shutdown.clone()).await?;
+    Ok(Server {
+        url: format!("http://{}", running.addr),
+        http: reqwest::Client::new(),
+        shutdown,
+        sim,
+        _dir: dir,
+    })
+}
+
+impl Server {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)?
+        };
+        Ok((status, value))
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Option<Value>) -> anyhow::Result<(StatusCode, Value)> {
+        self.call(reqwest::Method::POST, path, body).await
+    }
+
+    async fn add_pgtest1(&self) -> anyhow::Result<Value> {
+        let definition = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/examples/pgtest1.toml"
+        ))?;
+        let (status, body) = self
+            .post("/v1/vms", Some(json!({ "definition": definition })))
+            .await?;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        Ok(body)
+    }
+
+    /// Polls the run until it is no longer active (prompt polling; the deadline only
+    /// bounds a broken run).
+    async fn finish(&self, run_id: &str) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            let (status, run) = self.get(&format!("/v1/runs/{run_id}")).await?;
+            assert_eq!(status, StatusCode::OK, "{run}");
+            let state = run["state"].as_str().unwrap_or_default().to_string();
+            if !matches!(state.as_str(), "pending" | "running" | "unwinding") {
+                return Ok(run);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "run {run_id} did not finish: {run}"
+            );
+        }
+    }
+}
+
+fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str, says: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(says),
+        "the message `{message}` should say `{says}`"
+    );
+}
+
+#[tokio::test]
+async fn every_route_but_health_and_metrics_needs_the_token() -> TestResult {
+    let server = server().await?;
+    let health = server
+        .http
+        .get(format!("{}/health", server.url))
+        .send()
+        .await?;
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(health.json::<Value>().await?["status"], "ok");
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await?;
+    assert_eq!(metrics.status(), StatusCode::OK);
+
+    let routes = [
+        ("GET", "/v1/vms"),
+        ("POST", "/v1/vms"),
+        ("GET", "/v1/vms/pgtest1"),
+        ("DELETE", "/v1/vms/pgtest1"),
+        ("POST", "/v1/vms/pgtest1/test-failover"),
+        ("POST", "/v1/vms/pgtest1/cleanup"),
+        ("POST", "/v1/vms/pgtest1/live-failover"),
+        ("POST", "/v1/vms/pgtest1/rollback"),
+        ("POST", "/v1/vms/pgtest1/commit"),
+        ("GET", "/v1/runs"),
+        ("GET", "/v1/runs/some-id"),
+        ("POST", "/v1/runs/some-id/cancel"),
+        ("POST", "/v1/runs/some-id/retry"),
+        ("POST", "/v1/runs/some-id/abandon"),
+        ("GET", "/v1/openapi.json"),
+    ];
+    for (method, path) in routes {
+        for token in [None, Some("wrong"), Some("")] {
+            let mut request = server
+                .http
+                .request(method.parse()?, format!("{}{path}", server.url));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await?;
+            let status = response.status();
+            let body: Value = response.json().await?;
+            assert_error(
+                status,
+                &body,
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "bearer token",
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_json_error_that_says_what_was_wrong() -> TestResult {
+    let server = server().await?;
+    let (status, body) = server.get("/v1/vms/nope").await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no protected VM named `nope`",
+    );
+    let (status, body) = server.get("/v1/runs/nope").await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no run nope",
+    );
+    let (status, body) = server.get("/v2/elsewhere").await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "under /v1",
+    );
+    let (status, body) = server.call(reqwest::Method::PUT, "/v1/vms", None).await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "not allowed",
+    );
+
+    // Bodies that are not JSON, or not the right shape.
+    let response = server
+        .http
+        .post(format!("{}/v1/vms", server.url))
+        .bearer_auth(TOKEN)
+        .body("{not json")
+        .send()
+        .await?;
+    let status = response.status();
+    assert_error(
+        status,
+        &response.json().await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "not acceptable JSON",
+    );
+    let (status, body) = server
+        .post("/v1/vms", Some(json!({ "definition": "x", "colour": 1 })))
+        .await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "unknown field `colour`",
+    );
+    let (status, body) = server
+        .post("/v1/vms", Some(json!({ "definition": "name = [" })))
+        .await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "nothing was registered",
+    );
+
+    // A definition that parses but is wrong: every problem, by field; nothing written.
+    let definition = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/examples/pgtest1.toml"
+    ))?
+    .replace("appliance = \"oma\"", "appliance = \"nowhere\"");
+    let (status, body) = server
+        .post("/v1/vms", Some(json!({ "definition": definition })))
+        .await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "nothing was registered",
+    );
+    let problems = body["error"]["problems"]
+        .as_array()
+        .expect("problems listed");
+    assert!(
+        problems.iter().any(|p| p["field"] == "appliance"
+            && p["message"].as_str().unwrap_or("").contains("nowhere")),
+        "{body}"
+    );
+    assert_eq!(server.get("/v1/vms").await?.1, json!([]));
+
+    let (status, body) = server.get("/v1/runs?limit=0").await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "limit must be between 1 and 1000",
+    );
+    let (status, body) = server.get("/v1/runs?limit=ten").await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "bad query",
+    );
+    let (status, body) = server.get("/v1/runs?vm=nope").await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no protected VM named `nope`",
+    );
+
+    server.add_pgtest1().await?;
+    let (status, body) = server
+        .post(
+            "/v1/vms/pgtest1/test-failover",
+            Some(json!({ "mode": "mirror" })),
+        )
+        .await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "unknown variant `mirror`",
+    );
+    let (status, body) = server.post("/v1/vms/pgtest1/cleanup", None).await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "conflict",
+        "ready_for_failover",
+    );
+    let (status, body) = server.post("/v1/vms/pgtest1/commit", None).await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "conflict", "pgtest1");
+    let (status, body) = server.add_pgtest1_again().await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "nothing was registered",
+    );
+    Ok(())
+}
+
+impl Server {
+    async fn add_pgtest1_again(&self) -> anyhow::Result<(StatusCode, Value)> {
+        let definition = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/examples/pgtest1.toml"
+        ))?;
+        self.post("/v1/vms", Some(json!({ "definition": definition })))
+            .await
+    }
+}
+
+#[tokio::test]
+async fn a_test_failover_and_cleanup_through_the_api_show_the_device_map_and_are_scraped()
+-> TestResult {
+    let server = server().await?;
+    let added = server.add_pgtest1().await?;
+    assert_eq!(added["state"], "ready_for_failover");
+    assert_eq!(added["disks"].as_array().map(Vec::len), Some(2));
+
+    let (status, run) = server.post("/v1/vms/pgtest1/test-failover", None).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+    assert_eq!(run["workflow"], "test_failover");
+    assert_eq!(run["mode"], "replica");
+    let run_id = run["id"].as_str().expect("id").to_string();
+
+    // One active run per VM: a second request is refused with the first run's id.
+    let (status, body) = server.post("/v1/vms/pgtest1/test-failover", None).await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "conflict", "");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&run_id) || message.contains("test_failed_over"),
+        "{message}"
+    );
+    let (status, body) = server
+        .call(reqwest::Method::DELETE, "/v1/vms/pgtest1", None)
+        .await?;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    let done = server.finish(&run_id).await?;
+    assert_eq!(done["state"], "done", "{done}");
+    let steps = done["steps"].as_array().expect("steps");
+    assert!(steps.iter().all(|s| s["state"] == "done"), "{done}");
+    assert!(steps.iter().all(|s| s["duration_ms"].is_i64()), "{done}");
+    let jobs = done["jobs"].as_array().expect("jobs");
+    for kind in ["snapshot", "attach", "detach"] {
+        assert!(
+            jobs.iter().any(|j| j["kind"].as_str().unwrap_or("").contains(kind) && j["job_id"].is_string()),
+            "a {kind} job with its CloudStack job id: {done}"
+        );
+    }
+    assert!(
+        jobs.iter()
+            .any(|j| j["kind"] == "deployVirtualMachine" && j["job_id"].is_string()),
+        "the deploy's job id: {done}"
+    );
+    assert!(
+        done["story"][1].as_str().unwrap_or("").contains("all"),
+        "{done}"
+    );
+
+    let (_, vm) = server.get("/v1/vms/pgtest1").await?;
+    assert_eq!(vm["state"], "test_failed_over");
+    let target = &vm["target"];
+    assert_eq!(target["verified"], true, "{vm}");
+    assert_eq!(target["state"], "Running");
+    let map: Vec<(i64, String, String)> = target["disks"]
+        .as_array()
+        .expect("disks")
+        .iter()
+        .map(|d| {
+            (
+                d["device_id"].as_i64().unwrap_or(-1),
+                d["volume_id"].as_str().unwrap_or("").to_string(),
+                d["role"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        map,
+        [
+            (0, ids::PGTEST1_DISK_2000.to_string(), "boot".to_string()),
+            (1, ids::PGTEST1_DISK_2001.to_string(), "data".to_string())
+        ]
+    );
+
+    let (status, cleanup) = server.post("/v1/vms/pgtest1/cleanup", None).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{cleanup}");
+    let cleaned = server.finish(cleanup["id"].as_str().expect("id")).await?;
+    assert_eq!(cleaned["state"], "done", "{cleaned}");
+    let (_, vm) = server.get("/v1/vms/pgtest1").await?;
+    assert_eq!(vm["state"], "ready_for_failover");
+    assert!(vm["target"].is_null());
+    for disk in vm["disks"].as_array().expect("disks") {
+        assert_eq!(disk["attached_vm_id"], ids::APPLIANCE_OMA, "{vm}");
+        assert!(
+            disk["device_path"].as_str().unwrap_or("").contains("/dev/"),
+            "{vm}"
+        );
+    }
+
+    let (_, runs) = server.get("/v1/runs?vm=pgtest1").await?;
+    let workflows: Vec<&str> = runs
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|r| r["workflow"].as_str())
+        .collect();
+    assert_eq!(workflows, ["cleanup", "test_failover"], "newest first");
+
+    // Ended runs refuse cancel, retry and abandon, saying why.
+    let (status, body) = server
+        .post(&format!("/v1/runs/{run_id}/cancel"), None)
+        .await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "conflict",
+        "has ended (done)",
+    );
+    let (status, body) = server
+        .post(&format!("/v1/runs/{run_id}/retry"), None)
+        .await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "conflict", "not stuck");
+    let (status, body) = server
+        .post(&format!("/v1/runs/{run_id}/abandon"), None)
+        .await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "conflict", "not stuck");
+
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for family in [
+        "ferry_runs_total",
+        "ferry_step_duration_seconds",
+        "ferry_cloudstack_calls_total",
+        "ferry_cloudstack_job_wait_seconds",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "/metrics has {family}:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.lines().any(|l| l.starts_with("ferry_runs_total")
+            && l.contains("workflow=\"test_failover\"")
+            && l.contains("outcome=\"done\"")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ferry_cloudstack_calls_total")
+                && l.contains("command=\"attachVolume\"")),
+        "{metrics}"
+    );
+
+    let (status, body) = server
+        .call(reqwest::Method::DELETE, "/v1/vms/pgtest1", None)
+        .await?;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(server.get("/v1/vms").await?.1, json!([]));
+    Ok(())
+}
+
+#[test]
+fn the_checked_in_openapi_document_is_the_one_the_code_generates() {
+    expectorate::assert_contents(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json"),
+        &server::openapi_json(),
+    );
+}
