@@ -191,6 +191,11 @@ impl Engine {
         &self.store
     }
 
+    /// This worker's name in leases.
+    pub fn owner(&self) -> &str {
+        &self.config.owner
+    }
+
     /// Executes (or resumes) the run under a lease, to its end or until fenced off.
     pub async fn execute<C: Send + Sync>(
         &self,

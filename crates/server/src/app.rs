@@ -146,7 +146,7 @@ pub async fn start(
         .engine
         .worker_name
         .clone()
-        .unwrap_or_else(default_worker_name);
+        .unwrap_or_else(|| default_worker_name(store.backend()));
     let engine = engine::Engine::new(
         store.clone(),
         engine::EngineConfig {
@@ -207,9 +207,16 @@ pub async fn start(
     Ok(Running { addr, state, task })
 }
 
-fn default_worker_name() -> String {
+/// With SQLite there is one `ferry serve` per database, so its name is the host's: a
+/// restarted process takes its runs back at once instead of waiting for their leases to
+/// run out. With PostgreSQL several processes share the runs, each under its own name
+/// (`<host>-<pid>`) unless the config gives it a stable one.
+fn default_worker_name(backend: store::Backend) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "ferry".into());
-    format!("{host}-{}", std::process::id())
+    match backend {
+        store::Backend::Sqlite => host,
+        store::Backend::Postgres => format!("{host}-{}", std::process::id()),
+    }
 }

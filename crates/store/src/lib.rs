@@ -796,13 +796,19 @@ impl Store {
         Ok(())
     }
 
-    /// Runs that a worker may take: active, not stuck, and with no live lease.
-    pub async fn claimable_runs(&self) -> Result<Vec<String>> {
+    /// Runs that the worker `owner` may take: active, not stuck, and with no live
+    /// lease — or a lease of its own name, which a restarted process with a stable
+    /// worker name takes back at once instead of waiting for it to run out. (Two live
+    /// processes given one name would take turns on a run, each acquisition fencing
+    /// the other off; they never write at the same time.)
+    pub async fn claimable_runs(&self, owner: &str) -> Result<Vec<String>> {
         sqlx::query(
             "SELECT id FROM runs WHERE state IN ('pending', 'running', 'unwinding')
-               AND (lease_owner IS NULL OR lease_expires_at < $1) ORDER BY created_at, id",
+               AND (lease_owner IS NULL OR lease_expires_at < $1 OR lease_owner = $2)
+             ORDER BY created_at, id",
         )
         .bind(now_ms())
+        .bind(owner)
         .fetch_all(&self.pool)
         .await?
         .iter()

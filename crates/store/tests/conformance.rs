@@ -543,7 +543,10 @@ async fn a_worker_that_lost_its_lease_is_fenced_off(fx: &Fixture) -> TestResult 
     let run = store
         .create_run(&vm.id, Workflow::TestFailover, None)
         .await?;
-    assert_eq!(store.claimable_runs().await?, vec![run.id.clone()]);
+    assert_eq!(
+        store.claimable_runs("worker-a").await?,
+        vec![run.id.clone()]
+    );
     // Worker A takes the run, with a lease that has already run out.
     let a = store
         .acquire_run(&run.id, "worker-a", -1)
@@ -560,8 +563,13 @@ async fn a_worker_that_lost_its_lease_is_fenced_off(fx: &Fixture) -> TestResult 
         .expect("expired");
     assert_eq!(b, 2);
     assert!(
-        store.claimable_runs().await?.is_empty(),
+        store.claimable_runs("worker-a").await?.is_empty(),
         "B holds a live lease"
+    );
+    assert_eq!(
+        store.claimable_runs("worker-b").await?,
+        vec![run.id.clone()],
+        "B, restarted under its name, takes its run back at once"
     );
     assert_eq!(store.acquire_run(&run.id, "worker-c", 60_000).await?, None);
     for result in [
@@ -586,7 +594,7 @@ async fn a_worker_that_lost_its_lease_is_fenced_off(fx: &Fixture) -> TestResult 
         .await?;
     // An ended run is nobody's to take.
     assert_eq!(store.acquire_run(&run.id, "worker-b", 60_000).await?, None);
-    assert!(store.claimable_runs().await?.is_empty());
+    assert!(store.claimable_runs("worker-b").await?.is_empty());
     // Cancellation is a flag the worker reads.
     let next = store.create_run(&vm.id, Workflow::Cleanup, None).await?;
     assert!(!next.cancel_requested);

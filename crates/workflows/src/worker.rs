@@ -169,7 +169,13 @@ impl Worker {
     /// to it.
     pub async fn run_once(&self) -> Result<Vec<Finished>, store::StoreError> {
         let mut tasks = tokio::task::JoinSet::new();
-        for run_id in self.inner.env.store.claimable_runs().await? {
+        for run_id in self
+            .inner
+            .env
+            .store
+            .claimable_runs(self.inner.engine.owner())
+            .await?
+        {
             if self.inner.take(&run_id) {
                 let inner = Arc::clone(&self.inner);
                 tasks.spawn(async move { inner.execute(run_id).await });
@@ -192,7 +198,13 @@ impl Worker {
         tokio::pin!(shutdown);
         let mut tasks = tokio::task::JoinSet::new();
         loop {
-            match self.inner.env.store.claimable_runs().await {
+            match self
+                .inner
+                .env
+                .store
+                .claimable_runs(self.inner.engine.owner())
+                .await
+            {
                 Ok(ids) => {
                     for run_id in ids {
                         if self.inner.take(&run_id) {
