@@ -127,11 +127,20 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let expected = state.token.expose_secret().as_bytes();
+    // Both sides are hashed first, so the comparison takes the same time whatever the
+    // presented token's length.
+    let expected = digest(state.token.expose_secret().as_bytes());
     match presented {
-        Some(token) if bool::from(token.as_bytes().ct_eq(expected)) => next.run(request).await,
+        Some(token) if bool::from(digest(token.as_bytes()).ct_eq(&expected)) => {
+            next.run(request).await
+        }
         _ => ApiError::Unauthorized.into_response(),
     }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 20] {
+    use sha1::Digest as _;
+    sha1::Sha1::digest(bytes).into()
 }
 
 async fn not_found() -> ApiError {
@@ -144,7 +153,8 @@ async fn method_not_allowed() -> ApiError {
 
 /// Parses a JSON body; an empty body is `T::default()` where `default` is given.
 fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes, default: Option<T>) -> ApiResult<T> {
-    if body.iter().all(u8::is_ascii_whitespace)
+    let trimmed = body.trim_ascii();
+    if (trimmed.is_empty() || trimmed == b"null")
         && let Some(default) = default
     {
         return Ok(default);
@@ -165,6 +175,20 @@ async fn health() -> Json<Health> {
 #[utoipa::path(get, path = "/metrics", tag = "ops", security(()),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Response {
+    // Runs by state, read at scrape time: a stuck run is visible even if it got stuck
+    // before this process started.
+    match state.env.store.run_counts().await {
+        Ok(counts) => {
+            for s in store::RunState::ALL {
+                let n = counts
+                    .iter()
+                    .find(|(state, _)| state.as_str() == *s)
+                    .map_or(0, |(_, n)| *n);
+                metrics::gauge!("ferry_runs", "state" => *s).set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count runs for /metrics"),
+    }
     let text = state
         .metrics
         .as_ref()
@@ -207,8 +231,8 @@ async fn list_vms(State(state): State<AppState>) -> ApiResult<Json<Vec<VmSummary
 
 #[utoipa::path(post, path = "/v1/vms", tag = "vms", request_body = AddVm,
     responses((status = 201, description = "Registered", body = VmDetail),
-              (status = 409, description = "A VM of that name, or one of its replicas, is registered already", body = ErrorBody),
-              (status = 422, description = "The definition was refused; `problems` lists every reason", body = ErrorBody),
+              (status = 409, description = "Another registration of the same name or replicas won a race", body = ErrorBody),
+              (status = 422, description = "The definition was refused (including a name or replica already registered); `problems` lists every reason", body = ErrorBody),
               (status = 503, description = "CloudStack could not be asked", body = ErrorBody)))]
 async fn add_vm(
     State(state): State<AppState>,

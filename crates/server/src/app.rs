@@ -181,7 +181,11 @@ pub async fn start(
             // Volume operations a previous process left in flight are settled first
             // (by their job ids, or by looking at CloudStack), so no run resumes into
             // a volume that is still moving.
-            match local.resume_unfinished().await {
+            let resumed = tokio::select! {
+                resumed = local.resume_unfinished() => resumed,
+                _ = worker_shutdown.cancelled() => return,
+            };
+            match resumed {
                 Ok(resumed) if !resumed.is_empty() => {
                     tracing::info!(
                         count = resumed.len(),

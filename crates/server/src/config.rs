@@ -244,7 +244,8 @@ const API_TOKEN: SecretSource = SecretSource {
 };
 
 impl Config {
-    /// Reads and checks `path`, then applies the environment overrides.
+    /// Reads `path` and applies the environment overrides; the caller applies its own
+    /// (command-line) overrides and then [`Config::check`]s the result.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -255,7 +256,6 @@ impl Config {
             message,
         })?;
         config.apply_env(|name| std::env::var(name).ok())?;
-        config.check()?;
         Ok(config)
     }
 
@@ -344,10 +344,16 @@ impl Config {
                     .into(),
             );
         }
-        if let Some(prep) = &self.guest_prep
-            && prep.program.trim().is_empty()
-        {
-            problems.push("guest_prep.program is empty".into());
+        if let Some(prep) = &self.guest_prep {
+            if prep.program.trim().is_empty() {
+                problems.push("guest_prep.program is empty".into());
+            }
+            if !(1..=86_400).contains(&prep.timeout_secs) {
+                problems.push(format!(
+                    "guest_prep.timeout_secs must be between 1 and 86400 (got {})",
+                    prep.timeout_secs
+                ));
+            }
         }
         if problems.is_empty() {
             Ok(())

@@ -84,7 +84,14 @@ impl IntoResponse for ApiError {
                 problems,
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
@@ -100,6 +107,8 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+use store::sqlx as sqlx_error;
+
 impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
         match &e {
@@ -107,7 +116,16 @@ impl From<store::StoreError> for ApiError {
             store::StoreError::Refused(_) | store::StoreError::Constraint { .. } => {
                 ApiError::Conflict(e.to_string())
             }
-            store::StoreError::Connect { .. } => ApiError::Unavailable(chain(&e)),
+            store::StoreError::Connect { .. }
+            | store::StoreError::Db(
+                sqlx_error::Error::PoolTimedOut
+                | sqlx_error::Error::PoolClosed
+                | sqlx_error::Error::Io(_)
+                | sqlx_error::Error::Tls(_),
+            ) => ApiError::Unavailable(format!(
+                "the database cannot be used now; try again: {}",
+                chain(&e)
+            )),
             _ => ApiError::Internal(chain(&e)),
         }
     }

@@ -15,8 +15,9 @@ pub struct ErrorBody {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable and machine-readable: `unauthorized`, `not_found`, `conflict`, `invalid`,
-    /// `bad_request`, `unavailable` or `internal`.
+    /// Stable and machine-readable: `unauthorized` (401), `not_found` (404),
+    /// `method_not_allowed` (405), `conflict` (409), `invalid` (422), `unavailable` (503)
+    /// or `internal` (500).
     pub code: String,
     /// What was wrong and what to do, in words.
     pub message: String,

@@ -391,6 +391,10 @@ fn story(run: &Run, vm: &str, steps: &[store::StepRecord]) -> (Vec<String>, Opti
             }
             match run.state {
                 RunState::Unwinding => story.push(format!("It is undoing the steps that ran, in reverse; {undone} undone so far.")),
+                RunState::Unwound if forward_only(run.workflow) => story.push(format!(
+                    "A {} only goes forward: what its steps did stays done, and running it again picks up from what it finds. Ended after {elapsed}.",
+                    run.workflow
+                )),
                 RunState::Unwound => story.push(format!(
                     "Every step that had run was undone, in reverse ({undone} undone) — {vm} is as it was before the run. Ended after {elapsed}."
                 )),
@@ -431,8 +435,15 @@ fn story(run: &Run, vm: &str, steps: &[store::StepRecord]) -> (Vec<String>, Opti
             ));
         }
         RunState::Abandoned => story.push("An operator abandoned it; whatever its failed undo left behind was theirs to clean up.".into()),
-        RunState::Unwound if run.workflow == Workflow::Cleanup => {
-            advice = Some(format!("Fix the cause and run `ferry failover cleanup {vm}` again: cleanup picks up from what it finds."));
+        RunState::Unwound if forward_only(run.workflow) => {
+            let command = match run.workflow {
+                Workflow::Rollback => "rollback",
+                Workflow::Commit => "commit",
+                _ => "cleanup",
+            };
+            advice = Some(format!(
+                "Fix the cause and run `ferry failover {command} {vm}` again: it picks up from what it finds."
+            ));
         }
         RunState::Unwound => {
             advice = Some("Fix the cause above and start the workflow again.".into());
@@ -440,4 +451,13 @@ fn story(run: &Run, vm: &str, steps: &[store::StepRecord]) -> (Vec<String>, Opti
         _ => {}
     }
     (story, advice)
+}
+
+/// Workflows whose steps have no undo: a failure stops them where they are, and the
+/// next run of the same workflow finishes the job.
+fn forward_only(workflow: Workflow) -> bool {
+    matches!(
+        workflow,
+        Workflow::Cleanup | Workflow::Rollback | Workflow::Commit
+    )
 }

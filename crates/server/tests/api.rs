@@ -367,7 +367,7 @@ async fn bad_input_gets_a_json_error_that_says_what_was_wrong() -> TestResult {
         &body,
         StatusCode::CONFLICT,
         "conflict",
-        "ready_for_failover",
+        "pgtest1 has no recorded test_failover run to follow up",
     );
     let (status, body) = server.post("/v1/vms/pgtest1/commit", None).await?;
     assert_error(status, &body, StatusCode::CONFLICT, "conflict", "pgtest1");
@@ -523,6 +523,8 @@ async fn a_test_failover_and_cleanup_through_the_api_show_the_device_map_and_are
         "ferry_step_duration_seconds",
         "ferry_cloudstack_calls_total",
         "ferry_cloudstack_job_wait_seconds",
+        "ferry_runs{state=\"stuck\"} 0",
+        "ferry_runs{state=\"done\"} 2",
     ] {
         assert!(
             metrics.contains(family),

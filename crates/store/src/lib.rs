@@ -26,6 +26,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 pub use model::*;
+/// The database driver, for callers that tell its errors apart.
+pub use sqlx;
 
 /// Which database a store is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -671,6 +673,16 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| run_from(&r)).transpose()
+    }
+
+    /// How many runs are in each state (states with none left out).
+    pub async fn run_counts(&self) -> Result<Vec<(RunState, i64)>> {
+        sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state ORDER BY state")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((parse(r, "state")?, r.try_get("n")?)))
+            .collect()
     }
 
     /// Runs, newest first: of one VM (by its id) or of all, at most `limit`.

@@ -685,6 +685,10 @@ async fn runs_are_listed_newest_first_with_their_operations(fx: &Fixture) -> Tes
     );
     assert_eq!(ids(store.runs(None, 1).await?), [other.id.clone()]);
     assert!(store.runs(Some("no-such-vm"), 10).await?.is_empty());
+    assert_eq!(
+        store.run_counts().await?,
+        [(RunState::Done, 1), (RunState::Pending, 2)]
+    );
 
     for (key, run) in [("k1", &second.id), ("k2", &other.id), ("k3", &second.id)] {
         store

@@ -119,6 +119,16 @@ pub(crate) struct Started {
     readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// The environment variables that carry ferry's secrets. Programs ferry runs for the
+/// operator (guest preparation, hooks) do not inherit them.
+pub const SECRET_ENV: &[&str] = &[
+    "FERRY_TOKEN",
+    "FERRY_CLOUDSTACK_SECRET",
+    "FERRY_VOLUMED_TOKEN",
+    "FERRY_DATABASE_URL",
+    "PGPASSWORD",
+];
+
 /// Starts `program` with `args` in its own process group. `Err` carries why it could
 /// not be started.
 pub(crate) fn start(program: &str, args: &[String]) -> Result<Started, String> {
@@ -127,6 +137,9 @@ pub(crate) fn start(program: &str, args: &[String]) -> Result<Started, String> {
     // children, virt-v2v's helper appliance).
     #[cfg(unix)]
     command.process_group(0);
+    for name in SECRET_ENV {
+        command.env_remove(name);
+    }
     let mut child = command
         .args(args)
         .stdin(Stdio::null())

@@ -37,13 +37,25 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
         .vm(vm_name)
         .await?
         .ok_or_else(|| StartError::NoVm(vm_name.to_string()))?;
+    // A cleanup undoes a test failover. On a live-failed-over (or committed) VM it would
+    // stop the production VM and take its disks away: never.
+    if matches!(vm.state, VmState::FailedOver | VmState::Committed) {
+        return Err(StartError::WrongState {
+            name: vm.name.clone(),
+            state: vm.state,
+            wanted: VmState::TestFailedOver,
+            hint: "a cleanup undoes a test failover; a live failover is rolled back or committed",
+        });
+    }
+    // In test_failed_over it finishes the drill; in ready_for_failover it reconciles
+    // whatever an abandoned test failover left behind (or finds nothing to do).
     let test_run = env.store.last_run(&vm.id, Workflow::TestFailover).await?;
     let test_input = test_run
         .as_ref()
         .and_then(crate::test_failover::run_input)
-        .ok_or_else(|| StartError::NotReady {
+        .ok_or_else(|| StartError::NoPriorRun {
             name: vm.name.clone(),
-            state: vm.state,
+            workflow: Workflow::TestFailover,
         })?;
     // The cleanup follows the test's mode (its own `mode` column says which).
     let mode = match &test_run {

@@ -177,6 +177,10 @@ async fn run_command(
     // (a script's children), not only the script.
     #[cfg(unix)]
     command.process_group(0);
+    // ferry's secrets are not the hook's.
+    for name in volumed::guest_prep::SECRET_ENV {
+        command.env_remove(name);
+    }
     let child = command
         .args(args)
         .env("FERRY_HOOK", context.hook)

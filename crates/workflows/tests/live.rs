@@ -174,6 +174,14 @@ async fn pgtest1_fails_over_live_rolls_back_fails_over_again_and_commits() -> Te
     done(&rig, &run, live::saga()).await?;
     let target = assert_failed_over(&rig).await?;
     assert_eq!(snapshots(&rig).await?, 2, "the way back is kept");
+    // A cleanup would stop the production VM and take its disks: refused.
+    let refused = workflows::cleanup::start(&rig.env, "pgtest1")
+        .await
+        .expect_err("no cleanup of a live failover");
+    assert_eq!(
+        refused.to_string(),
+        "pgtest1 is failed_over, not test_failed_over: a cleanup undoes a test failover; a live failover is rolled back or committed"
+    );
     assert_eq!(
         std::fs::read_to_string(log.path())?,
         "power-off before_live pgtest1\nfinal-sync before_live pgtest1\n"
@@ -271,6 +279,9 @@ async fn pgtest1_fails_over_live_rolls_back_fails_over_again_and_commits() -> Te
         live::start(&rig.env, "pgtest1").await.map(|_| ()),
         rollback::start(&rig.env, "pgtest1").await.map(|_| ()),
         commit::start(&rig.env, "pgtest1").await.map(|_| ()),
+        workflows::cleanup::start(&rig.env, "pgtest1")
+            .await
+            .map(|_| ()),
     ] {
         assert!(refused.is_err());
     }
@@ -303,6 +314,14 @@ async fn rollback_and_commit_refuse_a_vm_that_is_not_failed_over() -> TestResult
             "{e}"
         );
     }
+    // With no test failover ever run, there is nothing for a cleanup to follow.
+    let e = workflows::cleanup::start(&rig.env, "pgtest1")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pgtest1 has no recorded test_failover run to follow up"
+    );
     // After a test failover, live failover and rollback are refused too.
     let run = test_failover::start(&rig.env, "pgtest1").await?;
     done(&rig, &run, test_failover::saga()).await?;
