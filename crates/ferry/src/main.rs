@@ -1,16 +1,27 @@
 //! `ferry`: fails over VMware VMs with all of their disks into Apache CloudStack.
 //!
-//! This binary is the operator's entry point. Today it runs `ferry cloudsim`, the
-//! CloudStack simulator every other part of ferry is tested against, and
-//! `ferry volumed`, the volume daemon's REST API for an appliance; the failover
-//! commands arrive with the engine.
+//! This binary is the operator's entry point:
+//! - `ferry demo`: everything embedded, pgtest1 through a test failover and cleanup;
+//! - `ferry serve`: the REST API, the engine worker and the in-process volume daemon;
+//! - `ferry vm …`, `ferry failover …`, `ferry run …`: clients of a server's API
+//!   ([`client`]);
+//! - `ferry volumed`: the volume daemon alone, for an appliance;
+//! - `ferry cloudsim`: the CloudStack simulator ferry is tested against;
+//! - `ferry completions SHELL`.
+//!
+//! Exit codes: 0 success; 1 the operation failed (a run unwound or is stuck); 2 bad
+//! usage, a refused request, or a server that cannot be reached.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
+
+mod client;
+mod demo;
+mod serve;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,12 +36,30 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
+    #[command(flatten)]
+    connection: client::ConnectionArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run everything embedded (SQLite in a temporary directory, cloudsim, the volume
+    /// daemon, the engine) and take pgtest1 through a test failover and its cleanup.
+    Demo(demo::DemoArgs),
+    /// Serve the REST API with the engine worker and the in-process volume daemon.
+    Serve(serve::ServeArgs),
+    /// Protected VMs: add, list, show, remove.
+    #[command(subcommand)]
+    Vm(client::VmCommand),
+    /// Start a workflow on a protected VM.
+    #[command(subcommand)]
+    Failover(client::FailoverCommand),
+    /// Runs of workflows: list, show, watch, cancel, retry, abandon.
+    #[command(subcommand)]
+    Run(client::RunCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Run cloudsim, a CloudStack API simulator, until SIGTERM or SIGINT.
     ///
     /// Once it accepts requests it prints one JSON line on stdout with `endpoint`,
@@ -97,7 +126,10 @@ struct CloudsimArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_json);
+    if let Err(e) = init_logging(&cli.log, cli.log_json) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -105,14 +137,29 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let connection = cli.connection;
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Cloudsim(args) => cloudsim(args).await,
-            Command::Volumed(args) => volumed(args).await,
+            Command::Cloudsim(args) => cloudsim(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Volumed(args) => volumed(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve(args) => serve::run(args).await,
+            Command::Demo(args) => demo::run(args, &connection).await,
+            Command::Vm(command) => Ok(client::vm(command, &connection).await),
+            Command::Failover(command) => Ok(client::failover(command, &connection).await),
+            Command::Run(command) => Ok(client::run(command, &connection).await),
+            Command::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "ferry",
+                    &mut std::io::stdout(),
+                );
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -120,9 +167,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+fn init_logging(filter: &str, json: bool) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
+        format!("--log / FERRY_LOG `{filter}` is not a log filter ({e}); use e.g. `info` or `warn,server=debug`")
+    })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -131,6 +179,7 @@ fn init_logging(filter: &str, json: bool) {
     } else {
         builder.init();
     }
+    Ok(())
 }
 
 async fn cloudsim(args: CloudsimArgs) -> anyhow::Result<()> {

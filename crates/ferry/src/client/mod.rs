@@ -1,0 +1,533 @@
+//! The client commands: `ferry vm …`, `ferry failover …`, `ferry run …` against a
+//! server's REST API (docs/cli.md is the operator's reference).
+//!
+//! - [`api`]: a typed client of the REST API, one method per route;
+//! - [`render`]: the tables `--output table` prints;
+//! - [`progress`]: following a run until it ends (`--wait`, `ferry run watch`).
+//!
+//! `--output json` prints the API's body exactly as it came, one document per command
+//! (an error's body too, on stdout, while its message goes to stderr). The exit code
+//! says how it went: 0 success; 1 the operation failed (a followed run ended other than
+//! `done`, or the server failed); 2 bad usage, a refused request (4xx), a server that
+//! cannot be reached, no token, or an unreadable file.
+
+/// [`out`] with a newline, formatted like `println!`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::client::out(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub mod api;
+pub mod progress;
+pub mod render;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use secrecy::SecretString;
+use server::model::{
+    AddVm, DefinitionFormat, ErrorBody, ErrorDetail, RunDetail, RunSummary, TestMode, VmDetail,
+    VmSummary,
+};
+
+use api::{Api, ClientError, Raw, Request};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// The server's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_SERVER",
+        default_value = "http://127.0.0.1:8470"
+    )]
+    pub server: String,
+    /// File holding the API token (else FERRY_TOKEN).
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// How to print results: `table` for people, `json` for programs (the API's
+    /// bodies, unchanged; see docs/cli.md).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum VmCommand {
+    /// Register a protected VM from its definition file (docs/vm-definition.md; JSON
+    /// when the name ends in .json, else TOML). Every problem is reported; nothing is
+    /// registered unless all checks pass.
+    Add {
+        /// The VM definition file.
+        file: PathBuf,
+    },
+    /// List the protected VMs.
+    List,
+    /// Show a protected VM: spec, NICs, disks and where each replica is, its active
+    /// run, and while failed over its target VM's device map.
+    Show {
+        /// The protected VM's name.
+        name: String,
+    },
+    /// Remove a protected VM from ferry (nothing in CloudStack changes). Refused while
+    /// it is failed over or has an active run.
+    Remove {
+        /// The protected VM's name.
+        name: String,
+    },
+}
+
+/// Follow the run until it ends, then print what happened; the exit code is the run's.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct WaitArgs {
+    /// Follow the run until it ends (progress per step and per disk), then exit 0 if it
+    /// is done, 1 if it unwound, is stuck or was abandoned.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// A test failover's mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The replicas themselves go to the test VM (and come back at cleanup).
+    #[default]
+    Replica,
+    /// New volumes made from snapshots go to the test VM; the replicas stay on the
+    /// appliance, so replication goes on during the test.
+    Clone,
+}
+
+impl From<Mode> for TestMode {
+    fn from(mode: Mode) -> TestMode {
+        match mode {
+            Mode::Replica => TestMode::Replica,
+            Mode::Clone => TestMode::Clone,
+        }
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum FailoverCommand {
+    /// Start a test failover: a test VM on the test networks with all the disks.
+    Test {
+        /// The protected VM's name.
+        name: String,
+        #[arg(long, value_enum, default_value_t = Mode::Replica)]
+        mode: Mode,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Start a live failover: the VM on the production networks with all the disks.
+    Live {
+        /// The protected VM's name.
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Start the cleanup after a test failover: the test VM goes, the replicas come
+    /// back to the appliance as they were.
+    Cleanup {
+        /// The protected VM's name.
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Start the rollback of a live failover: everything back as before it.
+    Rollback {
+        /// The protected VM's name.
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Start the commit of a live failover: it becomes final, and ferry lets the VM go.
+    Commit {
+        /// The protected VM's name.
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RunCommand {
+    /// List runs, newest first.
+    List {
+        /// Only the runs of this protected VM.
+        #[arg(long)]
+        vm: Option<String>,
+        /// At most this many (1 to 1000; the server's default is 50).
+        #[arg(long)]
+        limit: Option<i64>,
+    },
+    /// Tell what happened in a run: each step with its timing, each CloudStack job, the
+    /// error that made it unwind and, when it is stuck, what is stuck and what to do.
+    Show {
+        /// The run's id.
+        id: String,
+    },
+    /// Follow a run until it ends; exit 0 if it is done, 1 if not.
+    Watch {
+        /// The run's id.
+        id: String,
+    },
+    /// Ask a pending or running run to stop: it unwinds before its next step.
+    Cancel {
+        /// The run's id.
+        id: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Try a stuck run's failed undo again, after fixing what made it fail.
+    Retry {
+        /// The run's id.
+        id: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Give up on a stuck run: it no longer holds its VM, and what its failed undo left
+    /// in CloudStack is the operator's to clean up.
+    Abandon {
+        /// The run's id.
+        id: String,
+    },
+}
+
+/// Why a command did not succeed, and so what it prints and how it exits.
+enum Failure {
+    /// The server refused, failed, or could not be asked.
+    Client(ClientError),
+    /// The command could not even ask: no token, a file that cannot be read, a bad URL.
+    /// Exit 2.
+    Local { code: &'static str, message: String },
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure::Client(e)
+    }
+}
+
+impl Failure {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            // The server failed to carry out a request it accepted as valid.
+            Failure::Client(e) if e.status().is_some_and(|s| s >= 500) => ExitCode::from(1),
+            _ => ExitCode::from(2),
+        }
+    }
+
+    fn body(&self) -> ErrorBody {
+        match self {
+            Failure::Client(e) => e.body(),
+            Failure::Local { code, message } => ErrorBody {
+                error: ErrorDetail {
+                    code: code.to_string(),
+                    message: message.clone(),
+                    problems: Vec::new(),
+                },
+            },
+        }
+    }
+
+    /// The message on stderr; in JSON mode the error body on stdout too.
+    fn report(self, output: Output) -> ExitCode {
+        match &self {
+            Failure::Client(e) => eprintln!("error: {e}"),
+            Failure::Local { message, .. } => eprintln!("error: {message}"),
+        }
+        if output == Output::Json {
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&self.body()).expect("an error body serializes")
+            );
+        }
+        self.exit_code()
+    }
+}
+
+type Outcome = Result<ExitCode, Failure>;
+
+/// Prints the body as it came (JSON) or as `table` renders it.
+fn print(output: Output, raw: &Raw, table: impl FnOnce() -> String) {
+    match output {
+        Output::Json => outln!("{}", raw.pretty()),
+        Output::Table => out(&table()),
+    }
+}
+
+/// Writes `text` to stdout. When the reader has gone (`ferry run list | head -1`), the
+/// process ends as one killed by SIGPIPE would (141) instead of panicking as `print!`
+/// does.
+pub(crate) fn out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(2);
+    }
+}
+
+/// The API client for these arguments: the server's URL checked, the token read from
+/// `--token-file` or FERRY_TOKEN.
+fn connect(connection: &ConnectionArgs) -> Result<Api, Failure> {
+    let url = connection.server.trim();
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {}
+        _ => {
+            return Err(Failure::Local {
+                code: "usage",
+                message: format!(
+                    "the server URL `{url}` is not an http:// or https:// URL; set --server or \
+                     FERRY_SERVER, e.g. http://127.0.0.1:8470"
+                ),
+            });
+        }
+    }
+    let token = match &connection.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| Failure::Local {
+                code: "no_token",
+                message: format!("cannot read the token file {}: {e}", path.display()),
+            })?
+            .trim_end_matches(['\r', '\n'])
+            .to_string(),
+        None => std::env::var("FERRY_TOKEN").unwrap_or_default(),
+    };
+    if token.is_empty() {
+        let message = match &connection.token_file {
+            Some(path) => format!(
+                "the token file {} is empty; it must hold the server's API token",
+                path.display()
+            ),
+            None => "no API token: set FERRY_TOKEN to the server's token, or pass \
+                     --token-file FILE"
+                .to_string(),
+        };
+        return Err(Failure::Local {
+            code: "no_token",
+            message,
+        });
+    }
+    Ok(Api::new(url, SecretString::from(token)))
+}
+
+/// Runs a command body and turns its failure into a message and an exit code.
+async fn main_of<F>(connection: &ConnectionArgs, body: impl FnOnce(Api) -> F) -> ExitCode
+where
+    F: Future<Output = Outcome>,
+{
+    let outcome = match connect(connection) {
+        Ok(api) => body(api).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(failure) => failure.report(connection.output),
+    }
+}
+
+/// `ferry vm …`.
+pub async fn vm(command: VmCommand, connection: &ConnectionArgs) -> ExitCode {
+    let output = connection.output;
+    main_of(connection, |api| async move {
+        match command {
+            VmCommand::Add { file } => vm_add(&api, &file, output).await,
+            VmCommand::List => {
+                let (vms, raw) = api.typed::<Vec<VmSummary>>(Request::list_vms()).await?;
+                print(output, &raw, || render::vm_list(&vms));
+                Ok(ExitCode::SUCCESS)
+            }
+            VmCommand::Show { name } => {
+                let (vm, raw) = api.typed::<VmDetail>(Request::show_vm(&name)).await?;
+                print(output, &raw, || render::vm_table(&vm));
+                Ok(ExitCode::SUCCESS)
+            }
+            VmCommand::Remove { name } => {
+                api.send(Request::remove_vm(&name)).await?;
+                match output {
+                    // The API answers 204 without a body; this is the CLI's own document.
+                    Output::Json => outln!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({ "removed": name }))
+                            .expect("JSON prints")
+                    ),
+                    Output::Table => outln!(
+                        "Removed {name} from ferry. Nothing in CloudStack changed: its replica \
+                         volumes stay where they are."
+                    ),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+    .await
+}
+
+async fn vm_add(api: &Api, file: &Path, output: Output) -> Outcome {
+    let definition = std::fs::read_to_string(file).map_err(|e| Failure::Local {
+        code: "unreadable_file",
+        message: format!("cannot read the VM definition file {}: {e}", file.display()),
+    })?;
+    let format = match file.extension().and_then(|e| e.to_str()) {
+        Some(ext) if ext.eq_ignore_ascii_case("json") => DefinitionFormat::Json,
+        _ => DefinitionFormat::Toml,
+    };
+    let (vm, raw) = api
+        .typed::<VmDetail>(Request::add_vm(&AddVm { definition, format }))
+        .await?;
+    print(output, &raw, || {
+        format!(
+            "Registered {} with {} disk(s); it is {}.\n\n{}",
+            vm.name,
+            vm.disks.len(),
+            vm.state,
+            render::vm_table(&vm)
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry failover …`.
+pub async fn failover(command: FailoverCommand, connection: &ConnectionArgs) -> ExitCode {
+    let output = connection.output;
+    main_of(connection, |api| async move {
+        let (request, wait) = match &command {
+            FailoverCommand::Test { name, mode, wait } => {
+                (Request::start_test_failover(name, (*mode).into()), wait)
+            }
+            FailoverCommand::Live { name, wait } => (Request::start(name, "live-failover"), wait),
+            FailoverCommand::Cleanup { name, wait } => (Request::start(name, "cleanup"), wait),
+            FailoverCommand::Rollback { name, wait } => (Request::start(name, "rollback"), wait),
+            FailoverCommand::Commit { name, wait } => (Request::start(name, "commit"), wait),
+        };
+        let (run, raw) = api.typed::<RunSummary>(request).await?;
+        if wait.wait {
+            if output == Output::Table {
+                outln!("Started {}.", render::run_line(&run));
+            }
+            return follow(&api, &run.id, output).await;
+        }
+        print(output, &raw, || {
+            format!(
+                "Started {}.\nFollow it with `ferry run watch {id}`; `ferry run show {id}` tells \
+                 what happened.\n",
+                render::run_line(&run),
+                id = run.id
+            )
+        });
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+/// Follows a run to its end; prints the final detail in JSON mode. Exit 0 when it is
+/// done, 1 when not.
+async fn follow(api: &Api, id: &str, output: Output) -> Outcome {
+    let (detail, raw) = progress::follow_raw(api, id, output).await?;
+    if output == Output::Json {
+        outln!("{}", raw.pretty());
+    }
+    Ok(run_exit_code(&detail))
+}
+
+fn run_exit_code(detail: &RunDetail) -> ExitCode {
+    if detail.run.state == "done" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `ferry run …`.
+pub async fn run(command: RunCommand, connection: &ConnectionArgs) -> ExitCode {
+    let output = connection.output;
+    main_of(connection, |api| async move {
+        match command {
+            RunCommand::List { vm, limit } => {
+                let (runs, raw) = api
+                    .typed::<Vec<RunSummary>>(Request::list_runs(vm.as_deref(), limit))
+                    .await?;
+                print(output, &raw, || render::run_list(&runs));
+                Ok(ExitCode::SUCCESS)
+            }
+            RunCommand::Show { id } => {
+                let (detail, raw) = api.typed::<RunDetail>(Request::show_run(&id)).await?;
+                print(output, &raw, || render::run_detail(&detail));
+                Ok(ExitCode::SUCCESS)
+            }
+            RunCommand::Watch { id } => follow(&api, &id, output).await,
+            RunCommand::Cancel { id, wait } => {
+                let (run, raw) = api
+                    .typed::<RunSummary>(Request::run_action(&id, "cancel"))
+                    .await?;
+                changed(&api, output, &run, &raw, wait, || {
+                    format!(
+                        "Cancel requested for {}: it unwinds before its next step.\n",
+                        render::run_line(&run)
+                    )
+                })
+                .await
+            }
+            RunCommand::Retry { id, wait } => {
+                let (run, raw) = api
+                    .typed::<RunSummary>(Request::run_action(&id, "retry"))
+                    .await?;
+                changed(&api, output, &run, &raw, wait, || {
+                    format!(
+                        "Retrying the failed undo of {}: it unwinds again from there.\n",
+                        render::run_line(&run)
+                    )
+                })
+                .await
+            }
+            RunCommand::Abandon { id } => {
+                let (run, raw) = api
+                    .typed::<RunSummary>(Request::run_action(&id, "abandon"))
+                    .await?;
+                print(output, &raw, || {
+                    format!(
+                        "Abandoned {}. It no longer holds {vm}; whatever its failed undo left \
+                         in CloudStack is yours to clean up (`ferry run show {id}` lists the \
+                         steps not undone).\n",
+                        render::run_line(&run),
+                        vm = run.vm,
+                        id = run.id
+                    )
+                });
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+    .await
+}
+
+/// After a cancel or retry: what was done, then the run followed with `--wait`.
+async fn changed(
+    api: &Api,
+    output: Output,
+    run: &RunSummary,
+    raw: &Raw,
+    wait: WaitArgs,
+    table: impl FnOnce() -> String,
+) -> Outcome {
+    if wait.wait {
+        if output == Output::Table {
+            out(&table());
+        }
+        return follow(api, &run.id, output).await;
+    }
+    print(output, raw, table);
+    Ok(ExitCode::SUCCESS)
+}

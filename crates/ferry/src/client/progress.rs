@@ -1,0 +1,419 @@
+//! Following a run until it ends (`--wait`, `ferry run watch`).
+//!
+//! The run is polled (`GET /v1/runs/{id}`) every [`POLL`] until its state is final
+//! (`done`, `unwound`, `abandoned`) or `stuck` — stuck needs an operator, so waiting
+//! longer would only hide it. Polling is the only pacing: no sleeps beyond the
+//! interval.
+//!
+//! What is shown depends on where stdout goes:
+//! - a terminal: one line per step with a spinner while it runs, and under a step one
+//!   line per CloudStack job it submitted (a disk's snapshot, detach, attach: volume,
+//!   job id, state), redrawn in place;
+//! - anything else (a log, a pipe, a test): one plain line each time a step changes
+//!   state, e.g. `  [2/10] snapshot ... done (1.2 s)`. A step that ran and finished
+//!   between two polls shows only its last state;
+//! - `--output json`: nothing while following; the caller prints the final detail.
+//!
+//! At the end the run's story and advice are printed (not for JSON).
+
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use server::model::{JobView, RunDetail, StepView};
+
+use super::api::{Api, ClientError, Raw, Request};
+use super::render;
+use super::{Output, out};
+
+/// How often the run is read.
+pub const POLL: Duration = Duration::from_millis(200);
+
+/// How long polls may fail (server restarting, network blip) before following gives
+/// up. A refusal (4xx) ends it at once.
+const TOLERATED_OUTAGE: Duration = Duration::from_secs(30);
+
+/// True once a run will change no more without an operator: a final state or `stuck`.
+pub fn settled(state: &str) -> bool {
+    matches!(state, "done" | "unwound" | "abandoned" | "stuck")
+}
+
+/// Follows run `run_id` until it is settled, showing its progress as `output` and
+/// where stdout goes ask (see the module docs), and returns its last detail. With
+/// [`Output::Json`] nothing is printed.
+#[allow(dead_code, reason = "public for `ferry demo`")]
+pub async fn follow(api: &Api, run_id: &str, output: Output) -> anyhow::Result<RunDetail> {
+    Ok(follow_raw(api, run_id, output).await?.0)
+}
+
+/// [`follow`], also returning the last detail's JSON as the server sent it.
+pub(crate) async fn follow_raw(
+    api: &Api,
+    run_id: &str,
+    output: Output,
+) -> Result<(RunDetail, Raw), ClientError> {
+    let mut view = match output {
+        Output::Json => View::Silent,
+        Output::Table if std::io::stdout().is_terminal() => View::Bars(Box::new(Bars::new())),
+        Output::Table => View::Plain(Plain::default()),
+    };
+    let mut interval = tokio::time::interval(POLL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        interval.tick().await;
+        let (detail, raw) = match api.typed::<RunDetail>(Request::show_run(run_id)).await {
+            Ok(answer) => {
+                failing_since = None;
+                answer
+            }
+            Err(e) if passing(&e) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < TOLERATED_OUTAGE {
+                    continue;
+                }
+                view.abort();
+                return Err(e);
+            }
+            Err(e) => {
+                view.abort();
+                return Err(e);
+            }
+        };
+        view.update(&detail);
+        if settled(&detail.run.state) {
+            view.finish(&detail);
+            return Ok((detail, raw));
+        }
+    }
+}
+
+/// A failure that may pass if the next poll is tried: no answer, or a 5xx.
+fn passing(e: &ClientError) -> bool {
+    match e {
+        ClientError::Unreachable { .. } | ClientError::TimedOut { .. } => true,
+        ClientError::Api { status, .. } => *status >= 500,
+        ClientError::Unexpected { .. } => false,
+    }
+}
+
+enum View {
+    Silent,
+    Plain(Plain),
+    Bars(Box<Bars>),
+}
+
+impl View {
+    fn update(&mut self, detail: &RunDetail) {
+        match self {
+            View::Silent => {}
+            View::Plain(p) => p.update(detail),
+            View::Bars(b) => b.update(detail),
+        }
+    }
+
+    fn finish(&mut self, detail: &RunDetail) {
+        match self {
+            View::Silent => {}
+            View::Plain(p) => p.finish(detail),
+            View::Bars(b) => b.finish(detail),
+        }
+    }
+
+    fn abort(&mut self) {
+        if let View::Bars(b) = self {
+            b.abort();
+        }
+    }
+}
+
+/// The closing line and the story, for both views.
+fn closing(detail: &RunDetail) -> String {
+    let run = &detail.run;
+    let mut out = format!(
+        "\nRun {} {} after {}.\n",
+        run.id,
+        run.state,
+        render::duration(run.duration_ms)
+    );
+    out.push_str(&render::story(detail));
+    out
+}
+
+fn step_line(step: &StepView, of: usize) -> String {
+    let mut line = format!(
+        "  {} {} ... {}",
+        render::step_place(step, of),
+        step.name,
+        step.state
+    );
+    if !matches!(step.state.as_str(), "running" | "undoing")
+        && let Some(ms) = step.duration_ms
+    {
+        line.push_str(&format!(" ({})", render::duration(ms)));
+    }
+    if matches!(step.state.as_str(), "failed" | "undo_failed")
+        && let Some(error) = &step.error
+    {
+        line.push_str(&format!(": {error}"));
+    }
+    line
+}
+
+/// Plain lines, one per change.
+#[derive(Default)]
+struct Plain {
+    started: bool,
+    run_state: String,
+    cancel_requested: bool,
+    steps: Vec<String>,
+}
+
+impl Plain {
+    fn update(&mut self, detail: &RunDetail) {
+        let run = &detail.run;
+        if !self.started {
+            self.started = true;
+            outln!(
+                "Following run {}: {} of {} ({} steps).",
+                run.id,
+                render::workflow(run),
+                run.vm,
+                detail.steps.len()
+            );
+        }
+        if run.cancel_requested && !self.cancel_requested {
+            self.cancel_requested = true;
+            outln!("  cancel requested: the run unwinds before its next step");
+        }
+        self.steps.resize(detail.steps.len(), "waiting".into());
+        let changed = |(i, s): (usize, &StepView)| -> Option<(usize, String)> {
+            (s.state != self.steps[i] && s.state != "waiting").then(|| (i, s.state.clone()))
+        };
+        // Forward progress in step order, then undos in the order they run: reverse.
+        let forward: Vec<(usize, String)> = detail
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s.state.as_str(), "running" | "done" | "failed"))
+            .filter_map(changed)
+            .collect();
+        let backward: Vec<(usize, String)> = detail
+            .steps
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, s)| matches!(s.state.as_str(), "undoing" | "undone" | "undo_failed"))
+            .filter_map(changed)
+            .collect();
+        for (i, state) in &forward {
+            outln!("{}", step_line(&detail.steps[*i], detail.steps.len()));
+            self.steps[*i] = state.clone();
+        }
+        // Before the undos it causes. (Why is in the failed step's line, when a poll saw
+        // it, and in the story at the end.)
+        if run.state != self.run_state && run.state == "unwinding" {
+            outln!("  unwinding: undoing the steps that ran, in reverse");
+        }
+        for (i, state) in &backward {
+            outln!("{}", step_line(&detail.steps[*i], detail.steps.len()));
+            self.steps[*i] = state.clone();
+        }
+        self.run_state = run.state.clone();
+    }
+
+    fn finish(&mut self, detail: &RunDetail) {
+        out(&closing(detail));
+    }
+}
+
+/// A live display: a spinner line per step and a line per CloudStack job under its
+/// step.
+struct Bars {
+    multi: MultiProgress,
+    steps: Vec<ProgressBar>,
+    /// The last line of each step (the step's own or its last job's), where the next
+    /// job line goes.
+    last: Vec<ProgressBar>,
+    jobs: HashMap<String, ProgressBar>,
+    active: ProgressStyle,
+    settled: ProgressStyle,
+}
+
+impl Bars {
+    fn new() -> Bars {
+        let active = ProgressStyle::with_template("{prefix} {spinner:.cyan} {msg}")
+            .expect("a valid template")
+            .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ");
+        let settled = ProgressStyle::with_template("{prefix} {msg}").expect("a valid template");
+        Bars {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stdout()),
+            steps: Vec::new(),
+            last: Vec::new(),
+            jobs: HashMap::new(),
+            active,
+            settled,
+        }
+    }
+
+    fn symbol(state: &str) -> Option<&'static str> {
+        match state {
+            "waiting" | "pending" => Some("·"),
+            "done" | "succeeded" => Some("✔"),
+            "undone" => Some("↺"),
+            "failed" | "undo_failed" => Some("✘"),
+            _ => None,
+        }
+    }
+
+    /// Draws `bar` with `symbol`, or with a spinner when there is none.
+    fn show(&self, bar: &ProgressBar, symbol: Option<&str>, message: String) {
+        match symbol {
+            Some(symbol) => {
+                bar.disable_steady_tick();
+                bar.set_style(self.settled.clone());
+                bar.set_message(format!("{symbol} {message}"));
+                bar.tick();
+            }
+            None => {
+                bar.set_style(self.active.clone());
+                bar.set_message(message);
+                bar.enable_steady_tick(Duration::from_millis(100));
+            }
+        }
+    }
+
+    fn update(&mut self, detail: &RunDetail) {
+        if self.steps.is_empty() {
+            let run = &detail.run;
+            outln!(
+                "Following run {}: {} of {} ({} steps).",
+                run.id,
+                render::workflow(run),
+                run.vm,
+                detail.steps.len()
+            );
+        }
+        let of = detail.steps.len();
+        while self.steps.len() < of {
+            let bar = self.multi.add(ProgressBar::new_spinner());
+            bar.set_prefix(format!(
+                "  {}",
+                render::step_place(&detail.steps[self.steps.len()], of)
+            ));
+            self.last.push(bar.clone());
+            self.steps.push(bar);
+        }
+        let width = detail.steps.iter().map(|s| s.name.len()).max().unwrap_or(0);
+        for (step, bar) in detail.steps.iter().zip(&self.steps) {
+            let mut message = format!("{:<width$}  {}", step.name, step.state.replace('_', " "));
+            if let Some(ms) = step.duration_ms {
+                message.push_str(&format!("  {}", render::duration(ms)));
+            }
+            if matches!(step.state.as_str(), "failed" | "undo_failed")
+                && let Some(error) = &step.error
+            {
+                message.push_str(&format!(": {error}"));
+            }
+            self.show(bar, Self::symbol(&step.state), message);
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for job in &detail.jobs {
+            let base = format!(
+                "{}|{}|{}|{}",
+                job.step.as_deref().unwrap_or(""),
+                job.kind,
+                job.volume_id.as_deref().unwrap_or(""),
+                job.vm_id.as_deref().unwrap_or("")
+            );
+            let n = seen.entry(base.clone()).or_default();
+            *n += 1;
+            let key = format!("{base}|{n}");
+            let bar = match self.jobs.get(&key) {
+                Some(bar) => bar.clone(),
+                None => {
+                    let Some(i) = owner(detail, job) else {
+                        continue;
+                    };
+                    let bar = self
+                        .multi
+                        .insert_after(&self.last[i], ProgressBar::new_spinner());
+                    bar.set_prefix("        ");
+                    self.last[i] = bar.clone();
+                    self.jobs.insert(key, bar.clone());
+                    bar
+                }
+            };
+            // A job the server still lists as submitted, under a step that has ended,
+            // is not waited on any more: no spinner for it.
+            let step_active = owner(detail, job)
+                .and_then(|i| detail.steps.get(i))
+                .is_some_and(|s| matches!(s.state.as_str(), "running" | "undoing"));
+            let symbol = match job.state.as_str() {
+                "pending" | "submitted" if step_active => None,
+                "pending" | "submitted" => Some("·"),
+                other => Self::symbol(other).or(Some("·")),
+            };
+            self.show(&bar, symbol, job_message(job));
+        }
+    }
+
+    fn finish(&mut self, detail: &RunDetail) {
+        // Finished bars stay drawn as they are; what follows is printed below them.
+        for bar in self.steps.iter().chain(self.jobs.values()) {
+            bar.disable_steady_tick();
+            bar.finish();
+        }
+        // The last bar's line is left without its newline.
+        out("\n");
+        out(&closing(detail));
+    }
+
+    fn abort(&mut self) {
+        for bar in self.steps.iter().chain(self.jobs.values()) {
+            bar.abandon();
+        }
+    }
+}
+
+/// `attach  volume 2334…  job 8f1e…  succeeded`.
+fn job_message(job: &JobView) -> String {
+    let mut message = job.kind.clone();
+    if let Some(volume) = &job.volume_id {
+        message.push_str(&format!("  volume {volume}"));
+    } else if let Some(vm) = &job.vm_id {
+        message.push_str(&format!("  vm {vm}"));
+    }
+    match (&job.job_id, job.state.as_str()) {
+        (Some(id), _) => message.push_str(&format!("  job {id}")),
+        (None, "pending") => message.push_str("  (not yet accepted)"),
+        // Some commands (deleteVolume) are answered at once, without an async job.
+        (None, _) => message.push_str("  (no async job)"),
+    }
+    message.push_str(&format!("  {}", job.state));
+    if let Some(error) = &job.error {
+        message.push_str(&format!(": {}", render::job_error(error)));
+    }
+    message
+}
+
+/// The step a job belongs under: the step it names (an undo's call is named
+/// `undo-<step>`), else the step running or undoing now.
+fn owner(detail: &RunDetail, job: &JobView) -> Option<usize> {
+    if let Some(name) = job.step.as_deref() {
+        let bare = name.strip_prefix("undo-").unwrap_or(name);
+        if let Some(i) = detail
+            .steps
+            .iter()
+            .position(|s| s.name == name || s.name == bare)
+        {
+            return Some(i);
+        }
+    }
+    detail
+        .steps
+        .iter()
+        .rposition(|s| matches!(s.state.as_str(), "running" | "undoing"))
+        .or_else(|| detail.steps.iter().rposition(|s| s.state != "waiting"))
+}

@@ -1,0 +1,508 @@
+//! What the client commands print with `--output table`: plain ASCII, columns aligned
+//! with spaces, no colors — so it reads the same in a terminal, a log and a golden file.
+//! (`--output json` prints the API's bodies instead; see docs/cli.md.)
+
+use server::model::{DiskView, RunDetail, RunSummary, StepView, TargetVm, VmDetail, VmSummary};
+
+/// Rows of cells aligned under a header; a note is a whole line after the row it
+/// explains and does not widen the columns.
+pub(crate) struct Table {
+    header: Vec<&'static str>,
+    rows: Vec<Row>,
+}
+
+enum Row {
+    Cells(Vec<String>),
+    Note(String),
+}
+
+impl Table {
+    pub(crate) fn new(header: &[&'static str]) -> Table {
+        Table {
+            header: header.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.header.len());
+        self.rows.push(Row::Cells(cells));
+    }
+
+    pub(crate) fn note(&mut self, text: String) {
+        self.rows.push(Row::Note(text));
+    }
+
+    pub(crate) fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            if let Row::Cells(cells) = row {
+                for (w, c) in widths.iter_mut().zip(cells) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+        }
+        let line = |cells: &mut dyn Iterator<Item = &str>| {
+            let mut out = String::new();
+            for (i, (cell, width)) in cells.zip(&widths).enumerate() {
+                if i > 0 {
+                    out.push_str("  ");
+                }
+                out.push_str(cell);
+                out.extend(std::iter::repeat_n(' ', width - cell.chars().count()));
+            }
+            out.trim_end().to_string() + "\n"
+        };
+        let mut out = line(&mut self.header.iter().copied());
+        for row in &self.rows {
+            match row {
+                Row::Cells(cells) => out.push_str(&line(&mut cells.iter().map(String::as_str))),
+                Row::Note(text) => {
+                    out.push_str("    ");
+                    out.push_str(text);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `107 GiB`, or `0.5 GiB` when it is not a whole number of GiB.
+pub(crate) fn gib(bytes: i64) -> String {
+    const GIB: i64 = 1 << 30;
+    if bytes % GIB == 0 {
+        format!("{} GiB", bytes / GIB)
+    } else {
+        format!("{:.1} GiB", bytes as f64 / GIB as f64)
+    }
+}
+
+/// `0.4 s`, `12.3 s`, `4 min 05 s`, `2 h 03 min`.
+pub(crate) fn duration(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 60_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{} min {:02} s", ms / 60_000, (ms % 60_000) / 1000)
+    } else {
+        format!("{} h {:02} min", ms / 3_600_000, (ms % 3_600_000) / 60_000)
+    }
+}
+
+/// Milliseconds from `from` to `to` (RFC 3339 times), when both can be read.
+fn between(from: &str, to: &str) -> Option<i64> {
+    let a = chrono::DateTime::parse_from_rfc3339(from).ok()?;
+    let b = chrono::DateTime::parse_from_rfc3339(to).ok()?;
+    Some((b - a).num_milliseconds())
+}
+
+/// `+1.2 s` after the run's creation, or the time itself when it cannot be read.
+fn offset(created: &str, at: &str) -> String {
+    match between(created, at) {
+        Some(ms) => format!("+{}", duration(ms)),
+        None => at.to_string(),
+    }
+}
+
+fn or_dash(value: Option<&str>) -> String {
+    value.unwrap_or("-").to_string()
+}
+
+/// `test_failover (replica mode)`.
+pub(crate) fn workflow(run: &RunSummary) -> String {
+    match &run.mode {
+        Some(mode) => format!("{} ({mode} mode)", run.workflow),
+        None => run.workflow.clone(),
+    }
+}
+
+/// A job's error in words. The volume daemon records its errors as JSON (class, code,
+/// command, detail, …); the detail is what an operator reads.
+pub(crate) fn job_error(error: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(error)
+        .ok()
+        .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
+        .unwrap_or_else(|| error.to_string())
+}
+
+/// `ferry vm list`.
+pub(crate) fn vm_list(vms: &[VmSummary]) -> String {
+    if vms.is_empty() {
+        return "No protected VMs. Register one with `ferry vm add FILE`.\n".into();
+    }
+    let mut table = Table::new(&[
+        "NAME",
+        "STATE",
+        "APPLIANCE",
+        "DISKS",
+        "CAPACITY",
+        "ACTIVE RUN",
+    ]);
+    for vm in vms {
+        table.row(vec![
+            vm.name.clone(),
+            vm.state.clone(),
+            vm.appliance.clone(),
+            vm.disks.to_string(),
+            gib(vm.capacity_bytes),
+            or_dash(vm.active_run_id.as_deref()),
+        ]);
+    }
+    table.render()
+}
+
+/// A protected VM as `ferry vm show` prints it: its spec, NICs and disks (with where
+/// each replica is now), its active run, and — while it is failed over — the target
+/// VM's device map from CloudStack ([`target_table`]).
+pub fn vm_table(vm: &VmDetail) -> String {
+    let mut out = format!("VM {}: {}\n", vm.name, vm.state);
+    let secure_boot = if vm.secure_boot { ", secure boot" } else { "" };
+    for (key, value) in [
+        ("id", vm.id.clone()),
+        ("source id", vm.source_id.clone()),
+        ("appliance", vm.appliance.clone()),
+        (
+            "spec",
+            format!(
+                "{} vCPU, {} MiB memory, {} firmware{secure_boot}",
+                vm.vcpu, vm.memory_mb, vm.firmware
+            ),
+        ),
+        (
+            "guest",
+            format!("{}, guest preparation {}", vm.guest_os, vm.guest_prep),
+        ),
+        ("registered", vm.created_at.clone()),
+    ] {
+        out.push_str(&format!("  {key:<11} {value}\n"));
+    }
+
+    out.push_str("\nNICS\n");
+    let mut nics = Table::new(&[
+        "#",
+        "MAC",
+        "SOURCE NETWORK",
+        "TEST NETWORK",
+        "PRODUCTION NETWORK",
+    ]);
+    for nic in &vm.nics {
+        nics.row(vec![
+            nic.position.to_string(),
+            nic.mac.clone(),
+            nic.source_network.clone(),
+            nic.test_network_id.clone(),
+            nic.production_network_id.clone(),
+        ]);
+    }
+    out.push_str(&nics.render());
+
+    out.push_str("\nDISKS\n");
+    out.push_str(&disk_table(&vm.disks, vm.target.as_ref()));
+
+    out.push('\n');
+    match &vm.active_run {
+        Some(run) => out.push_str(&format!(
+            "Active run: {} ({}, {}); `ferry run show {}` tells more.\n",
+            run.id,
+            workflow(run),
+            run.state,
+            run.id
+        )),
+        None => out.push_str("Active run: none.\n"),
+    }
+    if let Some(target) = &vm.target {
+        out.push('\n');
+        out.push_str(&target_table(target));
+    }
+    out
+}
+
+fn disk_table(disks: &[DiskView], target: Option<&TargetVm>) -> String {
+    let mut table = Table::new(&[
+        "LABEL",
+        "DISK",
+        "KEY",
+        "SIZE",
+        "BOOT",
+        "REPLICA VOLUME",
+        "ATTACHED TO",
+        "DEVICE ID",
+        "DEVICE PATH",
+    ]);
+    for d in disks {
+        let attached = match (&d.attached_vm_id, target) {
+            (Some(vm), Some(t)) if *vm == t.id => format!("{vm} (target)"),
+            (Some(vm), _) => vm.clone(),
+            (None, _) => "-".into(),
+        };
+        table.row(vec![
+            d.label.clone(),
+            format!("{}:{}:{}", d.controller, d.bus, d.unit),
+            d.device_key.to_string(),
+            gib(d.capacity_bytes),
+            if d.boot { "boot" } else { "data" }.into(),
+            d.replica_volume_id.clone(),
+            attached,
+            d.device_id
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "-".into()),
+            or_dash(d.device_path.as_deref()),
+        ]);
+    }
+    table.render()
+}
+
+/// A failed-over VM's target as CloudStack has it now: a title line, the device map
+/// (device id, volume, size, boot or data, the VMware disk it carries, the planned
+/// device id) and the verification in words.
+pub fn target_table(target: &TargetVm) -> String {
+    let mut out = format!(
+        "Target VM {} ({}): {}\n",
+        target.name, target.id, target.state
+    );
+    if target.disks.is_empty() {
+        out.push_str("  no volumes attached\n");
+    } else {
+        let mut table = Table::new(&[
+            "DEVICE ID",
+            "VOLUME",
+            "SIZE",
+            "ROLE",
+            "VMWARE DISK",
+            "PLANNED",
+        ]);
+        for d in &target.disks {
+            let device = d
+                .device_id
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "-".into());
+            let planned = d
+                .planned_device_id
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "-".into());
+            table.row(vec![
+                device,
+                d.volume_id.clone(),
+                gib(d.size_bytes),
+                d.role.clone(),
+                or_dash(d.label.as_deref()),
+                planned,
+            ]);
+        }
+        out.push_str(&table.render());
+    }
+    out.push_str(&format!(
+        "{}: {}\n",
+        if target.verified {
+            "Verified"
+        } else {
+            "NOT VERIFIED"
+        },
+        target.verification
+    ));
+    out
+}
+
+/// `ferry run list`.
+pub(crate) fn run_list(runs: &[RunSummary]) -> String {
+    if runs.is_empty() {
+        return "No runs yet. `ferry failover test NAME` starts one.\n".into();
+    }
+    let mut table = Table::new(&[
+        "ID", "VM", "WORKFLOW", "MODE", "STATE", "CREATED", "DURATION",
+    ]);
+    for run in runs {
+        table.row(vec![
+            run.id.clone(),
+            run.vm.clone(),
+            run.workflow.clone(),
+            or_dash(run.mode.as_deref()),
+            if run.cancel_requested && run.state == "running" {
+                "running (cancel requested)".into()
+            } else {
+                run.state.clone()
+            },
+            run.created_at.clone(),
+            duration(run.duration_ms),
+        ]);
+        if let Some(error) = &run.error {
+            table.note(format!("error: {error}"));
+        }
+    }
+    table.render()
+}
+
+/// One line for a run a command just started or changed.
+pub(crate) fn run_line(run: &RunSummary) -> String {
+    format!(
+        "run {}: {} of {}, {}",
+        run.id,
+        workflow(run),
+        run.vm,
+        run.state
+    )
+}
+
+/// `[3/10]`: a step's place in its workflow.
+pub(crate) fn step_place(step: &StepView, of: usize) -> String {
+    let width = of.to_string().len();
+    format!("[{:>width$}/{of}]", step.position + 1)
+}
+
+/// `ferry run show`: the run, each step with its timing, each CloudStack job, the
+/// warnings and errors, then the story in sentences and what to do.
+pub(crate) fn run_detail(detail: &RunDetail) -> String {
+    let run = &detail.run;
+    let mut out = format!(
+        "Run {}: {} of {}, {}\n",
+        run.id,
+        workflow(run),
+        run.vm,
+        run.state
+    );
+    let mut facts = vec![("created", run.created_at.clone())];
+    if let Some(finished) = &run.finished_at {
+        facts.push(("finished", finished.clone()));
+    }
+    facts.push((
+        if run.finished_at.is_some() {
+            "took"
+        } else {
+            "running for"
+        },
+        duration(run.duration_ms),
+    ));
+    if run.cancel_requested {
+        facts.push(("cancel", "requested by an operator".into()));
+    }
+    if let Some(owner) = &detail.lease_owner {
+        facts.push((
+            "worker",
+            format!("{owner} (generation {})", detail.generation),
+        ));
+    }
+    if let Some(error) = &run.error {
+        facts.push(("error", error.clone()));
+    }
+    for (key, value) in facts {
+        out.push_str(&format!("  {key:<12} {value}\n"));
+    }
+
+    out.push_str("\nSTEPS\n");
+    let mut steps = Table::new(&["STEP", "NAME", "STATE", "ATTEMPTS", "STARTED", "DURATION"]);
+    for step in &detail.steps {
+        steps.row(vec![
+            step_place(step, detail.steps.len()),
+            step.name.clone(),
+            step.state.clone(),
+            step.attempts.to_string(),
+            step.started_at
+                .as_deref()
+                .map(|at| offset(&run.created_at, at))
+                .unwrap_or_else(|| "-".into()),
+            step.duration_ms.map(duration).unwrap_or_else(|| "-".into()),
+        ]);
+        if let Some(error) = &step.error {
+            steps.note(format!("error: {error}"));
+        }
+    }
+    out.push_str(&steps.render());
+
+    out.push_str("\nCLOUDSTACK JOBS\n");
+    if detail.jobs.is_empty() {
+        out.push_str("  none\n");
+    } else {
+        let mut jobs = Table::new(&["STEP", "KIND", "VOLUME", "VM", "JOB ID", "STATE", "AT"]);
+        for job in &detail.jobs {
+            jobs.row(vec![
+                or_dash(job.step.as_deref()),
+                job.kind.clone(),
+                or_dash(job.volume_id.as_deref()),
+                or_dash(job.vm_id.as_deref()),
+                or_dash(job.job_id.as_deref()),
+                job.state.clone(),
+                offset(&run.created_at, &job.at),
+            ]);
+            if let Some(error) = &job.error {
+                jobs.note(format!("error: {}", job_error(error)));
+            }
+        }
+        out.push_str(&jobs.render());
+    }
+
+    let notable: Vec<_> = detail.events.iter().filter(|e| e.level != "info").collect();
+    if !notable.is_empty() {
+        out.push_str("\nWARNINGS AND ERRORS\n");
+        let mut events = Table::new(&["AT", "LEVEL", "STEP", "MESSAGE"]);
+        for e in notable {
+            events.row(vec![
+                offset(&run.created_at, &e.at),
+                e.level.clone(),
+                or_dash(e.step.as_deref()),
+                e.message.clone(),
+            ]);
+        }
+        out.push_str(&events.render());
+    }
+
+    out.push_str(&story(detail));
+    out
+}
+
+/// The run's story and advice, as sections.
+pub(crate) fn story(detail: &RunDetail) -> String {
+    let mut out = String::new();
+    if !detail.story.is_empty() {
+        out.push_str("\nWHAT HAPPENED\n");
+        for sentence in &detail.story {
+            out.push_str(&format!("  {sentence}\n"));
+        }
+    }
+    if let Some(advice) = &detail.advice {
+        out.push_str("\nWHAT TO DO\n");
+        out.push_str(&format!("  {advice}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up_and_lines_have_no_trailing_spaces() {
+        let mut t = Table::new(&["A", "LONGER", "C"]);
+        t.row(vec!["wide cell".into(), "x".into(), "".into()]);
+        t.note("error: below the row".into());
+        t.row(vec!["y".into(), "z".into(), "last".into()]);
+        assert_eq!(
+            t.render(),
+            "A          LONGER  C\nwide cell  x\n    error: below the row\ny          z       last\n"
+        );
+    }
+
+    #[test]
+    fn sizes_and_durations_read_as_an_operator_would_say_them() {
+        assert_eq!(gib(107 << 30), "107 GiB");
+        assert_eq!(gib(1 << 29), "0.5 GiB");
+        assert_eq!(duration(1234), "1.2 s");
+        assert_eq!(duration(65_000), "1 min 05 s");
+        assert_eq!(duration(7_380_000), "2 h 03 min");
+        assert_eq!(
+            offset("2026-01-01T00:00:00.000Z", "2026-01-01T00:00:01.500Z"),
+            "+1.5 s"
+        );
+    }
+
+    #[test]
+    fn a_job_error_recorded_as_json_reads_as_its_detail() {
+        assert_eq!(
+            job_error(
+                r#"{"class":"definitive","detail":"CloudStack job j (attachVolume) failed"}"#
+            ),
+            "CloudStack job j (attachVolume) failed"
+        );
+        assert_eq!(job_error("plain words"), "plain words");
+    }
+}

@@ -1,0 +1,760 @@
+//! The client commands (`ferry vm|failover|run …`) against a real server: each test
+//! starts its own `ferry cloudsim` and `ferry serve` on port 0 (tests/common), runs
+//! `ferry` as an operator would, and checks exit codes, messages and — for the outputs
+//! an operator or a program reads — golden files in tests/golden (README there says
+//! how to regenerate them).
+
+mod common;
+
+use common::{Ferry, Options, Server, closed_port, golden, pgtest1};
+use serde_json::json;
+
+/// A server with pgtest1 registered.
+fn with_pgtest1() -> Server {
+    let server = Server::start();
+    let file = server.write("pgtest1.toml", &pgtest1());
+    server.ferry().args(["vm", "add"]).args([&file]).run().ok();
+    server
+}
+
+/// The id of the newest run.
+fn newest_run(server: &Server) -> String {
+    let runs = server
+        .ferry()
+        .args(["run", "list", "--limit", "1", "--output", "json"])
+        .run()
+        .ok()
+        .json();
+    runs[0]["id"].as_str().expect("a run id").to_string()
+}
+
+/// Plain progress lines for steps seen running depend on when the polls fell; the
+/// lines that stay are the ones every run prints.
+fn without_running_lines(text: &str) -> String {
+    text.lines()
+        .filter(|l| !(l.starts_with("  [") && l.ends_with("... running")))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn vm_add_list_show_and_remove_in_both_formats() {
+    let server = Server::start();
+    let empty = server.ferry().args(["vm", "list"]).run();
+    empty.ok();
+    assert_eq!(
+        empty.stdout,
+        "No protected VMs. Register one with `ferry vm add FILE`.\n"
+    );
+    assert_eq!(
+        server
+            .ferry()
+            .args(["vm", "list", "--output", "json"])
+            .run()
+            .ok()
+            .json(),
+        json!([])
+    );
+
+    let file = server.write("pgtest1.toml", &pgtest1());
+    let added = server.ferry().args(["vm", "add"]).args([&file]).run();
+    added.ok();
+    golden("vm_add.txt", &added.stdout);
+
+    let list = server.ferry().args(["vm", "list"]).run();
+    golden("vm_list.txt", &list.ok().stdout);
+    let list = server
+        .ferry()
+        .args(["vm", "list", "--output", "json"])
+        .run();
+    golden("vm_list.json", &list.ok().stdout);
+    assert_eq!(list.json()[0]["state"], "ready_for_failover");
+
+    let show = server.ferry().args(["vm", "show", "pgtest1"]).run();
+    golden("vm_show.txt", &show.ok().stdout);
+    let show = server
+        .ferry()
+        .args(["vm", "show", "pgtest1", "--output", "json"])
+        .run();
+    golden("vm_show.json", &show.ok().stdout);
+    assert_eq!(show.json()["disks"].as_array().map(Vec::len), Some(2));
+
+    // Registered twice: refused, and the message says why.
+    let again = server.ferry().args(["vm", "add"]).args([&file]).run();
+    again.code(2);
+    assert!(again.stderr.starts_with("error: "), "{}", again.stderr);
+    assert!(again.stderr.contains("pgtest1"), "{}", again.stderr);
+
+    let removed = server.ferry().args(["vm", "remove", "pgtest1"]).run();
+    assert_eq!(
+        removed.ok().stdout,
+        "Removed pgtest1 from ferry. Nothing in CloudStack changed: its replica volumes stay where they are.\n"
+    );
+    let gone = server.ferry().args(["vm", "show", "pgtest1"]).run();
+    gone.code(2);
+
+    // A JSON definition is read as JSON (by its extension); `vm remove` in JSON says
+    // what it removed.
+    let toml_text = pgtest1();
+    let definition: toml::Value = toml::from_str(&toml_text).expect("pgtest1.toml parses");
+    let file = server.write(
+        "pgtest1.json",
+        &serde_json::to_string_pretty(&definition).expect("JSON"),
+    );
+    let added = server
+        .ferry()
+        .args(["vm", "add", "--output", "json"])
+        .args([&file])
+        .run();
+    assert_eq!(added.ok().json()["name"], "pgtest1");
+    let removed = server
+        .ferry()
+        .args(["vm", "remove", "pgtest1", "--output", "json"])
+        .run();
+    assert_eq!(removed.ok().json(), json!({ "removed": "pgtest1" }));
+}
+
+#[test]
+fn a_refused_definition_lists_every_problem() {
+    let server = Server::start();
+    let bad = pgtest1()
+        .replace(
+            "c02e3d1b-4b54-499e-ae29-03785d73dd9b",
+            "00000000-0000-4000-8000-000000000000",
+        )
+        .replace("test_network = \"test\"", "test_network = \"nowhere\"")
+        .replace("capacity_gib = 107", "capacity_gib = 100");
+    let file = server.write("bad.toml", &bad);
+    let table = server.ferry().args(["vm", "add"]).args([&file]).run();
+    table.code(2);
+    assert!(table.stdout.is_empty(), "{}", table.stdout);
+    assert!(
+        table
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("  - "))
+            .count()
+            >= 3,
+        "every problem on its own line: {}",
+        table.stderr
+    );
+    golden("vm_add_refused.txt", &table.transcript());
+    let json = server
+        .ferry()
+        .args(["vm", "add", "--output", "json"])
+        .args([&file])
+        .run();
+    json.code(2);
+    assert_eq!(json.json()["error"]["code"], "invalid");
+    golden("vm_add_refused.json", &json.stdout);
+
+    // Nothing was registered.
+    let list = server
+        .ferry()
+        .args(["vm", "list", "--output", "json"])
+        .run();
+    assert_eq!(list.ok().json(), json!([]));
+
+    // Not TOML at all: refused with the parser's words.
+    let file = server.write("garbage.toml", "name = [unclosed\n");
+    let garbage = server.ferry().args(["vm", "add"]).args([&file]).run();
+    garbage.code(2);
+    assert!(
+        garbage
+            .stderr
+            .starts_with("error: the VM definition was refused and nothing was registered"),
+        "{}",
+        garbage.stderr
+    );
+
+    // A file that cannot be read never reaches the server.
+    let missing = server
+        .ferry()
+        .args(["vm", "add", "no-such-file.toml"])
+        .run();
+    missing.code(2);
+    assert!(
+        missing
+            .stderr
+            .starts_with("error: cannot read the VM definition file no-such-file.toml: "),
+        "{}",
+        missing.stderr
+    );
+    let missing = server
+        .ferry()
+        .args(["vm", "add", "no-such-file.toml", "--output", "json"])
+        .run();
+    missing.code(2);
+    assert_eq!(missing.json()["error"]["code"], "unreadable_file");
+}
+
+#[test]
+fn a_test_failover_waited_on_then_shown_then_cleaned_up() {
+    let server = with_pgtest1();
+    let test = server
+        .ferry()
+        .args(["failover", "test", "pgtest1", "--wait"])
+        .run();
+    test.ok();
+    golden(
+        "failover_test_wait.txt",
+        &without_running_lines(&test.stdout),
+    );
+
+    let show = server.ferry().args(["vm", "show", "pgtest1"]).run();
+    golden("vm_show_test_failed_over.txt", &show.ok().stdout);
+    assert!(
+        show.stdout.contains("Verified: 2 of 2 disks"),
+        "{}",
+        show.stdout
+    );
+    let show = server
+        .ferry()
+        .args(["vm", "show", "pgtest1", "--output", "json"])
+        .run();
+    golden("vm_show_test_failed_over.json", &show.ok().stdout);
+    assert_eq!(show.json()["target"]["verified"], true);
+
+    let runs = server.ferry().args(["run", "list"]).run();
+    golden("run_list.txt", &runs.ok().stdout);
+    let runs = server
+        .ferry()
+        .args(["run", "list", "--vm", "pgtest1", "--output", "json"])
+        .run();
+    golden("run_list.json", &runs.ok().stdout);
+    let id = runs.json()[0]["id"].as_str().expect("an id").to_string();
+
+    let detail = server.ferry().args(["run", "show", &id]).run();
+    detail.ok();
+    golden("run_show_done.txt", &detail.stdout);
+    // Every CloudStack job id the run submitted is named.
+    let detail_json = server
+        .ferry()
+        .args(["run", "show", &id, "--output", "json"])
+        .run();
+    golden("run_show_done.json", &detail_json.ok().stdout);
+    for job in detail_json.json()["jobs"].as_array().expect("jobs") {
+        if let Some(job_id) = job["job_id"].as_str() {
+            assert!(
+                detail.stdout.contains(job_id),
+                "{job_id} in\n{}",
+                detail.stdout
+            );
+        }
+    }
+
+    // A second test failover is refused while the first stands: 409, exit 2.
+    let busy = server.ferry().args(["failover", "test", "pgtest1"]).run();
+    golden("error_conflict.txt", &busy.transcript());
+    busy.code(2);
+    let busy = server
+        .ferry()
+        .args(["failover", "test", "pgtest1", "--output", "json"])
+        .run();
+    golden("error_conflict_json.txt", &busy.transcript());
+    assert_eq!(busy.code(2).json()["error"]["code"], "conflict");
+    // …and so is removing the VM.
+    let remove = server.ferry().args(["vm", "remove", "pgtest1"]).run();
+    remove.code(2);
+    assert!(
+        remove.stderr.contains("clean up or roll back first"),
+        "{}",
+        remove.stderr
+    );
+
+    let cleanup = server
+        .ferry()
+        .args(["failover", "cleanup", "pgtest1", "--wait"])
+        .run();
+    cleanup.ok();
+    assert!(cleanup.stdout.contains("done after"), "{}", cleanup.stdout);
+    let show = server
+        .ferry()
+        .args(["vm", "show", "pgtest1", "--output", "json"])
+        .run();
+    let vm = show.ok().json();
+    assert_eq!(vm["state"], "ready_for_failover");
+    assert_eq!(vm["target"], serde_json::Value::Null);
+}
+
+#[test]
+fn a_clone_mode_test_failover_with_json_output_prints_only_the_final_run() {
+    let server = with_pgtest1();
+    let test = server
+        .ferry()
+        .args([
+            "failover", "test", "pgtest1", "--mode", "clone", "--wait", "--output", "json",
+        ])
+        .run();
+    let run = test.ok().json();
+    assert_eq!(run["state"], "done");
+    assert_eq!(run["mode"], "clone");
+    assert_eq!(run["workflow"], "test_failover");
+    assert!(run["steps"].as_array().is_some_and(|s| !s.is_empty()));
+    assert!(run["story"].as_array().is_some_and(|s| !s.is_empty()));
+
+    // The clones are on the test VM; the replicas never left the appliance.
+    let vm = server
+        .ferry()
+        .args(["vm", "show", "pgtest1", "--output", "json"])
+        .run()
+        .ok()
+        .json();
+    for disk in vm["disks"].as_array().expect("disks") {
+        assert_eq!(disk["attached_vm_id"], cloudsim::world::ids::APPLIANCE_OMA);
+    }
+    assert_eq!(vm["target"]["verified"], true);
+
+    let cleanup = server
+        .ferry()
+        .args([
+            "failover", "cleanup", "pgtest1", "--wait", "--output", "json",
+        ])
+        .run();
+    assert_eq!(cleanup.ok().json()["state"], "done");
+}
+
+#[test]
+fn live_failover_rollback_and_commit() {
+    let server = with_pgtest1();
+    for (command, state) in [
+        ("live", "failed_over"),
+        ("rollback", "ready_for_failover"),
+        ("live", "failed_over"),
+        ("commit", "committed"),
+    ] {
+        let run = server
+            .ferry()
+            .args(["failover", command, "pgtest1", "--wait"])
+            .run();
+        run.ok();
+        assert!(run.stdout.contains(" done after "), "{}", run.stdout);
+        let vm = server
+            .ferry()
+            .args(["vm", "show", "pgtest1", "--output", "json"])
+            .run()
+            .ok()
+            .json();
+        assert_eq!(vm["state"], state, "after {command}");
+        if state == "failed_over" {
+            assert_eq!(vm["target"]["name"], "pgtest1");
+            let table = server.ferry().args(["vm", "show", "pgtest1"]).run();
+            assert!(
+                table.ok().stdout.contains("Target VM pgtest1 ("),
+                "{}",
+                table.stdout
+            );
+        }
+    }
+    // A rollback has nothing to roll back now: refused.
+    let rollback = server
+        .ferry()
+        .args(["failover", "rollback", "pgtest1"])
+        .run();
+    rollback.code(2);
+    assert!(
+        rollback.stderr.starts_with("error: "),
+        "{}",
+        rollback.stderr
+    );
+    // A committed VM can be removed.
+    server.ferry().args(["vm", "remove", "pgtest1"]).run().ok();
+}
+
+#[test]
+fn without_wait_a_failover_prints_its_run_and_watch_follows_it() {
+    let server = with_pgtest1();
+    let started = server.ferry().args(["failover", "test", "pgtest1"]).run();
+    started.ok();
+    let id = newest_run(&server);
+    assert_eq!(
+        started.stdout,
+        format!(
+            "Started run {id}: test_failover (replica mode) of pgtest1, pending.\n\
+             Follow it with `ferry run watch {id}`; `ferry run show {id}` tells what happened.\n"
+        )
+    );
+    let watch = server.ferry().args(["run", "watch", &id]).run();
+    watch.ok();
+    assert!(
+        watch.stdout.contains(&format!("Run {id} done after")),
+        "{}",
+        watch.stdout
+    );
+    assert!(
+        watch.stdout.contains("[10/10] record ... done"),
+        "{}",
+        watch.stdout
+    );
+
+    let cleanup = server
+        .ferry()
+        .args(["failover", "cleanup", "pgtest1", "--output", "json"])
+        .run();
+    let summary = cleanup.ok().json();
+    assert_eq!(summary["workflow"], "cleanup");
+    assert_eq!(summary["state"], "pending");
+    let id = summary["id"].as_str().expect("an id");
+    let watched = server
+        .ferry()
+        .args(["run", "watch", id, "--output", "json"])
+        .run();
+    assert_eq!(watched.ok().json()["state"], "done");
+
+    // A done run is not stuck: retry and abandon are refused (409, exit 2).
+    for action in ["retry", "abandon"] {
+        let refused = server.ferry().args(["run", action, id]).run();
+        refused.code(2);
+        assert!(
+            refused.stderr.contains("not stuck"),
+            "{action}: {}",
+            refused.stderr
+        );
+    }
+}
+
+#[test]
+fn errors_say_what_is_wrong_and_exit_2() {
+    let server = with_pgtest1();
+
+    let missing = server.ferry().args(["vm", "show", "nope"]).run();
+    golden("error_not_found.txt", &missing.transcript());
+    missing.code(2);
+    let missing = server
+        .ferry()
+        .args(["vm", "show", "nope", "--output", "json"])
+        .run();
+    golden("error_not_found_json.txt", &missing.transcript());
+    assert_eq!(missing.code(2).json()["error"]["code"], "not_found");
+    let missing = server.ferry().args(["failover", "test", "nope"]).run();
+    missing.code(2);
+    assert!(missing.stderr.contains("nope"), "{}", missing.stderr);
+    let missing = server.ferry().args(["run", "show", "no-such-run"]).run();
+    missing.code(2);
+    assert!(
+        missing.stderr.starts_with("error: no run no-such-run"),
+        "{}",
+        missing.stderr
+    );
+
+    let wrong_token = server
+        .ferry()
+        .env("FERRY_TOKEN", "not-the-token")
+        .args(["vm", "list"])
+        .run();
+    golden("error_unauthorized.txt", &wrong_token.transcript());
+    wrong_token.code(2);
+    let wrong_token = server
+        .ferry()
+        .env("FERRY_TOKEN", "not-the-token")
+        .args(["vm", "list", "--output", "json"])
+        .run();
+    golden("error_unauthorized_json.txt", &wrong_token.transcript());
+    assert_eq!(wrong_token.code(2).json()["error"]["code"], "unauthorized");
+
+    let no_token = server
+        .ferry()
+        .env_remove("FERRY_TOKEN")
+        .args(["vm", "list"])
+        .run();
+    no_token.code(2);
+    assert_eq!(
+        no_token.stderr,
+        "error: no API token: set FERRY_TOKEN to the server's token, or pass --token-file FILE\n"
+    );
+
+    // The token from a file (a trailing newline is not part of it).
+    let token_file = server.write("token", &format!("{}\n", common::TOKEN));
+    let from_file = server
+        .ferry()
+        .env_remove("FERRY_TOKEN")
+        .args(["vm", "list", "--token-file"])
+        .args([&token_file])
+        .run();
+    assert!(from_file.ok().stdout.contains("pgtest1"));
+    let empty_file = server.write("empty-token", "");
+    let empty = server
+        .ferry()
+        .args(["vm", "list", "--token-file"])
+        .args([&empty_file])
+        .run();
+    empty.code(2);
+    assert!(empty.stderr.contains("is empty"), "{}", empty.stderr);
+
+    let url = format!("http://127.0.0.1:{}", closed_port());
+    let unreachable = Ferry::bare()
+        .env("FERRY_TOKEN", common::TOKEN)
+        .args(["vm", "list", "--server", &url])
+        .run();
+    golden("error_unreachable.txt", &unreachable.transcript());
+    unreachable.code(2);
+    assert!(
+        unreachable.stderr.contains(&url) && unreachable.stderr.contains("FERRY_SERVER"),
+        "{}",
+        unreachable.stderr
+    );
+    let unreachable = Ferry::bare()
+        .env("FERRY_TOKEN", common::TOKEN)
+        .env("FERRY_SERVER", &url)
+        .args(["run", "list", "--output", "json"])
+        .run();
+    golden("error_unreachable_json.txt", &unreachable.transcript());
+    assert_eq!(unreachable.code(2).json()["error"]["code"], "unreachable");
+
+    let not_a_url = server
+        .ferry()
+        .args(["vm", "list", "--server", "localhost:8470"])
+        .run();
+    not_a_url.code(2);
+    assert!(
+        not_a_url
+            .stderr
+            .contains("is not an http:// or https:// URL"),
+        "{}",
+        not_a_url.stderr
+    );
+
+    let bad_limit = server.ferry().args(["run", "list", "--limit", "0"]).run();
+    bad_limit.code(2);
+    assert!(
+        bad_limit
+            .stderr
+            .contains("limit must be between 1 and 1000"),
+        "{}",
+        bad_limit.stderr
+    );
+
+    // Usage errors are clap's: exit 2 with what is missing or wrong.
+    let usage = server.ferry().args(["failover", "test"]).run();
+    usage.code(2);
+    assert!(usage.stderr.contains("<NAME>"), "{}", usage.stderr);
+    let usage = server
+        .ferry()
+        .args(["failover", "test", "pgtest1", "--mode", "mirror"])
+        .run();
+    usage.code(2);
+    assert!(usage.stderr.contains("replica, clone"), "{}", usage.stderr);
+    let usage = server
+        .ferry()
+        .args(["vm", "list", "--output", "yaml"])
+        .run();
+    usage.code(2);
+}
+
+/// A data-disk detach fails and then every re-attach of the undo: the run is stuck,
+/// `run show` says what is stuck and what to do, and `run abandon` lets go of it.
+#[test]
+fn a_stuck_run_is_explained_and_abandoned() {
+    let server = with_pgtest1();
+    // The test failover's detaches: the template's ROOT (1st), then the two replicas.
+    server.arm(json!([
+        {"command": "detachVolume", "nth": 3,
+         "fault": {"kind": "job_error", "errorcode": 530, "errortext": "host is in maintenance"}},
+        {"command": "attachVolume", "nth": 1, "times": 1000,
+         "fault": {"kind": "job_error", "errorcode": 530, "errortext": "appliance agent is down"}}
+    ]));
+    let test = server
+        .ferry()
+        .args(["failover", "test", "pgtest1", "--wait"])
+        .run();
+    test.code(1);
+    let id = newest_run(&server);
+    assert!(
+        test.stdout.contains(&format!("Run {id} stuck after")),
+        "{}",
+        test.stdout
+    );
+    assert!(test.stdout.contains("WHAT TO DO"), "{}", test.stdout);
+    assert!(
+        test.stdout.contains(&format!("`ferry run retry {id}`")),
+        "{}",
+        test.stdout
+    );
+
+    // `run show` succeeds (exit 0) and tells the story: the step whose undo failed,
+    // the CloudStack job that failed, what is not undone, what to do.
+    let show = server.ferry().args(["run", "show", &id]).run();
+    show.ok();
+    for expected in [
+        "test_failover (replica mode) of pgtest1, stuck",
+        "detach-replicas          undo_failed",
+        "error: attaching a replica to the appliance",
+        "appliance agent is down",
+        "host is in maintenance",
+        "Not yet undone:",
+        "WHAT TO DO",
+        &format!("ferry run abandon {id}"),
+    ] {
+        assert!(
+            show.stdout.contains(expected),
+            "{expected:?} in\n{}",
+            show.stdout
+        );
+    }
+    let detail = server
+        .ferry()
+        .args(["run", "show", &id, "--output", "json"])
+        .run()
+        .ok()
+        .json();
+    let failed: Vec<&str> = detail["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter(|j| j["state"] == "failed")
+        .filter_map(|j| j["job_id"].as_str())
+        .collect();
+    assert_eq!(failed.len(), 2, "the detach and the re-attach: {detail:#}");
+    for job_id in failed {
+        assert!(show.stdout.contains(job_id), "{job_id} in\n{}", show.stdout);
+    }
+
+    // The stuck run holds the VM; a cancel is refused and says what to do instead.
+    let cancel = server.ferry().args(["run", "cancel", &id]).run();
+    cancel.code(2);
+    assert!(cancel.stderr.contains("is stuck"), "{}", cancel.stderr);
+    let another = server.ferry().args(["failover", "test", "pgtest1"]).run();
+    another.code(2);
+
+    let vm = server.ferry().args(["vm", "show", "pgtest1"]).run();
+    assert!(
+        vm.ok().stdout.contains(&format!(
+            "Active run: {id} (test_failover (replica mode), stuck)"
+        )),
+        "{}",
+        vm.stdout
+    );
+
+    // `watch` of a stuck run ends at once, exit 1.
+    let watch = server.ferry().args(["run", "watch", &id]).run();
+    watch.code(1);
+
+    let abandon = server.ferry().args(["run", "abandon", &id]).run();
+    abandon.ok();
+    assert!(
+        abandon.stdout.starts_with(&format!("Abandoned run {id}")),
+        "{}",
+        abandon.stdout
+    );
+    let shown = server
+        .ferry()
+        .args(["run", "show", &id, "--output", "json"])
+        .run()
+        .ok()
+        .json();
+    assert_eq!(shown["state"], "abandoned");
+    let again = server.ferry().args(["run", "abandon", &id]).run();
+    again.code(2);
+    assert!(again.stderr.contains("not stuck"), "{}", again.stderr);
+}
+
+/// An undo that fails transiently until its attempts are spent leaves the run stuck;
+/// once the cause is gone, `run retry --wait` finishes the unwind (exit 1: the run
+/// ended unwound, not done) and the VM can be failed over again.
+#[test]
+fn a_stuck_run_is_retried_once_the_cause_is_fixed() {
+    let server = Server::start_with(Options {
+        max_attempts: 2,
+        ..Options::default()
+    });
+    let file = server.write("pgtest1.toml", &pgtest1());
+    server.ferry().args(["vm", "add"]).args([&file]).run().ok();
+    server.arm(json!([
+        {"command": "detachVolume", "nth": 3,
+         "fault": {"kind": "job_error", "errorcode": 530, "errortext": "host is in maintenance"}},
+        {"command": "attachVolume", "nth": 1, "times": 1000, "fault": {"kind": "transient_530"}}
+    ]));
+    let test = server
+        .ferry()
+        .args(["failover", "test", "pgtest1", "--wait", "--output", "json"])
+        .run();
+    assert_eq!(test.code(1).json()["state"], "stuck");
+    let id = newest_run(&server);
+
+    server.disarm();
+    let retry = server.ferry().args(["run", "retry", &id, "--wait"]).run();
+    retry.code(1);
+    assert!(
+        retry
+            .stdout
+            .starts_with(&format!("Retrying the failed undo of run {id}")),
+        "{}",
+        retry.stdout
+    );
+    assert!(
+        retry.stdout.contains(&format!("Run {id} unwound after")),
+        "{}",
+        retry.stdout
+    );
+    assert!(
+        retry.stdout.contains("detach-replicas ... undone"),
+        "{}",
+        retry.stdout
+    );
+
+    let test = server
+        .ferry()
+        .args(["failover", "test", "pgtest1", "--wait"])
+        .run();
+    test.ok();
+}
+
+/// A cancel stops a running run before its next step; it then unwinds.
+#[test]
+fn a_running_run_is_cancelled_and_unwinds() {
+    let server = with_pgtest1();
+    // Snapshots take two seconds: time to cancel while the run is in that step.
+    server.latency(json!({"createSnapshot": 2_000_000}));
+    let started = server
+        .ferry()
+        .args(["failover", "test", "pgtest1", "--output", "json"])
+        .run();
+    let id = started.ok().json()["id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    let cancel = server.ferry().args(["run", "cancel", &id]).run();
+    cancel.ok();
+    assert!(
+        cancel
+            .stdout
+            .starts_with(&format!("Cancel requested for run {id}")),
+        "{}",
+        cancel.stdout
+    );
+    let watch = server.ferry().args(["run", "watch", &id]).run();
+    watch.code(1);
+    assert!(
+        watch.stdout.contains(&format!("Run {id} unwound after")),
+        "{}",
+        watch.stdout
+    );
+    assert!(
+        watch.stdout.contains("An operator cancelled it."),
+        "{}",
+        watch.stdout
+    );
+
+    // An ended run has nothing to cancel: 409, exit 2, in both formats.
+    let again = server.ferry().args(["run", "cancel", &id]).run();
+    again.code(2);
+    assert!(
+        again.stderr.contains("nothing to cancel"),
+        "{}",
+        again.stderr
+    );
+    let again = server
+        .ferry()
+        .args(["run", "cancel", &id, "--output", "json"])
+        .run();
+    assert_eq!(again.code(2).json()["error"]["code"], "conflict");
+
+    let runs = server
+        .ferry()
+        .args(["run", "list", "--output", "json"])
+        .run()
+        .ok()
+        .json();
+    assert_eq!(runs[0]["state"], "unwound");
+    assert_eq!(runs[0]["cancel_requested"], true);
+}
