@@ -491,7 +491,13 @@ impl Engine {
         outputs: &BTreeMap<String, Value>,
         lost: &AtomicBool,
     ) -> Result<Outcome, Stop> {
-        let original = run.error.clone().unwrap_or_else(|| "unwinding".to_string());
+        // What made the run unwind: kept in `cause`, since `error` says what got stuck
+        // once an undo failed.
+        let original = run
+            .cause
+            .clone()
+            .or_else(|| run.error.clone())
+            .unwrap_or_else(|| "unwinding".to_string());
         for position in (0..records.len()).rev() {
             let step = &saga.steps[position];
             let mut record = records[position].clone();
@@ -573,7 +579,7 @@ impl Engine {
             }
         }
         self.store
-            .set_run_state_fenced(&run.id, generation, RunState::Unwound, None)
+            .set_run_state_fenced(&run.id, generation, RunState::Unwound, Some(&original))
             .await?;
         self.event(&run.id, "info", None, &format!("run unwound: {original}"))
             .await;
@@ -606,19 +612,17 @@ impl Drop for AbortOnDrop {
 /// Puts a stuck run back to unwinding, so the next execution retries the undo that
 /// failed (after an operator fixed its cause).
 pub async fn retry_stuck(store: &Store, run_id: &str) -> Result<(), EngineError> {
-    let run = store
+    store
         .run(run_id)
         .await
         .map_err(EngineError::Store)?
         .ok_or_else(|| EngineError::NoRun(run_id.to_string()))?;
-    if run.state != RunState::Stuck {
-        return Err(EngineError::Store(StoreError::Refused(format!(
-            "run {run_id} is {}, not stuck: only a stuck run can be retried",
-            run.state
-        ))));
-    }
     store
-        .set_run_state(run_id, RunState::Unwinding, None)
+        .retry_stuck_run(run_id)
+        .await
+        .map_err(EngineError::Store)?;
+    store
+        .add_event(run_id, "warn", None, "retried by an operator", None)
         .await
         .map_err(EngineError::Store)
 }

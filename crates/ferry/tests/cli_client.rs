@@ -648,11 +648,24 @@ fn a_stuck_run_is_explained_and_abandoned() {
     assert!(again.stderr.contains("not stuck"), "{}", again.stderr);
 }
 
-/// An undo that fails transiently until its attempts are spent leaves the run stuck;
-/// once the cause is gone, `run retry --wait` finishes the unwind (exit 1: the run
-/// ended unwound, not done) and the VM can be failed over again.
+/// An undo that fails (transiently until its attempts are spent, or definitively:
+/// CloudStack refused it) leaves the run stuck; once the cause is gone, `run retry
+/// --wait` sends the undo to CloudStack again and finishes the unwind (exit 1: the run
+/// ended unwound, not done), the run's error is again what made it unwind, and the VM
+/// can be failed over again.
 #[test]
 fn a_stuck_run_is_retried_once_the_cause_is_fixed() {
+    retried_once_the_cause_is_fixed(json!({"kind": "transient_530"}));
+}
+
+#[test]
+fn a_run_stuck_on_a_definitive_undo_failure_is_retried_once_the_cause_is_fixed() {
+    retried_once_the_cause_is_fixed(
+        json!({"kind": "job_error", "errorcode": 530, "errortext": "appliance agent is down"}),
+    );
+}
+
+fn retried_once_the_cause_is_fixed(undo_fault: serde_json::Value) {
     let server = Server::start_with(Options {
         max_attempts: 2,
         ..Options::default()
@@ -662,7 +675,7 @@ fn a_stuck_run_is_retried_once_the_cause_is_fixed() {
     server.arm(json!([
         {"command": "detachVolume", "nth": 3,
          "fault": {"kind": "job_error", "errorcode": 530, "errortext": "host is in maintenance"}},
-        {"command": "attachVolume", "nth": 1, "times": 1000, "fault": {"kind": "transient_530"}}
+        {"command": "attachVolume", "nth": 1, "times": 1000, "fault": undo_fault}
     ]));
     let test = server
         .ferry()
@@ -690,6 +703,18 @@ fn a_stuck_run_is_retried_once_the_cause_is_fixed() {
         retry.stdout.contains("detach-replicas ... undone"),
         "{}",
         retry.stdout
+    );
+    let shown = server
+        .ferry()
+        .args(["run", "show", &id, "--output", "json"])
+        .run()
+        .ok()
+        .json();
+    assert_eq!(shown["state"], "unwound");
+    let error = shown["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("host is in maintenance") && !error.contains("undo of step"),
+        "the run's error is what made it unwind, not the undo that was fixed: {error}"
     );
 
     let test = server

@@ -145,7 +145,9 @@ impl From<workflows::StartError> for ApiError {
     fn from(e: workflows::StartError) -> Self {
         use workflows::StartError as S;
         match e {
-            S::NoVm(_) => ApiError::NotFound(e.to_string()),
+            S::NoVm(name) => ApiError::NotFound(format!(
+                "no protected VM named `{name}`: `ferry vm list` shows them"
+            )),
             S::NotReady { .. } | S::WrongState { .. } | S::NoPriorRun { .. } | S::Busy { .. } => {
                 ApiError::Conflict(e.to_string())
             }

@@ -180,7 +180,9 @@ pub struct RunSummary {
     pub vm: String,
     /// `test_failover`, `cleanup`, `live_failover`, `rollback` or `commit`.
     pub workflow: String,
-    /// A test failover's mode (`replica` or `clone`).
+    /// A test failover's mode (`replica` or `clone`); a live failover, which always
+    /// moves the replicas, and the runs that follow a failover carry the mode of what
+    /// they follow.
     pub mode: Option<String>,
     /// `pending`, `running`, `unwinding` and `stuck` are active; `done`, `unwound` and
     /// `abandoned` are final.
@@ -239,7 +241,9 @@ pub struct JobView {
     pub vm_id: Option<String>,
     /// CloudStack's async job id, once CloudStack accepted the command.
     pub job_id: Option<String>,
-    /// `pending`, `submitted`, `succeeded` or `failed`.
+    /// `pending`, `submitted`, `succeeded` or `failed`. A VM command's job is waited on
+    /// by its step, and takes the step's outcome: `submitted` while the step runs,
+    /// `succeeded` once it is done, `ended` if the step failed (its error says why).
     pub state: String,
     pub error: Option<String>,
     pub at: String,

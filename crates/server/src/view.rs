@@ -275,7 +275,7 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
                     vm_id: op.vm_id,
                     job_id: op.job_id,
                     state: op.state.to_string(),
-                    error: op.error,
+                    error: op.error.map(|e| in_words(&e)),
                     at: time(op.created_at),
                 },
             )
@@ -294,6 +294,17 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
             continue;
         };
         let field = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_string);
+        // A VM command's job is waited on by its step: its outcome is the step's.
+        let step_state = e
+            .step
+            .as_deref()
+            .and_then(|name| recorded.iter().find(|s| s.name == name))
+            .map(|s| s.state);
+        let state = match step_state {
+            Some(StepState::Done | StepState::Undone) => "succeeded",
+            Some(StepState::Failed | StepState::UndoFailed) => "ended",
+            _ => "submitted",
+        };
         jobs.push((
             e.at,
             JobView {
@@ -302,7 +313,7 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
                 volume_id: field("volume_id"),
                 vm_id: field("vm_id"),
                 job_id: Some(job_id.to_string()),
-                state: "submitted".into(),
+                state: state.into(),
                 error: None,
                 at: time(e.at),
             },
@@ -460,4 +471,13 @@ fn forward_only(workflow: Workflow) -> bool {
         workflow,
         Workflow::Cleanup | Workflow::Rollback | Workflow::Commit
     )
+}
+
+/// The volume daemon records an operation's error as JSON (`class`, `detail`); an
+/// operator reads the detail.
+fn in_words(error: &str) -> String {
+    serde_json::from_str::<Value>(error)
+        .ok()
+        .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| error.to_string())
 }

@@ -808,6 +808,24 @@ impl Store {
         Ok(())
     }
 
+    /// Puts a stuck run back to unwinding, counting the retry (see [`Run::retries`]).
+    pub async fn retry_stuck_run(&self, id: &str) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE runs SET state = 'unwinding', retries = retries + 1, updated_at = $1, finished_at = NULL
+             WHERE id = $2 AND state = 'stuck'",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Refused(format!(
+                "run {id} is not stuck: only a stuck run can be retried"
+            )));
+        }
+        Ok(())
+    }
+
     /// Runs that the worker `owner` may take: active, not stuck, and with no live
     /// lease — or a lease of its own name, which a restarted process with a stable
     /// worker name takes back at once instead of waiting for it to run out. (Two live
@@ -838,7 +856,8 @@ impl Store {
     ) -> Result<()> {
         let now = now_ms();
         let done = sqlx::query(
-            "UPDATE runs SET state = $1, error = COALESCE($2, error), updated_at = $3, finished_at = $4
+            "UPDATE runs SET state = $1, error = COALESCE($2, error), updated_at = $3, finished_at = $4,
+               cause = CASE WHEN $1 = 'unwinding' THEN COALESCE(cause, $2) ELSE cause END
              WHERE id = $5 AND generation = $6",
         )
         .bind(state.as_str())
@@ -1201,6 +1220,8 @@ fn run_from(r: &AnyRow) -> Result<Run> {
         state: parse(r, "state")?,
         error: r.try_get("error")?,
         generation: r.try_get("generation")?,
+        cause: r.try_get("cause")?,
+        retries: r.try_get("retries")?,
         cancel_requested: r.try_get::<i64, _>("cancel_requested")? == 1,
         lease_owner: r.try_get("lease_owner")?,
         lease_expires_at: r.try_get("lease_expires_at")?,

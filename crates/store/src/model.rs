@@ -219,6 +219,11 @@ pub struct Run {
     pub error: Option<String>,
     /// The fencing generation: raised each time a worker takes the run's lease.
     pub generation: i64,
+    /// The error that started the unwind, kept while `error` later says what got
+    /// stuck.
+    pub cause: Option<String>,
+    /// How many times an operator retried the run after it got stuck.
+    pub retries: i64,
     pub cancel_requested: bool,
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<i64>,

@@ -43,8 +43,15 @@ pub struct Env {
 /// what), so a repeated attempt — after a crash too — gets the first result instead
 /// of acting twice; it carries the run's fencing generation.
 pub(crate) fn call(cx: &StepContext<'_, Env>, step: &str, what: &str) -> Call {
+    // After an operator retried a stuck run, its undos act under new keys: the call that
+    // failed definitively (CloudStack did nothing) is then sent again rather than
+    // answered with its recorded failure. A resumed run keeps its keys.
+    let idempotency_key = match cx.run.retries {
+        0 => format!("{}/{step}/{what}", cx.run.id),
+        n => format!("{}/{step}/{what}/retry-{n}", cx.run.id),
+    };
     Call {
-        idempotency_key: format!("{}/{step}/{what}", cx.run.id),
+        idempotency_key,
         fence: Some(Fence {
             run_id: cx.run.id.clone(),
             generation: cx.generation,
