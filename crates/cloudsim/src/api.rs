@@ -299,6 +299,19 @@ async fn handle(inner: Shared, params: Params) -> Response {
             std::panic::resume_unwind(Box::new(DropConnection));
         }
         Some(FaultKind::LoseResponse) => lose = true,
+        Some(FaultKind::ApiError {
+            errorcode,
+            errortext,
+        }) => {
+            return fail(
+                CsError {
+                    code: errorcode,
+                    cs_code: 9999,
+                    text: errortext,
+                },
+                true,
+            );
+        }
         Some(FaultKind::JobError {
             errorcode,
             errortext,
@@ -772,6 +785,12 @@ async fn list_faults(State(inner): State<Shared>) -> Json<Value> {
 async fn add_faults(State(inner): State<Shared>, body: Bytes) -> Response {
     let rules: Result<Vec<FaultRule>, _> = serde_json::from_slice::<Vec<FaultRule>>(&body)
         .or_else(|_| serde_json::from_slice::<FaultRule>(&body).map(|r| vec![r]));
+    let rules = rules
+        .map_err(|e| format!("not a fault rule: {e}"))
+        .and_then(|rules| match rules.iter().find_map(|r| r.check().err()) {
+            Some(problem) => Err(format!("a fault rule that cannot fire: {problem}")),
+            None => Ok(rules),
+        });
     match rules {
         Ok(rules) => {
             let mut faults = inner.faults.lock().expect("poisoned");
@@ -783,7 +802,7 @@ async fn add_faults(State(inner): State<Shared>, body: Bytes) -> Response {
         }
         Err(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"error": format!("not a fault rule: {e}")})),
+            Json(json!({ "error": e })),
         )
             .into_response(),
     }
