@@ -169,7 +169,10 @@ pub struct EngineSection {
     /// How long to wait for a disk to appear in, or leave, an appliance.
     #[serde(default = "default_device_timeout_secs")]
     pub device_timeout_secs: u64,
-    /// This process's name in run leases; `<hostname>-<pid>` when omitted.
+    /// This process's name in run leases. When omitted: the host name with SQLite (one
+    /// process per database, so a restart takes its runs back at once), and
+    /// `<hostname>-<pid>` with PostgreSQL (a crashed process's runs are taken over when
+    /// their leases run out). Never give one name to two live processes.
     #[serde(default)]
     pub worker_name: Option<String>,
 }

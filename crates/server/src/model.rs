@@ -180,9 +180,9 @@ pub struct RunSummary {
     pub vm: String,
     /// `test_failover`, `cleanup`, `live_failover`, `rollback` or `commit`.
     pub workflow: String,
-    /// A test failover's mode (`replica` or `clone`); a live failover, which always
-    /// moves the replicas, and the runs that follow a failover carry the mode of what
-    /// they follow.
+    /// A test failover's mode (`replica` or `clone`). A live failover carries
+    /// `replica` (it always moves the replicas), a cleanup the mode of the test
+    /// failover it undoes; rollback and commit carry none.
     pub mode: Option<String>,
     /// `pending`, `running`, `unwinding` and `stuck` are active; `done`, `unwound` and
     /// `abandoned` are final.

@@ -594,6 +594,22 @@ impl Store {
         Ok(())
     }
 
+    /// The volumes a run created for `purpose` and has not deleted yet, oldest first.
+    pub async fn run_created_volumes(&self, run_id: &str, purpose: &str) -> Result<Vec<String>> {
+        sqlx::query(
+            "SELECT volume_id FROM created_volumes
+             WHERE run_id = $1 AND purpose = $2 AND deleted_at IS NULL
+             ORDER BY created_at, volume_id",
+        )
+        .bind(run_id)
+        .bind(purpose)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get("volume_id")?))
+        .collect()
+    }
+
     /// Whether ferry created this volume and has not deleted it yet.
     pub async fn is_created_volume(&self, volume_id: &str) -> Result<bool> {
         Ok(sqlx::query(

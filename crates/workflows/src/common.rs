@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use store::{VmState, Workflow};
 use volumed::Presence;
 
-use crate::env::{Env, call, cloud_error, record_job, store_error, volume_error};
+use crate::env::{Env, call, cloud_error, pending_job, record_job, store_error, volume_error};
 use crate::plan::DevicePlan;
 
 /// Why a workflow could not be started (shared by every workflow's `start`).
@@ -194,12 +194,18 @@ pub(crate) async fn ensure_stopped(
     if vm.state == "Stopped" {
         return Ok(());
     }
-    let job = env
-        .cloud
-        .stop_virtual_machine(&vm.id, true)
-        .await
-        .map_err(|e| cloud_error("stopping the target VM", e))?;
-    record_job(cx, &job, Some(&vm.id)).await;
+    let job = match pending_job(cx, "stopVirtualMachine").await? {
+        Some(job) => job,
+        None => {
+            let job = env
+                .cloud
+                .stop_virtual_machine(&vm.id, true)
+                .await
+                .map_err(|e| cloud_error("stopping the target VM", e))?;
+            record_job(cx, &job, Some(&vm.id)).await;
+            job
+        }
+    };
     env.cloud
         .wait(&job)
         .await
@@ -315,12 +321,18 @@ pub(crate) async fn destroy_vm_without_replicas(
             expunged_with_it.push(v.id.clone());
         }
     }
-    let job = env
-        .cloud
-        .destroy_virtual_machine(&vm.id, true)
-        .await
-        .map_err(|e| cloud_error("destroying the target VM", e))?;
-    record_job(cx, &job, Some(&vm.id)).await;
+    let job = match pending_job(cx, "destroyVirtualMachine").await? {
+        Some(job) => job,
+        None => {
+            let job = env
+                .cloud
+                .destroy_virtual_machine(&vm.id, true)
+                .await
+                .map_err(|e| cloud_error("destroying the target VM", e))?;
+            record_job(cx, &job, Some(&vm.id)).await;
+            job
+        }
+    };
     env.cloud
         .wait(&job)
         .await

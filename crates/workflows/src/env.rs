@@ -110,3 +110,51 @@ pub(crate) async fn record_job<T>(
         tracing::warn!(run = %cx.run.id, job_id = %job.job_id, error = %e, "cannot record a CloudStack job id");
     }
 }
+
+/// A job of `command` that this run's step submitted (see [`record_job`]) and that
+/// CloudStack is still running, if any. A step resumed after a crash waits on it rather
+/// than sending the command again: CloudStack would queue a second start, stop or
+/// destroy behind the first, and fail it once the first had done the work. A job that
+/// has ended is not returned — the VM's state then says what it did.
+pub(crate) async fn pending_job<T>(
+    cx: &StepContext<'_, Env>,
+    command: &str,
+) -> Result<Option<cloudstack::Job<T>>, StepError> {
+    let events = cx
+        .ctx
+        .store
+        .events(&cx.run.id)
+        .await
+        .map_err(|e| store_error("reading the run's log", e))?;
+    let recorded = events.iter().rev().find_map(|e| {
+        if e.step.as_deref() != Some(cx.step) {
+            return None;
+        }
+        let fields: serde_json::Value = serde_json::from_str(e.fields.as_deref()?).ok()?;
+        if fields.get("command")?.as_str()? != command {
+            return None;
+        }
+        let job_id = fields.get("job_id")?.as_str()?.to_string();
+        let vm_id = fields
+            .get("vm_id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        Some((job_id, vm_id))
+    });
+    let Some((job_id, vm_id)) = recorded else {
+        return Ok(None);
+    };
+    let state = cx
+        .ctx
+        .cloud
+        .query_async_job_result(&job_id)
+        .await
+        .map_err(|e| cloud_error(&format!("looking up CloudStack job {job_id}"), e))?;
+    Ok(match state.jobstatus {
+        cloudstack::JobStatus::Pending => {
+            tracing::info!(run = %cx.run.id, step = cx.step, job_id, command, "resuming a CloudStack job in flight");
+            Some(cloudstack::Job::resume(command, job_id, vm_id))
+        }
+        _ => None,
+    })
+}

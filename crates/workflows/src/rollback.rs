@@ -41,7 +41,7 @@ use store::{VmState, Workflow};
 
 use crate::cleanup::{DeleteSnapshots, ReattachReplicas};
 use crate::common::{StartError, destroy_vm_without_replicas, ensure_stopped, input};
-use crate::env::{Env, call, cloud_error, record_job, store_error, volume_error};
+use crate::env::{Env, call, cloud_error, pending_job, record_job, store_error, volume_error};
 use crate::hooks::{HookContext, HookPoint, run_all};
 use crate::live::{follow_up, live_vm};
 
@@ -102,9 +102,16 @@ impl Step<Env> for StopVm {
             return Ok(json!({ "vm_id": vm.id, "found": true, "forced": false }));
         }
         // Gracefully: the guest's writes are kept (see the module doc).
+        let pending = pending_job(cx, "stopVirtualMachine").await?;
         let graceful = async {
-            let job = env.cloud.stop_virtual_machine(&vm.id, false).await?;
-            record_job(cx, &job, Some(&vm.id)).await;
+            let job = match pending {
+                Some(job) => job,
+                None => {
+                    let job = env.cloud.stop_virtual_machine(&vm.id, false).await?;
+                    record_job(cx, &job, Some(&vm.id)).await;
+                    job
+                }
+            };
             env.cloud.wait(&job).await
         }
         .await;

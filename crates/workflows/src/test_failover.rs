@@ -26,7 +26,7 @@ use crate::common::{
     Network, RunInput, appliance_vm_id, destroy_vm_without_replicas, ensure_on_appliance,
     ensure_stopped, find_vm, input, protected_vm, revert_detached_replicas,
 };
-use crate::env::{Env, call, cloud_error, record_job, store_error, volume_error};
+use crate::env::{Env, call, cloud_error, pending_job, record_job, store_error, volume_error};
 use crate::plan::{DevicePlan, KVM_MAX_DATA_DISKS};
 
 pub(crate) mod clone;
@@ -337,6 +337,15 @@ impl Step<Env> for CreateVm {
         let env = cx.ctx;
         let input = input(cx)?;
         let vm = protected_vm(cx).await?;
+        // A deploy this step submitted before a crash: wait for it to finish first.
+        if let Some(job) =
+            pending_job::<cloudstack::VirtualMachine>(cx, "deployVirtualMachine").await?
+        {
+            env.cloud
+                .wait(&job)
+                .await
+                .map_err(|e| cloud_error("deploying the target VM", e))?;
+        }
         let target = match find_vm(env, &input.target_name).await? {
             Some(existing) => existing,
             None => {
@@ -426,7 +435,10 @@ impl Step<Env> for RemovePlaceholderRoot {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let mut removed = Vec::new();
+        // The placeholder is whatever non-replica volume sits at device 0 — and, for a
+        // run resumed after it was detached but before it was deleted, the volume
+        // create-vm recorded as this run's placeholder, wherever it is now.
+        let mut placeholders: Vec<(String, bool)> = Vec::new();
         for v in env
             .volumes
             .list_vm_volumes(&target)
@@ -447,21 +459,37 @@ impl Step<Env> for RemovePlaceholderRoot {
             if clone::is_run_clone(cx, &v.id) {
                 continue; // Already the boot clone (clone mode, a resumed run).
             }
-            env.volumes
-                .detach(
-                    &call(cx, "remove-placeholder-root", &format!("detach/{}", v.id)),
-                    &v.id,
-                )
-                .await
-                .map_err(|e| volume_error("detaching the placeholder ROOT", e))?;
+            placeholders.push((v.id, true));
+        }
+        for id in env
+            .store
+            .run_created_volumes(&cx.run.id, "placeholder-root")
+            .await
+            .map_err(|e| store_error("listing the run's placeholder ROOT", e))?
+        {
+            if !placeholders.iter().any(|(p, _)| *p == id) {
+                placeholders.push((id, false));
+            }
+        }
+        let mut removed = Vec::new();
+        for (id, attached) in placeholders {
+            if attached {
+                env.volumes
+                    .detach(
+                        &call(cx, "remove-placeholder-root", &format!("detach/{id}")),
+                        &id,
+                    )
+                    .await
+                    .map_err(|e| volume_error("detaching the placeholder ROOT", e))?;
+            }
             env.volumes
                 .delete_volume(
-                    &call(cx, "remove-placeholder-root", &format!("delete/{}", v.id)),
-                    &v.id,
+                    &call(cx, "remove-placeholder-root", &format!("delete/{id}")),
+                    &id,
                 )
                 .await
                 .map_err(|e| volume_error("deleting the placeholder ROOT", e))?;
-            removed.push(v.id);
+            removed.push(id);
         }
         Ok(json!({ "removed": removed }))
     }
@@ -744,12 +772,18 @@ impl Step<Env> for StartVm {
             .map_err(|e| cloud_error("looking up the target VM", e))?
             .ok_or_else(|| StepError::Definitive(format!("target VM {target} is gone")))?;
         if vm.state != "Running" {
-            let job = env
-                .cloud
-                .start_virtual_machine(&target)
-                .await
-                .map_err(|e| cloud_error("starting the target VM", e))?;
-            record_job(cx, &job, Some(&target)).await;
+            let job = match pending_job(cx, "startVirtualMachine").await? {
+                Some(job) => job,
+                None => {
+                    let job = env
+                        .cloud
+                        .start_virtual_machine(&target)
+                        .await
+                        .map_err(|e| cloud_error("starting the target VM", e))?;
+                    record_job(cx, &job, Some(&target)).await;
+                    job
+                }
+            };
             env.cloud
                 .wait(&job)
                 .await
