@@ -683,7 +683,7 @@ async fn runs_are_listed_newest_first_with_their_operations(fx: &Fixture) -> Tes
         ids(store.runs(Some(&a.id), 10).await?),
         [second.id.clone(), first.id.clone()]
     );
-    assert_eq!(ids(store.runs(None, 1).await?), [other.id.clone()]);
+    assert_eq!(ids(store.runs(None, 1).await?), vec![other.id.clone()]);
     assert!(store.runs(Some("no-such-vm"), 10).await?.is_empty());
     assert_eq!(
         store.run_counts().await?,
