@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::Value;
 use store::{Run, RunState, StepRecord, StepState, Store, StoreError, now_ms};
+use tracing::Instrument as _;
 
 /// How a step failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -429,7 +430,15 @@ impl Engine {
                     step: step.name(),
                 };
                 let started = Instant::now();
-                let result = step.run(&cx).await;
+                let result = step
+                    .run(&cx)
+                    .instrument(tracing::info_span!(
+                        "step",
+                        step = step.name(),
+                        phase = "action",
+                        attempt = record.attempts
+                    ))
+                    .await;
                 observe_step(run, step.name(), "action", result.is_ok(), started);
                 match result {
                     Ok(output) => {
@@ -533,7 +542,15 @@ impl Engine {
                     step: step.name(),
                 };
                 let started = Instant::now();
-                let result = step.undo(&cx, output.as_ref()).await;
+                let result = step
+                    .undo(&cx, output.as_ref())
+                    .instrument(tracing::info_span!(
+                        "step",
+                        step = step.name(),
+                        phase = "undo",
+                        attempt
+                    ))
+                    .await;
                 observe_step(run, step.name(), "undo", result.is_ok(), started);
                 match result {
                     Ok(()) => {

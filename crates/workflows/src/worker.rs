@@ -21,6 +21,7 @@ use std::time::Duration;
 use engine::{Engine, Outcome, Saga};
 use store::{Run, Workflow};
 use tokio::sync::{Notify, Semaphore};
+use tracing::Instrument as _;
 
 use crate::env::Env;
 
@@ -84,7 +85,19 @@ impl Inner {
             Ok(Some(run)) => (
                 run.workflow.as_str(),
                 match saga_for(&run) {
-                    Ok(saga) => self.engine.execute(&run_id, &saga, &self.env).await,
+                    Ok(saga) => {
+                        // Every log line of the run carries its id, workflow and VM.
+                        let span = tracing::info_span!(
+                            "run",
+                            run = %run_id,
+                            workflow = run.workflow.as_str(),
+                            vm = %run.vm_id,
+                        );
+                        self.engine
+                            .execute(&run_id, &saga, &self.env)
+                            .instrument(span)
+                            .await
+                    }
                     Err(e) => Err(engine::EngineError::Store(store::StoreError::Corrupt(
                         format!("run {run_id}: {e}"),
                     ))),
