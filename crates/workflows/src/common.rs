@@ -9,6 +9,22 @@ use volumed::Presence;
 use crate::env::{Env, call, cloud_error, pending_job, record_job, store_error, volume_error};
 use crate::plan::DevicePlan;
 
+/// Runs every one of `operations` to its end and returns their outputs, or the first
+/// error. Unlike `try_join_all`, a failure does not stop waiting for the others: the
+/// volume daemon carries an operation on whether or not its caller waits, so a step
+/// that returned at the first failure would have its undo race operations it started
+/// — deleting a snapshot CloudStack is still creating (refused), or missing one that
+/// appears after the undo looked, or re-attaching a replica whose detach is still
+/// queued.
+pub(crate) async fn all_to_the_end<T>(
+    operations: impl IntoIterator<Item = impl std::future::Future<Output = Result<T, StepError>>>,
+) -> Result<Vec<T>, StepError> {
+    futures::future::join_all(operations)
+        .await
+        .into_iter()
+        .collect()
+}
+
 /// Why a workflow could not be started (shared by every workflow's `start`).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -17,14 +17,13 @@
 
 use async_trait::async_trait;
 use engine::{Saga, Step, StepContext, StepError};
-use futures::future::try_join_all;
 use serde_json::{Value, json};
 use store::{VmState, Workflow};
 use volumed::Presence;
 
 use crate::common::{
-    Network, RunInput, appliance_vm_id, destroy_vm_without_replicas, ensure_on_appliance,
-    ensure_stopped, find_vm, input, protected_vm, revert_detached_replicas,
+    Network, RunInput, all_to_the_end, appliance_vm_id, destroy_vm_without_replicas,
+    ensure_on_appliance, ensure_stopped, find_vm, input, protected_vm, revert_detached_replicas,
 };
 use crate::env::{Env, call, cloud_error, pending_job, record_job, store_error, volume_error};
 use crate::plan::{DevicePlan, KVM_MAX_DATA_DISKS};
@@ -272,7 +271,7 @@ impl Step<Env> for Snapshot {
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
-        let taken = try_join_all(input.plan.disks().iter().map(|d| {
+        let taken = all_to_the_end(input.plan.disks().iter().map(|d| {
             let name = snapshot_name(&input.target_name, d.device_key);
             async move {
                 let snap = env
@@ -496,10 +495,38 @@ impl Step<Env> for RemovePlaceholderRoot {
 
     async fn undo(
         &self,
-        _cx: &StepContext<'_, Env>,
+        cx: &StepContext<'_, Env>,
         _output: Option<&Value>,
     ) -> Result<(), StepError> {
-        // Nothing to restore: the VM it belonged to is destroyed by create-vm's undo.
+        // A placeholder still on the VM goes with it (create-vm's undo destroys the VM
+        // and its ROOT). One this step detached and did not get to delete — its delete
+        // failed, or the run stopped in between — is no longer the VM's: delete it.
+        let env = cx.ctx;
+        for id in env
+            .store
+            .run_created_volumes(&cx.run.id, "placeholder-root")
+            .await
+            .map_err(|e| store_error("listing the run's placeholder ROOT", e))?
+        {
+            let Some(volume) = env
+                .cloud
+                .get_volume(&id)
+                .await
+                .map_err(|e| cloud_error("looking up the placeholder ROOT", e))?
+            else {
+                continue;
+            };
+            if volume.virtualmachineid.is_some() {
+                continue;
+            }
+            env.volumes
+                .delete_volume(
+                    &call(cx, "undo-remove-placeholder-root", &format!("delete/{id}")),
+                    &id,
+                )
+                .await
+                .map_err(|e| volume_error("deleting the detached placeholder ROOT", e))?;
+        }
         Ok(())
     }
 }
@@ -528,7 +555,7 @@ impl Step<Env> for DetachReplicas {
         let input = input(cx)?;
         let vm = protected_vm(cx).await?;
         let appliance = appliance_vm_id(cx, &vm).await?;
-        try_join_all(input.plan.disks().iter().map(|d| {
+        all_to_the_end(input.plan.disks().iter().map(|d| {
             let appliance = appliance.clone();
             async move {
                 let volume = env
@@ -618,34 +645,38 @@ impl Step<Env> for AttachReplicas {
                 .await
                 .map_err(|e| cloud_error("looking up a replica", e))?
                 .ok_or_else(|| StepError::Definitive(format!("replica {} is gone", d.volume_id)))?;
-            if volume.virtualmachineid.as_deref() == Some(target.as_str())
+            // Already there (an earlier attempt attached it, perhaps without getting
+            // to record it): record it all the same.
+            let device_id = if volume.virtualmachineid.as_deref() == Some(target.as_str())
                 && volume.deviceid == Some(d.device_id)
             {
-                continue;
-            }
-            let key = call(cx, "attach-replicas", &d.volume_id);
-            let attached = if d.is_boot {
-                env.volumes.attach_root(&key, &d.volume_id, &target).await
+                volume.deviceid
             } else {
-                env.volumes
-                    .attach(&key, &d.volume_id, &target, Some(d.device_id))
-                    .await
-            }
-            .map_err(|e| {
-                volume_error(
-                    &format!(
-                        "attaching replica {} at device {}",
-                        d.volume_id, d.device_id
-                    ),
-                    e,
-                )
-            })?;
+                let key = call(cx, "attach-replicas", &d.volume_id);
+                if d.is_boot {
+                    env.volumes.attach_root(&key, &d.volume_id, &target).await
+                } else {
+                    env.volumes
+                        .attach(&key, &d.volume_id, &target, Some(d.device_id))
+                        .await
+                }
+                .map_err(|e| {
+                    volume_error(
+                        &format!(
+                            "attaching replica {} at device {}",
+                            d.volume_id, d.device_id
+                        ),
+                        e,
+                    )
+                })?
+                .device_id
+            };
             env.store
                 .record_attachment(
                     &d.volume_id,
                     &store::Attachment {
                         vm_id: Some(target.clone()),
-                        device_id: attached.device_id,
+                        device_id,
                         device_path: None,
                         seen_at: None,
                     },

@@ -25,7 +25,6 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use engine::{Saga, Step, StepContext, StepError};
-use futures::future::try_join_all;
 use serde_json::{Value, json};
 use store::VmState;
 
@@ -148,7 +147,7 @@ impl Step<Env> for CreateClones {
         let env = cx.ctx;
         let input = input(cx)?;
         let snapshots = cx.output("snapshot")?["snapshots"].clone();
-        let made = try_join_all(input.plan.disks().iter().map(|d| {
+        let made = crate::common::all_to_the_end(input.plan.disks().iter().map(|d| {
             let name = clone_name(&input.target_name, d.device_key);
             let snapshot_id = snapshots[d.volume_id.as_str()].as_str().map(str::to_string);
             async move {

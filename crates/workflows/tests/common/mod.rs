@@ -19,6 +19,7 @@ use serde_json::Value;
 use store::{Appliance, VmState};
 use workflows::{Env, Target};
 
+pub mod flows;
 pub mod trio;
 
 pub type TestResult = anyhow::Result<()>;
@@ -38,11 +39,39 @@ impl Drop for Rig {
     }
 }
 
+/// What a rig may be made with other than the defaults of [`rig`].
+#[derive(Clone)]
+pub struct RigOptions {
+    /// How long the CloudStack client waits for a response (a lost one included).
+    pub request_timeout: Duration,
+    /// The engine's attempts of one action or undo.
+    pub max_attempts: i64,
+    /// The engine's lease.
+    pub lease: Duration,
+    pub world: World,
+}
+
+impl Default for RigOptions {
+    fn default() -> Self {
+        RigOptions {
+            request_timeout: cloudstack::Config::new("", "", SecretString::from(String::new()))
+                .request_timeout,
+            max_attempts: 3,
+            lease: Duration::from_secs(30),
+            world: World::default(),
+        }
+    }
+}
+
 pub async fn rig() -> anyhow::Result<Rig> {
+    rig_with(RigOptions::default()).await
+}
+
+pub async fn rig_with(options: RigOptions) -> anyhow::Result<Rig> {
     let root = tempfile::tempdir()?;
     let sim = cloudsim::start(
         SimConfig {
-            world: World::default(),
+            world: options.world,
             sysfs_root: Some(root.path().to_path_buf()),
             time_scale: 0.001,
         },
@@ -60,6 +89,7 @@ pub async fn rig() -> anyhow::Result<Rig> {
         max: Duration::from_millis(50),
         deadline: Duration::from_secs(30),
     };
+    config.request_timeout = options.request_timeout;
     let cloud = cloudstack::Client::new(config)?;
     let t = store::testing::sqlite().await?;
     t.store
@@ -96,8 +126,8 @@ pub async fn rig() -> anyhow::Result<Rig> {
         t.store.clone(),
         EngineConfig {
             owner: "test-worker".into(),
-            lease: Duration::from_secs(30),
-            max_attempts: 3,
+            lease: options.lease,
+            max_attempts: options.max_attempts,
             backoff_first: Duration::from_millis(5),
             backoff_max: Duration::from_millis(20),
         },
@@ -155,6 +185,27 @@ impl Rig {
         self.http
             .post(format!("{}/faults", self.sim.announcement.admin))
             .json(&rule)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// Disarms every fault rule (`DELETE /sim/faults`).
+    pub async fn http_delete_faults(&self) -> anyhow::Result<()> {
+        self.http
+            .delete(format!("{}/faults", self.sim.announcement.admin))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// Sets cloudsim's latency of commands, in milliseconds before its time scale.
+    pub async fn latency(&self, latencies: Value) -> anyhow::Result<()> {
+        self.http
+            .post(format!("{}/latency", self.sim.announcement.admin))
+            .json(&latencies)
             .send()
             .await?
             .error_for_status()?;
