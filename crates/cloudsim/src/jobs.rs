@@ -92,11 +92,24 @@ pub struct QueueStats {
     pub busy_s: f64,
 }
 
+/// Jobs of one command: how many ran and how long they took (in the simulator's
+/// clock: real time, latencies already scaled).
+#[derive(Debug, Default, Clone, Serialize, serde::Deserialize)]
+pub struct CommandJobs {
+    pub jobs: u64,
+    pub busy_s: f64,
+    /// The quickest and slowest job (0 while none ran).
+    pub min_s: f64,
+    pub max_s: f64,
+}
+
 #[derive(Debug, Default)]
 pub struct StatsInner {
     pub calls: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
     pub queues: BTreeMap<String, QueueStats>,
+    /// Per command (lower case, as in the latency table): its jobs' durations.
+    pub commands: BTreeMap<String, CommandJobs>,
     /// Queue name → VM name, for readable stats.
     pub queue_names: BTreeMap<String, String>,
     /// Per-queue overlap check: jobs running right now in each queue.
@@ -113,11 +126,18 @@ pub struct Stats {
     pub errors: BTreeMap<String, u64>,
     /// Per queue: jobs run and busy seconds.
     pub queues: BTreeMap<String, QueueReport>,
+    /// Per command (lower case): jobs run, their total, shortest and longest duration
+    /// — what a job of that command really took, overheads of the simulator included.
+    #[serde(default)]
+    pub commands: BTreeMap<String, CommandJobs>,
     /// The most jobs ever seen running at once in a single queue (1 when CloudStack's
     /// per-VM serialization holds).
     pub max_concurrency_per_queue: u32,
     /// `queryAsyncJobResult` calls per finished job.
     pub polls_per_job: PollStats,
+    /// The same, per command (lower case).
+    #[serde(default)]
+    pub polls_per_command: BTreeMap<String, PollStats>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -178,6 +198,7 @@ impl Inner {
                 id: job_id.clone(),
                 seq,
                 cmd: cmd_class.to_string(),
+                command: op.command(),
                 status: 0,
                 result_code: 0,
                 result: None,
@@ -257,9 +278,18 @@ impl Inner {
         {
             let mut stats = self.stats.lock().expect("poisoned");
             *stats.running.get_mut(&job.queue).expect("counted") -= 1;
+            let took = (ended - started).as_secs_f64();
             let q = stats.queues.entry(job.queue.clone()).or_default();
             q.jobs += 1;
-            q.busy_s += (ended - started).as_secs_f64();
+            q.busy_s += took;
+            let c = stats
+                .commands
+                .entry(job.op.command().to_string())
+                .or_default();
+            c.min_s = if c.jobs == 0 { took } else { c.min_s.min(took) };
+            c.max_s = c.max_s.max(took);
+            c.jobs += 1;
+            c.busy_s += took;
             if outcome.is_err() {
                 *stats
                     .errors
@@ -464,18 +494,19 @@ impl Inner {
     pub fn stats(&self) -> Stats {
         let stats = self.stats.lock().expect("poisoned");
         let state = self.state.lock().expect("poisoned");
-        let mut polls: Vec<u64> = state
-            .jobs
-            .values()
-            .filter(|j| j.status != 0)
-            .map(|j| j.polls)
+        let finished = || state.jobs.values().filter(|j| j.status != 0);
+        let polls_per_job = poll_stats(finished().map(|j| j.polls).collect());
+        let mut by_command: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for j in finished() {
+            by_command
+                .entry(j.command.to_string())
+                .or_default()
+                .push(j.polls);
+        }
+        let polls_per_command = by_command
+            .into_iter()
+            .map(|(command, polls)| (command, poll_stats(polls)))
             .collect();
-        polls.sort_unstable();
-        let median = match polls.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => polls[n / 2] as f64,
-            n => (polls[n / 2 - 1] + polls[n / 2]) as f64 / 2.0,
-        };
         Stats {
             calls: stats.calls.clone(),
             errors: stats.errors.clone(),
@@ -493,14 +524,27 @@ impl Inner {
                     )
                 })
                 .collect(),
+            commands: stats.commands.clone(),
             max_concurrency_per_queue: stats.max_concurrency_per_queue,
-            polls_per_job: PollStats {
-                jobs: polls.len() as u64,
-                median,
-                max: polls.last().copied().unwrap_or(0),
-                total: polls.iter().sum(),
-            },
+            polls_per_job,
+            polls_per_command,
         }
+    }
+}
+
+/// Median, maximum and total of `polls`.
+fn poll_stats(mut polls: Vec<u64>) -> PollStats {
+    polls.sort_unstable();
+    let median = match polls.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => polls[n / 2] as f64,
+        n => (polls[n / 2 - 1] + polls[n / 2]) as f64 / 2.0,
+    };
+    PollStats {
+        jobs: polls.len() as u64,
+        median,
+        max: polls.last().copied().unwrap_or(0),
+        total: polls.iter().sum(),
     }
 }
 

@@ -144,6 +144,8 @@ pub struct Job {
     pub id: String,
     pub seq: u64,
     pub cmd: String,
+    /// The command, lower case (`attachvolume`), for accounting.
+    pub command: &'static str,
     pub status: i64,
     pub result_code: i64,
     pub result: Option<Value>,

@@ -808,11 +808,33 @@ async fn stats_count_calls_queue_busy_time_and_polls() -> Result {
     let create_queue = &stats["queues"][format!("volume:{v}").as_str()];
     assert_eq!(create_queue["jobs"], 1, "{stats}");
 
+    // Per command: how many jobs ran and what each took, shortest and longest.
+    let attaches = &stats["commands"]["attachvolume"];
+    assert_eq!(attaches["jobs"], 2, "{stats}");
+    assert_eq!(stats["commands"]["detachvolume"]["jobs"], 1, "{stats}");
+    let (min, max, total) = (
+        attaches["min_s"].as_f64().context("min_s")?,
+        attaches["max_s"].as_f64().context("max_s")?,
+        attaches["busy_s"].as_f64().context("busy_s")?,
+    );
+    assert!(min >= 0.03 && min <= max, "{stats}");
+    assert!((total - min - max).abs() < 1e-9, "{stats}");
+
     let polls = &stats["polls_per_job"];
     assert_eq!(polls["jobs"], 4, "{stats}");
     assert!(polls["median"].as_f64() >= Some(1.0), "{stats}");
     assert!(polls["max"].as_u64() >= Some(1), "{stats}");
     assert!(polls["total"].as_u64() >= Some(4), "{stats}");
+    // Per command too: the two attaches, the detach, the volume creation.
+    let per = &stats["polls_per_command"];
+    assert_eq!(per["attachvolume"]["jobs"], 2, "{stats}");
+    assert_eq!(per["detachvolume"]["jobs"], 1, "{stats}");
+    assert_eq!(per["createvolume"]["jobs"], 1, "{stats}");
+    let by_command: u64 = ["attachvolume", "detachvolume", "createvolume"]
+        .iter()
+        .map(|c| per[c]["total"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(Some(by_command), polls["total"].as_u64(), "{stats}");
     Ok(())
 }
 
