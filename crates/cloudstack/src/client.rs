@@ -19,8 +19,22 @@
 //!   whether it ended in success, failure or timeout.
 //! - `ferry_cloudstack_job_polls{command}`: how many `queryAsyncJobResult` polls each
 //!   wait made.
+//!
+//! # When to poll
+//!
+//! A poll too early is a wasted request; a poll too late leaves CloudStack's queue idle
+//! and the caller waiting. CloudStack says nothing about how long a job will take, so
+//! the client learns it: for each command it keeps how long that command's jobs have
+//! lately taken (shared by a client's clones), polls a new job first at that time, and
+//! if the job is not done yet, again after short, growing steps. A command not seen
+//! yet is polled by the configured [`PollPolicy`] alone. The estimate is probed
+//! downwards while first polls keep finding jobs done, and moves halfway towards a
+//! longer duration when they do not, so one slow job does not make the next wait late.
+//! Nothing here knows any command's duration in advance.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -111,6 +125,111 @@ impl PollPolicy {
     }
 }
 
+/// The delays between one wait's polls: from the policy alone, or — when jobs of the
+/// command have been seen to finish — first at their learned duration, then in short
+/// steps (a thirty-second of it, growing by the policy's factor, capped at its max).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Schedule {
+    /// The delay before the next poll.
+    next: Duration,
+    /// The delay after that one.
+    then: Duration,
+    learned: bool,
+}
+
+impl Schedule {
+    fn new(policy: &PollPolicy, learned: Option<Duration>) -> Schedule {
+        match learned {
+            None => Schedule {
+                next: policy.first,
+                then: policy.next(policy.first),
+                learned: false,
+            },
+            Some(estimate) => Schedule {
+                next: estimate.max(policy.first),
+                then: (estimate / LEARNED_STEP_DIVISOR)
+                    .max(MIN_STEP)
+                    .min(policy.max),
+                learned: true,
+            },
+        }
+    }
+
+    /// The delay before this poll; moves on to the next.
+    fn advance(&mut self, policy: &PollPolicy) -> Duration {
+        let now = self.next;
+        self.next = self.then;
+        self.then = policy.next(self.then);
+        now
+    }
+}
+
+/// After a learned first poll, the next comes this fraction of the estimate later.
+const LEARNED_STEP_DIVISOR: u32 = 32;
+/// No step shorter than this.
+const MIN_STEP: Duration = Duration::from_millis(1);
+
+/// What one successful wait saw, for learning.
+#[derive(Debug, Clone, Copy)]
+struct Observed {
+    /// Time from the wait's start to the poll that found the job done.
+    done: Duration,
+    /// Time to the last poll that found it pending (zero when the first poll found it
+    /// done).
+    last_pending: Duration,
+    /// Whether the first poll came at a learned time.
+    learned: bool,
+}
+
+/// How long each command's jobs have lately taken (see the module's documentation).
+#[derive(Debug, Default)]
+struct Timings {
+    by_command: std::sync::Mutex<HashMap<String, Duration>>,
+}
+
+impl Timings {
+    fn estimate(&self, command: &str) -> Option<Duration> {
+        self.by_command
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(command)
+            .copied()
+    }
+
+    fn learn(&self, command: &str, seen: Observed) {
+        let mut by_command = self.by_command.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = by_command.get(command).copied();
+        by_command.insert(command.to_string(), next_estimate(previous, seen));
+    }
+}
+
+/// The estimate after a wait that saw `seen`.
+fn next_estimate(previous: Option<Duration>, seen: Observed) -> Duration {
+    let first_poll_found_it_done = seen.last_pending.is_zero();
+    // The job ended between the last pending poll and the one that found it done. After
+    // short learned steps the latter is close; after the policy's longer ones, the
+    // middle of the interval is the better guess.
+    let sample = if seen.learned || first_poll_found_it_done {
+        seen.done
+    } else {
+        seen.last_pending + (seen.done - seen.last_pending) / 2
+    };
+    match previous {
+        None => sample,
+        // Done at the first poll: it may well have been done earlier; look a little
+        // earlier next time.
+        Some(estimate) if seen.learned && first_poll_found_it_done => {
+            estimate - estimate / LEARNED_STEP_DIVISOR
+        }
+        // Found done a step or two after a learned first poll: just that much longer.
+        Some(estimate) if seen.learned && sample <= estimate + estimate / 8 => sample,
+        // Halfway towards a much longer duration, so one slow job does not make the
+        // next wait late; straight to a shorter one.
+        Some(estimate) if sample > estimate => estimate + (sample - estimate) / 2,
+        Some(_) => sample,
+    }
+}
+
 /// Whether a command changes anything (sent as POST, never re-sent) or only reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -175,8 +294,9 @@ impl<T> Job<T> {
 /// A CloudStack API client. Cheap to clone; clones share one connection pool.
 #[derive(Clone)]
 pub struct Client {
-    config: std::sync::Arc<Config>,
+    config: Arc<Config>,
     http: reqwest::Client,
+    timings: Arc<Timings>,
 }
 
 impl std::fmt::Debug for Client {
@@ -194,13 +314,20 @@ impl Client {
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
             .build()?;
         Ok(Client {
-            config: std::sync::Arc::new(config),
+            config: Arc::new(config),
             http,
+            timings: Arc::default(),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// How long jobs of `command` have lately taken, as this client (and its clones)
+    /// learned from waiting on them; `None` before one finished.
+    pub fn learned_job_duration(&self, command: &str) -> Option<Duration> {
+        self.timings.estimate(command)
     }
 
     /// The signed parameter list for `command`.
@@ -434,7 +561,8 @@ impl Client {
         polls: &mut u32,
     ) -> Result<T, Error> {
         let deadline = started + poll.deadline;
-        let mut interval = poll.first;
+        let mut schedule = Schedule::new(&poll, self.timings.estimate(&job.command));
+        let mut last_pending = Duration::ZERO;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -444,9 +572,9 @@ impl Client {
                     waited: started.elapsed(),
                 });
             }
-            tokio::time::sleep(interval.min(deadline - now)).await;
-            interval = poll.next(interval);
+            tokio::time::sleep(schedule.advance(&poll).min(deadline - now)).await;
             *polls += 1;
+            let polled_at = started.elapsed();
             let state = match self.query_async_job_result(&job.job_id).await {
                 Ok(state) => state,
                 Err(e) if e.class() == crate::ErrorClass::Transient => {
@@ -456,8 +584,21 @@ impl Client {
                 Err(e) => return Err(e),
             };
             match state.jobstatus {
-                JobStatus::Pending => continue,
-                JobStatus::Succeeded => return self.job_output(job, state),
+                JobStatus::Pending => {
+                    last_pending = polled_at;
+                    continue;
+                }
+                JobStatus::Succeeded => {
+                    self.timings.learn(
+                        &job.command,
+                        Observed {
+                            done: polled_at,
+                            last_pending,
+                            learned: schedule.learned,
+                        },
+                    );
+                    return self.job_output(job, state);
+                }
                 JobStatus::Failed | JobStatus::Cancelled | JobStatus::Other(_) => {
                     let result = state.jobresult.unwrap_or(Value::Null);
                     let errorcode = result
@@ -527,4 +668,126 @@ fn envelope(value: &Value) -> Option<&Value> {
         .map(|(_, v)| v);
     let first = values.next()?;
     values.next().is_none().then_some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn policy() -> PollPolicy {
+        PollPolicy {
+            first: ms(500),
+            factor: 1.5,
+            max: ms(5_000),
+            deadline: Duration::from_secs(3_600),
+        }
+    }
+
+    fn delays(mut schedule: Schedule, n: usize) -> Vec<Duration> {
+        (0..n).map(|_| schedule.advance(&policy())).collect()
+    }
+
+    #[test]
+    fn an_unknown_command_is_polled_by_the_policy() {
+        let s = Schedule::new(&policy(), None);
+        assert!(!s.learned);
+        let micros: Vec<u128> = delays(s, 8).iter().map(Duration::as_micros).collect();
+        assert_eq!(
+            micros,
+            [
+                500_000, 750_000, 1_125_000, 1_687_500, 2_531_250, 3_796_875, 5_000_000, 5_000_000
+            ]
+        );
+    }
+
+    #[test]
+    fn a_learned_command_is_polled_at_its_duration_then_in_short_steps() {
+        let d = delays(Schedule::new(&policy(), Some(ms(3_200))), 4);
+        assert_eq!(d, [ms(3_200), ms(100), ms(150), ms(225)]);
+        // Never before the policy's first poll, never a step beyond its max.
+        let d = delays(Schedule::new(&policy(), Some(ms(100))), 2);
+        assert_eq!(d[0], ms(500));
+        let d = delays(
+            Schedule::new(&policy(), Some(Duration::from_secs(3_200))),
+            2,
+        );
+        assert_eq!(d, [Duration::from_secs(3_200), ms(5_000)]);
+    }
+
+    fn seen(done: u64, last_pending: u64, learned: bool) -> Observed {
+        Observed {
+            done: ms(done),
+            last_pending: ms(last_pending),
+            learned,
+        }
+    }
+
+    #[test]
+    fn the_estimate_follows_what_jobs_take() {
+        // First sight, after the policy's long steps: the middle of the last interval.
+        assert_eq!(next_estimate(None, seen(4_000, 2_000, false)), ms(3_000));
+        // Found done at the first poll of a learned wait: look a little earlier.
+        assert_eq!(
+            next_estimate(Some(ms(3_200)), seen(3_200, 0, true)),
+            ms(3_100)
+        );
+        // A little longer than a learned first poll: that long.
+        assert_eq!(
+            next_estimate(Some(ms(3_200)), seen(3_300, 3_200, true)),
+            ms(3_300)
+        );
+        // Much longer: halfway towards it.
+        assert_eq!(
+            next_estimate(Some(ms(3_000)), seen(5_000, 4_900, true)),
+            ms(4_000)
+        );
+        // A shorter one (seen through the policy's steps): straight to it.
+        assert_eq!(
+            next_estimate(Some(ms(3_000)), seen(1_000, 800, false)),
+            ms(900)
+        );
+    }
+
+    #[test]
+    fn steady_jobs_settle_on_few_polls_and_little_lateness() {
+        // Jobs that always take 3 s, polled by the learned schedule: count the polls
+        // and how late the poll that finds each done comes.
+        let policy = policy();
+        let duration = ms(3_000);
+        let timings = Timings::default();
+        let mut polls = Vec::new();
+        let mut late = Vec::new();
+        for _ in 0..200 {
+            let mut schedule = Schedule::new(&policy, timings.estimate("attachVolume"));
+            let (mut at, mut last_pending, mut n) = (Duration::ZERO, Duration::ZERO, 0);
+            loop {
+                at += schedule.advance(&policy);
+                n += 1;
+                if at >= duration {
+                    break;
+                }
+                last_pending = at;
+            }
+            timings.learn(
+                "attachVolume",
+                Observed {
+                    done: at,
+                    last_pending,
+                    learned: schedule.learned,
+                },
+            );
+            polls.push(n);
+            late.push(at - duration);
+        }
+        let settled = &polls[20..];
+        assert!(settled.iter().all(|&n| n <= 3), "{settled:?}");
+        let first_poll_found_it = settled.iter().filter(|&&n| n == 1).count();
+        assert!(first_poll_found_it * 2 >= settled.len(), "{settled:?}");
+        let worst = late[20..].iter().max().unwrap();
+        assert!(*worst <= duration / 16, "{worst:?}");
+    }
 }

@@ -98,7 +98,9 @@ pub struct CloudStackSection {
     /// The file holding the secret key (used when `FERRY_CLOUDSTACK_SECRET` is not set).
     #[serde(default)]
     pub secret_key_file: Option<PathBuf>,
-    /// The first poll of an async job comes this soon after it was submitted.
+    /// The first poll of an async job comes this soon after it was submitted — or,
+    /// once jobs of its command have been seen to finish, when they have lately been
+    /// finishing, if that is later (the client learns it; nothing is assumed).
     #[serde(default = "default_poll_first_ms")]
     pub poll_first_ms: u64,
     /// Polls back off up to this interval.
