@@ -89,26 +89,7 @@ fn faults_for(command: &str) -> Vec<(&'static str, Value)> {
 
 /// The calls per command of one clean run of `flow` (the run before it excluded).
 async fn census(flow: Flow) -> anyhow::Result<BTreeMap<String, u64>> {
-    let rig = rig().await?;
-    let base = flow.prepare(&rig).await?;
-    let before = rig.stats().await?.calls;
-    let (run, outcome) = flow.run(&rig).await?;
-    anyhow::ensure!(
-        outcome == Outcome::Done,
-        "the clean run of {} ended {outcome:?}: {}",
-        flow.name(),
-        common::trio::events(&rig, &run.id).await
-    );
-    flow.assert_done(&rig, &base).await?;
-    let after = rig.stats().await?.calls;
-    Ok(after
-        .into_iter()
-        .map(|(c, n)| {
-            let was = before.get(&c).copied().unwrap_or(0);
-            (c, n - was)
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect())
+    Ok(common::flows::census(flow, Default::default()).await?.calls)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use store::VmState;
 use workflows::test_failover::Mode;
 use workflows::{Env, StartError, cleanup, commit, live, rollback, test_failover};
 
-use super::{REPLICAS, Rig, TestResult};
+use super::{REPLICAS, Rig, RigOptions, TestResult, rig_with};
 
 /// A workflow (the test failover and its cleanup in each mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,6 +35,24 @@ pub struct Baseline {
     pub at_start: BTreeMap<String, u64>,
     /// The target VM when the flow started (the live VM for rollback and commit).
     pub target: Option<String>,
+}
+
+impl Baseline {
+    /// The baseline of a flow that starts now, after the flows run since `self` was
+    /// taken: the same registration and original content, the content and target now.
+    pub async fn now(&self, rig: &Rig) -> anyhow::Result<Baseline> {
+        Ok(Baseline {
+            registered: self.registered.clone(),
+            before: self.before.clone(),
+            at_start: rig.generations().await?,
+            target: rig
+                .env
+                .store
+                .vm("pgtest1")
+                .await?
+                .and_then(|v| v.target_vm_id),
+        })
+    }
 }
 
 impl Flow {
@@ -430,4 +448,61 @@ pub async fn succeeded_jobs(rig: &Rig) -> anyhow::Result<BTreeMap<String, u64>> 
         }
     }
     Ok(out)
+}
+
+/// What one clean run of a flow asked of CloudStack.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Census {
+    /// API calls per command (reads and polls included).
+    pub calls: BTreeMap<String, u64>,
+    /// Async jobs that succeeded, per command class (`AttachVolumeCmd` …).
+    pub jobs: BTreeMap<String, u64>,
+}
+
+/// The calls and jobs between `before` and `after`.
+pub fn delta(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(c, n)| (c.clone(), n - before.get(c).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+impl Rig {
+    /// The calls and succeeded jobs so far.
+    pub async fn census_now(&self) -> anyhow::Result<Census> {
+        Ok(Census {
+            calls: self.stats().await?.calls,
+            jobs: succeeded_jobs(self).await?,
+        })
+    }
+}
+
+impl Census {
+    pub fn since(&self, before: &Census) -> Census {
+        Census {
+            calls: delta(&before.calls, &self.calls),
+            jobs: delta(&before.jobs, &self.jobs),
+        }
+    }
+}
+
+/// One clean run of `flow` on a fresh rig made with `options`, checked done: what it
+/// asked of CloudStack (the flow before it excluded).
+pub async fn census(flow: Flow, options: RigOptions) -> anyhow::Result<Census> {
+    let rig = rig_with(options).await?;
+    let base = flow.prepare(&rig).await?;
+    let before = rig.census_now().await?;
+    let (run, outcome) = flow.run(&rig).await?;
+    anyhow::ensure!(
+        outcome == Outcome::Done,
+        "the clean run of {} ended {outcome:?}: {}",
+        flow.name(),
+        super::trio::events(&rig, &run.id).await
+    );
+    flow.assert_done(&rig, &base).await?;
+    Ok(rig.census_now().await?.since(&before))
 }
