@@ -203,9 +203,7 @@ fn completions_cover_every_command() {
         let out = ferry(&["completions", shell], &[]);
         assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
         let script = text(&out.stdout);
-        for word in [
-            "demo", "serve", "failover", "rollback", "abandon", "output",
-        ] {
+        for word in ["demo", "serve", "failover", "rollback", "abandon", "output"] {
             assert!(script.contains(word), "{shell} completion has `{word}`");
         }
     }
