@@ -824,6 +824,22 @@ impl Store {
         Ok(())
     }
 
+    /// Active runs that a worker other than `owner` holds under a live lease.
+    pub async fn runs_held_by_others(&self, owner: &str) -> Result<Vec<String>> {
+        sqlx::query(
+            "SELECT id FROM runs WHERE state IN ('pending', 'running', 'unwinding')
+               AND lease_owner IS NOT NULL AND lease_owner <> $1 AND lease_expires_at >= $2
+             ORDER BY created_at, id",
+        )
+        .bind(owner)
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get("id")?))
+        .collect()
+    }
+
     /// Puts a stuck run back to unwinding, counting the retry (see [`Run::retries`]).
     pub async fn retry_stuck_run(&self, id: &str) -> Result<()> {
         let done = sqlx::query(

@@ -571,6 +571,11 @@ async fn a_worker_that_lost_its_lease_is_fenced_off(fx: &Fixture) -> TestResult 
         vec![run.id.clone()],
         "B, restarted under its name, takes its run back at once"
     );
+    assert_eq!(
+        store.runs_held_by_others("worker-a").await?,
+        vec![run.id.clone()]
+    );
+    assert!(store.runs_held_by_others("worker-b").await?.is_empty());
     assert_eq!(store.acquire_run(&run.id, "worker-c", 60_000).await?, None);
     for result in [
         store.put_step(&run.id, a, &step(0, StepState::Done)).await,

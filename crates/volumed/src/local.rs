@@ -38,9 +38,11 @@
 //! - Another of our own operations changes the VM while we look: impossible, the
 //!   look happens under the VM's lock.
 //!
-//! TODO-correctness: several processes sharing one journal (PostgreSQL) could each
-//! resume the same unfinished operation; that needs a lease on the operation, which
-//! the engine's lease machinery can provide once it exists.
+//! Several processes sharing one journal (PostgreSQL): at start each resumes only the
+//! unfinished operations of runs no other live process holds
+//! ([`Local::resume_unfinished_where`]); the run's lease decides who drives an
+//! operation. TODO-correctness: standalone `ferry volumed` daemons sharing one journal
+//! have no run leases to go by and should not share it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -296,12 +298,26 @@ impl Local {
     /// that job, never by submitting again; one without is resolved by looking at
     /// CloudStack first. Returns when all have ended (or failed to).
     pub async fn resume_unfinished(&self) -> Result<Vec<Resumed>> {
-        let ops = self
+        self.resume_unfinished_where(|_| true).await
+    }
+
+    /// [`Local::resume_unfinished`] for the operations `keep` accepts. A process that
+    /// shares its journal with others (PostgreSQL) leaves alone the operations of runs
+    /// another live process holds: that process is driving them, and a step it resumes
+    /// finds its operation here under the same key.
+    pub async fn resume_unfinished_where(
+        &self,
+        keep: impl Fn(&OpRecord) -> bool,
+    ) -> Result<Vec<Resumed>> {
+        let ops: Vec<OpRecord> = self
             .inner
             .journal
             .unfinished()
             .await
-            .map_err(journal_error)?;
+            .map_err(journal_error)?
+            .into_iter()
+            .filter(|op| keep(op))
+            .collect();
         let mut waits = Vec::with_capacity(ops.len());
         {
             let mut inflight = self.inner.inflight.lock().await;
