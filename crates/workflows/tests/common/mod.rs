@@ -150,6 +150,14 @@ fn volume_daemon(
     cloud: &cloudstack::Client,
     root: &std::path::Path,
 ) -> Arc<dyn volumed::VolumeService> {
+    local_daemon(store, cloud, root)
+}
+
+fn local_daemon(
+    store: &store::Store,
+    cloud: &cloudstack::Client,
+    root: &std::path::Path,
+) -> Arc<volumed::Local> {
     let journal: Arc<dyn volumed::Journal> = Arc::new(volumed::StoreJournal::new(store.clone()));
     let mut daemon = volumed::LocalConfig::with_appliance(ids::APPLIANCE_OMA, root);
     daemon.submit_backoff = Duration::from_millis(10);
@@ -164,6 +172,14 @@ impl Rig {
             volumes: volume_daemon(&self.env.store, &self.env.cloud, self.root.path()),
             ..self.env.clone()
         }
+    }
+
+    /// A new volume daemon on the same store, as a restarted ferry process has: the
+    /// caller may resume what its journal holds unfinished
+    /// ([`volumed::Local::resume_unfinished`]). Dropping the last handle on it aborts
+    /// the operations it runs, as a killed process would.
+    pub fn restarted_local(&self) -> Arc<volumed::Local> {
+        local_daemon(&self.env.store, &self.env.cloud, self.root.path())
     }
 
     /// cloudsim's `/sim/stats`.
