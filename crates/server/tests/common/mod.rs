@@ -1,0 +1,319 @@
+//! What the reliability tests of the server share: cloudsim with a world of any size
+//! (protected VMs spread over as many appliances as their disks need), `server::start`
+//! on port 0 in this process, and a small client for its REST API.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use cloudsim::SimConfig;
+use cloudsim::world::{ApplianceDef, VolumeDef, World, ids};
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub type TestResult = anyhow::Result<()>;
+
+pub const TOKEN: &str = "reliability-token-6f1d2c9a";
+
+/// CloudStack's limit of data volumes on one VM (KVM): an appliance holds at most this
+/// many replicas.
+pub const MAX_DATA_VOLUMES: usize = 32;
+
+/// One generated protected VM: its name, appliance, and replica volume ids (boot
+/// first).
+#[derive(Debug, Clone)]
+pub struct GenVm {
+    pub name: String,
+    pub appliance: String,
+    pub appliance_id: String,
+    pub replicas: Vec<String>,
+    pub mac: String,
+}
+
+/// A world of `vms` protected VMs of `disks` disks each: the built-in world's zone,
+/// offerings, template and networks, and as many appliances as the replicas need at
+/// 32 a piece (no VM's replicas split over two appliances).
+pub fn world(vms: usize, disks: usize) -> (World, Vec<GenVm>) {
+    assert!((1..=MAX_DATA_VOLUMES).contains(&disks));
+    let mut world = World::default();
+    world.appliances.clear();
+    let per_appliance = MAX_DATA_VOLUMES / disks;
+    let mut out = Vec::new();
+    for i in 0..vms {
+        let a = i / per_appliance;
+        if world.appliances.len() <= a {
+            world.appliances.push(ApplianceDef {
+                id: Some(format!("a{a:07x}-0000-4000-8000-000000000001")),
+                name: format!("oma{a:02}"),
+                zone: None,
+                root_volume_id: Some(format!("a{a:07x}-0000-4000-8000-000000000002")),
+                volumes: Vec::new(),
+            });
+        }
+        let appliance = world.appliances.last_mut().expect("one");
+        let name = format!("vm{i:03}");
+        let mut replicas = Vec::new();
+        for d in 0..disks {
+            // The first 20 hex digits are a disk's serial in the guest: keep them apart.
+            let id = format!("{:08x}-{d:04x}-4000-8000-{i:012x}", i * 64 + d + 1);
+            appliance.volumes.push(VolumeDef {
+                id: Some(id.clone()),
+                name: format!("{name}-disk-{}", 2000 + d),
+                size_gb: if d == 0 { 20 } else { 10 + d as i64 },
+                zone: None,
+            });
+            replicas.push(id);
+        }
+        out.push(GenVm {
+            name,
+            appliance: appliance.name.clone(),
+            appliance_id: appliance.id.clone().expect("set"),
+            replicas,
+            mac: format!(
+                "00:50:56:{:02x}:{:02x}:{:02x}",
+                (i >> 16) & 0xff,
+                (i >> 8) & 0xff,
+                i & 0xff
+            ),
+        });
+    }
+    (world, out)
+}
+
+impl GenVm {
+    /// The VM definition (docs/vm-definition.md) that registers it.
+    pub fn definition(&self) -> String {
+        let mut text = format!(
+            r#"
+name = "{name}"
+source_id = "5029a4d2-8b1e-4c1a-9f3e-{n:012x}"
+appliance = "{appliance}"
+
+[spec]
+vcpu = 2
+memory_mb = 2048
+cpu_speed_mhz = 2000
+firmware = "bios"
+guest_os = "linux"
+
+[[nics]]
+mac = "{mac}"
+source_network = "VM Network"
+test_network = "test"
+production_network = "production"
+"#,
+            name = self.name,
+            n = self.name[2..].parse::<u64>().unwrap_or(0),
+            appliance = self.appliance,
+            mac = self.mac,
+        );
+        for (d, id) in self.replicas.iter().enumerate() {
+            text.push_str(&format!(
+                r#"
+[[disks]]
+key = {key}
+controller = "scsi"
+bus = 0
+unit = {d}
+capacity_gib = {gib}
+label = "Hard disk {label}"
+boot = {boot}
+replica_volume_id = "{id}"
+"#,
+                key = 2000 + d,
+                gib = if d == 0 { 20 } else { 10 + d },
+                label = d + 1,
+                boot = d == 0,
+            ));
+        }
+        text
+    }
+}
+
+pub struct Server {
+    pub url: String,
+    pub http: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub sim: cloudsim::Running,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.sim.shutdown_token().cancel();
+    }
+}
+
+/// cloudsim with `world` at a time scale of 0.001, and `server::start` on port 0 with
+/// a SQLite file, every appliance of the world, and `extra` appended to its config.
+pub async fn server(world: World, extra: &str) -> anyhow::Result<Server> {
+    let dir = tempfile::tempdir()?;
+    let sysfs = dir.path().join("sysfs");
+    let appliances: Vec<(String, String)> = world
+        .appliances
+        .iter()
+        .map(|a| (a.name.clone(), a.id.clone().expect("appliance ids are set")))
+        .collect();
+    let sim = cloudsim::start(
+        SimConfig {
+            world,
+            sysfs_root: Some(sysfs.clone()),
+            time_scale: 0.001,
+        },
+        "127.0.0.1:0".parse()?,
+    )
+    .await?;
+    let mut text = format!(
+        r#"
+        [database]
+        url = "{db}"
+        [cloudstack]
+        endpoint = "{endpoint}"
+        api_key = "{api_key}"
+        poll_first_ms = 5
+        poll_max_ms = 50
+        [target]
+        zone_id = "{zone}"
+        service_offering_id = "{offering}"
+        template_id = "{template}"
+        "#,
+        db = dir.path().join("ferry.db").display(),
+        endpoint = sim.endpoint(),
+        api_key = ids::API_KEY,
+        zone = ids::ZONE,
+        offering = ids::OFFERING_CUSTOM,
+        template = ids::TEMPLATE,
+    );
+    for (name, id) in &appliances {
+        let root = sim
+            .announcement
+            .sysfs_roots
+            .get(name)
+            .expect("cloudsim announces each appliance's tree");
+        text.push_str(&format!(
+            "[[appliances]]\nname = \"{name}\"\nvm_id = \"{id}\"\nsysfs_root = \"{}\"\n",
+            root.display()
+        ));
+    }
+    text.push_str(extra);
+    let config = server::Config::parse(&text).map_err(anyhow::Error::msg)?;
+    config.check()?;
+    let settings = server::Settings {
+        config,
+        cloudstack_secret: SecretString::from(ids::SECRET_KEY.to_string()),
+        api_token: SecretString::from(TOKEN.to_string()),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let shutdown = CancellationToken::new();
+    let running = server::start(settings, listener, shutdown.clone()).await?;
+    Ok(Server {
+        url: format!("http://{}", running.addr),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?,
+        shutdown,
+        sim,
+        dir,
+    })
+}
+
+impl Server {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok((status, value))
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        self.call(reqwest::Method::POST, path, body).await
+    }
+
+    /// Registers a VM from its definition text.
+    pub async fn add(&self, definition: &str) -> anyhow::Result<Value> {
+        let (status, body) = self
+            .post("/v1/vms", Some(json!({ "definition": definition })))
+            .await?;
+        anyhow::ensure!(
+            status == StatusCode::CREATED,
+            "registering: {status} {body}"
+        );
+        Ok(body)
+    }
+
+    pub async fn add_pgtest1(&self) -> anyhow::Result<Value> {
+        let definition = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/examples/pgtest1.toml"
+        ))?;
+        self.add(&definition).await
+    }
+
+    /// Polls the run until it is no longer active.
+    pub async fn finish(&self, run_id: &str, within: Duration) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            let (status, run) = self.get(&format!("/v1/runs/{run_id}")).await?;
+            anyhow::ensure!(status == StatusCode::OK, "{run}");
+            let state = run["state"].as_str().unwrap_or_default().to_string();
+            if !matches!(state.as_str(), "pending" | "running" | "unwinding") {
+                return Ok(run);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "run {run_id} did not finish: {run}"
+            );
+        }
+    }
+
+    /// cloudsim's admin endpoint `path`.
+    pub async fn admin(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}/{path}", self.sim.announcement.admin))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> anyhow::Result<()> {
+        self.http
+            .post(format!("{}/{path}", self.sim.announcement.admin))
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+}
