@@ -142,7 +142,9 @@ fn valid_host_name(name: &str) -> bool {
 fn capacity(disk: &DiskDefinition) -> Result<i64, &'static str> {
     match (disk.capacity_bytes, disk.capacity_gib) {
         (Some(b), None) if b > 0 => Ok(b),
-        (None, Some(g)) if g > 0 => Ok(g * GIB),
+        (None, Some(g)) if g > 0 => g
+            .checked_mul(GIB)
+            .ok_or("too large: more GiB than a disk can have"),
         (Some(_), Some(_)) => Err("give capacity_bytes or capacity_gib, not both"),
         (None, None) => Err("missing: give capacity_bytes (as VMware reports it) or capacity_gib"),
         _ => Err("must be greater than zero"),
