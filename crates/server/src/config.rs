@@ -248,6 +248,8 @@ const API_TOKEN: SecretSource = SecretSource {
     key: "server.token_file",
 };
 
+const DAY_SECS: u64 = 86_400;
+
 impl Config {
     /// Reads `path` and applies the environment overrides; the caller applies its own
     /// (command-line) overrides and then [`Config::check`]s the result.
@@ -337,6 +339,33 @@ impl Config {
             problems.push(
                 "engine.lease_secs must be at least 2 (a lease is renewed at a third of it)".into(),
             );
+        }
+        // Durations the process adds to its clocks: zero breaks every run, and a value
+        // too large for the addition panics in the middle of one.
+        if self.engine.lease_secs > DAY_SECS {
+            problems.push(format!(
+                "engine.lease_secs must be at most {DAY_SECS} (a day): after a crash, runs wait this long (got {})",
+                self.engine.lease_secs
+            ));
+        }
+        if self.engine.claim_interval_ms == 0 {
+            problems.push(
+                "engine.claim_interval_ms must be at least 1 (0 would look for runs without pause)"
+                    .into(),
+            );
+        }
+        if !(1..=DAY_SECS).contains(&self.engine.device_timeout_secs) {
+            problems.push(format!(
+                "engine.device_timeout_secs must be between 1 and {DAY_SECS} (got {})",
+                self.engine.device_timeout_secs
+            ));
+        }
+        if !(1..=30 * DAY_SECS).contains(&self.cloudstack.job_deadline_secs) {
+            problems.push(format!(
+                "cloudstack.job_deadline_secs must be between 1 and {} (30 days) (got {})",
+                30 * DAY_SECS,
+                self.cloudstack.job_deadline_secs
+            ));
         }
         if self.engine.max_attempts < 1 {
             problems.push("engine.max_attempts must be at least 1".into());
