@@ -274,11 +274,13 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
         let hint = format!(
             "\nThe API is up at {url}. In another shell:\n  export FERRY_SERVER={url} FERRY_TOKEN={token}\n  ferry vm list\n  ferry failover test pgtest1 --wait\n  ferry run list\nCtrl-C stops the demo (its temporary directory is removed).",
         );
-        if json {
-            eprintln!("{hint}");
+        // One write, and a closed stream is no reason to stop serving.
+        use std::io::Write as _;
+        let _ = if json {
+            std::io::stderr().write_all(format!("{hint}\n").as_bytes())
         } else {
-            println!("{hint}");
-        }
+            std::io::stdout().write_all(format!("{hint}\n").as_bytes())
+        };
         crate::shutdown_signal().await;
     }
     shutdown.cancel();

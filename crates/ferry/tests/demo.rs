@@ -114,7 +114,8 @@ fn the_demo_keeps_the_api_up_for_the_other_commands_until_sigterm() {
     // In JSON mode the explorer's instructions are on stderr.
     let mut server = None;
     let mut token = None;
-    for line in BufReader::new(child.stderr.take().expect("piped")).lines() {
+    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+    for line in lines.by_ref() {
         let line = line.expect("reads stderr");
         if let Some(exports) = line.trim().strip_prefix("export ") {
             for pair in exports.split_whitespace() {
@@ -127,6 +128,8 @@ fn the_demo_keeps_the_api_up_for_the_other_commands_until_sigterm() {
             break;
         }
     }
+    // Keep reading what it writes, as a terminal would.
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).count());
     let (server, token) = (server.expect("the server URL"), token.expect("the token"));
     let listed = ferry()
         .args(["vm", "list", "--output", "json"])
@@ -150,4 +153,5 @@ fn the_demo_keeps_the_api_up_for_the_other_commands_until_sigterm() {
     assert!(status.success());
     let status = child.wait().expect("the demo exits");
     assert!(status.success(), "{status:?}");
+    drain.join().expect("the stderr reader ends with the demo");
 }
