@@ -1102,7 +1102,12 @@ impl Store {
         .await
     }
 
-    async fn update_op(&self, sql: &str, values: &[Option<&str>; 2], id: &str) -> Result<()> {
+    async fn update_op(
+        &self,
+        sql: &'static str,
+        values: &[Option<&str>; 2],
+        id: &str,
+    ) -> Result<()> {
         let done = sqlx::query(sql)
             .bind(values[0])
             .bind(values[1])
