@@ -138,6 +138,10 @@ pub struct Stats {
     /// The same, per command (lower case).
     #[serde(default)]
     pub polls_per_command: BTreeMap<String, PollStats>,
+    /// Per command (lower case): how many finished jobs were polled how many times
+    /// (polls → jobs), so that two readings can be subtracted.
+    #[serde(default)]
+    pub polls_histogram: BTreeMap<String, BTreeMap<u64, u64>>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -497,11 +501,17 @@ impl Inner {
         let finished = || state.jobs.values().filter(|j| j.status != 0);
         let polls_per_job = poll_stats(finished().map(|j| j.polls).collect());
         let mut by_command: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut polls_histogram: BTreeMap<String, BTreeMap<u64, u64>> = BTreeMap::new();
         for j in finished() {
             by_command
                 .entry(j.command.to_string())
                 .or_default()
                 .push(j.polls);
+            *polls_histogram
+                .entry(j.command.to_string())
+                .or_default()
+                .entry(j.polls)
+                .or_default() += 1;
         }
         let polls_per_command = by_command
             .into_iter()
@@ -528,6 +538,7 @@ impl Inner {
             max_concurrency_per_queue: stats.max_concurrency_per_queue,
             polls_per_job,
             polls_per_command,
+            polls_histogram,
         }
     }
 }

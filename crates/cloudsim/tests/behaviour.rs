@@ -835,6 +835,14 @@ async fn stats_count_calls_queue_busy_time_and_polls() -> Result {
         .map(|c| per[c]["total"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(Some(by_command), polls["total"].as_u64(), "{stats}");
+    // And as a histogram (polls → jobs), which two readings can be subtracted.
+    let attaches: u64 = stats["polls_histogram"]["attachvolume"]
+        .as_object()
+        .context("a histogram")?
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert_eq!(attaches, 2, "{stats}");
     Ok(())
 }
 
