@@ -30,7 +30,10 @@
 //! yet is polled by the configured [`PollPolicy`] alone. The estimate is probed
 //! downwards while first polls keep finding jobs done, and moves halfway towards a
 //! longer duration when they do not, so one slow job does not make the next wait late.
-//! Nothing here knows any command's duration in advance.
+//! Jobs of a command not learned yet that are waited on together — a wave, such as every
+//! VM of a drill stopped at once — are taken as alike: one wait polls by the policy, the
+//! others back off (to eight times the policy's cap) until it ends, then poll by what it
+//! learned. Nothing here knows any command's duration in advance.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -155,6 +158,19 @@ impl Schedule {
         }
     }
 
+    /// Polling resumed `elapsed` into a wait: at the learned duration from the wait's
+    /// start (at once if that has passed) then in short steps, or else by the policy.
+    fn resumed(policy: &PollPolicy, learned: Option<Duration>, elapsed: Duration) -> Schedule {
+        match learned {
+            None => Schedule::new(policy, None),
+            Some(estimate) => {
+                let mut schedule = Schedule::new(policy, Some(estimate));
+                schedule.next = estimate.saturating_sub(elapsed);
+                schedule
+            }
+        }
+    }
+
     /// The delay before this poll; moves on to the next.
     fn advance(&mut self, policy: &PollPolicy) -> Duration {
         let now = self.next;
@@ -168,6 +184,9 @@ impl Schedule {
 const LEARNED_STEP_DIVISOR: u32 = 32;
 /// No step shorter than this.
 const MIN_STEP: Duration = Duration::from_millis(1);
+/// A wait that follows another backs off to this many times the policy's cap, so it is
+/// never more than that late should its leader be slow for reasons of its own.
+const FOLLOWER_MAX_FACTOR: u32 = 8;
 
 /// What one successful wait saw, for learning.
 #[derive(Debug, Clone, Copy)]
@@ -185,9 +204,73 @@ struct Observed {
 #[derive(Debug, Default)]
 struct Timings {
     by_command: std::sync::Mutex<HashMap<String, Duration>>,
+    /// Per command not learned yet: the wait that polls for the others (its id, and a
+    /// channel closed when it ends).
+    leaders: std::sync::Mutex<HashMap<String, (u64, tokio::sync::watch::Sender<()>)>>,
+    next_leader: std::sync::atomic::AtomicU64,
+}
+
+/// A wait's part in a wave of jobs of one command that nothing is learned of yet.
+enum Wave {
+    /// The command's duration is known: by the schedule.
+    Alone,
+    /// This wait polls for the others, by the policy, until it is dropped.
+    Leading { _until_dropped: Leader },
+    /// Another wait polls promptly; this one backs off further until that one ends,
+    /// then polls by what it learned.
+    Follower(tokio::sync::watch::Receiver<()>),
+}
+
+struct Leader {
+    timings: Arc<Timings>,
+    command: String,
+    id: u64,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        let mut leaders = self
+            .timings
+            .leaders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Dropping the sender closes the channel: the followers wake up.
+        if leaders
+            .get(&self.command)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
+            leaders.remove(&self.command);
+        }
+    }
 }
 
 impl Timings {
+    /// The part a wait on a job of `command` takes: alone when the command's duration
+    /// is learned; else the leader of its wave, or a follower of the one there is.
+    fn join_wave(self: &Arc<Self>, command: &str) -> Wave {
+        if self.estimate(command).is_some() {
+            return Wave::Alone;
+        }
+        let mut leaders = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, sender)) = leaders.get(command) {
+            return Wave::Follower(sender.subscribe());
+        }
+        let id = self
+            .next_leader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        leaders.insert(
+            command.to_string(),
+            (id, tokio::sync::watch::Sender::new(())),
+        );
+        Wave::Leading {
+            _until_dropped: Leader {
+                timings: Arc::clone(self),
+                command: command.to_string(),
+                id,
+            },
+        }
+    }
+
     fn estimate(&self, command: &str) -> Option<Duration> {
         self.by_command
             .lock()
@@ -217,9 +300,10 @@ fn next_estimate(previous: Option<Duration>, seen: Observed) -> Duration {
     match previous {
         None => sample,
         // Done at the first poll: it may well have been done earlier; look a little
-        // earlier next time.
+        // earlier next time — by half a step, so that the step after a miss then
+        // lands past the time that found it done.
         Some(estimate) if seen.learned && first_poll_found_it_done => {
-            estimate - estimate / LEARNED_STEP_DIVISOR
+            estimate - estimate / (2 * LEARNED_STEP_DIVISOR)
         }
         // Found done a step or two after a learned first poll: just that much longer.
         Some(estimate) if seen.learned && sample <= estimate + estimate / 8 => sample,
@@ -561,7 +645,21 @@ impl Client {
         polls: &mut u32,
     ) -> Result<T, Error> {
         let deadline = started + poll.deadline;
-        let mut schedule = Schedule::new(&poll, self.timings.estimate(&job.command));
+        // Jobs of a command not learned yet, waited on together (a wave: every VM of a
+        // drill stopped at once), are alike: one wait polls by the policy; the others
+        // back off further until it has learned, then poll by that.
+        let wave = self.timings.join_wave(&job.command);
+        let (mut policy, mut follower) = match wave {
+            Wave::Follower(ref leader) => (
+                PollPolicy {
+                    max: poll.max * FOLLOWER_MAX_FACTOR,
+                    ..poll
+                },
+                Some(leader.clone()),
+            ),
+            Wave::Alone | Wave::Leading { .. } => (poll, None),
+        };
+        let mut schedule = Schedule::new(&policy, self.timings.estimate(&job.command));
         let mut last_pending = Duration::ZERO;
         loop {
             let now = Instant::now();
@@ -572,7 +670,27 @@ impl Client {
                     waited: started.elapsed(),
                 });
             }
-            tokio::time::sleep(schedule.advance(&poll).min(deadline - now)).await;
+            let delay = schedule.advance(&policy).min(deadline - now);
+            match follower.as_mut() {
+                None => tokio::time::sleep(delay).await,
+                Some(leader) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = leader.changed() => {
+                            // The leading wait ended: poll by what it learned, or else
+                            // by the policy like any other wait.
+                            follower = None;
+                            policy = poll;
+                            schedule = Schedule::resumed(
+                                &policy,
+                                self.timings.estimate(&job.command),
+                                started.elapsed(),
+                            );
+                            continue;
+                        }
+                    }
+                }
+            }
             *polls += 1;
             let polled_at = started.elapsed();
             let state = match self.query_async_job_result(&job.job_id).await {
@@ -733,7 +851,7 @@ mod tests {
         // Found done at the first poll of a learned wait: look a little earlier.
         assert_eq!(
             next_estimate(Some(ms(3_200)), seen(3_200, 0, true)),
-            ms(3_100)
+            ms(3_150)
         );
         // A little longer than a learned first poll: that long.
         assert_eq!(
@@ -750,6 +868,52 @@ mod tests {
             next_estimate(Some(ms(3_000)), seen(1_000, 800, false)),
             ms(900)
         );
+    }
+
+    #[tokio::test]
+    async fn one_wait_of_a_wave_leads_and_the_others_follow_until_it_ends() {
+        let timings = Arc::new(Timings::default());
+        let leader = timings.join_wave("stopVirtualMachine");
+        assert!(matches!(leader, Wave::Leading { .. }));
+        let Wave::Follower(mut first) = timings.join_wave("stopVirtualMachine") else {
+            panic!("a second wait follows the first");
+        };
+        let Wave::Follower(mut second) = timings.join_wave("stopVirtualMachine") else {
+            panic!("so does a third");
+        };
+        // Another command has its own wave.
+        assert!(matches!(
+            timings.join_wave("startVirtualMachine"),
+            Wave::Leading { .. }
+        ));
+        // The leader learns and ends: its followers wake up, and later waits are alone.
+        timings.learn(
+            "stopVirtualMachine",
+            Observed {
+                done: ms(8_000),
+                last_pending: ms(7_900),
+                learned: false,
+            },
+        );
+        drop(leader);
+        assert!(first.changed().await.is_err());
+        assert!(second.changed().await.is_err());
+        assert!(matches!(
+            timings.join_wave("stopVirtualMachine"),
+            Wave::Alone
+        ));
+        // A follower resumes at the learned duration from its own start.
+        let resumed = Schedule::resumed(&policy(), Some(ms(7_950)), ms(7_000));
+        assert_eq!((resumed.next, resumed.learned), (ms(950), true));
+        let late = Schedule::resumed(&policy(), Some(ms(7_950)), ms(9_000));
+        assert_eq!(late.next, Duration::ZERO);
+        // A leader that ended without learning leaves the next wait to lead.
+        let leader = timings.join_wave("revertSnapshot");
+        drop(leader);
+        assert!(matches!(
+            timings.join_wave("revertSnapshot"),
+            Wave::Leading { .. }
+        ));
     }
 
     #[test]
@@ -784,7 +948,7 @@ mod tests {
             late.push(at - duration);
         }
         let settled = &polls[20..];
-        assert!(settled.iter().all(|&n| n <= 3), "{settled:?}");
+        assert!(settled.iter().all(|&n| n <= 2), "{settled:?}");
         let first_poll_found_it = settled.iter().filter(|&&n| n == 1).count();
         assert!(first_poll_found_it * 2 >= settled.len(), "{settled:?}");
         let worst = late[20..].iter().max().unwrap();

@@ -1,7 +1,8 @@
 //! Polling learns: after a command's first jobs, a wait polls when that command's jobs
 //! have been finishing, so a steady job is found done in one or two polls — whatever
-//! the configured first poll and backoff would have made of it. Checked against
-//! cloudsim by the polls it counted per job.
+//! the configured first poll and backoff would have made of it — and of a wave of jobs
+//! of a command not learned yet, one wait polls for all. Checked against cloudsim by
+//! the polls it counted per job.
 
 use std::time::Duration;
 
@@ -83,6 +84,71 @@ async fn a_commands_jobs_are_polled_when_they_have_been_finishing() -> anyhow::R
         let median = polls["median"].as_f64().unwrap_or(f64::MAX);
         assert!(median <= 3.0, "{command}: {stats}");
     }
+    sim.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_a_wave_of_new_jobs_one_wait_polls_for_all() -> anyhow::Result<()> {
+    let mut world = World::default();
+    world.latency_ms.insert("createVolume".into(), 200);
+    let sim = cloudsim::start(
+        SimConfig {
+            world,
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse()?,
+    )
+    .await?;
+    let mut config = Config::new(
+        sim.endpoint(),
+        ids::API_KEY,
+        SecretString::from(ids::SECRET_KEY.to_string()),
+    );
+    // Alone, this policy polls a 200 ms job about forty times (every 5 ms at most).
+    config.poll = PollPolicy {
+        first: Duration::from_millis(2),
+        factor: 1.5,
+        max: Duration::from_millis(5),
+        deadline: Duration::from_secs(30),
+    };
+    let client = Client::new(config)?;
+
+    // Eight volumes at once, each on its own queue: alike, and nothing learned yet.
+    let wave = 8;
+    let mut waits = tokio::task::JoinSet::new();
+    for i in 0..wave {
+        let client = client.clone();
+        waits.spawn(async move {
+            let job = client
+                .create_volume(
+                    &format!("wave-{i}"),
+                    ids::ZONE,
+                    &VolumeSource::Offering {
+                        disk_offering_id: ids::DISK_OFFERING_CUSTOM.into(),
+                        size_gb: Some(1),
+                    },
+                )
+                .await?;
+            client.wait(&job).await?;
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = waits.join_next().await {
+        done??;
+    }
+
+    let stats: serde_json::Value = reqwest::get(format!("{}/stats", sim.announcement.admin))
+        .await?
+        .json()
+        .await?;
+    let polls = &stats["polls_per_command"]["createvolume"];
+    assert_eq!(polls["jobs"], wave, "{stats}");
+    // The leader polls about forty times; each follower backs off (2, 5, 9.5 … ms, up to
+    // 40 ms apart) and polls once more when the leader is done: about ten each. Without
+    // waves, all eight would have polled about forty times.
+    let total = polls["total"].as_u64().unwrap_or(u64::MAX);
+    assert!(total < 40 * wave / 2, "{total} polls: {stats}");
     sim.stop().await?;
     Ok(())
 }
