@@ -2,6 +2,8 @@
 //!
 //! This binary is the operator's entry point:
 //! - `ferry demo`: everything embedded, pgtest1 through a test failover and cleanup;
+//! - `ferry bench`: K VMs × N disks on A appliances through test failover and cleanup,
+//!   measured against the lower bound CloudStack's queues allow;
 //! - `ferry serve`: the REST API, the engine worker and the in-process volume daemon;
 //! - `ferry vm …`, `ferry failover …`, `ferry run …`: clients of a server's API
 //!   ([`client`]);
@@ -19,6 +21,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
 
+mod bench;
 mod client;
 mod demo;
 mod serve;
@@ -47,6 +50,10 @@ enum Command {
     /// Run everything embedded (SQLite in a temporary directory, cloudsim, the volume
     /// daemon, the engine) and take pgtest1 through a test failover and its cleanup.
     Demo(demo::DemoArgs),
+    /// Measure ferry against cloudsim: K VMs × N disks on A appliances through test
+    /// failover and cleanup, the makespan against the lower bound CloudStack's queues
+    /// allow (docs/benchmarks.md). Exit 1 if a run did not end done.
+    Bench(bench::BenchArgs),
     /// Serve the REST API with the engine worker and the in-process volume daemon.
     Serve(serve::ServeArgs),
     /// Protected VMs: add, list, show, remove.
@@ -144,6 +151,7 @@ fn main() -> ExitCode {
             Command::Volumed(args) => volumed(args).await.map(|()| ExitCode::SUCCESS),
             Command::Serve(args) => serve::run(args).await,
             Command::Demo(args) => demo::run(args, &connection).await,
+            Command::Bench(args) => bench::run(args, &connection).await,
             Command::Vm(command) => Ok(client::vm(command, &connection).await),
             Command::Failover(command) => Ok(client::failover(command, &connection).await),
             Command::Run(command) => Ok(client::run(command, &connection).await),

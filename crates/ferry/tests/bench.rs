@@ -1,0 +1,166 @@
+//! `ferry bench` as a process: a small bench reports every figure, never beats its own
+//! lower bound, and ends every run done; shapes CloudStack could not hold and bad flags
+//! are refused with exit 2. No timing thresholds: the figures depend on the machine.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn ferry() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command
+        .env_remove("FERRY_SERVER")
+        .env_remove("FERRY_TOKEN")
+        .env_remove("FERRY_CONFIG")
+        .env_remove("FERRY_LOG");
+    command
+}
+
+#[test]
+fn a_small_bench_reports_every_figure_and_never_beats_its_bound() {
+    let output = ferry()
+        .args([
+            "bench",
+            "--vms",
+            "3",
+            "--disks",
+            "2",
+            "--appliances",
+            "2",
+            "--time-scale",
+            "0.01",
+            "--output",
+            "json",
+        ])
+        .output()
+        .expect("ferry bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}\n{stdout}\n{stderr}",
+        output.status
+    );
+    let last = stdout.lines().last().expect("a line of output");
+    let report: Value = serde_json::from_str(last).expect("the last line is one JSON object");
+
+    for key in [
+        "makespan_s",
+        "lower_bound_s",
+        "ratio",
+        "test_failover_makespan_s",
+        "test_failover_lower_bound_s",
+        "test_failover_ratio",
+        "cleanup_makespan_s",
+        "cleanup_lower_bound_s",
+        "cleanup_ratio",
+        "calls_total",
+        "calls_per_vm",
+        "peak_rss_mib",
+        "time_scale",
+    ] {
+        assert!(
+            report[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key} is a positive number: {report}"
+        );
+    }
+    for (key, value) in [("vms", 3), ("disks", 2), ("appliances", 2)] {
+        assert_eq!(report[key], value, "{report}");
+    }
+    for key in ["p50", "p95", "max"] {
+        assert!(
+            report["time_to_running_s"][key]
+                .as_f64()
+                .is_some_and(|v| v > 0.0),
+            "time_to_running_s.{key}: {report}"
+        );
+    }
+    assert!(
+        report["polls_per_job"]["median"].as_f64() >= Some(1.0),
+        "{report}"
+    );
+    assert!(
+        report["polls_per_job"]["max"].as_u64() >= Some(1),
+        "{report}"
+    );
+    // Every async command a test failover and a cleanup use was called, and each VM's
+    // jobs were counted: 3 VMs × 2 disks, each snapshotted once.
+    let calls = &report["calls_per_command"];
+    for command in [
+        "createSnapshot",
+        "deployVirtualMachine",
+        "detachVolume",
+        "attachVolume",
+        "startVirtualMachine",
+        "stopVirtualMachine",
+        "revertSnapshot",
+        "deleteSnapshot",
+        "destroyVirtualMachine",
+        "queryAsyncJobResult",
+    ] {
+        assert!(calls[command].as_u64() >= Some(1), "{command}: {report}");
+    }
+    assert_eq!(calls["createSnapshot"], 6, "{report}");
+    assert_eq!(
+        report["test_failover"]["max_concurrent_runs"], 3,
+        "{report}"
+    );
+
+    // No client beats the bound: if one seemed to, the bound would be wrong.
+    for key in ["ratio", "test_failover_ratio", "cleanup_ratio"] {
+        let ratio = report[key].as_f64().expect("a number");
+        assert!(ratio >= 1.0, "{key} {ratio} < 1: {report}");
+    }
+    for phase in ["test_failover", "cleanup"] {
+        let p = &report[phase];
+        assert!(p["chain_s"].as_f64() > Some(0.0), "{report}");
+        assert!(
+            p["busiest_queue"]["busy_s"].as_f64() > Some(0.0),
+            "{report}"
+        );
+        assert!(
+            p["lower_bound_s"].as_f64() >= p["chain_s"].as_f64(),
+            "{report}"
+        );
+    }
+
+    // Every run ended done: three test failovers and three cleanups.
+    assert_eq!(report["runs_done"], 6, "{report}");
+    assert_eq!(report["runs_not_done"], serde_json::json!([]), "{report}");
+}
+
+#[test]
+fn more_replicas_than_an_appliance_takes_are_refused_with_what_fits() {
+    let output = ferry()
+        .args(["bench", "--vms", "100", "--disks", "4", "--appliances", "2"])
+        .output()
+        .expect("ferry bench runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("200 replica volumes on one appliance"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("at most 32 data volumes"), "{stderr}");
+    assert!(stderr.contains("at most 16 such VMs"), "{stderr}");
+    assert!(stderr.contains("--appliances 13"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn bad_flags_exit_2() {
+    for args in [
+        &["bench", "--vms", "0"][..],
+        &["bench", "--disks", "33"],
+        &["bench", "--time-scale", "0"],
+        &["bench", "--time-scale", "fast"],
+    ] {
+        let output = ferry().args(args).output().expect("ferry bench runs");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
