@@ -468,7 +468,10 @@ fn registration_of_a_bad_definition_names_every_problem_and_writes_nothing() {
         .unwrap_or_else(|e| panic!("{e}"));
     let (refused, registered) = (refused.get(), registered.get());
     eprintln!(
-        "RELIABILITY fuzz vm-definition registration refused={refused} registered={registered}"
+        "RELIABILITY fuzz vm-definition cases_per_parse_property={} parse_properties=3 \
+         registration_cases={} refused={refused} registered={registered}",
+        cases(512).cases,
+        cases(192).cases
     );
     assert!(
         refused > 0,

@@ -391,6 +391,10 @@ fn zero_and_overflowing_durations_are_refused_by_name() {
         assert!(error.contains(says), "{key} = {value}: {error}");
     }
     full_config_is_accepted();
+    eprintln!(
+        "RELIABILITY fuzz config cases_per_property={} properties=2 pinned_refusals=6",
+        cases(512).cases
+    );
 }
 
 fn full_config_is_accepted() {
