@@ -393,9 +393,12 @@ fn check(p: &Processes, seen: &mut Seen, json: bool) {
         environ.contains(SECRET) && environ.contains(TOKEN),
         "the server was given both secrets"
     );
-    // The log is the verbose one: it tells of CloudStack jobs and the volume daemon.
+    // The log is the verbose one: debug lines, of the CloudStack calls among others.
     assert!(
-        log.contains("job accepted") && log.contains("attachVolume"),
+        log.contains("DEBUG")
+            && log.contains("attachVolume")
+            && log.contains("deployVirtualMachine")
+            && log.len() > 100_000,
         "a debug log of the whole run was expected:\n{}",
         &log[..log.len().min(2000)]
     );
