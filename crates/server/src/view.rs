@@ -403,7 +403,7 @@ fn story(run: &Run, vm: &str, steps: &[store::StepRecord]) -> (Vec<String>, Opti
             match run.state {
                 RunState::Unwinding => story.push(format!("It is undoing the steps that ran, in reverse; {undone} undone so far.")),
                 RunState::Unwound if forward_only(run.workflow) => story.push(format!(
-                    "A {} only goes forward: what its steps did stays done, and running it again picks up from what it finds. Ended after {elapsed}.",
+                    "A {} goes forward: what its steps did stays done — except that a replica it had detached and not yet put on the appliance was put back on the VM it came from — and running it again picks up from what it finds. Ended after {elapsed}.",
                     run.workflow
                 )),
                 RunState::Unwound => story.push(format!(

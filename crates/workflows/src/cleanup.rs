@@ -24,7 +24,8 @@ use store::{VmState, Workflow};
 
 use crate::common::{
     Reverted, RunInput, appliance_vm_id, destroy_vm_without_replicas, ensure_on_appliance,
-    ensure_stopped, find_vm, input, protected_vm, revert_detached_replicas,
+    ensure_stopped, find_vm, input, protected_vm, put_back_detached_replicas,
+    revert_detached_replicas,
 };
 use crate::env::{Env, call, store_error, volume_error};
 use crate::test_failover::clone::{Deleted, delete_clones, is_clone};
@@ -181,12 +182,18 @@ impl Step<Env> for DetachFromTestVm {
         Ok(json!({ "detached": detached, "unexpected": unexpected }))
     }
 
-    /// A forward workflow: the next cleanup finishes what this one left.
+    /// The cleanup failed after this step (or in it): a replica it left attached to
+    /// nothing goes back on the test VM, as the run found it, for the next cleanup to
+    /// detach, revert and re-attach. A replica already back on the appliance stays:
+    /// it was reverted before it was re-attached.
     async fn undo(
         &self,
-        _cx: &StepContext<'_, Env>,
+        cx: &StepContext<'_, Env>,
         _output: Option<&Value>,
     ) -> Result<(), StepError> {
+        let input = input(cx)?;
+        let vm = find_vm(cx.ctx, &input.target_name).await?;
+        put_back_detached_replicas(cx, &input.plan, vm.as_ref()).await?;
         Ok(())
     }
 }

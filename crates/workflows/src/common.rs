@@ -308,6 +308,86 @@ pub(crate) async fn ensure_on_appliance(
     Ok(())
 }
 
+/// Puts every replica of `plan` that is attached to nothing back on `vm` — the VM the
+/// run took it from — at its planned device id (the boot disk as ROOT), and records
+/// where it is. This is the undo of a forward workflow's detach: a cleanup or rollback
+/// that fails after detaching must not end with a replica attached to nothing (DESIGN
+/// §5); the next run of the workflow detaches it again and finishes. A replica on any
+/// VM is left where it is. `vm` is `None` when the VM is gone: a replica attached to
+/// nothing then cannot be put back, and the undo fails (the run is stuck, for an
+/// operator) rather than guess where it belongs.
+pub(crate) async fn put_back_detached_replicas(
+    cx: &StepContext<'_, Env>,
+    plan: &DevicePlan,
+    vm: Option<&cloudstack::VirtualMachine>,
+) -> Result<Vec<String>, StepError> {
+    let env = cx.ctx;
+    let mut adrift = Vec::new();
+    for d in plan.disks() {
+        let volume = env
+            .cloud
+            .get_volume(&d.volume_id)
+            .await
+            .map_err(|e| cloud_error("looking up a replica", e))?
+            .ok_or_else(|| StepError::Definitive(format!("replica {} is gone", d.volume_id)))?;
+        if volume.virtualmachineid.is_none() {
+            adrift.push(d);
+        }
+    }
+    if adrift.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(vm) = vm else {
+        return Err(StepError::Definitive(format!(
+            "replica(s) {} are attached to nothing and the VM they came from is gone: \
+             attach each to the appliance (after reverting it to the run's snapshot if \
+             it was a test VM's), then abandon the run",
+            adrift
+                .iter()
+                .map(|d| d.volume_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    // The boot disk goes back as ROOT, which CloudStack allows on a stopped VM only.
+    ensure_stopped(cx, vm).await?;
+    let mut put_back = Vec::new();
+    for d in adrift {
+        let key = call(
+            cx,
+            &format!("undo-{}", cx.step),
+            &format!("{}/{}", d.volume_id, vm.id),
+        );
+        let attached = if d.is_boot {
+            env.volumes.attach_root(&key, &d.volume_id, &vm.id).await
+        } else {
+            env.volumes
+                .attach(&key, &d.volume_id, &vm.id, Some(d.device_id))
+                .await
+        }
+        .map_err(|e| {
+            volume_error(
+                &format!("putting replica {} back on VM {}", d.volume_id, vm.id),
+                e,
+            )
+        })?;
+        env.store
+            .record_attachment(
+                &d.volume_id,
+                &store::Attachment {
+                    vm_id: Some(vm.id.clone()),
+                    device_id: attached.device_id,
+                    device_path: None,
+                    seen_at: None,
+                },
+            )
+            .await
+            .map_err(|e| store_error("recording the attach", e))?;
+        put_back.push(d.volume_id.clone());
+    }
+    Ok(put_back)
+}
+
 /// Refuses to destroy a VM that still holds a replica volume: expunging a VM deletes
 /// whatever volume is its ROOT.
 pub(crate) async fn destroy_vm_without_replicas(

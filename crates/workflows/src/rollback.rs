@@ -40,7 +40,9 @@ use serde_json::{Value, json};
 use store::{VmState, Workflow};
 
 use crate::cleanup::{DeleteSnapshots, ReattachReplicas};
-use crate::common::{StartError, destroy_vm_without_replicas, ensure_stopped, input};
+use crate::common::{
+    StartError, destroy_vm_without_replicas, ensure_stopped, input, put_back_detached_replicas,
+};
 use crate::env::{Env, call, cloud_error, pending_job, record_job, store_error, volume_error};
 use crate::hooks::{HookContext, HookPoint, run_all};
 use crate::live::{follow_up, live_vm};
@@ -192,12 +194,17 @@ impl Step<Env> for DetachFromVm {
         Ok(json!({ "detached": detached, "unexpected": unexpected }))
     }
 
-    /// A forward workflow: the next rollback finishes what this one left.
+    /// The rollback failed after this step (or in it): a replica it left attached to
+    /// nothing goes back on the live VM (stopped), as the run found it, for the next
+    /// rollback to finish.
     async fn undo(
         &self,
-        _cx: &StepContext<'_, Env>,
+        cx: &StepContext<'_, Env>,
         _output: Option<&Value>,
     ) -> Result<(), StepError> {
+        let input = input(cx)?;
+        let vm = live_vm(cx).await?;
+        put_back_detached_replicas(cx, &input.plan, vm.as_ref()).await?;
         Ok(())
     }
 }

@@ -28,7 +28,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::flows::{Flow, assert_tracked};
+use common::flows::{Flow, assert_invariants};
 use common::{TestResult, rig};
 use engine::Outcome;
 use futures::StreamExt;
@@ -146,7 +146,7 @@ async fn check(
                 "the run's error does not name the injected failure: {error}"
             );
             if flow.is_forward() {
-                assert_tracked(rig).await?;
+                assert_invariants(rig).await?;
                 let again = flow.start(&rig.env).await?;
                 let outcome = rig
                     .engine

@@ -363,19 +363,10 @@ async fn assert_no_live_vm(rig: &Rig) -> TestResult {
 /// appliance and the store's target exists; every volume is the appliance's ROOT, a
 /// replica, or one ferry created and still tracks.
 pub async fn assert_invariants(rig: &Rig) -> TestResult {
-    invariants(rig, false).await
+    invariants(rig).await
 }
 
-/// [`assert_invariants`], except that a replica may be detached (attached to
-/// nothing) if the store says so: where a forward workflow (cleanup, rollback) that
-/// failed half-way leaves the replicas it had detached and not yet re-attached, for
-/// the next run to finish. DESIGN §5 asks for the stronger form after every run; see
-/// docs/reliability.md ("Findings").
-pub async fn assert_tracked(rig: &Rig) -> TestResult {
-    invariants(rig, true).await
-}
-
-async fn invariants(rig: &Rig, detached_ok: bool) -> TestResult {
+async fn invariants(rig: &Rig) -> TestResult {
     let vm = rig.env.store.vm("pgtest1").await?.expect("registered");
     let allowed: Vec<&str> = std::iter::once(ids::APPLIANCE_OMA)
         .chain(vm.target_vm_id.as_deref())
@@ -390,7 +381,7 @@ async fn invariants(rig: &Rig, detached_ok: bool) -> TestResult {
             .ok_or_else(|| anyhow::anyhow!("replica {id} was deleted"))?;
         let on = v.virtualmachineid.as_deref();
         anyhow::ensure!(
-            on.is_some_and(|on| allowed.contains(&on)) || (detached_ok && on.is_none()),
+            on.is_some_and(|on| allowed.contains(&on)),
             "replica {id} is on {on:?}, not on one of {allowed:?}"
         );
         anyhow::ensure!(
