@@ -699,7 +699,14 @@ impl Client {
                     tracing::debug!(job_id = %job.job_id, error = %e, "poll failed transiently");
                     continue;
                 }
-                Err(e) => return Err(e),
+                // The job's outcome is not known: it may still run and succeed.
+                Err(e) => {
+                    return Err(Error::PollRefused {
+                        command: job.command.clone(),
+                        job_id: job.job_id.clone(),
+                        source: Box::new(e),
+                    });
+                }
             };
             match state.jobstatus {
                 JobStatus::Pending => {

@@ -85,6 +85,15 @@ pub enum Error {
         job_id: String,
         waited: Duration,
     },
+    /// CloudStack refused to tell a job's state (`queryAsyncJobResult` failed for a
+    /// reason other than a transient one): the job may still run and succeed.
+    #[error("cannot read the state of CloudStack job {job_id} ({command})")]
+    PollRefused {
+        command: String,
+        job_id: String,
+        #[source]
+        source: Box<Error>,
+    },
     /// The response did not have the shape CloudStack gives.
     #[error("{command}: unexpected response from CloudStack: {detail}")]
     Decode {
@@ -127,7 +136,7 @@ impl Error {
                     ErrorClass::Transient
                 }
             }
-            Error::JobTimeout { .. } => ErrorClass::Unknown,
+            Error::JobTimeout { .. } | Error::PollRefused { .. } => ErrorClass::Unknown,
             Error::Decode { mutation, .. } => {
                 if *mutation {
                     ErrorClass::Unknown
@@ -157,7 +166,9 @@ impl Error {
     /// The async job id the error concerns, if any.
     pub fn job_id(&self) -> Option<&str> {
         match self {
-            Error::JobFailed { job_id, .. } | Error::JobTimeout { job_id, .. } => Some(job_id),
+            Error::JobFailed { job_id, .. }
+            | Error::JobTimeout { job_id, .. }
+            | Error::PollRefused { job_id, .. } => Some(job_id),
             _ => None,
         }
     }
@@ -171,6 +182,7 @@ impl Error {
             | Error::Connect { command, .. }
             | Error::NoResponse { command, .. }
             | Error::JobTimeout { command, .. }
+            | Error::PollRefused { command, .. }
             | Error::Decode { command, .. } => command,
         }
     }
@@ -179,6 +191,18 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_poll_leaves_the_job_unknown_not_failed() {
+        let e = Error::PollRefused {
+            command: "startVirtualMachine".into(),
+            job_id: "j-1".into(),
+            source: Box::new(api(431)),
+        };
+        assert_eq!(e.class(), ErrorClass::Unknown);
+        assert_eq!(e.job_id(), Some("j-1"));
+        assert_eq!(e.command(), "startVirtualMachine");
+    }
 
     fn api(code: u16) -> Error {
         Error::Api {
