@@ -370,6 +370,9 @@ async fn a_second_process_on_postgresql_takes_over_the_run_of_a_killed_one() -> 
 }
 
 async fn takeover(sim: &Sim, db: &store::Store, a: &mut Serve, b: &mut Serve) -> TestResult {
+    // The snapshot takes 0.5 s, so that the kill surely lands while its job is in
+    // flight, however loaded the machine.
+    sim.set_latency("createSnapshot", 50_000).await?;
     a.api.add_pgtest1().await?;
     let before = sim.generations().await?;
     let stats = sim.stats().await?;

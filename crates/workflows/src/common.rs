@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use store::{VmState, Workflow};
 use volumed::Presence;
 
-use crate::env::{Env, call, cloud_error, pending_job, record_job, store_error, volume_error};
+use crate::env::{
+    Env, call, cloud_error, pending_job, pending_or_done_job, record_job, store_error, volume_error,
+};
 use crate::plan::DevicePlan;
 
 /// Runs every one of `operations` to its end and returns their outputs, or the first
@@ -210,9 +212,14 @@ pub(crate) async fn ensure_stopped(
     if vm.state == "Stopped" {
         return Ok(());
     }
-    let job = match pending_job(cx, "stopVirtualMachine").await? {
+    let job = match pending_job(cx, "stopVirtualMachine", Some(&vm.id)).await? {
         Some(job) => job,
         None => {
+            // A stop this step recorded may have ended since `vm` was read: look again,
+            // after the job, before sending another.
+            if !needs(env, &vm.id, "Stopped").await? {
+                return Ok(());
+            }
             let job = env
                 .cloud
                 .stop_virtual_machine(&vm.id, true)
@@ -227,6 +234,17 @@ pub(crate) async fn ensure_stopped(
         .await
         .map_err(|e| cloud_error("stopping the target VM", e))?;
     Ok(())
+}
+
+/// Whether VM `vm_id` is, as CloudStack has it now, not yet in `state` (a VM that is
+/// gone is in no state to change).
+pub(crate) async fn needs(env: &Env, vm_id: &str, state: &str) -> Result<bool, StepError> {
+    Ok(env
+        .cloud
+        .get_virtual_machine(vm_id)
+        .await
+        .map_err(|e| cloud_error("looking up the target VM", e))?
+        .is_some_and(|vm| vm.state != state))
 }
 
 /// Ensures a replica volume is attached to its appliance and seen there: detached from
@@ -417,7 +435,7 @@ pub(crate) async fn destroy_vm_without_replicas(
             expunged_with_it.push(v.id.clone());
         }
     }
-    let job = match pending_job(cx, "destroyVirtualMachine").await? {
+    let job = match pending_or_done_job(cx, "destroyVirtualMachine", Some(&vm.id)).await? {
         Some(job) => job,
         None => {
             let job = env

@@ -119,7 +119,37 @@ pub(crate) async fn record_job<T>(
 pub(crate) async fn pending_job<T>(
     cx: &StepContext<'_, Env>,
     command: &str,
+    vm_id: Option<&str>,
 ) -> Result<Option<cloudstack::Job<T>>, StepError> {
+    Ok(match recorded_job(cx, command, vm_id).await? {
+        Some((job, cloudstack::JobStatus::Pending)) => Some(job),
+        _ => None,
+    })
+}
+
+/// Like [`pending_job`], but also a job that has succeeded: for a command whose effect
+/// cannot be seen once done (a destroy: the VM is gone, and a second destroy fails).
+/// A VM found before such a job ended must not be destroyed again.
+pub(crate) async fn pending_or_done_job<T>(
+    cx: &StepContext<'_, Env>,
+    command: &str,
+    vm_id: Option<&str>,
+) -> Result<Option<cloudstack::Job<T>>, StepError> {
+    Ok(match recorded_job(cx, command, vm_id).await? {
+        Some((job, cloudstack::JobStatus::Pending | cloudstack::JobStatus::Succeeded)) => Some(job),
+        _ => None,
+    })
+}
+
+/// The last job of `command` this run's step recorded, with its state in CloudStack now
+/// — or, when none is recorded (a process killed after CloudStack accepted the command
+/// and before the run log had its id), a pending job of that command on `vm_id` that
+/// CloudStack lists.
+async fn recorded_job<T>(
+    cx: &StepContext<'_, Env>,
+    command: &str,
+    vm_id: Option<&str>,
+) -> Result<Option<(cloudstack::Job<T>, cloudstack::JobStatus)>, StepError> {
     let events = cx
         .ctx
         .store
@@ -142,7 +172,7 @@ pub(crate) async fn pending_job<T>(
         Some((job_id, vm_id))
     });
     let Some((job_id, vm_id)) = recorded else {
-        return Ok(None);
+        return unrecorded_job(cx, command, vm_id).await;
     };
     let state = cx
         .ctx
@@ -150,11 +180,48 @@ pub(crate) async fn pending_job<T>(
         .query_async_job_result(&job_id)
         .await
         .map_err(|e| cloud_error(&format!("looking up CloudStack job {job_id}"), e))?;
-    Ok(match state.jobstatus {
-        cloudstack::JobStatus::Pending => {
-            tracing::info!(run = %cx.run.id, step = cx.step, job_id, command, "resuming a CloudStack job in flight");
-            Some(cloudstack::Job::resume(command, job_id, vm_id))
-        }
-        _ => None,
-    })
+    if state.jobstatus == cloudstack::JobStatus::Pending {
+        tracing::info!(run = %cx.run.id, step = cx.step, job_id, command, "resuming a CloudStack job in flight");
+    }
+    Ok(Some((
+        cloudstack::Job::resume(command, job_id, vm_id),
+        state.jobstatus,
+    )))
+}
+
+/// A pending job of `command` on VM `vm_id` that CloudStack lists (`listAsyncJobs`).
+async fn unrecorded_job<T>(
+    cx: &StepContext<'_, Env>,
+    command: &str,
+    vm_id: Option<&str>,
+) -> Result<Option<(cloudstack::Job<T>, cloudstack::JobStatus)>, StepError> {
+    let class = match command {
+        "startVirtualMachine" => "StartVMCmd",
+        "stopVirtualMachine" => "StopVMCmd",
+        "destroyVirtualMachine" => "DestroyVMCmd",
+        _ => return Ok(None),
+    };
+    let Some(vm_id) = vm_id else {
+        return Ok(None);
+    };
+    let jobs = cx
+        .ctx
+        .cloud
+        .list_async_jobs()
+        .await
+        .map_err(|e| cloud_error("listing CloudStack's jobs", e))?;
+    Ok(jobs
+        .into_iter()
+        .find(|j| {
+            j.jobstatus == cloudstack::JobStatus::Pending
+                && j.jobinstanceid.as_deref() == Some(vm_id)
+                && j.cmd.as_deref().is_some_and(|c| c.contains(class))
+        })
+        .map(|j| {
+            tracing::info!(run = %cx.run.id, step = cx.step, job_id = %j.jobid, command, "adopting a CloudStack job in flight that the run log had not recorded");
+            (
+                cloudstack::Job::resume(command, j.jobid, Some(vm_id.to_string())),
+                cloudstack::JobStatus::Pending,
+            )
+        }))
 }

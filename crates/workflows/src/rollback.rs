@@ -41,7 +41,8 @@ use store::{VmState, Workflow};
 
 use crate::cleanup::{DeleteSnapshots, ReattachReplicas};
 use crate::common::{
-    StartError, destroy_vm_without_replicas, ensure_stopped, input, put_back_detached_replicas,
+    StartError, destroy_vm_without_replicas, ensure_stopped, input, needs,
+    put_back_detached_replicas,
 };
 use crate::env::{Env, call, cloud_error, pending_job, record_job, store_error, volume_error};
 use crate::hooks::{HookContext, HookPoint, run_all};
@@ -104,7 +105,11 @@ impl Step<Env> for StopVm {
             return Ok(json!({ "vm_id": vm.id, "found": true, "forced": false }));
         }
         // Gracefully: the guest's writes are kept (see the module doc).
-        let pending = pending_job(cx, "stopVirtualMachine").await?;
+        let pending = pending_job(cx, "stopVirtualMachine", Some(&vm.id)).await?;
+        // A stop this step recorded may have ended since the VM was read.
+        if pending.is_none() && !needs(env, &vm.id, "Stopped").await? {
+            return Ok(json!({ "vm_id": vm.id, "found": true, "forced": false }));
+        }
         let graceful = async {
             let job = match pending {
                 Some(job) => job,

@@ -23,7 +23,8 @@ use volumed::Presence;
 
 use crate::common::{
     Network, RunInput, all_to_the_end, appliance_vm_id, destroy_vm_without_replicas,
-    ensure_on_appliance, ensure_stopped, find_vm, input, protected_vm, revert_detached_replicas,
+    ensure_on_appliance, ensure_stopped, find_vm, input, needs, protected_vm,
+    revert_detached_replicas,
 };
 use crate::env::{Env, call, cloud_error, pending_job, record_job, store_error, volume_error};
 use crate::plan::{DevicePlan, KVM_MAX_DATA_DISKS};
@@ -338,7 +339,7 @@ impl Step<Env> for CreateVm {
         let vm = protected_vm(cx).await?;
         // A deploy this step submitted before a crash: wait for it to finish first.
         if let Some(job) =
-            pending_job::<cloudstack::VirtualMachine>(cx, "deployVirtualMachine").await?
+            pending_job::<cloudstack::VirtualMachine>(cx, "deployVirtualMachine", None).await?
         {
             env.cloud
                 .wait(&job)
@@ -803,8 +804,12 @@ impl Step<Env> for StartVm {
             .map_err(|e| cloud_error("looking up the target VM", e))?
             .ok_or_else(|| StepError::Definitive(format!("target VM {target} is gone")))?;
         if vm.state != "Running" {
-            let job = match pending_job(cx, "startVirtualMachine").await? {
+            let job = match pending_job(cx, "startVirtualMachine", Some(&target)).await? {
                 Some(job) => job,
+                // A start this step recorded may have ended since the VM was read.
+                None if !needs(env, &target, "Running").await? => {
+                    return Ok(json!({ "vm_id": target, "state": "Running" }));
+                }
                 None => {
                     let job = env
                         .cloud
