@@ -482,11 +482,10 @@ pub(crate) async fn revert_detached_replicas(
     input: &RunInput,
 ) -> Result<Reverted, StepError> {
     let env = cx.ctx;
-    let mut out = Reverted {
-        reverted: Vec::new(),
-        missing: Vec::new(),
-    };
-    for d in input.plan.disks() {
+    // A detached replica's revert runs on its own CloudStack queue: all at once (each to
+    // its end), since one after another would add a revert per disk that CloudStack
+    // does not impose.
+    let each = all_to_the_end(input.plan.disks().iter().map(|d| async move {
         let volume = env
             .cloud
             .get_volume(&d.volume_id)
@@ -499,7 +498,7 @@ pub(crate) async fn revert_detached_replicas(
                 ))
             })?;
         if volume.virtualmachineid.is_some() {
-            continue;
+            return Ok(None);
         }
         let name = crate::test_failover::snapshot_name(&input.target_name, d.device_key);
         let snapshot = env
@@ -517,9 +516,20 @@ pub(crate) async fn revert_detached_replicas(
                     .map_err(|e| {
                         volume_error(&format!("reverting replica {} to {}", d.volume_id, s.id), e)
                     })?;
-                out.reverted.push((d.volume_id.clone(), s.id));
+                Ok(Some(Ok((d.volume_id.clone(), s.id))))
             }
-            None => out.missing.push(d.volume_id.clone()),
+            None => Ok(Some(Err(d.volume_id.clone()))),
+        }
+    }))
+    .await?;
+    let mut out = Reverted {
+        reverted: Vec::new(),
+        missing: Vec::new(),
+    };
+    for outcome in each.into_iter().flatten() {
+        match outcome {
+            Ok(pair) => out.reverted.push(pair),
+            Err(volume) => out.missing.push(volume),
         }
     }
     Ok(out)

@@ -310,20 +310,27 @@ pub(crate) async fn delete_run_snapshots(
 ) -> Result<(), StepError> {
     let env = cx.ctx;
     let input = input(cx)?;
-    for d in input.plan.disks() {
-        let name = snapshot_name(&input.target_name, d.device_key);
-        let snapshots = env
-            .cloud
-            .list_snapshots(Some(&d.volume_id), None)
-            .await
-            .map_err(|e| cloud_error("listing snapshots", e))?;
-        for s in snapshots.iter().filter(|s| s.name == name) {
-            env.volumes
-                .delete_snapshot(&call(cx, step, &s.id), &s.id)
+    // Each snapshot is deleted on its own CloudStack queue: all at once (each to its
+    // end).
+    all_to_the_end(input.plan.disks().iter().map(|d| {
+        let input = &input;
+        async move {
+            let name = snapshot_name(&input.target_name, d.device_key);
+            let snapshots = env
+                .cloud
+                .list_snapshots(Some(&d.volume_id), None)
                 .await
-                .map_err(|e| volume_error(&format!("deleting snapshot {}", s.id), e))?;
+                .map_err(|e| cloud_error("listing snapshots", e))?;
+            for s in snapshots.iter().filter(|s| s.name == name) {
+                env.volumes
+                    .delete_snapshot(&call(cx, step, &s.id), &s.id)
+                    .await
+                    .map_err(|e| volume_error(&format!("deleting snapshot {}", s.id), e))?;
+            }
+            Ok::<_, StepError>(())
         }
-    }
+    }))
+    .await?;
     Ok(())
 }
 
