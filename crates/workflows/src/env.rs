@@ -172,6 +172,11 @@ async fn recorded_job<T>(
         Some((job_id, vm_id))
     });
     let Some((job_id, vm_id)) = recorded else {
+        // Only a step tried before (a crash, a retry) can have sent a command it did
+        // not get to record; a first attempt has nothing to look for.
+        if cx.attempt <= 1 {
+            return Ok(None);
+        }
         return unrecorded_job(cx, command, vm_id).await;
     };
     let state = cx
