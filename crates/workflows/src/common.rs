@@ -203,6 +203,30 @@ pub(crate) async fn find_vm(
         .find(|v| v.name == name && v.state != "Destroyed" && v.state != "Expunging"))
 }
 
+/// The target VM's id, as the run's create-vm step recorded it.
+pub(crate) fn target_vm_id(cx: &StepContext<'_, Env>) -> Result<String, StepError> {
+    cx.output("create-vm")?["vm_id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| StepError::Definitive("create-vm recorded no target VM id".into()))
+}
+
+/// What CloudStack has attached to the target VM: (volume id, device id, size), the
+/// form [`DevicePlan::verify`] checks.
+pub(crate) async fn observed_disks(
+    env: &Env,
+    target: &str,
+) -> Result<Vec<(String, Option<i64>, i64)>, StepError> {
+    Ok(env
+        .volumes
+        .list_vm_volumes(target)
+        .await
+        .map_err(|e| volume_error("listing the target VM's volumes", e))?
+        .into_iter()
+        .map(|v| (v.id, v.device_id, v.size_bytes))
+        .collect())
+}
+
 /// Ensures the VM is stopped (forced: a test VM's guest state is thrown away).
 pub(crate) async fn ensure_stopped(
     cx: &StepContext<'_, Env>,

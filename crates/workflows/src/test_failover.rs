@@ -23,8 +23,8 @@ use volumed::Presence;
 
 use crate::common::{
     Network, RunInput, all_to_the_end, appliance_vm_id, destroy_vm_without_replicas,
-    ensure_on_appliance, ensure_stopped, find_vm, input, needs, protected_vm,
-    revert_detached_replicas,
+    ensure_on_appliance, ensure_stopped, find_vm, input, needs, observed_disks, protected_vm,
+    revert_detached_replicas, target_vm_id,
 };
 use crate::env::{Env, call, cloud_error, pending_job, record_job, store_error, volume_error};
 use crate::plan::{DevicePlan, KVM_MAX_DATA_DISKS};
@@ -438,10 +438,7 @@ impl Step<Env> for RemovePlaceholderRoot {
 
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
         let env = cx.ctx;
-        let target = cx.output("create-vm")?["vm_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let target = target_vm_id(cx)?;
         // The placeholder is whatever non-replica volume sits at device 0 — and, for a
         // run resumed after it was detached but before it was deleted, the volume
         // create-vm recorded as this run's placeholder, wherever it is now.
@@ -640,10 +637,7 @@ impl Step<Env> for AttachReplicas {
         refuse_in_clone_mode(cx, self.name())?;
         let env = cx.ctx;
         let input = input(cx)?;
-        let target = cx.output("create-vm")?["vm_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let target = target_vm_id(cx)?;
         // CloudStack runs one VM's jobs one at a time: attaching in plan order costs
         // nothing, and keeps the guest's probe order that of the plan.
         for d in input.plan.disks() {
@@ -733,7 +727,7 @@ impl Step<Env> for AttachReplicas {
         let reverted = revert_detached_replicas(cx, "undo-attach-replicas", &input).await?;
         if !reverted.missing.is_empty() {
             return Err(StepError::Definitive(format!(
-                "cannot revert replicas {}: their snapshots are gone, so they may hold the target VM's writes;                  resynchronise them from the source, then abandon this run",
+                "cannot revert replicas {}: their snapshots are gone, so they may hold the target VM's writes; resynchronise them from the source, then abandon this run",
                 reverted.missing.join(", ")
             )));
         }
@@ -750,18 +744,8 @@ impl Step<Env> for Verify {
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
-        let target = cx.output("create-vm")?["vm_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let observed: Vec<(String, Option<i64>, i64)> = env
-            .volumes
-            .list_vm_volumes(&target)
-            .await
-            .map_err(|e| volume_error("listing the target VM's volumes", e))?
-            .into_iter()
-            .map(|v| (v.id, v.device_id, v.size_bytes))
-            .collect();
+        let target = target_vm_id(cx)?;
+        let observed = observed_disks(env, &target).await?;
         input.plan.verify(&observed).map_err(|mismatches| {
             StepError::Definitive(format!(
                 "the target VM's disks differ from the plan: {}",
@@ -800,10 +784,7 @@ impl Step<Env> for StartVm {
 
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
         let env = cx.ctx;
-        let target = cx.output("create-vm")?["vm_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let target = target_vm_id(cx)?;
         let vm = env
             .cloud
             .get_virtual_machine(&target)
@@ -856,10 +837,7 @@ impl Step<Env> for Record {
     }
 
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
-        let target = cx.output("create-vm")?["vm_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let target = target_vm_id(cx)?;
         cx.ctx
             .store
             .set_vm_state(&cx.run.vm_id, self.0, Some(&target))

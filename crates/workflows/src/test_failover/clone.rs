@@ -30,7 +30,8 @@ use store::VmState;
 
 use super::{CreateVm, Mode, Record, RemovePlaceholderRoot, Snapshot, StartVm, Validate, run_mode};
 use crate::common::{
-    Network, RunInput, appliance_vm_id, ensure_stopped, find_vm, input, protected_vm,
+    Network, RunInput, appliance_vm_id, ensure_stopped, find_vm, input, observed_disks,
+    protected_vm, target_vm_id,
 };
 use crate::env::{Env, call, cloud_error, store_error, volume_error};
 use crate::plan::DevicePlan;
@@ -295,10 +296,7 @@ impl Step<Env> for AttachClones {
         let env = cx.ctx;
         let input = input(cx)?;
         let clones = clones(cx)?;
-        let target = cx.output("create-vm")?["vm_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let target = target_vm_id(cx)?;
         // In plan order, as in replica mode: one VM's jobs run one at a time anyway.
         for d in input.plan.disks() {
             let clone_id = clones.get(&d.volume_id).ok_or_else(|| {
@@ -380,18 +378,8 @@ impl Step<Env> for VerifyClones {
         let env = cx.ctx;
         let input = input(cx)?;
         let clones = clones(cx)?;
-        let target = cx.output("create-vm")?["vm_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let observed: Vec<(String, Option<i64>, i64)> = env
-            .volumes
-            .list_vm_volumes(&target)
-            .await
-            .map_err(|e| volume_error("listing the target VM's volumes", e))?
-            .into_iter()
-            .map(|v| (v.id, v.device_id, v.size_bytes))
-            .collect();
+        let target = target_vm_id(cx)?;
+        let observed = observed_disks(env, &target).await?;
         let mut problems = verify_clones(&input.plan, &clones, &observed);
         // And the point of clone mode: the replicas are where they were.
         let vm = protected_vm(cx).await?;
