@@ -329,15 +329,9 @@ async fn started(
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
     let run = run?;
     state.worker.wake();
-    let vm = state.env.store.vm_by_id(&run.vm_id).await?;
-    tracing::info!(run = %run.id, workflow = %run.workflow, vm = vm.as_ref().map(|v| v.name.as_str()).unwrap_or(""), "run started");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(view::run_summary(
-            &run,
-            vm.as_ref().map(|v| v.name.as_str()).unwrap_or(""),
-        )),
-    ))
+    let summary = view::run_summary_of(&state.env.store, &run).await?;
+    tracing::info!(run = %run.id, workflow = %run.workflow, vm = %summary.vm, "run started");
+    Ok((StatusCode::ACCEPTED, Json(summary)))
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/test-failover", tag = "failover", request_body(content = Option<StartTest>, description = "Optional; the mode is `replica` when omitted"),
@@ -545,12 +539,8 @@ async fn summary_now(
     status: StatusCode,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
     let run = run_by_id(state, id).await?;
-    let vm = state.env.store.vm_by_id(&run.vm_id).await?;
     Ok((
         status,
-        Json(view::run_summary(
-            &run,
-            vm.as_ref().map(|v| v.name.as_str()).unwrap_or(""),
-        )),
+        Json(view::run_summary_of(&state.env.store, &run).await?),
     ))
 }

@@ -215,10 +215,23 @@ pub fn run_summary(run: &Run, vm_name: &str) -> RunSummary {
     }
 }
 
+/// [`run_summary`] with the name of the run's VM looked up.
+pub async fn run_summary_of(store: &store::Store, run: &Run) -> Result<RunSummary, ApiError> {
+    Ok(run_summary(run, &vm_name(store, &run.vm_id).await?))
+}
+
+/// The name of a protected VM by its id (`(removed)` once ferry forgot it).
+async fn vm_name(store: &store::Store, vm_id: &str) -> Result<String, ApiError> {
+    Ok(store
+        .vm_by_id(vm_id)
+        .await?
+        .map_or_else(|| "(removed)".to_string(), |vm| vm.name))
+}
+
 pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiError> {
     let store = &state.env.store;
-    let vm = store.vm_by_id(&run.vm_id).await?;
-    let vm_name = vm.as_ref().map(|v| v.name.as_str()).unwrap_or("(removed)");
+    let vm_name = vm_name(store, &run.vm_id).await?;
+    let vm_name = vm_name.as_str();
     let recorded = store.steps(&run.id).await?;
     let names: Vec<String> = match workflows::saga_for(run) {
         Ok(saga) => saga.steps.iter().map(|s| s.name().to_string()).collect(),
