@@ -242,7 +242,7 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
     }
     say(lines.join("\n"));
 
-    let leftovers = leftovers(&sim, &cleaned_up).await?;
+    let leftovers = leftovers(&running.state.env.cloud, &cleaned_up).await?;
     let elapsed = started.elapsed();
     if json {
         let report = Report {
@@ -295,13 +295,7 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
 
 /// What cloudsim still holds that the cleanup should have removed: VMs besides the
 /// appliance, snapshots, volumes not on the appliance.
-async fn leftovers(sim: &cloudsim::Running, vm: &VmDetail) -> anyhow::Result<Vec<String>> {
-    let a = &sim.announcement;
-    let client = cloudstack::Client::new(cloudstack::Config::new(
-        &a.endpoint,
-        &a.api_key,
-        SecretString::from(a.secret_key.clone()),
-    ))?;
+async fn leftovers(client: &cloudstack::Client, vm: &VmDetail) -> anyhow::Result<Vec<String>> {
     let mut found = Vec::new();
     for v in client
         .list_virtual_machines(&cloudstack::VmFilter::default())
