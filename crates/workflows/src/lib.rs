@@ -15,6 +15,7 @@
 pub mod cleanup;
 pub mod commit;
 mod common;
+pub mod cost;
 mod env;
 pub mod guest_prep;
 pub mod hooks;
