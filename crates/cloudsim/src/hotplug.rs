@@ -7,10 +7,22 @@
 //! *lowest free* letter, as virtio_blk allocates its index — not derived from the
 //! CloudStack device id — so names shift as disks come and go, and the appliance's own
 //! root disk is `vda`. Detach removes both at once.
+//!
+//! The serial is derived here, from CloudStack's rule, and not taken from the client
+//! (`cloudstack::volume_serial`): a simulator that shared the client's code would agree
+//! with it even when both are wrong. The tests compare the two.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+/// The serial KVM gives a volume's virtio disk, as
+/// `LibvirtComputingResource.diskUuidToSerial` computes it: the volume's UUID with the
+/// hyphens removed, cut to its first 20 characters (all of it when shorter).
+pub fn volume_serial(volume_id: &str) -> String {
+    let without_hyphens: String = volume_id.chars().filter(|c| *c != '-').collect();
+    without_hyphens.chars().take(20).collect()
+}
 
 /// `vd` + the Linux disk suffix of `index`: a…z, aa…az, ba…
 pub fn disk_name(index: usize) -> String {
@@ -155,6 +167,22 @@ fn unplug(root: &Path, serial: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_serial_is_the_uuid_without_hyphens_cut_to_20_characters() {
+        // `shared/reference/cloudstack.md` §3.3: `uuid.replace("-", "")`, then
+        // `substring(0, Math.min(length, 20))`.
+        assert_eq!(
+            volume_serial("6d2f3a1c-9b7e-4c1d-8a2b-0f1e2d3c4b5a"),
+            "6d2f3a1c9b7e4c1d8a2b"
+        );
+        assert_eq!(
+            volume_serial("233463a7-6161-47e9-9238-14e51ceae620"),
+            "233463a7616147e99238"
+        );
+        // `Math.min(length, 20)`: a shorter id is kept whole.
+        assert_eq!(volume_serial("ab-cd-ef"), "abcdef");
+    }
 
     #[test]
     fn linux_disk_names() {

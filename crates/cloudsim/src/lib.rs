@@ -11,9 +11,12 @@
 //! overrides, settings, accounting of per-queue busy time, and a view of each
 //! volume's simulated content.
 //!
-//! Module map: [`world`] (the seed file), `state` (entities and rules), `api` (the
-//! HTTP surface), `jobs` (per-VM queues and latency), [`faults`], `hotplug`
-//! (the appliance's `/sys/block` and `/dev/disk/by-id`), `auth` (signature checks).
+//! Module map: [`world`] (the seed file), `state` (entities, rules per resource, and
+//! the JSON CloudStack returns), `api` (the HTTP surface: `/client/api` and the `/sim/`
+//! admin endpoints), `jobs` (per-VM queues, latency and accounting), `sim` (the shared
+//! simulator the API and the queues hold), [`faults`], `hotplug` (the appliance's
+//! `/sys/block` and `/dev/disk/by-id`, and the disk serial), `auth` (signature checks).
+//! This file only starts a simulator: no module uses anything defined here.
 //!
 //! Architecture invariant: ferry's real client code (`cloudstack` crate) never knows
 //! it talks to this simulator; nothing here is reachable from it except over HTTP.
@@ -24,6 +27,7 @@ pub mod error;
 pub mod faults;
 mod hotplug;
 mod jobs;
+mod sim;
 mod state;
 pub mod world;
 
@@ -32,10 +36,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use hotplug::{Hotplug, volume_serial};
+use sim::Inner;
+use state::entities::{State, Vm};
+
 use tokio_util::sync::CancellationToken;
 
 pub use hotplug::disk_name;
-pub use jobs::Stats;
+pub use jobs::stats::Stats;
 pub use world::World;
 
 /// How to run a simulator.
@@ -57,19 +65,6 @@ impl Default for SimConfig {
             time_scale: 1.0,
         }
     }
-}
-
-/// The shared simulator.
-pub(crate) struct Inner {
-    pub state: Mutex<state::State>,
-    pub world: World,
-    pub time_scale: f64,
-    pub latency_ms: Mutex<BTreeMap<String, u64>>,
-    pub faults: Mutex<faults::Faults>,
-    pub stats: Mutex<jobs::StatsInner>,
-    pub queues: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<jobs::QueuedJob>>>,
-    pub hotplug: hotplug::Hotplug,
-    pub shutdown: CancellationToken,
 }
 
 /// What a started simulator tells its user (and what `ferry cloudsim` prints).
@@ -121,10 +116,10 @@ impl Running {
 /// Starts a simulator on `listen` (port 0 picks a free port) and returns once it
 /// accepts requests.
 pub async fn start(config: SimConfig, listen: SocketAddr) -> Result<Running, StartError> {
-    let state = state::State::from_world(&config.world).map_err(StartError::World)?;
+    let state = State::from_world(&config.world).map_err(StartError::World)?;
     let mut roots = HashMap::new();
     let mut sysfs_roots = BTreeMap::new();
-    let appliances: Vec<&state::Vm> = state.vms.values().filter(|v| v.appliance).collect();
+    let appliances: Vec<&Vm> = state.vms.values().filter(|v| v.appliance).collect();
     if let Some(root) = &config.sysfs_root {
         for vm in &appliances {
             let dir = if appliances.len() == 1 {
@@ -136,13 +131,13 @@ pub async fn start(config: SimConfig, listen: SocketAddr) -> Result<Running, Sta
             sysfs_roots.insert(vm.name.clone(), dir);
         }
     }
-    let hotplug = hotplug::Hotplug::new(roots);
+    let hotplug = Hotplug::new(roots);
     for vm in &appliances {
         let mut disks: Vec<(i64, String)> = state
             .volumes
             .values()
             .filter(|v| v.vm_id.as_deref() == Some(vm.id.as_str()))
-            .map(|v| (v.device_id.unwrap_or(0), cloudstack::volume_serial(&v.id)))
+            .map(|v| (v.device_id.unwrap_or(0), volume_serial(&v.id)))
             .collect();
         disks.sort();
         let serials: Vec<String> = disks.into_iter().map(|(_, s)| s).collect();
@@ -171,7 +166,7 @@ pub async fn start(config: SimConfig, listen: SocketAddr) -> Result<Running, Sta
                 .collect(),
         ),
         faults: Mutex::new(faults),
-        stats: Mutex::new(jobs::StatsInner::default()),
+        stats: Mutex::new(jobs::stats::StatsInner::default()),
         queues: Mutex::new(HashMap::new()),
         hotplug,
         shutdown: shutdown.clone(),

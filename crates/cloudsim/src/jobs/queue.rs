@@ -1,163 +1,20 @@
-//! Async jobs: CloudStack's per-VM work queue, simulated latency, and accounting.
-//!
-//! Every job goes to a queue named after the VM it works on (`vm:<id>`), or after the
-//! volume or snapshot when no VM is involved. A queue runs its jobs one at a time in
-//! submission order — CloudStack's VmWorkJobQueue — while different queues run
-//! concurrently. Each job validates when it reaches the head of its queue (so business
-//! errors surface through `queryAsyncJobResult`), sleeps its command's latency scaled
-//! by the time scale, then applies its effect. The time a queue spends running jobs is
-//! its busy time, which `/sim/stats` reports: the busiest queue bounds how fast any
-//! client can possibly finish a workload.
+//! The queue workers: one task per queue runs its jobs one at a time in submission
+//! order, each in three phases — validation at the head of the queue, the command's
+//! latency, then the effect (or, when a fault fails the job, the undo of what the
+//! validation began) — and records each job's time for the accounting. An attach to a
+//! running appliance, or a detach from it, is shown in its sysfs tree (`hotplug`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use serde_json::Value;
 
-use crate::Inner;
 use crate::error::CsError;
+use crate::hotplug;
+use crate::jobs::op::{Op, QueuedJob};
+use crate::sim::Inner;
+use crate::state::entities::{Job, State, now};
 use crate::world::default_latency_ms;
-
-/// The work of one async job.
-#[derive(Debug, Clone)]
-pub enum Op {
-    Deploy {
-        vm_id: String,
-        start: bool,
-    },
-    Start {
-        vm_id: String,
-    },
-    Stop {
-        vm_id: String,
-    },
-    Destroy {
-        vm_id: String,
-        expunge: bool,
-    },
-    Attach {
-        volume_id: String,
-        vm_id: String,
-        device_id: Option<i64>,
-    },
-    Detach {
-        volume_id: String,
-    },
-    CreateSnapshot {
-        snapshot_id: String,
-    },
-    RevertSnapshot {
-        snapshot_id: String,
-    },
-    DeleteSnapshot {
-        snapshot_id: String,
-    },
-    CreateVolume {
-        volume_id: String,
-        from_snapshot: bool,
-    },
-}
-
-impl Op {
-    /// The lower-case command, for latency lookup.
-    pub fn command(&self) -> &'static str {
-        match self {
-            Op::Deploy { .. } => "deployvirtualmachine",
-            Op::Start { .. } => "startvirtualmachine",
-            Op::Stop { .. } => "stopvirtualmachine",
-            Op::Destroy { .. } => "destroyvirtualmachine",
-            Op::Attach { .. } => "attachvolume",
-            Op::Detach { .. } => "detachvolume",
-            Op::CreateSnapshot { .. } => "createsnapshot",
-            Op::RevertSnapshot { .. } => "revertsnapshot",
-            Op::DeleteSnapshot { .. } => "deletesnapshot",
-            Op::CreateVolume { .. } => "createvolume",
-        }
-    }
-}
-
-pub struct QueuedJob {
-    pub job_id: String,
-    pub queue: String,
-    pub op: Op,
-    /// An injected failure: the job fails with this after its latency.
-    pub fault: Option<CsError>,
-}
-
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct QueueStats {
-    pub jobs: u64,
-    pub busy_s: f64,
-}
-
-/// Jobs of one command: how many ran and how long they took (in the simulator's
-/// clock: real time, latencies already scaled).
-#[derive(Debug, Default, Clone, Serialize, serde::Deserialize)]
-pub struct CommandJobs {
-    pub jobs: u64,
-    pub busy_s: f64,
-    /// The quickest and slowest job (0 while none ran).
-    pub min_s: f64,
-    pub max_s: f64,
-}
-
-#[derive(Debug, Default)]
-pub struct StatsInner {
-    pub calls: BTreeMap<String, u64>,
-    pub errors: BTreeMap<String, u64>,
-    pub queues: BTreeMap<String, QueueStats>,
-    /// Per command (lower case, as in the latency table): its jobs' durations.
-    pub commands: BTreeMap<String, CommandJobs>,
-    /// Queue name → VM name, for readable stats.
-    pub queue_names: BTreeMap<String, String>,
-    /// Per-queue overlap check: jobs running right now in each queue.
-    pub running: BTreeMap<String, u32>,
-    pub max_concurrency_per_queue: u32,
-}
-
-/// What `/sim/stats` returns.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Stats {
-    /// API calls per command.
-    pub calls: BTreeMap<String, u64>,
-    /// Failed calls and failed jobs per command.
-    pub errors: BTreeMap<String, u64>,
-    /// Per queue: jobs run and busy seconds.
-    pub queues: BTreeMap<String, QueueReport>,
-    /// Per command (lower case): jobs run, their total, shortest and longest duration
-    /// — what a job of that command really took, overheads of the simulator included.
-    #[serde(default)]
-    pub commands: BTreeMap<String, CommandJobs>,
-    /// The most jobs ever seen running at once in a single queue (1 when CloudStack's
-    /// per-VM serialization holds).
-    pub max_concurrency_per_queue: u32,
-    /// `queryAsyncJobResult` calls per finished job.
-    pub polls_per_job: PollStats,
-    /// The same, per command (lower case).
-    #[serde(default)]
-    pub polls_per_command: BTreeMap<String, PollStats>,
-    /// Per command (lower case): how many finished jobs were polled how many times
-    /// (polls → jobs), so that two readings can be subtracted.
-    #[serde(default)]
-    pub polls_histogram: BTreeMap<String, BTreeMap<u64, u64>>,
-}
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct QueueReport {
-    pub name: Option<String>,
-    pub jobs: u64,
-    pub busy_s: f64,
-}
-
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-pub struct PollStats {
-    pub jobs: u64,
-    pub median: f64,
-    pub max: u64,
-    pub total: u64,
-}
 
 impl Inner {
     pub fn latency(&self, command: &str) -> Duration {
@@ -197,8 +54,8 @@ impl Inner {
                 _ => None,
             };
             let seq = state.next_seq();
-            let now = crate::state::now();
-            let mut record = crate::state::Job {
+            let now = now();
+            let mut record = Job {
                 id: job_id.clone(),
                 seq,
                 cmd: cmd_class.to_string(),
@@ -220,13 +77,10 @@ impl Inner {
             }
             state.jobs.insert(job_id.clone(), record);
             if refused.is_some() {
-                *self
-                    .stats
+                self.stats
                     .lock()
                     .expect("poisoned")
-                    .errors
-                    .entry(op.command().to_string())
-                    .or_default() += 1;
+                    .count_error(op.command());
                 return job_id;
             }
             if let Some(vm_id) = queue.strip_prefix("vm:")
@@ -295,15 +149,12 @@ impl Inner {
             c.jobs += 1;
             c.busy_s += took;
             if outcome.is_err() {
-                *stats
-                    .errors
-                    .entry(job.op.command().to_string())
-                    .or_default() += 1;
+                stats.count_error(job.op.command());
             }
         }
         let mut state = self.state.lock().expect("poisoned");
         if let Some(record) = state.jobs.get_mut(&job.job_id) {
-            record.completed = Some(crate::state::now());
+            record.completed = Some(now());
             match outcome {
                 Ok(result) => {
                     record.status = 1;
@@ -322,7 +173,6 @@ impl Inner {
     }
 
     async fn execute(self: &Arc<Self>, job: &QueuedJob) -> Result<Value, CsError> {
-        use crate::state::State;
         let latency = self.latency(job.op.command());
         // Phase 1: validation at the head of the queue.
         let begun: Result<Begun, CsError> = {
@@ -464,7 +314,7 @@ impl Inner {
     }
 
     fn plug_later(self: &Arc<Self>, vm_id: &str, volume_id: &str) {
-        let serial = cloudstack::volume_serial(volume_id);
+        let serial = hotplug::volume_serial(volume_id);
         if self.hotplug.root_of(vm_id).is_none() {
             return;
         }
@@ -489,73 +339,10 @@ impl Inner {
     }
 
     fn unplug(&self, vm_id: &str, volume_id: &str) {
-        let serial = cloudstack::volume_serial(volume_id);
+        let serial = hotplug::volume_serial(volume_id);
         if let Err(e) = self.hotplug.remove(vm_id, &serial) {
             tracing::error!(error = %e, serial, "hot-unplug emulation failed");
         }
-    }
-
-    pub fn stats(&self) -> Stats {
-        let stats = self.stats.lock().expect("poisoned");
-        let state = self.state.lock().expect("poisoned");
-        let finished = || state.jobs.values().filter(|j| j.status != 0);
-        let polls_per_job = poll_stats(finished().map(|j| j.polls).collect());
-        let mut by_command: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        let mut polls_histogram: BTreeMap<String, BTreeMap<u64, u64>> = BTreeMap::new();
-        for j in finished() {
-            by_command
-                .entry(j.command.to_string())
-                .or_default()
-                .push(j.polls);
-            *polls_histogram
-                .entry(j.command.to_string())
-                .or_default()
-                .entry(j.polls)
-                .or_default() += 1;
-        }
-        let polls_per_command = by_command
-            .into_iter()
-            .map(|(command, polls)| (command, poll_stats(polls)))
-            .collect();
-        Stats {
-            calls: stats.calls.clone(),
-            errors: stats.errors.clone(),
-            queues: stats
-                .queues
-                .iter()
-                .map(|(k, q)| {
-                    (
-                        k.clone(),
-                        QueueReport {
-                            name: stats.queue_names.get(k).cloned(),
-                            jobs: q.jobs,
-                            busy_s: q.busy_s,
-                        },
-                    )
-                })
-                .collect(),
-            commands: stats.commands.clone(),
-            max_concurrency_per_queue: stats.max_concurrency_per_queue,
-            polls_per_job,
-            polls_per_command,
-            polls_histogram,
-        }
-    }
-}
-
-/// Median, maximum and total of `polls`.
-fn poll_stats(mut polls: Vec<u64>) -> PollStats {
-    polls.sort_unstable();
-    let median = match polls.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => polls[n / 2] as f64,
-        n => (polls[n / 2 - 1] + polls[n / 2]) as f64 / 2.0,
-    };
-    PollStats {
-        jobs: polls.len() as u64,
-        median,
-        max: polls.last().copied().unwrap_or(0),
-        total: polls.iter().sum(),
     }
 }
 

@@ -1,0 +1,103 @@
+//! The `/sim/` admin endpoints, which no CloudStack has: the accounting
+//! (`/sim/stats`), fault rules (`/sim/faults`), latencies (`/sim/latency`), settings
+//! (`/sim/settings`), and every volume with its simulated content (`/sim/volumes`).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::faults::FaultRule;
+use crate::jobs::stats::Stats;
+use crate::sim::Shared;
+use crate::state::entities::Volume;
+use crate::world::Settings;
+
+pub async fn stats(State(inner): State<Shared>) -> Json<Stats> {
+    Json(inner.stats())
+}
+
+pub async fn list_faults(State(inner): State<Shared>) -> Json<Value> {
+    Json(json!(inner.faults.lock().expect("poisoned").list()))
+}
+
+/// Takes one rule or a list of rules.
+pub async fn add_faults(State(inner): State<Shared>, body: Bytes) -> Response {
+    let rules: Result<Vec<FaultRule>, _> = serde_json::from_slice::<Vec<FaultRule>>(&body)
+        .or_else(|_| serde_json::from_slice::<FaultRule>(&body).map(|r| vec![r]));
+    let rules = rules
+        .map_err(|e| format!("not a fault rule: {e}"))
+        .and_then(|rules| match rules.iter().find_map(|r| r.check().err()) {
+            Some(problem) => Err(format!("a fault rule that cannot fire: {problem}")),
+            None => Ok(rules),
+        });
+    match rules {
+        Ok(rules) => {
+            let mut faults = inner.faults.lock().expect("poisoned");
+            let n = rules.len();
+            for rule in rules {
+                faults.arm(rule);
+            }
+            (StatusCode::OK, Json(json!({"armed": n}))).into_response()
+        }
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": e })),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn clear_faults(State(inner): State<Shared>) -> StatusCode {
+    inner.faults.lock().expect("poisoned").clear();
+    StatusCode::NO_CONTENT
+}
+
+/// `{"attachVolume": 100, …}`: milliseconds before the time scale.
+pub async fn set_latency(
+    State(inner): State<Shared>,
+    Json(body): Json<BTreeMap<String, u64>>,
+) -> StatusCode {
+    let mut latency = inner.latency_ms.lock().expect("poisoned");
+    for (command, ms) in body {
+        latency.insert(command.to_lowercase(), ms);
+    }
+    StatusCode::NO_CONTENT
+}
+
+pub async fn get_settings(State(inner): State<Shared>) -> Json<Settings> {
+    Json(inner.state.lock().expect("poisoned").settings.clone())
+}
+
+pub async fn set_settings(
+    State(inner): State<Shared>,
+    Json(settings): Json<Settings>,
+) -> StatusCode {
+    inner.state.lock().expect("poisoned").settings = settings;
+    StatusCode::NO_CONTENT
+}
+
+/// Every volume with its simulated content generation.
+pub async fn volumes(State(inner): State<Shared>) -> Json<Value> {
+    let s = inner.state.lock().expect("poisoned");
+    let mut vols: Vec<&Volume> = s.volumes.values().collect();
+    vols.sort_by_key(|v| v.seq);
+    Json(json!(
+        vols.iter()
+            .map(|v| json!({
+                "id": v.id,
+                "name": v.name,
+                "type": v.kind,
+                "state": v.state,
+                "size": v.size,
+                "virtualmachineid": v.vm_id,
+                "deviceid": v.device_id,
+                "generation": v.generation,
+            }))
+            .collect::<Vec<_>>()
+    ))
+}
