@@ -4,8 +4,9 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::client::{Client, Job, Kind, Success};
+use crate::client::{Client, Kind};
 use crate::error::Error;
+use crate::jobs::{Job, Success};
 use crate::types::*;
 
 /// Page size used to read every page of a list call.

@@ -9,16 +9,27 @@
 //!   ([`ErrorClass`]).
 //! - [`types`]: the response objects.
 //!
+//! The client's files, one idea each: `config` (endpoint, keys, timeouts, the poll
+//! policy), `client` (the transport: signing, GET or POST, the envelope, reads retried,
+//! metrics), `jobs` (submit, wait, resume), `polling` (when to poll, learned per
+//! command), `api` (the typed calls) and `error` (classification).
+//!
 //! Architecture invariant: this crate knows nothing of ferry's database, workflows or
 //! the simulator. It talks HTTP to whatever endpoint it is given.
 
 mod api;
 mod client;
+mod config;
 mod error;
+mod jobs;
+mod polling;
 pub mod signing;
 pub mod types;
 
 pub use api::{DeployVm, Firmware, NicRequest, VmFilter, VolumeFilter, VolumeSource};
-pub use client::{Client, Config, Job, JobOutput, Kind, PollPolicy, Success};
+pub use client::{Client, Kind};
+pub use config::Config;
 pub use error::{Error, ErrorClass};
+pub use jobs::{Job, JobOutput, Success};
+pub use polling::PollPolicy;
 pub use types::*;
