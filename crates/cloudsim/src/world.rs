@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The whole world file.
+/// The whole world file. A field that is an `Option` may be left out (serde reads a
+/// missing `Option` as `None`); every other field that may be left out says its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct World {
@@ -75,7 +76,6 @@ impl Default for Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneDef {
-    #[serde(default)]
     pub id: Option<String>,
     pub name: String,
 }
@@ -83,15 +83,11 @@ pub struct ZoneDef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceOfferingDef {
-    #[serde(default)]
     pub id: Option<String>,
     pub name: String,
     /// Fixed values; leave all three out for a custom (dynamic) offering.
-    #[serde(default)]
     pub cpu_number: Option<i64>,
-    #[serde(default)]
     pub cpu_speed: Option<i64>,
-    #[serde(default)]
     pub memory_mb: Option<i64>,
     /// Limits for custom values (`mincpunumber` … `maxmemory`).
     #[serde(default = "one")]
@@ -120,7 +116,6 @@ fn max_memory() -> i64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskOfferingDef {
-    #[serde(default)]
     pub id: Option<String>,
     pub name: String,
     /// GiB; 0 (the default) makes a custom-size offering.
@@ -131,7 +126,6 @@ pub struct DiskOfferingDef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateDef {
-    #[serde(default)]
     pub id: Option<String>,
     pub name: String,
     /// Size of the ROOT volume a VM deployed from it gets.
@@ -147,11 +141,9 @@ fn linux() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkDef {
-    #[serde(default)]
     pub id: Option<String>,
     pub name: String,
     /// The zone's name; the first zone when omitted.
-    #[serde(default)]
     pub zone: Option<String>,
     #[serde(default = "isolated")]
     pub kind: String,
@@ -170,13 +162,10 @@ fn cidr() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplianceDef {
-    #[serde(default)]
     pub id: Option<String>,
     pub name: String,
-    #[serde(default)]
     pub zone: Option<String>,
     /// Its own root disk, `vda` inside it.
-    #[serde(default)]
     pub root_volume_id: Option<String>,
     #[serde(default)]
     pub volumes: Vec<VolumeDef>,
@@ -185,11 +174,9 @@ pub struct ApplianceDef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeDef {
-    #[serde(default)]
     pub id: Option<String>,
     pub name: String,
     pub size_gb: i64,
-    #[serde(default)]
     pub zone: Option<String>,
 }
 

@@ -1,8 +1,9 @@
 //! CloudStack's response objects, as far as ferry reads them.
 //!
 //! Field names are CloudStack's own (all lower case). Unknown fields are ignored and
-//! every field CloudStack may omit is an `Option` or has a default, so responses from
-//! any 4.x release parse; `deviceid`, for example, is absent on a detached volume.
+//! every field CloudStack may omit is an `Option` (serde reads a missing `Option` as
+//! `None`) or says its default, so responses from any 4.x release parse; `deviceid`,
+//! for example, is absent on a detached volume.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,9 +12,7 @@ use serde::{Deserialize, Serialize};
 pub struct Zone {
     pub id: String,
     pub name: String,
-    #[serde(default)]
     pub allocationstate: Option<String>,
-    #[serde(default)]
     pub networktype: Option<String>,
 }
 
@@ -23,17 +22,12 @@ pub struct Zone {
 pub struct ServiceOffering {
     pub id: String,
     pub name: String,
-    #[serde(default)]
     pub displaytext: Option<String>,
-    #[serde(default)]
     pub cpunumber: Option<i64>,
-    #[serde(default)]
     pub cpuspeed: Option<i64>,
-    #[serde(default)]
     pub memory: Option<i64>,
     #[serde(default)]
     pub iscustomized: bool,
-    #[serde(default)]
     pub storagetype: Option<String>,
 }
 
@@ -42,13 +36,11 @@ pub struct ServiceOffering {
 pub struct DiskOffering {
     pub id: String,
     pub name: String,
-    #[serde(default)]
     pub displaytext: Option<String>,
     #[serde(default)]
     pub disksize: i64,
     #[serde(default)]
     pub iscustomized: bool,
-    #[serde(default)]
     pub storagetype: Option<String>,
 }
 
@@ -57,17 +49,12 @@ pub struct DiskOffering {
 pub struct Template {
     pub id: String,
     pub name: String,
-    #[serde(default)]
     pub zoneid: Option<String>,
     #[serde(default)]
     pub isready: bool,
-    #[serde(default)]
     pub ostypename: Option<String>,
-    #[serde(default)]
     pub hypervisor: Option<String>,
-    #[serde(default)]
     pub size: Option<i64>,
-    #[serde(default)]
     pub format: Option<String>,
 }
 
@@ -76,15 +63,11 @@ pub struct Template {
 pub struct Network {
     pub id: String,
     pub name: String,
-    #[serde(default)]
     pub zoneid: Option<String>,
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub network_type: Option<String>,
-    #[serde(default)]
     pub state: Option<String>,
-    #[serde(default)]
     pub cidr: Option<String>,
-    #[serde(default)]
     pub traffictype: Option<String>,
 }
 
@@ -93,15 +76,11 @@ pub struct Network {
 pub struct Nic {
     pub id: String,
     pub networkid: String,
-    #[serde(default)]
     pub networkname: Option<String>,
-    #[serde(default)]
     pub ipaddress: Option<String>,
-    #[serde(default)]
     pub macaddress: Option<String>,
     #[serde(default)]
     pub isdefault: bool,
-    #[serde(default)]
     pub deviceid: Option<String>,
 }
 
@@ -111,37 +90,23 @@ pub struct VirtualMachine {
     pub id: String,
     #[serde(default)]
     pub name: String,
-    #[serde(default)]
     pub displayname: Option<String>,
     /// Running, Stopped, Starting, Stopping, Destroyed, Expunging, Error, …
     pub state: String,
-    #[serde(default)]
     pub zoneid: Option<String>,
-    #[serde(default)]
     pub templateid: Option<String>,
-    #[serde(default)]
     pub serviceofferingid: Option<String>,
-    #[serde(default)]
     pub cpunumber: Option<i64>,
-    #[serde(default)]
     pub cpuspeed: Option<i64>,
-    #[serde(default)]
     pub memory: Option<i64>,
-    #[serde(default)]
     pub rootdeviceid: Option<i64>,
-    #[serde(default)]
     pub rootdevicetype: Option<String>,
-    #[serde(default)]
     pub hypervisor: Option<String>,
-    #[serde(default)]
     pub bootmode: Option<String>,
-    #[serde(default)]
     pub boottype: Option<String>,
     #[serde(default)]
     pub nic: Vec<Nic>,
-    #[serde(default)]
     pub created: Option<String>,
-    #[serde(default)]
     pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -151,34 +116,24 @@ pub struct Volume {
     pub id: String,
     #[serde(default)]
     pub name: String,
-    #[serde(default)]
     pub zoneid: Option<String>,
     /// "ROOT" or "DATADISK".
     #[serde(rename = "type")]
     pub volume_type: String,
     /// Absent when the volume is not attached.
-    #[serde(default)]
     pub deviceid: Option<i64>,
-    #[serde(default)]
     pub virtualmachineid: Option<String>,
-    #[serde(default)]
     pub vmname: Option<String>,
-    #[serde(default)]
     pub vmstate: Option<String>,
     /// Virtual size in bytes.
     #[serde(default)]
     pub size: i64,
     /// Allocated, Ready, Attaching, Snapshotting, Destroy, …
     pub state: String,
-    #[serde(default)]
     pub diskofferingid: Option<String>,
-    #[serde(default)]
     pub created: Option<String>,
-    #[serde(default)]
     pub attached: Option<String>,
-    #[serde(default)]
     pub storage: Option<String>,
-    #[serde(default)]
     pub path: Option<String>,
 }
 
@@ -201,24 +156,15 @@ pub struct Snapshot {
     pub id: String,
     #[serde(default)]
     pub name: String,
-    #[serde(default)]
     pub volumeid: Option<String>,
-    #[serde(default)]
     pub volumename: Option<String>,
-    #[serde(default)]
     pub volumetype: Option<String>,
     /// BackingUp, BackedUp, Allocated, Error, …
-    #[serde(default)]
     pub state: Option<String>,
-    #[serde(default)]
     pub snapshottype: Option<String>,
-    #[serde(default)]
     pub intervaltype: Option<String>,
-    #[serde(default)]
     pub virtualsize: Option<i64>,
-    #[serde(default)]
     pub zoneid: Option<String>,
-    #[serde(default)]
     pub created: Option<String>,
 }
 
@@ -261,26 +207,17 @@ impl From<JobStatus> for i64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AsyncJob {
     pub jobid: String,
-    #[serde(default)]
     pub cmd: Option<String>,
     /// Absent in some `listAsyncJobs` entries; treat a missing status as pending.
     #[serde(default = "pending")]
     pub jobstatus: JobStatus,
-    #[serde(default)]
     pub jobprocstatus: Option<i64>,
-    #[serde(default)]
     pub jobresultcode: Option<i64>,
-    #[serde(default)]
     pub jobresulttype: Option<String>,
-    #[serde(default)]
     pub jobresult: Option<serde_json::Value>,
-    #[serde(default)]
     pub jobinstancetype: Option<String>,
-    #[serde(default)]
     pub jobinstanceid: Option<String>,
-    #[serde(default)]
     pub created: Option<String>,
-    #[serde(default)]
     pub completed: Option<String>,
 }
 
