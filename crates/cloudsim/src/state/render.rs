@@ -10,8 +10,6 @@ use crate::state::entities::{
 };
 
 impl State {
-    // ---- JSON ----------------------------------------------------------------------
-
     pub fn zone_json(&self, z: &Zone) -> Value {
         json!({"id": z.id, "name": z.name, "networktype": "Advanced", "allocationstate": "Enabled", "securitygroupsenabled": false, "localstorageenabled": false, "tags": []})
     }

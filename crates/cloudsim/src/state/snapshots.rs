@@ -8,8 +8,6 @@ use crate::error::CsError;
 use crate::state::entities::{Snapshot, State, new_id, now};
 
 impl State {
-    // ---- snapshots -----------------------------------------------------------------
-
     /// `allocSnapshot`, synchronously: the volume must be Ready and on a pool.
     pub fn snapshot_create(
         &mut self,
