@@ -14,6 +14,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::presence::Presence;
+
+/// The result of every volume-daemon call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// What a caller may do after an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -108,7 +113,7 @@ pub enum Error {
     #[error("volume {volume_id}: device did not {presence} within {waited_ms} ms")]
     DeviceTimeout {
         volume_id: String,
-        presence: crate::Presence,
+        presence: Presence,
         waited_ms: u64,
     },
     /// Two disks or two volumes claim one device path.
@@ -329,7 +334,7 @@ mod tests {
             },
             Error::DeviceTimeout {
                 volume_id: "v".into(),
-                presence: crate::Presence::Appears,
+                presence: Presence::Appears,
                 waited_ms: 5,
             },
             GuestPrepFailure {

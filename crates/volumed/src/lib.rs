@@ -75,25 +75,24 @@ pub mod guest_prep;
 mod http_client;
 mod journal;
 mod local;
+mod presence;
 pub mod server;
 mod service;
 mod store_journal;
 mod types;
 
-pub use device::{Device, Presence};
-pub use error::{Class, Error, GuestPrepFailure};
+pub use device::Device;
+pub use error::{Class, Error, GuestPrepFailure, Result};
 pub use http_client::{HttpClient, HttpClientConfig};
 pub use journal::{
     Begun, DeviceRecord, Journal, JournalError, MemoryJournal, NewOp, OpKind, OpRecord, OpState,
     Outcome,
 };
 pub use local::{Local, LocalConfig, Resumed};
+pub use presence::Presence;
 pub use service::VolumeService;
 pub use store_journal::StoreJournal;
 pub use types::{
     Call, DEVICE_PLACEHOLDER, Fence, GuestPrep, GuestPrepOutcome, MAX_GUEST_PREP_SECS, OpRequest,
     SnapshotInfo, VolumeInfo,
 };
-
-/// The result of every volume-daemon call.
-pub type Result<T, E = Error> = std::result::Result<T, E>;

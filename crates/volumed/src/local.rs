@@ -56,14 +56,16 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::device::{self, PollSteps};
-use crate::error::{Error, GuestPrepFailure};
+use crate::device::{self, Device, PollSteps, Presence};
+use crate::error::{Class, Error, GuestPrepFailure, Result};
 use crate::guest_prep;
 use crate::journal::{
     Begun, DeviceRecord, Journal, JournalError, NewOp, OpKind, OpRecord, Outcome,
 };
-use crate::types::{Call, GuestPrep, GuestPrepOutcome, OpRequest, SnapshotInfo, VolumeInfo};
-use crate::{Device, Presence, Result, VolumeService};
+use crate::service::VolumeService;
+use crate::types::{
+    Call, GuestPrep, GuestPrepOutcome, OpRequest, SnapshotInfo, VolumeInfo, to_json,
+};
 
 /// How a [`Local`] daemon behaves.
 #[derive(Debug, Clone)]
@@ -265,10 +267,6 @@ fn lock_key(op: &OpRecord) -> String {
     } else {
         format!("op:{}", op.id)
     }
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 impl Local {
@@ -949,7 +947,7 @@ impl Inner {
                     [s] => match s.state.as_deref() {
                         Some("BackedUp") => Look::Done(to_json(&SnapshotInfo::from(s))),
                         Some("Error") => Look::Failed(Error::CloudStack {
-                            class: crate::Class::Definitive,
+                            class: Class::Definitive,
                             command: "createSnapshot".into(),
                             errorcode: None,
                             job_id: None,

@@ -43,7 +43,10 @@ use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
-use crate::{Call, Error, Fence, GuestPrep, Presence, VolumeService};
+use crate::error::Error;
+use crate::presence::Presence;
+use crate::service::VolumeService;
+use crate::types::{Call, Fence, GuestPrep};
 
 /// The header that carries the idempotency key.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";

@@ -3,9 +3,10 @@
 //! are plain serde structs with CloudStack ids as strings.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::Error;
 use crate::device::Device;
+use crate::error::Error;
 
 /// The longest idempotency key accepted.
 pub const MAX_KEY_LEN: usize = 200;
@@ -344,6 +345,12 @@ impl From<&cloudstack::Snapshot> for SnapshotInfo {
             state: s.state.clone(),
         }
     }
+}
+
+/// `value` as JSON, for the journal and the wire; a value that cannot be written as
+/// JSON (none of the types here) is `null`.
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
