@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::journal::JournalError;
 use crate::presence::Presence;
 
 /// The result of every volume-daemon call.
@@ -175,6 +176,31 @@ impl Error {
             errorcode: e.errorcode(),
             job_id: e.job_id().map(str::to_string),
             detail: chain(e),
+        }
+    }
+
+    /// A journal error: a refused fencing token or device path keeps its meaning;
+    /// anything else is [`Error::Journal`] with the whole chain.
+    pub(crate) fn journal(e: JournalError) -> Self {
+        match e {
+            JournalError::Fenced {
+                run_id,
+                generation,
+                highest,
+            } => Error::Fenced {
+                run_id,
+                generation,
+                highest,
+            },
+            JournalError::DevicePathTaken {
+                path,
+                other_volume_id,
+            } => Error::DeviceConflict {
+                detail: format!("{path} is already recorded for volume {other_volume_id}"),
+            },
+            other => Error::Journal {
+                detail: chain(&other),
+            },
         }
     }
 

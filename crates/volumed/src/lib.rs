@@ -66,16 +66,28 @@
 //!   injection for Windows) against a disk on the appliance, journaled like the
 //!   CloudStack operations and never run twice for one key.
 //!
+//! Inside [`Local`] (private modules, each with its reason at its top): `local` is the
+//! operation pipeline (journal → submit → record the job → wait → record the
+//! result); `look` resolves an unknown outcome by looking at CloudStack; `commands`
+//! maps each operation to its CloudStack command and job; `appliance` knows the
+//! appliances' disks and runs guest preparation on one; `serialization` holds the
+//! per-VM locks. None of them uses `local`, and no module uses `lib.rs`: the files'
+//! imports form no circle.
+//!
 //! Architecture invariant: this crate knows nothing of workflows, runs or SQL. It knows
 //! CloudStack (through the `cloudstack` client) and the appliance's `/sys` and `/dev`.
 
+mod appliance;
+mod commands;
 pub mod device;
 mod error;
 pub mod guest_prep;
 mod http_client;
 mod journal;
 mod local;
+mod look;
 mod presence;
+mod serialization;
 pub mod server;
 mod service;
 mod store_journal;

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::device::Device;
 use crate::error::Error;
+use crate::journal::OpKind;
 
 /// The longest idempotency key accepted.
 pub const MAX_KEY_LEN: usize = 200;
@@ -132,6 +133,21 @@ pub enum OpRequest {
 }
 
 impl OpRequest {
+    /// The kind the journal records it as.
+    pub(crate) fn kind(&self) -> OpKind {
+        match self {
+            OpRequest::Attach { .. } => OpKind::Attach,
+            OpRequest::AttachRoot { .. } => OpKind::AttachRoot,
+            OpRequest::Detach { .. } => OpKind::Detach,
+            OpRequest::Snapshot { .. } => OpKind::Snapshot,
+            OpRequest::Revert { .. } => OpKind::Revert,
+            OpRequest::DeleteSnapshot { .. } => OpKind::DeleteSnapshot,
+            OpRequest::CreateVolume { .. } => OpKind::CreateVolume,
+            OpRequest::DeleteVolume { .. } => OpKind::DeleteVolume,
+            OpRequest::GuestPrep { .. } => OpKind::GuestPrep,
+        }
+    }
+
     /// Checks the arguments that can be checked without CloudStack.
     pub fn validate(&self) -> Result<(), Error> {
         match self {
