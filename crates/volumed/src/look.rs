@@ -141,6 +141,36 @@ async fn pending_job(
         .map(|j| j.jobid))
 }
 
+/// The pending job of `command` on `instance_id`, to be waited on (with `entity_id`, the
+/// snapshot or volume it is making); `otherwise` when there is none.
+async fn pending_or(
+    c: &Client,
+    instance_id: &str,
+    command: &str,
+    entity_id: Option<&str>,
+    otherwise: Look,
+) -> Result<Look, cloudstack::Error> {
+    Ok(match pending_job(c, instance_id, command).await? {
+        Some(job_id) => Look::Pending {
+            job_id,
+            entity_id: entity_id.map(str::to_string),
+        },
+        None => otherwise,
+    })
+}
+
+/// The ones of `listed` named exactly `name`.
+fn named<T>(listed: Vec<T>, name: &str, name_of: impl Fn(&T) -> &String) -> Vec<T> {
+    listed.into_iter().filter(|x| name_of(x) == name).collect()
+}
+
+/// The verdict on an operation whose volume no longer exists: it cannot succeed.
+fn gone(volume_id: &str) -> Look {
+    Look::Failed(Error::not_found(format!(
+        "volume {volume_id} no longer exists"
+    )))
+}
+
 /// Looks at CloudStack to learn whether an operation of unknown outcome happened.
 pub(crate) async fn look(
     c: &Client,
@@ -157,9 +187,7 @@ pub(crate) async fn look(
                 _ => Some(0),
             };
             let Some(v) = c.get_volume(volume_id).await? else {
-                return Ok(Look::Failed(Error::not_found(format!(
-                    "volume {volume_id} no longer exists"
-                ))));
+                return Ok(gone(volume_id));
             };
             match v.virtualmachineid.as_deref() {
                 Some(on) if on == vm_id && v.state != "Attaching" => match expected {
@@ -172,43 +200,31 @@ pub(crate) async fn look(
                 Some(on) if on != vm_id => Look::Failed(Error::conflict(format!(
                     "volume {volume_id} is attached to VM {on}, not to {vm_id}"
                 ))),
-                _ => match pending_job(c, volume_id, "AttachVolume").await? {
-                    Some(job_id) => Look::Pending {
-                        job_id,
-                        entity_id: None,
-                    },
-                    None if v.state == "Attaching" => Look::Unresolved(format!(
-                        "volume {volume_id} is Attaching but no attach job is pending"
-                    )),
-                    None => Look::NotDone,
-                },
+                _ => {
+                    let otherwise = if v.state == "Attaching" {
+                        Look::Unresolved(format!(
+                            "volume {volume_id} is Attaching but no attach job is pending"
+                        ))
+                    } else {
+                        Look::NotDone
+                    };
+                    pending_or(c, volume_id, "AttachVolume", None, otherwise).await?
+                }
             }
         }
         OpRequest::Detach { volume_id } => {
             let Some(v) = c.get_volume(volume_id).await? else {
-                return Ok(Look::Failed(Error::not_found(format!(
-                    "volume {volume_id} no longer exists"
-                ))));
+                return Ok(gone(volume_id));
             };
             if v.virtualmachineid.is_none() || v.virtualmachineid != op.vm_id {
                 Look::Done(to_json(&VolumeInfo::from(&v)))
             } else {
-                match pending_job(c, volume_id, "DetachVolume").await? {
-                    Some(job_id) => Look::Pending {
-                        job_id,
-                        entity_id: None,
-                    },
-                    None => Look::NotDone,
-                }
+                pending_or(c, volume_id, "DetachVolume", None, Look::NotDone).await?
             }
         }
         OpRequest::Snapshot { volume_id, name } => {
-            let named: Vec<Snapshot> = c
-                .list_snapshots(Some(volume_id), None)
-                .await?
-                .into_iter()
-                .filter(|s| &s.name == name)
-                .collect();
+            let listed = c.list_snapshots(Some(volume_id), None).await?;
+            let named = named(listed, name, |s: &Snapshot| &s.name);
             match named.as_slice() {
                 [] => Look::NotDone,
                 [s] => match s.state.as_deref() {
@@ -220,16 +236,13 @@ pub(crate) async fn look(
                         job_id: None,
                         detail: format!("snapshot {} ({name}) ended in state Error", s.id),
                     }),
-                    state => match pending_job(c, &s.id, "CreateSnapshot").await? {
-                        Some(job_id) => Look::Pending {
-                            job_id,
-                            entity_id: Some(s.id.clone()),
-                        },
-                        None => Look::Unresolved(format!(
+                    state => {
+                        let otherwise = Look::Unresolved(format!(
                             "snapshot {} ({name}) is in state {state:?} without a pending job",
                             s.id
-                        )),
-                    },
+                        ));
+                        pending_or(c, &s.id, "CreateSnapshot", Some(&s.id), otherwise).await?
+                    }
                 },
                 several => Look::Unresolved(format!(
                     "{} snapshots of volume {volume_id} are named {name}",
@@ -241,25 +254,13 @@ pub(crate) async fn look(
             // A revert leaves nothing to see in the API, but doing it again is
             // harmless: the volume's VM is stopped (or the volume detached) and
             // this daemon holds the VM's lock, so nothing wrote in between.
-            match pending_job(c, snapshot_id, "RevertSnapshot").await? {
-                Some(job_id) => Look::Pending {
-                    job_id,
-                    entity_id: None,
-                },
-                None => Look::NotDone,
-            }
+            pending_or(c, snapshot_id, "RevertSnapshot", None, Look::NotDone).await?
         }
         OpRequest::DeleteSnapshot { snapshot_id } => {
             if c.list_snapshots(None, Some(snapshot_id)).await?.is_empty() {
                 Look::Done(Value::Null)
             } else {
-                match pending_job(c, snapshot_id, "DeleteSnapshot").await? {
-                    Some(job_id) => Look::Pending {
-                        job_id,
-                        entity_id: None,
-                    },
-                    None => Look::NotDone,
-                }
+                pending_or(c, snapshot_id, "DeleteSnapshot", None, Look::NotDone).await?
             }
         }
         OpRequest::CreateVolume { name, zone_id, .. } => {
@@ -269,25 +270,17 @@ pub(crate) async fn look(
                 ..Default::default()
             };
             // CloudStack matches `name` as a substring: compare exactly.
-            let named: Vec<Volume> = c
-                .list_volumes(&filter)
-                .await?
-                .into_iter()
-                .filter(|v| &v.name == name)
-                .collect();
+            let named = named(c.list_volumes(&filter).await?, name, |v: &Volume| &v.name);
             match named.as_slice() {
                 [] => Look::NotDone,
                 [v] if v.state == "Ready" => Look::Done(to_json(&VolumeInfo::from(v))),
-                [v] => match pending_job(c, &v.id, "CreateVolume").await? {
-                    Some(job_id) => Look::Pending {
-                        job_id,
-                        entity_id: Some(v.id.clone()),
-                    },
-                    None => Look::Unresolved(format!(
+                [v] => {
+                    let otherwise = Look::Unresolved(format!(
                         "volume {} ({name}) is {} without a pending job",
                         v.id, v.state
-                    )),
-                },
+                    ));
+                    pending_or(c, &v.id, "CreateVolume", Some(&v.id), otherwise).await?
+                }
                 several => Look::Unresolved(format!(
                     "{} volumes in zone {zone_id} are named {name}",
                     several.len()
