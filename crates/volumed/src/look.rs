@@ -12,9 +12,10 @@
 //!
 //! Why its own module: these are reads, one per kind of operation, with the rules of
 //! what counts as "done" for each; the pipeline only acts on the verdict. Everything
-//! here takes the CloudStack client and the operation and keeps no state, and the
-//! look happens under the VM's serialization lock, so none of our own jobs changes
-//! the VM while it is read.
+//! here takes the CloudStack client and keeps no state. The look at an unknown outcome
+//! happens under the VM's serialization lock (the pipeline holds it), so none of our
+//! own jobs changes the VM while it is read; [`subjects`] runs earlier, before the
+//! journal is asked about the key, to record which VM an operation concerns.
 
 use cloudstack::{Client, ErrorClass, JobStatus, Snapshot, Volume, VolumeFilter};
 use serde_json::Value;
