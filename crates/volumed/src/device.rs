@@ -25,24 +25,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::Error;
-
-/// Whether to wait for a disk to appear (after attach) or disappear (after detach).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Presence {
-    Appears,
-    Disappears,
-}
-
-impl std::fmt::Display for Presence {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Presence::Appears => "appear",
-            Presence::Disappears => "disappear",
-        })
-    }
-}
+use crate::error::Error;
+pub use crate::presence::Presence;
 
 /// An attached volume as the appliance sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

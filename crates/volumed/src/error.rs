@@ -14,6 +14,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::journal::JournalError;
+use crate::presence::Presence;
+
+/// The result of every volume-daemon call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// What a caller may do after an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -108,7 +114,7 @@ pub enum Error {
     #[error("volume {volume_id}: device did not {presence} within {waited_ms} ms")]
     DeviceTimeout {
         volume_id: String,
-        presence: crate::Presence,
+        presence: Presence,
         waited_ms: u64,
     },
     /// Two disks or two volumes claim one device path.
@@ -170,6 +176,31 @@ impl Error {
             errorcode: e.errorcode(),
             job_id: e.job_id().map(str::to_string),
             detail: chain(e),
+        }
+    }
+
+    /// A journal error: a refused fencing token or device path keeps its meaning;
+    /// anything else is [`Error::Journal`] with the whole chain.
+    pub(crate) fn journal(e: JournalError) -> Self {
+        match e {
+            JournalError::Fenced {
+                run_id,
+                generation,
+                highest,
+            } => Error::Fenced {
+                run_id,
+                generation,
+                highest,
+            },
+            JournalError::DevicePathTaken {
+                path,
+                other_volume_id,
+            } => Error::DeviceConflict {
+                detail: format!("{path} is already recorded for volume {other_volume_id}"),
+            },
+            other => Error::Journal {
+                detail: chain(&other),
+            },
         }
     }
 
@@ -329,7 +360,7 @@ mod tests {
             },
             Error::DeviceTimeout {
                 volume_id: "v".into(),
-                presence: crate::Presence::Appears,
+                presence: Presence::Appears,
                 waited_ms: 5,
             },
             GuestPrepFailure {

@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
-use crate::Error;
+use crate::error::Error;
 
 /// At most this much of each of the command's output streams is kept.
 pub const TAIL_BYTES: usize = 4096;

@@ -11,14 +11,16 @@ use std::time::Duration;
 
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::device::Device;
+use crate::error::{Error, Result, chain};
+use crate::presence::Presence;
 use crate::server::IDEMPOTENCY_HEADER;
-use crate::{
-    Call, Device, Error, GuestPrep, GuestPrepOutcome, Presence, Result, SnapshotInfo, VolumeInfo,
-    VolumeService,
+use crate::service::VolumeService;
+use crate::types::{
+    Call, GuestPrep, GuestPrepOutcome, SnapshotInfo, VolumeInfo, non_empty, to_json,
 };
 
 /// How to reach a `ferry volumed` server.
@@ -107,7 +109,7 @@ impl HttpClient {
                 Err(e) => Error::Transport {
                     url: url.clone(),
                     maybe_sent: !e.is_connect(),
-                    detail: crate::error::chain(&e),
+                    detail: chain(&e),
                 },
             };
             // Only a mutation with a key, or a read, is safe to send again.
@@ -130,7 +132,7 @@ impl HttpClient {
         let bytes = response.bytes().await.map_err(|e| Error::Transport {
             url: url.to_string(),
             maybe_sent: true,
-            detail: format!("reading the answer: {}", crate::error::chain(&e)),
+            detail: format!("reading the answer: {}", chain(&e)),
         })?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| Error::Transport {
@@ -169,14 +171,10 @@ impl HttpClient {
     ) -> Result<T> {
         call.validate()?;
         if let (Some(fence), Some(map)) = (&call.fence, body.as_object_mut()) {
-            map.insert("fence".into(), to_value(fence));
+            map.insert("fence".into(), to_json(fence));
         }
         self.send(method, path, Some(call), Some(body)).await
     }
-}
-
-fn to_value<T: Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 /// A path segment, percent-encoded.
@@ -263,7 +261,7 @@ impl VolumeService for HttpClient {
     }
 
     async fn list_vm_volumes(&self, vm_id: &str) -> Result<Vec<VolumeInfo>> {
-        crate::types::non_empty("vm_id", vm_id)?;
+        non_empty("vm_id", vm_id)?;
         let path = format!("/v1/vms/{}/volumes", seg(vm_id));
         self.send(Method::GET, &path, None, None).await
     }
@@ -275,8 +273,8 @@ impl VolumeService for HttpClient {
         presence: Presence,
         timeout: Duration,
     ) -> Result<Option<Device>> {
-        crate::types::non_empty("vm_id", appliance_vm_id)?;
-        crate::types::non_empty("volume_id", volume_id)?;
+        non_empty("vm_id", appliance_vm_id)?;
+        non_empty("volume_id", volume_id)?;
         let presence = match presence {
             Presence::Appears => "appears",
             Presence::Disappears => "disappears",
@@ -292,8 +290,8 @@ impl VolumeService for HttpClient {
     }
 
     async fn tool_available(&self, appliance_vm_id: &str, program: &str) -> Result<bool> {
-        crate::types::non_empty("appliance_vm_id", appliance_vm_id)?;
-        crate::types::non_empty("program", program)?;
+        non_empty("appliance_vm_id", appliance_vm_id)?;
+        non_empty("program", program)?;
         // `seg` encodes everything but unreserved characters: valid in a query too.
         let path = format!(
             "/v1/appliances/{}/tools?program={}",

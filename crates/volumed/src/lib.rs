@@ -66,34 +66,45 @@
 //!   injection for Windows) against a disk on the appliance, journaled like the
 //!   CloudStack operations and never run twice for one key.
 //!
+//! Inside [`Local`] (private modules, each with its reason at its top): `local` is the
+//! operation pipeline (journal → submit → record the job → wait → record the
+//! result); `look` resolves an unknown outcome by looking at CloudStack; `commands`
+//! maps each operation to its CloudStack command and job; `appliance` knows the
+//! appliances' disks and runs guest preparation on one; `serialization` holds the
+//! per-VM locks. None of them uses `local`, and no module uses `lib.rs`: the files'
+//! imports form no circle.
+//!
 //! Architecture invariant: this crate knows nothing of workflows, runs or SQL. It knows
 //! CloudStack (through the `cloudstack` client) and the appliance's `/sys` and `/dev`.
 
+mod appliance;
+mod commands;
 pub mod device;
 mod error;
 pub mod guest_prep;
 mod http_client;
 mod journal;
 mod local;
+mod look;
+mod presence;
+mod serialization;
 pub mod server;
 mod service;
 mod store_journal;
 mod types;
 
-pub use device::{Device, Presence};
-pub use error::{Class, Error, GuestPrepFailure};
+pub use device::Device;
+pub use error::{Class, Error, GuestPrepFailure, Result};
 pub use http_client::{HttpClient, HttpClientConfig};
 pub use journal::{
     Begun, DeviceRecord, Journal, JournalError, MemoryJournal, NewOp, OpKind, OpRecord, OpState,
     Outcome,
 };
 pub use local::{Local, LocalConfig, Resumed};
+pub use presence::Presence;
 pub use service::VolumeService;
 pub use store_journal::StoreJournal;
 pub use types::{
     Call, DEVICE_PLACEHOLDER, Fence, GuestPrep, GuestPrepOutcome, MAX_GUEST_PREP_SECS, OpRequest,
     SnapshotInfo, VolumeInfo,
 };
-
-/// The result of every volume-daemon call.
-pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -43,7 +43,10 @@ use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
-use crate::{Call, Error, Fence, GuestPrep, Presence, VolumeService};
+use crate::error::Error;
+use crate::presence::Presence;
+use crate::service::VolumeService;
+use crate::types::{Call, Fence, GuestPrep};
 
 /// The header that carries the idempotency key.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -225,153 +228,171 @@ fn call_of(
     Ok(call)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AttachBody {
-    volume_id: String,
-    vm_id: String,
-    #[serde(default)]
-    device_id: Option<i64>,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-    #[serde(default)]
-    fence: Option<Fence>,
+/// What every mutating body carries besides its arguments: an idempotency key (the
+/// header may carry it instead) and a fencing token, both optional.
+trait MutationBody: DeserializeOwned {
+    fn take_key_and_fence(&mut self) -> (Option<String>, Option<Fence>);
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AttachRootBody {
-    volume_id: String,
-    vm_id: String,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-    #[serde(default)]
-    fence: Option<Fence>,
+/// Declares the JSON body of a mutating call: its arguments, then `idempotency_key`
+/// and `fence` (in that order, the order serde names the fields in when it refuses an
+/// unknown one).
+macro_rules! mutation_body {
+    ($(#[$doc:meta])* struct $name:ident { $($(#[$attr:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            $($(#[$attr])* $field: $ty,)*
+            #[serde(default)]
+            idempotency_key: Option<String>,
+            #[serde(default)]
+            fence: Option<Fence>,
+        }
+
+        impl MutationBody for $name {
+            fn take_key_and_fence(&mut self) -> (Option<String>, Option<Fence>) {
+                (self.idempotency_key.take(), self.fence.take())
+            }
+        }
+    };
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VolumeBody {
-    volume_id: String,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-    #[serde(default)]
-    fence: Option<Fence>,
+mutation_body! {
+    struct AttachBody {
+        volume_id: String,
+        vm_id: String,
+        #[serde(default)]
+        device_id: Option<i64>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SnapshotBody {
-    volume_id: String,
-    name: String,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-    #[serde(default)]
-    fence: Option<Fence>,
+mutation_body! {
+    struct AttachRootBody {
+        volume_id: String,
+        vm_id: String,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateVolumeBody {
-    snapshot_id: String,
-    name: String,
-    zone_id: String,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-    #[serde(default)]
-    fence: Option<Fence>,
+mutation_body! {
+    struct VolumeBody {
+        volume_id: String,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GuestPrepBody {
-    appliance_vm_id: String,
-    volume_id: String,
-    prep: GuestPrep,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-    #[serde(default)]
-    fence: Option<Fence>,
+mutation_body! {
+    struct SnapshotBody {
+        volume_id: String,
+        name: String,
+    }
 }
 
-/// The body of a call whose arguments are all in the path.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct MetaBody {
-    #[serde(default)]
-    idempotency_key: Option<String>,
-    #[serde(default)]
-    fence: Option<Fence>,
+mutation_body! {
+    struct CreateVolumeBody {
+        snapshot_id: String,
+        name: String,
+        zone_id: String,
+    }
 }
 
-async fn attach(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let b: AttachBody = parse(&body)?;
-    let call = call_of(&headers, b.idempotency_key, b.fence)?;
+mutation_body! {
+    struct GuestPrepBody {
+        appliance_vm_id: String,
+        volume_id: String,
+        prep: GuestPrep,
+    }
+}
+
+mutation_body! {
+    /// The body of a call whose arguments are all in the path.
+    struct MetaBody {}
+}
+
+/// A mutating request: its [`Call`] (see [`call_of`]) and the arguments of its body
+/// (see [`parse`]).
+struct Mutation<B>(Call, B);
+
+impl<B: MutationBody> FromRequest<AppState> for Mutation<B> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let mut b: B = parse(&body).map_err(IntoResponse::into_response)?;
+        let (key, fence) = b.take_key_and_fence();
+        let call = call_of(&headers, key, fence).map_err(IntoResponse::into_response)?;
+        Ok(Mutation(call, b))
+    }
+}
+
+/// A mutating request whose one argument is the id in its path.
+struct IdMutation {
+    id: String,
+    call: Call,
+}
+
+impl FromRequest<AppState> for IdMutation {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let Path(id) = Path::<String>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let request = Request::from_parts(parts, body);
+        let Mutation(call, MetaBody { .. }) = Mutation::from_request(request, state).await?;
+        Ok(IdMutation { id, call })
+    }
+}
+
+async fn attach(State(s): State<AppState>, Mutation(call, b): Mutation<AttachBody>) -> ApiResult {
     ok(&s
         .service
         .attach(&call, &b.volume_id, &b.vm_id, b.device_id)
         .await?)
 }
 
-async fn attach_root(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let b: AttachRootBody = parse(&body)?;
-    let call = call_of(&headers, b.idempotency_key, b.fence)?;
+async fn attach_root(
+    State(s): State<AppState>,
+    Mutation(call, b): Mutation<AttachRootBody>,
+) -> ApiResult {
     ok(&s.service.attach_root(&call, &b.volume_id, &b.vm_id).await?)
 }
 
-async fn detach(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let b: VolumeBody = parse(&body)?;
-    let call = call_of(&headers, b.idempotency_key, b.fence)?;
+async fn detach(State(s): State<AppState>, Mutation(call, b): Mutation<VolumeBody>) -> ApiResult {
     ok(&s.service.detach(&call, &b.volume_id).await?)
 }
 
-async fn snapshot(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let b: SnapshotBody = parse(&body)?;
-    let call = call_of(&headers, b.idempotency_key, b.fence)?;
+async fn snapshot(
+    State(s): State<AppState>,
+    Mutation(call, b): Mutation<SnapshotBody>,
+) -> ApiResult {
     ok(&s.service.snapshot(&call, &b.volume_id, &b.name).await?)
 }
 
-async fn revert(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    let b: MetaBody = parse(&body)?;
-    let call = call_of(&headers, b.idempotency_key, b.fence)?;
-    ok(&s.service.revert(&call, &id).await?)
+async fn revert(State(s): State<AppState>, m: IdMutation) -> ApiResult {
+    ok(&s.service.revert(&m.call, &m.id).await?)
 }
 
-async fn delete_snapshot(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    let b: MetaBody = parse(&body)?;
-    let call = call_of(&headers, b.idempotency_key, b.fence)?;
-    s.service.delete_snapshot(&call, &id).await?;
+async fn delete_snapshot(State(s): State<AppState>, m: IdMutation) -> ApiResult {
+    s.service.delete_snapshot(&m.call, &m.id).await?;
     ok(&json!({}))
 }
 
-async fn create_volume(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let b: CreateVolumeBody = parse(&body)?;
-    let call = call_of(&headers, b.idempotency_key, b.fence)?;
+async fn create_volume(
+    State(s): State<AppState>,
+    Mutation(call, b): Mutation<CreateVolumeBody>,
+) -> ApiResult {
     ok(&s
         .service
         .create_volume_from_snapshot(&call, &b.snapshot_id, &b.name, &b.zone_id)
         .await?)
 }
 
-async fn delete_volume(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    let b: MetaBody = parse(&body)?;
-    let call = call_of(&headers, b.idempotency_key, b.fence)?;
-    s.service.delete_volume(&call, &id).await?;
+async fn delete_volume(State(s): State<AppState>, m: IdMutation) -> ApiResult {
+    s.service.delete_volume(&m.call, &m.id).await?;
     ok(&json!({}))
 }
 
@@ -411,9 +432,10 @@ async fn wait_device(
     ok(&json!({ "device": device }))
 }
 
-async fn prepare_guest(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let b: GuestPrepBody = parse(&body)?;
-    let call = call_of(&headers, b.idempotency_key, b.fence)?;
+async fn prepare_guest(
+    State(s): State<AppState>,
+    Mutation(call, b): Mutation<GuestPrepBody>,
+) -> ApiResult {
     ok(&s
         .service
         .prepare_guest(&call, &b.appliance_vm_id, &b.volume_id, &b.prep)

@@ -20,9 +20,10 @@
 
 use std::time::Duration;
 
-use crate::{
-    Call, Device, GuestPrep, GuestPrepOutcome, Presence, Result, SnapshotInfo, VolumeInfo,
-};
+use crate::device::Device;
+use crate::error::Result;
+use crate::presence::Presence;
+use crate::types::{Call, GuestPrep, GuestPrepOutcome, SnapshotInfo, VolumeInfo};
 
 #[async_trait::async_trait]
 pub trait VolumeService: Send + Sync {

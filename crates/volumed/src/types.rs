@@ -3,9 +3,11 @@
 //! are plain serde structs with CloudStack ids as strings.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::Error;
 use crate::device::Device;
+use crate::error::Error;
+use crate::journal::OpKind;
 
 /// The longest idempotency key accepted.
 pub const MAX_KEY_LEN: usize = 200;
@@ -131,6 +133,21 @@ pub enum OpRequest {
 }
 
 impl OpRequest {
+    /// The kind the journal records it as.
+    pub(crate) fn kind(&self) -> OpKind {
+        match self {
+            OpRequest::Attach { .. } => OpKind::Attach,
+            OpRequest::AttachRoot { .. } => OpKind::AttachRoot,
+            OpRequest::Detach { .. } => OpKind::Detach,
+            OpRequest::Snapshot { .. } => OpKind::Snapshot,
+            OpRequest::Revert { .. } => OpKind::Revert,
+            OpRequest::DeleteSnapshot { .. } => OpKind::DeleteSnapshot,
+            OpRequest::CreateVolume { .. } => OpKind::CreateVolume,
+            OpRequest::DeleteVolume { .. } => OpKind::DeleteVolume,
+            OpRequest::GuestPrep { .. } => OpKind::GuestPrep,
+        }
+    }
+
     /// Checks the arguments that can be checked without CloudStack.
     pub fn validate(&self) -> Result<(), Error> {
         match self {
@@ -344,6 +361,12 @@ impl From<&cloudstack::Snapshot> for SnapshotInfo {
             state: s.state.clone(),
         }
     }
+}
+
+/// `value` as JSON, for the journal and the wire; a value that cannot be written as
+/// JSON (none of the types here) is `null`.
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
