@@ -140,6 +140,9 @@ pub(crate) fn start(program: &str, args: &[String]) -> Result<Started, String> {
     for name in SECRET_ENV {
         command.env_remove(name);
     }
+    // The clock starts before the process does: the duration reported is the
+    // command's whole life, never less than it really took.
+    let started = Instant::now();
     let mut child = command
         .args(args)
         .stdin(Stdio::null())
@@ -160,7 +163,7 @@ pub(crate) fn start(program: &str, args: &[String]) -> Result<Started, String> {
     Ok(Started {
         pid: child.id(),
         child,
-        started: Instant::now(),
+        started,
         stdout,
         stderr,
         readers,
