@@ -37,8 +37,10 @@ pub(crate) struct Inner {
 impl Inner {
     /// What `/sim/stats` returns.
     pub fn stats(&self) -> Stats {
-        let stats = self.stats.lock().expect("poisoned");
+        // Locks are taken in one order everywhere — `state`, then `stats` — as a job's
+        // submission does; the other order could deadlock against it.
         let state = self.state.lock().expect("poisoned");
+        let stats = self.stats.lock().expect("poisoned");
         stats::report(&stats, &state.jobs)
     }
 }
