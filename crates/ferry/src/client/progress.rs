@@ -24,8 +24,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use server::model::{JobView, RunDetail, StepView};
 
 use super::api::{Api, ClientError, Raw, Request};
+use super::output::{Output, out, outln};
 use super::render;
-use super::{Output, out};
 
 /// How often the run is read.
 pub const POLL: Duration = Duration::from_millis(200);
