@@ -18,6 +18,7 @@ use cloudsim::world::ids;
 use server::config::{Builder, EngineSection, TargetSection};
 use server::model::{AddVm, DefinitionFormat, RunDetail, TestMode, VmDetail};
 
+use crate::client::api::Api;
 use crate::client::{ConnectionArgs, Output, progress, render};
 use crate::embedded::{Embedded, format_speed};
 
@@ -154,19 +155,7 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
         .start_test_failover(&vm.name, TestMode::Replica)
         .await
         .map_err(|e| anyhow::anyhow!("starting the test failover: {e}"))?;
-    let test_failover = progress::follow(api, &run.id, connection.output).await?;
-    if test_failover.run.state != "done" {
-        anyhow::bail!(
-            "the test failover ended {}: {}; `ferry run show {}` says more",
-            test_failover.run.state,
-            test_failover
-                .run
-                .error
-                .as_deref()
-                .unwrap_or("no reason recorded"),
-            run.id
-        );
-    }
+    let test_failover = follow_to_done(api, &run.id, "test failover", connection.output).await?;
     let failed_over = api
         .show_vm(&vm.name)
         .await
@@ -188,15 +177,7 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
         .start_cleanup(&vm.name)
         .await
         .map_err(|e| anyhow::anyhow!("starting the cleanup: {e}"))?;
-    let cleanup = progress::follow(api, &run.id, connection.output).await?;
-    if cleanup.run.state != "done" {
-        anyhow::bail!(
-            "the cleanup ended {}: {}; `ferry run show {}` says more",
-            cleanup.run.state,
-            cleanup.run.error.as_deref().unwrap_or("no reason recorded"),
-            run.id
-        );
-    }
+    let cleanup = follow_to_done(api, &run.id, "cleanup", connection.output).await?;
     let cleaned_up = api
         .show_vm(&vm.name)
         .await
@@ -266,6 +247,25 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Follows the run `what` (the test failover, the cleanup) to its end, with progress;
+/// an error that says where to look unless it ended `done`.
+async fn follow_to_done(
+    api: &Api,
+    run_id: &str,
+    what: &str,
+    output: Output,
+) -> anyhow::Result<RunDetail> {
+    let detail = progress::follow(api, run_id, output).await?;
+    if detail.run.state != "done" {
+        anyhow::bail!(
+            "the {what} ended {}: {}; `ferry run show {run_id}` says more",
+            detail.run.state,
+            detail.run.error.as_deref().unwrap_or("no reason recorded"),
+        );
+    }
+    Ok(detail)
 }
 
 /// What cloudsim still holds that the cleanup should have removed: VMs besides the

@@ -52,8 +52,8 @@ use server::config::{Builder, EngineSection, TargetSection};
 
 use crate::client::{ConnectionArgs, Output};
 use crate::embedded::{Embedded, format_speed};
-use report::{Observed, Report, Setup};
-use run::{Workflow, details, last_finish, phase, register, seconds_between};
+use report::{Report, Setup};
+use run::{Observed, Workflow, phase, register};
 use world::{Cloudsim, Shape, World};
 
 /// The default time scale, 25× real pace: 100 VMs of 4 disks on the 13 appliances they
@@ -196,35 +196,22 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
     let names: Vec<String> = world.vms.iter().map(|v| v.name.clone()).collect();
     let (started_ms, runs) = phase(api, &names, Workflow::TestFailover).await?;
     let stats_between = sim.stats().await?;
-    let test_failover = Observed {
-        details: details(api, &runs).await?,
-        started_ms,
-        runs,
-    };
-    let failed_over: Vec<String> = test_failover
-        .runs
-        .iter()
-        .filter(|r| r.state == "done")
-        .map(|r| r.vm.clone())
-        .collect();
+    let test_failover = Observed::read(api, started_ms, runs).await?;
+    let failed_over: Vec<String> = test_failover.done().map(|r| r.vm.clone()).collect();
     say(format!(
         "test failover: {} of {} done in {:.2} s",
         failed_over.len(),
         names.len(),
-        seconds_between(started_ms, last_finish(&test_failover.runs)?)
+        test_failover.seconds()?
     ));
     let (started_ms, runs) = phase(api, &failed_over, Workflow::Cleanup).await?;
     let stats_after = sim.stats().await?;
-    let cleanup = Observed {
-        details: details(api, &runs).await?,
-        started_ms,
-        runs,
-    };
+    let cleanup = Observed::read(api, started_ms, runs).await?;
     say(format!(
         "cleanup: {} of {} done in {:.2} s",
-        cleanup.runs.iter().filter(|r| r.state == "done").count(),
+        cleanup.done().count(),
         failed_over.len(),
-        seconds_between(started_ms, last_finish(&cleanup.runs)?)
+        cleanup.seconds()?
     ));
     let peak_rss_mib = report::peak_rss_mib()?;
 

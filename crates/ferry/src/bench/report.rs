@@ -15,7 +15,7 @@ use serde::Serialize;
 use server::model::{RunDetail, RunSummary};
 
 use super::bound::{Chain, Durations};
-use super::run::{last_finish, millis, seconds_between};
+use super::run::{Observed, millis, seconds_between};
 use super::world::{Shape, World};
 
 /// The whole report; `--output json` prints it as one line, last.
@@ -135,14 +135,6 @@ pub(super) struct Setup {
     pub(super) time_scale: f64,
     pub(super) engine_concurrency: usize,
     pub(super) warmup: bool,
-}
-
-/// One phase as the driver saw it: when it asked for the runs (ms since the epoch, the
-/// store's clock), the runs, and their details.
-pub(super) struct Observed {
-    pub(super) started_ms: i64,
-    pub(super) runs: Vec<RunSummary>,
-    pub(super) details: Vec<RunDetail>,
 }
 
 impl Report {
@@ -382,15 +374,11 @@ impl Phase {
         chain: Chain,
         world: &World,
     ) -> anyhow::Result<Phase> {
-        let Observed {
-            started_ms,
-            runs,
-            details,
-        } = observed;
-        let makespan_s = if runs.is_empty() {
+        let details = &observed.details;
+        let makespan_s = if observed.runs.is_empty() {
             0.0
         } else {
-            seconds_between(*started_ms, last_finish(runs)?)
+            observed.seconds()?
         };
         let appliances: std::collections::BTreeSet<String> = world
             .appliances

@@ -109,25 +109,54 @@ pub(super) async fn phase(
     }
 }
 
-/// Every run's detail (for its steps' times), a few at a time.
-pub(super) async fn details(api: &Api, runs: &[RunSummary]) -> anyhow::Result<Vec<RunDetail>> {
-    let mut out = Vec::with_capacity(runs.len());
-    for chunk in runs.chunks(16) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for r in chunk {
-            let api = api.clone();
-            let id = r.id.clone();
-            tasks.spawn(async move {
-                api.show_run(&id)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("reading run {id}: {e}"))
-            });
+/// One phase as the driver saw it: when it asked for the runs (ms since the epoch, the
+/// store's clock), the runs, and their details.
+pub(super) struct Observed {
+    pub(super) started_ms: i64,
+    pub(super) runs: Vec<RunSummary>,
+    pub(super) details: Vec<RunDetail>,
+}
+
+impl Observed {
+    /// The phase that started at `started_ms` with `runs`, every run's detail (for its
+    /// steps' times) read a few at a time.
+    pub(super) async fn read(
+        api: &Api,
+        started_ms: i64,
+        runs: Vec<RunSummary>,
+    ) -> anyhow::Result<Observed> {
+        let mut details = Vec::with_capacity(runs.len());
+        for chunk in runs.chunks(16) {
+            let mut tasks = tokio::task::JoinSet::new();
+            for r in chunk {
+                let api = api.clone();
+                let id = r.id.clone();
+                tasks.spawn(async move {
+                    api.show_run(&id)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("reading run {id}: {e}"))
+                });
+            }
+            while let Some(detail) = tasks.join_next().await {
+                details.push(detail??);
+            }
         }
-        while let Some(detail) = tasks.join_next().await {
-            out.push(detail??);
-        }
+        Ok(Observed {
+            started_ms,
+            runs,
+            details,
+        })
     }
-    Ok(out)
+
+    /// The runs that ended done.
+    pub(super) fn done(&self) -> impl Iterator<Item = &RunSummary> {
+        self.runs.iter().filter(|r| r.state == "done")
+    }
+
+    /// From the phase's start to the end of its last run.
+    pub(super) fn seconds(&self) -> anyhow::Result<f64> {
+        Ok(seconds_between(self.started_ms, last_finish(&self.runs)?))
+    }
 }
 
 pub(super) fn millis(at: &str) -> anyhow::Result<i64> {
@@ -140,7 +169,7 @@ pub(super) fn seconds_between(from_ms: i64, to_ms: i64) -> f64 {
     (to_ms - from_ms) as f64 / 1000.0
 }
 
-pub(super) fn last_finish(runs: &[RunSummary]) -> anyhow::Result<i64> {
+fn last_finish(runs: &[RunSummary]) -> anyhow::Result<i64> {
     let mut last = 0;
     for r in runs {
         if let Some(at) = &r.finished_at {
