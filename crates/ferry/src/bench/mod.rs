@@ -31,7 +31,6 @@
 //! CloudStack attaches at most 32 data volumes to a KVM VM, the appliance included: a
 //! bench that would put more replicas on one appliance is refused, with the most that
 //! fits.
-
 //!
 //! The parts: [`world`] is the simulated cloud (the shape, the world file, `ferry
 //! cloudsim` as a child), [`run`] drives the runs through the API, [`bound`] is the

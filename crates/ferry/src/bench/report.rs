@@ -231,13 +231,15 @@ impl Report {
 
     /// The report for people.
     pub(super) fn table(&self) -> String {
-        let r = self;
         let mut out = String::new();
         let line = |out: &mut String, label: &str, value: String| {
             out.push_str(&format!("  {label:<28} {value}\n"));
         };
         out.push('\n');
-        for (name, p) in [("test failover", &r.test_failover), ("cleanup", &r.cleanup)] {
+        for (name, p) in [
+            ("test failover", &self.test_failover),
+            ("cleanup", &self.cleanup),
+        ] {
             line(
                 &mut out,
                 name,
@@ -277,7 +279,7 @@ impl Report {
             "total",
             format!(
                 "{:.3} s, bound {:.3} s, ratio {:.3}",
-                r.makespan_s, r.lower_bound_s, r.ratio
+                self.makespan_s, self.lower_bound_s, self.ratio
             ),
         );
         line(
@@ -285,7 +287,7 @@ impl Report {
             "time to running",
             format!(
                 "p50 {:.3} s, p95 {:.3} s, max {:.3} s",
-                r.time_to_running_s.p50, r.time_to_running_s.p95, r.time_to_running_s.max
+                self.time_to_running_s.p50, self.time_to_running_s.p95, self.time_to_running_s.max
             ),
         );
         line(
@@ -293,10 +295,13 @@ impl Report {
             "polls per async job",
             format!(
                 "median {}, max {} ({} jobs, {} polls)",
-                r.polls_per_job.median, r.polls_per_job.max, r.async_jobs, r.polls_per_job.total
+                self.polls_per_job.median,
+                self.polls_per_job.max,
+                self.async_jobs,
+                self.polls_per_job.total
             ),
         );
-        for (command, p) in &r.polls_per_job.per_command {
+        for (command, p) in &self.polls_per_job.per_command {
             line(
                 &mut out,
                 &format!("  {command}"),
@@ -306,29 +311,29 @@ impl Report {
         line(
             &mut out,
             "CloudStack calls",
-            format!("{} ({:.1} per VM)", r.calls_total, r.calls_per_vm),
+            format!("{} ({:.1} per VM)", self.calls_total, self.calls_per_vm),
         );
-        for (command, n) in &r.calls_per_command {
+        for (command, n) in &self.calls_per_command {
             line(&mut out, &format!("  {command}"), n.to_string());
         }
         line(
             &mut out,
             "peak memory (VmHWM)",
-            format!("{:.1} MiB", r.peak_rss_mib),
+            format!("{:.1} MiB", self.peak_rss_mib),
         );
         line(
             &mut out,
             "runs done",
-            format!("{} of {}", r.runs_done, 2 * r.vms),
+            format!("{} of {}", self.runs_done, 2 * self.vms),
         );
         line(
             &mut out,
             "machine",
             format!(
                 "{} CPUs, {}, {} MiB",
-                r.machine.cpus,
-                r.machine.cpu_model.as_deref().unwrap_or("unknown CPU"),
-                r.machine
+                self.machine.cpus,
+                self.machine.cpu_model.as_deref().unwrap_or("unknown CPU"),
+                self.machine
                     .memory_mib
                     .map_or("?".to_string(), |m| m.to_string())
             ),

@@ -15,7 +15,7 @@ use tokio::io::AsyncBufReadExt as _;
 
 /// KVM's data-volume limit per VM (`hypervisor_capabilities.max_data_volumes_limit`):
 /// the appliance's too.
-pub(super) const MAX_DATA_VOLUMES: u32 = 32;
+const MAX_DATA_VOLUMES: u32 = 32;
 
 /// Latencies in milliseconds at real pace: cloudsim's default profile (a KVM cloud on
 /// shared storage), written into the world so the bench states what it ran.
