@@ -15,12 +15,12 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use cloudsim::world::ids;
-use secrecy::SecretString;
+use server::config::{Builder, EngineSection, TargetSection};
 use server::model::{AddVm, DefinitionFormat, RunDetail, TestMode, VmDetail};
-use tokio_util::sync::CancellationToken;
 
 use crate::client::api::Api;
 use crate::client::{ConnectionArgs, Output, progress, render};
+use crate::embedded::{Embedded, format_speed};
 
 /// The job sheet's VM, as docs/examples/pgtest1.toml defines it.
 const PGTEST1: &str = include_str!("../../../docs/examples/pgtest1.toml");
@@ -83,47 +83,24 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
 
     // Polling paced to the simulated cloud: prompt, but not busier than needed.
     let poll_first_ms = ((500.0 * args.time_scale) as u64).clamp(5, 500);
-    let config = server::Config::parse(&format!(
-        r#"
-        [database]
-        url = "{database}"
-        [cloudstack]
-        endpoint = "{endpoint}"
-        api_key = "{api_key}"
-        poll_first_ms = {poll_first_ms}
-        poll_max_ms = {poll_max_ms}
-        [target]
-        zone_id = "{zone}"
-        service_offering_id = "{offering}"
-        template_id = "{template}"
-        [[appliances]]
-        name = "oma"
-        vm_id = "{oma}"
-        sysfs_root = "{sysfs}"
-        [engine]
-        worker_name = "demo"
-        "#,
-        database = database.display(),
-        endpoint = announcement.endpoint,
-        api_key = announcement.api_key,
-        poll_max_ms = poll_first_ms * 10,
-        zone = ids::ZONE,
-        offering = ids::OFFERING_CUSTOM,
-        template = ids::TEMPLATE,
-        oma = ids::APPLIANCE_OMA,
-        sysfs = sysfs.display(),
-    ))
-    .map_err(anyhow::Error::msg)
+    let config = Builder::new(
+        &announcement.endpoint,
+        &announcement.api_key,
+        TargetSection {
+            zone_id: ids::ZONE.into(),
+            service_offering_id: ids::OFFERING_CUSTOM.into(),
+            template_id: ids::TEMPLATE.into(),
+        },
+    )
+    .database(database.display().to_string())
+    .poll_ms(poll_first_ms, poll_first_ms * 10)
+    .appliance("oma", ids::APPLIANCE_OMA, &sysfs)
+    .engine(EngineSection {
+        worker_name: Some("demo".into()),
+        ..EngineSection::default()
+    })
+    .build()
     .context("the demo's config")?;
-    config.check()?;
-    // A token for this demo only; it is printed with --keep-running, for the client
-    // commands to use.
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    let settings = server::Settings {
-        config,
-        cloudstack_secret: SecretString::from(announcement.secret_key.clone()),
-        api_token: SecretString::from(token.clone()),
-    };
     let listen = args.listen.unwrap_or_else(|| {
         if args.keep_running {
             SocketAddr::from(([127, 0, 0, 1], 8470))
@@ -134,10 +111,10 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}; pick another with --listen"))?;
-    let shutdown = CancellationToken::new();
-    let running = server::start(settings, listener, shutdown.clone()).await?;
-    let url = format!("http://{}", running.addr);
-    let api = Api::new(&url, SecretString::from(token.clone()));
+    // The API's token is made for this demo only; it is printed with --keep-running,
+    // for the client commands to use.
+    let server = Embedded::start(config, &announcement.secret_key, listener).await?;
+    let (api, url, token) = (&server.api, &server.url, &server.token);
 
     say(format!(
         "ferry demo: everything embedded in this process\n  database    {} (SQLite)\n  cloudstack  {} (cloudsim, built-in world, {}× real time)\n  appliance   oma, its disks under {}\n  api         {url}\n",
@@ -178,19 +155,7 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
         .start_test_failover(&vm.name, TestMode::Replica)
         .await
         .map_err(|e| anyhow::anyhow!("starting the test failover: {e}"))?;
-    let test_failover = progress::follow(&api, &run.id, connection.output).await?;
-    if test_failover.run.state != "done" {
-        anyhow::bail!(
-            "the test failover ended {}: {}; `ferry run show {}` says more",
-            test_failover.run.state,
-            test_failover
-                .run
-                .error
-                .as_deref()
-                .unwrap_or("no reason recorded"),
-            run.id
-        );
-    }
+    let test_failover = follow_to_done(api, &run.id, "test failover", connection.output).await?;
     let failed_over = api
         .show_vm(&vm.name)
         .await
@@ -212,15 +177,7 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
         .start_cleanup(&vm.name)
         .await
         .map_err(|e| anyhow::anyhow!("starting the cleanup: {e}"))?;
-    let cleanup = progress::follow(&api, &run.id, connection.output).await?;
-    if cleanup.run.state != "done" {
-        anyhow::bail!(
-            "the cleanup ended {}: {}; `ferry run show {}` says more",
-            cleanup.run.state,
-            cleanup.run.error.as_deref().unwrap_or("no reason recorded"),
-            run.id
-        );
-    }
+    let cleanup = follow_to_done(api, &run.id, "cleanup", connection.output).await?;
     let cleaned_up = api
         .show_vm(&vm.name)
         .await
@@ -242,7 +199,7 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
     }
     say(lines.join("\n"));
 
-    let leftovers = leftovers(&running.state.env.cloud, &cleaned_up).await?;
+    let leftovers = leftovers(&server.running.state.env.cloud, &cleaned_up).await?;
     let elapsed = started.elapsed();
     if json {
         let report = Report {
@@ -281,16 +238,34 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
         } else {
             std::io::stdout().write_all(format!("{hint}\n").as_bytes())
         };
-        crate::shutdown_signal().await;
+        crate::shutdown::signal().await;
     }
-    shutdown.cancel();
-    let _ = running.task.await;
+    server.stop().await;
     sim.shutdown_token().cancel();
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Follows the run `what` (the test failover, the cleanup) to its end, with progress;
+/// an error that says where to look unless it ended `done`.
+async fn follow_to_done(
+    api: &Api,
+    run_id: &str,
+    what: &str,
+    output: Output,
+) -> anyhow::Result<RunDetail> {
+    let detail = progress::follow(api, run_id, output).await?;
+    if detail.run.state != "done" {
+        anyhow::bail!(
+            "the {what} ended {}: {}; `ferry run show {run_id}` says more",
+            detail.run.state,
+            detail.run.error.as_deref().unwrap_or("no reason recorded"),
+        );
+    }
+    Ok(detail)
 }
 
 /// What cloudsim still holds that the cleanup should have removed: VMs besides the
@@ -321,15 +296,6 @@ async fn leftovers(client: &cloudstack::Client, vm: &VmDetail) -> anyhow::Result
         }
     }
     Ok(found)
-}
-
-fn format_speed(time_scale: f64) -> String {
-    let speed = 1.0 / time_scale;
-    if (speed - speed.round()).abs() < 1e-9 {
-        format!("{}", speed.round())
-    } else {
-        format!("{speed:.2}")
-    }
 }
 
 fn indent(text: &str) -> String {

@@ -24,7 +24,9 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 mod bench;
 mod client;
 mod demo;
+mod embedded;
 mod serve;
+mod shutdown;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -217,7 +219,7 @@ async fn cloudsim(args: CloudsimArgs) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(&running.announcement)?);
     let token = running.shutdown_token();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown::signal().await;
         token.cancel();
     });
     running
@@ -294,16 +296,7 @@ async fn volumed(args: VolumedArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("{}", serde_json::json!({ "url": format!("http://{addr}") }));
-    volumed::server::serve(listener, service, token, shutdown_signal())
+    volumed::server::serve(listener, service, token, shutdown::signal())
         .await
         .context("the volume daemon stopped with an error")
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

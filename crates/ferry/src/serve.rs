@@ -87,7 +87,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     println!("{}", serde_json::json!({ "url": format!("http://{addr}") }));
     let mut task = running.task;
     let finished = tokio::select! {
-        _ = crate::shutdown_signal() => {
+        _ = crate::shutdown::signal() => {
             tracing::info!("stopping: runs in progress resume at the next start");
             shutdown.cancel();
             task.await

@@ -1,12 +1,12 @@
 //! The client commands (`ferry vm|failover|run …`) against a real server: each test
-//! starts its own `ferry cloudsim` and `ferry serve` on port 0 (tests/common), runs
+//! starts its own `ferry cloudsim` and `ferry serve` on port 0 (tests/cli_harness), runs
 //! `ferry` as an operator would, and checks exit codes, messages and — for the outputs
 //! an operator or a program reads — golden files in tests/golden (README there says
 //! how to regenerate them).
 
-mod common;
+mod cli_harness;
 
-use common::{Ferry, Options, Server, closed_port, golden, pgtest1};
+use cli_harness::{Ferry, Options, Server, closed_port, golden, pgtest1};
 use serde_json::json;
 
 /// A server with pgtest1 registered.
@@ -464,7 +464,7 @@ fn errors_say_what_is_wrong_and_exit_2() {
     );
 
     // The token from a file (a trailing newline is not part of it).
-    let token_file = server.write("token", &format!("{}\n", common::TOKEN));
+    let token_file = server.write("token", &format!("{}\n", cli_harness::TOKEN));
     let from_file = server
         .ferry()
         .env_remove("FERRY_TOKEN")
@@ -483,7 +483,7 @@ fn errors_say_what_is_wrong_and_exit_2() {
 
     let url = format!("http://127.0.0.1:{}", closed_port());
     let unreachable = Ferry::bare()
-        .env("FERRY_TOKEN", common::TOKEN)
+        .env("FERRY_TOKEN", cli_harness::TOKEN)
         .args(["vm", "list", "--server", &url])
         .run();
     golden("error_unreachable.txt", &unreachable.transcript());
@@ -494,7 +494,7 @@ fn errors_say_what_is_wrong_and_exit_2() {
         unreachable.stderr
     );
     let unreachable = Ferry::bare()
-        .env("FERRY_TOKEN", common::TOKEN)
+        .env("FERRY_TOKEN", cli_harness::TOKEN)
         .env("FERRY_SERVER", &url)
         .args(["run", "list", "--output", "json"])
         .run();

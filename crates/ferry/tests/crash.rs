@@ -19,12 +19,12 @@
 //! stop or destroy sent twice): the command is slowed so that the kill always lands
 //! while its job is in flight.
 
-mod support;
+mod crash_harness;
 
 use std::time::Duration;
 
+use crash_harness::*;
 use store::StepState;
-use support::*;
 use tokio::time::Instant;
 
 /// The in-flight job points of a replica-mode test failover: (step, job kind as the

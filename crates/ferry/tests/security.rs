@@ -16,14 +16,18 @@
 //! (Every route but /health and /metrics refusing a missing or wrong token is
 //! `crates/server/tests/api.rs`; here the refusals only feed the search.)
 
+mod cli_harness;
+
 use std::fs::File;
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use cloudsim::world::{Credentials, World, ids};
+use cloudsim::world::{Credentials, World};
 use serde_json::{Value, json};
+use volumed::GuestPrep;
+use workflows::{Hook, Hooks};
 
 const SECRET: &str = "cs-SECRET-4b1d9e07c3a2f5-never-logged";
 const TOKEN: &str = "api-TOKEN-7e2c90d1a6b348-never-logged";
@@ -105,46 +109,27 @@ fn start(json: bool) -> Processes {
     let prep = script(dir.path(), "prepare.sh", &dir.path().join("prep.env"));
     let hook = script(dir.path(), "power-off.sh", &dir.path().join("hook.env"));
     let config = dir.path().join("ferry.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[database]
-url = "{db}"
-[cloudstack]
-endpoint = "{endpoint}"
-api_key = "{API_KEY}"
-poll_first_ms = 5
-poll_max_ms = 50
-[target]
-zone_id = "{zone}"
-service_offering_id = "{offering}"
-template_id = "{template}"
-[[appliances]]
-name = "oma"
-vm_id = "{oma}"
-sysfs_root = "{sysfs}"
-[engine]
-claim_interval_ms = 100
-[guest_prep]
-program = "{prep}"
-args = ["{{device}}"]
-timeout_secs = 30
-[[hooks.before_live]]
-kind = "command"
-program = "{hook}"
-"#,
-            db = dir.path().join("ferry.db").display(),
-            endpoint = announced["endpoint"].as_str().expect("an endpoint"),
-            zone = ids::ZONE,
-            offering = ids::OFFERING_CUSTOM,
-            template = ids::TEMPLATE,
-            oma = ids::APPLIANCE_OMA,
-            sysfs = sysfs.display(),
-            prep = prep.display(),
-            hook = hook.display(),
-        ),
+    let text = cli_harness::serve_config(
+        announced["endpoint"].as_str().expect("an endpoint"),
+        API_KEY,
+        dir.path(),
+        &sysfs,
     )
-    .expect("the config");
+    .guest_prep(GuestPrep {
+        timeout_secs: 30,
+        ..GuestPrep::new(prep.display().to_string(), ["{device}"])
+    })
+    .hooks(Hooks {
+        before_live: vec![Hook::Command {
+            program: hook.display().to_string(),
+            args: Vec::new(),
+            timeout_secs: 300,
+        }],
+        after_rollback: Vec::new(),
+    })
+    .toml()
+    .expect("a valid config");
+    std::fs::write(&config, text).expect("the config");
     let mut serve = Command::new(env!("CARGO_BIN_EXE_ferry"));
     serve
         .args([

@@ -9,16 +9,21 @@
 //!
 //! Environment overrides, applied after the file is read: `FERRY_LISTEN`,
 //! `FERRY_DATABASE_URL`, `FERRY_CLOUDSTACK_ENDPOINT`, `FERRY_CLOUDSTACK_API_KEY`.
+//!
+//! Where a config is made by a program rather than an operator (`ferry demo`, `ferry
+//! bench`, the tests' servers), [`Builder`] sets the same typed fields and, for a
+//! `ferry serve` child, writes them out with serde: there is no second spelling of the
+//! file to fall out of step with this one.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The configuration file, as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -36,21 +41,21 @@ pub struct Config {
     pub engine: EngineSection,
     /// The guest-preparation command run on the appliance against the boot disk, for
     /// the VMs whose policy asks for it. `{device}` in `args` is the disk's path.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_prep: Option<volumed::GuestPrep>,
     /// Hooks around live failover and rollback.
     #[serde(default)]
     pub hooks: workflows::Hooks,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     /// Where the REST API listens.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// The file holding the API's bearer token (used when `FERRY_TOKEN` is not set).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
 }
 
@@ -67,7 +72,7 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8470))
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSection {
     /// A SQLite path (created on first start) or a `postgres://` URL. Several `ferry
@@ -88,7 +93,7 @@ fn default_database() -> String {
     "ferry.db".to_string()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CloudStackSection {
     /// The API URL, e.g. `https://cloud.example.com/client/api`.
@@ -96,7 +101,7 @@ pub struct CloudStackSection {
     /// The API key (not secret).
     pub api_key: String,
     /// The file holding the secret key (used when `FERRY_CLOUDSTACK_SECRET` is not set).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_file: Option<PathBuf>,
     /// The first poll of an async job comes this soon after it was submitted — or,
     /// once jobs of its command have been seen to finish, when they have lately been
@@ -122,7 +127,7 @@ fn default_job_deadline_secs() -> u64 {
     1_800
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSection {
     pub zone_id: String,
@@ -132,7 +137,7 @@ pub struct TargetSection {
     pub template_id: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplianceSection {
     /// The name VM definitions use (`appliance = "oma"`).
@@ -140,7 +145,7 @@ pub struct ApplianceSection {
     /// Its CloudStack VM id.
     pub vm_id: String,
     /// Its zone; the target zone when omitted.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_id: Option<String>,
     /// Where its `/sys/block` and `/dev/disk/by-id` are seen from this process: `/`
     /// when `ferry serve` runs on the appliance.
@@ -152,7 +157,7 @@ fn default_sysfs_root() -> PathBuf {
     PathBuf::from("/")
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineSection {
     /// Runs one process executes at once.
@@ -175,7 +180,7 @@ pub struct EngineSection {
     /// process per database, so a restart takes its runs back at once), and
     /// `<hostname>-<pid>` with PostgreSQL (a crashed process's runs are taken over when
     /// their leases run out). Never give one name to two live processes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_name: Option<String>,
 }
 
@@ -221,6 +226,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("the config cannot be written as TOML: {0}")]
+    Write(String),
     #[error("cannot read the {what} file {path}")]
     SecretFile {
         what: &'static str,
@@ -269,6 +276,12 @@ impl Config {
     /// Parses a config text (no environment, no checks beyond the format).
     pub fn parse(text: &str) -> Result<Config, String> {
         toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The config as the file [`Config::load`] reads: every key, defaults included,
+    /// so a `ferry serve` started on it runs exactly this config.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Write(e.to_string()))
     }
 
     /// Applies the environment overrides that `lookup` finds.
@@ -435,6 +448,116 @@ impl Config {
     }
 }
 
+/// A config made in code instead of written by hand: what `ferry demo` and `ferry bench`
+/// run on, and what the tests start their servers with (in process, from
+/// [`Builder::build`], or as a `ferry serve` child reading [`Builder::toml`]). It sets
+/// the same typed fields the file is parsed into, so it cannot name a key the file
+/// does not have; whatever it does not set keeps the file's default.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    config: Config,
+}
+
+impl Builder {
+    /// A config with what has no default: CloudStack's endpoint and API key, and what
+    /// target VMs are made from.
+    pub fn new(
+        cloudstack_endpoint: impl Into<String>,
+        api_key: impl Into<String>,
+        target: TargetSection,
+    ) -> Builder {
+        Builder {
+            config: Config {
+                server: ServerSection::default(),
+                database: DatabaseSection::default(),
+                cloudstack: CloudStackSection {
+                    endpoint: cloudstack_endpoint.into(),
+                    api_key: api_key.into(),
+                    secret_key_file: None,
+                    poll_first_ms: default_poll_first_ms(),
+                    poll_max_ms: default_poll_max_ms(),
+                    job_deadline_secs: default_job_deadline_secs(),
+                },
+                target,
+                appliances: Vec::new(),
+                engine: EngineSection::default(),
+                guest_prep: None,
+                hooks: workflows::Hooks::default(),
+            },
+        }
+    }
+
+    /// `server.listen`.
+    pub fn listen(mut self, listen: SocketAddr) -> Builder {
+        self.config.server.listen = listen;
+        self
+    }
+
+    /// `database.url`: a SQLite path or a `postgres://` URL.
+    pub fn database(mut self, url: impl Into<String>) -> Builder {
+        self.config.database.url = url.into();
+        self
+    }
+
+    /// `cloudstack.poll_first_ms` and `cloudstack.poll_max_ms`.
+    pub fn poll_ms(mut self, first: u64, max: u64) -> Builder {
+        self.config.cloudstack.poll_first_ms = first;
+        self.config.cloudstack.poll_max_ms = max;
+        self
+    }
+
+    /// `cloudstack.job_deadline_secs`.
+    pub fn job_deadline_secs(mut self, secs: u64) -> Builder {
+        self.config.cloudstack.job_deadline_secs = secs;
+        self
+    }
+
+    /// One more `[[appliances]]`, in the target zone.
+    pub fn appliance(
+        mut self,
+        name: impl Into<String>,
+        vm_id: impl Into<String>,
+        sysfs_root: impl Into<PathBuf>,
+    ) -> Builder {
+        self.config.appliances.push(ApplianceSection {
+            name: name.into(),
+            vm_id: vm_id.into(),
+            zone_id: None,
+            sysfs_root: sysfs_root.into(),
+        });
+        self
+    }
+
+    /// The `[engine]` section (`..EngineSection::default()` for the keys left out).
+    pub fn engine(mut self, engine: EngineSection) -> Builder {
+        self.config.engine = engine;
+        self
+    }
+
+    /// The `[guest_prep]` command.
+    pub fn guest_prep(mut self, prep: volumed::GuestPrep) -> Builder {
+        self.config.guest_prep = Some(prep);
+        self
+    }
+
+    /// The `[hooks]`.
+    pub fn hooks(mut self, hooks: workflows::Hooks) -> Builder {
+        self.config.hooks = hooks;
+        self
+    }
+
+    /// The config, once it passes [`Config::check`].
+    pub fn build(self) -> Result<Config, ConfigError> {
+        self.config.check()?;
+        Ok(self.config)
+    }
+
+    /// The config file's text, once the config passes [`Config::check`].
+    pub fn toml(self) -> Result<String, ConfigError> {
+        self.build()?.to_toml()
+    }
+}
+
 /// A secret from the environment, else from `file` (a trailing newline removed).
 fn secret(
     source: &SecretSource,
@@ -538,6 +661,68 @@ mod tests {
         assert!(error.contains("2 problem(s)"), "{error}");
         assert!(error.contains("target.zone_id is empty"), "{error}");
         assert!(error.contains("not an http(s) URL"), "{error}");
+    }
+
+    fn built() -> Builder {
+        Builder::new(
+            "http://127.0.0.1:8080/client/api",
+            "key",
+            TargetSection {
+                zone_id: "z".into(),
+                service_offering_id: "o".into(),
+                template_id: "t".into(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_built_config_reads_back_as_itself() {
+        let config = built()
+            .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .database("/tmp/ferry.db")
+            .poll_ms(5, 50)
+            .job_deadline_secs(60)
+            .appliance("oma", "vm-1", "/tmp/sysfs")
+            .engine(EngineSection {
+                worker_name: Some("w".into()),
+                lease_secs: 2,
+                ..EngineSection::default()
+            })
+            .guest_prep(volumed::GuestPrep::new("prepare", ["{device}"]))
+            .hooks(workflows::Hooks {
+                before_live: vec![workflows::Hook::Command {
+                    program: "power-off".into(),
+                    args: Vec::new(),
+                    timeout_secs: 300,
+                }],
+                after_rollback: Vec::new(),
+            })
+            .build()
+            .expect("passes its checks");
+        let text = config.to_toml().expect("writes");
+        assert_eq!(Config::parse(&text).expect("parses"), config, "{text}");
+        // What a builder leaves alone is the file's default.
+        let minimal = built().build().expect("passes its checks");
+        assert_eq!(
+            minimal,
+            Config::parse(&minimal.to_toml().expect("writes")).expect("parses")
+        );
+        assert_eq!(
+            Config {
+                cloudstack: CloudStackSection {
+                    endpoint: "http://127.0.0.1:8080/client/api".into(),
+                    ..Config::parse(MINIMAL).expect("parses").cloudstack
+                },
+                ..Config::parse(MINIMAL).expect("parses")
+            },
+            minimal
+        );
+    }
+
+    #[test]
+    fn a_built_config_is_checked() {
+        let error = built().poll_ms(0, 0).toml().expect_err("invalid");
+        assert!(error.to_string().contains("poll_first_ms"), "{error}");
     }
 
     #[test]

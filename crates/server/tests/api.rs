@@ -9,6 +9,7 @@ use cloudsim::{SimConfig, World};
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use server::config::{Builder, EngineSection, TargetSection};
 use tokio_util::sync::CancellationToken;
 
 type TestResult = anyhow::Result<()>;
@@ -42,37 +43,23 @@ async fn server() -> anyhow::Result<Server> {
         "127.0.0.1:0".parse()?,
     )
     .await?;
-    let text = format!(
-        r#"
-        [database]
-        url = "{db}"
-        [cloudstack]
-        endpoint = "{endpoint}"
-        api_key = "{api_key}"
-        poll_first_ms = 5
-        poll_max_ms = 50
-        [target]
-        zone_id = "{zone}"
-        service_offering_id = "{offering}"
-        template_id = "{template}"
-        [[appliances]]
-        name = "oma"
-        vm_id = "{oma}"
-        sysfs_root = "{sysfs}"
-        [engine]
-        claim_interval_ms = 100
-        "#,
-        db = dir.path().join("ferry.db").display(),
-        endpoint = sim.endpoint(),
-        api_key = ids::API_KEY,
-        zone = ids::ZONE,
-        offering = ids::OFFERING_CUSTOM,
-        template = ids::TEMPLATE,
-        oma = ids::APPLIANCE_OMA,
-        sysfs = sysfs.display(),
-    );
-    let config = server::Config::parse(&text).map_err(anyhow::Error::msg)?;
-    config.check()?;
+    let config = Builder::new(
+        sim.endpoint(),
+        ids::API_KEY,
+        TargetSection {
+            zone_id: ids::ZONE.into(),
+            service_offering_id: ids::OFFERING_CUSTOM.into(),
+            template_id: ids::TEMPLATE.into(),
+        },
+    )
+    .database(dir.path().join("ferry.db").display().to_string())
+    .poll_ms(5, 50)
+    .appliance("oma", ids::APPLIANCE_OMA, &sysfs)
+    .engine(EngineSection {
+        claim_interval_ms: 100,
+        ..EngineSection::default()
+    })
+    .build()?;
     let settings = server::Settings {
         config,
         cloudstack_secret: SecretString::from(ids::SECRET_KEY.to_string()),

@@ -18,11 +18,13 @@ use std::time::{Duration, Instant};
 use common::{Server, TestResult, server, world};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use server::config::EngineSection;
 use tokio::task::JoinSet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_starts_of_one_vm_make_exactly_one_run() -> TestResult {
-    let server = std::sync::Arc::new(server(cloudsim::World::default(), "").await?);
+    let server =
+        std::sync::Arc::new(server(cloudsim::World::default(), EngineSection::default()).await?);
     server.add_pgtest1().await?;
     // Slow snapshots (400 ms at the time scale) keep the run active while all fifty
     // requests arrive, so that every refusal is "busy", none "already failed over".
@@ -157,7 +159,11 @@ async fn many_vms_failed_over_and_cleaned_up_at_once_all_finish_and_nothing_is_l
     let server = std::sync::Arc::new(
         server(
             world,
-            &format!("[engine]\nconcurrency = {count}\nclaim_interval_ms = 200\n"),
+            EngineSection {
+                concurrency: count,
+                claim_interval_ms: 200,
+                ..EngineSection::default()
+            },
         )
         .await?,
     );

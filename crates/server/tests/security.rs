@@ -15,6 +15,7 @@ mod common;
 use common::{TOKEN, TestResult, server};
 use reqwest::StatusCode;
 use serde_json::Value;
+use server::config::EngineSection;
 
 fn openapi() -> Value {
     serde_json::from_str(include_str!("../../../docs/openapi.json")).expect("the document")
@@ -47,7 +48,7 @@ fn operations(doc: &Value) -> Vec<(reqwest::Method, String, bool)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_but_health_and_metrics_refuses_every_wrong_token() -> TestResult {
-    let server = server(cloudsim::World::default(), "").await?;
+    let server = server(cloudsim::World::default(), EngineSection::default()).await?;
     server.add_pgtest1().await?;
     let before = (server.get("/v1/vms").await?, server.get("/v1/runs").await?);
     let doc = openapi();

@@ -11,14 +11,8 @@
 //! `done`, or the server failed); 2 bad usage, a refused request (4xx), a server that
 //! cannot be reached, no token, or an unreadable file.
 
-/// [`out`] with a newline, formatted like `println!`.
-macro_rules! outln {
-    ($($arg:tt)*) => {
-        $crate::client::out(&format!("{}\n", format_args!($($arg)*)))
-    };
-}
-
 pub mod api;
+mod output;
 pub mod progress;
 pub mod render;
 
@@ -32,6 +26,8 @@ use server::model::{
 };
 
 use api::{Api, ClientError, Raw, Request};
+pub use output::Output;
+use output::{out, outln};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectionArgs {
@@ -50,12 +46,6 @@ pub struct ConnectionArgs {
     /// bodies, unchanged; see docs/cli.md).
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Table,
-    Json,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -258,24 +248,6 @@ fn print(output: Output, raw: &Raw, table: impl FnOnce() -> String) {
     match output {
         Output::Json => outln!("{}", raw.pretty()),
         Output::Table => out(&table()),
-    }
-}
-
-/// Writes `text` to stdout. When the reader has gone (`ferry run list | head -1`), the
-/// process ends as one killed by SIGPIPE would (141) instead of panicking as `print!`
-/// does.
-pub(crate) fn out(text: &str) {
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(141);
-        }
-        eprintln!("error: cannot write to stdout: {e}");
-        std::process::exit(2);
     }
 }
 

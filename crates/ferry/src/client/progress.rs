@@ -24,8 +24,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use server::model::{JobView, RunDetail, StepView};
 
 use super::api::{Api, ClientError, Raw, Request};
+use super::output::{Output, out, outln};
 use super::render;
-use super::{Output, out};
 
 /// How often the run is read.
 pub const POLL: Duration = Duration::from_millis(200);
@@ -141,6 +141,18 @@ fn closing(detail: &RunDetail) -> String {
     out
 }
 
+/// The line either view starts with: which run, what it does, to which VM.
+fn heading(detail: &RunDetail) {
+    let run = &detail.run;
+    outln!(
+        "Following run {}: {} of {} ({} steps).",
+        run.id,
+        render::workflow(run),
+        run.vm,
+        detail.steps.len()
+    );
+}
+
 fn step_line(step: &StepView, of: usize) -> String {
     let mut line = format!(
         "  {} {} ... {}",
@@ -175,13 +187,7 @@ impl Plain {
         let run = &detail.run;
         if !self.started {
             self.started = true;
-            outln!(
-                "Following run {}: {} of {} ({} steps).",
-                run.id,
-                render::workflow(run),
-                run.vm,
-                detail.steps.len()
-            );
+            heading(detail);
         }
         if run.cancel_requested && !self.cancel_requested {
             self.cancel_requested = true;
@@ -286,14 +292,7 @@ impl Bars {
 
     fn update(&mut self, detail: &RunDetail) {
         if self.steps.is_empty() {
-            let run = &detail.run;
-            outln!(
-                "Following run {}: {} of {} ({} steps).",
-                run.id,
-                render::workflow(run),
-                run.vm,
-                detail.steps.len()
-            );
+            heading(detail);
         }
         let of = detail.steps.len();
         while self.steps.len() < of {

@@ -11,6 +11,7 @@ use cloudsim::world::{ApplianceDef, VolumeDef, World, ids};
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use server::config::{Builder, EngineSection, TargetSection};
 use tokio_util::sync::CancellationToken;
 
 pub type TestResult = anyhow::Result<()>;
@@ -148,8 +149,8 @@ impl Drop for Server {
 }
 
 /// cloudsim with `world` at a time scale of 0.001, and `server::start` on port 0 with
-/// a SQLite file, every appliance of the world, and `extra` appended to its config.
-pub async fn server(world: World, extra: &str) -> anyhow::Result<Server> {
+/// a SQLite file, every appliance of the world, and `engine` as its `[engine]`.
+pub async fn server(world: World, engine: EngineSection) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let sysfs = dir.path().join("sysfs");
     let appliances: Vec<(String, String)> = world
@@ -166,41 +167,27 @@ pub async fn server(world: World, extra: &str) -> anyhow::Result<Server> {
         "127.0.0.1:0".parse()?,
     )
     .await?;
-    let mut text = format!(
-        r#"
-        [database]
-        url = "{db}"
-        [cloudstack]
-        endpoint = "{endpoint}"
-        api_key = "{api_key}"
-        poll_first_ms = 5
-        poll_max_ms = 50
-        [target]
-        zone_id = "{zone}"
-        service_offering_id = "{offering}"
-        template_id = "{template}"
-        "#,
-        db = dir.path().join("ferry.db").display(),
-        endpoint = sim.endpoint(),
-        api_key = ids::API_KEY,
-        zone = ids::ZONE,
-        offering = ids::OFFERING_CUSTOM,
-        template = ids::TEMPLATE,
-    );
+    let mut config = Builder::new(
+        sim.endpoint(),
+        ids::API_KEY,
+        TargetSection {
+            zone_id: ids::ZONE.into(),
+            service_offering_id: ids::OFFERING_CUSTOM.into(),
+            template_id: ids::TEMPLATE.into(),
+        },
+    )
+    .database(dir.path().join("ferry.db").display().to_string())
+    .poll_ms(5, 50)
+    .engine(engine);
     for (name, id) in &appliances {
         let root = sim
             .announcement
             .sysfs_roots
             .get(name)
             .expect("cloudsim announces each appliance's tree");
-        text.push_str(&format!(
-            "[[appliances]]\nname = \"{name}\"\nvm_id = \"{id}\"\nsysfs_root = \"{}\"\n",
-            root.display()
-        ));
+        config = config.appliance(name, id, root);
     }
-    text.push_str(extra);
-    let config = server::Config::parse(&text).map_err(anyhow::Error::msg)?;
-    config.check()?;
+    let config = config.build()?;
     let settings = server::Settings {
         config,
         cloudstack_secret: SecretString::from(ids::SECRET_KEY.to_string()),

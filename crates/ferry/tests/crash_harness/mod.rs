@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +20,7 @@ use cloudsim::world::ids;
 use cloudsim::{SimConfig, World};
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use server::config::{Builder, EngineSection, TargetSection};
 use server::model::{RunDetail, RunSummary, VmDetail};
 use tokio::time::Instant;
 
@@ -207,46 +209,28 @@ impl Site {
     /// Writes the config of the worker `name` (lease 2 s, claims every 50 ms, polls
     /// CloudStack from 5 ms up to 20 ms) and returns its path.
     fn config(&self, sim: &Sim, name: &str) -> anyhow::Result<PathBuf> {
-        let text = format!(
-            r#"[server]
-listen = "127.0.0.1:0"
-
-[database]
-url = {database}
-
-[cloudstack]
-endpoint = {endpoint}
-api_key = {api_key}
-poll_first_ms = 5
-poll_max_ms = 20
-job_deadline_secs = 60
-
-[target]
-zone_id = {zone}
-service_offering_id = {offering}
-template_id = {template}
-
-[[appliances]]
-name = "oma"
-vm_id = {oma}
-sysfs_root = {sysfs}
-
-[engine]
-claim_interval_ms = 50
-lease_secs = 2
-device_timeout_secs = 20
-worker_name = {name}
-"#,
-            database = toml_str(&self.database),
-            endpoint = toml_str(sim.running.endpoint()),
-            api_key = toml_str(ids::API_KEY),
-            zone = toml_str(ids::ZONE),
-            offering = toml_str(ids::OFFERING_CUSTOM),
-            template = toml_str(ids::TEMPLATE),
-            oma = toml_str(ids::APPLIANCE_OMA),
-            sysfs = toml_str(&sim.sysfs.path().display().to_string()),
-            name = toml_str(name),
-        );
+        let text = Builder::new(
+            sim.running.endpoint(),
+            ids::API_KEY,
+            TargetSection {
+                zone_id: ids::ZONE.into(),
+                service_offering_id: ids::OFFERING_CUSTOM.into(),
+                template_id: ids::TEMPLATE.into(),
+            },
+        )
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .database(&self.database)
+        .poll_ms(5, 20)
+        .job_deadline_secs(60)
+        .appliance("oma", ids::APPLIANCE_OMA, sim.sysfs.path())
+        .engine(EngineSection {
+            claim_interval_ms: 50,
+            lease_secs: 2,
+            device_timeout_secs: 20,
+            worker_name: Some(name.to_string()),
+            ..EngineSection::default()
+        })
+        .toml()?;
         let path = self.dir.path().join(format!("ferry-{name}.toml"));
         std::fs::write(&path, text)?;
         Ok(path)
@@ -336,10 +320,6 @@ fn signal(pid: u32, signal: rustix::process::Signal) -> anyhow::Result<()> {
     rustix::process::kill_process(pid, signal)
         .with_context(|| format!("sending {signal:?} to {raw}"))?;
     Ok(())
-}
-
-fn toml_str(s: &str) -> String {
-    Value::String(s.to_string()).to_string()
 }
 
 fn tail(path: &Path, lines: usize) -> String {

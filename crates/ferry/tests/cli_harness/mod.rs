@@ -14,6 +14,7 @@ use std::sync::LazyLock;
 use cloudsim::world::ids;
 use regex::Regex;
 use serde_json::Value;
+use server::config::{Builder, EngineSection, TargetSection};
 use tempfile::TempDir;
 
 /// The API token every test server is started with.
@@ -79,44 +80,15 @@ impl Server {
         let admin = field("admin");
 
         let config = dir.path().join("ferry.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[database]
-url = "{database}"
-
-[cloudstack]
-endpoint = "{endpoint}"
-api_key = "{api_key}"
-poll_first_ms = 5
-poll_max_ms = 50
-
-[target]
-zone_id = "{zone}"
-service_offering_id = "{offering}"
-template_id = "{template}"
-
-[[appliances]]
-name = "oma"
-vm_id = "{oma}"
-sysfs_root = "{sysfs}"
-
-[engine]
-claim_interval_ms = 100
-max_attempts = {max_attempts}
-"#,
-                database = dir.path().join("ferry.db").display(),
-                endpoint = field("endpoint"),
-                api_key = field("api_key"),
-                zone = ids::ZONE,
-                offering = ids::OFFERING_CUSTOM,
-                template = ids::TEMPLATE,
-                oma = ids::APPLIANCE_OMA,
-                sysfs = sysfs.display(),
-                max_attempts = options.max_attempts,
-            ),
-        )
-        .expect("the config is written");
+        let text = serve_config(&field("endpoint"), &field("api_key"), dir.path(), &sysfs)
+            .engine(EngineSection {
+                claim_interval_ms: 100,
+                max_attempts: options.max_attempts,
+                ..EngineSection::default()
+            })
+            .toml()
+            .expect("the config is valid");
+        std::fs::write(&config, text).expect("the config is written");
 
         let mut serve = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
@@ -211,6 +183,28 @@ max_attempts = {max_attempts}
             .env("FERRY_TOKEN", TOKEN)
             .dir(self.dir.path())
     }
+}
+
+/// The config of a `ferry serve` on cloudsim's built-in world at `endpoint`: the
+/// database in `dir`, the appliance `oma` seen under `sysfs`, CloudStack polled from
+/// 5 ms up to 50 ms, and new runs looked for every 100 ms.
+pub fn serve_config(endpoint: &str, api_key: &str, dir: &Path, sysfs: &Path) -> Builder {
+    Builder::new(
+        endpoint,
+        api_key,
+        TargetSection {
+            zone_id: ids::ZONE.into(),
+            service_offering_id: ids::OFFERING_CUSTOM.into(),
+            template_id: ids::TEMPLATE.into(),
+        },
+    )
+    .database(dir.join("ferry.db").display().to_string())
+    .poll_ms(5, 50)
+    .appliance("oma", ids::APPLIANCE_OMA, sysfs)
+    .engine(EngineSection {
+        claim_interval_ms: 100,
+        ..EngineSection::default()
+    })
 }
 
 impl Drop for Server {

@@ -1,0 +1,140 @@
+//! The chain side of the lower bound: how long one VM's workflow takes at the least,
+//! and how much of that lies before its first and after its last job on its appliance's
+//! queue.
+//!
+//! The chain is not written here: it is computed from what the workflows declare of
+//! themselves (`workflows::cost::declared`: each step's jobs, how many, on which
+//! CloudStack queue, and whether the step then waits for a disk to appear in the
+//! appliance). A job on the appliance's or the target VM's queue waits for the one
+//! before it, so N of them cost N durations; a per-disk job on its own queue (a
+//! detached volume's revert, a snapshot's deletion) runs at once for every disk, so it
+//! costs one. Were a workflow to gain or lose a step, the bound follows it.
+
+use std::collections::BTreeMap;
+
+use workflows::cost::{self, Queue, StepCost, Times};
+use workflows::test_failover::Mode;
+
+use super::world::HOTPLUG_DELAY_MS;
+
+/// How long one job of each command takes: the shortest cloudsim measured (so the
+/// chain below is a true lower bound, the simulator's own overheads included), else
+/// the latency profile scaled.
+pub(super) struct Durations {
+    measured: BTreeMap<String, f64>,
+    scale: f64,
+}
+
+/// One VM's chain in a phase, and the parts of it before its first and after its last
+/// job on its appliance.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Chain {
+    pub(super) total: f64,
+    pub(super) head: f64,
+    pub(super) tail: f64,
+}
+
+impl Durations {
+    pub(super) fn new(stats: &cloudsim::Stats, scale: f64) -> Durations {
+        Durations {
+            measured: stats
+                .commands
+                .iter()
+                .filter(|(_, c)| c.jobs > 0)
+                .map(|(k, c)| (k.clone(), c.min_s))
+                .collect(),
+            scale,
+        }
+    }
+
+    fn of(&self, command: &str) -> f64 {
+        let lower = command.to_lowercase();
+        self.measured.get(&lower).copied().unwrap_or_else(|| {
+            cloudsim::world::default_latency_ms(&lower) as f64 / 1000.0 * self.scale
+        })
+    }
+
+    fn hotplug(&self) -> f64 {
+        HOTPLUG_DELAY_MS as f64 / 1000.0 * self.scale
+    }
+
+    /// A test failover (replica mode), as its steps declare it: snapshot (N snapshots on the
+    /// appliance's queue) → create-vm (deploy) → remove-placeholder-root (its detach;
+    /// deleteVolume is synchronous) → detach-replicas (N on the appliance's queue) →
+    /// attach-replicas (N on the target VM's) → start-vm.
+    pub(super) fn test_failover(&self, disks: u32) -> Chain {
+        self.chain(
+            &cost::declared(store::Workflow::TestFailover, Mode::Replica),
+            disks,
+        )
+    }
+
+    /// A cleanup, as its steps declare it: stop-test-vm → detach-from-test-vm (N on the test VM's
+    /// queue) → revert-replicas (each replica detached, on its own queue: at once) →
+    /// reattach-replicas (N on the appliance's queue, then the last disk's hot-plug) →
+    /// delete-snapshots (each on its own queue) → destroy-test-vm.
+    pub(super) fn cleanup(&self, disks: u32) -> Chain {
+        self.chain(
+            &cost::declared(store::Workflow::Cleanup, Mode::Replica),
+            disks,
+        )
+    }
+
+    /// The chain of `steps` for a VM of `disks` disks: each step's jobs in order, then
+    /// its device wait. `head` is all before the first job on the appliance's queue,
+    /// `tail` all after the last (the hot-plug that step waits for included); a
+    /// workflow that never reaches the appliance has neither.
+    fn chain(&self, steps: &[StepCost], disks: u32) -> Chain {
+        // Each piece of the chain in order: its duration, and whether it is a job on
+        // the appliance's queue.
+        let mut pieces: Vec<(f64, bool)> = Vec::new();
+        for step in steps {
+            for job in &step.jobs {
+                let one = self.of(job.command);
+                let duration = match (job.times, job.queue) {
+                    (Times::Once, _) | (Times::PerDisk, Queue::Own) => one,
+                    (Times::PerDisk, Queue::Appliance | Queue::Target) => f64::from(disks) * one,
+                };
+                pieces.push((duration, job.queue == Queue::Appliance));
+            }
+            if step.waits_for_device {
+                pieces.push((self.hotplug(), false));
+            }
+        }
+        let total = pieces.iter().map(|(d, _)| d).sum();
+        let first = pieces.iter().position(|(_, appliance)| *appliance);
+        let last = pieces.iter().rposition(|(_, appliance)| *appliance);
+        let (head, tail) = match (first, last) {
+            (Some(first), Some(last)) => (
+                pieces[..first].iter().map(|(d, _)| d).sum(),
+                pieces[last + 1..].iter().map(|(d, _)| d).sum(),
+            ),
+            _ => (0.0, 0.0),
+        };
+        Chain { total, head, tail }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chains_follow_the_workflows_steps() {
+        let d = Durations {
+            measured: BTreeMap::new(),
+            scale: 1.0,
+        };
+        // 2 disks: snapshots 24, deploy 6, placeholder detach 3, detaches 6,
+        // attaches 6, start 15.
+        let tf = d.test_failover(2);
+        assert!((tf.total - 60.0).abs() < 1e-9, "{tf:?}");
+        assert!((tf.tail - 21.0).abs() < 1e-9, "{tf:?}");
+        // stop 8, detaches 6, revert 10 (at once), attaches 6, hot-plug 0.2,
+        // snapshot deletion 2 (at once), destroy 5.
+        let cu = d.cleanup(2);
+        assert!((cu.total - 37.2).abs() < 1e-9, "{cu:?}");
+        assert!((cu.head - 24.0).abs() < 1e-9, "{cu:?}");
+        assert!((cu.tail - 7.2).abs() < 1e-9, "{cu:?}");
+    }
+}

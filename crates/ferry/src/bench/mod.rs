@@ -1,0 +1,240 @@
+//! `ferry bench`: how close ferry comes to what CloudStack allows (DESIGN §7).
+//!
+//! K protected VMs of N disks each, their replicas spread over A appliances (VM i's on
+//! appliance i mod A), go through a test failover — all K at once — and then, once
+//! every one has ended, through their cleanups, all K at once. CloudStack is cloudsim,
+//! run as a child process (`ferry cloudsim`) so that this process's peak memory is the
+//! engine's: the REST API, the engine worker with its in-process volume daemon, the
+//! SQLite store, and this driver, which uses the API as an operator would.
+//!
+//! What it reports, per phase and in total:
+//!
+//! - the **makespan**: from just before the first run was requested to the end of the
+//!   last run (the runs' own `finished_at`, so how often this driver looks is not
+//!   counted);
+//! - the **lower bound** no client could beat, from what cloudsim measured:
+//!   - every CloudStack queue's busy time in the phase; for an appliance's queue plus
+//!     the least time any VM needs before its first job there (a cleanup reaches the
+//!     appliance only after stop, detach and revert) and after its last (a test
+//!     failover's attaches and start follow its last detach). A queue runs one job at
+//!     a time, so nothing finishes before head + busy + tail;
+//!   - the chain of one VM's workflow: its steps in order, each step's jobs taking
+//!     the shortest duration cloudsim measured for their command, jobs of one step on
+//!     one queue one after another (a VM's snapshots and detaches on its appliance, its
+//!     attaches on the target VM) and jobs on different queues (reverts, snapshot
+//!     deletions) at once;
+//!   - the larger of the two;
+//! - their **ratio**; per VM the **time to running** (from the run's creation to the
+//!   end of its `start-vm` step); CloudStack **calls per command**; `queryAsyncJobResult`
+//!   **polls per async job**; the process's **peak resident memory** (`VmHWM`).
+//!
+//! CloudStack attaches at most 32 data volumes to a KVM VM, the appliance included: a
+//! bench that would put more replicas on one appliance is refused, with the most that
+//! fits.
+//!
+//! The parts: [`world`] is the simulated cloud (the shape, the world file, `ferry
+//! cloudsim` as a child), [`run`] drives the runs through the API, [`bound`] is the
+//! chain side of the lower bound (from what the workflows declare), and [`report`]
+//! turns what was measured into the figures above and prints them. This file takes the
+//! arguments and puts the parts in order.
+
+mod bound;
+mod report;
+mod run;
+mod world;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use server::config::{Builder, EngineSection, TargetSection};
+
+use crate::client::{ConnectionArgs, Output};
+use crate::embedded::{Embedded, format_speed};
+use report::{Report, Setup};
+use run::{Observed, Workflow, phase, register};
+use world::{Cloudsim, Shape, World};
+
+/// The default time scale, 25× real pace: 100 VMs of 4 disks on the 13 appliances they
+/// need take about half a minute, one VM of 2 disks about 4 s. Faster scales shrink
+/// every job while ferry's own costs (HTTP, SQLite, scheduling) stay what they are, so
+/// the ratio to the bound grows (docs/benchmarks.md).
+pub const DEFAULT_TIME_SCALE: f64 = 0.04;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Protected VMs (K), test-failed-over all at once, then cleaned up all at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    vms: u32,
+    /// Disks per VM (N): one boot disk and N−1 data disks.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=32))]
+    disks: u32,
+    /// Appliances (A) holding the replicas: VM i's on appliance i mod A.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    appliances: u32,
+    /// Multiplies cloudsim's latencies (1: a KVM cloud's real pace).
+    #[arg(long, default_value_t = DEFAULT_TIME_SCALE)]
+    time_scale: f64,
+    /// Runs the engine executes at once; all K by default, so every run is truly
+    /// concurrent (ferry serve's default is 64).
+    #[arg(long)]
+    engine_concurrency: Option<usize>,
+    /// First take one more VM of N disks, on an appliance of its own, through a test
+    /// failover and cleanup, unmeasured: the CloudStack client then knows how long
+    /// each command's jobs take, as a `ferry serve` that has run a drill before does.
+    #[arg(long)]
+    warmup: bool,
+}
+
+pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.time_scale.is_finite() && args.time_scale > 0.0 && args.time_scale <= 10.0,
+        "--time-scale must be a number > 0 and ≤ 10 (got {}); 1 is real time",
+        args.time_scale
+    );
+    let shape = Shape {
+        vms: args.vms,
+        disks: args.disks,
+        appliances: args.appliances,
+    };
+    shape.check()?;
+    let json = connection.output == Output::Json;
+    let say = |text: String| {
+        if json {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    };
+    let concurrency = args.engine_concurrency.unwrap_or(args.vms as usize).max(1);
+    let scale = args.time_scale;
+
+    let dir = tempfile::Builder::new().prefix("ferry-bench-").tempdir()?;
+    let world = World::new(&shape, args.warmup);
+    let world_path = dir.path().join("world.toml");
+    std::fs::write(&world_path, world.toml())?;
+    let sysfs = dir.path().join("appliances");
+    std::fs::create_dir_all(&sysfs)?;
+    let sim = Cloudsim::spawn(&world_path, &sysfs, scale).await?;
+    let announcement = &sim.announcement;
+
+    // Polling paced to the simulated cloud: the first poll of a command not seen yet
+    // comes after 100 ms of CloudStack time, and polls are never more than 250 ms
+    // apart until the client has learned how long the command's jobs take.
+    let poll_first_ms = ((100.0 * scale).round() as u64).max(1);
+    let poll_max_ms = ((250.0 * scale).round() as u64).max(poll_first_ms);
+    let mut config = Builder::new(
+        &announcement.endpoint,
+        &announcement.api_key,
+        TargetSection {
+            zone_id: world.zone.clone(),
+            service_offering_id: world.offering.clone(),
+            template_id: world.template.clone(),
+        },
+    )
+    .database(dir.path().join("ferry.db").display().to_string())
+    .poll_ms(poll_first_ms, poll_max_ms)
+    .engine(EngineSection {
+        worker_name: Some("bench".into()),
+        concurrency,
+        ..EngineSection::default()
+    });
+    for a in &world.appliances {
+        let vm_id = announcement
+            .appliances
+            .get(&a.name)
+            .with_context(|| format!("cloudsim did not announce appliance {}", a.name))?;
+        let root = announcement
+            .sysfs_roots
+            .get(&a.name)
+            .with_context(|| format!("cloudsim has no guest view of appliance {}", a.name))?;
+        config = config.appliance(&a.name, vm_id, root);
+    }
+    let config = config.build().context("the bench's config")?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = Embedded::start(config, &announcement.secret_key, listener).await?;
+    let api = &server.api;
+    say(format!(
+        "ferry bench: {} VM(s) × {} disk(s) on {} appliance(s), cloudsim at {}× real time, engine concurrency {concurrency}",
+        shape.vms,
+        shape.disks,
+        shape.appliances,
+        format_speed(scale),
+    ));
+
+    let registered = Instant::now();
+    register(api, &world).await?;
+    say(format!(
+        "registered {} VMs in {:.1} s",
+        world.vms.len(),
+        registered.elapsed().as_secs_f64()
+    ));
+    if let Some(warmup) = &world.warmup {
+        let name = [warmup.name.clone()];
+        for workflow in [Workflow::TestFailover, Workflow::Cleanup] {
+            let (_, runs) = phase(api, &name, workflow).await?;
+            if let Some(r) = runs.iter().find(|r| r.state != "done") {
+                eprintln!(
+                    "error: the warm-up's {workflow:?} {} ended {}: {}",
+                    r.id,
+                    r.state,
+                    r.error.as_deref().unwrap_or("no reason recorded")
+                );
+                server.stop().await;
+                sim.stop().await;
+                return Ok(ExitCode::from(1));
+            }
+        }
+        say(format!(
+            "warmed up: {} through a test failover and cleanup, unmeasured",
+            warmup.name
+        ));
+    }
+
+    let stats_before = sim.stats().await?;
+    let names: Vec<String> = world.vms.iter().map(|v| v.name.clone()).collect();
+    let (started_ms, runs) = phase(api, &names, Workflow::TestFailover).await?;
+    let stats_between = sim.stats().await?;
+    let test_failover = Observed::read(api, started_ms, runs).await?;
+    let failed_over: Vec<String> = test_failover.done().map(|r| r.vm.clone()).collect();
+    say(format!(
+        "test failover: {} of {} done in {:.2} s",
+        failed_over.len(),
+        names.len(),
+        test_failover.seconds()?
+    ));
+    let (started_ms, runs) = phase(api, &failed_over, Workflow::Cleanup).await?;
+    let stats_after = sim.stats().await?;
+    let cleanup = Observed::read(api, started_ms, runs).await?;
+    say(format!(
+        "cleanup: {} of {} done in {:.2} s",
+        cleanup.done().count(),
+        failed_over.len(),
+        cleanup.seconds()?
+    ));
+    let peak_rss_mib = report::peak_rss_mib()?;
+
+    server.stop().await;
+    sim.stop().await;
+
+    let setup = Setup {
+        shape,
+        time_scale: scale,
+        engine_concurrency: concurrency,
+        warmup: args.warmup,
+    };
+    let report = Report::new(
+        setup,
+        &world,
+        [&stats_before, &stats_between, &stats_after],
+        &test_failover,
+        &cleanup,
+        peak_rss_mib,
+    )?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(report.verdict(&names, &cleanup.runs))
+}
