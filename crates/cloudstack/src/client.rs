@@ -449,7 +449,7 @@ impl Client {
             match result {
                 Err(e)
                     if kind == Kind::Read
-                        && e.class() == crate::ErrorClass::Transient
+                        && e.class() == crate::error::ErrorClass::Transient
                         && attempt < self.config.read_attempts =>
                 {
                     tracing::debug!(command, attempt, error = %e, "retrying a read after a transient error");
@@ -695,7 +695,7 @@ impl Client {
             let polled_at = started.elapsed();
             let state = match self.query_async_job_result(&job.job_id).await {
                 Ok(state) => state,
-                Err(e) if e.class() == crate::ErrorClass::Transient => {
+                Err(e) if e.class() == crate::error::ErrorClass::Transient => {
                     tracing::debug!(job_id = %job.job_id, error = %e, "poll failed transiently");
                     continue;
                 }
