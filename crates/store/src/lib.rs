@@ -28,9 +28,9 @@
 //! (appliances, protected VMs, replica volumes), `runs` (runs and their leases,
 //! steps, events) and `journal` (the volume daemon's operations, fences, the volumes
 //! ferry created). Under them, `pool` opens the database, `rows` reads rows into the
-//! `model` types, `error` says what went wrong and `backend` which
-//! database a URL names. This file only declares them and names the public API, so
-//! no module needs to import from it (and none does: no circle of imports).
+//! `model` types, `error` says what went wrong and `backend` which database a URL
+//! names. This file only declares them and names the public API, so no module needs
+//! to import from it (and none does: no circle of imports).
 
 mod backend;
 mod error;
