@@ -175,21 +175,15 @@ impl Store {
     /// The VM of a `protected_vms` row, with its NICs and disks.
     async fn load_vm(&self, r: &AnyRow) -> Result<ProtectedVm> {
         let id: String = column(r, "id")?;
-        let nics = self
-            .fetch_all(
-                sqlx::query("SELECT * FROM nics WHERE vm_id = $1 ORDER BY position").bind(&id),
-            )
-            .await?;
-        let disks = self
-            .fetch_all(
-                sqlx::query(
-                    "SELECT d.*, r.volume_id, r.attached_vm_id, r.device_id, r.device_path, r.seen_at
+        let query = sqlx::query("SELECT * FROM nics WHERE vm_id = $1 ORDER BY position").bind(&id);
+        let nics = self.fetch_all(query).await?;
+        let query = sqlx::query(
+            "SELECT d.*, r.volume_id, r.attached_vm_id, r.device_id, r.device_path, r.seen_at
              FROM disks d JOIN replica_volumes r ON r.disk_id = d.id
              WHERE d.vm_id = $1 ORDER BY d.controller_type, d.bus, d.unit",
-                )
-                .bind(&id),
-            )
-            .await?;
+        )
+        .bind(&id);
+        let disks = self.fetch_all(query).await?;
         protected_vm(r, nics, disks)
     }
 
