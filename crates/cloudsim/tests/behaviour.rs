@@ -7,6 +7,9 @@
 //! Nothing sleeps for a fixed time except the short steps of a bounded wait for a
 //! condition.
 
+// These tests drive cloudsim's volume rules with ferry's real client.
+#![allow(clippy::disallowed_methods)]
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -3,6 +3,9 @@
 //! `*` hits about its share of all calls with the faults it names and stays armed, and
 //! rules that could never fire are refused when armed.
 
+// These tests drive cloudsim's volume rules with ferry's real client.
+#![allow(clippy::disallowed_methods)]
+
 use std::time::Duration;
 
 use cloudsim::SimConfig;

@@ -3,6 +3,9 @@
 //! client or, for requests no well-behaved client sends, with raw `reqwest`.
 //! Every refusal is checked for CloudStack's exact errorcode and errortext.
 
+// These tests drive cloudsim's volume rules with ferry's real client.
+#![allow(clippy::disallowed_methods)]
+
 use std::time::Duration;
 
 use cloudsim::world::{VolumeDef, ids};

@@ -6,6 +6,9 @@
 //! whose worker threads the recorder does not see; that is fine, since every metric is
 //! recorded by the client.
 
+// These tests exercise the client's own volume calls against cloudsim.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

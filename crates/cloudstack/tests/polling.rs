@@ -4,6 +4,9 @@
 //! of a command not learned yet, one wait polls for all. Checked against cloudsim by
 //! the polls it counted per job.
 
+// These tests exercise the client's own volume calls against cloudsim.
+#![allow(clippy::disallowed_methods)]
+
 use std::time::Duration;
 
 use cloudsim::SimConfig;

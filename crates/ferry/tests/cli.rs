@@ -1,5 +1,8 @@
 //! Black-box tests of the `ferry` binary: real processes on port 0.
 
+// Set-up: a volume made with the real client, as an operator's CloudStack would have it.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

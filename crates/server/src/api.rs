@@ -15,7 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use store::{ProtectedVm, Run, RunState};
 use subtle::ConstantTimeEq;
@@ -23,17 +23,8 @@ use utoipa::OpenApi;
 
 use crate::error::{ApiError, chain};
 use crate::model::*;
+pub use crate::state::AppState;
 use crate::view;
-
-/// What every handler works with.
-#[derive(Clone)]
-pub struct AppState {
-    pub env: workflows::Env,
-    pub worker: workflows::Worker,
-    pub token: std::sync::Arc<SecretString>,
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    pub limits: inventory::Limits,
-}
 
 type ApiResult<T> = Result<T, ApiError>;
 

@@ -107,8 +107,6 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-use store::sqlx as sqlx_error;
-
 impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
         match &e {
@@ -117,12 +115,8 @@ impl From<store::StoreError> for ApiError {
                 ApiError::Conflict(e.to_string())
             }
             store::StoreError::Connect { .. }
-            | store::StoreError::Db(
-                sqlx_error::Error::PoolTimedOut
-                | sqlx_error::Error::PoolClosed
-                | sqlx_error::Error::Io(_)
-                | sqlx_error::Error::Tls(_),
-            ) => ApiError::Unavailable(format!(
+            | store::StoreError::Unavailable(_)
+            | store::StoreError::Busy(_) => ApiError::Unavailable(format!(
                 "the database cannot be used now; try again: {}",
                 chain(&e)
             )),

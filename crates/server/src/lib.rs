@@ -11,6 +11,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod model;
+mod state;
 pub mod view;
 
 pub use api::{AppState, openapi_json, router};

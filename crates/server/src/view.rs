@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use store::{ProtectedVm, Run, RunState, StepState, Workflow};
 
-use crate::api::AppState;
 use crate::error::{ApiError, chain};
 use crate::model::*;
+use crate::state::AppState;
 
 /// Unix milliseconds as RFC 3339 in UTC with milliseconds.
 pub fn time(ms: i64) -> String {

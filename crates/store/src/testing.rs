@@ -2,7 +2,8 @@
 //! to get a fresh SQLite file or a PostgreSQL schema of their own, so tests run in
 //! parallel without seeing each other.
 
-use crate::{Store, StoreError};
+use crate::error::StoreError;
+use crate::pool::Store;
 
 /// The PostgreSQL database tests use: `FERRY_TEST_POSTGRES`, by default the one every
 /// machine of this project runs (`postgres://postgres@127.0.0.1:5432/test`).

@@ -10,6 +10,9 @@
 //!
 //! Nothing sleeps for a fixed time except the short steps of a bounded wait.
 
+// Set-up and faults: volumes made, and attaches a dead daemon sent, with the real client.
+#![allow(clippy::disallowed_methods)]
+
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;

@@ -8,6 +8,9 @@
 //! The "command" is a small shell script in a temp dir that appends its arguments to
 //! a log file, so the test sees exactly how often, and with what, it ran.
 
+// Set-up: volumes made with the real client for the daemon to prepare.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,0 +1,299 @@
+//! The inventory's tables: appliances, protected VMs with their NICs and disks, and
+//! the replica volumes with where each was last seen. Registration writes a VM whole
+//! or not at all; the constraints that keep it whole (one replica per disk, one boot
+//! disk, unique identities, names and MACs, one device path per volume) are the
+//! schema's, and their violations come back as `StoreError::Constraint`.
+
+use sqlx::any::AnyRow;
+
+use crate::error::{Result, StoreError, found};
+use crate::model::{Appliance, Attachment, DiskRecord, NewVm, ProtectedVm, VmState};
+use crate::pool::Store;
+use crate::rows::{FromRow, Query, column, new_id, now_ms, protected_vm};
+
+impl Store {
+    // ---- appliances -------------------------------------------------------------
+
+    /// Adds an appliance, or updates the one with the same name.
+    pub async fn upsert_appliance(&self, a: &Appliance) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO appliances (name, vm_id, zone_id, volumed_url, sysfs_root, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (name) DO UPDATE SET vm_id = excluded.vm_id, zone_id = excluded.zone_id,
+               volumed_url = excluded.volumed_url, sysfs_root = excluded.sysfs_root",
+        )
+        .bind(&a.name)
+        .bind(&a.vm_id)
+        .bind(&a.zone_id)
+        .bind(&a.volumed_url)
+        .bind(&a.sysfs_root)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn appliance(&self, name: &str) -> Result<Option<Appliance>> {
+        let query = sqlx::query("SELECT * FROM appliances WHERE name = $1").bind(name);
+        self.fetch_optional(query).await
+    }
+
+    pub async fn appliances(&self) -> Result<Vec<Appliance>> {
+        let query = sqlx::query("SELECT * FROM appliances ORDER BY name");
+        self.fetch_all(query).await
+    }
+
+    // ---- protected VMs ----------------------------------------------------------
+
+    /// Writes a protected VM with its NICs, disks and replica volumes in one
+    /// transaction; `seen` gives where each replica volume was observed at
+    /// registration (volume id → attachment). All or nothing.
+    pub async fn register_vm(
+        &self,
+        vm: &NewVm,
+        seen: &[(String, Attachment)],
+    ) -> Result<ProtectedVm> {
+        let id = new_id();
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO protected_vms (id, name, source_id, appliance, vcpu, memory_mb, cpu_speed_mhz,
+               firmware, secure_boot, guest_os, guest_prep, state, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&id)
+        .bind(&vm.name)
+        .bind(&vm.source_id)
+        .bind(&vm.appliance)
+        .bind(vm.spec.vcpu)
+        .bind(vm.spec.memory_mb)
+        .bind(vm.spec.cpu_speed_mhz)
+        .bind(vm.spec.firmware.as_str())
+        .bind(vm.spec.secure_boot as i64)
+        .bind(vm.spec.guest_os.as_str())
+        .bind(vm.spec.guest_prep.as_str())
+        .bind(VmState::ReadyForFailover.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for nic in &vm.nics {
+            sqlx::query(
+                "INSERT INTO nics (vm_id, position, mac, source_network, test_network_id, test_ip,
+                   production_network_id, production_ip)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&id)
+            .bind(nic.position)
+            .bind(nic.mac.to_lowercase())
+            .bind(&nic.source_network)
+            .bind(&nic.test_network_id)
+            .bind(&nic.test_ip)
+            .bind(&nic.production_network_id)
+            .bind(&nic.production_ip)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for disk in &vm.disks {
+            let disk_id = new_id();
+            sqlx::query(
+                "INSERT INTO disks (id, vm_id, device_key, controller_type, bus, unit, capacity_bytes,
+                   label, is_boot, boot_order)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(&disk_id)
+            .bind(&id)
+            .bind(disk.device_key)
+            .bind(disk.controller.as_str())
+            .bind(disk.bus)
+            .bind(disk.unit)
+            .bind(disk.capacity_bytes)
+            .bind(&disk.label)
+            .bind(disk.is_boot as i64)
+            .bind(disk.boot_order)
+            .execute(&mut *tx)
+            .await?;
+            let attachment = seen
+                .iter()
+                .find(|(v, _)| *v == disk.replica_volume_id)
+                .map(|(_, a)| a.clone())
+                .unwrap_or(Attachment {
+                    vm_id: None,
+                    device_id: None,
+                    device_path: None,
+                    seen_at: None,
+                });
+            sqlx::query(
+                "INSERT INTO replica_volumes (volume_id, disk_id, expected_size_bytes, attached_vm_id,
+                   device_id, device_path, seen_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&disk.replica_volume_id)
+            .bind(&disk_id)
+            .bind(disk.capacity_bytes)
+            .bind(&attachment.vm_id)
+            .bind(attachment.device_id)
+            .bind(&attachment.device_path)
+            .bind(attachment.seen_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.vm_by_id(&id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("VM {id} vanished after registration")))
+    }
+
+    pub async fn vm(&self, name: &str) -> Result<Option<ProtectedVm>> {
+        self.vm_where(sqlx::query("SELECT * FROM protected_vms WHERE name = $1").bind(name))
+            .await
+    }
+
+    pub async fn vm_by_id(&self, id: &str) -> Result<Option<ProtectedVm>> {
+        self.vm_where(sqlx::query("SELECT * FROM protected_vms WHERE id = $1").bind(id))
+            .await
+    }
+
+    pub async fn vms(&self) -> Result<Vec<ProtectedVm>> {
+        let rows = sqlx::query("SELECT * FROM protected_vms ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(self.load_vm(r).await?);
+        }
+        Ok(out)
+    }
+
+    /// The VM `query` selects from `protected_vms`, if any.
+    async fn vm_where(&self, query: Query<'_>) -> Result<Option<ProtectedVm>> {
+        match query.fetch_optional(&self.pool).await? {
+            Some(r) => Ok(Some(self.load_vm(&r).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The VM of a `protected_vms` row, with its NICs and disks.
+    async fn load_vm(&self, r: &AnyRow) -> Result<ProtectedVm> {
+        let id: String = column(r, "id")?;
+        let query = sqlx::query("SELECT * FROM nics WHERE vm_id = $1 ORDER BY position").bind(&id);
+        let nics = self.fetch_all(query).await?;
+        let query = sqlx::query(
+            "SELECT d.*, r.volume_id, r.attached_vm_id, r.device_id, r.device_path, r.seen_at
+             FROM disks d JOIN replica_volumes r ON r.disk_id = d.id
+             WHERE d.vm_id = $1 ORDER BY d.controller_type, d.bus, d.unit",
+        )
+        .bind(&id);
+        let disks = self.fetch_all(query).await?;
+        protected_vm(r, nics, disks)
+    }
+
+    /// Removes a protected VM from ferry's inventory (not from CloudStack: its
+    /// replica volumes stay where they are). Refused while a run is active.
+    pub async fn remove_vm(&self, name: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT id FROM protected_vms WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "protected VM",
+                key: name.to_string(),
+            })?;
+        let id: String = column(&row, "id")?;
+        if let Some(run) = sqlx::query(
+            "SELECT id, workflow, state FROM runs WHERE vm_id = $1
+               AND state IN ('pending', 'running', 'unwinding', 'stuck')",
+        )
+        .bind(&id)
+        .fetch_optional(&mut *tx)
+        .await?
+        {
+            let run_id: String = column(&run, "id")?;
+            let workflow: String = column(&run, "workflow")?;
+            let state: String = column(&run, "state")?;
+            return Err(StoreError::Refused(format!(
+                "cannot remove {name}: run {run_id} ({workflow}) is {state}; wait for it to end, \
+                 or cancel it (`ferry run cancel {run_id}`) or abandon it if it is stuck"
+            )));
+        }
+        sqlx::query("DELETE FROM protected_vms WHERE id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_vm_state(
+        &self,
+        vm_id: &str,
+        state: VmState,
+        target_vm_id: Option<&str>,
+    ) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE protected_vms SET state = $1, target_vm_id = $2 WHERE id = $3")
+                .bind(state.as_str())
+                .bind(target_vm_id)
+                .bind(vm_id)
+                .execute(&self.pool)
+                .await?;
+        found(done.rows_affected(), "protected VM", vm_id)
+    }
+
+    // ---- replica volumes --------------------------------------------------------
+
+    /// The protected VM's name and the disk a replica volume belongs to.
+    pub async fn replica(&self, volume_id: &str) -> Result<Option<(String, DiskRecord)>> {
+        let row = sqlx::query(
+            "SELECT v.name AS vm_name, d.*, r.volume_id, r.attached_vm_id, r.device_id, r.device_path, r.seen_at
+             FROM replica_volumes r JOIN disks d ON d.id = r.disk_id JOIN protected_vms v ON v.id = d.vm_id
+             WHERE r.volume_id = $1",
+        )
+        .bind(volume_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(Some((column(&r, "vm_name")?, DiskRecord::from_row(&r)?))),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn is_replica(&self, volume_id: &str) -> Result<bool> {
+        Ok(
+            sqlx::query("SELECT 1 AS one FROM replica_volumes WHERE volume_id = $1")
+                .bind(volume_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// Records where a replica volume was seen. Two volumes on one VM can never share
+    /// a device path (constraint `replica_volumes_one_path`).
+    pub async fn record_attachment(&self, volume_id: &str, a: &Attachment) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE replica_volumes SET attached_vm_id = $1, device_id = $2, device_path = $3, seen_at = $4
+             WHERE volume_id = $5",
+        )
+        .bind(&a.vm_id)
+        .bind(a.device_id)
+        .bind(&a.device_path)
+        .bind(a.seen_at.unwrap_or_else(now_ms))
+        .bind(volume_id)
+        .execute(&self.pool)
+        .await?;
+        found(done.rows_affected(), "replica volume", volume_id)
+    }
+
+    /// The replica volume recorded at `device_path` on `vm_id`, if any.
+    pub async fn replica_at_path(&self, vm_id: &str, device_path: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT volume_id FROM replica_volumes WHERE attached_vm_id = $1 AND device_path = $2",
+        )
+        .bind(vm_id)
+        .bind(device_path)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| column(&r, "volume_id")).transpose()
+    }
+}

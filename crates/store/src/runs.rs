@@ -1,0 +1,335 @@
+//! The engine's tables: runs (with the lease a worker holds on one and the fencing
+//! generation that goes with it), their steps and their events. Every write a worker
+//! makes while it executes a run carries the generation it acquired, in the same
+//! statement, so a worker whose lease was taken over cannot write (`Fenced`); at most
+//! one run per protected VM is active (the partial unique index
+//! `runs_one_active_per_vm`).
+
+use crate::error::{Result, StoreError, fenced, found};
+use crate::model::{Event, Run, RunState, StepRecord, Workflow};
+use crate::pool::Store;
+use crate::rows::{column, new_id, now_ms};
+
+impl Store {
+    // ---- runs and their leases -------------------------------------------------
+
+    /// Starts a run; refused by `runs_one_active_per_vm` while another is active.
+    pub async fn create_run(
+        &self,
+        vm_id: &str,
+        workflow: Workflow,
+        mode: Option<&str>,
+    ) -> Result<Run> {
+        self.create_run_with_plan(vm_id, workflow, mode, None).await
+    }
+
+    /// Starts a run with its input (`plan`, JSON) in the same statement, so no worker
+    /// can ever find the run without it.
+    pub async fn create_run_with_plan(
+        &self,
+        vm_id: &str,
+        workflow: Workflow,
+        mode: Option<&str>,
+        plan: Option<&str>,
+    ) -> Result<Run> {
+        let id = new_id();
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO runs (id, vm_id, workflow, mode, state, plan, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        )
+        .bind(&id)
+        .bind(vm_id)
+        .bind(workflow.as_str())
+        .bind(mode)
+        .bind(RunState::Pending.as_str())
+        .bind(plan)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.run(&id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("run {id} vanished")))
+    }
+
+    pub async fn run(&self, id: &str) -> Result<Option<Run>> {
+        let query = sqlx::query("SELECT * FROM runs WHERE id = $1").bind(id);
+        self.fetch_optional(query).await
+    }
+
+    /// The newest run of `workflow` on the VM, in any state.
+    pub async fn last_run(&self, vm_id: &str, workflow: Workflow) -> Result<Option<Run>> {
+        let query = sqlx::query(
+            "SELECT * FROM runs WHERE vm_id = $1 AND workflow = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(vm_id)
+        .bind(workflow.as_str());
+        self.fetch_optional(query).await
+    }
+
+    /// How many runs are in each state (states with none left out).
+    pub async fn run_counts(&self) -> Result<Vec<(RunState, i64)>> {
+        let rows =
+            sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state ORDER BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((column(r, "state")?, column(r, "n")?)))
+            .collect()
+    }
+
+    /// Runs, newest first: of one VM (by its id) or of all, at most `limit`.
+    pub async fn runs(&self, vm_id: Option<&str>, limit: i64) -> Result<Vec<Run>> {
+        let limit = limit.max(0);
+        let query = match vm_id {
+            Some(vm_id) => sqlx::query(
+                "SELECT * FROM runs WHERE vm_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+            )
+            .bind(vm_id)
+            .bind(limit),
+            None => sqlx::query("SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT $1")
+                .bind(limit),
+        };
+        self.fetch_all(query).await
+    }
+
+    pub async fn active_run(&self, vm_id: &str) -> Result<Option<Run>> {
+        let query = sqlx::query(
+            "SELECT * FROM runs WHERE vm_id = $1 AND state IN ('pending', 'running', 'unwinding', 'stuck')",
+        )
+        .bind(vm_id);
+        self.fetch_optional(query).await
+    }
+
+    pub async fn set_run_state(
+        &self,
+        id: &str,
+        state: RunState,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let now = now_ms();
+        let finished = (!state.is_active()).then_some(now);
+        let done = sqlx::query(
+            "UPDATE runs SET state = $1, error = COALESCE($2, error), updated_at = $3, finished_at = $4
+             WHERE id = $5",
+        )
+        .bind(state.as_str())
+        .bind(error)
+        .bind(now)
+        .bind(finished)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        found(done.rows_affected(), "run", id)
+    }
+
+    /// Stores the run's input (for example its device plan).
+    pub async fn set_run_plan(&self, id: &str, plan: &str) -> Result<()> {
+        sqlx::query("UPDATE runs SET plan = $1, updated_at = $2 WHERE id = $3")
+            .bind(plan)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the run's lease for `owner` if it is free, expired or already `owner`'s,
+    /// raising its generation; returns the new generation, or `None` when another
+    /// worker holds a live lease. Every later write by the worker carries it.
+    pub async fn acquire_run(&self, id: &str, owner: &str, ttl_ms: i64) -> Result<Option<i64>> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "UPDATE runs SET lease_owner = $1, lease_expires_at = $2, generation = generation + 1,
+               updated_at = $3
+             WHERE id = $4 AND state IN ('pending', 'running', 'unwinding')
+               AND (lease_owner IS NULL OR lease_expires_at < $3 OR lease_owner = $1)
+             RETURNING generation",
+        )
+        .bind(owner)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| column(&r, "generation")).transpose()
+    }
+
+    /// Extends the lease held at `generation`; `Fenced` if it was taken over.
+    pub async fn renew_run(
+        &self,
+        id: &str,
+        owner: &str,
+        generation: i64,
+        ttl_ms: i64,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE runs SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND generation = $4",
+        )
+        .bind(now_ms() + ttl_ms)
+        .bind(id)
+        .bind(owner)
+        .bind(generation)
+        .execute(&self.pool)
+        .await?;
+        fenced(done.rows_affected(), id, generation)
+    }
+
+    /// Gives the lease up (after the run ended, or on shutdown).
+    pub async fn release_run(&self, id: &str, generation: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND generation = $2",
+        )
+        .bind(id)
+        .bind(generation)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Active runs that a worker other than `owner` holds under a live lease.
+    pub async fn runs_held_by_others(&self, owner: &str) -> Result<Vec<String>> {
+        let query = sqlx::query(
+            "SELECT id FROM runs WHERE state IN ('pending', 'running', 'unwinding')
+               AND lease_owner IS NOT NULL AND lease_owner <> $1 AND lease_expires_at >= $2
+             ORDER BY created_at, id",
+        )
+        .bind(owner)
+        .bind(now_ms());
+        self.fetch_column(query, "id").await
+    }
+
+    /// Puts a stuck run back to unwinding, counting the retry (see [`Run::retries`]).
+    pub async fn retry_stuck_run(&self, id: &str) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE runs SET state = 'unwinding', retries = retries + 1, updated_at = $1, finished_at = NULL
+             WHERE id = $2 AND state = 'stuck'",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Refused(format!(
+                "run {id} is not stuck: only a stuck run can be retried"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs that the worker `owner` may take: active, not stuck, and with no live
+    /// lease — or a lease of its own name, which a restarted process with a stable
+    /// worker name takes back at once instead of waiting for it to run out. (Two live
+    /// processes given one name would take turns on a run, each acquisition fencing
+    /// the other off; they never write at the same time.)
+    pub async fn claimable_runs(&self, owner: &str) -> Result<Vec<String>> {
+        let query = sqlx::query(
+            "SELECT id FROM runs WHERE state IN ('pending', 'running', 'unwinding')
+               AND (lease_owner IS NULL OR lease_expires_at < $1 OR lease_owner = $2)
+             ORDER BY created_at, id",
+        )
+        .bind(now_ms())
+        .bind(owner);
+        self.fetch_column(query, "id").await
+    }
+
+    /// Moves the run to `state` if it is still held at `generation`.
+    pub async fn set_run_state_fenced(
+        &self,
+        id: &str,
+        generation: i64,
+        state: RunState,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE runs SET state = $1, error = COALESCE($2, error), updated_at = $3, finished_at = $4,
+               cause = CASE WHEN $1 = 'unwinding' THEN COALESCE(cause, $2) ELSE cause END
+             WHERE id = $5 AND generation = $6",
+        )
+        .bind(state.as_str())
+        .bind(error)
+        .bind(now)
+        .bind((!state.is_active()).then_some(now))
+        .bind(id)
+        .bind(generation)
+        .execute(&self.pool)
+        .await?;
+        fenced(done.rows_affected(), id, generation)
+    }
+
+    /// Asks the run to stop: checked before each step; a cancelled run unwinds.
+    pub async fn request_cancel(&self, id: &str) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE runs SET cancel_requested = 1, updated_at = $1 WHERE id = $2")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        found(done.rows_affected(), "run", id)
+    }
+
+    // ---- steps ------------------------------------------------------------------
+
+    pub async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
+        let query =
+            sqlx::query("SELECT * FROM steps WHERE run_id = $1 ORDER BY position").bind(run_id);
+        self.fetch_all(query).await
+    }
+
+    /// Records a step's state if the run is still held at `generation` — in one
+    /// statement, so a worker that lost its lease cannot write.
+    pub async fn put_step(&self, run_id: &str, generation: i64, step: &StepRecord) -> Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO steps (run_id, position, name, state, attempts, output, error, started_at, finished_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+             WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND generation = $10)
+             ON CONFLICT (run_id, position) DO UPDATE SET state = excluded.state,
+               attempts = excluded.attempts, output = excluded.output, error = excluded.error,
+               started_at = excluded.started_at, finished_at = excluded.finished_at",
+        )
+        .bind(run_id)
+        .bind(step.position)
+        .bind(&step.name)
+        .bind(step.state.as_str())
+        .bind(step.attempts)
+        .bind(&step.output)
+        .bind(&step.error)
+        .bind(step.started_at)
+        .bind(step.finished_at)
+        .bind(generation)
+        .execute(&self.pool)
+        .await?;
+        fenced(done.rows_affected(), run_id, generation)
+    }
+
+    // ---- events -----------------------------------------------------------------
+
+    /// Appends a line to the run's log.
+    pub async fn add_event(
+        &self,
+        run_id: &str,
+        level: &str,
+        step: Option<&str>,
+        message: &str,
+        fields: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO events (run_id, at, level, step, message, fields) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(run_id)
+        .bind(now_ms())
+        .bind(level)
+        .bind(step)
+        .bind(message)
+        .bind(fields)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn events(&self, run_id: &str) -> Result<Vec<Event>> {
+        let query = sqlx::query("SELECT * FROM events WHERE run_id = $1 ORDER BY id").bind(run_id);
+        self.fetch_all(query).await
+    }
+}
