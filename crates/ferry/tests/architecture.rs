@@ -59,7 +59,14 @@ const ALLOWED: &[(&str, &[&str], &[&str])] = &[
     // The binary: `serve`, `volumed`, `cloudsim`, `demo`, `bench` and the client.
     (
         "ferry",
-        &["cloudsim", "cloudstack", "server", "store", "volumed", "workflows"],
+        &[
+            "cloudsim",
+            "cloudstack",
+            "server",
+            "store",
+            "volumed",
+            "workflows",
+        ],
         &[],
     ),
 ];
