@@ -90,7 +90,16 @@ pub trait Step<C: Send + Sync>: Send + Sync {
     async fn run(&self, cx: &StepContext<'_, C>) -> Result<Value, StepError>;
     /// The undo: also idempotent, and correct whether the action did nothing, part of
     /// its work or all of it. `output` is the action's output if it finished.
-    async fn undo(&self, cx: &StepContext<'_, C>, output: Option<&Value>) -> Result<(), StepError>;
+    ///
+    /// By default there is nothing to undo: a step that only reads (a validation), or
+    /// one of a forward workflow (whose next run finishes what this one left).
+    async fn undo(
+        &self,
+        _cx: &StepContext<'_, C>,
+        _output: Option<&Value>,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
 }
 
 /// An ordered list of steps.

@@ -71,7 +71,8 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
     crate::common::create_run(env, &vm, Workflow::Cleanup, Some(mode.as_str()), &input).await
 }
 
-/// The cleanup saga.
+/// The cleanup saga. Only `detach-from-test-vm` has an undo; the others leave the default,
+/// which does nothing: a forward workflow, the next cleanup finishes what this one left.
 pub fn saga() -> Saga<Env> {
     Saga::new(vec![
         Box::new(StopTestVm),
@@ -111,15 +112,6 @@ impl Step<Env> for StopTestVm {
             }
             None => Ok(json!({ "found": false })),
         }
-    }
-
-    /// A forward workflow: the next cleanup finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
     }
 }
 
@@ -229,15 +221,6 @@ impl Step<Env> for RevertReplicas {
             .collect();
         Ok(json!({ "reverted": reverted }))
     }
-
-    /// A forward workflow: the next cleanup finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -254,15 +237,6 @@ impl Step<Env> for DeleteClones {
         // Found by name, so a clone an earlier cleanup did not get to is found too.
         let Deleted { deleted, foreign } = delete_clones(cx, "delete-clones", &input).await?;
         Ok(json!({ "deleted": deleted, "unexpected": foreign }))
-    }
-
-    /// A forward workflow: the next cleanup finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
     }
 }
 
@@ -289,15 +263,6 @@ impl Step<Env> for ReattachReplicas {
             })).collect::<Vec<_>>()
         }))
     }
-
-    /// A forward workflow: the next cleanup finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -309,15 +274,6 @@ impl Step<Env> for DeleteSnapshots {
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
         delete_run_snapshots(cx, "delete-snapshots").await?;
         Ok(json!({}))
-    }
-
-    /// A forward workflow: the next cleanup finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
     }
 }
 
@@ -337,15 +293,6 @@ impl Step<Env> for DestroyTestVm {
             None => Ok(json!({ "destroyed": null })),
         }
     }
-
-    /// A forward workflow: the next cleanup finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -361,14 +308,5 @@ impl Step<Env> for Record {
             .await
             .map_err(|e| store_error("recording ready_for_failover", e))?;
         Ok(json!({ "state": "ready_for_failover" }))
-    }
-
-    /// A forward workflow: the next cleanup finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
     }
 }

@@ -33,7 +33,8 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
     .await
 }
 
-/// The commit saga.
+/// The commit saga. Its steps leave the default undo, which does nothing: a forward
+/// workflow, the next commit finishes what this one left.
 pub fn saga() -> Saga<Env> {
     Saga::new(vec![
         Box::new(CheckVm),
@@ -91,15 +92,6 @@ impl Step<Env> for CheckVm {
         }
         Ok(json!({ "vm_id": vm.id, "state": vm.state }))
     }
-
-    /// A forward workflow: the next commit finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -119,14 +111,5 @@ impl Step<Env> for Record {
             .await
             .map_err(|e| store_error("recording committed", e))?;
         Ok(json!({ "state": "committed", "target_vm_id": target }))
-    }
-
-    /// A forward workflow: the next commit finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
     }
 }

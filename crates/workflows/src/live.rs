@@ -108,14 +108,6 @@ impl Step<Env> for Check {
                 transient => transient,
             })
     }
-
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
-    }
 }
 
 #[async_trait]

@@ -60,7 +60,8 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
     .await
 }
 
-/// The rollback saga.
+/// The rollback saga. Only `detach-from-vm` has an undo; the others leave the default,
+/// which does nothing: a forward workflow, the next rollback finishes what this one left.
 pub fn saga() -> Saga<Env> {
     Saga::new(vec![
         Box::new(StopVm),
@@ -142,15 +143,6 @@ impl Step<Env> for StopVm {
             Err(e) => Err(cloud_error("stopping the VM", e)),
         }
     }
-
-    /// A forward workflow: the next rollback finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -229,15 +221,6 @@ impl Step<Env> for DestroyVm {
             None => Ok(json!({ "destroyed": null })),
         }
     }
-
-    /// A forward workflow: the next rollback finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -275,15 +258,6 @@ impl Step<Env> for AfterRollbackHooks {
         }
         Ok(serde_json::to_value(&report).expect("serializable"))
     }
-
-    /// A forward workflow: the next rollback finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -305,14 +279,5 @@ impl Step<Env> for Record {
             .cloned()
             .unwrap_or(Value::Null);
         Ok(json!({ "state": "ready_for_failover", "after_rollback_failed": hooks_failed }))
-    }
-
-    /// A forward workflow: the next rollback finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
     }
 }

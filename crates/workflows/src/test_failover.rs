@@ -253,14 +253,6 @@ impl Step<Env> for Validate {
         }
         Ok(json!({ "appliance_vm_id": appliance, "disks": input.plan.disks().len() }))
     }
-
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -765,14 +757,6 @@ impl Step<Env> for Verify {
                 "boot": d.is_boot,
             })).collect::<Vec<_>>()
         }))
-    }
-
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
     }
 }
 

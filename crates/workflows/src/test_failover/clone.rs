@@ -414,14 +414,6 @@ impl Step<Env> for VerifyClones {
             })).collect::<Vec<_>>()
         }))
     }
-
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
-    }
 }
 
 /// Compares what CloudStack reports on the target VM (volume id, device id, size) with
