@@ -18,8 +18,8 @@
 //! are and re-correlates their device paths, and puts back one that is not.
 
 use async_trait::async_trait;
-use engine::{Saga, Step, StepContext, StepError};
-use serde_json::{Value, json};
+use engine::{Output, Saga, StepContext, StepError, TypedStep};
+use serde::{Deserialize, Serialize};
 use store::{VmState, Workflow};
 
 use crate::common::{
@@ -29,7 +29,7 @@ use crate::common::{
 };
 use crate::env::{Env, call, store_error, volume_error};
 use crate::test_failover::clone::{Deleted, delete_clones, is_clone};
-use crate::test_failover::{Mode, StartError, delete_run_snapshots, run_mode};
+use crate::test_failover::{Mode, RECORD, Recorded, StartError, delete_run_snapshots, run_mode};
 
 /// Creates a cleanup run for `vm_name`, after its last test failover.
 pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
@@ -97,35 +97,136 @@ pub(crate) struct DeleteSnapshots;
 struct DestroyTestVm;
 struct Record;
 
+/// Whether the VM was found, and stopped (forcibly or not, where the step says).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Stopped {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<String>,
+    pub found: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced: Option<bool>,
+}
+
+const STOP_TEST_VM: Output<Stopped> = Output::new("stop-test-vm");
+
+/// What was detached from the VM, and what was found there that no plan put there.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct DetachedFrom {
+    pub detached: Vec<String>,
+    pub unexpected: Vec<Unexpected>,
+}
+
+/// A volume found on the VM that is not part of the plan (left in place).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Unexpected {
+    pub volume_id: String,
+    pub device_id: Option<i64>,
+}
+
+const DETACH_FROM_TEST_VM: Output<DetachedFrom> = Output::new("detach-from-test-vm");
+
+/// A step's output, or why it had nothing to do in the run's mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OrSkipped<T> {
+    Skipped { skipped: String },
+    Done(T),
+}
+
+/// The replicas reverted, each with its snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RevertedReplicas {
+    pub reverted: Vec<RevertedReplica>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RevertedReplica {
+    pub volume_id: String,
+    pub snapshot_id: String,
+}
+
+const REVERT_REPLICAS: Output<OrSkipped<RevertedReplicas>> = Output::new("revert-replicas");
+
+/// The clones deleted, and the volumes with a clone's name left alone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DeletedClones {
+    pub deleted: Vec<String>,
+    pub unexpected: Vec<String>,
+}
+
+const DELETE_CLONES: Output<OrSkipped<DeletedClones>> = Output::new("delete-clones");
+
+/// Where each replica is on the appliance now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Reattached {
+    pub replicas: Vec<ReplicaPlace>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ReplicaPlace {
+    pub volume_id: String,
+    pub device_key: i64,
+    pub appliance_device_id: Option<i64>,
+    pub device_path: Option<String>,
+}
+
+const REATTACH_REPLICAS: Output<Reattached> = Output::new("reattach-replicas");
+
+/// An output that says nothing (`{}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Nothing {}
+
+const DELETE_SNAPSHOTS: Output<Nothing> = Output::new("delete-snapshots");
+
+/// The VM destroyed, if there was one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Destroyed {
+    pub destroyed: Option<String>,
+}
+
+const DESTROY_TEST_VM: Output<Destroyed> = Output::new("destroy-test-vm");
+
 #[async_trait]
-impl Step<Env> for StopTestVm {
-    fn name(&self) -> &str {
-        "stop-test-vm"
+impl TypedStep<Env> for StopTestVm {
+    type Output = Stopped;
+
+    fn output(&self) -> Output<Stopped> {
+        STOP_TEST_VM
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let input = input(cx)?;
         match find_vm(cx.ctx, &input.target_name).await? {
             Some(vm) => {
                 ensure_stopped(cx, &vm).await?;
-                Ok(json!({ "vm_id": vm.id, "found": true }))
+                Ok(Stopped {
+                    vm_id: Some(vm.id),
+                    found: true,
+                    forced: None,
+                })
             }
-            None => Ok(json!({ "found": false })),
+            None => Ok(Stopped {
+                vm_id: None,
+                found: false,
+                forced: None,
+            }),
         }
     }
 }
 
 #[async_trait]
-impl Step<Env> for DetachFromTestVm {
-    fn name(&self) -> &str {
-        "detach-from-test-vm"
+impl TypedStep<Env> for DetachFromTestVm {
+    type Output = DetachedFrom;
+
+    fn output(&self) -> Output<DetachedFrom> {
+        DETACH_FROM_TEST_VM
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
         let Some(vm) = find_vm(env, &input.target_name).await? else {
-            return Ok(json!({ "detached": [], "unexpected": [] }));
+            return Ok(DetachedFrom::default());
         };
         let mode = run_mode(cx)?;
         let mut detached = Vec::new();
@@ -157,7 +258,10 @@ impl Step<Env> for DetachFromTestVm {
                         None,
                     )
                     .await;
-                unexpected.push(json!({ "volume_id": v.id, "device_id": v.device_id }));
+                unexpected.push(Unexpected {
+                    volume_id: v.id,
+                    device_id: v.device_id,
+                });
                 continue;
             }
             env.volumes
@@ -171,7 +275,10 @@ impl Step<Env> for DetachFromTestVm {
                 })?;
             detached.push(v.id);
         }
-        Ok(json!({ "detached": detached, "unexpected": unexpected }))
+        Ok(DetachedFrom {
+            detached,
+            unexpected,
+        })
     }
 
     /// The cleanup failed after this step (or in it): a replica it left attached to
@@ -181,7 +288,7 @@ impl Step<Env> for DetachFromTestVm {
     async fn undo(
         &self,
         cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
+        _output: Option<Self::Output>,
     ) -> Result<(), StepError> {
         let input = input(cx)?;
         let vm = find_vm(cx.ctx, &input.target_name).await?;
@@ -191,16 +298,20 @@ impl Step<Env> for DetachFromTestVm {
 }
 
 #[async_trait]
-impl Step<Env> for RevertReplicas {
-    fn name(&self) -> &str {
-        "revert-replicas"
+impl TypedStep<Env> for RevertReplicas {
+    type Output = OrSkipped<RevertedReplicas>;
+
+    fn output(&self) -> Output<OrSkipped<RevertedReplicas>> {
+        REVERT_REPLICAS
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         if run_mode(cx)? == Mode::Clone {
             // The replicas never left the appliance and hold replication's writes
             // since the snapshots: reverting them would throw those away.
-            return Ok(json!({ "skipped": "clone mode: the replicas were never on the test VM" }));
+            return Ok(OrSkipped::Skipped {
+                skipped: "clone mode: the replicas were never on the test VM".into(),
+            });
         }
         let input = input(cx)?;
         // A replica already back on the appliance was reverted by an earlier cleanup
@@ -215,38 +326,51 @@ impl Step<Env> for RevertReplicas {
                 missing.join(", ")
             )));
         }
-        let reverted: Vec<Value> = reverted
-            .into_iter()
-            .map(|(volume_id, snapshot_id)| json!({ "volume_id": volume_id, "snapshot_id": snapshot_id }))
-            .collect();
-        Ok(json!({ "reverted": reverted }))
+        Ok(OrSkipped::Done(RevertedReplicas {
+            reverted: reverted
+                .into_iter()
+                .map(|(volume_id, snapshot_id)| RevertedReplica {
+                    volume_id,
+                    snapshot_id,
+                })
+                .collect(),
+        }))
     }
 }
 
 #[async_trait]
-impl Step<Env> for DeleteClones {
-    fn name(&self) -> &str {
-        "delete-clones"
+impl TypedStep<Env> for DeleteClones {
+    type Output = OrSkipped<DeletedClones>;
+
+    fn output(&self) -> Output<OrSkipped<DeletedClones>> {
+        DELETE_CLONES
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         if run_mode(cx)? != Mode::Clone {
-            return Ok(json!({ "skipped": "replica mode: there are no clones" }));
+            return Ok(OrSkipped::Skipped {
+                skipped: "replica mode: there are no clones".into(),
+            });
         }
         let input = input(cx)?;
         // Found by name, so a clone an earlier cleanup did not get to is found too.
         let Deleted { deleted, foreign } = delete_clones(cx, "delete-clones", &input).await?;
-        Ok(json!({ "deleted": deleted, "unexpected": foreign }))
+        Ok(OrSkipped::Done(DeletedClones {
+            deleted,
+            unexpected: foreign,
+        }))
     }
 }
 
 #[async_trait]
-impl Step<Env> for ReattachReplicas {
-    fn name(&self) -> &str {
-        "reattach-replicas"
+impl TypedStep<Env> for ReattachReplicas {
+    type Output = Reattached;
+
+    fn output(&self) -> Output<Reattached> {
+        REATTACH_REPLICAS
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let input = input(cx)?;
         let vm = protected_vm(cx).await?;
         let appliance = appliance_vm_id(cx, &vm).await?;
@@ -254,59 +378,75 @@ impl Step<Env> for ReattachReplicas {
             ensure_on_appliance(cx, "reattach-replicas", &d.volume_id, &appliance).await?;
         }
         let vm = protected_vm(cx).await?;
-        Ok(json!({
-            "replicas": vm.disks.iter().map(|d| json!({
-                "volume_id": d.disk.replica_volume_id,
-                "device_key": d.disk.device_key,
-                "appliance_device_id": d.attachment.device_id,
-                "device_path": d.attachment.device_path,
-            })).collect::<Vec<_>>()
-        }))
+        Ok(Reattached {
+            replicas: vm
+                .disks
+                .iter()
+                .map(|d| ReplicaPlace {
+                    volume_id: d.disk.replica_volume_id.clone(),
+                    device_key: d.disk.device_key,
+                    appliance_device_id: d.attachment.device_id,
+                    device_path: d.attachment.device_path.clone(),
+                })
+                .collect(),
+        })
     }
 }
 
 #[async_trait]
-impl Step<Env> for DeleteSnapshots {
-    fn name(&self) -> &str {
-        "delete-snapshots"
+impl TypedStep<Env> for DeleteSnapshots {
+    type Output = Nothing;
+
+    fn output(&self) -> Output<Nothing> {
+        DELETE_SNAPSHOTS
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         delete_run_snapshots(cx, "delete-snapshots").await?;
-        Ok(json!({}))
+        Ok(Nothing {})
     }
 }
 
 #[async_trait]
-impl Step<Env> for DestroyTestVm {
-    fn name(&self) -> &str {
-        "destroy-test-vm"
+impl TypedStep<Env> for DestroyTestVm {
+    type Output = Destroyed;
+
+    fn output(&self) -> Output<Destroyed> {
+        DESTROY_TEST_VM
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let input = input(cx)?;
         match find_vm(cx.ctx, &input.target_name).await? {
             Some(vm) => {
                 destroy_vm_without_replicas(cx, &vm).await?;
-                Ok(json!({ "destroyed": vm.id }))
+                Ok(Destroyed {
+                    destroyed: Some(vm.id),
+                })
             }
-            None => Ok(json!({ "destroyed": null })),
+            None => Ok(Destroyed { destroyed: None }),
         }
     }
 }
 
 #[async_trait]
-impl Step<Env> for Record {
-    fn name(&self) -> &str {
-        "record"
+impl TypedStep<Env> for Record {
+    type Output = Recorded;
+
+    fn output(&self) -> Output<Recorded> {
+        RECORD
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         cx.ctx
             .store
             .set_vm_state(&cx.run.vm_id, VmState::ReadyForFailover, None)
             .await
             .map_err(|e| store_error("recording ready_for_failover", e))?;
-        Ok(json!({ "state": "ready_for_failover" }))
+        Ok(Recorded {
+            state: VmState::ReadyForFailover.as_str().into(),
+            target_vm_id: None,
+            after_rollback_failed: None,
+        })
     }
 }

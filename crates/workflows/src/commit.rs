@@ -12,14 +12,15 @@
 //! rollback: nothing is undone, a failed commit is started again.
 
 use async_trait::async_trait;
-use engine::{Saga, Step, StepContext, StepError};
-use serde_json::{Value, json};
+use engine::{Output, Saga, StepContext, StepError, TypedStep};
+use serde::{Deserialize, Serialize};
 use store::{VmState, Workflow};
 
 use crate::cleanup::DeleteSnapshots;
 use crate::common::{StartError, input};
 use crate::env::{Env, store_error, volume_error};
 use crate::live::{follow_up, live_vm};
+use crate::test_failover::{RECORD, Recorded};
 
 /// Creates a commit run for `vm_name` (which must be `failed_over`), following up its
 /// last live failover.
@@ -46,13 +47,24 @@ pub fn saga() -> Saga<Env> {
 struct CheckVm;
 struct Record;
 
+/// The VM the live failover created, holding every replica where it put it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckedVm {
+    vm_id: String,
+    state: String,
+}
+
+const CHECK_VM: Output<CheckedVm> = Output::new("check-vm");
+
 #[async_trait]
-impl Step<Env> for CheckVm {
-    fn name(&self) -> &str {
-        "check-vm"
+impl TypedStep<Env> for CheckVm {
+    type Output = CheckedVm;
+
+    fn output(&self) -> Output<CheckedVm> {
+        CHECK_VM
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
         let vm = live_vm(cx).await?.ok_or_else(|| {
@@ -90,26 +102,32 @@ impl Step<Env> for CheckVm {
                 missing.join(", ")
             )));
         }
-        Ok(json!({ "vm_id": vm.id, "state": vm.state }))
+        Ok(CheckedVm {
+            vm_id: vm.id,
+            state: vm.state,
+        })
     }
 }
 
 #[async_trait]
-impl Step<Env> for Record {
-    fn name(&self) -> &str {
-        "record"
+impl TypedStep<Env> for Record {
+    type Output = Recorded;
+
+    fn output(&self) -> Output<Recorded> {
+        RECORD
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
-        let target = cx.output("check-vm")?["vm_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+        let target = cx.lookup(CHECK_VM)?.vm_id;
         cx.ctx
             .store
             .set_vm_state(&cx.run.vm_id, VmState::Committed, Some(&target))
             .await
             .map_err(|e| store_error("recording committed", e))?;
-        Ok(json!({ "state": "committed", "target_vm_id": target }))
+        Ok(Recorded {
+            state: VmState::Committed.as_str().into(),
+            target_vm_id: Some(target),
+            after_rollback_failed: None,
+        })
     }
 }

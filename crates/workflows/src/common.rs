@@ -205,10 +205,7 @@ pub(crate) async fn find_vm(
 
 /// The target VM's id, as the run's create-vm step recorded it.
 pub(crate) fn target_vm_id(cx: &StepContext<'_, Env>) -> Result<String, StepError> {
-    cx.output("create-vm")?["vm_id"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| StepError::Definitive("create-vm recorded no target VM id".into()))
+    Ok(cx.lookup(crate::test_failover::CREATE_VM)?.vm_id)
 }
 
 /// What CloudStack has attached to the target VM: (volume id, device id, size), the

@@ -19,8 +19,8 @@
 //! unwinds the run, with the tail of what the command printed.
 
 use async_trait::async_trait;
-use engine::{Step, StepContext, StepError};
-use serde_json::{Value, json};
+use engine::{Output, StepContext, StepError, TypedStep};
+use serde::{Deserialize, Serialize};
 use store::{GuestOs, GuestPrep};
 use volumed::Presence;
 
@@ -124,21 +124,48 @@ pub async fn check_guest_prep(env: &Env, vm: &store::ProtectedVm) -> Result<(), 
 
 /// Runs the configured guest preparation on the boot replica, on the appliance, when
 /// the VM's policy asks for it.
-pub struct PrepareGuest;
+pub(crate) struct PrepareGuest;
 
-const STEP: &str = "guest-prep";
+/// Whether the preparation ran (and the policy that decided), with what it did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Prepared {
+    pub ran: bool,
+    pub policy: String,
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<PreparationRun>,
+}
+
+/// What the command did, when it ran.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PreparationRun {
+    pub volume_id: String,
+    pub device_path: String,
+    pub command: Vec<String>,
+    pub duration_ms: u64,
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+}
+
+const GUEST_PREP: Output<Prepared> = Output::new("guest-prep");
+const STEP: &str = GUEST_PREP.name();
 
 #[async_trait]
-impl Step<Env> for PrepareGuest {
-    fn name(&self) -> &str {
-        STEP
+impl TypedStep<Env> for PrepareGuest {
+    type Output = Prepared;
+
+    fn output(&self) -> Output<Prepared> {
+        GUEST_PREP
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let vm = protected_vm(cx).await?;
         if decide(vm.spec.guest_prep, vm.spec.guest_os) == Decision::Skip {
-            return Ok(json!({ "ran": false, "policy": why(&vm) }));
+            return Ok(Prepared {
+                ran: false,
+                policy: why(&vm),
+                run: None,
+            });
         }
         let prep = env
             .guest_prep
@@ -171,16 +198,18 @@ impl Step<Env> for PrepareGuest {
         {
             tracing::warn!(run = %cx.run.id, error = %e, "cannot record an event");
         }
-        Ok(json!({
-            "ran": true,
-            "policy": why(&vm),
-            "volume_id": outcome.volume_id,
-            "device_path": outcome.device_path,
-            "command": outcome.command,
-            "duration_ms": outcome.duration_ms,
-            "stdout_tail": outcome.stdout_tail,
-            "stderr_tail": outcome.stderr_tail,
-        }))
+        Ok(Prepared {
+            ran: true,
+            policy: why(&vm),
+            run: Some(PreparationRun {
+                volume_id: outcome.volume_id,
+                device_path: outcome.device_path,
+                command: outcome.command,
+                duration_ms: outcome.duration_ms,
+                stdout_tail: outcome.stdout_tail,
+                stderr_tail: outcome.stderr_tail,
+            }),
+        })
     }
 
     /// Puts the boot replica's content back: the command rewrote it (in part, if it
@@ -204,12 +233,12 @@ impl Step<Env> for PrepareGuest {
     async fn undo(
         &self,
         cx: &StepContext<'_, Env>,
-        output: Option<&Value>,
+        output: Option<Self::Output>,
     ) -> Result<(), StepError> {
         let env = cx.ctx;
         let vm = protected_vm(cx).await?;
         let ran = match output {
-            Some(out) => out["ran"].as_bool().unwrap_or(true),
+            Some(out) => out.ran,
             None => {
                 decide(vm.spec.guest_prep, vm.spec.guest_os) == Decision::Run
                     && env.guest_prep.is_some()

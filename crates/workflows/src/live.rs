@@ -27,17 +27,17 @@
 //! hand after an unwound live failover.
 
 use async_trait::async_trait;
-use engine::{Saga, Step, StepContext, StepError};
-use serde_json::{Value, json};
+use engine::{Output, Saga, StepContext, StepError, TypedStep};
 use store::{VmState, Workflow};
 
+use crate::cleanup::OrSkipped;
 use crate::common::{Network, RunInput, StartError, create_run, find_vm, input, protected_vm};
 use crate::env::Env;
-use crate::hooks::{HookContext, HookPoint, run_all};
+use crate::hooks::{HookContext, HookPoint, HookReport, run_all};
 use crate::plan::{DevicePlan, KVM_MAX_DATA_DISKS};
 use crate::test_failover::{
     AttachReplicas, CreateVm, DetachReplicas, Record, RemovePlaceholderRoot, Snapshot, StartVm,
-    Validate, Verify,
+    Validate, Validated, Verify,
 };
 
 /// Creates a live failover run for `vm_name` (which must be `ready_for_failover`), with
@@ -88,19 +88,26 @@ struct Check;
 /// Runs the `before_live` hooks.
 struct BeforeLiveHooks;
 
+const CHECK: Output<OrSkipped<Validated>> = Output::new("check");
+const BEFORE_LIVE_HOOKS: Output<HookReport> = Output::new("run-hooks");
+
 #[async_trait]
-impl Step<Env> for Check {
-    fn name(&self) -> &str {
-        "check"
+impl TypedStep<Env> for Check {
+    type Output = OrSkipped<Validated>;
+
+    fn output(&self) -> Output<OrSkipped<Validated>> {
+        CHECK
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         if cx.ctx.hooks.before_live.is_empty() {
-            return Ok(json!({ "skipped": "no before_live hooks" }));
+            return Ok(OrSkipped::Skipped {
+                skipped: "no before_live hooks".into(),
+            });
         }
-        Validate(Network::Production)
-            .run(cx)
+        TypedStep::run(&Validate(Network::Production), cx)
             .await
+            .map(OrSkipped::Done)
             .map_err(|e| match e {
                 StepError::Definitive(why) => {
                     StepError::Definitive(format!("{why}; the before_live hooks were not run"))
@@ -111,12 +118,14 @@ impl Step<Env> for Check {
 }
 
 #[async_trait]
-impl Step<Env> for BeforeLiveHooks {
-    fn name(&self) -> &str {
-        "run-hooks"
+impl TypedStep<Env> for BeforeLiveHooks {
+    type Output = HookReport;
+
+    fn output(&self) -> Output<HookReport> {
+        BEFORE_LIVE_HOOKS
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let hooks = HookPoint::BeforeLive.of(&cx.ctx.hooks);
         let vm = protected_vm(cx).await?;
         let context = HookContext {
@@ -133,7 +142,7 @@ impl Step<Env> for BeforeLiveHooks {
                 "{failed}; nothing was changed in CloudStack"
             )));
         }
-        Ok(serde_json::to_value(&report).expect("serializable"))
+        Ok(report)
     }
 
     /// Nothing in CloudStack to undo; what the hooks did to the source is left as it is
@@ -141,7 +150,7 @@ impl Step<Env> for BeforeLiveHooks {
     async fn undo(
         &self,
         cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
+        _output: Option<Self::Output>,
     ) -> Result<(), StepError> {
         if !cx.ctx.hooks.before_live.is_empty() {
             event(

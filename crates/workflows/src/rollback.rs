@@ -35,18 +35,20 @@
 //! the source on by hand. The run ends `done`.
 
 use async_trait::async_trait;
-use engine::{Saga, Step, StepContext, StepError};
-use serde_json::{Value, json};
+use engine::{Output, Saga, StepContext, StepError, TypedStep};
 use store::{VmState, Workflow};
 
-use crate::cleanup::{DeleteSnapshots, ReattachReplicas};
+use crate::cleanup::{
+    DeleteSnapshots, Destroyed, DetachedFrom, ReattachReplicas, Stopped, Unexpected,
+};
 use crate::common::{
     StartError, destroy_vm_without_replicas, ensure_stopped, input, needs,
     put_back_detached_replicas,
 };
 use crate::env::{Env, call, cloud_error, pending_job, record_job, store_error, volume_error};
-use crate::hooks::{HookContext, HookPoint, run_all};
+use crate::hooks::{HookContext, HookPoint, HookReport, run_all};
 use crate::live::{follow_up, live_vm};
+use crate::test_failover::{RECORD, Recorded};
 
 /// Creates a rollback run for `vm_name` (which must be `failed_over`), following up its
 /// last live failover.
@@ -80,6 +82,20 @@ struct DestroyVm;
 struct AfterRollbackHooks;
 struct Record;
 
+const STOP_VM: Output<Stopped> = Output::new("stop-vm");
+const DETACH_FROM_VM: Output<DetachedFrom> = Output::new("detach-from-vm");
+const DESTROY_VM: Output<Destroyed> = Output::new("destroy-vm");
+const AFTER_ROLLBACK_HOOKS: Output<HookReport> = Output::new("run-hooks");
+
+/// The VM `vm_id`, found and stopped (`forced` if it had to be).
+fn stopped(vm_id: &str, forced: bool) -> Stopped {
+    Stopped {
+        vm_id: Some(vm_id.to_string()),
+        found: true,
+        forced: Some(forced),
+    }
+}
+
 async fn event(cx: &StepContext<'_, Env>, level: &str, step: &str, message: &str) {
     if let Err(e) = cx
         .ctx
@@ -92,24 +108,30 @@ async fn event(cx: &StepContext<'_, Env>, level: &str, step: &str, message: &str
 }
 
 #[async_trait]
-impl Step<Env> for StopVm {
-    fn name(&self) -> &str {
-        "stop-vm"
+impl TypedStep<Env> for StopVm {
+    type Output = Stopped;
+
+    fn output(&self) -> Output<Stopped> {
+        STOP_VM
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let Some(vm) = live_vm(cx).await? else {
-            return Ok(json!({ "found": false }));
+            return Ok(Stopped {
+                vm_id: None,
+                found: false,
+                forced: None,
+            });
         };
         if vm.state == "Stopped" {
-            return Ok(json!({ "vm_id": vm.id, "found": true, "forced": false }));
+            return Ok(stopped(&vm.id, false));
         }
         // Gracefully: the guest's writes are kept (see the module doc).
         let pending = pending_job(cx, "stopVirtualMachine", Some(&vm.id)).await?;
         // A stop this step recorded may have ended since the VM was read.
         if pending.is_none() && !needs(env, &vm.id, "Stopped").await? {
-            return Ok(json!({ "vm_id": vm.id, "found": true, "forced": false }));
+            return Ok(stopped(&vm.id, false));
         }
         let graceful = async {
             let job = match pending {
@@ -124,7 +146,7 @@ impl Step<Env> for StopVm {
         }
         .await;
         match graceful {
-            Ok(_) => Ok(json!({ "vm_id": vm.id, "found": true, "forced": false })),
+            Ok(_) => Ok(stopped(&vm.id, false)),
             Err(e) if e.class() == cloudstack::ErrorClass::Definitive => {
                 event(
                     cx,
@@ -138,7 +160,7 @@ impl Step<Env> for StopVm {
                 .await;
                 let vm = live_vm(cx).await?.unwrap_or(vm);
                 ensure_stopped(cx, &vm).await?;
-                Ok(json!({ "vm_id": vm.id, "found": true, "forced": true }))
+                Ok(stopped(&vm.id, true))
             }
             Err(e) => Err(cloud_error("stopping the VM", e)),
         }
@@ -146,16 +168,18 @@ impl Step<Env> for StopVm {
 }
 
 #[async_trait]
-impl Step<Env> for DetachFromVm {
-    fn name(&self) -> &str {
-        "detach-from-vm"
+impl TypedStep<Env> for DetachFromVm {
+    type Output = DetachedFrom;
+
+    fn output(&self) -> Output<DetachedFrom> {
+        DETACH_FROM_VM
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
         let Some(vm) = live_vm(cx).await? else {
-            return Ok(json!({ "detached": [], "unexpected": [] }));
+            return Ok(DetachedFrom::default());
         };
         // Detaching the boot disk needs the VM stopped; a re-run after someone started
         // it again stops it first.
@@ -176,7 +200,10 @@ impl Step<Env> for DetachFromVm {
                     v.id, v.name, v.size_bytes, v.device_id, vm.name
                 );
                 event(cx, "warn", "detach-from-vm", &message).await;
-                unexpected.push(json!({ "volume_id": v.id, "device_id": v.device_id }));
+                unexpected.push(Unexpected {
+                    volume_id: v.id,
+                    device_id: v.device_id,
+                });
                 continue;
             }
             env.volumes
@@ -188,7 +215,10 @@ impl Step<Env> for DetachFromVm {
                 .map_err(|e| volume_error(&format!("detaching replica {} from the VM", v.id), e))?;
             detached.push(v.id);
         }
-        Ok(json!({ "detached": detached, "unexpected": unexpected }))
+        Ok(DetachedFrom {
+            detached,
+            unexpected,
+        })
     }
 
     /// The rollback failed after this step (or in it): a replica it left attached to
@@ -197,7 +227,7 @@ impl Step<Env> for DetachFromVm {
     async fn undo(
         &self,
         cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
+        _output: Option<Self::Output>,
     ) -> Result<(), StepError> {
         let input = input(cx)?;
         let vm = live_vm(cx).await?;
@@ -207,33 +237,39 @@ impl Step<Env> for DetachFromVm {
 }
 
 #[async_trait]
-impl Step<Env> for DestroyVm {
-    fn name(&self) -> &str {
-        "destroy-vm"
+impl TypedStep<Env> for DestroyVm {
+    type Output = Destroyed;
+
+    fn output(&self) -> Output<Destroyed> {
+        DESTROY_VM
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         match live_vm(cx).await? {
             Some(vm) => {
                 destroy_vm_without_replicas(cx, &vm).await?;
-                Ok(json!({ "destroyed": vm.id }))
+                Ok(Destroyed {
+                    destroyed: Some(vm.id),
+                })
             }
-            None => Ok(json!({ "destroyed": null })),
+            None => Ok(Destroyed { destroyed: None }),
         }
     }
 }
 
 #[async_trait]
-impl Step<Env> for AfterRollbackHooks {
-    fn name(&self) -> &str {
-        "run-hooks"
+impl TypedStep<Env> for AfterRollbackHooks {
+    type Output = HookReport;
+
+    fn output(&self) -> Output<HookReport> {
+        AFTER_ROLLBACK_HOOKS
     }
 
     /// Never fails on a hook's account (see the module doc): the failure is reported.
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let hooks = HookPoint::AfterRollback.of(&cx.ctx.hooks);
         if hooks.is_empty() {
-            return Ok(json!({ "ran": [], "failed": null }));
+            return Ok(HookReport::default());
         }
         let vm = crate::common::protected_vm(cx).await?;
         let context = HookContext {
@@ -256,28 +292,31 @@ impl Step<Env> for AfterRollbackHooks {
             )
             .await;
         }
-        Ok(serde_json::to_value(&report).expect("serializable"))
+        Ok(report)
     }
 }
 
 #[async_trait]
-impl Step<Env> for Record {
-    fn name(&self) -> &str {
-        "record"
+impl TypedStep<Env> for Record {
+    type Output = Recorded;
+
+    fn output(&self) -> Output<Recorded> {
+        RECORD
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         cx.ctx
             .store
             .set_vm_state(&cx.run.vm_id, VmState::ReadyForFailover, None)
             .await
             .map_err(|e| store_error("recording ready_for_failover", e))?;
         let hooks_failed = cx
-            .outputs
-            .get("run-hooks")
-            .and_then(|o| o.get("failed"))
-            .cloned()
-            .unwrap_or(Value::Null);
-        Ok(json!({ "state": "ready_for_failover", "after_rollback_failed": hooks_failed }))
+            .lookup_if_done(AFTER_ROLLBACK_HOOKS)?
+            .and_then(|report| report.failed);
+        Ok(Recorded {
+            state: VmState::ReadyForFailover.as_str().into(),
+            target_vm_id: None,
+            after_rollback_failed: Some(hooks_failed),
+        })
     }
 }

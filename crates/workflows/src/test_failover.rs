@@ -15,9 +15,11 @@
 //! Each step is an ensure that looks before it acts, and has an undo that puts things
 //! back — the replicas on the appliance above all, and in clone mode no clone left.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
-use engine::{Saga, Step, StepContext, StepError};
-use serde_json::{Value, json};
+use engine::{Output, Saga, StepContext, StepError, TypedStep};
+use serde::{Deserialize, Serialize};
 use store::{VmState, Workflow};
 use volumed::Presence;
 
@@ -171,18 +173,115 @@ pub(crate) struct Verify;
 pub(crate) struct StartVm;
 pub(crate) struct Record(pub(crate) VmState);
 
+/// What validation found: the appliance the replicas are on, and how many there are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Validated {
+    pub appliance_vm_id: String,
+    pub disks: usize,
+}
+
+pub(crate) const VALIDATE: Output<Validated> = Output::new("validate");
+
+/// The snapshots taken: replica volume id → snapshot id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Snapshots {
+    pub snapshots: BTreeMap<String, String>,
+}
+
+pub(crate) const SNAPSHOT: Output<Snapshots> = Output::new("snapshot");
+
+/// The target VM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CreatedVm {
+    pub vm_id: String,
+    pub name: String,
+}
+
+pub(crate) const CREATE_VM: Output<CreatedVm> = Output::new("create-vm");
+
+/// The placeholder ROOT volumes removed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Removed {
+    pub removed: Vec<String>,
+}
+
+pub(crate) const REMOVE_PLACEHOLDER_ROOT: Output<Removed> = Output::new("remove-placeholder-root");
+
+/// How many replicas left the appliance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DetachedReplicas {
+    pub detached: usize,
+}
+
+pub(crate) const DETACH_REPLICAS: Output<DetachedReplicas> = Output::new("detach-replicas");
+
+/// How many volumes went onto the target VM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Attached {
+    pub attached: usize,
+}
+
+pub(crate) const ATTACH_REPLICAS: Output<Attached> = Output::new("attach-replicas");
+
+/// The target VM's disks as verified: the plan, each disk with the volume that stands
+/// at its device id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Verified {
+    pub device_map: Vec<MappedDisk>,
+}
+
+/// One disk of a verified device map.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MappedDisk {
+    pub device_id: i64,
+    /// The volume on the target VM: the replica, or in clone mode its clone.
+    pub volume_id: String,
+    /// In clone mode, the replica the clone was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_volume_id: Option<String>,
+    pub device_key: i64,
+    pub size_bytes: i64,
+    pub boot: bool,
+}
+
+pub(crate) const VERIFY: Output<Verified> = Output::new("verify");
+
+/// The target VM, running.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Started {
+    pub vm_id: String,
+    pub state: String,
+}
+
+pub(crate) const START_VM: Output<Started> = Output::new("start-vm");
+
+/// The state a workflow recorded for the protected VM, with its target VM when it has
+/// one (and, after a rollback, the after_rollback hook that failed, or null).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Recorded {
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_vm_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_rollback_failed: Option<Option<String>>,
+}
+
+pub(crate) const RECORD: Output<Recorded> = Output::new("record");
+
 /// The snapshot a test failover takes of one replica.
 pub(crate) fn snapshot_name(target: &str, device_key: i64) -> String {
     format!("{target}-disk-{device_key}")
 }
 
 #[async_trait]
-impl Step<Env> for Validate {
-    fn name(&self) -> &str {
-        "validate"
+impl TypedStep<Env> for Validate {
+    type Output = Validated;
+
+    fn output(&self) -> Output<Validated> {
+        VALIDATE
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let vm = protected_vm(cx).await?;
         let input = input(cx)?;
@@ -251,17 +350,22 @@ impl Step<Env> for Validate {
         if !problems.is_empty() {
             return Err(StepError::Definitive(problems.join("; ")));
         }
-        Ok(json!({ "appliance_vm_id": appliance, "disks": input.plan.disks().len() }))
+        Ok(Validated {
+            appliance_vm_id: appliance,
+            disks: input.plan.disks().len(),
+        })
     }
 }
 
 #[async_trait]
-impl Step<Env> for Snapshot {
-    fn name(&self) -> &str {
-        "snapshot"
+impl TypedStep<Env> for Snapshot {
+    type Output = Snapshots;
+
+    fn output(&self) -> Output<Snapshots> {
+        SNAPSHOT
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
         let taken = all_to_the_end(input.plan.disks().iter().map(|d| {
@@ -278,17 +382,15 @@ impl Step<Env> for Snapshot {
             }
         }))
         .await?;
-        let snapshots: serde_json::Map<String, Value> = taken
-            .into_iter()
-            .map(|(volume, snapshot)| (volume, Value::String(snapshot)))
-            .collect();
-        Ok(json!({ "snapshots": snapshots }))
+        Ok(Snapshots {
+            snapshots: taken.into_iter().collect(),
+        })
     }
 
     async fn undo(
         &self,
         cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
+        _output: Option<Self::Output>,
     ) -> Result<(), StepError> {
         delete_run_snapshots(cx, "undo-snapshot").await
     }
@@ -327,12 +429,14 @@ pub(crate) async fn delete_run_snapshots(
 }
 
 #[async_trait]
-impl Step<Env> for CreateVm {
-    fn name(&self) -> &str {
-        "create-vm"
+impl TypedStep<Env> for CreateVm {
+    type Output = CreatedVm;
+
+    fn output(&self) -> Output<CreatedVm> {
+        CREATE_VM
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
         let vm = protected_vm(cx).await?;
@@ -405,13 +509,16 @@ impl Step<Env> for CreateVm {
                     .map_err(|e| store_error("recording the placeholder ROOT", e))?;
             }
         }
-        Ok(json!({ "vm_id": target.id, "name": target.name }))
+        Ok(CreatedVm {
+            vm_id: target.id,
+            name: target.name,
+        })
     }
 
     async fn undo(
         &self,
         cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
+        _output: Option<Self::Output>,
     ) -> Result<(), StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
@@ -423,12 +530,14 @@ impl Step<Env> for CreateVm {
 }
 
 #[async_trait]
-impl Step<Env> for RemovePlaceholderRoot {
-    fn name(&self) -> &str {
-        "remove-placeholder-root"
+impl TypedStep<Env> for RemovePlaceholderRoot {
+    type Output = Removed;
+
+    fn output(&self) -> Output<Removed> {
+        REMOVE_PLACEHOLDER_ROOT
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let target = target_vm_id(cx)?;
         // The placeholder is whatever non-replica volume sits at device 0 — and, for a
@@ -487,13 +596,13 @@ impl Step<Env> for RemovePlaceholderRoot {
                 .map_err(|e| volume_error("deleting the placeholder ROOT", e))?;
             removed.push(id);
         }
-        Ok(json!({ "removed": removed }))
+        Ok(Removed { removed })
     }
 
     async fn undo(
         &self,
         cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
+        _output: Option<Self::Output>,
     ) -> Result<(), StepError> {
         // A placeholder still on the VM goes with it (create-vm's undo destroys the VM
         // and its ROOT). One this step detached and did not get to delete — its delete
@@ -541,13 +650,15 @@ fn refuse_in_clone_mode(cx: &StepContext<'_, Env>, step: &str) -> Result<(), Ste
 }
 
 #[async_trait]
-impl Step<Env> for DetachReplicas {
-    fn name(&self) -> &str {
-        "detach-replicas"
+impl TypedStep<Env> for DetachReplicas {
+    type Output = DetachedReplicas;
+
+    fn output(&self) -> Output<DetachedReplicas> {
+        DETACH_REPLICAS
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
-        refuse_in_clone_mode(cx, self.name())?;
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+        refuse_in_clone_mode(cx, self.output().name())?;
         let env = cx.ctx;
         let input = input(cx)?;
         let vm = protected_vm(cx).await?;
@@ -601,13 +712,15 @@ impl Step<Env> for DetachReplicas {
             }
         }))
         .await?;
-        Ok(json!({ "detached": input.plan.disks().len() }))
+        Ok(DetachedReplicas {
+            detached: input.plan.disks().len(),
+        })
     }
 
     async fn undo(
         &self,
         cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
+        _output: Option<Self::Output>,
     ) -> Result<(), StepError> {
         let input = input(cx)?;
         let vm = protected_vm(cx).await?;
@@ -620,13 +733,15 @@ impl Step<Env> for DetachReplicas {
 }
 
 #[async_trait]
-impl Step<Env> for AttachReplicas {
-    fn name(&self) -> &str {
-        "attach-replicas"
+impl TypedStep<Env> for AttachReplicas {
+    type Output = Attached;
+
+    fn output(&self) -> Output<Attached> {
+        ATTACH_REPLICAS
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
-        refuse_in_clone_mode(cx, self.name())?;
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+        refuse_in_clone_mode(cx, self.output().name())?;
         let env = cx.ctx;
         let input = input(cx)?;
         let target = target_vm_id(cx)?;
@@ -678,13 +793,15 @@ impl Step<Env> for AttachReplicas {
                 .await
                 .map_err(|e| store_error("recording the attach", e))?;
         }
-        Ok(json!({ "attached": input.plan.disks().len() }))
+        Ok(Attached {
+            attached: input.plan.disks().len(),
+        })
     }
 
     async fn undo(
         &self,
         cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
+        _output: Option<Self::Output>,
     ) -> Result<(), StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
@@ -728,12 +845,14 @@ impl Step<Env> for AttachReplicas {
 }
 
 #[async_trait]
-impl Step<Env> for Verify {
-    fn name(&self) -> &str {
-        "verify"
+impl TypedStep<Env> for Verify {
+    type Output = Verified;
+
+    fn output(&self) -> Output<Verified> {
+        VERIFY
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
         let target = target_vm_id(cx)?;
@@ -748,25 +867,33 @@ impl Step<Env> for Verify {
                     .join("; ")
             ))
         })?;
-        Ok(json!({
-            "device_map": input.plan.disks().iter().map(|d| json!({
-                "device_id": d.device_id,
-                "volume_id": d.volume_id,
-                "device_key": d.device_key,
-                "size_bytes": d.size_bytes,
-                "boot": d.is_boot,
-            })).collect::<Vec<_>>()
-        }))
+        Ok(Verified {
+            device_map: input
+                .plan
+                .disks()
+                .iter()
+                .map(|d| MappedDisk {
+                    device_id: d.device_id,
+                    volume_id: d.volume_id.clone(),
+                    replica_volume_id: None,
+                    device_key: d.device_key,
+                    size_bytes: d.size_bytes,
+                    boot: d.is_boot,
+                })
+                .collect(),
+        })
     }
 }
 
 #[async_trait]
-impl Step<Env> for StartVm {
-    fn name(&self) -> &str {
-        "start-vm"
+impl TypedStep<Env> for StartVm {
+    type Output = Started;
+
+    fn output(&self) -> Output<Started> {
+        START_VM
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let target = target_vm_id(cx)?;
         let vm = env
@@ -780,7 +907,10 @@ impl Step<Env> for StartVm {
                 Some(job) => job,
                 // A start this step recorded may have ended since the VM was read.
                 None if !needs(env, &target, "Running").await? => {
-                    return Ok(json!({ "vm_id": target, "state": "Running" }));
+                    return Ok(Started {
+                        vm_id: target,
+                        state: "Running".into(),
+                    });
                 }
                 None => {
                     let job = env
@@ -797,13 +927,16 @@ impl Step<Env> for StartVm {
                 .await
                 .map_err(|e| cloud_error("starting the target VM", e))?;
         }
-        Ok(json!({ "vm_id": target, "state": "Running" }))
+        Ok(Started {
+            vm_id: target,
+            state: "Running".into(),
+        })
     }
 
     async fn undo(
         &self,
         cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
+        _output: Option<Self::Output>,
     ) -> Result<(), StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
@@ -815,25 +948,31 @@ impl Step<Env> for StartVm {
 }
 
 #[async_trait]
-impl Step<Env> for Record {
-    fn name(&self) -> &str {
-        "record"
+impl TypedStep<Env> for Record {
+    type Output = Recorded;
+
+    fn output(&self) -> Output<Recorded> {
+        RECORD
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let target = target_vm_id(cx)?;
         cx.ctx
             .store
             .set_vm_state(&cx.run.vm_id, self.0, Some(&target))
             .await
             .map_err(|e| store_error(&format!("recording {}", self.0), e))?;
-        Ok(json!({ "state": self.0.as_str(), "target_vm_id": target }))
+        Ok(Recorded {
+            state: self.0.as_str().into(),
+            target_vm_id: Some(target),
+            after_rollback_failed: None,
+        })
     }
 
     async fn undo(
         &self,
         cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
+        _output: Option<Self::Output>,
     ) -> Result<(), StepError> {
         cx.ctx
             .store

@@ -24,11 +24,14 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use engine::{Saga, Step, StepContext, StepError};
-use serde_json::{Value, json};
+use engine::{Output, Saga, StepContext, StepError, TypedStep};
+use serde::{Deserialize, Serialize};
 use store::VmState;
 
-use super::{CreateVm, Mode, Record, RemovePlaceholderRoot, Snapshot, StartVm, Validate, run_mode};
+use super::{
+    Attached, CreateVm, MappedDisk, Mode, Record, RemovePlaceholderRoot, SNAPSHOT, Snapshot,
+    StartVm, VERIFY, Validate, Verified, run_mode,
+};
 use crate::common::{
     Network, RunInput, appliance_vm_id, ensure_stopped, find_vm, input, observed_disks,
     protected_vm, target_vm_id,
@@ -52,6 +55,15 @@ pub(super) fn saga() -> Saga<Env> {
 }
 
 struct CreateClones;
+
+/// The clones made: replica volume id → clone volume id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Clones {
+    pub clones: BTreeMap<String, String>,
+}
+
+pub(crate) const CREATE_CLONES: Output<Clones> = Output::new("create-clones");
+const ATTACH_CLONES: Output<Attached> = Output::new("attach-clones");
 struct AttachClones;
 struct VerifyClones;
 
@@ -104,17 +116,16 @@ pub(super) async fn names_taken(env: &Env, input: &RunInput) -> Result<Vec<Strin
 
 /// The clones the create step made: replica volume id → clone volume id.
 fn clones(cx: &StepContext<'_, Env>) -> Result<BTreeMap<String, String>, StepError> {
-    serde_json::from_value(cx.output("create-clones")?["clones"].clone())
-        .map_err(|e| StepError::Definitive(format!("the recorded output of create-clones: {e}")))
+    Ok(cx.lookup(CREATE_CLONES)?.clones)
 }
 
 /// Whether `volume_id` is a clone this run's create step made (false when it has not
 /// finished, or in replica mode).
 pub(super) fn is_run_clone(cx: &StepContext<'_, Env>, volume_id: &str) -> bool {
-    cx.outputs
-        .get("create-clones")
-        .and_then(|o| o["clones"].as_object())
-        .is_some_and(|m| m.values().any(|v| v.as_str() == Some(volume_id)))
+    cx.lookup_if_done(CREATE_CLONES)
+        .ok()
+        .flatten()
+        .is_some_and(|c| c.clones.values().any(|v| v == volume_id))
 }
 
 /// Whether `volume` is one of the run's clones, by name and by being ferry's.
@@ -133,12 +144,14 @@ pub(crate) async fn is_clone(
 }
 
 #[async_trait]
-impl Step<Env> for CreateClones {
-    fn name(&self) -> &str {
-        "create-clones"
+impl TypedStep<Env> for CreateClones {
+    type Output = Clones;
+
+    fn output(&self) -> Output<Clones> {
+        CREATE_CLONES
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         if run_mode(cx)? != Mode::Clone {
             return Err(StepError::Definitive(format!(
                 "run {} is not a clone-mode test failover: execute it with the saga of its mode",
@@ -147,10 +160,10 @@ impl Step<Env> for CreateClones {
         }
         let env = cx.ctx;
         let input = input(cx)?;
-        let snapshots = cx.output("snapshot")?["snapshots"].clone();
+        let snapshots = cx.lookup(SNAPSHOT)?.snapshots;
         let made = crate::common::all_to_the_end(input.plan.disks().iter().map(|d| {
             let name = clone_name(&input.target_name, d.device_key);
-            let snapshot_id = snapshots[d.volume_id.as_str()].as_str().map(str::to_string);
+            let snapshot_id = snapshots.get(&d.volume_id).cloned();
             async move {
                 // Look first: a clone that exists, is ferry's and is ready is this
                 // step's, made by an earlier attempt.
@@ -196,17 +209,15 @@ impl Step<Env> for CreateClones {
             }
         }))
         .await?;
-        let clones: serde_json::Map<String, Value> = made
-            .into_iter()
-            .map(|(replica, clone)| (replica, Value::String(clone)))
-            .collect();
-        Ok(json!({ "clones": clones }))
+        Ok(Clones {
+            clones: made.into_iter().collect(),
+        })
     }
 
     async fn undo(
         &self,
         cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
+        _output: Option<Self::Output>,
     ) -> Result<(), StepError> {
         let input = input(cx)?;
         delete_clones(cx, "undo-create-clones", &input).await?;
@@ -287,12 +298,14 @@ pub(crate) async fn delete_clones(
 }
 
 #[async_trait]
-impl Step<Env> for AttachClones {
-    fn name(&self) -> &str {
-        "attach-clones"
+impl TypedStep<Env> for AttachClones {
+    type Output = Attached;
+
+    fn output(&self) -> Output<Attached> {
+        ATTACH_CLONES
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
         let clones = clones(cx)?;
@@ -331,13 +344,15 @@ impl Step<Env> for AttachClones {
                 )
             })?;
         }
-        Ok(json!({ "attached": input.plan.disks().len() }))
+        Ok(Attached {
+            attached: input.plan.disks().len(),
+        })
     }
 
     async fn undo(
         &self,
         cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
+        _output: Option<Self::Output>,
     ) -> Result<(), StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
@@ -369,12 +384,14 @@ impl Step<Env> for AttachClones {
 }
 
 #[async_trait]
-impl Step<Env> for VerifyClones {
-    fn name(&self) -> &str {
-        "verify"
+impl TypedStep<Env> for VerifyClones {
+    type Output = Verified;
+
+    fn output(&self) -> Output<Verified> {
+        VERIFY
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
         let clones = clones(cx)?;
@@ -403,16 +420,22 @@ impl Step<Env> for VerifyClones {
                 problems.join("; ")
             )));
         }
-        Ok(json!({
-            "device_map": input.plan.disks().iter().map(|d| json!({
-                "device_id": d.device_id,
-                "volume_id": clones.get(&d.volume_id),
-                "replica_volume_id": d.volume_id,
-                "device_key": d.device_key,
-                "size_bytes": d.size_bytes,
-                "boot": d.is_boot,
-            })).collect::<Vec<_>>()
-        }))
+        Ok(Verified {
+            device_map: input
+                .plan
+                .disks()
+                .iter()
+                .map(|d| MappedDisk {
+                    device_id: d.device_id,
+                    // Every planned disk's clone was found in place just above.
+                    volume_id: clones.get(&d.volume_id).cloned().unwrap_or_default(),
+                    replica_volume_id: Some(d.volume_id.clone()),
+                    device_key: d.device_key,
+                    size_bytes: d.size_bytes,
+                    boot: d.is_boot,
+                })
+                .collect(),
+        })
     }
 }
 
