@@ -12,7 +12,7 @@
 
 use store::Workflow;
 
-use crate::test_failover::Mode;
+use crate::run::Mode;
 
 /// The CloudStack queue a job runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

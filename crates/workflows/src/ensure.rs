@@ -1,15 +1,14 @@
-//! Ensures that several workflows share: each looks at CloudStack first and acts only
-//! if the world is not already as wanted.
+//! Ensures that several steps share: each looks at CloudStack first and acts only if
+//! the world is not already as wanted.
 
 use engine::{StepContext, StepError};
-use serde::{Deserialize, Serialize};
-use store::{VmState, Workflow};
 use volumed::Presence;
 
 use crate::env::{
     Env, call, cloud_error, pending_job, pending_or_done_job, record_job, store_error, volume_error,
 };
 use crate::plan::DevicePlan;
+use crate::run::{RunInput, input, protected_vm, snapshot_name};
 
 /// Runs every one of `operations` to its end and returns their outputs, or the first
 /// error. Unlike `try_join_all`, a failure does not stop waiting for the others: the
@@ -25,163 +24,6 @@ pub(crate) async fn all_to_the_end<T>(
         .await
         .into_iter()
         .collect()
-}
-
-/// Why a workflow could not be started (shared by every workflow's `start`).
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("no protected VM named {0}")]
-    NoVm(String),
-    #[error("{name} is {state}, not ready_for_failover: clean up or roll back first")]
-    NotReady { name: String, state: VmState },
-    /// The VM is not in the state the workflow starts from.
-    #[error("{name} is {state}, not {wanted}: {hint}")]
-    WrongState {
-        name: String,
-        state: VmState,
-        wanted: VmState,
-        hint: &'static str,
-    },
-    /// The workflow follows up a run (a rollback or commit, a live failover) and there
-    /// is none recorded with a usable plan.
-    #[error("{name} has no recorded {workflow} run to follow up")]
-    NoPriorRun { name: String, workflow: Workflow },
-    #[error("{0}")]
-    Plan(#[from] crate::plan::PlanError),
-    #[error(
-        "{name} already has an active run ({run_id}); wait for it, cancel it, or resolve it if it is stuck"
-    )]
-    Busy { name: String, run_id: String },
-    #[error("the store failed")]
-    Store(#[from] store::StoreError),
-}
-
-/// Creates a run for `vm` with `input` as its stored plan; another active run of the
-/// VM is refused as [`StartError::Busy`] (the store enforces one at a time).
-pub(crate) async fn create_run<I: Serialize>(
-    env: &Env,
-    vm: &store::ProtectedVm,
-    workflow: Workflow,
-    mode: Option<&str>,
-    input: &I,
-) -> Result<store::Run, StartError> {
-    let plan = serde_json::to_string(input).expect("serializable");
-    let run = match env
-        .store
-        .create_run_with_plan(&vm.id, workflow, mode, Some(&plan))
-        .await
-    {
-        Ok(run) => run,
-        Err(store::StoreError::Constraint { constraint, .. })
-            if constraint == "runs_one_active_per_vm" =>
-        {
-            let run_id = env
-                .store
-                .active_run(&vm.id)
-                .await?
-                .map(|r| r.id)
-                .unwrap_or_default();
-            return Err(StartError::Busy {
-                name: vm.name.clone(),
-                run_id,
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    Ok(run)
-}
-
-/// Which of its NICs' networks a failover puts the target VM on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Network {
-    /// A test failover: the isolated test networks.
-    Test,
-    /// A live failover: the production networks (and production IPs).
-    Production,
-}
-
-impl Network {
-    pub(crate) fn network_id(self, nic: &store::Nic) -> &str {
-        match self {
-            Network::Test => &nic.test_network_id,
-            Network::Production => &nic.production_network_id,
-        }
-    }
-
-    pub(crate) fn ip(self, nic: &store::Nic) -> Option<String> {
-        match self {
-            Network::Test => nic.test_ip.clone(),
-            Network::Production => nic.production_ip.clone(),
-        }
-    }
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Network::Test => "test",
-            Network::Production => "production",
-        }
-    }
-
-    /// The kind of failover, as the target VM's display name tells it.
-    pub(crate) fn failover(self) -> &'static str {
-        match self {
-            Network::Test => "test failover",
-            Network::Production => "live failover",
-        }
-    }
-}
-
-/// What a test failover run carries (stored as the run's plan).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunInput {
-    /// The target VM's name (`<name>-test-<timestamp>`).
-    pub target_name: String,
-    pub plan: DevicePlan,
-    /// For a cleanup: the test failover run it cleans up after.
-    #[serde(default)]
-    pub test_run_id: Option<String>,
-}
-
-pub(crate) fn input(cx: &StepContext<'_, Env>) -> Result<RunInput, StepError> {
-    let text = cx
-        .run
-        .plan
-        .as_deref()
-        .ok_or_else(|| StepError::Definitive("the run has no stored plan".into()))?;
-    serde_json::from_str(text)
-        .map_err(|e| StepError::Definitive(format!("the run's stored plan: {e}")))
-}
-
-pub(crate) async fn protected_vm(
-    cx: &StepContext<'_, Env>,
-) -> Result<store::ProtectedVm, StepError> {
-    cx.ctx
-        .store
-        .vm_by_id(&cx.run.vm_id)
-        .await
-        .map_err(|e| store_error("reading the protected VM", e))?
-        .ok_or_else(|| {
-            StepError::Definitive(format!(
-                "protected VM {} is no longer registered",
-                cx.run.vm_id
-            ))
-        })
-}
-
-pub(crate) async fn appliance_vm_id(
-    cx: &StepContext<'_, Env>,
-    vm: &store::ProtectedVm,
-) -> Result<String, StepError> {
-    Ok(cx
-        .ctx
-        .store
-        .appliance(&vm.appliance)
-        .await
-        .map_err(|e| store_error("reading the appliance", e))?
-        .ok_or_else(|| {
-            StepError::Definitive(format!("appliance {} is not configured", vm.appliance))
-        })?
-        .vm_id)
 }
 
 /// The target VM with exactly this name, if CloudStack has it (its `name` filter
@@ -203,9 +45,25 @@ pub(crate) async fn find_vm(
         .find(|v| v.name == name && v.state != "Destroyed" && v.state != "Expunging"))
 }
 
-/// The target VM's id, as the run's create-vm step recorded it.
-pub(crate) fn target_vm_id(cx: &StepContext<'_, Env>) -> Result<String, StepError> {
-    Ok(cx.lookup(crate::test_failover::CREATE_VM)?.vm_id)
+/// The VM a live failover created (`<name>`), if it still exists. A VM of that name
+/// that is not the one recorded as the target is refused, never acted on: it could be
+/// anything, and rollback destroys what this returns.
+pub(crate) async fn live_vm(
+    cx: &StepContext<'_, Env>,
+) -> Result<Option<cloudstack::VirtualMachine>, StepError> {
+    let input = input(cx)?;
+    let vm = protected_vm(cx).await?;
+    let found = find_vm(cx.ctx, &input.target_name).await?;
+    if let (Some(found), Some(recorded)) = (&found, &vm.target_vm_id)
+        && &found.id != recorded
+    {
+        return Err(StepError::Definitive(format!(
+            "the VM named {} is {}, not {} which the live failover created; \
+             ferry will not touch it — rename or remove it, or fix the record",
+            found.name, found.id, recorded
+        )));
+    }
+    Ok(found)
 }
 
 /// What CloudStack has attached to the target VM: (volume id, device id, size), the
@@ -521,7 +379,7 @@ pub(crate) async fn revert_detached_replicas(
         if volume.virtualmachineid.is_some() {
             return Ok(None);
         }
-        let name = crate::test_failover::snapshot_name(&input.target_name, d.device_key);
+        let name = snapshot_name(&input.target_name, d.device_key);
         let snapshot = env
             .cloud
             .list_snapshots(Some(&d.volume_id), None)
@@ -554,4 +412,16 @@ pub(crate) async fn revert_detached_replicas(
         }
     }
     Ok(out)
+}
+
+/// Records an event in the run's log; a failure to record is logged, not fatal.
+pub(crate) async fn event(cx: &StepContext<'_, Env>, level: &str, step: &str, message: &str) {
+    if let Err(e) = cx
+        .ctx
+        .store
+        .add_event(&cx.run.id, level, Some(step), message, None)
+        .await
+    {
+        tracing::warn!(run = %cx.run.id, error = %e, "cannot record an event");
+    }
 }

@@ -1,0 +1,626 @@
+//! The replicas on their way between the appliance and the target VM — detached from
+//! the appliance, attached at their planned device ids, detached from the target VM
+//! again, reverted to the run's snapshots, put back on the appliance and found there —
+//! and, in clone mode, the clones that stand in for them on the test VM.
+//!
+//! Where a replica is attached is recorded by the volume daemon, which saw CloudStack's
+//! answer (see [`volumed::Journal::record_device`]); a step never writes it itself.
+
+use async_trait::async_trait;
+use engine::{Output, StepContext, StepError, TypedStep};
+use serde::{Deserialize, Serialize};
+use volumed::Presence;
+
+use crate::ensure::{
+    Reverted, all_to_the_end, ensure_on_appliance, ensure_stopped, event, find_vm, live_vm,
+    put_back_detached_replicas, revert_detached_replicas,
+};
+use crate::env::{Env, call, cloud_error, store_error, volume_error};
+use crate::run::{Mode, appliance_vm_id, input, protected_vm, run_mode};
+use crate::steps::clones::{OrSkipped, clones, is_clone};
+use crate::steps::vm::target_vm_id;
+
+/// A clone-mode run executed with the replica-mode saga must not move a replica.
+fn refuse_in_clone_mode(cx: &StepContext<'_, Env>, step: &str) -> Result<(), StepError> {
+    if run_mode(cx)? == Mode::Clone {
+        return Err(StepError::Definitive(format!(
+            "run {} is a clone-mode test failover, which never moves a replica, but step {step} \
+             belongs to replica mode: execute the run with test_failover::saga_for(Mode::Clone)",
+            cx.run.id
+        )));
+    }
+    Ok(())
+}
+
+/// Detaches the replicas from the appliance (replica mode).
+pub(crate) struct DetachReplicas;
+
+/// How many replicas left the appliance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DetachedReplicas {
+    pub detached: usize,
+}
+
+pub(crate) const DETACH_REPLICAS: Output<DetachedReplicas> = Output::new("detach-replicas");
+
+#[async_trait]
+impl TypedStep<Env> for DetachReplicas {
+    type Output = DetachedReplicas;
+
+    fn output(&self) -> Output<DetachedReplicas> {
+        DETACH_REPLICAS
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+        refuse_in_clone_mode(cx, self.output().name())?;
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let vm = protected_vm(cx).await?;
+        let appliance = appliance_vm_id(cx, &vm).await?;
+        all_to_the_end(input.plan.disks().iter().map(|d| {
+            let appliance = appliance.clone();
+            async move {
+                let volume = env
+                    .cloud
+                    .get_volume(&d.volume_id)
+                    .await
+                    .map_err(|e| cloud_error("looking up a replica", e))?
+                    .ok_or_else(|| {
+                        StepError::Definitive(format!("replica {} is gone", d.volume_id))
+                    })?;
+                if volume.virtualmachineid.as_deref() == Some(appliance.as_str()) {
+                    env.volumes
+                        .detach(&call(cx, "detach-replicas", &d.volume_id), &d.volume_id)
+                        .await
+                        .map_err(|e| {
+                            volume_error(
+                                &format!("detaching replica {} from the appliance", d.volume_id),
+                                e,
+                            )
+                        })?;
+                }
+                env.volumes
+                    .wait_device(
+                        &appliance,
+                        &d.volume_id,
+                        Presence::Disappears,
+                        env.device_timeout,
+                    )
+                    .await
+                    .map_err(|e| {
+                        volume_error("waiting for the replica's disk to leave the appliance", e)
+                    })?;
+                env.store
+                    .record_attachment(
+                        &d.volume_id,
+                        &store::Attachment {
+                            vm_id: None,
+                            device_id: None,
+                            device_path: None,
+                            seen_at: None,
+                        },
+                    )
+                    .await
+                    .map_err(|e| store_error("recording the detach", e))?;
+                Ok::<_, StepError>(())
+            }
+        }))
+        .await?;
+        Ok(DetachedReplicas {
+            detached: input.plan.disks().len(),
+        })
+    }
+
+    async fn undo(
+        &self,
+        cx: &StepContext<'_, Env>,
+        _output: Option<Self::Output>,
+    ) -> Result<(), StepError> {
+        let input = input(cx)?;
+        let vm = protected_vm(cx).await?;
+        let appliance = appliance_vm_id(cx, &vm).await?;
+        for d in input.plan.disks() {
+            ensure_on_appliance(cx, "undo-detach-replicas", &d.volume_id, &appliance).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Attaches the replicas to the target VM: boot at 0, data at the planned ids.
+pub(crate) struct AttachReplicas;
+
+/// How many volumes went onto the target VM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Attached {
+    pub attached: usize,
+}
+
+pub(crate) const ATTACH_REPLICAS: Output<Attached> = Output::new("attach-replicas");
+
+#[async_trait]
+impl TypedStep<Env> for AttachReplicas {
+    type Output = Attached;
+
+    fn output(&self) -> Output<Attached> {
+        ATTACH_REPLICAS
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+        refuse_in_clone_mode(cx, self.output().name())?;
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let target = target_vm_id(cx)?;
+        // CloudStack runs one VM's jobs one at a time: attaching in plan order costs
+        // nothing, and keeps the guest's probe order that of the plan.
+        for d in input.plan.disks() {
+            let volume = env
+                .cloud
+                .get_volume(&d.volume_id)
+                .await
+                .map_err(|e| cloud_error("looking up a replica", e))?
+                .ok_or_else(|| StepError::Definitive(format!("replica {} is gone", d.volume_id)))?;
+            // Already there (an earlier attempt attached it, perhaps without getting
+            // to record it): record it all the same.
+            let device_id = if volume.virtualmachineid.as_deref() == Some(target.as_str())
+                && volume.deviceid == Some(d.device_id)
+            {
+                volume.deviceid
+            } else {
+                let key = call(cx, "attach-replicas", &d.volume_id);
+                if d.is_boot {
+                    env.volumes.attach_root(&key, &d.volume_id, &target).await
+                } else {
+                    env.volumes
+                        .attach(&key, &d.volume_id, &target, Some(d.device_id))
+                        .await
+                }
+                .map_err(|e| {
+                    volume_error(
+                        &format!(
+                            "attaching replica {} at device {}",
+                            d.volume_id, d.device_id
+                        ),
+                        e,
+                    )
+                })?
+                .device_id
+            };
+            env.store
+                .record_attachment(
+                    &d.volume_id,
+                    &store::Attachment {
+                        vm_id: Some(target.clone()),
+                        device_id,
+                        device_path: None,
+                        seen_at: None,
+                    },
+                )
+                .await
+                .map_err(|e| store_error("recording the attach", e))?;
+        }
+        Ok(Attached {
+            attached: input.plan.disks().len(),
+        })
+    }
+
+    async fn undo(
+        &self,
+        cx: &StepContext<'_, Env>,
+        _output: Option<Self::Output>,
+    ) -> Result<(), StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let Some(target) = find_vm(env, &input.target_name).await? else {
+            return Ok(());
+        };
+        ensure_stopped(cx, &target).await?;
+        for v in env
+            .volumes
+            .list_vm_volumes(&target.id)
+            .await
+            .map_err(|e| volume_error("listing the target VM's volumes", e))?
+        {
+            if input.plan.by_volume(&v.id).is_some() {
+                env.volumes
+                    .detach(
+                        &call(
+                            cx,
+                            "undo-attach-replicas",
+                            &format!("{}/{}", v.id, target.id),
+                        ),
+                        &v.id,
+                    )
+                    .await
+                    .map_err(|e| {
+                        volume_error(&format!("detaching replica {} from the target VM", v.id), e)
+                    })?;
+            }
+        }
+        // The target VM may have run (and written to the replicas) before the run
+        // failed: put their content back before they return to the appliance.
+        let reverted = revert_detached_replicas(cx, "undo-attach-replicas", &input).await?;
+        if !reverted.missing.is_empty() {
+            return Err(StepError::Definitive(format!(
+                "cannot revert replicas {}: their snapshots are gone, so they may hold the target VM's writes; resynchronise them from the source, then abandon this run",
+                reverted.missing.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Attaches the clones to the target VM (clone mode): boot at 0, data at the planned
+/// ids.
+pub(crate) struct AttachClones;
+
+const ATTACH_CLONES: Output<Attached> = Output::new("attach-clones");
+
+#[async_trait]
+impl TypedStep<Env> for AttachClones {
+    type Output = Attached;
+
+    fn output(&self) -> Output<Attached> {
+        ATTACH_CLONES
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let clones = clones(cx)?;
+        let target = target_vm_id(cx)?;
+        // In plan order, as in replica mode: one VM's jobs run one at a time anyway.
+        for d in input.plan.disks() {
+            let clone_id = clones.get(&d.volume_id).ok_or_else(|| {
+                StepError::Definitive(format!("no clone was made of replica {}", d.volume_id))
+            })?;
+            let volume = env
+                .cloud
+                .get_volume(clone_id)
+                .await
+                .map_err(|e| cloud_error("looking up a clone", e))?
+                .ok_or_else(|| StepError::Definitive(format!("clone {clone_id} is gone")))?;
+            if volume.virtualmachineid.as_deref() == Some(target.as_str())
+                && volume.deviceid == Some(d.device_id)
+            {
+                continue;
+            }
+            let key = call(cx, "attach-clones", clone_id);
+            if d.is_boot {
+                env.volumes.attach_root(&key, clone_id, &target).await
+            } else {
+                env.volumes
+                    .attach(&key, clone_id, &target, Some(d.device_id))
+                    .await
+            }
+            .map_err(|e| {
+                volume_error(
+                    &format!(
+                        "attaching clone {clone_id} of replica {} at device {}",
+                        d.volume_id, d.device_id
+                    ),
+                    e,
+                )
+            })?;
+        }
+        Ok(Attached {
+            attached: input.plan.disks().len(),
+        })
+    }
+
+    async fn undo(
+        &self,
+        cx: &StepContext<'_, Env>,
+        _output: Option<Self::Output>,
+    ) -> Result<(), StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let Some(target) = find_vm(env, &input.target_name).await? else {
+            return Ok(());
+        };
+        ensure_stopped(cx, &target).await?;
+        for v in env
+            .volumes
+            .list_vm_volumes(&target.id)
+            .await
+            .map_err(|e| volume_error("listing the target VM's volumes", e))?
+        {
+            if is_clone(env, &input, &v.id, &v.name).await? {
+                env.volumes
+                    .detach(
+                        &call(cx, "undo-attach-clones", &format!("{}/{}", v.id, target.id)),
+                        &v.id,
+                    )
+                    .await
+                    .map_err(|e| {
+                        volume_error(&format!("detaching clone {} from the target VM", v.id), e)
+                    })?;
+            }
+        }
+        // The clones themselves go with create-clones' undo; the replicas never moved.
+        Ok(())
+    }
+}
+
+/// Detaches from the test VM the replicas (or clones) on it.
+pub(crate) struct DetachFromTestVm;
+
+/// What was detached from the VM, and what was found there that no plan put there.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct DetachedFrom {
+    pub detached: Vec<String>,
+    pub unexpected: Vec<Unexpected>,
+}
+
+/// A volume found on the VM that is not part of the plan (left in place).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Unexpected {
+    pub volume_id: String,
+    pub device_id: Option<i64>,
+}
+
+const DETACH_FROM_TEST_VM: Output<DetachedFrom> = Output::new("detach-from-test-vm");
+
+#[async_trait]
+impl TypedStep<Env> for DetachFromTestVm {
+    type Output = DetachedFrom;
+
+    fn output(&self) -> Output<DetachedFrom> {
+        DETACH_FROM_TEST_VM
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let Some(vm) = find_vm(env, &input.target_name).await? else {
+            return Ok(DetachedFrom::default());
+        };
+        let mode = run_mode(cx)?;
+        let mut detached = Vec::new();
+        let mut unexpected = Vec::new();
+        for v in env
+            .volumes
+            .list_vm_volumes(&vm.id)
+            .await
+            .map_err(|e| volume_error("listing the test VM's volumes", e))?
+        {
+            // A replica is detached in either mode (in clone mode it should not be
+            // there, but it cannot stay: reattach-replicas puts it back).
+            let ours = input.plan.by_volume(&v.id).is_some()
+                || (mode == Mode::Clone && is_clone(env, &input, &v.id, &v.name).await?);
+            if !ours {
+                // Not ferry's to move or delete: report it and leave it on the VM, whose
+                // destruction will then be refused only if it is a replica.
+                let message = format!(
+                    "unexpected volume {} ({}, {} bytes) at device {:?} on the test VM {}: not part of the plan; left in place",
+                    v.id, v.name, v.size_bytes, v.device_id, vm.name
+                );
+                let _ = env
+                    .store
+                    .add_event(
+                        &cx.run.id,
+                        "warn",
+                        Some("detach-from-test-vm"),
+                        &message,
+                        None,
+                    )
+                    .await;
+                unexpected.push(Unexpected {
+                    volume_id: v.id,
+                    device_id: v.device_id,
+                });
+                continue;
+            }
+            env.volumes
+                .detach(
+                    &call(cx, "detach-from-test-vm", &format!("{}/{}", v.id, vm.id)),
+                    &v.id,
+                )
+                .await
+                .map_err(|e| {
+                    volume_error(&format!("detaching volume {} from the test VM", v.id), e)
+                })?;
+            detached.push(v.id);
+        }
+        Ok(DetachedFrom {
+            detached,
+            unexpected,
+        })
+    }
+
+    /// The cleanup failed after this step (or in it): a replica it left attached to
+    /// nothing goes back on the test VM, as the run found it, for the next cleanup to
+    /// detach, revert and re-attach. A replica already back on the appliance stays:
+    /// it was reverted before it was re-attached.
+    async fn undo(
+        &self,
+        cx: &StepContext<'_, Env>,
+        _output: Option<Self::Output>,
+    ) -> Result<(), StepError> {
+        let input = input(cx)?;
+        let vm = find_vm(cx.ctx, &input.target_name).await?;
+        put_back_detached_replicas(cx, &input.plan, vm.as_ref()).await?;
+        Ok(())
+    }
+}
+
+/// Detaches from the live failover's VM the replicas on it.
+pub(crate) struct DetachFromVm;
+
+const DETACH_FROM_VM: Output<DetachedFrom> = Output::new("detach-from-vm");
+
+#[async_trait]
+impl TypedStep<Env> for DetachFromVm {
+    type Output = DetachedFrom;
+
+    fn output(&self) -> Output<DetachedFrom> {
+        DETACH_FROM_VM
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+        let env = cx.ctx;
+        let input = input(cx)?;
+        let Some(vm) = live_vm(cx).await? else {
+            return Ok(DetachedFrom::default());
+        };
+        // Detaching the boot disk needs the VM stopped; a re-run after someone started
+        // it again stops it first.
+        ensure_stopped(cx, &vm).await?;
+        let mut detached = Vec::new();
+        let mut unexpected = Vec::new();
+        for v in env
+            .volumes
+            .list_vm_volumes(&vm.id)
+            .await
+            .map_err(|e| volume_error("listing the VM's volumes", e))?
+        {
+            if input.plan.by_volume(&v.id).is_none() {
+                // Not ferry's to move or delete (a disk added after the cut-over, say):
+                // report it and leave it on the VM. Destroying the VM detaches it.
+                let message = format!(
+                    "unexpected volume {} ({}, {} bytes) at device {:?} on VM {}: not part of the plan; left in place",
+                    v.id, v.name, v.size_bytes, v.device_id, vm.name
+                );
+                event(cx, "warn", "detach-from-vm", &message).await;
+                unexpected.push(Unexpected {
+                    volume_id: v.id,
+                    device_id: v.device_id,
+                });
+                continue;
+            }
+            env.volumes
+                .detach(
+                    &call(cx, "detach-from-vm", &format!("{}/{}", v.id, vm.id)),
+                    &v.id,
+                )
+                .await
+                .map_err(|e| volume_error(&format!("detaching replica {} from the VM", v.id), e))?;
+            detached.push(v.id);
+        }
+        Ok(DetachedFrom {
+            detached,
+            unexpected,
+        })
+    }
+
+    /// The rollback failed after this step (or in it): a replica it left attached to
+    /// nothing goes back on the live VM (stopped), as the run found it, for the next
+    /// rollback to finish.
+    async fn undo(
+        &self,
+        cx: &StepContext<'_, Env>,
+        _output: Option<Self::Output>,
+    ) -> Result<(), StepError> {
+        let input = input(cx)?;
+        let vm = live_vm(cx).await?;
+        put_back_detached_replicas(cx, &input.plan, vm.as_ref()).await?;
+        Ok(())
+    }
+}
+
+/// Reverts every replica to its snapshot (cleanup after a replica-mode test).
+pub(crate) struct RevertReplicas;
+
+/// The replicas reverted, each with its snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RevertedReplicas {
+    pub reverted: Vec<RevertedReplica>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RevertedReplica {
+    pub volume_id: String,
+    pub snapshot_id: String,
+}
+
+const REVERT_REPLICAS: Output<OrSkipped<RevertedReplicas>> = Output::new("revert-replicas");
+
+#[async_trait]
+impl TypedStep<Env> for RevertReplicas {
+    type Output = OrSkipped<RevertedReplicas>;
+
+    fn output(&self) -> Output<OrSkipped<RevertedReplicas>> {
+        REVERT_REPLICAS
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+        if run_mode(cx)? == Mode::Clone {
+            // The replicas never left the appliance and hold replication's writes
+            // since the snapshots: reverting them would throw those away.
+            return Ok(OrSkipped::Skipped {
+                skipped: "clone mode: the replicas were never on the test VM".into(),
+            });
+        }
+        let input = input(cx)?;
+        // A replica already back on the appliance was reverted by an earlier cleanup
+        // (or unwind) and is skipped, so a cleanup is run again safely at any point.
+        let Reverted { reverted, missing } =
+            revert_detached_replicas(cx, "revert-replicas", &input).await?;
+        if !missing.is_empty() {
+            // The drill's writes stay on these replicas; an operator must decide.
+            return Err(StepError::Definitive(format!(
+                "the snapshots of replicas {} are missing, so they cannot be reverted and still hold the test \
+                 VM's writes; resynchronise them from the source before the next failover",
+                missing.join(", ")
+            )));
+        }
+        Ok(OrSkipped::Done(RevertedReplicas {
+            reverted: reverted
+                .into_iter()
+                .map(|(volume_id, snapshot_id)| RevertedReplica {
+                    volume_id,
+                    snapshot_id,
+                })
+                .collect(),
+        }))
+    }
+}
+
+/// Puts the replicas back on the appliance and finds their device paths.
+pub(crate) struct ReattachReplicas;
+
+/// Where each replica is on the appliance now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Reattached {
+    pub replicas: Vec<ReplicaPlace>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ReplicaPlace {
+    pub volume_id: String,
+    pub device_key: i64,
+    pub appliance_device_id: Option<i64>,
+    pub device_path: Option<String>,
+}
+
+const REATTACH_REPLICAS: Output<Reattached> = Output::new("reattach-replicas");
+
+#[async_trait]
+impl TypedStep<Env> for ReattachReplicas {
+    type Output = Reattached;
+
+    fn output(&self) -> Output<Reattached> {
+        REATTACH_REPLICAS
+    }
+
+    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+        let input = input(cx)?;
+        let vm = protected_vm(cx).await?;
+        let appliance = appliance_vm_id(cx, &vm).await?;
+        for d in input.plan.disks() {
+            ensure_on_appliance(cx, "reattach-replicas", &d.volume_id, &appliance).await?;
+        }
+        let vm = protected_vm(cx).await?;
+        Ok(Reattached {
+            replicas: vm
+                .disks
+                .iter()
+                .map(|d| ReplicaPlace {
+                    volume_id: d.disk.replica_volume_id.clone(),
+                    device_key: d.disk.device_key,
+                    appliance_device_id: d.attachment.device_id,
+                    device_path: d.attachment.device_path.clone(),
+                })
+                .collect(),
+        })
+    }
+}
