@@ -21,20 +21,16 @@ use engine::Saga;
 use store::{VmState, Workflow};
 
 use crate::env::Env;
-use crate::run::{Mode, RunInput, StartError, create_run, run_input};
+use crate::run::{Mode, RunInput, StartError, create_run, registered_vm, run_input};
 use crate::steps::clones::DeleteClones;
-use crate::steps::record::RecordReady;
-use crate::steps::replicas::{DetachFromTestVm, ReattachReplicas, RevertReplicas};
+use crate::steps::record::Record;
+use crate::steps::replicas::{DetachFrom, ReattachReplicas, RevertReplicas};
 use crate::steps::snapshots::DeleteSnapshots;
-use crate::steps::vm::{DestroyTestVm, StopTestVm};
+use crate::steps::vm::{Destroy, StopTestVm, TargetVm};
 
 /// Creates a cleanup run for `vm_name`, after its last test failover.
 pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
-    let vm = env
-        .store
-        .vm(vm_name)
-        .await?
-        .ok_or_else(|| StartError::NoVm(vm_name.to_string()))?;
+    let vm = registered_vm(env, vm_name).await?;
     // A cleanup undoes a test failover. On a live-failed-over (or committed) VM it would
     // stop the production VM and take its disks away: never.
     if matches!(vm.state, VmState::FailedOver | VmState::Committed) {
@@ -74,12 +70,12 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
 pub fn saga() -> Saga<Env> {
     Saga::new(vec![
         Box::new(StopTestVm),
-        Box::new(DetachFromTestVm),
+        Box::new(DetachFrom(TargetVm::Test)),
         Box::new(RevertReplicas),
         Box::new(DeleteClones),
         Box::new(ReattachReplicas),
         Box::new(DeleteSnapshots),
-        Box::new(DestroyTestVm),
-        Box::new(RecordReady),
+        Box::new(Destroy(TargetVm::Test)),
+        Box::new(Record::CleanedUp),
     ])
 }

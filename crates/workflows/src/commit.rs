@@ -17,7 +17,7 @@ use store::Workflow;
 use crate::env::Env;
 use crate::run::{StartError, follow_up};
 use crate::steps::checks::CheckVm;
-use crate::steps::record::RecordCommitted;
+use crate::steps::record::Record;
 use crate::steps::snapshots::DeleteSnapshots;
 
 /// Creates a commit run for `vm_name` (which must be `failed_over`), following up its
@@ -38,6 +38,6 @@ pub fn saga() -> Saga<Env> {
     Saga::new(vec![
         Box::new(CheckVm),
         Box::new(DeleteSnapshots),
-        Box::new(RecordCommitted),
+        Box::new(Record::Committed),
     ])
 }

@@ -7,7 +7,7 @@ use volumed::Presence;
 use crate::env::{
     Env, call, cloud_error, pending_job, pending_or_done_job, record_job, store_error, volume_error,
 };
-use crate::plan::DevicePlan;
+use crate::plan::{DevicePlan, PlannedDisk};
 use crate::run::{RunInput, input, protected_vm, snapshot_name};
 
 /// Runs every one of `operations` to its end and returns their outputs, or the first
@@ -341,6 +341,25 @@ pub(crate) async fn destroy_vm_without_replicas(
     Ok(())
 }
 
+/// The run's snapshots of disk `disk`'s replica, found by name (`<target>-disk-<key>`):
+/// whatever a step recorded, and whether or not the step that took them finished.
+/// There is one, unless a snapshot step was interrupted and CloudStack made another.
+pub(crate) async fn run_snapshots(
+    env: &Env,
+    input: &RunInput,
+    disk: &PlannedDisk,
+) -> Result<Vec<cloudstack::Snapshot>, StepError> {
+    let name = snapshot_name(&input.target_name, disk.device_key);
+    Ok(env
+        .cloud
+        .list_snapshots(Some(&disk.volume_id), None)
+        .await
+        .map_err(|e| cloud_error("listing snapshots", e))?
+        .into_iter()
+        .filter(|s| s.name == name)
+        .collect())
+}
+
 /// What [`revert_detached_replicas`] did.
 pub(crate) struct Reverted {
     pub reverted: Vec<(String, String)>,
@@ -379,15 +398,7 @@ pub(crate) async fn revert_detached_replicas(
         if volume.virtualmachineid.is_some() {
             return Ok(None);
         }
-        let name = snapshot_name(&input.target_name, d.device_key);
-        let snapshot = env
-            .cloud
-            .list_snapshots(Some(&d.volume_id), None)
-            .await
-            .map_err(|e| cloud_error("listing snapshots", e))?
-            .into_iter()
-            .find(|s| s.name == name);
-        match snapshot {
+        match run_snapshots(env, input, d).await?.into_iter().next() {
             Some(s) => {
                 env.volumes
                     .revert(&call(cx, step, &format!("revert/{}", s.id)), &s.id)

@@ -30,13 +30,12 @@ use engine::Saga;
 use store::{VmState, Workflow};
 
 use crate::env::Env;
-use crate::plan::{DevicePlan, KVM_MAX_DATA_DISKS};
-use crate::run::{RunInput, StartError, create_run};
+use crate::run::{Mode, StartError, start_failover};
 use crate::steps::checks::{Check, Validate, Verify};
 use crate::steps::guest::PrepareGuest;
 use crate::steps::hooks::BeforeLiveHooks;
 use crate::steps::record::Record;
-use crate::steps::replicas::{AttachReplicas, DetachReplicas};
+use crate::steps::replicas::{Attach, DetachReplicas};
 use crate::steps::snapshots::Snapshot;
 use crate::steps::vm::{CreateVm, Network, RemovePlaceholderRoot, StartVm};
 
@@ -44,24 +43,14 @@ use crate::steps::vm::{CreateVm, Network, RemovePlaceholderRoot, StartVm};
 /// its device plan; its target VM is named like the protected VM. The engine then
 /// executes it with [`saga`].
 pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
-    let vm = env
-        .store
-        .vm(vm_name)
-        .await?
-        .ok_or_else(|| StartError::NoVm(vm_name.to_string()))?;
-    if vm.state != VmState::ReadyForFailover {
-        return Err(StartError::NotReady {
-            name: vm.name,
-            state: vm.state,
-        });
-    }
-    let plan = DevicePlan::new(&vm.disks, KVM_MAX_DATA_DISKS)?;
-    let input = RunInput {
-        target_name: vm.name.clone(),
-        plan,
-        test_run_id: None,
-    };
-    create_run(env, &vm, Workflow::LiveFailover, Some("replica"), &input).await
+    start_failover(
+        env,
+        vm_name,
+        Workflow::LiveFailover,
+        Mode::Replica,
+        str::to_string,
+    )
+    .await
 }
 
 /// The live failover saga.
@@ -75,9 +64,9 @@ pub fn saga() -> Saga<Env> {
         Box::new(CreateVm(Network::Production)),
         Box::new(RemovePlaceholderRoot),
         Box::new(DetachReplicas),
-        Box::new(AttachReplicas),
-        Box::new(Verify),
+        Box::new(Attach(Mode::Replica)),
+        Box::new(Verify(Mode::Replica)),
         Box::new(StartVm),
-        Box::new(Record(VmState::FailedOver)),
+        Box::new(Record::FailedOver(VmState::FailedOver)),
     ])
 }

@@ -40,10 +40,10 @@ use store::Workflow;
 use crate::env::Env;
 use crate::run::{StartError, follow_up};
 use crate::steps::hooks::AfterRollbackHooks;
-use crate::steps::record::RecordRolledBack;
-use crate::steps::replicas::{DetachFromVm, ReattachReplicas};
+use crate::steps::record::Record;
+use crate::steps::replicas::{DetachFrom, ReattachReplicas};
 use crate::steps::snapshots::DeleteSnapshots;
-use crate::steps::vm::{DestroyVm, StopVm};
+use crate::steps::vm::{Destroy, StopVm, TargetVm};
 
 /// Creates a rollback run for `vm_name` (which must be `failed_over`), following up its
 /// last live failover.
@@ -62,11 +62,11 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
 pub fn saga() -> Saga<Env> {
     Saga::new(vec![
         Box::new(StopVm),
-        Box::new(DetachFromVm),
+        Box::new(DetachFrom(TargetVm::Live)),
         Box::new(ReattachReplicas),
         Box::new(DeleteSnapshots),
-        Box::new(DestroyVm),
+        Box::new(Destroy(TargetVm::Live)),
         Box::new(AfterRollbackHooks),
-        Box::new(RecordRolledBack),
+        Box::new(Record::RolledBack),
     ])
 }

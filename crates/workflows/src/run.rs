@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use store::{VmState, Workflow};
 
 use crate::env::{Env, store_error};
-use crate::plan::DevicePlan;
+use crate::plan::{DevicePlan, KVM_MAX_DATA_DISKS};
 
 /// Why a workflow could not be started (shared by every workflow's `start`).
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,43 @@ pub enum StartError {
     Busy { name: String, run_id: String },
     #[error("the store failed")]
     Store(#[from] store::StoreError),
+}
+
+/// The protected VM named `vm_name`, for a workflow's start.
+pub(crate) async fn registered_vm(
+    env: &Env,
+    vm_name: &str,
+) -> Result<store::ProtectedVm, StartError> {
+    env.store
+        .vm(vm_name)
+        .await?
+        .ok_or_else(|| StartError::NoVm(vm_name.to_string()))
+}
+
+/// Creates a failover run (a test or live failover) of `vm_name`, which must be
+/// `ready_for_failover`, with its device plan and its target VM's name (made from the
+/// protected VM's name by `target_name`).
+pub(crate) async fn start_failover(
+    env: &Env,
+    vm_name: &str,
+    workflow: Workflow,
+    mode: Mode,
+    target_name: impl FnOnce(&str) -> String,
+) -> Result<store::Run, StartError> {
+    let vm = registered_vm(env, vm_name).await?;
+    if vm.state != VmState::ReadyForFailover {
+        return Err(StartError::NotReady {
+            name: vm.name,
+            state: vm.state,
+        });
+    }
+    let plan = DevicePlan::new(&vm.disks, KVM_MAX_DATA_DISKS)?;
+    let input = RunInput {
+        target_name: target_name(&vm.name),
+        plan,
+        test_run_id: None,
+    };
+    create_run(env, &vm, workflow, Some(mode.as_str()), &input).await
 }
 
 /// Creates a run for `vm` with `input` as its stored plan; another active run of the
@@ -85,11 +122,7 @@ pub(crate) async fn follow_up(
     workflow: Workflow,
     hint: &'static str,
 ) -> Result<store::Run, StartError> {
-    let vm = env
-        .store
-        .vm(vm_name)
-        .await?
-        .ok_or_else(|| StartError::NoVm(vm_name.to_string()))?;
+    let vm = registered_vm(env, vm_name).await?;
     if vm.state != VmState::FailedOver {
         return Err(StartError::WrongState {
             name: vm.name,

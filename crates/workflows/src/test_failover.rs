@@ -19,12 +19,11 @@ use engine::Saga;
 use store::{VmState, Workflow};
 
 use crate::env::Env;
-use crate::plan::{DevicePlan, KVM_MAX_DATA_DISKS};
-use crate::run::{RunInput, StartError, create_run};
+use crate::run::{StartError, start_failover};
 use crate::steps::checks::{Validate, Verify};
 use crate::steps::guest::PrepareGuest;
 use crate::steps::record::Record;
-use crate::steps::replicas::{AttachReplicas, DetachReplicas};
+use crate::steps::replicas::{Attach, DetachReplicas};
 use crate::steps::snapshots::Snapshot;
 use crate::steps::vm::{CreateVm, Network, RemovePlaceholderRoot, StartVm};
 
@@ -45,31 +44,10 @@ pub async fn start_with_mode(
     vm_name: &str,
     mode: Mode,
 ) -> Result<store::Run, StartError> {
-    let vm = env
-        .store
-        .vm(vm_name)
-        .await?
-        .ok_or_else(|| StartError::NoVm(vm_name.to_string()))?;
-    if vm.state != VmState::ReadyForFailover {
-        return Err(StartError::NotReady {
-            name: vm.name,
-            state: vm.state,
-        });
-    }
-    let plan = DevicePlan::new(&vm.disks, KVM_MAX_DATA_DISKS)?;
-    let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
-    let input = RunInput {
-        target_name: format!("{}-test-{stamp}", vm.name),
-        plan,
-        test_run_id: None,
-    };
-    create_run(
-        env,
-        &vm,
-        Workflow::TestFailover,
-        Some(mode.as_str()),
-        &input,
-    )
+    start_failover(env, vm_name, Workflow::TestFailover, mode, |name| {
+        let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
+        format!("{name}-test-{stamp}")
+    })
     .await
 }
 
@@ -95,9 +73,9 @@ pub fn saga() -> Saga<Env> {
         Box::new(CreateVm(Network::Test)),
         Box::new(RemovePlaceholderRoot),
         Box::new(DetachReplicas),
-        Box::new(AttachReplicas),
-        Box::new(Verify),
+        Box::new(Attach(Mode::Replica)),
+        Box::new(Verify(Mode::Replica)),
         Box::new(StartVm),
-        Box::new(Record(VmState::TestFailedOver)),
+        Box::new(Record::FailedOver(VmState::TestFailedOver)),
     ])
 }

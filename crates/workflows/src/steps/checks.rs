@@ -2,6 +2,8 @@
 //! live failover with hooks, before the hooks too), the verification of the target
 //! VM's disks against the plan, and commit's check of the live failover's VM.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use engine::{Output, StepContext, StepError, TypedStep};
 use serde::{Deserialize, Serialize};
@@ -9,6 +11,7 @@ use store::VmState;
 
 use crate::ensure::{find_vm, live_vm, observed_disks};
 use crate::env::{Env, cloud_error, volume_error};
+use crate::plan::DevicePlan;
 use crate::run::{Mode, appliance_vm_id, input, protected_vm, run_mode};
 use crate::steps::clones::{OrSkipped, clones, names_taken, verify_clones};
 use crate::steps::vm::{Network, target_vm_id};
@@ -142,8 +145,10 @@ impl TypedStep<Env> for Check {
     }
 }
 
-/// Verifies the target VM's disks against the plan (CloudStack's listVolumes).
-pub(crate) struct Verify;
+/// Verifies the target VM's disks against the plan (CloudStack's listVolumes), in
+/// clone mode each clone standing in for its replica — and then also that the
+/// replicas are still on the appliance, the point of clone mode.
+pub(crate) struct Verify(pub(crate) Mode);
 
 /// The target VM's disks as verified: the plan, each disk with the volume that stands
 /// at its device id.
@@ -168,6 +173,23 @@ pub(crate) struct MappedDisk {
 
 pub(crate) const VERIFY: Output<Verified> = Output::new("verify");
 
+/// What CloudStack reports on the target VM (volume id, device id, size) compared with
+/// the plan, `clones` (replica → clone) standing in for their replicas in clone mode:
+/// the mismatches, in words ([`DevicePlan::verify`]).
+pub(crate) fn disks_differ(
+    plan: &DevicePlan,
+    clones: Option<&BTreeMap<String, String>>,
+    observed: &[(String, Option<i64>, i64)],
+) -> Vec<String> {
+    match clones {
+        Some(clones) => verify_clones(plan, clones, observed),
+        None => match plan.verify(observed) {
+            Ok(()) => Vec::new(),
+            Err(mismatches) => mismatches.iter().map(|m| m.to_string()).collect(),
+        },
+    }
+}
+
 #[async_trait]
 impl TypedStep<Env> for Verify {
     type Output = Verified;
@@ -179,69 +201,29 @@ impl TypedStep<Env> for Verify {
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
+        let clones = match self.0 {
+            Mode::Replica => None,
+            Mode::Clone => Some(clones(cx)?),
+        };
         let target = target_vm_id(cx)?;
         let observed = observed_disks(env, &target).await?;
-        input.plan.verify(&observed).map_err(|mismatches| {
-            StepError::Definitive(format!(
-                "the target VM's disks differ from the plan: {}",
-                mismatches
-                    .iter()
-                    .map(|m| m.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ))
-        })?;
-        Ok(Verified {
-            device_map: input
-                .plan
-                .disks()
-                .iter()
-                .map(|d| MappedDisk {
-                    device_id: d.device_id,
-                    volume_id: d.volume_id.clone(),
-                    replica_volume_id: None,
-                    device_key: d.device_key,
-                    size_bytes: d.size_bytes,
-                    boot: d.is_boot,
-                })
-                .collect(),
-        })
-    }
-}
-
-/// Verifies the test VM's disks against the plan, each clone standing in for its
-/// replica (clone mode), and that the replicas are still on the appliance.
-pub(crate) struct VerifyClones;
-
-#[async_trait]
-impl TypedStep<Env> for VerifyClones {
-    type Output = Verified;
-
-    fn output(&self) -> Output<Verified> {
-        VERIFY
-    }
-
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
-        let env = cx.ctx;
-        let input = input(cx)?;
-        let clones = clones(cx)?;
-        let target = target_vm_id(cx)?;
-        let observed = observed_disks(env, &target).await?;
-        let mut problems = verify_clones(&input.plan, &clones, &observed);
-        // And the point of clone mode: the replicas are where they were.
-        let vm = protected_vm(cx).await?;
-        let appliance = appliance_vm_id(cx, &vm).await?;
-        let on_appliance = env
-            .volumes
-            .list_vm_volumes(&appliance)
-            .await
-            .map_err(|e| volume_error("listing the appliance's volumes", e))?;
-        for d in input.plan.disks() {
-            if !on_appliance.iter().any(|v| v.id == d.volume_id) {
-                problems.push(format!(
-                    "replica {} of disk {} is no longer attached to the appliance",
-                    d.volume_id, d.device_key
-                ));
+        let mut problems = disks_differ(&input.plan, clones.as_ref(), &observed);
+        if self.0 == Mode::Clone {
+            // And the point of clone mode: the replicas are where they were.
+            let vm = protected_vm(cx).await?;
+            let appliance = appliance_vm_id(cx, &vm).await?;
+            let on_appliance = env
+                .volumes
+                .list_vm_volumes(&appliance)
+                .await
+                .map_err(|e| volume_error("listing the appliance's volumes", e))?;
+            for d in input.plan.disks() {
+                if !on_appliance.iter().any(|v| v.id == d.volume_id) {
+                    problems.push(format!(
+                        "replica {} of disk {} is no longer attached to the appliance",
+                        d.volume_id, d.device_key
+                    ));
+                }
             }
         }
         if !problems.is_empty() {
@@ -257,9 +239,12 @@ impl TypedStep<Env> for VerifyClones {
                 .iter()
                 .map(|d| MappedDisk {
                     device_id: d.device_id,
-                    // Every planned disk's clone was found in place just above.
-                    volume_id: clones.get(&d.volume_id).cloned().unwrap_or_default(),
-                    replica_volume_id: Some(d.volume_id.clone()),
+                    // In clone mode, every planned disk's clone was found in place.
+                    volume_id: match &clones {
+                        Some(clones) => clones.get(&d.volume_id).cloned().unwrap_or_default(),
+                        None => d.volume_id.clone(),
+                    },
+                    replica_volume_id: clones.as_ref().map(|_| d.volume_id.clone()),
                     device_key: d.device_key,
                     size_bytes: d.size_bytes,
                     boot: d.is_boot,

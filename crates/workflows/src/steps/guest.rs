@@ -8,7 +8,7 @@ use engine::{Output, StepContext, StepError, TypedStep};
 use serde::{Deserialize, Serialize};
 use volumed::Presence;
 
-use crate::ensure::ensure_on_appliance;
+use crate::ensure::{ensure_on_appliance, run_snapshots};
 use crate::env::{Env, call, cloud_error, store_error, volume_error};
 use crate::guest_prep::{Decision, decide, not_configured, why};
 use crate::run::{RunInput, appliance_vm_id, input, protected_vm, snapshot_name};
@@ -175,13 +175,10 @@ async fn revert_boot_replica(
     let env = cx.ctx;
     let boot = input.plan.boot();
     let name = snapshot_name(&input.target_name, boot.device_key);
-    let snapshot = env
-        .cloud
-        .list_snapshots(Some(&boot.volume_id), None)
-        .await
-        .map_err(|e| cloud_error("listing snapshots", e))?
+    let snapshot = run_snapshots(env, input, boot)
+        .await?
         .into_iter()
-        .find(|s| s.name == name)
+        .next()
         .ok_or_else(|| {
             StepError::Definitive(format!(
                 "cannot revert boot replica {} after guest preparation: its snapshot {name} is gone, so it may hold \

@@ -12,8 +12,21 @@ use crate::steps::checks::CHECK_VM;
 use crate::steps::hooks::AFTER_ROLLBACK_HOOKS;
 use crate::steps::vm::target_vm_id;
 
-/// Records a failover's state with its target VM.
-pub(crate) struct Record(pub(crate) VmState);
+/// Records the protected VM's state once a workflow has done everything else: the
+/// last step of each.
+pub(crate) enum Record {
+    /// A test or live failover: its state (`test_failed_over`, `failed_over`), with the
+    /// target VM create-vm made. The one record with an undo: the VM back to
+    /// `ready_for_failover`, with no target.
+    FailedOver(VmState),
+    /// A cleanup: `ready_for_failover`. Forward, like the cleanup: no undo.
+    CleanedUp,
+    /// A rollback: `ready_for_failover`, with the after_rollback hook that failed (null
+    /// when none did). No undo.
+    RolledBack,
+    /// A commit: `committed`, with the VM check-vm found. No undo.
+    Committed,
+}
 
 /// The state a workflow recorded for the protected VM, with its target VM when it has
 /// one (and, after a rollback, the after_rollback hook that failed, or null).
@@ -28,6 +41,16 @@ pub(crate) struct Recorded {
 
 pub(crate) const RECORD: Output<Recorded> = Output::new("record");
 
+impl Record {
+    fn state(&self) -> VmState {
+        match self {
+            Record::FailedOver(state) => *state,
+            Record::CleanedUp | Record::RolledBack => VmState::ReadyForFailover,
+            Record::Committed => VmState::Committed,
+        }
+    }
+}
+
 #[async_trait]
 impl TypedStep<Env> for Record {
     type Output = Recorded;
@@ -37,16 +60,28 @@ impl TypedStep<Env> for Record {
     }
 
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
-        let target = target_vm_id(cx)?;
+        let state = self.state();
+        let target = match self {
+            Record::FailedOver(_) => Some(target_vm_id(cx)?),
+            Record::Committed => Some(cx.lookup(CHECK_VM)?.vm_id),
+            Record::CleanedUp | Record::RolledBack => None,
+        };
         cx.ctx
             .store
-            .set_vm_state(&cx.run.vm_id, self.0, Some(&target))
+            .set_vm_state(&cx.run.vm_id, state, target.as_deref())
             .await
-            .map_err(|e| store_error(&format!("recording {}", self.0), e))?;
+            .map_err(|e| store_error(&format!("recording {state}"), e))?;
+        let after_rollback_failed = match self {
+            Record::RolledBack => Some(
+                cx.lookup_if_done(AFTER_ROLLBACK_HOOKS)?
+                    .and_then(|report| report.failed),
+            ),
+            _ => None,
+        };
         Ok(Recorded {
-            state: self.0.as_str().into(),
-            target_vm_id: Some(target),
-            after_rollback_failed: None,
+            state: state.as_str().into(),
+            target_vm_id: target,
+            after_rollback_failed,
         })
     }
 
@@ -55,90 +90,13 @@ impl TypedStep<Env> for Record {
         cx: &StepContext<'_, Env>,
         _output: Option<Self::Output>,
     ) -> Result<(), StepError> {
+        if !matches!(self, Record::FailedOver(_)) {
+            return Ok(());
+        }
         cx.ctx
             .store
             .set_vm_state(&cx.run.vm_id, VmState::ReadyForFailover, None)
             .await
             .map_err(|e| store_error("recording ready_for_failover", e))
-    }
-}
-
-/// Records `ready_for_failover` after a cleanup.
-pub(crate) struct RecordReady;
-
-#[async_trait]
-impl TypedStep<Env> for RecordReady {
-    type Output = Recorded;
-
-    fn output(&self) -> Output<Recorded> {
-        RECORD
-    }
-
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
-        cx.ctx
-            .store
-            .set_vm_state(&cx.run.vm_id, VmState::ReadyForFailover, None)
-            .await
-            .map_err(|e| store_error("recording ready_for_failover", e))?;
-        Ok(Recorded {
-            state: VmState::ReadyForFailover.as_str().into(),
-            target_vm_id: None,
-            after_rollback_failed: None,
-        })
-    }
-}
-
-/// Records `ready_for_failover` after a rollback, with the after_rollback hook that
-/// failed.
-pub(crate) struct RecordRolledBack;
-
-#[async_trait]
-impl TypedStep<Env> for RecordRolledBack {
-    type Output = Recorded;
-
-    fn output(&self) -> Output<Recorded> {
-        RECORD
-    }
-
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
-        cx.ctx
-            .store
-            .set_vm_state(&cx.run.vm_id, VmState::ReadyForFailover, None)
-            .await
-            .map_err(|e| store_error("recording ready_for_failover", e))?;
-        let hooks_failed = cx
-            .lookup_if_done(AFTER_ROLLBACK_HOOKS)?
-            .and_then(|report| report.failed);
-        Ok(Recorded {
-            state: VmState::ReadyForFailover.as_str().into(),
-            target_vm_id: None,
-            after_rollback_failed: Some(hooks_failed),
-        })
-    }
-}
-
-/// Records `committed`.
-pub(crate) struct RecordCommitted;
-
-#[async_trait]
-impl TypedStep<Env> for RecordCommitted {
-    type Output = Recorded;
-
-    fn output(&self) -> Output<Recorded> {
-        RECORD
-    }
-
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
-        let target = cx.lookup(CHECK_VM)?.vm_id;
-        cx.ctx
-            .store
-            .set_vm_state(&cx.run.vm_id, VmState::Committed, Some(&target))
-            .await
-            .map_err(|e| store_error("recording committed", e))?;
-        Ok(Recorded {
-            state: VmState::Committed.as_str().into(),
-            target_vm_id: Some(target),
-            after_rollback_failed: None,
-        })
     }
 }

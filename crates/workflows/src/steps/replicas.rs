@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 use volumed::Presence;
 
 use crate::ensure::{
-    Reverted, all_to_the_end, ensure_on_appliance, ensure_stopped, event, find_vm, live_vm,
+    Reverted, all_to_the_end, ensure_on_appliance, ensure_stopped, event, find_vm,
     put_back_detached_replicas, revert_detached_replicas,
 };
 use crate::env::{Env, call, cloud_error, store_error, volume_error};
 use crate::run::{Mode, appliance_vm_id, input, protected_vm, run_mode};
 use crate::steps::clones::{OrSkipped, clones, is_clone};
-use crate::steps::vm::target_vm_id;
+use crate::steps::vm::{TargetVm, target_vm_id};
 
 /// A clone-mode run executed with the replica-mode saga must not move a replica.
 fn refuse_in_clone_mode(cx: &StepContext<'_, Env>, step: &str) -> Result<(), StepError> {
@@ -126,8 +126,9 @@ impl TypedStep<Env> for DetachReplicas {
     }
 }
 
-/// Attaches the replicas to the target VM: boot at 0, data at the planned ids.
-pub(crate) struct AttachReplicas;
+/// Attaches to the target VM, boot at 0 (as ROOT) and data at the planned ids, the
+/// replicas — or, in clone mode, the clones that stand in for them.
+pub(crate) struct Attach(pub(crate) Mode);
 
 /// How many volumes went onto the target VM.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,29 +137,66 @@ pub(crate) struct Attached {
 }
 
 pub(crate) const ATTACH_REPLICAS: Output<Attached> = Output::new("attach-replicas");
+pub(crate) const ATTACH_CLONES: Output<Attached> = Output::new("attach-clones");
+
+impl Attach {
+    /// What this step attaches, in words.
+    fn kind(&self) -> &'static str {
+        match self.0 {
+            Mode::Replica => "replica",
+            Mode::Clone => "clone",
+        }
+    }
+}
 
 #[async_trait]
-impl TypedStep<Env> for AttachReplicas {
+impl TypedStep<Env> for Attach {
     type Output = Attached;
 
     fn output(&self) -> Output<Attached> {
-        ATTACH_REPLICAS
+        match self.0 {
+            Mode::Replica => ATTACH_REPLICAS,
+            Mode::Clone => ATTACH_CLONES,
+        }
     }
 
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
-        refuse_in_clone_mode(cx, self.output().name())?;
+        let step = self.output().name();
+        let kind = self.kind();
+        let clones = match self.0 {
+            Mode::Replica => {
+                refuse_in_clone_mode(cx, step)?;
+                None
+            }
+            Mode::Clone => Some(clones(cx)?),
+        };
         let env = cx.ctx;
         let input = input(cx)?;
         let target = target_vm_id(cx)?;
         // CloudStack runs one VM's jobs one at a time: attaching in plan order costs
         // nothing, and keeps the guest's probe order that of the plan.
         for d in input.plan.disks() {
+            let (volume_id, what) = match &clones {
+                None => (d.volume_id.as_str(), format!("replica {}", d.volume_id)),
+                Some(clones) => {
+                    let clone_id = clones.get(&d.volume_id).ok_or_else(|| {
+                        StepError::Definitive(format!(
+                            "no clone was made of replica {}",
+                            d.volume_id
+                        ))
+                    })?;
+                    (
+                        clone_id.as_str(),
+                        format!("clone {clone_id} of replica {}", d.volume_id),
+                    )
+                }
+            };
             let volume = env
                 .cloud
-                .get_volume(&d.volume_id)
+                .get_volume(volume_id)
                 .await
-                .map_err(|e| cloud_error("looking up a replica", e))?
-                .ok_or_else(|| StepError::Definitive(format!("replica {} is gone", d.volume_id)))?;
+                .map_err(|e| cloud_error(&format!("looking up a {kind}"), e))?
+                .ok_or_else(|| StepError::Definitive(format!("{kind} {volume_id} is gone")))?;
             // Already there (an earlier attempt attached it, perhaps without getting
             // to record it): record it all the same.
             let device_id = if volume.virtualmachineid.as_deref() == Some(target.as_str())
@@ -166,49 +204,50 @@ impl TypedStep<Env> for AttachReplicas {
             {
                 volume.deviceid
             } else {
-                let key = call(cx, "attach-replicas", &d.volume_id);
+                let key = call(cx, step, volume_id);
                 if d.is_boot {
-                    env.volumes.attach_root(&key, &d.volume_id, &target).await
+                    env.volumes.attach_root(&key, volume_id, &target).await
                 } else {
                     env.volumes
-                        .attach(&key, &d.volume_id, &target, Some(d.device_id))
+                        .attach(&key, volume_id, &target, Some(d.device_id))
                         .await
                 }
                 .map_err(|e| {
-                    volume_error(
-                        &format!(
-                            "attaching replica {} at device {}",
-                            d.volume_id, d.device_id
-                        ),
-                        e,
-                    )
+                    volume_error(&format!("attaching {what} at device {}", d.device_id), e)
                 })?
                 .device_id
             };
-            env.store
-                .record_attachment(
-                    &d.volume_id,
-                    &store::Attachment {
-                        vm_id: Some(target.clone()),
-                        device_id,
-                        device_path: None,
-                        seen_at: None,
-                    },
-                )
-                .await
-                .map_err(|e| store_error("recording the attach", e))?;
+            if self.0 == Mode::Replica {
+                env.store
+                    .record_attachment(
+                        &d.volume_id,
+                        &store::Attachment {
+                            vm_id: Some(target.clone()),
+                            device_id,
+                            device_path: None,
+                            seen_at: None,
+                        },
+                    )
+                    .await
+                    .map_err(|e| store_error("recording the attach", e))?;
+            }
         }
         Ok(Attached {
             attached: input.plan.disks().len(),
         })
     }
 
+    /// Detaches from the target VM (stopped first) what this step attaches. Replicas
+    /// are then reverted, while detached: the target VM may have run (and written to
+    /// them) before the run failed, and their content goes back before they return to
+    /// the appliance. Clones go with create-clones' undo; the replicas never moved.
     async fn undo(
         &self,
         cx: &StepContext<'_, Env>,
         _output: Option<Self::Output>,
     ) -> Result<(), StepError> {
         let env = cx.ctx;
+        let step = format!("undo-{}", self.output().name());
         let input = input(cx)?;
         let Some(target) = find_vm(env, &input.target_name).await? else {
             return Ok(());
@@ -220,25 +259,26 @@ impl TypedStep<Env> for AttachReplicas {
             .await
             .map_err(|e| volume_error("listing the target VM's volumes", e))?
         {
-            if input.plan.by_volume(&v.id).is_some() {
+            let ours = match self.0 {
+                Mode::Replica => input.plan.by_volume(&v.id).is_some(),
+                Mode::Clone => is_clone(env, &input, &v.id, &v.name).await?,
+            };
+            if ours {
                 env.volumes
-                    .detach(
-                        &call(
-                            cx,
-                            "undo-attach-replicas",
-                            &format!("{}/{}", v.id, target.id),
-                        ),
-                        &v.id,
-                    )
+                    .detach(&call(cx, &step, &format!("{}/{}", v.id, target.id)), &v.id)
                     .await
                     .map_err(|e| {
-                        volume_error(&format!("detaching replica {} from the target VM", v.id), e)
+                        volume_error(
+                            &format!("detaching {} {} from the target VM", self.kind(), v.id),
+                            e,
+                        )
                     })?;
             }
         }
-        // The target VM may have run (and written to the replicas) before the run
-        // failed: put their content back before they return to the appliance.
-        let reverted = revert_detached_replicas(cx, "undo-attach-replicas", &input).await?;
+        if self.0 == Mode::Clone {
+            return Ok(());
+        }
+        let reverted = revert_detached_replicas(cx, &step, &input).await?;
         if !reverted.missing.is_empty() {
             return Err(StepError::Definitive(format!(
                 "cannot revert replicas {}: their snapshots are gone, so they may hold the target VM's writes; resynchronise them from the source, then abandon this run",
@@ -249,100 +289,9 @@ impl TypedStep<Env> for AttachReplicas {
     }
 }
 
-/// Attaches the clones to the target VM (clone mode): boot at 0, data at the planned
-/// ids.
-pub(crate) struct AttachClones;
-
-const ATTACH_CLONES: Output<Attached> = Output::new("attach-clones");
-
-#[async_trait]
-impl TypedStep<Env> for AttachClones {
-    type Output = Attached;
-
-    fn output(&self) -> Output<Attached> {
-        ATTACH_CLONES
-    }
-
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
-        let env = cx.ctx;
-        let input = input(cx)?;
-        let clones = clones(cx)?;
-        let target = target_vm_id(cx)?;
-        // In plan order, as in replica mode: one VM's jobs run one at a time anyway.
-        for d in input.plan.disks() {
-            let clone_id = clones.get(&d.volume_id).ok_or_else(|| {
-                StepError::Definitive(format!("no clone was made of replica {}", d.volume_id))
-            })?;
-            let volume = env
-                .cloud
-                .get_volume(clone_id)
-                .await
-                .map_err(|e| cloud_error("looking up a clone", e))?
-                .ok_or_else(|| StepError::Definitive(format!("clone {clone_id} is gone")))?;
-            if volume.virtualmachineid.as_deref() == Some(target.as_str())
-                && volume.deviceid == Some(d.device_id)
-            {
-                continue;
-            }
-            let key = call(cx, "attach-clones", clone_id);
-            if d.is_boot {
-                env.volumes.attach_root(&key, clone_id, &target).await
-            } else {
-                env.volumes
-                    .attach(&key, clone_id, &target, Some(d.device_id))
-                    .await
-            }
-            .map_err(|e| {
-                volume_error(
-                    &format!(
-                        "attaching clone {clone_id} of replica {} at device {}",
-                        d.volume_id, d.device_id
-                    ),
-                    e,
-                )
-            })?;
-        }
-        Ok(Attached {
-            attached: input.plan.disks().len(),
-        })
-    }
-
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        _output: Option<Self::Output>,
-    ) -> Result<(), StepError> {
-        let env = cx.ctx;
-        let input = input(cx)?;
-        let Some(target) = find_vm(env, &input.target_name).await? else {
-            return Ok(());
-        };
-        ensure_stopped(cx, &target).await?;
-        for v in env
-            .volumes
-            .list_vm_volumes(&target.id)
-            .await
-            .map_err(|e| volume_error("listing the target VM's volumes", e))?
-        {
-            if is_clone(env, &input, &v.id, &v.name).await? {
-                env.volumes
-                    .detach(
-                        &call(cx, "undo-attach-clones", &format!("{}/{}", v.id, target.id)),
-                        &v.id,
-                    )
-                    .await
-                    .map_err(|e| {
-                        volume_error(&format!("detaching clone {} from the target VM", v.id), e)
-                    })?;
-            }
-        }
-        // The clones themselves go with create-clones' undo; the replicas never moved.
-        Ok(())
-    }
-}
-
-/// Detaches from the test VM the replicas (or clones) on it.
-pub(crate) struct DetachFromTestVm;
+/// Detaches from the test VM (cleanup) or the live failover's VM (rollback) the
+/// replicas on it — and, after a clone-mode test, the clones.
+pub(crate) struct DetachFrom(pub(crate) TargetVm);
 
 /// What was detached from the VM, and what was found there that no plan put there.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -359,21 +308,37 @@ pub(crate) struct Unexpected {
 }
 
 const DETACH_FROM_TEST_VM: Output<DetachedFrom> = Output::new("detach-from-test-vm");
+const DETACH_FROM_VM: Output<DetachedFrom> = Output::new("detach-from-vm");
 
 #[async_trait]
-impl TypedStep<Env> for DetachFromTestVm {
+impl TypedStep<Env> for DetachFrom {
     type Output = DetachedFrom;
 
     fn output(&self) -> Output<DetachedFrom> {
-        DETACH_FROM_TEST_VM
+        match self.0 {
+            TargetVm::Test => DETACH_FROM_TEST_VM,
+            TargetVm::Live => DETACH_FROM_VM,
+        }
     }
 
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
+        let step = self.output().name();
         let input = input(cx)?;
-        let Some(vm) = find_vm(env, &input.target_name).await? else {
+        let Some(vm) = self.0.find(cx).await? else {
             return Ok(DetachedFrom::default());
         };
+        // How the VM is named in what this step says, and what it detaches.
+        let (the_vm, what) = match self.0 {
+            TargetVm::Test => ("the test VM", "volume"),
+            TargetVm::Live => ("the VM", "replica"),
+        };
+        if self.0 == TargetVm::Live {
+            // Detaching the boot disk needs the VM stopped; a re-run after someone
+            // started it again stops it first. (Cleanup stopped the test VM, forcibly,
+            // in its step before.)
+            ensure_stopped(cx, &vm).await?;
+        }
         let mode = run_mode(cx)?;
         let mut detached = Vec::new();
         let mut unexpected = Vec::new();
@@ -381,29 +346,26 @@ impl TypedStep<Env> for DetachFromTestVm {
             .volumes
             .list_vm_volumes(&vm.id)
             .await
-            .map_err(|e| volume_error("listing the test VM's volumes", e))?
+            .map_err(|e| volume_error(&format!("listing {the_vm}'s volumes"), e))?
         {
             // A replica is detached in either mode (in clone mode it should not be
-            // there, but it cannot stay: reattach-replicas puts it back).
+            // there, but it cannot stay: reattach-replicas puts it back). After a live
+            // failover (always replica mode) only the replicas are ferry's.
             let ours = input.plan.by_volume(&v.id).is_some()
                 || (mode == Mode::Clone && is_clone(env, &input, &v.id, &v.name).await?);
             if !ours {
-                // Not ferry's to move or delete: report it and leave it on the VM, whose
-                // destruction will then be refused only if it is a replica.
+                // Not ferry's to move or delete (a disk added after the cut-over, say):
+                // report it and leave it on the VM, whose destruction then detaches it
+                // (and is refused only if it is a replica).
+                let on = match self.0 {
+                    TargetVm::Test => format!("the test VM {}", vm.name),
+                    TargetVm::Live => format!("VM {}", vm.name),
+                };
                 let message = format!(
-                    "unexpected volume {} ({}, {} bytes) at device {:?} on the test VM {}: not part of the plan; left in place",
-                    v.id, v.name, v.size_bytes, v.device_id, vm.name
+                    "unexpected volume {} ({}, {} bytes) at device {:?} on {on}: not part of the plan; left in place",
+                    v.id, v.name, v.size_bytes, v.device_id
                 );
-                let _ = env
-                    .store
-                    .add_event(
-                        &cx.run.id,
-                        "warn",
-                        Some("detach-from-test-vm"),
-                        &message,
-                        None,
-                    )
-                    .await;
+                event(cx, "warn", step, &message).await;
                 unexpected.push(Unexpected {
                     volume_id: v.id,
                     device_id: v.device_id,
@@ -411,13 +373,10 @@ impl TypedStep<Env> for DetachFromTestVm {
                 continue;
             }
             env.volumes
-                .detach(
-                    &call(cx, "detach-from-test-vm", &format!("{}/{}", v.id, vm.id)),
-                    &v.id,
-                )
+                .detach(&call(cx, step, &format!("{}/{}", v.id, vm.id)), &v.id)
                 .await
                 .map_err(|e| {
-                    volume_error(&format!("detaching volume {} from the test VM", v.id), e)
+                    volume_error(&format!("detaching {what} {} from {the_vm}", v.id), e)
                 })?;
             detached.push(v.id);
         }
@@ -427,91 +386,18 @@ impl TypedStep<Env> for DetachFromTestVm {
         })
     }
 
-    /// The cleanup failed after this step (or in it): a replica it left attached to
-    /// nothing goes back on the test VM, as the run found it, for the next cleanup to
-    /// detach, revert and re-attach. A replica already back on the appliance stays:
-    /// it was reverted before it was re-attached.
+    /// The workflow failed after this step (or in it): a replica it left attached to
+    /// nothing goes back on the VM (stopped), as the run found it, for the next cleanup
+    /// or rollback to detach (and after a test, revert) and re-attach. A replica
+    /// already back on the appliance stays: after a test it was reverted before it was
+    /// re-attached.
     async fn undo(
         &self,
         cx: &StepContext<'_, Env>,
         _output: Option<Self::Output>,
     ) -> Result<(), StepError> {
         let input = input(cx)?;
-        let vm = find_vm(cx.ctx, &input.target_name).await?;
-        put_back_detached_replicas(cx, &input.plan, vm.as_ref()).await?;
-        Ok(())
-    }
-}
-
-/// Detaches from the live failover's VM the replicas on it.
-pub(crate) struct DetachFromVm;
-
-const DETACH_FROM_VM: Output<DetachedFrom> = Output::new("detach-from-vm");
-
-#[async_trait]
-impl TypedStep<Env> for DetachFromVm {
-    type Output = DetachedFrom;
-
-    fn output(&self) -> Output<DetachedFrom> {
-        DETACH_FROM_VM
-    }
-
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
-        let env = cx.ctx;
-        let input = input(cx)?;
-        let Some(vm) = live_vm(cx).await? else {
-            return Ok(DetachedFrom::default());
-        };
-        // Detaching the boot disk needs the VM stopped; a re-run after someone started
-        // it again stops it first.
-        ensure_stopped(cx, &vm).await?;
-        let mut detached = Vec::new();
-        let mut unexpected = Vec::new();
-        for v in env
-            .volumes
-            .list_vm_volumes(&vm.id)
-            .await
-            .map_err(|e| volume_error("listing the VM's volumes", e))?
-        {
-            if input.plan.by_volume(&v.id).is_none() {
-                // Not ferry's to move or delete (a disk added after the cut-over, say):
-                // report it and leave it on the VM. Destroying the VM detaches it.
-                let message = format!(
-                    "unexpected volume {} ({}, {} bytes) at device {:?} on VM {}: not part of the plan; left in place",
-                    v.id, v.name, v.size_bytes, v.device_id, vm.name
-                );
-                event(cx, "warn", "detach-from-vm", &message).await;
-                unexpected.push(Unexpected {
-                    volume_id: v.id,
-                    device_id: v.device_id,
-                });
-                continue;
-            }
-            env.volumes
-                .detach(
-                    &call(cx, "detach-from-vm", &format!("{}/{}", v.id, vm.id)),
-                    &v.id,
-                )
-                .await
-                .map_err(|e| volume_error(&format!("detaching replica {} from the VM", v.id), e))?;
-            detached.push(v.id);
-        }
-        Ok(DetachedFrom {
-            detached,
-            unexpected,
-        })
-    }
-
-    /// The rollback failed after this step (or in it): a replica it left attached to
-    /// nothing goes back on the live VM (stopped), as the run found it, for the next
-    /// rollback to finish.
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        _output: Option<Self::Output>,
-    ) -> Result<(), StepError> {
-        let input = input(cx)?;
-        let vm = live_vm(cx).await?;
+        let vm = self.0.find(cx).await?;
         put_back_detached_replicas(cx, &input.plan, vm.as_ref()).await?;
         Ok(())
     }

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use engine::{Output, StepContext, StepError, TypedStep};
 use serde::{Deserialize, Serialize};
 
-use crate::ensure::all_to_the_end;
-use crate::env::{Env, call, cloud_error, volume_error};
+use crate::ensure::{all_to_the_end, run_snapshots};
+use crate::env::{Env, call, volume_error};
 use crate::run::{input, snapshot_name};
 
 /// Snapshots every replica (`<target>-disk-<key>`).
@@ -75,13 +75,7 @@ pub(crate) async fn delete_run_snapshots(
     all_to_the_end(input.plan.disks().iter().map(|d| {
         let input = &input;
         async move {
-            let name = snapshot_name(&input.target_name, d.device_key);
-            let snapshots = env
-                .cloud
-                .list_snapshots(Some(&d.volume_id), None)
-                .await
-                .map_err(|e| cloud_error("listing snapshots", e))?;
-            for s in snapshots.iter().filter(|s| s.name == name) {
+            for s in run_snapshots(env, input, d).await? {
                 env.volumes
                     .delete_snapshot(&call(cx, step, &s.id), &s.id)
                     .await

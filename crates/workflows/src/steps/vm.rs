@@ -480,8 +480,32 @@ impl TypedStep<Env> for StopVm {
     }
 }
 
-/// Destroys the test VM.
-pub(crate) struct DestroyTestVm;
+/// The VM a step of a forward workflow acts on: the test VM (cleanup) or the live
+/// failover's VM (rollback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TargetVm {
+    /// A test failover's VM (`<name>-test-<stamp>`), found by name.
+    Test,
+    /// A live failover's VM (`<name>`): one of that name that is not the one recorded
+    /// as the target is refused, never acted on (see [`live_vm`]).
+    Live,
+}
+
+impl TargetVm {
+    /// The VM, if it still exists.
+    pub(crate) async fn find(
+        self,
+        cx: &StepContext<'_, Env>,
+    ) -> Result<Option<cloudstack::VirtualMachine>, StepError> {
+        match self {
+            TargetVm::Test => find_vm(cx.ctx, &input(cx)?.target_name).await,
+            TargetVm::Live => live_vm(cx).await,
+        }
+    }
+}
+
+/// Destroys the test VM or the live failover's VM (never while it holds a replica).
+pub(crate) struct Destroy(pub(crate) TargetVm);
 
 /// The VM destroyed, if there was one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -490,51 +514,27 @@ pub(crate) struct Destroyed {
 }
 
 const DESTROY_TEST_VM: Output<Destroyed> = Output::new("destroy-test-vm");
-
-#[async_trait]
-impl TypedStep<Env> for DestroyTestVm {
-    type Output = Destroyed;
-
-    fn output(&self) -> Output<Destroyed> {
-        DESTROY_TEST_VM
-    }
-
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
-        let input = input(cx)?;
-        match find_vm(cx.ctx, &input.target_name).await? {
-            Some(vm) => {
-                destroy_vm_without_replicas(cx, &vm).await?;
-                Ok(Destroyed {
-                    destroyed: Some(vm.id),
-                })
-            }
-            None => Ok(Destroyed { destroyed: None }),
-        }
-    }
-}
-
-/// Destroys the live failover's VM.
-pub(crate) struct DestroyVm;
-
 const DESTROY_VM: Output<Destroyed> = Output::new("destroy-vm");
 
 #[async_trait]
-impl TypedStep<Env> for DestroyVm {
+impl TypedStep<Env> for Destroy {
     type Output = Destroyed;
 
     fn output(&self) -> Output<Destroyed> {
-        DESTROY_VM
+        match self.0 {
+            TargetVm::Test => DESTROY_TEST_VM,
+            TargetVm::Live => DESTROY_VM,
+        }
     }
 
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
-        match live_vm(cx).await? {
+        let destroyed = match self.0.find(cx).await? {
             Some(vm) => {
                 destroy_vm_without_replicas(cx, &vm).await?;
-                Ok(Destroyed {
-                    destroyed: Some(vm.id),
-                })
+                Some(vm.id)
             }
-            None => Ok(Destroyed { destroyed: None }),
-        }
+            None => None,
+        };
+        Ok(Destroyed { destroyed })
     }
 }

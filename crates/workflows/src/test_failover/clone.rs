@@ -16,10 +16,11 @@ use engine::Saga;
 use store::VmState;
 
 use crate::env::Env;
-use crate::steps::checks::{Validate, VerifyClones};
+use crate::run::Mode;
+use crate::steps::checks::{Validate, Verify};
 use crate::steps::clones::CreateClones;
 use crate::steps::record::Record;
-use crate::steps::replicas::AttachClones;
+use crate::steps::replicas::Attach;
 use crate::steps::snapshots::Snapshot;
 use crate::steps::vm::{CreateVm, Network, RemovePlaceholderRoot, StartVm};
 
@@ -31,9 +32,9 @@ pub(super) fn saga() -> Saga<Env> {
         Box::new(CreateClones),
         Box::new(CreateVm(Network::Test)),
         Box::new(RemovePlaceholderRoot),
-        Box::new(AttachClones),
-        Box::new(VerifyClones),
+        Box::new(Attach(Mode::Clone)),
+        Box::new(Verify(Mode::Clone)),
         Box::new(StartVm),
-        Box::new(Record(VmState::TestFailedOver)),
+        Box::new(Record::FailedOver(VmState::TestFailedOver)),
     ])
 }
