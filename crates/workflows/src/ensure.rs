@@ -128,7 +128,8 @@ pub(crate) async fn needs(env: &Env, vm_id: &str, state: &str) -> Result<bool, S
 
 /// Ensures a replica volume is attached to its appliance and seen there: detached from
 /// wherever else it is (the target VM, stopped first if it holds it as ROOT), attached
-/// to the appliance, its device path found and recorded.
+/// to the appliance, its device path found. The volume daemon records where it is (the
+/// attach, then the device path it found).
 pub(crate) async fn ensure_on_appliance(
     cx: &StepContext<'_, Env>,
     step: &str,
@@ -146,8 +147,8 @@ pub(crate) async fn ensure_on_appliance(
                 "replica volume {volume_id} no longer exists in CloudStack"
             ))
         })?;
-    let device_id = match volume.virtualmachineid.as_deref() {
-        Some(vm) if vm == appliance_vm_id => volume.deviceid,
+    match volume.virtualmachineid.as_deref() {
+        Some(vm) if vm == appliance_vm_id => {}
         other => {
             if let Some(holder) = other {
                 if volume.deviceid == Some(0)
@@ -167,8 +168,7 @@ pub(crate) async fn ensure_on_appliance(
                     .await
                     .map_err(|e| volume_error("detaching a replica", e))?;
             }
-            let attached = env
-                .volumes
+            env.volumes
                 .attach(
                     &call(cx, step, &format!("attach/{volume_id}/{appliance_vm_id}")),
                     volume_id,
@@ -177,11 +177,9 @@ pub(crate) async fn ensure_on_appliance(
                 )
                 .await
                 .map_err(|e| volume_error("attaching a replica to the appliance", e))?;
-            attached.device_id
         }
-    };
-    let device = env
-        .volumes
+    }
+    env.volumes
         .wait_device(
             appliance_vm_id,
             volume_id,
@@ -190,24 +188,12 @@ pub(crate) async fn ensure_on_appliance(
         )
         .await
         .map_err(|e| volume_error("waiting for the replica's disk in the appliance", e))?;
-    env.store
-        .record_attachment(
-            volume_id,
-            &store::Attachment {
-                vm_id: Some(appliance_vm_id.to_string()),
-                device_id,
-                device_path: device.map(|d| d.path.display().to_string()),
-                seen_at: None,
-            },
-        )
-        .await
-        .map_err(|e| store_error("recording the replica's attachment", e))?;
     Ok(())
 }
 
 /// Puts every replica of `plan` that is attached to nothing back on `vm` — the VM the
-/// run took it from — at its planned device id (the boot disk as ROOT), and records
-/// where it is. This is the undo of a forward workflow's detach: a cleanup or rollback
+/// run took it from — at its planned device id (the boot disk as ROOT); the volume
+/// daemon records where it is. This is the undo of a forward workflow's detach: a cleanup or rollback
 /// that fails after detaching must not end with a replica attached to nothing (DESIGN
 /// §5); the next run of the workflow detaches it again and finishes. A replica on any
 /// VM is left where it is. `vm` is `None` when the VM is gone: a replica attached to
@@ -255,7 +241,7 @@ pub(crate) async fn put_back_detached_replicas(
             &format!("undo-{}", cx.step),
             &format!("{}/{}", d.volume_id, vm.id),
         );
-        let attached = if d.is_boot {
+        if d.is_boot {
             env.volumes.attach_root(&key, &d.volume_id, &vm.id).await
         } else {
             env.volumes
@@ -268,18 +254,6 @@ pub(crate) async fn put_back_detached_replicas(
                 e,
             )
         })?;
-        env.store
-            .record_attachment(
-                &d.volume_id,
-                &store::Attachment {
-                    vm_id: Some(vm.id.clone()),
-                    device_id: attached.device_id,
-                    device_path: None,
-                    seen_at: None,
-                },
-            )
-            .await
-            .map_err(|e| store_error("recording the attach", e))?;
         put_back.push(d.volume_id.clone());
     }
     Ok(put_back)

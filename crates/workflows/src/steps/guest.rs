@@ -220,18 +220,6 @@ async fn revert_boot_replica(
                 .map_err(|e| {
                     volume_error("waiting for the boot replica to leave the appliance", e)
                 })?;
-            env.store
-                .record_attachment(
-                    &boot.volume_id,
-                    &store::Attachment {
-                        vm_id: None,
-                        device_id: None,
-                        device_path: None,
-                        seen_at: None,
-                    },
-                )
-                .await
-                .map_err(|e| store_error("recording the detach", e))?;
         }
         Some(other) => {
             // The later steps' undos bring it back to the appliance before this one

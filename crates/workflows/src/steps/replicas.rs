@@ -4,7 +4,12 @@
 //! and, in clone mode, the clones that stand in for them on the test VM.
 //!
 //! Where a replica is attached is recorded by the volume daemon, which saw CloudStack's
-//! answer (see [`volumed::Journal::record_device`]); a step never writes it itself.
+//! answer (see [`volumed::Journal::record_device`]), as part of the attach, detach or
+//! wait for its device; a step never writes it itself. So a step asks the daemon for
+//! every disk, also one an earlier attempt already moved: under the same idempotency
+//! key the daemon answers with that operation — having recorded where the volume went
+//! — and settles it first (looking at CloudStack) if a process that died left it
+//! unfinished, without sending anything to CloudStack twice.
 
 use async_trait::async_trait;
 use engine::{Output, StepContext, StepError, TypedStep};
@@ -15,7 +20,7 @@ use crate::ensure::{
     Reverted, all_to_the_end, ensure_on_appliance, ensure_stopped, event, find_vm,
     put_back_detached_replicas, revert_detached_replicas,
 };
-use crate::env::{Env, call, cloud_error, store_error, volume_error};
+use crate::env::{Env, call, volume_error};
 use crate::run::{Mode, appliance_vm_id, input, protected_vm, run_mode};
 use crate::steps::clones::{OrSkipped, clones, is_clone};
 use crate::steps::vm::{TargetVm, target_vm_id};
@@ -60,25 +65,15 @@ impl TypedStep<Env> for DetachReplicas {
         all_to_the_end(input.plan.disks().iter().map(|d| {
             let appliance = appliance.clone();
             async move {
-                let volume = env
-                    .cloud
-                    .get_volume(&d.volume_id)
+                env.volumes
+                    .detach(&call(cx, "detach-replicas", &d.volume_id), &d.volume_id)
                     .await
-                    .map_err(|e| cloud_error("looking up a replica", e))?
-                    .ok_or_else(|| {
-                        StepError::Definitive(format!("replica {} is gone", d.volume_id))
+                    .map_err(|e| {
+                        volume_error(
+                            &format!("detaching replica {} from the appliance", d.volume_id),
+                            e,
+                        )
                     })?;
-                if volume.virtualmachineid.as_deref() == Some(appliance.as_str()) {
-                    env.volumes
-                        .detach(&call(cx, "detach-replicas", &d.volume_id), &d.volume_id)
-                        .await
-                        .map_err(|e| {
-                            volume_error(
-                                &format!("detaching replica {} from the appliance", d.volume_id),
-                                e,
-                            )
-                        })?;
-                }
                 env.volumes
                     .wait_device(
                         &appliance,
@@ -90,18 +85,6 @@ impl TypedStep<Env> for DetachReplicas {
                     .map_err(|e| {
                         volume_error("waiting for the replica's disk to leave the appliance", e)
                     })?;
-                env.store
-                    .record_attachment(
-                        &d.volume_id,
-                        &store::Attachment {
-                            vm_id: None,
-                            device_id: None,
-                            device_path: None,
-                            seen_at: None,
-                        },
-                    )
-                    .await
-                    .map_err(|e| store_error("recording the detach", e))?;
                 Ok::<_, StepError>(())
             }
         }))
@@ -162,7 +145,6 @@ impl TypedStep<Env> for Attach {
 
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         let step = self.output().name();
-        let kind = self.kind();
         let clones = match self.0 {
             Mode::Replica => {
                 refuse_in_clone_mode(cx, step)?;
@@ -191,46 +173,16 @@ impl TypedStep<Env> for Attach {
                     )
                 }
             };
-            let volume = env
-                .cloud
-                .get_volume(volume_id)
-                .await
-                .map_err(|e| cloud_error(&format!("looking up a {kind}"), e))?
-                .ok_or_else(|| StepError::Definitive(format!("{kind} {volume_id} is gone")))?;
-            // Already there (an earlier attempt attached it, perhaps without getting
-            // to record it): record it all the same.
-            let device_id = if volume.virtualmachineid.as_deref() == Some(target.as_str())
-                && volume.deviceid == Some(d.device_id)
-            {
-                volume.deviceid
+            // Asked also when an earlier attempt attached it (see the module doc).
+            let key = call(cx, step, volume_id);
+            if d.is_boot {
+                env.volumes.attach_root(&key, volume_id, &target).await
             } else {
-                let key = call(cx, step, volume_id);
-                if d.is_boot {
-                    env.volumes.attach_root(&key, volume_id, &target).await
-                } else {
-                    env.volumes
-                        .attach(&key, volume_id, &target, Some(d.device_id))
-                        .await
-                }
-                .map_err(|e| {
-                    volume_error(&format!("attaching {what} at device {}", d.device_id), e)
-                })?
-                .device_id
-            };
-            if self.0 == Mode::Replica {
-                env.store
-                    .record_attachment(
-                        &d.volume_id,
-                        &store::Attachment {
-                            vm_id: Some(target.clone()),
-                            device_id,
-                            device_path: None,
-                            seen_at: None,
-                        },
-                    )
+                env.volumes
+                    .attach(&key, volume_id, &target, Some(d.device_id))
                     .await
-                    .map_err(|e| store_error("recording the attach", e))?;
             }
+            .map_err(|e| volume_error(&format!("attaching {what} at device {}", d.device_id), e))?;
         }
         Ok(Attached {
             attached: input.plan.disks().len(),
