@@ -30,6 +30,7 @@ pub mod plan;
 pub mod rollback;
 mod run;
 mod steps;
+pub mod target;
 pub mod test_failover;
 pub mod worker;
 

@@ -307,21 +307,37 @@ impl TypedStep<Env> for DeleteClones {
 }
 
 /// Compares what CloudStack reports on the target VM (volume id, device id, size) with
-/// the plan, each clone standing in for its replica (`clones`: replica → clone).
-/// CloudStack's view is put in the plan's terms — a clone counts as its replica — and
-/// checked by [`DevicePlan::verify`]; a replica itself is not what the plan puts on a
-/// clone-mode test VM, so it is renamed for the check and reported as unplanned. The
-/// mismatches come back in words, about the clones.
+/// the plan, each clone standing in for its replica (`clones`: replica → clone):
+/// CloudStack's view is put in the plan's terms ([`in_replica_terms`]) and checked by
+/// [`DevicePlan::verify`]. The mismatches come back in words, about the clones.
 pub(crate) fn verify_clones(
     plan: &DevicePlan,
     clones: &BTreeMap<String, String>,
     observed: &[(String, Option<i64>, i64)],
 ) -> Vec<String> {
+    match plan.verify(&in_replica_terms(plan, clones, observed)) {
+        Ok(()) => Vec::new(),
+        Err(mismatches) => mismatches
+            .into_iter()
+            .map(|m| in_clone_terms(m, clones).to_string())
+            .collect(),
+    }
+}
+
+/// What CloudStack reports on a clone-mode test VM (volume id, device id, size), in the
+/// plan's terms: a clone counts as its replica (`clones`: replica → clone). A replica
+/// itself is not what the plan puts on a clone-mode test VM, so it is renamed, and a
+/// check reports it as unplanned.
+pub(crate) fn in_replica_terms(
+    plan: &DevicePlan,
+    clones: &BTreeMap<String, String>,
+    observed: &[(String, Option<i64>, i64)],
+) -> Vec<(String, Option<i64>, i64)> {
     let replica_of: BTreeMap<&str, &str> = clones
         .iter()
         .map(|(replica, clone)| (clone.as_str(), replica.as_str()))
         .collect();
-    let translated: Vec<(String, Option<i64>, i64)> = observed
+    observed
         .iter()
         .map(|(id, device_id, size)| {
             let id = match replica_of.get(id.as_str()) {
@@ -333,14 +349,7 @@ pub(crate) fn verify_clones(
             };
             (id, *device_id, *size)
         })
-        .collect();
-    match plan.verify(&translated) {
-        Ok(()) => Vec::new(),
-        Err(mismatches) => mismatches
-            .into_iter()
-            .map(|m| in_clone_terms(m, clones).to_string())
-            .collect(),
-    }
+        .collect()
 }
 
 /// A mismatch about a replica, told about its clone (which is what is on the VM).
