@@ -21,6 +21,7 @@ use engine::Saga;
 use store::{VmState, Workflow};
 
 use crate::env::Env;
+use crate::jobs::{Steps, saga_of};
 use crate::run::{Mode, RunInput, StartError, create_run, registered_vm, run_input};
 use crate::steps::clones::DeleteClones;
 use crate::steps::record::Record;
@@ -68,7 +69,12 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
 /// The cleanup saga. Only `detach-from-test-vm` has an undo; the others leave the default,
 /// which does nothing: a forward workflow, the next cleanup finishes what this one left.
 pub fn saga() -> Saga<Env> {
-    Saga::new(vec![
+    saga_of(steps())
+}
+
+/// The steps of a cleanup, in order.
+pub(crate) fn steps() -> Steps {
+    vec![
         Box::new(StopTestVm),
         Box::new(DetachFrom(TargetVm::Test)),
         Box::new(RevertReplicas),
@@ -77,5 +83,5 @@ pub fn saga() -> Saga<Env> {
         Box::new(DeleteSnapshots),
         Box::new(Destroy(TargetVm::Test)),
         Box::new(Record::CleanedUp),
-    ])
+    ]
 }

@@ -15,6 +15,7 @@ use engine::Saga;
 use store::Workflow;
 
 use crate::env::Env;
+use crate::jobs::{Steps, saga_of};
 use crate::run::{StartError, follow_up};
 use crate::steps::checks::CheckVm;
 use crate::steps::record::Record;
@@ -35,9 +36,14 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
 /// The commit saga. Its steps leave the default undo, which does nothing: a forward
 /// workflow, the next commit finishes what this one left.
 pub fn saga() -> Saga<Env> {
-    Saga::new(vec![
+    saga_of(steps())
+}
+
+/// The steps of a commit, in order.
+pub(crate) fn steps() -> Steps {
+    vec![
         Box::new(CheckVm),
         Box::new(DeleteSnapshots),
         Box::new(Record::Committed),
-    ])
+    ]
 }

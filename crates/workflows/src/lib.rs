@@ -25,6 +25,7 @@ mod ensure;
 mod env;
 pub mod guest_prep;
 pub mod hooks;
+mod jobs;
 pub mod live;
 pub mod plan;
 pub mod rollback;

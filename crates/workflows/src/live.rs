@@ -30,6 +30,7 @@ use engine::Saga;
 use store::{VmState, Workflow};
 
 use crate::env::Env;
+use crate::jobs::{Steps, saga_of};
 use crate::run::{Mode, StartError, start_failover};
 use crate::steps::checks::{Check, Validate, Verify};
 use crate::steps::guest::PrepareGuest;
@@ -55,7 +56,12 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
 
 /// The live failover saga.
 pub fn saga() -> Saga<Env> {
-    Saga::new(vec![
+    saga_of(steps())
+}
+
+/// The steps of a live failover, in order.
+pub(crate) fn steps() -> Steps {
+    vec![
         Box::new(Check),
         Box::new(BeforeLiveHooks),
         Box::new(Validate(Network::Production)),
@@ -68,5 +74,5 @@ pub fn saga() -> Saga<Env> {
         Box::new(Verify(Mode::Replica)),
         Box::new(StartVm),
         Box::new(Record::FailedOver(VmState::FailedOver)),
-    ])
+    ]
 }

@@ -38,6 +38,7 @@ use engine::Saga;
 use store::Workflow;
 
 use crate::env::Env;
+use crate::jobs::{Steps, saga_of};
 use crate::run::{StartError, follow_up};
 use crate::steps::hooks::AfterRollbackHooks;
 use crate::steps::record::Record;
@@ -60,7 +61,12 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
 /// The rollback saga. Only `detach-from-vm` has an undo; the others leave the default,
 /// which does nothing: a forward workflow, the next rollback finishes what this one left.
 pub fn saga() -> Saga<Env> {
-    Saga::new(vec![
+    saga_of(steps())
+}
+
+/// The steps of a rollback, in order.
+pub(crate) fn steps() -> Steps {
+    vec![
         Box::new(StopVm),
         Box::new(DetachFrom(TargetVm::Live)),
         Box::new(ReattachReplicas),
@@ -68,5 +74,5 @@ pub fn saga() -> Saga<Env> {
         Box::new(Destroy(TargetVm::Live)),
         Box::new(AfterRollbackHooks),
         Box::new(Record::RolledBack),
-    ])
+    ]
 }

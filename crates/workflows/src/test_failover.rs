@@ -19,6 +19,7 @@ use engine::Saga;
 use store::{VmState, Workflow};
 
 use crate::env::Env;
+use crate::jobs::{Steps, saga_of};
 use crate::run::{StartError, start_failover};
 use crate::steps::checks::{Validate, Verify};
 use crate::steps::guest::PrepareGuest;
@@ -53,9 +54,14 @@ pub async fn start_with_mode(
 
 /// The test failover saga of `mode`.
 pub fn saga_for(mode: Mode) -> Saga<Env> {
+    saga_of(steps_for(mode))
+}
+
+/// The steps of a test failover in `mode`, in order.
+pub(crate) fn steps_for(mode: Mode) -> Steps {
     match mode {
-        Mode::Replica => saga(),
-        Mode::Clone => clone::saga(),
+        Mode::Replica => steps(),
+        Mode::Clone => clone::steps(),
     }
 }
 
@@ -66,7 +72,12 @@ pub fn saga_for_run(run: &store::Run) -> Result<Saga<Env>, String> {
 
 /// The test failover saga (replica mode).
 pub fn saga() -> Saga<Env> {
-    Saga::new(vec![
+    saga_for(Mode::Replica)
+}
+
+/// The steps of a test failover in replica mode, in order.
+fn steps() -> Steps {
+    vec![
         Box::new(Validate(Network::Test)),
         Box::new(Snapshot),
         Box::new(PrepareGuest),
@@ -77,5 +88,5 @@ pub fn saga() -> Saga<Env> {
         Box::new(Verify(Mode::Replica)),
         Box::new(StartVm),
         Box::new(Record::FailedOver(VmState::TestFailedOver)),
-    ])
+    ]
 }

@@ -29,16 +29,33 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument as _;
 
 use crate::env::Env;
+use crate::jobs::{Steps, saga_of};
+use crate::run::Mode;
 
 /// The saga that executes `run` (a test failover by its recorded mode).
 pub fn saga_for(run: &Run) -> Result<Saga<Env>, String> {
-    Ok(match run.workflow {
-        Workflow::TestFailover => crate::test_failover::saga_for_run(run)?,
-        Workflow::Cleanup => crate::cleanup::saga(),
-        Workflow::LiveFailover => crate::live::saga(),
-        Workflow::Rollback => crate::rollback::saga(),
-        Workflow::Commit => crate::commit::saga(),
-    })
+    let mode = match run.workflow {
+        Workflow::TestFailover => Mode::of_run(run)?,
+        _ => Mode::Replica,
+    };
+    Ok(saga_of_workflow(run.workflow, mode))
+}
+
+/// The saga of `workflow` (in `mode`, for a test failover).
+pub(crate) fn saga_of_workflow(workflow: Workflow, mode: Mode) -> Saga<Env> {
+    saga_of(steps_of(workflow, mode))
+}
+
+/// The steps of `workflow` (in `mode`, for a test failover), in order: what its saga
+/// executes, and what [`crate::cost`] reads.
+pub(crate) fn steps_of(workflow: Workflow, mode: Mode) -> Steps {
+    match workflow {
+        Workflow::TestFailover => crate::test_failover::steps_for(mode),
+        Workflow::Cleanup => crate::cleanup::steps(),
+        Workflow::LiveFailover => crate::live::steps(),
+        Workflow::Rollback => crate::rollback::steps(),
+        Workflow::Commit => crate::commit::steps(),
+    }
 }
 
 /// Settles, when a process starts, the volume operations `daemon`'s journal holds

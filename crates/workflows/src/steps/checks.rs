@@ -11,6 +11,7 @@ use store::VmState;
 
 use crate::ensure::{find_vm, live_vm, observed_disks};
 use crate::env::{Env, cloud_error, volume_error};
+use crate::jobs::WorkflowStep;
 use crate::plan::DevicePlan;
 use crate::run::{Mode, appliance_vm_id, input, protected_vm, run_mode};
 use crate::steps::clones::{OrSkipped, clones, names_taken, verify_clones};
@@ -114,6 +115,8 @@ impl TypedStep<Env> for Validate {
     }
 }
 
+impl WorkflowStep for Validate {}
+
 /// Validation before the hooks run (only when there are hooks).
 pub(crate) struct Check;
 
@@ -144,6 +147,8 @@ impl TypedStep<Env> for Check {
             })
     }
 }
+
+impl WorkflowStep for Check {}
 
 /// Verifies the target VM's disks against the plan (CloudStack's listVolumes), in
 /// clone mode each clone standing in for its replica — and then also that the
@@ -254,6 +259,8 @@ impl TypedStep<Env> for Verify {
     }
 }
 
+impl WorkflowStep for Verify {}
+
 /// Checks that the live failover's VM still holds every replica where it put it.
 pub(crate) struct CheckVm;
 
@@ -318,3 +325,5 @@ impl TypedStep<Env> for CheckVm {
         })
     }
 }
+
+impl WorkflowStep for CheckVm {}

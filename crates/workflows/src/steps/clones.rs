@@ -23,6 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ensure::{all_to_the_end, ensure_stopped, find_vm};
 use crate::env::{Env, call, cloud_error, store_error, volume_error};
+use crate::jobs::Queue::Own;
+use crate::jobs::Times::PerDisk;
+use crate::jobs::{Job, WorkflowStep, job};
 use crate::plan::DevicePlan;
 use crate::run::{Mode, RunInput, clone_name, input, run_mode};
 use crate::steps::snapshots::SNAPSHOT;
@@ -190,6 +193,13 @@ impl TypedStep<Env> for CreateClones {
     }
 }
 
+impl WorkflowStep for CreateClones {
+    fn jobs(&self, _mode: Mode) -> Vec<Job> {
+        // A volume made from a snapshot is on no VM yet.
+        vec![job("createVolume", PerDisk, Own)]
+    }
+}
+
 /// What [`delete_clones`] did.
 pub(crate) struct Deleted {
     pub deleted: Vec<String>,
@@ -305,6 +315,8 @@ impl TypedStep<Env> for DeleteClones {
         }))
     }
 }
+
+impl WorkflowStep for DeleteClones {}
 
 /// Compares what CloudStack reports on the target VM (volume id, device id, size) with
 /// the plan, each clone standing in for its replica (`clones`: replica → clone):

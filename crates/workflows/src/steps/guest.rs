@@ -11,6 +11,7 @@ use volumed::Presence;
 use crate::ensure::{ensure_on_appliance, run_snapshots};
 use crate::env::{Env, call, cloud_error, store_error, volume_error};
 use crate::guest_prep::{Decision, decide, not_configured, why};
+use crate::jobs::WorkflowStep;
 use crate::run::{RunInput, appliance_vm_id, input, protected_vm, snapshot_name};
 
 /// Runs the configured guest preparation on the boot replica, on the appliance, when
@@ -148,6 +149,8 @@ impl TypedStep<Env> for PrepareGuest {
         ensure_on_appliance(cx, UNDO, &boot.volume_id, &appliance).await
     }
 }
+
+impl WorkflowStep for PrepareGuest {}
 
 const UNDO: &str = "undo-guest-prep";
 

@@ -9,6 +9,7 @@ use engine::{Output, StepContext, StepError, TypedStep};
 use crate::ensure::event;
 use crate::env::Env;
 use crate::hooks::{HookContext, HookPoint, HookReport, run_all};
+use crate::jobs::WorkflowStep;
 use crate::run::protected_vm;
 
 /// Runs the `before_live` hooks.
@@ -65,6 +66,8 @@ impl TypedStep<Env> for BeforeLiveHooks {
     }
 }
 
+impl WorkflowStep for BeforeLiveHooks {}
+
 /// Runs the `after_rollback` hooks.
 pub(crate) struct AfterRollbackHooks;
 
@@ -108,3 +111,5 @@ impl TypedStep<Env> for AfterRollbackHooks {
         Ok(report)
     }
 }
+
+impl WorkflowStep for AfterRollbackHooks {}

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use store::VmState;
 
 use crate::env::{Env, store_error};
+use crate::jobs::WorkflowStep;
 use crate::steps::checks::CHECK_VM;
 use crate::steps::hooks::AFTER_ROLLBACK_HOOKS;
 use crate::steps::vm::target_vm_id;
@@ -100,3 +101,5 @@ impl TypedStep<Env> for Record {
             .map_err(|e| store_error("recording ready_for_failover", e))
     }
 }
+
+impl WorkflowStep for Record {}

@@ -21,6 +21,9 @@ use crate::ensure::{
     put_back_detached_replicas, revert_detached_replicas,
 };
 use crate::env::{Env, call, volume_error};
+use crate::jobs::Queue::{Appliance, Own, Target};
+use crate::jobs::Times::PerDisk;
+use crate::jobs::{Job, WorkflowStep, job};
 use crate::run::{Mode, appliance_vm_id, input, protected_vm, run_mode};
 use crate::steps::clones::{OrSkipped, clones, is_clone};
 use crate::steps::vm::{TargetVm, target_vm_id};
@@ -106,6 +109,12 @@ impl TypedStep<Env> for DetachReplicas {
             ensure_on_appliance(cx, "undo-detach-replicas", &d.volume_id, &appliance).await?;
         }
         Ok(())
+    }
+}
+
+impl WorkflowStep for DetachReplicas {
+    fn jobs(&self, _mode: Mode) -> Vec<Job> {
+        vec![job("detachVolume", PerDisk, Appliance)]
     }
 }
 
@@ -241,6 +250,12 @@ impl TypedStep<Env> for Attach {
     }
 }
 
+impl WorkflowStep for Attach {
+    fn jobs(&self, _mode: Mode) -> Vec<Job> {
+        vec![job("attachVolume", PerDisk, Target)]
+    }
+}
+
 /// Detaches from the test VM (cleanup) or the live failover's VM (rollback) the
 /// replicas on it — and, after a clone-mode test, the clones.
 pub(crate) struct DetachFrom(pub(crate) TargetVm);
@@ -355,6 +370,12 @@ impl TypedStep<Env> for DetachFrom {
     }
 }
 
+impl WorkflowStep for DetachFrom {
+    fn jobs(&self, _mode: Mode) -> Vec<Job> {
+        vec![job("detachVolume", PerDisk, Target)]
+    }
+}
+
 /// Reverts every replica to its snapshot (cleanup after a replica-mode test).
 pub(crate) struct RevertReplicas;
 
@@ -413,6 +434,17 @@ impl TypedStep<Env> for RevertReplicas {
     }
 }
 
+impl WorkflowStep for RevertReplicas {
+    /// Each detached replica's revert runs on its own queue; in clone mode there is
+    /// nothing to revert.
+    fn jobs(&self, mode: Mode) -> Vec<Job> {
+        match mode {
+            Mode::Replica => vec![job("revertSnapshot", PerDisk, Own)],
+            Mode::Clone => Vec::new(),
+        }
+    }
+}
+
 /// Puts the replicas back on the appliance and finds their device paths.
 pub(crate) struct ReattachReplicas;
 
@@ -460,5 +492,19 @@ impl TypedStep<Env> for ReattachReplicas {
                 })
                 .collect(),
         })
+    }
+}
+
+impl WorkflowStep for ReattachReplicas {
+    /// In clone mode the replicas never left the appliance: nothing to attach.
+    fn jobs(&self, mode: Mode) -> Vec<Job> {
+        match mode {
+            Mode::Replica => vec![job("attachVolume", PerDisk, Appliance)],
+            Mode::Clone => Vec::new(),
+        }
+    }
+
+    fn waits_for_device(&self, mode: Mode) -> bool {
+        mode == Mode::Replica
     }
 }

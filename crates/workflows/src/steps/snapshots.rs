@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::ensure::{all_to_the_end, run_snapshots};
 use crate::env::{Env, call, volume_error};
-use crate::run::{input, snapshot_name};
+use crate::jobs::Queue::{Appliance, Own};
+use crate::jobs::Times::PerDisk;
+use crate::jobs::{Job, WorkflowStep, job};
+use crate::run::{Mode, input, snapshot_name};
 
 /// Snapshots every replica (`<target>-disk-<key>`).
 pub(crate) struct Snapshot;
@@ -62,6 +65,13 @@ impl TypedStep<Env> for Snapshot {
     }
 }
 
+impl WorkflowStep for Snapshot {
+    fn jobs(&self, _mode: Mode) -> Vec<Job> {
+        // A replica's snapshot runs on the queue of the VM it is attached to.
+        vec![job("createSnapshot", PerDisk, Appliance)]
+    }
+}
+
 /// Deletes the snapshots a test failover took (found by name, so a snapshot whose step
 /// never finished is found too).
 pub(crate) async fn delete_run_snapshots(
@@ -108,5 +118,11 @@ impl TypedStep<Env> for DeleteSnapshots {
     async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
         delete_run_snapshots(cx, "delete-snapshots").await?;
         Ok(Nothing {})
+    }
+}
+
+impl WorkflowStep for DeleteSnapshots {
+    fn jobs(&self, _mode: Mode) -> Vec<Job> {
+        vec![job("deleteSnapshot", PerDisk, Own)]
     }
 }

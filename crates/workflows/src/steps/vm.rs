@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::ensure::{destroy_vm_without_replicas, ensure_stopped, event, find_vm, live_vm, needs};
 use crate::env::{Env, call, cloud_error, pending_job, record_job, store_error, volume_error};
-use crate::run::{input, protected_vm};
+use crate::jobs::Queue::Target;
+use crate::jobs::Times::Once;
+use crate::jobs::{Job, WorkflowStep, job};
+use crate::run::{Mode, input, protected_vm};
 use crate::steps::clones::is_run_clone;
 
 /// Which of its NICs' networks a failover puts the target VM on.
@@ -170,6 +173,12 @@ impl TypedStep<Env> for CreateVm {
     }
 }
 
+impl WorkflowStep for CreateVm {
+    fn jobs(&self, _mode: Mode) -> Vec<Job> {
+        vec![job("deployVirtualMachine", Once, Target)]
+    }
+}
+
 /// Removes the placeholder ROOT volume the template gave the target VM.
 pub(crate) struct RemovePlaceholderRoot;
 
@@ -289,6 +298,13 @@ impl TypedStep<Env> for RemovePlaceholderRoot {
     }
 }
 
+impl WorkflowStep for RemovePlaceholderRoot {
+    /// The placeholder's detach; its delete is synchronous (no job).
+    fn jobs(&self, _mode: Mode) -> Vec<Job> {
+        vec![job("detachVolume", Once, Target)]
+    }
+}
+
 /// Starts the target VM.
 pub(crate) struct StartVm;
 
@@ -363,6 +379,12 @@ impl TypedStep<Env> for StartVm {
     }
 }
 
+impl WorkflowStep for StartVm {
+    fn jobs(&self, _mode: Mode) -> Vec<Job> {
+        vec![job("startVirtualMachine", Once, Target)]
+    }
+}
+
 /// Stops the test VM (forced: its guest state is thrown away).
 pub(crate) struct StopTestVm;
 
@@ -403,6 +425,12 @@ impl TypedStep<Env> for StopTestVm {
                 forced: None,
             }),
         }
+    }
+}
+
+impl WorkflowStep for StopTestVm {
+    fn jobs(&self, _mode: Mode) -> Vec<Job> {
+        vec![job("stopVirtualMachine", Once, Target)]
     }
 }
 
@@ -480,6 +508,13 @@ impl TypedStep<Env> for StopVm {
     }
 }
 
+impl WorkflowStep for StopVm {
+    /// The graceful stop (a forced one follows only if the guest does not shut down).
+    fn jobs(&self, _mode: Mode) -> Vec<Job> {
+        vec![job("stopVirtualMachine", Once, Target)]
+    }
+}
+
 /// The VM a step of a forward workflow acts on: the test VM (cleanup) or the live
 /// failover's VM (rollback).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -536,5 +571,11 @@ impl TypedStep<Env> for Destroy {
             None => None,
         };
         Ok(Destroyed { destroyed })
+    }
+}
+
+impl WorkflowStep for Destroy {
+    fn jobs(&self, _mode: Mode) -> Vec<Job> {
+        vec![job("destroyVirtualMachine", Once, Target)]
     }
 }

@@ -12,10 +12,9 @@
 //! reading the map know; a clone stands in for its replica at the replica's device id
 //! (see [`crate::steps::clones`] for how the verification and the undos use that).
 
-use engine::Saga;
 use store::VmState;
 
-use crate::env::Env;
+use crate::jobs::Steps;
 use crate::run::Mode;
 use crate::steps::checks::{Validate, Verify};
 use crate::steps::clones::CreateClones;
@@ -24,9 +23,9 @@ use crate::steps::replicas::Attach;
 use crate::steps::snapshots::Snapshot;
 use crate::steps::vm::{CreateVm, Network, RemovePlaceholderRoot, StartVm};
 
-/// The test failover saga, clone mode.
-pub(super) fn saga() -> Saga<Env> {
-    Saga::new(vec![
+/// The steps of a test failover in clone mode, in order.
+pub(super) fn steps() -> Steps {
+    vec![
         Box::new(Validate(Network::Test)),
         Box::new(Snapshot),
         Box::new(CreateClones),
@@ -36,5 +35,5 @@ pub(super) fn saga() -> Saga<Env> {
         Box::new(Verify(Mode::Clone)),
         Box::new(StartVm),
         Box::new(Record::FailedOver(VmState::TestFailedOver)),
-    ])
+    ]
 }
