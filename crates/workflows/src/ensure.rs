@@ -1,11 +1,12 @@
 //! Ensures that several steps share: each looks at CloudStack first and acts only if
 //! the world is not already as wanted.
 
-use engine::{StepContext, StepError};
+use engine::StepError;
 use volumed::Presence;
 
 use crate::env::{
-    Env, call, cloud_error, pending_job, pending_or_done_job, record_job, store_error, volume_error,
+    Cx, Env, call, cloud_error, pending_job, pending_or_done_job, record_job, store_error,
+    volume_error,
 };
 use crate::plan::{DevicePlan, PlannedDisk};
 use crate::run::{RunInput, input, protected_vm, snapshot_name};
@@ -45,12 +46,17 @@ pub(crate) async fn find_vm(
         .find(|v| v.name == name && v.state != "Destroyed" && v.state != "Expunging"))
 }
 
+/// The run's target VM (named as the run's input says), if CloudStack has it.
+pub(crate) async fn find_target(
+    cx: &Cx<'_>,
+) -> Result<Option<cloudstack::VirtualMachine>, StepError> {
+    find_vm(cx.ctx, &input(cx)?.target_name).await
+}
+
 /// The VM a live failover created (`<name>`), if it still exists. A VM of that name
 /// that is not the one recorded as the target is refused, never acted on: it could be
 /// anything, and rollback destroys what this returns.
-pub(crate) async fn live_vm(
-    cx: &StepContext<'_, Env>,
-) -> Result<Option<cloudstack::VirtualMachine>, StepError> {
+pub(crate) async fn live_vm(cx: &Cx<'_>) -> Result<Option<cloudstack::VirtualMachine>, StepError> {
     let input = input(cx)?;
     let vm = protected_vm(cx).await?;
     let found = find_vm(cx.ctx, &input.target_name).await?;
@@ -84,7 +90,7 @@ pub(crate) async fn observed_disks(
 
 /// Ensures the VM is stopped (forced: a test VM's guest state is thrown away).
 pub(crate) async fn ensure_stopped(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     vm: &cloudstack::VirtualMachine,
 ) -> Result<(), StepError> {
     let env = cx.ctx;
@@ -131,7 +137,7 @@ pub(crate) async fn needs(env: &Env, vm_id: &str, state: &str) -> Result<bool, S
 /// to the appliance, its device path found. The volume daemon records where it is (the
 /// attach, then the device path it found).
 pub(crate) async fn ensure_on_appliance(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     step: &str,
     volume_id: &str,
     appliance_vm_id: &str,
@@ -200,7 +206,7 @@ pub(crate) async fn ensure_on_appliance(
 /// nothing then cannot be put back, and the undo fails (the run is stuck, for an
 /// operator) rather than guess where it belongs.
 pub(crate) async fn put_back_detached_replicas(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     plan: &DevicePlan,
     vm: Option<&cloudstack::VirtualMachine>,
 ) -> Result<Vec<String>, StepError> {
@@ -262,7 +268,7 @@ pub(crate) async fn put_back_detached_replicas(
 /// Refuses to destroy a VM that still holds a replica volume: expunging a VM deletes
 /// whatever volume is its ROOT.
 pub(crate) async fn destroy_vm_without_replicas(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     vm: &cloudstack::VirtualMachine,
 ) -> Result<(), StepError> {
     let env = cx.ctx;
@@ -349,7 +355,7 @@ pub(crate) struct Reverted {
 /// skipped. CloudStack reverts only detached volumes or those of stopped VMs, so this
 /// is also the one moment a revert can happen without stopping the appliance.
 pub(crate) async fn revert_detached_replicas(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     step: &str,
     input: &RunInput,
 ) -> Result<Reverted, StepError> {
@@ -400,7 +406,7 @@ pub(crate) async fn revert_detached_replicas(
 }
 
 /// Records an event in the run's log; a failure to record is logged, not fatal.
-pub(crate) async fn event(cx: &StepContext<'_, Env>, level: &str, step: &str, message: &str) {
+pub(crate) async fn event(cx: &Cx<'_>, level: &str, step: &str, message: &str) {
     if let Err(e) = cx
         .ctx
         .store

@@ -6,11 +6,11 @@
 //! Every workflow's `start` and every step uses these; they use no workflow and no
 //! step, so any of them can.
 
-use engine::{StepContext, StepError};
+use engine::StepError;
 use serde::{Deserialize, Serialize};
 use store::{VmState, Workflow};
 
-use crate::env::{Env, store_error};
+use crate::env::{Cx, Env, store_error};
 use crate::plan::{DevicePlan, KVM_MAX_DATA_DISKS};
 
 /// Why a workflow could not be started (shared by every workflow's `start`).
@@ -171,7 +171,7 @@ pub struct RunInput {
     pub test_run_id: Option<String>,
 }
 
-pub(crate) fn input(cx: &StepContext<'_, Env>) -> Result<RunInput, StepError> {
+pub(crate) fn input(cx: &Cx<'_>) -> Result<RunInput, StepError> {
     let text = cx
         .run
         .plan
@@ -239,13 +239,11 @@ impl std::str::FromStr for Mode {
 }
 
 /// The mode of the run a step belongs to.
-pub(crate) fn run_mode(cx: &StepContext<'_, Env>) -> Result<Mode, StepError> {
+pub(crate) fn run_mode(cx: &Cx<'_>) -> Result<Mode, StepError> {
     Mode::of_run(cx.run).map_err(|e| StepError::Definitive(format!("run {}: {e}", cx.run.id)))
 }
 
-pub(crate) async fn protected_vm(
-    cx: &StepContext<'_, Env>,
-) -> Result<store::ProtectedVm, StepError> {
+pub(crate) async fn protected_vm(cx: &Cx<'_>) -> Result<store::ProtectedVm, StepError> {
     cx.ctx
         .store
         .vm_by_id(&cx.run.vm_id)
@@ -260,7 +258,7 @@ pub(crate) async fn protected_vm(
 }
 
 pub(crate) async fn appliance_vm_id(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     vm: &store::ProtectedVm,
 ) -> Result<String, StepError> {
     Ok(cx

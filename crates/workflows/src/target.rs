@@ -135,40 +135,17 @@ fn in_words(plan: &DevicePlan, disks: &[ObservedDisk], mismatches: &[Mismatch]) 
 
 #[cfg(test)]
 mod tests {
-    use store::{Attachment, Controller, Disk, DiskRecord};
-
     use super::*;
-
-    const GIB: i64 = 1 << 30;
-
-    fn disk(key: i64, unit: i64, boot: bool, volume: &str) -> DiskRecord {
-        DiskRecord {
-            id: format!("disk-{key}"),
-            disk: Disk {
-                device_key: key,
-                controller: Controller::Scsi,
-                bus: 0,
-                unit,
-                capacity_bytes: 10 * GIB,
-                label: format!("Hard disk {key}"),
-                is_boot: boot,
-                boot_order: None,
-                replica_volume_id: volume.to_string(),
-            },
-            attachment: Attachment {
-                vm_id: None,
-                device_id: None,
-                device_path: None,
-                seen_at: None,
-            },
-        }
-    }
+    use crate::plan::tests::{GIB, scsi_disk};
 
     fn target(clones: Option<&[(&str, &str)]>) -> TargetPlan {
         TargetPlan {
             target_name: "pgtest1-test".into(),
             plan: DevicePlan::new(
-                &[disk(2000, 0, true, "r-boot"), disk(2001, 1, false, "r-a")],
+                &[
+                    scsi_disk(2000, 0, 10 * GIB, true, "r-boot"),
+                    scsi_disk(2001, 1, 10 * GIB, false, "r-a"),
+                ],
                 crate::plan::KVM_MAX_DATA_DISKS,
             )
             .unwrap(),

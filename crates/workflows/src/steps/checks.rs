@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use engine::{Output, StepContext, StepError, TypedStep};
+use engine::{Output, StepError, TypedStep};
 use serde::{Deserialize, Serialize};
 use store::VmState;
 
 use crate::ensure::{find_vm, live_vm, observed_disks};
-use crate::env::{Env, cloud_error, volume_error};
+use crate::env::{Cx, Env, cloud_error, volume_error};
 use crate::jobs::WorkflowStep;
 use crate::plan::DevicePlan;
 use crate::run::{Mode, appliance_vm_id, input, protected_vm, run_mode};
@@ -39,7 +39,7 @@ impl TypedStep<Env> for Validate {
         VALIDATE
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let vm = protected_vm(cx).await?;
         let input = input(cx)?;
@@ -130,7 +130,7 @@ impl TypedStep<Env> for Check {
         CHECK
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         if cx.ctx.hooks.before_live.is_empty() {
             return Ok(OrSkipped::Skipped {
                 skipped: "no before_live hooks".into(),
@@ -203,7 +203,7 @@ impl TypedStep<Env> for Verify {
         VERIFY
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
         let clones = match self.0 {
@@ -281,7 +281,7 @@ impl TypedStep<Env> for CheckVm {
         CHECK_VM
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
         let vm = live_vm(cx).await?.ok_or_else(|| {

@@ -18,11 +18,11 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use engine::{Output, StepContext, StepError, TypedStep};
+use engine::{Output, StepError, TypedStep};
 use serde::{Deserialize, Serialize};
 
 use crate::ensure::{all_to_the_end, ensure_stopped, find_vm};
-use crate::env::{Env, call, cloud_error, store_error, volume_error};
+use crate::env::{Cx, Env, call, cloud_error, store_error, volume_error};
 use crate::jobs::Queue::Own;
 use crate::jobs::Times::PerDisk;
 use crate::jobs::{Job, WorkflowStep, job};
@@ -83,13 +83,13 @@ pub(crate) async fn names_taken(env: &Env, input: &RunInput) -> Result<Vec<Strin
 }
 
 /// The clones the create step made: replica volume id → clone volume id.
-pub(crate) fn clones(cx: &StepContext<'_, Env>) -> Result<BTreeMap<String, String>, StepError> {
+pub(crate) fn clones(cx: &Cx<'_>) -> Result<BTreeMap<String, String>, StepError> {
     Ok(cx.lookup(CREATE_CLONES)?.clones)
 }
 
 /// Whether `volume_id` is a clone this run's create step made (false when it has not
 /// finished, or in replica mode).
-pub(crate) fn is_run_clone(cx: &StepContext<'_, Env>, volume_id: &str) -> bool {
+pub(crate) fn is_run_clone(cx: &Cx<'_>, volume_id: &str) -> bool {
     cx.lookup_if_done(CREATE_CLONES)
         .ok()
         .flatten()
@@ -119,7 +119,7 @@ impl TypedStep<Env> for CreateClones {
         CREATE_CLONES
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         if run_mode(cx)? != Mode::Clone {
             return Err(StepError::Definitive(format!(
                 "run {} is not a clone-mode test failover: execute it with the saga of its mode",
@@ -182,11 +182,7 @@ impl TypedStep<Env> for CreateClones {
         })
     }
 
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        _output: Option<Self::Output>,
-    ) -> Result<(), StepError> {
+    async fn undo(&self, cx: &Cx<'_>, _output: Option<Self::Output>) -> Result<(), StepError> {
         let input = input(cx)?;
         delete_clones(cx, "undo-create-clones", &input).await?;
         Ok(())
@@ -212,7 +208,7 @@ pub(crate) struct Deleted {
 /// stopped if it holds it as ROOT); a clone on any other VM is refused. A volume with
 /// a clone's name that ferry did not create is reported and left alone.
 pub(crate) async fn delete_clones(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     step: &str,
     input: &RunInput,
 ) -> Result<Deleted, StepError> {
@@ -300,7 +296,7 @@ impl TypedStep<Env> for DeleteClones {
         DELETE_CLONES
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         if run_mode(cx)? != Mode::Clone {
             return Ok(OrSkipped::Skipped {
                 skipped: "replica mode: there are no clones".into(),
@@ -366,89 +362,22 @@ pub(crate) fn in_replica_terms(
 
 /// A mismatch about a replica, told about its clone (which is what is on the VM).
 fn in_clone_terms(
-    m: crate::plan::Mismatch,
+    mut m: crate::plan::Mismatch,
     clones: &BTreeMap<String, String>,
 ) -> crate::plan::Mismatch {
-    use crate::plan::Mismatch;
-    let rename = |volume_id: String| match clones.get(&volume_id) {
-        Some(clone) => format!("{clone} (the clone of replica {volume_id})"),
-        None => volume_id,
-    };
-    match m {
-        Mismatch::Missing {
-            volume_id,
-            device_key,
-            is_boot,
-            planned_device_id,
-        } => Mismatch::Missing {
-            volume_id: rename(volume_id),
-            device_key,
-            is_boot,
-            planned_device_id,
-        },
-        Mismatch::WrongDeviceId {
-            volume_id,
-            device_key,
-            is_boot,
-            planned_device_id,
-            observed_device_id,
-        } => Mismatch::WrongDeviceId {
-            volume_id: rename(volume_id),
-            device_key,
-            is_boot,
-            planned_device_id,
-            observed_device_id,
-        },
-        Mismatch::WrongSize {
-            volume_id,
-            device_key,
-            is_boot,
-            planned_size_bytes,
-            observed_size_bytes,
-        } => Mismatch::WrongSize {
-            volume_id: rename(volume_id),
-            device_key,
-            is_boot,
-            planned_size_bytes,
-            observed_size_bytes,
-        },
-        Mismatch::ListedTwice { volume_id } => Mismatch::ListedTwice {
-            volume_id: rename(volume_id),
-        },
-        unplanned @ Mismatch::Unplanned { .. } => unplanned,
+    // An unplanned volume is reported by its own id, which is what is on the VM.
+    if let Some(volume_id) = m.planned_volume_id_mut()
+        && let Some(clone) = clones.get(volume_id.as_str())
+    {
+        *volume_id = format!("{clone} (the clone of replica {volume_id})");
     }
+    m
 }
 
 #[cfg(test)]
 mod tests {
-    use store::{Attachment, Controller, Disk, DiskRecord};
-
     use super::*;
-
-    const GIB: i64 = 1 << 30;
-
-    fn disk(key: i64, unit: i64, size: i64, boot: bool, volume: &str) -> DiskRecord {
-        DiskRecord {
-            id: format!("disk-{key}"),
-            disk: Disk {
-                device_key: key,
-                controller: Controller::Scsi,
-                bus: 0,
-                unit,
-                capacity_bytes: size,
-                label: format!("Hard disk {key}"),
-                is_boot: boot,
-                boot_order: None,
-                replica_volume_id: volume.to_string(),
-            },
-            attachment: Attachment {
-                vm_id: Some("appliance".into()),
-                device_id: None,
-                device_path: None,
-                seen_at: None,
-            },
-        }
-    }
+    use crate::plan::tests::{GIB, scsi_disk as disk};
 
     /// Boot replica `r-boot` (100 GiB) at 0 and data replicas `r-a`, `r-b` (10 GiB each)
     /// at 1 and 2, cloned as `c-boot`, `c-a`, `c-b`.

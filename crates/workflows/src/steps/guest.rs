@@ -4,12 +4,12 @@
 //! and validation's check are [`crate::guest_prep`]'s.
 
 use async_trait::async_trait;
-use engine::{Output, StepContext, StepError, TypedStep};
+use engine::{Output, StepError, TypedStep};
 use serde::{Deserialize, Serialize};
 use volumed::Presence;
 
 use crate::ensure::{ensure_on_appliance, run_snapshots};
-use crate::env::{Env, call, cloud_error, store_error, volume_error};
+use crate::env::{Cx, Env, call, cloud_error, store_error, volume_error};
 use crate::guest_prep::{Decision, decide, not_configured, why};
 use crate::jobs::WorkflowStep;
 use crate::run::{RunInput, appliance_vm_id, input, protected_vm, snapshot_name};
@@ -50,7 +50,7 @@ impl TypedStep<Env> for PrepareGuest {
         GUEST_PREP
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let vm = protected_vm(cx).await?;
         if decide(vm.spec.guest_prep, vm.spec.guest_os) == Decision::Skip {
@@ -123,11 +123,7 @@ impl TypedStep<Env> for PrepareGuest {
     ///
     /// Nothing is done when the policy skips the VM, or when no command is configured
     /// and the action recorded nothing (then it cannot have run).
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        output: Option<Self::Output>,
-    ) -> Result<(), StepError> {
+    async fn undo(&self, cx: &Cx<'_>, output: Option<Self::Output>) -> Result<(), StepError> {
         let env = cx.ctx;
         let vm = protected_vm(cx).await?;
         let ran = match output {
@@ -157,7 +153,7 @@ const UNDO: &str = "undo-guest-prep";
 /// The start of the event that records the undo's revert.
 const REVERTED: &str = "reverted the boot replica after guest preparation:";
 
-async fn reverted_already(cx: &StepContext<'_, Env>) -> Result<bool, StepError> {
+async fn reverted_already(cx: &Cx<'_>) -> Result<bool, StepError> {
     Ok(cx
         .ctx
         .store
@@ -171,7 +167,7 @@ async fn reverted_already(cx: &StepContext<'_, Env>) -> Result<bool, StepError> 
 /// Detaches the boot replica from the appliance (if it is there), reverts it to the
 /// run's snapshot and records that it did.
 async fn revert_boot_replica(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     input: &RunInput,
     appliance: &str,
 ) -> Result<(), StepError> {

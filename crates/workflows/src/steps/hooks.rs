@@ -4,10 +4,10 @@
 //! [`crate::rollback`].
 
 use async_trait::async_trait;
-use engine::{Output, StepContext, StepError, TypedStep};
+use engine::{Output, StepError, TypedStep};
 
 use crate::ensure::event;
-use crate::env::Env;
+use crate::env::{Cx, Env};
 use crate::hooks::{HookContext, HookPoint, HookReport, run_all};
 use crate::jobs::WorkflowStep;
 use crate::run::protected_vm;
@@ -25,7 +25,7 @@ impl TypedStep<Env> for BeforeLiveHooks {
         BEFORE_LIVE_HOOKS
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let hooks = HookPoint::BeforeLive.of(&cx.ctx.hooks);
         let vm = protected_vm(cx).await?;
         let context = HookContext {
@@ -47,11 +47,7 @@ impl TypedStep<Env> for BeforeLiveHooks {
 
     /// Nothing in CloudStack to undo; what the hooks did to the source is left as it is
     /// (see the module doc), and said so.
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        _output: Option<Self::Output>,
-    ) -> Result<(), StepError> {
+    async fn undo(&self, cx: &Cx<'_>, _output: Option<Self::Output>) -> Result<(), StepError> {
         if !cx.ctx.hooks.before_live.is_empty() {
             event(
                 cx,
@@ -82,7 +78,7 @@ impl TypedStep<Env> for AfterRollbackHooks {
     }
 
     /// Never fails on a hook's account (see the module doc): the failure is reported.
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let hooks = HookPoint::AfterRollback.of(&cx.ctx.hooks);
         if hooks.is_empty() {
             return Ok(HookReport::default());

@@ -3,11 +3,11 @@
 //! `ready_for_failover` after a cleanup or rollback, `committed`.
 
 use async_trait::async_trait;
-use engine::{Output, StepContext, StepError, TypedStep};
+use engine::{Output, StepError, TypedStep};
 use serde::{Deserialize, Serialize};
 use store::VmState;
 
-use crate::env::{Env, store_error};
+use crate::env::{Cx, Env, store_error};
 use crate::jobs::WorkflowStep;
 use crate::steps::checks::CHECK_VM;
 use crate::steps::hooks::AFTER_ROLLBACK_HOOKS;
@@ -60,7 +60,7 @@ impl TypedStep<Env> for Record {
         RECORD
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let state = self.state();
         let target = match self {
             Record::FailedOver(_) => Some(target_vm_id(cx)?),
@@ -86,11 +86,7 @@ impl TypedStep<Env> for Record {
         })
     }
 
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        _output: Option<Self::Output>,
-    ) -> Result<(), StepError> {
+    async fn undo(&self, cx: &Cx<'_>, _output: Option<Self::Output>) -> Result<(), StepError> {
         if !matches!(self, Record::FailedOver(_)) {
             return Ok(());
         }

@@ -12,7 +12,7 @@
 //! unfinished, without sending anything to CloudStack twice.
 
 use async_trait::async_trait;
-use engine::{Output, StepContext, StepError, TypedStep};
+use engine::{Output, StepError, TypedStep};
 use serde::{Deserialize, Serialize};
 use volumed::Presence;
 
@@ -20,7 +20,7 @@ use crate::ensure::{
     Reverted, all_to_the_end, ensure_on_appliance, ensure_stopped, event, find_vm,
     put_back_detached_replicas, revert_detached_replicas,
 };
-use crate::env::{Env, call, volume_error};
+use crate::env::{Cx, Env, call, volume_error};
 use crate::jobs::Queue::{Appliance, Own, Target};
 use crate::jobs::Times::PerDisk;
 use crate::jobs::{Job, WorkflowStep, job};
@@ -29,7 +29,7 @@ use crate::steps::clones::{OrSkipped, clones, is_clone};
 use crate::steps::vm::{TargetVm, target_vm_id};
 
 /// A clone-mode run executed with the replica-mode saga must not move a replica.
-fn refuse_in_clone_mode(cx: &StepContext<'_, Env>, step: &str) -> Result<(), StepError> {
+fn refuse_in_clone_mode(cx: &Cx<'_>, step: &str) -> Result<(), StepError> {
     if run_mode(cx)? == Mode::Clone {
         return Err(StepError::Definitive(format!(
             "run {} is a clone-mode test failover, which never moves a replica, but step {step} \
@@ -59,7 +59,7 @@ impl TypedStep<Env> for DetachReplicas {
         DETACH_REPLICAS
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         refuse_in_clone_mode(cx, self.output().name())?;
         let env = cx.ctx;
         let input = input(cx)?;
@@ -97,11 +97,7 @@ impl TypedStep<Env> for DetachReplicas {
         })
     }
 
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        _output: Option<Self::Output>,
-    ) -> Result<(), StepError> {
+    async fn undo(&self, cx: &Cx<'_>, _output: Option<Self::Output>) -> Result<(), StepError> {
         let input = input(cx)?;
         let vm = protected_vm(cx).await?;
         let appliance = appliance_vm_id(cx, &vm).await?;
@@ -152,7 +148,7 @@ impl TypedStep<Env> for Attach {
         }
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let step = self.output().name();
         let clones = match self.0 {
             Mode::Replica => {
@@ -202,11 +198,7 @@ impl TypedStep<Env> for Attach {
     /// are then reverted, while detached: the target VM may have run (and written to
     /// them) before the run failed, and their content goes back before they return to
     /// the appliance. Clones go with create-clones' undo; the replicas never moved.
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        _output: Option<Self::Output>,
-    ) -> Result<(), StepError> {
+    async fn undo(&self, cx: &Cx<'_>, _output: Option<Self::Output>) -> Result<(), StepError> {
         let env = cx.ctx;
         let step = format!("undo-{}", self.output().name());
         let input = input(cx)?;
@@ -288,7 +280,7 @@ impl TypedStep<Env> for DetachFrom {
         }
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let step = self.output().name();
         let input = input(cx)?;
@@ -358,11 +350,7 @@ impl TypedStep<Env> for DetachFrom {
     /// or rollback to detach (and after a test, revert) and re-attach. A replica
     /// already back on the appliance stays: after a test it was reverted before it was
     /// re-attached.
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        _output: Option<Self::Output>,
-    ) -> Result<(), StepError> {
+    async fn undo(&self, cx: &Cx<'_>, _output: Option<Self::Output>) -> Result<(), StepError> {
         let input = input(cx)?;
         let vm = self.0.find(cx).await?;
         put_back_detached_replicas(cx, &input.plan, vm.as_ref()).await?;
@@ -401,7 +389,7 @@ impl TypedStep<Env> for RevertReplicas {
         REVERT_REPLICAS
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         if run_mode(cx)? == Mode::Clone {
             // The replicas never left the appliance and hold replication's writes
             // since the snapshots: reverting them would throw those away.
@@ -472,7 +460,7 @@ impl TypedStep<Env> for ReattachReplicas {
         REATTACH_REPLICAS
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let input = input(cx)?;
         let vm = protected_vm(cx).await?;
         let appliance = appliance_vm_id(cx, &vm).await?;

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use engine::{Output, StepContext, StepError, TypedStep};
+use engine::{Output, StepError, TypedStep};
 use serde::{Deserialize, Serialize};
 
 use crate::ensure::{all_to_the_end, run_snapshots};
-use crate::env::{Env, call, volume_error};
+use crate::env::{Cx, Env, call, volume_error};
 use crate::jobs::Queue::{Appliance, Own};
 use crate::jobs::Times::PerDisk;
 use crate::jobs::{Job, WorkflowStep, job};
@@ -34,7 +34,7 @@ impl TypedStep<Env> for Snapshot {
         SNAPSHOT
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
         let taken = all_to_the_end(input.plan.disks().iter().map(|d| {
@@ -56,11 +56,7 @@ impl TypedStep<Env> for Snapshot {
         })
     }
 
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        _output: Option<Self::Output>,
-    ) -> Result<(), StepError> {
+    async fn undo(&self, cx: &Cx<'_>, _output: Option<Self::Output>) -> Result<(), StepError> {
         delete_run_snapshots(cx, "undo-snapshot").await
     }
 }
@@ -74,10 +70,7 @@ impl WorkflowStep for Snapshot {
 
 /// Deletes the snapshots a test failover took (found by name, so a snapshot whose step
 /// never finished is found too).
-pub(crate) async fn delete_run_snapshots(
-    cx: &StepContext<'_, Env>,
-    step: &str,
-) -> Result<(), StepError> {
+pub(crate) async fn delete_run_snapshots(cx: &Cx<'_>, step: &str) -> Result<(), StepError> {
     let env = cx.ctx;
     let input = input(cx)?;
     // Each snapshot is deleted on its own CloudStack queue: all at once (each to its
@@ -115,7 +108,7 @@ impl TypedStep<Env> for DeleteSnapshots {
         DELETE_SNAPSHOTS
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         delete_run_snapshots(cx, "delete-snapshots").await?;
         Ok(Nothing {})
     }

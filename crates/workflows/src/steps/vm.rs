@@ -3,11 +3,13 @@
 //! destroyed — never while it holds a replica.
 
 use async_trait::async_trait;
-use engine::{Output, StepContext, StepError, TypedStep};
+use engine::{Output, StepError, TypedStep};
 use serde::{Deserialize, Serialize};
 
-use crate::ensure::{destroy_vm_without_replicas, ensure_stopped, event, find_vm, live_vm, needs};
-use crate::env::{Env, call, cloud_error, pending_job, record_job, store_error, volume_error};
+use crate::ensure::{
+    destroy_vm_without_replicas, ensure_stopped, event, find_target, find_vm, live_vm, needs,
+};
+use crate::env::{Cx, Env, call, cloud_error, pending_job, record_job, store_error, volume_error};
 use crate::jobs::Queue::Target;
 use crate::jobs::Times::Once;
 use crate::jobs::{Job, WorkflowStep, job};
@@ -68,7 +70,7 @@ pub(crate) struct CreatedVm {
 pub(crate) const CREATE_VM: Output<CreatedVm> = Output::new("create-vm");
 
 /// The target VM's id, as the run's create-vm step recorded it.
-pub(crate) fn target_vm_id(cx: &StepContext<'_, Env>) -> Result<String, StepError> {
+pub(crate) fn target_vm_id(cx: &Cx<'_>) -> Result<String, StepError> {
     Ok(cx.lookup(CREATE_VM)?.vm_id)
 }
 
@@ -80,7 +82,7 @@ impl TypedStep<Env> for CreateVm {
         CREATE_VM
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
         let vm = protected_vm(cx).await?;
@@ -159,14 +161,8 @@ impl TypedStep<Env> for CreateVm {
         })
     }
 
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        _output: Option<Self::Output>,
-    ) -> Result<(), StepError> {
-        let env = cx.ctx;
-        let input = input(cx)?;
-        if let Some(target) = find_vm(env, &input.target_name).await? {
+    async fn undo(&self, cx: &Cx<'_>, _output: Option<Self::Output>) -> Result<(), StepError> {
+        if let Some(target) = find_target(cx).await? {
             destroy_vm_without_replicas(cx, &target).await?;
         }
         Ok(())
@@ -198,7 +194,7 @@ impl TypedStep<Env> for RemovePlaceholderRoot {
         REMOVE_PLACEHOLDER_ROOT
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let target = target_vm_id(cx)?;
         // The placeholder is whatever non-replica volume sits at device 0 — and, for a
@@ -260,11 +256,7 @@ impl TypedStep<Env> for RemovePlaceholderRoot {
         Ok(Removed { removed })
     }
 
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        _output: Option<Self::Output>,
-    ) -> Result<(), StepError> {
+    async fn undo(&self, cx: &Cx<'_>, _output: Option<Self::Output>) -> Result<(), StepError> {
         // A placeholder still on the VM goes with it (create-vm's undo destroys the VM
         // and its ROOT). One this step detached and did not get to delete — its delete
         // failed, or the run stopped in between — is no longer the VM's: delete it.
@@ -325,7 +317,7 @@ impl TypedStep<Env> for StartVm {
         START_VM
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let target = target_vm_id(cx)?;
         let vm = env
@@ -365,14 +357,8 @@ impl TypedStep<Env> for StartVm {
         })
     }
 
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        _output: Option<Self::Output>,
-    ) -> Result<(), StepError> {
-        let env = cx.ctx;
-        let input = input(cx)?;
-        if let Some(target) = find_vm(env, &input.target_name).await? {
+    async fn undo(&self, cx: &Cx<'_>, _output: Option<Self::Output>) -> Result<(), StepError> {
+        if let Some(target) = find_target(cx).await? {
             ensure_stopped(cx, &target).await?;
         }
         Ok(())
@@ -408,23 +394,19 @@ impl TypedStep<Env> for StopTestVm {
         STOP_TEST_VM
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
-        let input = input(cx)?;
-        match find_vm(cx.ctx, &input.target_name).await? {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
+        let stopped = match find_target(cx).await? {
             Some(vm) => {
                 ensure_stopped(cx, &vm).await?;
-                Ok(Stopped {
-                    vm_id: Some(vm.id),
-                    found: true,
-                    forced: None,
-                })
+                Some(vm.id)
             }
-            None => Ok(Stopped {
-                vm_id: None,
-                found: false,
-                forced: None,
-            }),
-        }
+            None => None,
+        };
+        Ok(Stopped {
+            found: stopped.is_some(),
+            vm_id: stopped,
+            forced: None,
+        })
     }
 }
 
@@ -456,7 +438,7 @@ impl TypedStep<Env> for StopVm {
         STOP_VM
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let Some(vm) = live_vm(cx).await? else {
             return Ok(Stopped {
@@ -530,10 +512,10 @@ impl TargetVm {
     /// The VM, if it still exists.
     pub(crate) async fn find(
         self,
-        cx: &StepContext<'_, Env>,
+        cx: &Cx<'_>,
     ) -> Result<Option<cloudstack::VirtualMachine>, StepError> {
         match self {
-            TargetVm::Test => find_vm(cx.ctx, &input(cx)?.target_name).await,
+            TargetVm::Test => find_target(cx).await,
             TargetVm::Live => live_vm(cx).await,
         }
     }
@@ -562,7 +544,7 @@ impl TypedStep<Env> for Destroy {
         }
     }
 
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Self::Output, StepError> {
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let destroyed = match self.0.find(cx).await? {
             Some(vm) => {
                 destroy_vm_without_replicas(cx, &vm).await?;
