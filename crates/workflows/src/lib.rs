@@ -15,8 +15,10 @@
 //! Each workflow module is its doc, its `start` and the ordered list of its steps;
 //! every step lives once, in the library of steps (`steps`, grouped by what a step
 //! touches), built on the ensures several steps share (`ensure`) and on what a run
-//! carries (`run`: its input, mode and start errors). [`cost`] reads what CloudStack
-//! jobs each workflow's steps declare.
+//! carries (`run`: its input, mode and start errors). Each step declares the
+//! CloudStack jobs it submits (`jobs`), and [`cost`] reads them from the same list of
+//! steps that builds the saga; [`target`] checks a failed-over VM's target against its
+//! plan for those who show it.
 
 pub mod cleanup;
 pub mod commit;
