@@ -134,8 +134,8 @@ pub struct TargetVm {
     pub state: String,
     /// By device id.
     pub disks: Vec<TargetDisk>,
-    /// True when every planned disk is attached at its planned device id and nothing
-    /// else is attached.
+    /// True when every planned disk is attached at its planned device id with its
+    /// planned size, and nothing else is attached.
     pub verified: bool,
     /// The verification, in words.
     pub verification: String,
