@@ -36,9 +36,10 @@ pub(crate) fn normalize_url(url: &str) -> Result<(String, Backend), String> {
     Ok((with_mode, Backend::Sqlite))
 }
 
-/// A URL without its password, for messages and logs.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
+/// A database URL without its password, for messages and logs. The userinfo ends at
+/// the *last* `@`: a password with a raw `@` in it is hidden whole, never in part.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
             match userinfo.split_once(':') {
@@ -53,6 +54,23 @@ pub(crate) fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_password_is_not_printed() {
+        assert_eq!(
+            redact_url("postgres://ferry:s3cret@db/ferry"),
+            "postgres://ferry:***@db/ferry"
+        );
+        assert_eq!(
+            redact_url("postgres://ferry@db/ferry"),
+            "postgres://ferry@db/ferry"
+        );
+        // A raw `@` in the password: none of it is printed.
+        assert_eq!(
+            redact_url("postgres://ferry:p@ss@db/ferry"),
+            "postgres://ferry:***@db/ferry"
+        );
+    }
 
     #[test]
     fn urls() {

@@ -42,7 +42,7 @@ mod rows;
 mod runs;
 pub mod testing;
 
-pub use backend::Backend;
+pub use backend::{Backend, redact_url};
 pub use error::{Result, StoreError};
 pub use model::*;
 pub use pool::Store;

@@ -6,7 +6,7 @@
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
-use crate::backend::{Backend, normalize_url, redact};
+use crate::backend::{Backend, normalize_url, redact_url};
 use crate::error::{Result, StoreError};
 
 /// The store. Cheap to clone; clones share one connection pool.
@@ -47,7 +47,7 @@ impl Store {
             .connect(&url)
             .await
             .map_err(|source| StoreError::Connect {
-                url: redact(&url),
+                url: redact_url(&url),
                 source,
             })?;
         let migrator = match backend {
