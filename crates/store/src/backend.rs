@@ -22,7 +22,7 @@ pub(crate) fn normalize_url(url: &str) -> Result<(String, Backend), String> {
         }
         url.to_string()
     } else if url.contains("://") || url.is_empty() {
-        return Err(redact(url));
+        return Err(redact_url(url));
     } else {
         format!("sqlite://{url}")
     };
