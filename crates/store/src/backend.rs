@@ -86,6 +86,9 @@ mod tests {
             Backend::Postgres
         );
         assert!(normalize_url("mysql://x").is_err());
-        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
     }
 }
