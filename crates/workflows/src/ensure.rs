@@ -78,14 +78,20 @@ pub(crate) async fn observed_disks(
     env: &Env,
     target: &str,
 ) -> Result<Vec<(String, Option<i64>, i64)>, StepError> {
-    Ok(env
+    let volumes = env
         .volumes
         .list_vm_volumes(target)
         .await
-        .map_err(|e| volume_error("listing the target VM's volumes", e))?
-        .into_iter()
-        .map(|v| (v.id, v.device_id, v.size_bytes))
-        .collect())
+        .map_err(|e| volume_error("listing the target VM's volumes", e))?;
+    Ok(as_observed(&volumes))
+}
+
+/// Volumes as [`DevicePlan::verify`] reads them: (volume id, device id, size).
+pub(crate) fn as_observed(volumes: &[volumed::VolumeInfo]) -> Vec<(String, Option<i64>, i64)> {
+    volumes
+        .iter()
+        .map(|v| (v.id.clone(), v.device_id, v.size_bytes))
+        .collect()
 }
 
 /// Ensures the VM is stopped (forced: a test VM's guest state is thrown away).

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use store::{Run, Store, StoreError};
 
+use crate::ensure::as_observed;
 use crate::plan::{DevicePlan, Mismatch, PlannedDisk};
 use crate::run::{Mode, run_input};
 use crate::steps::clones::{CREATE_CLONES, in_replica_terms};
@@ -75,10 +76,7 @@ impl TargetPlan {
 
     /// Checks what CloudStack lists on the target VM (`observed`) against the plan.
     pub fn check(&self, observed: Vec<volumed::VolumeInfo>) -> TargetCheck {
-        let seen: Vec<(String, Option<i64>, i64)> = observed
-            .iter()
-            .map(|v| (v.id.clone(), v.device_id, v.size_bytes))
-            .collect();
+        let seen = as_observed(&observed);
         // In the plan's terms: in clone mode a clone counts as its replica.
         let as_planned = match &self.clones {
             Some(clones) => in_replica_terms(&self.plan, clones, &seen),

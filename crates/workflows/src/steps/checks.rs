@@ -51,7 +51,7 @@ impl TypedStep<Env> for Validate {
         }
         let needs_prep = crate::guest_prep::decide(vm.spec.guest_prep, vm.spec.guest_os)
             == crate::guest_prep::Decision::Run;
-        if needs_prep && cx.run.mode.as_deref() == Some("clone") {
+        if needs_prep && run_mode(cx)? == Mode::Clone {
             // The boot disk of a clone-mode drill is a clone that never sits on the
             // appliance, where preparation runs.
             return Err(StepError::Definitive(format!(
@@ -290,14 +290,7 @@ impl TypedStep<Env> for CheckVm {
                 input.target_name
             ))
         })?;
-        let observed: Vec<(String, Option<i64>, i64)> = env
-            .volumes
-            .list_vm_volumes(&vm.id)
-            .await
-            .map_err(|e| volume_error("listing the VM's volumes", e))?
-            .into_iter()
-            .map(|v| (v.id, v.device_id, v.size_bytes))
-            .collect();
+        let observed = observed_disks(env, &vm.id).await?;
         // Volumes added after the cut-over are the VM's own business; every replica
         // must be where the failover put it.
         let missing: Vec<String> = input
