@@ -184,20 +184,26 @@ pub struct VolumeDef {
 /// proportions follow a KVM cloud on shared storage: snapshots and starts are slow,
 /// attach and detach take a few seconds.
 pub fn default_latency_ms(command: &str) -> u64 {
-    match command {
-        "deployvirtualmachine" => 6_000,
-        "startvirtualmachine" => 15_000,
-        "stopvirtualmachine" => 8_000,
-        "destroyvirtualmachine" => 5_000,
-        "attachvolume" => 3_000,
-        "detachvolume" => 3_000,
-        "createsnapshot" => 12_000,
-        "revertsnapshot" => 10_000,
-        "deletesnapshot" => 2_000,
-        "createvolume" => 8_000,
-        _ => 0,
-    }
+    DEFAULT_LATENCY_MS
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(command))
+        .map_or(0, |&(_, ms)| ms)
 }
+
+/// The default latency profile: each async command's job duration at real pace, in
+/// milliseconds (a KVM cloud on shared storage). Commands not listed take no time.
+pub const DEFAULT_LATENCY_MS: [(&str, u64); 10] = [
+    ("deployVirtualMachine", 6_000),
+    ("startVirtualMachine", 15_000),
+    ("stopVirtualMachine", 8_000),
+    ("destroyVirtualMachine", 5_000),
+    ("attachVolume", 3_000),
+    ("detachVolume", 3_000),
+    ("createSnapshot", 12_000),
+    ("revertSnapshot", 10_000),
+    ("deleteSnapshot", 2_000),
+    ("createVolume", 8_000),
+];
 
 impl World {
     /// Parses a world file.

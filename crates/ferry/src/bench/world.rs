@@ -17,20 +17,6 @@ use tokio::io::AsyncBufReadExt as _;
 /// the appliance's too.
 const MAX_DATA_VOLUMES: u32 = 32;
 
-/// Latencies in milliseconds at real pace: cloudsim's default profile (a KVM cloud on
-/// shared storage), written into the world so the bench states what it ran.
-const LATENCY_COMMANDS: [&str; 10] = [
-    "deployVirtualMachine",
-    "startVirtualMachine",
-    "stopVirtualMachine",
-    "destroyVirtualMachine",
-    "attachVolume",
-    "detachVolume",
-    "createSnapshot",
-    "revertSnapshot",
-    "deleteSnapshot",
-    "createVolume",
-];
 /// After an attach to a running appliance, the guest sees the disk this much later.
 pub(super) const HOTPLUG_DELAY_MS: u64 = 200;
 
@@ -219,11 +205,10 @@ cidr = "10.20.0.0/16"
             }
         }
         text.push_str("\n[latency_ms]\n");
-        for command in LATENCY_COMMANDS {
-            text.push_str(&format!(
-                "{command} = {}\n",
-                cloudsim::world::default_latency_ms(&command.to_lowercase())
-            ));
+        // cloudsim's default profile, written into the world so the bench states what
+        // it ran.
+        for (command, ms) in cloudsim::world::DEFAULT_LATENCY_MS {
+            text.push_str(&format!("{command} = {ms}\n"));
         }
         text
     }
