@@ -230,125 +230,45 @@ enum Token {
     Other,
 }
 
-/// Rust source as the tokens that matter for paths; comments, strings, characters and
-/// lifetimes dropped.
+/// Rust source as the tokens that matter for paths, lexed by `proc-macro2` (comments
+/// and string, character and lifetime literals are not tokens that name a path).
 fn tokens(text: &str) -> Vec<Token> {
-    let c: Vec<char> = text.chars().collect();
+    let stream: proc_macro2::TokenStream = text.parse().expect("the source lexes as Rust");
     let mut out = Vec::new();
-    let mut i = 0;
-    let ident_start = |ch: char| ch.is_alphabetic() || ch == '_';
-    let ident_char = |ch: char| ch.is_alphanumeric() || ch == '_';
-    while i < c.len() {
-        let ch = c[i];
-        let next = c.get(i + 1).copied().unwrap_or('\0');
-        if ch.is_whitespace() {
-            i += 1;
-        } else if ch == '/' && next == '/' {
-            while i < c.len() && c[i] != '\n' {
-                i += 1;
-            }
-        } else if ch == '/' && next == '*' {
-            let mut depth = 0;
-            while i < c.len() {
-                if c[i] == '/' && c.get(i + 1) == Some(&'*') {
-                    depth += 1;
-                    i += 2;
-                } else if c[i] == '*' && c.get(i + 1) == Some(&'/') {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-        } else if let Some(after) = raw_string_end(&c, i) {
-            i = after;
-        } else if ch == '"' || (ch == 'b' && next == '"') {
-            i += if ch == 'b' { 2 } else { 1 };
-            while i < c.len() && c[i] != '"' {
-                i += if c[i] == '\\' { 2 } else { 1 };
-            }
-            i += 1;
-        } else if ch == '\'' || (ch == 'b' && next == '\'') {
-            // A character ('a', '\n', b'x') or a lifetime ('a, 'static).
-            let start = if ch == 'b' { i + 1 } else { i };
-            if c.get(start + 1) == Some(&'\\') {
-                i = start + 3;
-                while i < c.len() && c[i] != '\'' {
-                    i += 1;
-                }
-                i += 1;
-            } else if c.get(start + 2) == Some(&'\'') {
-                i = start + 3;
-            } else {
-                i = start + 1;
-                while i < c.len() && ident_char(c[i]) {
-                    i += 1;
-                }
-            }
-        } else if ch == 'r' && next == '#' && c.get(i + 2).is_some_and(|&x| ident_start(x)) {
-            i += 2;
-        } else if ident_start(ch) {
-            let start = i;
-            while i < c.len() && ident_char(c[i]) {
-                i += 1;
-            }
-            out.push(Token::Ident(c[start..i].iter().collect()));
-        } else if ch.is_ascii_digit() {
-            while i < c.len()
-                && (ident_char(c[i])
-                    || (c[i] == '.' && c.get(i + 1).is_some_and(char::is_ascii_digit)))
-            {
-                i += 1;
-            }
-            out.push(Token::Other);
-        } else {
-            out.push(match (ch, next) {
-                (':', ':') => {
-                    i += 1;
-                    Token::PathSep
-                }
-                ('{', _) => Token::Open,
-                ('}', _) => Token::Close,
-                (';', _) => Token::Semi,
-                (',', _) => Token::Comma,
-                ('*', _) => Token::Star,
-                _ => Token::Other,
-            });
-            i += 1;
-        }
-    }
+    flatten(stream, &mut out);
     out
 }
 
-/// Where a raw string (`r"…"`, `r#"…"#`, `br"…"`) that starts at `i` ends, if one does.
-fn raw_string_end(c: &[char], i: usize) -> Option<usize> {
-    let mut j = i;
-    if c.get(j) == Some(&'b') {
-        j += 1;
-    }
-    if c.get(j) != Some(&'r') {
-        return None;
-    }
-    j += 1;
-    let mut hashes = 0;
-    while c.get(j) == Some(&'#') {
-        hashes += 1;
-        j += 1;
-    }
-    if c.get(j) != Some(&'"') {
-        return None;
-    }
-    j += 1;
-    while j < c.len() {
-        if c[j] == '"' && (1..=hashes).all(|k| c.get(j + k) == Some(&'#')) {
-            return Some(j + 1 + hashes);
+fn flatten(stream: proc_macro2::TokenStream, out: &mut Vec<Token>) {
+    use proc_macro2::{Delimiter, Spacing, TokenTree};
+    let mut trees = stream.into_iter().peekable();
+    while let Some(tree) = trees.next() {
+        match tree {
+            TokenTree::Ident(ident) => {
+                let name = ident.to_string();
+                out.push(Token::Ident(name.trim_start_matches("r#").to_string()));
+            }
+            TokenTree::Group(group) => {
+                let braces = group.delimiter() == Delimiter::Brace;
+                out.push(if braces { Token::Open } else { Token::Other });
+                flatten(group.stream(), out);
+                out.push(if braces { Token::Close } else { Token::Other });
+            }
+            TokenTree::Punct(p) => out.push(match p.as_char() {
+                ':' if p.spacing() == Spacing::Joint
+                    && matches!(trees.peek(), Some(TokenTree::Punct(q)) if q.as_char() == ':') =>
+                {
+                    trees.next();
+                    Token::PathSep
+                }
+                ';' => Token::Semi,
+                ',' => Token::Comma,
+                '*' => Token::Star,
+                _ => Token::Other,
+            }),
+            TokenTree::Literal(_) => out.push(Token::Other),
         }
-        j += 1;
     }
-    Some(j)
 }
 
 /// The paths of a `use` tree starting at `i` (after `use`), each with the prefix
