@@ -40,14 +40,6 @@ pub struct StepContext<'a, C> {
 }
 
 impl<C> StepContext<'_, C> {
-    /// The output of an earlier step, as recorded (JSON). A workflow reads it typed,
-    /// with [`StepContext::lookup`].
-    pub fn output(&self, step: &str) -> Result<&Value, StepError> {
-        self.outputs
-            .get(step)
-            .ok_or_else(|| StepError::Definitive(format!("step `{step}` has no recorded output")))
-    }
-
     /// The output of an earlier step, as the type it declared. A step that has not
     /// finished (or is not in this saga), or whose recorded output does not have that
     /// type's shape, is a definitive error: the workflow cannot go on without it.
