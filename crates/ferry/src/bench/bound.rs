@@ -58,10 +58,8 @@ impl Durations {
         HOTPLUG_DELAY_MS as f64 / 1000.0 * self.scale
     }
 
-    /// A test failover (replica mode), as its steps declare it: snapshot (N snapshots on the
-    /// appliance's queue) → create-vm (deploy) → remove-placeholder-root (its detach;
-    /// deleteVolume is synchronous) → detach-replicas (N on the appliance's queue) →
-    /// attach-replicas (N on the target VM's) → start-vm.
+    /// A test failover (replica mode), as its steps declare their jobs
+    /// (`workflows::cost`): the chain is not written here, so it cannot drift.
     pub(super) fn test_failover(&self, disks: u32) -> Chain {
         self.chain(
             &cost::declared(store::Workflow::TestFailover, Mode::Replica),
@@ -69,10 +67,7 @@ impl Durations {
         )
     }
 
-    /// A cleanup, as its steps declare it: stop-test-vm → detach-from-test-vm (N on the test VM's
-    /// queue) → revert-replicas (each replica detached, on its own queue: at once) →
-    /// reattach-replicas (N on the appliance's queue, then the last disk's hot-plug) →
-    /// delete-snapshots (each on its own queue) → destroy-test-vm.
+    /// A cleanup (replica mode), as its steps declare their jobs (`workflows::cost`).
     pub(super) fn cleanup(&self, disks: u32) -> Chain {
         self.chain(
             &cost::declared(store::Workflow::Cleanup, Mode::Replica),
