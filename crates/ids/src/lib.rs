@@ -78,6 +78,12 @@ macro_rules! id {
             }
         }
 
+        impl From<&&str> for $name {
+            fn from(id: &&str) -> Self {
+                $name((*id).to_string())
+            }
+        }
+
         impl From<&$name> for $name {
             fn from(id: &$name) -> Self {
                 id.clone()
