@@ -749,3 +749,47 @@ fn the_scan_finds_a_circle_through_a_parent() {
         ]
     );
 }
+
+/// A source file holds one idea: past this many lines it must say at its top why it
+/// is one file (a `//! Long on purpose: …` line among its first 40).
+const MAX_LINES: usize = 800;
+
+/// The source files (tests aside: `tests.rs` modules) longer than [`MAX_LINES`] that
+/// do not say why, with their lengths.
+fn long_files_without_a_reason() -> Vec<String> {
+    let mut files = Vec::new();
+    for krate in std::fs::read_dir(workspace_root().join("crates")).expect("crates/") {
+        let src = krate.expect("an entry").path().join("src");
+        if src.is_dir() {
+            rust_files(&src, &mut files);
+        }
+    }
+    files.sort();
+    files
+        .into_iter()
+        .filter(|path| path.file_name().is_some_and(|n| n != "tests.rs"))
+        .filter_map(|path| {
+            let text = std::fs::read_to_string(&path).expect("a source file");
+            let lines = text.lines().count();
+            let says_why = text
+                .lines()
+                .take(40)
+                .any(|l| l.trim_start().starts_with("//! Long on purpose:"));
+            (lines > MAX_LINES && !says_why).then(|| {
+                let shown = path.strip_prefix(workspace_root()).unwrap_or(&path);
+                format!("{} has {lines} lines", shown.display())
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn no_source_file_is_long_without_saying_why() {
+    let long = long_files_without_a_reason();
+    assert!(
+        long.is_empty(),
+        "split these along their ideas, or say at the top why each is one file \
+         (`//! Long on purpose: …` among its first 40 lines):\n{}",
+        long.join("\n")
+    );
+}

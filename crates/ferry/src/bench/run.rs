@@ -155,7 +155,10 @@ impl Observed {
 
     /// From the phase's start to the end of its last run.
     pub(super) fn seconds(&self) -> anyhow::Result<f64> {
-        Ok(seconds_between(self.started_ms, last_finish(&self.runs)?))
+        // A phase none of whose runs ended (none were started: no test failover ended
+        // done, so there is nothing to clean up) took no time, not "until the epoch".
+        let end = last_finish(&self.runs)?.unwrap_or(self.started_ms);
+        Ok(seconds_between(self.started_ms, end))
     }
 }
 
@@ -169,12 +172,28 @@ pub(super) fn seconds_between(from_ms: i64, to_ms: i64) -> f64 {
     (to_ms - from_ms) as f64 / 1000.0
 }
 
-fn last_finish(runs: &[RunSummary]) -> anyhow::Result<i64> {
-    let mut last = 0;
+/// When the last of `runs` ended, if any did.
+fn last_finish(runs: &[RunSummary]) -> anyhow::Result<Option<i64>> {
+    let mut last = None;
     for r in runs {
         if let Some(at) = &r.finished_at {
-            last = last.max(millis(at)?);
+            last = last.max(Some(millis(at)?));
         }
     }
     Ok(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phase_with_no_runs_took_no_time() {
+        let observed = Observed {
+            started_ms: 1_700_000_000_000,
+            runs: Vec::new(),
+            details: Vec::new(),
+        };
+        assert_eq!(observed.seconds().unwrap(), 0.0);
+    }
 }
