@@ -529,3 +529,108 @@ async fn a_stuck_run_can_be_abandoned_and_frees_its_vm() -> TestResult {
         .await?;
     Ok(())
 }
+
+// ---- Typed outputs -------------------------------------------------------------------
+
+/// What `Deploy` records: the shape a later step reads back, typed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Deployed {
+    vm_id: String,
+    disks: usize,
+}
+
+const DEPLOY: engine::Output<Deployed> = engine::Output::new("deploy");
+const BOOT: engine::Output<String> = engine::Output::new("boot");
+
+struct Deploy;
+struct Boot;
+
+#[async_trait]
+impl engine::TypedStep<World> for Deploy {
+    type Output = Deployed;
+
+    fn output(&self) -> engine::Output<Deployed> {
+        DEPLOY
+    }
+
+    async fn run(&self, cx: &StepContext<'_, World>) -> Result<Deployed, StepError> {
+        cx.ctx.calls.lock().unwrap().push("run deploy".into());
+        Ok(Deployed {
+            vm_id: "vm-1".into(),
+            disks: 2,
+        })
+    }
+
+    async fn undo(
+        &self,
+        cx: &StepContext<'_, World>,
+        output: Option<Deployed>,
+    ) -> Result<(), StepError> {
+        cx.ctx
+            .calls
+            .lock()
+            .unwrap()
+            .push(format!("undo deploy {:?}", output.map(|o| o.vm_id)));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl engine::TypedStep<World> for Boot {
+    type Output = String;
+
+    fn output(&self) -> engine::Output<String> {
+        BOOT
+    }
+
+    async fn run(&self, cx: &StepContext<'_, World>) -> Result<String, StepError> {
+        let deployed = cx.lookup(DEPLOY)?;
+        assert_eq!(cx.lookup_if_done(BOOT)?, None, "not done yet");
+        if cx.ctx.faults.lock().unwrap().contains_key("boot") {
+            return Err(StepError::Definitive("no boot disk".into()));
+        }
+        Ok(format!(
+            "{} booted from {} disks",
+            deployed.vm_id, deployed.disks
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_typed_step_records_json_and_the_next_reads_it_as_its_type() -> TestResult {
+    let t = store::testing::sqlite().await?;
+    let run = run_on(&t).await?;
+    let world = World::default();
+    let engine = Engine::new(t.store.clone(), config("w"));
+    let saga = Saga::new(vec![Box::new(Deploy), Box::new(Boot)]);
+    assert_eq!(saga.steps[0].name(), "deploy");
+    assert_eq!(engine.execute(&run, &saga, &world).await?, Outcome::Done);
+    let steps = t.store.steps(&run).await?;
+    let recorded: Value = serde_json::from_str(steps[0].output.as_deref().unwrap())?;
+    assert_eq!(recorded, json!({ "vm_id": "vm-1", "disks": 2 }));
+    let booted: Value = serde_json::from_str(steps[1].output.as_deref().unwrap())?;
+    assert_eq!(booted, json!("vm-1 booted from 2 disks"));
+
+    // Unwinding hands the undo the action's output, typed.
+    let run = run_on_again(&t).await?;
+    world.fault("boot", Fault::Definitive);
+    let outcome = engine.execute(&run, &saga, &world).await?;
+    assert!(matches!(outcome, Outcome::Unwound { .. }), "{outcome:?}");
+    assert!(
+        world
+            .calls()
+            .contains(&"undo deploy Some(\"vm-1\")".to_string()),
+        "{:?}",
+        world.calls()
+    );
+    Ok(())
+}
+
+/// A second run on the VM of [`run_on`], once its first has ended.
+async fn run_on_again(t: &TestStore) -> anyhow::Result<String> {
+    let vm = t.store.vm("pgtest1").await?.expect("registered");
+    Ok(t.store
+        .create_run(&vm.id, Workflow::TestFailover, None)
+        .await?
+        .id)
+}

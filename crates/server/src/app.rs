@@ -177,40 +177,13 @@ pub async fn start(
     let app = router(state.clone());
     let task = tokio::spawn(async move {
         let worker_shutdown = shutdown.clone();
-        let resume_store = store.clone();
-        let resume_owner = owner.clone();
+        // The volume operations a previous process left in flight are settled first
+        // (the worker's restart policy), so no run resumes into a volume that is still
+        // moving.
         let worker_task = tokio::spawn(async move {
-            // Volume operations a previous process left in flight are settled first
-            // (by their job ids, or by looking at CloudStack), so no run resumes into
-            // a volume that is still moving.
-            // Those of runs another live process holds are its to drive.
-            let held = match resume_store.runs_held_by_others(&resume_owner).await {
-                Ok(held) => held.into_iter().collect::<std::collections::HashSet<_>>(),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read which runs other workers hold; resuming nothing now");
-                    worker.run(worker_shutdown.cancelled_owned()).await;
-                    return;
-                }
-            };
-            let keep =
-                |op: &volumed::OpRecord| op.run_id.as_ref().is_none_or(|r| !held.contains(r));
-            let resumed = tokio::select! {
-                resumed = local.resume_unfinished_where(keep) => resumed,
-                _ = worker_shutdown.cancelled() => return,
-            };
-            match resumed {
-                Ok(resumed) if !resumed.is_empty() => {
-                    tracing::info!(
-                        count = resumed.len(),
-                        "resumed the volume operations left in flight"
-                    )
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot resume the volume operations in flight")
-                }
-            }
-            worker.run(worker_shutdown.cancelled_owned()).await;
+            worker
+                .resume_and_run(&local, worker_shutdown.cancelled_owned())
+                .await;
         });
         tracing::info!(%addr, worker = %owner, "ferry serves");
         let served = axum::serve(listener, app)

@@ -92,26 +92,9 @@ async fn target_vm(state: &AppState, vm: &ProtectedVm) -> Result<Option<TargetVm
     let Some(run) = state.env.store.last_run(&vm.id, workflow).await? else {
         return Ok(None);
     };
-    let Some(input) = workflows::test_failover::run_input(&run) else {
+    let Some(plan) = workflows::target::TargetPlan::of_run(&state.env.store, &run).await? else {
         return Ok(None);
     };
-    // In clone mode a clone stands in for its replica.
-    let mut replica_of: BTreeMap<String, String> = BTreeMap::new();
-    if run.mode.as_deref() == Some("clone") {
-        for step in state.env.store.steps(&run.id).await? {
-            if step.name == "create-clones"
-                && let Some(output) = step.output.as_deref()
-                && let Ok(value) = serde_json::from_str::<Value>(output)
-                && let Some(clones) = value.get("clones").and_then(Value::as_object)
-            {
-                for (replica, clone) in clones {
-                    if let Some(clone) = clone.as_str() {
-                        replica_of.insert(clone.to_string(), replica.clone());
-                    }
-                }
-            }
-        }
-    }
     let cloud_unreachable = |e: &(dyn std::error::Error + 'static)| {
         ApiError::Unavailable(format!(
             "cannot read the target VM {target_id} from CloudStack: {}",
@@ -130,7 +113,7 @@ async fn target_vm(state: &AppState, vm: &ProtectedVm) -> Result<Option<TargetVm
     let Some(cloud_vm) = found.into_iter().next() else {
         return Ok(Some(TargetVm {
             id: target_id.clone(),
-            name: input.target_name.clone(),
+            name: plan.target_name.clone(),
             state: "missing".into(),
             disks: Vec::new(),
             verified: false,
@@ -148,53 +131,37 @@ async fn target_vm(state: &AppState, vm: &ProtectedVm) -> Result<Option<TargetVm
         .iter()
         .map(|d| (d.disk.replica_volume_id.as_str(), d.disk.label.as_str()))
         .collect();
-    let mut disks: Vec<TargetDisk> = volumes
-        .iter()
-        .map(|v| {
-            let replica = replica_of
-                .get(&v.id)
-                .cloned()
-                .unwrap_or_else(|| v.id.clone());
-            let planned = input.plan.by_volume(&replica);
-            TargetDisk {
-                device_id: v.device_id,
-                volume_id: v.id.clone(),
-                volume_name: v.name.clone(),
-                size_bytes: v.size_bytes,
-                role: match planned {
-                    Some(p) if p.is_boot => "boot",
-                    Some(_) => "data",
-                    None => "unexpected",
-                }
-                .to_string(),
-                label: labels.get(replica.as_str()).map(|l| l.to_string()),
-                planned_device_id: planned.map(|p| p.device_id),
+    let check = plan.check(volumes);
+    let mut disks: Vec<TargetDisk> = check
+        .disks
+        .into_iter()
+        .map(|d| TargetDisk {
+            device_id: d.volume.device_id,
+            role: match &d.planned {
+                Some(p) if p.is_boot => "boot",
+                Some(_) => "data",
+                None => "unexpected",
             }
+            .to_string(),
+            label: d
+                .planned
+                .as_ref()
+                .and_then(|p| labels.get(p.volume_id.as_str()))
+                .map(|l| l.to_string()),
+            planned_device_id: d.planned.as_ref().map(|p| p.device_id),
+            volume_id: d.volume.id,
+            volume_name: d.volume.name,
+            size_bytes: d.volume.size_bytes,
         })
         .collect();
     disks.sort_by_key(|d| (d.device_id.unwrap_or(i64::MAX), d.volume_id.clone()));
-    let planned = input.plan.disks().len();
-    let in_place = disks
-        .iter()
-        .filter(|d| d.planned_device_id.is_some() && d.planned_device_id == d.device_id)
-        .count();
-    let unexpected = disks.iter().filter(|d| d.role == "unexpected").count();
-    let verified = in_place == planned && unexpected == 0 && disks.len() == planned;
-    let mut verification = format!(
-        "{in_place} of {planned} disks at their planned device ids (CloudStack listVolumes)"
-    );
-    if unexpected > 0 {
-        verification.push_str(&format!(
-            "; {unexpected} volume(s) attached that are not in the plan"
-        ));
-    }
     Ok(Some(TargetVm {
         id: cloud_vm.id,
         name: cloud_vm.name,
         state: cloud_vm.state,
         disks,
-        verified,
-        verification,
+        verified: check.verified,
+        verification: check.verification,
     }))
 }
 

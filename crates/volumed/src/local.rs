@@ -70,7 +70,9 @@ use crate::appliance::Appliances;
 use crate::commands::{self, Submitted, command_of};
 use crate::device::{self, Device, PollSteps, Presence};
 use crate::error::{Error, Result, chain};
-use crate::journal::{Begun, DeviceRecord, Journal, NewOp, OpKind, OpRecord, Outcome};
+use crate::journal::{
+    Begun, DeviceRecord, Journal, JournalError, NewOp, OpKind, OpRecord, Outcome,
+};
 use crate::look::{self, Look, Origin};
 use crate::serialization::Serialization;
 use crate::service::VolumeService;
@@ -395,12 +397,17 @@ impl Inner {
             (_, None) => self.submit_and_wait(&op, &request, origin).await,
         };
         let recorded = match &outcome {
-            Ok(value) => {
-                self.after_success(&op, &request, value).await;
-                self.journal
-                    .finish(&op.id, Outcome::Succeeded(value.clone()))
-                    .await
-            }
+            // Where the volume now is belongs to the operation: until it is recorded
+            // the operation stays unfinished, and a repeated request (or a resume)
+            // settles it again and records it.
+            Ok(value) => match self.after_success(&op, &request, value).await {
+                Ok(()) => {
+                    self.journal
+                        .finish(&op.id, Outcome::Succeeded(value.clone()))
+                        .await
+                }
+                Err(e) => Err(e),
+            },
             Err(e) if e.is_final() => {
                 tracing::info!(error = %e, "operation failed");
                 self.journal
@@ -580,9 +587,15 @@ impl Inner {
         Ok(())
     }
 
-    /// Records where a volume now is. The operation already happened, so a failure
-    /// here is logged, not returned.
-    async fn after_success(&self, op: &OpRecord, request: &OpRequest, value: &Value) {
+    /// Records a volume ferry created or deleted (a failure is logged: the operation
+    /// already happened) and where an attached or detached volume now is (a failure is
+    /// returned: the caller must not see the operation done before the record).
+    async fn after_success(
+        &self,
+        op: &OpRecord,
+        request: &OpRequest,
+        value: &Value,
+    ) -> Result<(), JournalError> {
         let noted = match request {
             OpRequest::CreateVolume { snapshot_id, .. } => {
                 match value.get("id").and_then(Value::as_str) {
@@ -615,14 +628,12 @@ impl Inner {
                         device_id: v.device_id,
                         device_path: None,
                     },
-                    Err(_) => return,
+                    Err(_) => return Ok(()),
                 }
             }
-            _ => return,
+            _ => return Ok(()),
         };
-        if let Err(e) = self.journal.record_device(record).await {
-            tracing::warn!(error = %chain(&e), "could not record the volume's attachment");
-        }
+        self.journal.record_device(record).await
     }
 }
 

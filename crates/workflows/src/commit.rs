@@ -11,15 +11,15 @@
 //! must look (a rollback is still possible). A *forward* workflow like cleanup and
 //! rollback: nothing is undone, a failed commit is started again.
 
-use async_trait::async_trait;
-use engine::{Saga, Step, StepContext, StepError};
-use serde_json::{Value, json};
-use store::{VmState, Workflow};
+use engine::Saga;
+use store::Workflow;
 
-use crate::cleanup::DeleteSnapshots;
-use crate::common::{StartError, input};
-use crate::env::{Env, store_error, volume_error};
-use crate::live::{follow_up, live_vm};
+use crate::env::Env;
+use crate::jobs::{Steps, saga_of};
+use crate::run::{StartError, follow_up};
+use crate::steps::checks::CheckVm;
+use crate::steps::record::Record;
+use crate::steps::snapshots::DeleteSnapshots;
 
 /// Creates a commit run for `vm_name` (which must be `failed_over`), following up its
 /// last live failover.
@@ -33,100 +33,17 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
     .await
 }
 
-/// The commit saga.
+/// The commit saga. Its steps leave the default undo, which does nothing: a forward
+/// workflow, the next commit finishes what this one left.
 pub fn saga() -> Saga<Env> {
-    Saga::new(vec![
+    saga_of(steps())
+}
+
+/// The steps of a commit, in order.
+pub(crate) fn steps() -> Steps {
+    vec![
         Box::new(CheckVm),
         Box::new(DeleteSnapshots),
-        Box::new(Record),
-    ])
-}
-
-struct CheckVm;
-struct Record;
-
-#[async_trait]
-impl Step<Env> for CheckVm {
-    fn name(&self) -> &str {
-        "check-vm"
-    }
-
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
-        let env = cx.ctx;
-        let input = input(cx)?;
-        let vm = live_vm(cx).await?.ok_or_else(|| {
-            StepError::Definitive(format!(
-                "VM {} does not exist: there is no failover to commit",
-                input.target_name
-            ))
-        })?;
-        let observed: Vec<(String, Option<i64>, i64)> = env
-            .volumes
-            .list_vm_volumes(&vm.id)
-            .await
-            .map_err(|e| volume_error("listing the VM's volumes", e))?
-            .into_iter()
-            .map(|v| (v.id, v.device_id, v.size_bytes))
-            .collect();
-        // Volumes added after the cut-over are the VM's own business; every replica
-        // must be where the failover put it.
-        let missing: Vec<String> = input
-            .plan
-            .disks()
-            .iter()
-            .filter(|d| {
-                !observed
-                    .iter()
-                    .any(|(id, device, _)| *id == d.volume_id && *device == Some(d.device_id))
-            })
-            .map(|d| format!("replica {} at device {}", d.volume_id, d.device_id))
-            .collect();
-        if !missing.is_empty() {
-            return Err(StepError::Definitive(format!(
-                "VM {} ({}) no longer holds {}: not committing; look, then roll back or fix it",
-                vm.name,
-                vm.id,
-                missing.join(", ")
-            )));
-        }
-        Ok(json!({ "vm_id": vm.id, "state": vm.state }))
-    }
-
-    /// A forward workflow: the next commit finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Step<Env> for Record {
-    fn name(&self) -> &str {
-        "record"
-    }
-
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
-        let target = cx.output("check-vm")?["vm_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        cx.ctx
-            .store
-            .set_vm_state(&cx.run.vm_id, VmState::Committed, Some(&target))
-            .await
-            .map_err(|e| store_error("recording committed", e))?;
-        Ok(json!({ "state": "committed", "target_vm_id": target }))
-    }
-
-    /// A forward workflow: the next commit finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
-    }
+        Box::new(Record::Committed),
+    ]
 }

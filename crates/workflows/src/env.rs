@@ -39,10 +39,13 @@ pub struct Env {
     pub guest_prep: Option<volumed::GuestPrep>,
 }
 
+/// What a workflow step sees: the engine's context over [`Env`].
+pub(crate) type Cx<'a> = StepContext<'a, Env>;
+
 /// A volume-daemon call for this run and step: its key is deterministic (run, step,
 /// what), so a repeated attempt — after a crash too — gets the first result instead
 /// of acting twice; it carries the run's fencing generation.
-pub(crate) fn call(cx: &StepContext<'_, Env>, step: &str, what: &str) -> Call {
+pub(crate) fn call(cx: &Cx<'_>, step: &str, what: &str) -> Call {
     // After an operator retried a stuck run, its undos act under new keys: the call that
     // failed definitively (CloudStack did nothing) is then sent again rather than
     // answered with its recorded failure. A resumed run keeps its keys.
@@ -84,11 +87,7 @@ pub(crate) fn store_error(what: &str, e: store::StoreError) -> StepError {
 /// commands are journaled by the volume daemon instead. A failure to record is logged,
 /// not fatal: the job itself is what matters, and the step that waits on it looks at
 /// CloudStack again when it is resumed.
-pub(crate) async fn record_job<T>(
-    cx: &StepContext<'_, Env>,
-    job: &cloudstack::Job<T>,
-    vm_id: Option<&str>,
-) {
+pub(crate) async fn record_job<T>(cx: &Cx<'_>, job: &cloudstack::Job<T>, vm_id: Option<&str>) {
     let fields = serde_json::json!({
         "job_id": job.job_id,
         "command": job.command,
@@ -117,7 +116,7 @@ pub(crate) async fn record_job<T>(
 /// destroy behind the first, and fail it once the first had done the work. A job that
 /// has ended is not returned — the VM's state then says what it did.
 pub(crate) async fn pending_job<T>(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     command: &str,
     vm_id: Option<&str>,
 ) -> Result<Option<cloudstack::Job<T>>, StepError> {
@@ -131,7 +130,7 @@ pub(crate) async fn pending_job<T>(
 /// cannot be seen once done (a destroy: the VM is gone, and a second destroy fails).
 /// A VM found before such a job ended must not be destroyed again.
 pub(crate) async fn pending_or_done_job<T>(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     command: &str,
     vm_id: Option<&str>,
 ) -> Result<Option<cloudstack::Job<T>>, StepError> {
@@ -146,7 +145,7 @@ pub(crate) async fn pending_or_done_job<T>(
 /// and before the run log had its id), a pending job of that command on `vm_id` that
 /// CloudStack lists.
 async fn recorded_job<T>(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     command: &str,
     vm_id: Option<&str>,
 ) -> Result<Option<(cloudstack::Job<T>, cloudstack::JobStatus)>, StepError> {
@@ -196,7 +195,7 @@ async fn recorded_job<T>(
 
 /// A pending job of `command` on VM `vm_id` that CloudStack lists (`listAsyncJobs`).
 async fn unrecorded_job<T>(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     command: &str,
     vm_id: Option<&str>,
 ) -> Result<Option<(cloudstack::Job<T>, cloudstack::JobStatus)>, StepError> {

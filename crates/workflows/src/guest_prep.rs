@@ -18,14 +18,9 @@
 //! failed command (or one interrupted by a daemon restart) is a definitive error that
 //! unwinds the run, with the tail of what the command printed.
 
-use async_trait::async_trait;
-use engine::{Step, StepContext, StepError};
-use serde_json::{Value, json};
 use store::{GuestOs, GuestPrep};
-use volumed::Presence;
 
-use crate::common::{appliance_vm_id, ensure_on_appliance, input, protected_vm};
-use crate::env::{Env, call, cloud_error, store_error, volume_error};
+use crate::env::Env;
 
 /// What the policy decides for one VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +39,7 @@ pub fn decide(policy: GuestPrep, os: GuestOs) -> Decision {
     }
 }
 
-fn why(vm: &store::ProtectedVm) -> String {
+pub(crate) fn why(vm: &store::ProtectedVm) -> String {
     format!(
         "guest_prep = \"{}\", guest_os = \"{}\"",
         vm.spec.guest_prep.as_str(),
@@ -53,7 +48,7 @@ fn why(vm: &store::ProtectedVm) -> String {
 }
 
 /// The refusal when a VM needs preparation and ferry has no command for it.
-fn not_configured(vm: &store::ProtectedVm) -> String {
+pub(crate) fn not_configured(vm: &store::ProtectedVm) -> String {
     format!(
         "{} needs guest preparation ({}) but no guest-preparation command is configured: \
          configure one (program, args with {{device}} for the boot disk's path, timeout_secs) — for Windows guests \
@@ -120,239 +115,6 @@ pub async fn check_guest_prep(env: &Env, vm: &store::ProtectedVm) -> Result<(), 
             prep.program, appliance.name
         )),
     }
-}
-
-/// Runs the configured guest preparation on the boot replica, on the appliance, when
-/// the VM's policy asks for it.
-pub struct PrepareGuest;
-
-const STEP: &str = "guest-prep";
-
-#[async_trait]
-impl Step<Env> for PrepareGuest {
-    fn name(&self) -> &str {
-        STEP
-    }
-
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
-        let env = cx.ctx;
-        let vm = protected_vm(cx).await?;
-        if decide(vm.spec.guest_prep, vm.spec.guest_os) == Decision::Skip {
-            return Ok(json!({ "ran": false, "policy": why(&vm) }));
-        }
-        let prep = env
-            .guest_prep
-            .as_ref()
-            .ok_or_else(|| StepError::Definitive(not_configured(&vm)))?;
-        let input = input(cx)?;
-        let boot = input.plan.boot();
-        let appliance = appliance_vm_id(cx, &vm).await?;
-        let outcome = env
-            .volumes
-            .prepare_guest(
-                &call(cx, STEP, &boot.volume_id),
-                &appliance,
-                &boot.volume_id,
-                prep,
-            )
-            .await
-            .map_err(|e| volume_error(&format!("on appliance {appliance}"), e))?;
-        let message = format!(
-            "guest preparation of boot replica {} ({}): `{}` succeeded in {} ms",
-            boot.volume_id,
-            outcome.device_path,
-            outcome.command.join(" "),
-            outcome.duration_ms
-        );
-        if let Err(e) = env
-            .store
-            .add_event(&cx.run.id, "info", Some(STEP), &message, None)
-            .await
-        {
-            tracing::warn!(run = %cx.run.id, error = %e, "cannot record an event");
-        }
-        Ok(json!({
-            "ran": true,
-            "policy": why(&vm),
-            "volume_id": outcome.volume_id,
-            "device_path": outcome.device_path,
-            "command": outcome.command,
-            "duration_ms": outcome.duration_ms,
-            "stdout_tail": outcome.stdout_tail,
-            "stderr_tail": outcome.stderr_tail,
-        }))
-    }
-
-    /// Puts the boot replica's content back: the command rewrote it (in part, if it
-    /// failed), and the steps around this one do not undo that. The snapshot step's
-    /// undo only *deletes* the snapshots, and the reverts that do exist — cleanup's
-    /// and the attach step's undo — run only on the replicas' way back from a target
-    /// VM, which an unwind from here (a failed preparation, a failed create-vm) never
-    /// takes. So this undo reverts the boot replica to the run's snapshot itself, while
-    /// that snapshot still exists (the snapshot step's undo runs after this one).
-    /// CloudStack reverts only a detached volume (or one of a stopped VM, and the
-    /// appliance keeps running), so the replica leaves the appliance for the revert
-    /// and comes back, its device path found again.
-    ///
-    /// Run twice, it reverts once: the revert is recorded as a run event, and a second
-    /// run that finds it only makes sure the replica is back on the appliance (the
-    /// replica is on the appliance both before and after, so CloudStack's state alone
-    /// cannot tell a done revert from one still to do).
-    ///
-    /// Nothing is done when the policy skips the VM, or when no command is configured
-    /// and the action recorded nothing (then it cannot have run).
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        let env = cx.ctx;
-        let vm = protected_vm(cx).await?;
-        let ran = match output {
-            Some(out) => out["ran"].as_bool().unwrap_or(true),
-            None => {
-                decide(vm.spec.guest_prep, vm.spec.guest_os) == Decision::Run
-                    && env.guest_prep.is_some()
-            }
-        };
-        if !ran {
-            return Ok(());
-        }
-        let input = input(cx)?;
-        let boot = input.plan.boot();
-        let appliance = appliance_vm_id(cx, &vm).await?;
-        if !reverted_already(cx).await? {
-            revert_boot_replica(cx, &input, &appliance).await?;
-        }
-        ensure_on_appliance(cx, UNDO, &boot.volume_id, &appliance).await
-    }
-}
-
-const UNDO: &str = "undo-guest-prep";
-
-/// The start of the event that records the undo's revert.
-const REVERTED: &str = "reverted the boot replica after guest preparation:";
-
-async fn reverted_already(cx: &StepContext<'_, Env>) -> Result<bool, StepError> {
-    Ok(cx
-        .ctx
-        .store
-        .events(&cx.run.id)
-        .await
-        .map_err(|e| store_error("reading the run's events", e))?
-        .iter()
-        .any(|e| e.step.as_deref() == Some(UNDO) && e.message.starts_with(REVERTED)))
-}
-
-/// Detaches the boot replica from the appliance (if it is there), reverts it to the
-/// run's snapshot and records that it did.
-async fn revert_boot_replica(
-    cx: &StepContext<'_, Env>,
-    input: &crate::common::RunInput,
-    appliance: &str,
-) -> Result<(), StepError> {
-    let env = cx.ctx;
-    let boot = input.plan.boot();
-    let name = crate::test_failover::snapshot_name(&input.target_name, boot.device_key);
-    let snapshot = env
-        .cloud
-        .list_snapshots(Some(&boot.volume_id), None)
-        .await
-        .map_err(|e| cloud_error("listing snapshots", e))?
-        .into_iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| {
-            StepError::Definitive(format!(
-                "cannot revert boot replica {} after guest preparation: its snapshot {name} is gone, so it may hold \
-                 the preparation's changes; resynchronise it from the source, then abandon this run",
-                boot.volume_id
-            ))
-        })?;
-    let volume = env
-        .cloud
-        .get_volume(&boot.volume_id)
-        .await
-        .map_err(|e| cloud_error("looking up the boot replica", e))?
-        .ok_or_else(|| {
-            StepError::Definitive(format!(
-                "boot replica {} no longer exists in CloudStack",
-                boot.volume_id
-            ))
-        })?;
-    match volume.virtualmachineid.as_deref() {
-        None => {}
-        Some(on) if on == appliance => {
-            // Until the revert is recorded, nothing puts the replica back on the
-            // appliance, so this key is never asked for a second detach.
-            env.volumes
-                .detach(
-                    &call(cx, UNDO, &format!("detach/{}", boot.volume_id)),
-                    &boot.volume_id,
-                )
-                .await
-                .map_err(|e| volume_error("detaching the boot replica to revert it", e))?;
-            env.volumes
-                .wait_device(
-                    appliance,
-                    &boot.volume_id,
-                    Presence::Disappears,
-                    env.device_timeout,
-                )
-                .await
-                .map_err(|e| {
-                    volume_error("waiting for the boot replica to leave the appliance", e)
-                })?;
-            env.store
-                .record_attachment(
-                    &boot.volume_id,
-                    &store::Attachment {
-                        vm_id: None,
-                        device_id: None,
-                        device_path: None,
-                        seen_at: None,
-                    },
-                )
-                .await
-                .map_err(|e| store_error("recording the detach", e))?;
-        }
-        Some(other) => {
-            // The later steps' undos bring it back to the appliance before this one
-            // runs; anywhere else, someone else has it.
-            return Err(StepError::Definitive(format!(
-                "boot replica {} is attached to VM {other}, neither the appliance nor detached: \
-                 cannot revert the guest preparation",
-                boot.volume_id
-            )));
-        }
-    }
-    env.volumes
-        .revert(
-            &call(cx, UNDO, &format!("revert/{}", snapshot.id)),
-            &snapshot.id,
-        )
-        .await
-        .map_err(|e| {
-            volume_error(
-                &format!(
-                    "reverting boot replica {} to {}",
-                    boot.volume_id, snapshot.id
-                ),
-                e,
-            )
-        })?;
-    env.store
-        .add_event(
-            &cx.run.id,
-            "info",
-            Some(UNDO),
-            &format!(
-                "{REVERTED} {} to snapshot {} ({name})",
-                boot.volume_id, snapshot.id
-            ),
-            None,
-        )
-        .await
-        .map_err(|e| store_error("recording the revert", e))
 }
 
 #[cfg(test)]
@@ -431,7 +193,7 @@ mod tests {
             store: t.store.clone(),
             cloud,
             volumes,
-            target: crate::Target {
+            target: crate::env::Target {
                 zone_id: "zone".into(),
                 service_offering_id: "offering".into(),
                 template_id: "template".into(),

@@ -11,21 +11,33 @@
 //! [`cleanup`], [`live`] failover, [`rollback`] and [`commit`], with [`guest_prep`]
 //! (run on the appliance by the volume daemon) and the operator [`hooks`] around
 //! them, and the [`worker`] loop that executes runs.
+//!
+//! Each workflow module is its doc, its `start` and the ordered list of its steps;
+//! every step lives once, in the library of steps (`steps`, grouped by what a step
+//! touches), built on the ensures several steps share (`ensure`) and on what a run
+//! carries (`run`: its input, mode and start errors). Each step declares the
+//! CloudStack jobs it submits (`jobs`), and [`cost`] reads them from the same list of
+//! steps that builds the saga; [`target`] checks a failed-over VM's target against its
+//! plan for those who show it.
 
 pub mod cleanup;
 pub mod commit;
-mod common;
 pub mod cost;
+mod ensure;
 mod env;
 pub mod guest_prep;
 pub mod hooks;
+mod jobs;
 pub mod live;
 pub mod plan;
 pub mod rollback;
+mod run;
+mod steps;
+pub mod target;
 pub mod test_failover;
 pub mod worker;
 
-pub use common::{RunInput, StartError};
 pub use env::{Env, Target};
 pub use hooks::{Hook, Hooks};
+pub use run::{RunInput, StartError};
 pub use worker::{Worker, WorkerConfig, saga_for};

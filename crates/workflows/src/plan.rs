@@ -462,6 +462,21 @@ pub enum Mismatch {
     ListedTwice { volume_id: String },
 }
 
+impl Mismatch {
+    /// The id of the volume a mismatch names, for a caller that names that volume
+    /// otherwise (clone mode names a replica by its clone) — none for an unplanned
+    /// volume, which is named as it was observed.
+    pub fn planned_volume_id_mut(&mut self) -> Option<&mut String> {
+        match self {
+            Mismatch::Missing { volume_id, .. }
+            | Mismatch::WrongDeviceId { volume_id, .. }
+            | Mismatch::WrongSize { volume_id, .. }
+            | Mismatch::ListedTwice { volume_id } => Some(volume_id),
+            Mismatch::Unplanned { .. } => None,
+        }
+    }
+}
+
 fn role(is_boot: bool) -> &'static str {
     if is_boot { "boot" } else { "data" }
 }
@@ -571,4 +586,4 @@ impl fmt::Display for Size {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

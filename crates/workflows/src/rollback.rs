@@ -34,19 +34,17 @@
 //! `after_rollback_failed`) and as a `warn` event of the run, for the operator to power
 //! the source on by hand. The run ends `done`.
 
-use async_trait::async_trait;
-use engine::{Saga, Step, StepContext, StepError};
-use serde_json::{Value, json};
-use store::{VmState, Workflow};
+use engine::Saga;
+use store::Workflow;
 
-use crate::cleanup::{DeleteSnapshots, ReattachReplicas};
-use crate::common::{
-    StartError, destroy_vm_without_replicas, ensure_stopped, input, needs,
-    put_back_detached_replicas,
-};
-use crate::env::{Env, call, cloud_error, pending_job, record_job, store_error, volume_error};
-use crate::hooks::{HookContext, HookPoint, run_all};
-use crate::live::{follow_up, live_vm};
+use crate::env::Env;
+use crate::jobs::{Steps, saga_of};
+use crate::run::{StartError, follow_up};
+use crate::steps::hooks::AfterRollbackHooks;
+use crate::steps::record::Record;
+use crate::steps::replicas::{DetachFrom, ReattachReplicas};
+use crate::steps::snapshots::DeleteSnapshots;
+use crate::steps::vm::{Destroy, StopVm, TargetVm};
 
 /// Creates a rollback run for `vm_name` (which must be `failed_over`), following up its
 /// last live failover.
@@ -60,259 +58,21 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
     .await
 }
 
-/// The rollback saga.
+/// The rollback saga. Only `detach-from-vm` has an undo; the others leave the default,
+/// which does nothing: a forward workflow, the next rollback finishes what this one left.
 pub fn saga() -> Saga<Env> {
-    Saga::new(vec![
+    saga_of(steps())
+}
+
+/// The steps of a rollback, in order.
+pub(crate) fn steps() -> Steps {
+    vec![
         Box::new(StopVm),
-        Box::new(DetachFromVm),
+        Box::new(DetachFrom(TargetVm::Live)),
         Box::new(ReattachReplicas),
         Box::new(DeleteSnapshots),
-        Box::new(DestroyVm),
+        Box::new(Destroy(TargetVm::Live)),
         Box::new(AfterRollbackHooks),
-        Box::new(Record),
-    ])
-}
-
-struct StopVm;
-struct DetachFromVm;
-struct DestroyVm;
-struct AfterRollbackHooks;
-struct Record;
-
-async fn event(cx: &StepContext<'_, Env>, level: &str, step: &str, message: &str) {
-    if let Err(e) = cx
-        .ctx
-        .store
-        .add_event(&cx.run.id, level, Some(step), message, None)
-        .await
-    {
-        tracing::warn!(run = %cx.run.id, error = %e, "cannot record an event");
-    }
-}
-
-#[async_trait]
-impl Step<Env> for StopVm {
-    fn name(&self) -> &str {
-        "stop-vm"
-    }
-
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
-        let env = cx.ctx;
-        let Some(vm) = live_vm(cx).await? else {
-            return Ok(json!({ "found": false }));
-        };
-        if vm.state == "Stopped" {
-            return Ok(json!({ "vm_id": vm.id, "found": true, "forced": false }));
-        }
-        // Gracefully: the guest's writes are kept (see the module doc).
-        let pending = pending_job(cx, "stopVirtualMachine", Some(&vm.id)).await?;
-        // A stop this step recorded may have ended since the VM was read.
-        if pending.is_none() && !needs(env, &vm.id, "Stopped").await? {
-            return Ok(json!({ "vm_id": vm.id, "found": true, "forced": false }));
-        }
-        let graceful = async {
-            let job = match pending {
-                Some(job) => job,
-                None => {
-                    let job = env.cloud.stop_virtual_machine(&vm.id, false).await?;
-                    record_job(cx, &job, Some(&vm.id)).await;
-                    job
-                }
-            };
-            env.cloud.wait(&job).await
-        }
-        .await;
-        match graceful {
-            Ok(_) => Ok(json!({ "vm_id": vm.id, "found": true, "forced": false })),
-            Err(e) if e.class() == cloudstack::ErrorClass::Definitive => {
-                event(
-                    cx,
-                    "warn",
-                    "stop-vm",
-                    &format!(
-                        "VM {} did not stop gracefully ({e}); stopping it forcibly",
-                        vm.name
-                    ),
-                )
-                .await;
-                let vm = live_vm(cx).await?.unwrap_or(vm);
-                ensure_stopped(cx, &vm).await?;
-                Ok(json!({ "vm_id": vm.id, "found": true, "forced": true }))
-            }
-            Err(e) => Err(cloud_error("stopping the VM", e)),
-        }
-    }
-
-    /// A forward workflow: the next rollback finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Step<Env> for DetachFromVm {
-    fn name(&self) -> &str {
-        "detach-from-vm"
-    }
-
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
-        let env = cx.ctx;
-        let input = input(cx)?;
-        let Some(vm) = live_vm(cx).await? else {
-            return Ok(json!({ "detached": [], "unexpected": [] }));
-        };
-        // Detaching the boot disk needs the VM stopped; a re-run after someone started
-        // it again stops it first.
-        ensure_stopped(cx, &vm).await?;
-        let mut detached = Vec::new();
-        let mut unexpected = Vec::new();
-        for v in env
-            .volumes
-            .list_vm_volumes(&vm.id)
-            .await
-            .map_err(|e| volume_error("listing the VM's volumes", e))?
-        {
-            if input.plan.by_volume(&v.id).is_none() {
-                // Not ferry's to move or delete (a disk added after the cut-over, say):
-                // report it and leave it on the VM. Destroying the VM detaches it.
-                let message = format!(
-                    "unexpected volume {} ({}, {} bytes) at device {:?} on VM {}: not part of the plan; left in place",
-                    v.id, v.name, v.size_bytes, v.device_id, vm.name
-                );
-                event(cx, "warn", "detach-from-vm", &message).await;
-                unexpected.push(json!({ "volume_id": v.id, "device_id": v.device_id }));
-                continue;
-            }
-            env.volumes
-                .detach(
-                    &call(cx, "detach-from-vm", &format!("{}/{}", v.id, vm.id)),
-                    &v.id,
-                )
-                .await
-                .map_err(|e| volume_error(&format!("detaching replica {} from the VM", v.id), e))?;
-            detached.push(v.id);
-        }
-        Ok(json!({ "detached": detached, "unexpected": unexpected }))
-    }
-
-    /// The rollback failed after this step (or in it): a replica it left attached to
-    /// nothing goes back on the live VM (stopped), as the run found it, for the next
-    /// rollback to finish.
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        let input = input(cx)?;
-        let vm = live_vm(cx).await?;
-        put_back_detached_replicas(cx, &input.plan, vm.as_ref()).await?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Step<Env> for DestroyVm {
-    fn name(&self) -> &str {
-        "destroy-vm"
-    }
-
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
-        match live_vm(cx).await? {
-            Some(vm) => {
-                destroy_vm_without_replicas(cx, &vm).await?;
-                Ok(json!({ "destroyed": vm.id }))
-            }
-            None => Ok(json!({ "destroyed": null })),
-        }
-    }
-
-    /// A forward workflow: the next rollback finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Step<Env> for AfterRollbackHooks {
-    fn name(&self) -> &str {
-        "run-hooks"
-    }
-
-    /// Never fails on a hook's account (see the module doc): the failure is reported.
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
-        let hooks = HookPoint::AfterRollback.of(&cx.ctx.hooks);
-        if hooks.is_empty() {
-            return Ok(json!({ "ran": [], "failed": null }));
-        }
-        let vm = crate::common::protected_vm(cx).await?;
-        let context = HookContext {
-            hook: HookPoint::AfterRollback.as_str(),
-            vm: &vm.name,
-            run_id: &cx.run.id,
-        };
-        let report = run_all(hooks, HookPoint::AfterRollback, &context).await;
-        for ran in &report.ran {
-            event(cx, "info", "run-hooks", &format!("hook {ran}")).await;
-        }
-        if let Some(failed) = &report.failed {
-            event(
-                cx,
-                "warn",
-                "run-hooks",
-                &format!(
-                    "{failed}; CloudStack is rolled back all the same — power the source on by hand if it should serve"
-                ),
-            )
-            .await;
-        }
-        Ok(serde_json::to_value(&report).expect("serializable"))
-    }
-
-    /// A forward workflow: the next rollback finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Step<Env> for Record {
-    fn name(&self) -> &str {
-        "record"
-    }
-
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
-        cx.ctx
-            .store
-            .set_vm_state(&cx.run.vm_id, VmState::ReadyForFailover, None)
-            .await
-            .map_err(|e| store_error("recording ready_for_failover", e))?;
-        let hooks_failed = cx
-            .outputs
-            .get("run-hooks")
-            .and_then(|o| o.get("failed"))
-            .cloned()
-            .unwrap_or(Value::Null);
-        Ok(json!({ "state": "ready_for_failover", "after_rollback_failed": hooks_failed }))
-    }
-
-    /// A forward workflow: the next rollback finishes what this one left.
-    async fn undo(
-        &self,
-        _cx: &StepContext<'_, Env>,
-        _output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        Ok(())
-    }
+        Box::new(Record::RolledBack),
+    ]
 }

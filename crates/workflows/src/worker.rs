@@ -10,6 +10,11 @@
 //! periodic claim (default every second) is only for runs created by other processes
 //! and for leases that ran out.
 //!
+//! When a process starts, its volume daemon's unfinished operations are settled before
+//! its worker executes anything ([`Worker::resume_and_run`]), so that no run resumes
+//! into a volume that is still moving — except those of runs another live worker holds
+//! ([`resume_volume_operations`]: the restart policy, here once).
+//!
 //! A worker reports through the `metrics` facade how each execution ended, as
 //! `ferry_runs_total{workflow, outcome}`, and how many runs it is executing now, as
 //! the gauge `ferry_runs_executing`.
@@ -19,21 +24,66 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::{Engine, Outcome, Saga};
-use store::{Run, Workflow};
+use store::{Run, Store, Workflow};
 use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument as _;
 
 use crate::env::Env;
+use crate::jobs::{Steps, saga_of};
+use crate::run::Mode;
 
 /// The saga that executes `run` (a test failover by its recorded mode).
 pub fn saga_for(run: &Run) -> Result<Saga<Env>, String> {
-    Ok(match run.workflow {
-        Workflow::TestFailover => crate::test_failover::saga_for_run(run)?,
-        Workflow::Cleanup => crate::cleanup::saga(),
-        Workflow::LiveFailover => crate::live::saga(),
-        Workflow::Rollback => crate::rollback::saga(),
-        Workflow::Commit => crate::commit::saga(),
-    })
+    let mode = match run.workflow {
+        Workflow::TestFailover => Mode::of_run(run)?,
+        _ => Mode::Replica,
+    };
+    Ok(saga_of_workflow(run.workflow, mode))
+}
+
+/// The saga of `workflow` (in `mode`, for a test failover).
+pub(crate) fn saga_of_workflow(workflow: Workflow, mode: Mode) -> Saga<Env> {
+    saga_of(steps_of(workflow, mode))
+}
+
+/// The steps of `workflow` (in `mode`, for a test failover), in order: what its saga
+/// executes, and what [`crate::cost`] reads.
+pub(crate) fn steps_of(workflow: Workflow, mode: Mode) -> Steps {
+    match workflow {
+        Workflow::TestFailover => crate::test_failover::steps_for(mode),
+        Workflow::Cleanup => crate::cleanup::steps(),
+        Workflow::LiveFailover => crate::live::steps(),
+        Workflow::Rollback => crate::rollback::steps(),
+        Workflow::Commit => crate::commit::steps(),
+    }
+}
+
+/// Settles, when a process starts, the volume operations `daemon`'s journal holds
+/// unfinished — waited on by their job ids, or resolved by looking at CloudStack — and
+/// logs how each ended. The operations of runs that a live worker other than `worker`
+/// (this process's) holds are left alone: that worker's own volume daemon is driving
+/// them, and a step it resumes finds each under the same key. When it cannot be read
+/// which runs others hold, nothing is resumed now (a run this worker resumes asks
+/// again for its operations, by their keys).
+pub async fn resume_volume_operations(daemon: &volumed::Local, store: &Store, worker: &str) {
+    let held: HashSet<String> = match store.runs_held_by_others(worker).await {
+        Ok(held) => held.into_iter().collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read which runs other workers hold; resuming nothing now");
+            return;
+        }
+    };
+    let keep = |op: &volumed::OpRecord| op.run_id.as_ref().is_none_or(|r| !held.contains(r));
+    match daemon.resume_unfinished_where(keep).await {
+        Ok(resumed) if !resumed.is_empty() => {
+            tracing::info!(
+                count = resumed.len(),
+                "resumed the volume operations left in flight"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "cannot resume the volume operations in flight"),
+    }
 }
 
 /// How a worker behaves.
@@ -202,6 +252,23 @@ impl Worker {
             }
         }
         Ok(finished)
+    }
+
+    /// Settles the volume operations a previous process left in flight
+    /// ([`resume_volume_operations`], with this worker's name), then claims and executes
+    /// runs until `shutdown` completes ([`Worker::run`]). A shutdown while it settles
+    /// stops it there.
+    pub async fn resume_and_run(
+        &self,
+        daemon: &volumed::Local,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        tokio::select! {
+            () = resume_volume_operations(daemon, &self.inner.env.store, self.inner.engine.owner()) => {}
+            () = &mut shutdown => return,
+        }
+        self.run(shutdown).await;
     }
 
     /// Claims and executes runs until `shutdown` completes. Executions in progress are

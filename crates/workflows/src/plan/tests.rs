@@ -6,9 +6,11 @@ use store::{Attachment, Controller, Disk, DiskRecord};
 
 use super::*;
 
-const GIB: i64 = 1 << 30;
+pub(crate) const GIB: i64 = 1 << 30;
 
-fn disk(
+/// A disk of a protected VM, its replica on the appliance (also for the other modules'
+/// tests).
+pub(crate) fn disk(
     key: i64,
     controller: Controller,
     bus: i64,
@@ -37,6 +39,25 @@ fn disk(
             seen_at: None,
         },
     }
+}
+
+/// A disk on SCSI bus 0.
+pub(crate) fn scsi_disk(
+    key: i64,
+    unit: i64,
+    size_bytes: i64,
+    is_boot: bool,
+    volume_id: &str,
+) -> DiskRecord {
+    disk(
+        key,
+        Controller::Scsi,
+        0,
+        unit,
+        size_bytes,
+        is_boot,
+        volume_id,
+    )
 }
 
 /// What `listVolumes` would show if the plan had been carried out exactly.

@@ -1,15 +1,15 @@
-//! Ensures that several workflows share: each looks at CloudStack first and acts only
-//! if the world is not already as wanted.
+//! Ensures that several steps share: each looks at CloudStack first and acts only if
+//! the world is not already as wanted.
 
-use engine::{StepContext, StepError};
-use serde::{Deserialize, Serialize};
-use store::{VmState, Workflow};
+use engine::StepError;
 use volumed::Presence;
 
 use crate::env::{
-    Env, call, cloud_error, pending_job, pending_or_done_job, record_job, store_error, volume_error,
+    Cx, Env, call, cloud_error, pending_job, pending_or_done_job, record_job, store_error,
+    volume_error,
 };
-use crate::plan::DevicePlan;
+use crate::plan::{DevicePlan, PlannedDisk};
+use crate::run::{RunInput, input, protected_vm, snapshot_name};
 
 /// Runs every one of `operations` to its end and returns their outputs, or the first
 /// error. Unlike `try_join_all`, a failure does not stop waiting for the others: the
@@ -25,163 +25,6 @@ pub(crate) async fn all_to_the_end<T>(
         .await
         .into_iter()
         .collect()
-}
-
-/// Why a workflow could not be started (shared by every workflow's `start`).
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("no protected VM named {0}")]
-    NoVm(String),
-    #[error("{name} is {state}, not ready_for_failover: clean up or roll back first")]
-    NotReady { name: String, state: VmState },
-    /// The VM is not in the state the workflow starts from.
-    #[error("{name} is {state}, not {wanted}: {hint}")]
-    WrongState {
-        name: String,
-        state: VmState,
-        wanted: VmState,
-        hint: &'static str,
-    },
-    /// The workflow follows up a run (a rollback or commit, a live failover) and there
-    /// is none recorded with a usable plan.
-    #[error("{name} has no recorded {workflow} run to follow up")]
-    NoPriorRun { name: String, workflow: Workflow },
-    #[error("{0}")]
-    Plan(#[from] crate::plan::PlanError),
-    #[error(
-        "{name} already has an active run ({run_id}); wait for it, cancel it, or resolve it if it is stuck"
-    )]
-    Busy { name: String, run_id: String },
-    #[error("the store failed")]
-    Store(#[from] store::StoreError),
-}
-
-/// Creates a run for `vm` with `input` as its stored plan; another active run of the
-/// VM is refused as [`StartError::Busy`] (the store enforces one at a time).
-pub(crate) async fn create_run<I: Serialize>(
-    env: &Env,
-    vm: &store::ProtectedVm,
-    workflow: Workflow,
-    mode: Option<&str>,
-    input: &I,
-) -> Result<store::Run, StartError> {
-    let plan = serde_json::to_string(input).expect("serializable");
-    let run = match env
-        .store
-        .create_run_with_plan(&vm.id, workflow, mode, Some(&plan))
-        .await
-    {
-        Ok(run) => run,
-        Err(store::StoreError::Constraint { constraint, .. })
-            if constraint == "runs_one_active_per_vm" =>
-        {
-            let run_id = env
-                .store
-                .active_run(&vm.id)
-                .await?
-                .map(|r| r.id)
-                .unwrap_or_default();
-            return Err(StartError::Busy {
-                name: vm.name.clone(),
-                run_id,
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    Ok(run)
-}
-
-/// Which of its NICs' networks a failover puts the target VM on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Network {
-    /// A test failover: the isolated test networks.
-    Test,
-    /// A live failover: the production networks (and production IPs).
-    Production,
-}
-
-impl Network {
-    pub(crate) fn network_id(self, nic: &store::Nic) -> &str {
-        match self {
-            Network::Test => &nic.test_network_id,
-            Network::Production => &nic.production_network_id,
-        }
-    }
-
-    pub(crate) fn ip(self, nic: &store::Nic) -> Option<String> {
-        match self {
-            Network::Test => nic.test_ip.clone(),
-            Network::Production => nic.production_ip.clone(),
-        }
-    }
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Network::Test => "test",
-            Network::Production => "production",
-        }
-    }
-
-    /// The kind of failover, as the target VM's display name tells it.
-    pub(crate) fn failover(self) -> &'static str {
-        match self {
-            Network::Test => "test failover",
-            Network::Production => "live failover",
-        }
-    }
-}
-
-/// What a test failover run carries (stored as the run's plan).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunInput {
-    /// The target VM's name (`<name>-test-<timestamp>`).
-    pub target_name: String,
-    pub plan: DevicePlan,
-    /// For a cleanup: the test failover run it cleans up after.
-    #[serde(default)]
-    pub test_run_id: Option<String>,
-}
-
-pub(crate) fn input(cx: &StepContext<'_, Env>) -> Result<RunInput, StepError> {
-    let text = cx
-        .run
-        .plan
-        .as_deref()
-        .ok_or_else(|| StepError::Definitive("the run has no stored plan".into()))?;
-    serde_json::from_str(text)
-        .map_err(|e| StepError::Definitive(format!("the run's stored plan: {e}")))
-}
-
-pub(crate) async fn protected_vm(
-    cx: &StepContext<'_, Env>,
-) -> Result<store::ProtectedVm, StepError> {
-    cx.ctx
-        .store
-        .vm_by_id(&cx.run.vm_id)
-        .await
-        .map_err(|e| store_error("reading the protected VM", e))?
-        .ok_or_else(|| {
-            StepError::Definitive(format!(
-                "protected VM {} is no longer registered",
-                cx.run.vm_id
-            ))
-        })
-}
-
-pub(crate) async fn appliance_vm_id(
-    cx: &StepContext<'_, Env>,
-    vm: &store::ProtectedVm,
-) -> Result<String, StepError> {
-    Ok(cx
-        .ctx
-        .store
-        .appliance(&vm.appliance)
-        .await
-        .map_err(|e| store_error("reading the appliance", e))?
-        .ok_or_else(|| {
-            StepError::Definitive(format!("appliance {} is not configured", vm.appliance))
-        })?
-        .vm_id)
 }
 
 /// The target VM with exactly this name, if CloudStack has it (its `name` filter
@@ -203,12 +46,30 @@ pub(crate) async fn find_vm(
         .find(|v| v.name == name && v.state != "Destroyed" && v.state != "Expunging"))
 }
 
-/// The target VM's id, as the run's create-vm step recorded it.
-pub(crate) fn target_vm_id(cx: &StepContext<'_, Env>) -> Result<String, StepError> {
-    cx.output("create-vm")?["vm_id"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| StepError::Definitive("create-vm recorded no target VM id".into()))
+/// The run's target VM (named as the run's input says), if CloudStack has it.
+pub(crate) async fn find_target(
+    cx: &Cx<'_>,
+) -> Result<Option<cloudstack::VirtualMachine>, StepError> {
+    find_vm(cx.ctx, &input(cx)?.target_name).await
+}
+
+/// The VM a live failover created (`<name>`), if it still exists. A VM of that name
+/// that is not the one recorded as the target is refused, never acted on: it could be
+/// anything, and rollback destroys what this returns.
+pub(crate) async fn live_vm(cx: &Cx<'_>) -> Result<Option<cloudstack::VirtualMachine>, StepError> {
+    let input = input(cx)?;
+    let vm = protected_vm(cx).await?;
+    let found = find_vm(cx.ctx, &input.target_name).await?;
+    if let (Some(found), Some(recorded)) = (&found, &vm.target_vm_id)
+        && &found.id != recorded
+    {
+        return Err(StepError::Definitive(format!(
+            "the VM named {} is {}, not {} which the live failover created; \
+             ferry will not touch it — rename or remove it, or fix the record",
+            found.name, found.id, recorded
+        )));
+    }
+    Ok(found)
 }
 
 /// What CloudStack has attached to the target VM: (volume id, device id, size), the
@@ -229,7 +90,7 @@ pub(crate) async fn observed_disks(
 
 /// Ensures the VM is stopped (forced: a test VM's guest state is thrown away).
 pub(crate) async fn ensure_stopped(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     vm: &cloudstack::VirtualMachine,
 ) -> Result<(), StepError> {
     let env = cx.ctx;
@@ -273,9 +134,10 @@ pub(crate) async fn needs(env: &Env, vm_id: &str, state: &str) -> Result<bool, S
 
 /// Ensures a replica volume is attached to its appliance and seen there: detached from
 /// wherever else it is (the target VM, stopped first if it holds it as ROOT), attached
-/// to the appliance, its device path found and recorded.
+/// to the appliance, its device path found. The volume daemon records where it is (the
+/// attach, then the device path it found).
 pub(crate) async fn ensure_on_appliance(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     step: &str,
     volume_id: &str,
     appliance_vm_id: &str,
@@ -291,8 +153,8 @@ pub(crate) async fn ensure_on_appliance(
                 "replica volume {volume_id} no longer exists in CloudStack"
             ))
         })?;
-    let device_id = match volume.virtualmachineid.as_deref() {
-        Some(vm) if vm == appliance_vm_id => volume.deviceid,
+    match volume.virtualmachineid.as_deref() {
+        Some(vm) if vm == appliance_vm_id => {}
         other => {
             if let Some(holder) = other {
                 if volume.deviceid == Some(0)
@@ -312,8 +174,7 @@ pub(crate) async fn ensure_on_appliance(
                     .await
                     .map_err(|e| volume_error("detaching a replica", e))?;
             }
-            let attached = env
-                .volumes
+            env.volumes
                 .attach(
                     &call(cx, step, &format!("attach/{volume_id}/{appliance_vm_id}")),
                     volume_id,
@@ -322,11 +183,9 @@ pub(crate) async fn ensure_on_appliance(
                 )
                 .await
                 .map_err(|e| volume_error("attaching a replica to the appliance", e))?;
-            attached.device_id
         }
-    };
-    let device = env
-        .volumes
+    }
+    env.volumes
         .wait_device(
             appliance_vm_id,
             volume_id,
@@ -335,31 +194,19 @@ pub(crate) async fn ensure_on_appliance(
         )
         .await
         .map_err(|e| volume_error("waiting for the replica's disk in the appliance", e))?;
-    env.store
-        .record_attachment(
-            volume_id,
-            &store::Attachment {
-                vm_id: Some(appliance_vm_id.to_string()),
-                device_id,
-                device_path: device.map(|d| d.path.display().to_string()),
-                seen_at: None,
-            },
-        )
-        .await
-        .map_err(|e| store_error("recording the replica's attachment", e))?;
     Ok(())
 }
 
 /// Puts every replica of `plan` that is attached to nothing back on `vm` — the VM the
-/// run took it from — at its planned device id (the boot disk as ROOT), and records
-/// where it is. This is the undo of a forward workflow's detach: a cleanup or rollback
+/// run took it from — at its planned device id (the boot disk as ROOT); the volume
+/// daemon records where it is. This is the undo of a forward workflow's detach: a cleanup or rollback
 /// that fails after detaching must not end with a replica attached to nothing (DESIGN
 /// §5); the next run of the workflow detaches it again and finishes. A replica on any
 /// VM is left where it is. `vm` is `None` when the VM is gone: a replica attached to
 /// nothing then cannot be put back, and the undo fails (the run is stuck, for an
 /// operator) rather than guess where it belongs.
 pub(crate) async fn put_back_detached_replicas(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     plan: &DevicePlan,
     vm: Option<&cloudstack::VirtualMachine>,
 ) -> Result<Vec<String>, StepError> {
@@ -400,7 +247,7 @@ pub(crate) async fn put_back_detached_replicas(
             &format!("undo-{}", cx.step),
             &format!("{}/{}", d.volume_id, vm.id),
         );
-        let attached = if d.is_boot {
+        if d.is_boot {
             env.volumes.attach_root(&key, &d.volume_id, &vm.id).await
         } else {
             env.volumes
@@ -413,18 +260,6 @@ pub(crate) async fn put_back_detached_replicas(
                 e,
             )
         })?;
-        env.store
-            .record_attachment(
-                &d.volume_id,
-                &store::Attachment {
-                    vm_id: Some(vm.id.clone()),
-                    device_id: attached.device_id,
-                    device_path: None,
-                    seen_at: None,
-                },
-            )
-            .await
-            .map_err(|e| store_error("recording the attach", e))?;
         put_back.push(d.volume_id.clone());
     }
     Ok(put_back)
@@ -433,7 +268,7 @@ pub(crate) async fn put_back_detached_replicas(
 /// Refuses to destroy a VM that still holds a replica volume: expunging a VM deletes
 /// whatever volume is its ROOT.
 pub(crate) async fn destroy_vm_without_replicas(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     vm: &cloudstack::VirtualMachine,
 ) -> Result<(), StepError> {
     let env = cx.ctx;
@@ -486,6 +321,25 @@ pub(crate) async fn destroy_vm_without_replicas(
     Ok(())
 }
 
+/// The run's snapshots of disk `disk`'s replica, found by name (`<target>-disk-<key>`):
+/// whatever a step recorded, and whether or not the step that took them finished.
+/// There is one, unless a snapshot step was interrupted and CloudStack made another.
+pub(crate) async fn run_snapshots(
+    env: &Env,
+    input: &RunInput,
+    disk: &PlannedDisk,
+) -> Result<Vec<cloudstack::Snapshot>, StepError> {
+    let name = snapshot_name(&input.target_name, disk.device_key);
+    Ok(env
+        .cloud
+        .list_snapshots(Some(&disk.volume_id), None)
+        .await
+        .map_err(|e| cloud_error("listing snapshots", e))?
+        .into_iter()
+        .filter(|s| s.name == name)
+        .collect())
+}
+
 /// What [`revert_detached_replicas`] did.
 pub(crate) struct Reverted {
     pub reverted: Vec<(String, String)>,
@@ -501,7 +355,7 @@ pub(crate) struct Reverted {
 /// skipped. CloudStack reverts only detached volumes or those of stopped VMs, so this
 /// is also the one moment a revert can happen without stopping the appliance.
 pub(crate) async fn revert_detached_replicas(
-    cx: &StepContext<'_, Env>,
+    cx: &Cx<'_>,
     step: &str,
     input: &RunInput,
 ) -> Result<Reverted, StepError> {
@@ -524,15 +378,7 @@ pub(crate) async fn revert_detached_replicas(
         if volume.virtualmachineid.is_some() {
             return Ok(None);
         }
-        let name = crate::test_failover::snapshot_name(&input.target_name, d.device_key);
-        let snapshot = env
-            .cloud
-            .list_snapshots(Some(&d.volume_id), None)
-            .await
-            .map_err(|e| cloud_error("listing snapshots", e))?
-            .into_iter()
-            .find(|s| s.name == name);
-        match snapshot {
+        match run_snapshots(env, input, d).await?.into_iter().next() {
             Some(s) => {
                 env.volumes
                     .revert(&call(cx, step, &format!("revert/{}", s.id)), &s.id)
@@ -557,4 +403,16 @@ pub(crate) async fn revert_detached_replicas(
         }
     }
     Ok(out)
+}
+
+/// Records an event in the run's log; a failure to record is logged, not fatal.
+pub(crate) async fn event(cx: &Cx<'_>, level: &str, step: &str, message: &str) {
+    if let Err(e) = cx
+        .ctx
+        .store
+        .add_event(&cx.run.id, level, Some(step), message, None)
+        .await
+    {
+        tracing::warn!(run = %cx.run.id, error = %e, "cannot record an event");
+    }
 }

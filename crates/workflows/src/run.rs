@@ -1,0 +1,285 @@
+//! What a run carries and how one is started: the stored input (target name and device
+//! plan), the test failover's [`Mode`], the refusals of a start ([`StartError`]), the
+//! protected VM and appliance a run's steps work on, and the names of what a run
+//! creates in CloudStack (its snapshots and clones).
+//!
+//! Every workflow's `start` and every step uses these; they use no workflow and no
+//! step, so any of them can.
+
+use engine::StepError;
+use serde::{Deserialize, Serialize};
+use store::{VmState, Workflow};
+
+use crate::env::{Cx, Env, store_error};
+use crate::plan::{DevicePlan, KVM_MAX_DATA_DISKS};
+
+/// Why a workflow could not be started (shared by every workflow's `start`).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no protected VM named {0}")]
+    NoVm(String),
+    #[error("{name} is {state}, not ready_for_failover: clean up or roll back first")]
+    NotReady { name: String, state: VmState },
+    /// The VM is not in the state the workflow starts from.
+    #[error("{name} is {state}, not {wanted}: {hint}")]
+    WrongState {
+        name: String,
+        state: VmState,
+        wanted: VmState,
+        hint: &'static str,
+    },
+    /// The workflow follows up a run (a rollback or commit, a live failover) and there
+    /// is none recorded with a usable plan.
+    #[error("{name} has no recorded {workflow} run to follow up")]
+    NoPriorRun { name: String, workflow: Workflow },
+    #[error("{0}")]
+    Plan(#[from] crate::plan::PlanError),
+    #[error(
+        "{name} already has an active run ({run_id}); wait for it, cancel it, or resolve it if it is stuck"
+    )]
+    Busy { name: String, run_id: String },
+    #[error("the store failed")]
+    Store(#[from] store::StoreError),
+}
+
+/// The protected VM named `vm_name`, for a workflow's start.
+pub(crate) async fn registered_vm(
+    env: &Env,
+    vm_name: &str,
+) -> Result<store::ProtectedVm, StartError> {
+    env.store
+        .vm(vm_name)
+        .await?
+        .ok_or_else(|| StartError::NoVm(vm_name.to_string()))
+}
+
+/// Creates a failover run (a test or live failover) of `vm_name`, which must be
+/// `ready_for_failover`, with its device plan and its target VM's name (made from the
+/// protected VM's name by `target_name`).
+pub(crate) async fn start_failover(
+    env: &Env,
+    vm_name: &str,
+    workflow: Workflow,
+    mode: Mode,
+    target_name: impl FnOnce(&str) -> String,
+) -> Result<store::Run, StartError> {
+    let vm = registered_vm(env, vm_name).await?;
+    if vm.state != VmState::ReadyForFailover {
+        return Err(StartError::NotReady {
+            name: vm.name,
+            state: vm.state,
+        });
+    }
+    let plan = DevicePlan::new(&vm.disks, KVM_MAX_DATA_DISKS)?;
+    let input = RunInput {
+        target_name: target_name(&vm.name),
+        plan,
+        test_run_id: None,
+    };
+    create_run(env, &vm, workflow, Some(mode.as_str()), &input).await
+}
+
+/// Creates a run for `vm` with `input` as its stored plan; another active run of the
+/// VM is refused as [`StartError::Busy`] (the store enforces one at a time).
+pub(crate) async fn create_run<I: Serialize>(
+    env: &Env,
+    vm: &store::ProtectedVm,
+    workflow: Workflow,
+    mode: Option<&str>,
+    input: &I,
+) -> Result<store::Run, StartError> {
+    let plan = serde_json::to_string(input).expect("serializable");
+    let run = match env
+        .store
+        .create_run_with_plan(&vm.id, workflow, mode, Some(&plan))
+        .await
+    {
+        Ok(run) => run,
+        Err(store::StoreError::Constraint { constraint, .. })
+            if constraint == "runs_one_active_per_vm" =>
+        {
+            let run_id = env
+                .store
+                .active_run(&vm.id)
+                .await?
+                .map(|r| r.id)
+                .unwrap_or_default();
+            return Err(StartError::Busy {
+                name: vm.name.clone(),
+                run_id,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(run)
+}
+
+/// The plan of the live failover that rollback and commit follow up, stored as their
+/// run's input (the live run's id alongside, for the record).
+pub(crate) async fn follow_up(
+    env: &Env,
+    vm_name: &str,
+    workflow: Workflow,
+    hint: &'static str,
+) -> Result<store::Run, StartError> {
+    let vm = registered_vm(env, vm_name).await?;
+    if vm.state != VmState::FailedOver {
+        return Err(StartError::WrongState {
+            name: vm.name,
+            state: vm.state,
+            wanted: VmState::FailedOver,
+            hint,
+        });
+    }
+    let live_run = env.store.last_run(&vm.id, Workflow::LiveFailover).await?;
+    let Some((live_run, live_input)) = live_run.and_then(|r| {
+        let input = run_input(&r)?;
+        Some((r, input))
+    }) else {
+        return Err(StartError::NoPriorRun {
+            name: vm.name,
+            workflow: Workflow::LiveFailover,
+        });
+    };
+    #[derive(serde::Serialize)]
+    struct FollowUp<'a> {
+        #[serde(flatten)]
+        input: &'a RunInput,
+        live_run_id: &'a str,
+    }
+    create_run(
+        env,
+        &vm,
+        workflow,
+        None,
+        &FollowUp {
+            input: &live_input,
+            live_run_id: &live_run.id,
+        },
+    )
+    .await
+}
+
+/// What a test failover run carries (stored as the run's plan).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunInput {
+    /// The target VM's name (`<name>-test-<timestamp>`).
+    pub target_name: String,
+    pub plan: DevicePlan,
+    /// For a cleanup: the test failover run it cleans up after.
+    #[serde(default)]
+    pub test_run_id: Option<String>,
+}
+
+pub(crate) fn input(cx: &Cx<'_>) -> Result<RunInput, StepError> {
+    let text = cx
+        .run
+        .plan
+        .as_deref()
+        .ok_or_else(|| StepError::Definitive("the run has no stored plan".into()))?;
+    serde_json::from_str(text)
+        .map_err(|e| StepError::Definitive(format!("the run's stored plan: {e}")))
+}
+
+/// The input of a run, for callers that show it.
+pub fn run_input(run: &store::Run) -> Option<RunInput> {
+    run.plan
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok())
+}
+
+/// How a test failover gives the test VM its disks. Stored in the run's `mode` column
+/// (`replica` / `clone`); a cleanup run carries the mode of the test it cleans up after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The replicas themselves go to the test VM (the job sheet's behaviour).
+    #[default]
+    Replica,
+    /// A volume is made from each replica's snapshot and those go to the test VM; the
+    /// replicas never leave the appliance.
+    Clone,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Replica => "replica",
+            Mode::Clone => "clone",
+        }
+    }
+
+    /// The mode of a run, from its `mode` column (none: replica, as runs were before
+    /// clone mode existed).
+    pub fn of_run(run: &store::Run) -> Result<Mode, String> {
+        match run.mode.as_deref() {
+            None => Ok(Mode::Replica),
+            Some(text) => text.parse(),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "replica" => Ok(Mode::Replica),
+            "clone" => Ok(Mode::Clone),
+            other => Err(format!(
+                "unknown test failover mode `{other}` (replica or clone)"
+            )),
+        }
+    }
+}
+
+/// The mode of the run a step belongs to.
+pub(crate) fn run_mode(cx: &Cx<'_>) -> Result<Mode, StepError> {
+    Mode::of_run(cx.run).map_err(|e| StepError::Definitive(format!("run {}: {e}", cx.run.id)))
+}
+
+pub(crate) async fn protected_vm(cx: &Cx<'_>) -> Result<store::ProtectedVm, StepError> {
+    cx.ctx
+        .store
+        .vm_by_id(&cx.run.vm_id)
+        .await
+        .map_err(|e| store_error("reading the protected VM", e))?
+        .ok_or_else(|| {
+            StepError::Definitive(format!(
+                "protected VM {} is no longer registered",
+                cx.run.vm_id
+            ))
+        })
+}
+
+pub(crate) async fn appliance_vm_id(
+    cx: &Cx<'_>,
+    vm: &store::ProtectedVm,
+) -> Result<String, StepError> {
+    Ok(cx
+        .ctx
+        .store
+        .appliance(&vm.appliance)
+        .await
+        .map_err(|e| store_error("reading the appliance", e))?
+        .ok_or_else(|| {
+            StepError::Definitive(format!("appliance {} is not configured", vm.appliance))
+        })?
+        .vm_id)
+}
+
+/// The snapshot a test failover takes of one replica.
+pub(crate) fn snapshot_name(target: &str, device_key: i64) -> String {
+    format!("{target}-disk-{device_key}")
+}
+
+/// The volume a clone-mode test failover makes from one replica's snapshot. Volume
+/// and snapshot names live apart in CloudStack, so it is the snapshot's name too.
+pub(crate) fn clone_name(target: &str, device_key: i64) -> String {
+    snapshot_name(target, device_key)
+}

@@ -1,0 +1,111 @@
+//! The operator's hooks as steps: `before_live` before a live failover changes
+//! anything (a failing hook stops it), `after_rollback` once a rollback is done in
+//! CloudStack (a failing hook is reported, not undone). See [`crate::live`] and
+//! [`crate::rollback`].
+
+use async_trait::async_trait;
+use engine::{Output, StepError, TypedStep};
+
+use crate::ensure::event;
+use crate::env::{Cx, Env};
+use crate::hooks::{HookContext, HookPoint, HookReport, run_all};
+use crate::jobs::WorkflowStep;
+use crate::run::protected_vm;
+
+/// Runs the `before_live` hooks.
+pub(crate) struct BeforeLiveHooks;
+
+const BEFORE_LIVE_HOOKS: Output<HookReport> = Output::new("run-hooks");
+
+#[async_trait]
+impl TypedStep<Env> for BeforeLiveHooks {
+    type Output = HookReport;
+
+    fn output(&self) -> Output<HookReport> {
+        BEFORE_LIVE_HOOKS
+    }
+
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
+        let hooks = HookPoint::BeforeLive.of(&cx.ctx.hooks);
+        let vm = protected_vm(cx).await?;
+        let context = HookContext {
+            hook: HookPoint::BeforeLive.as_str(),
+            vm: &vm.name,
+            run_id: &cx.run.id,
+        };
+        let report = run_all(hooks, HookPoint::BeforeLive, &context).await;
+        for ran in &report.ran {
+            event(cx, "info", BEFORE_LIVE_HOOKS.name(), &format!("hook {ran}")).await;
+        }
+        if let Some(failed) = report.failed {
+            return Err(StepError::Definitive(format!(
+                "{failed}; nothing was changed in CloudStack"
+            )));
+        }
+        Ok(report)
+    }
+
+    /// Nothing in CloudStack to undo; what the hooks did to the source is left as it is
+    /// (see the module doc), and said so.
+    async fn undo(&self, cx: &Cx<'_>, _output: Option<Self::Output>) -> Result<(), StepError> {
+        if !cx.ctx.hooks.before_live.is_empty() {
+            event(
+                cx,
+                "warn",
+                BEFORE_LIVE_HOOKS.name(),
+                "the before_live hooks are not undone: the source VM may be powered off; \
+                 power it on (the after_rollback hooks do) if it should serve until the next attempt",
+            )
+            .await;
+        }
+        Ok(())
+    }
+}
+
+impl WorkflowStep for BeforeLiveHooks {}
+
+/// Runs the `after_rollback` hooks.
+pub(crate) struct AfterRollbackHooks;
+
+pub(crate) const AFTER_ROLLBACK_HOOKS: Output<HookReport> = Output::new("run-hooks");
+
+#[async_trait]
+impl TypedStep<Env> for AfterRollbackHooks {
+    type Output = HookReport;
+
+    fn output(&self) -> Output<HookReport> {
+        AFTER_ROLLBACK_HOOKS
+    }
+
+    /// Never fails on a hook's account (see the module doc): the failure is reported.
+    async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
+        let hooks = HookPoint::AfterRollback.of(&cx.ctx.hooks);
+        if hooks.is_empty() {
+            return Ok(HookReport::default());
+        }
+        let vm = protected_vm(cx).await?;
+        let context = HookContext {
+            hook: HookPoint::AfterRollback.as_str(),
+            vm: &vm.name,
+            run_id: &cx.run.id,
+        };
+        let report = run_all(hooks, HookPoint::AfterRollback, &context).await;
+        for ran in &report.ran {
+            event(cx, "info", "run-hooks", &format!("hook {ran}")).await;
+        }
+        if let Some(failed) = &report.failed {
+            event(
+                cx,
+                "warn",
+                "run-hooks",
+                &format!(
+                    "{failed}; CloudStack is rolled back all the same — power the source on by hand if it should serve"
+                ),
+            )
+            .await;
+        }
+        Ok(report)
+    }
+}
+
+impl WorkflowStep for AfterRollbackHooks {}
