@@ -34,7 +34,7 @@ const ALLOWED: &[(&str, &[&str], &[&str])] = &[
     // The store knows nothing of CloudStack, volumes or workflows.
     ("store", &["ids"], &[]),
     // The engine keeps runs in the store and knows nothing of CloudStack or volumes.
-    ("engine", &["store"], &[]),
+    ("engine", &["ids", "store"], &[]),
     // The inventory reads CloudStack to check a definition and writes the store.
     ("inventory", &["cloudstack", "ids", "store"], &["cloudsim"]),
     // The volume daemon knows nothing of workflows or runs; its journal is the store.
