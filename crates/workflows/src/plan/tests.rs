@@ -1,3 +1,4 @@
+use ids::VolumeId;
 use std::collections::HashSet;
 
 use proptest::prelude::*;
@@ -17,7 +18,7 @@ pub(crate) fn disk(
     unit: i64,
     size_bytes: i64,
     is_boot: bool,
-    volume_id: &str,
+    volume_id: &VolumeId,
 ) -> DiskRecord {
     DiskRecord {
         id: format!("disk-{key}"),
@@ -47,7 +48,7 @@ pub(crate) fn scsi_disk(
     unit: i64,
     size_bytes: i64,
     is_boot: bool,
-    volume_id: &str,
+    volume_id: &VolumeId,
 ) -> DiskRecord {
     disk(
         key,
