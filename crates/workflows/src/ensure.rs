@@ -169,7 +169,7 @@ pub(crate) async fn ensure_on_appliance(
                 }
                 env.volumes
                     .detach(
-                        &call(cx, step, &format!("detach/{volume_id}/{holder}")),
+                        &call(cx, step, format!("detach/{volume_id}/{holder}")),
                         volume_id,
                     )
                     .await
@@ -177,7 +177,7 @@ pub(crate) async fn ensure_on_appliance(
             }
             env.volumes
                 .attach(
-                    &call(cx, step, &format!("attach/{volume_id}/{appliance_vm_id}")),
+                    &call(cx, step, format!("attach/{volume_id}/{appliance_vm_id}")),
                     volume_id,
                     appliance_vm_id,
                     None,
@@ -246,7 +246,7 @@ pub(crate) async fn put_back_detached_replicas(
         let key = call(
             cx,
             &format!("undo-{}", cx.step),
-            &format!("{}/{}", d.volume_id, vm.id),
+            format!("{}/{}", d.volume_id, vm.id),
         );
         if d.is_boot {
             env.volumes.attach_root(&key, &d.volume_id, &vm.id).await
@@ -382,7 +382,7 @@ pub(crate) async fn revert_detached_replicas(
         match run_snapshots(env, input, d).await?.into_iter().next() {
             Some(s) => {
                 env.volumes
-                    .revert(&call(cx, step, &format!("revert/{}", s.id)), &s.id)
+                    .revert(&call(cx, step, format!("revert/{}", s.id)), &s.id)
                     .await
                     .map_err(|e| {
                         volume_error(&format!("reverting replica {} to {}", d.volume_id, s.id), e)

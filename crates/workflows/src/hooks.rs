@@ -324,11 +324,13 @@ pub async fn run_all(hooks: &[Hook], point: HookPoint, context: &HookContext<'_>
 mod tests {
     use super::*;
 
+    static RUN: std::sync::LazyLock<RunId> = std::sync::LazyLock::new(|| "run-1".into());
+
     fn context() -> HookContext<'static> {
         HookContext {
             hook: "before_live",
             vm: "pgtest1",
-            run_id: "run-1",
+            run_id: &RUN,
         }
     }
 

@@ -153,11 +153,7 @@ mod tests {
                 crate::plan::KVM_MAX_DATA_DISKS,
             )
             .unwrap(),
-            clones: clones.map(|c| {
-                c.iter()
-                    .map(|(r, c)| (r.to_string(), c.to_string()))
-                    .collect()
-            }),
+            clones: clones.map(|c| c.iter().map(|(r, c)| ((*r).into(), (*c).into())).collect()),
         }
     }
 

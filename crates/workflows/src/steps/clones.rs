@@ -241,7 +241,7 @@ pub(crate) async fn delete_clones(
                             ensure_stopped(cx, t).await?;
                         }
                         env.volumes
-                            .detach(&call(cx, step, &format!("detach/{}/{holder}", v.id)), &v.id)
+                            .detach(&call(cx, step, format!("detach/{}/{holder}", v.id)), &v.id)
                             .await
                             .map_err(|e| {
                                 volume_error(
@@ -260,7 +260,7 @@ pub(crate) async fn delete_clones(
                 }
             }
             env.volumes
-                .delete_volume(&call(cx, step, &format!("delete/{}", v.id)), &v.id)
+                .delete_volume(&call(cx, step, format!("delete/{}", v.id)), &v.id)
                 .await
                 .map_err(|e| volume_error(&format!("deleting clone {}", v.id), e))?;
             out.deleted.push(v.id);
@@ -394,14 +394,14 @@ mod tests {
         .unwrap();
         let clones = [("r-boot", "c-boot"), ("r-a", "c-a"), ("r-b", "c-b")]
             .into_iter()
-            .map(|(r, c)| (r.to_string(), c.to_string()))
+            .map(|(r, c)| (r.into(), c.into()))
             .collect();
         (plan, clones)
     }
 
-    fn seen(list: &[(&str, i64, i64)]) -> Vec<(String, Option<i64>, i64)> {
+    fn seen(list: &[(&str, i64, i64)]) -> Vec<(VolumeId, Option<i64>, i64)> {
         list.iter()
-            .map(|(id, dev, size)| (id.to_string(), Some(*dev), *size))
+            .map(|(id, dev, size)| ((*id).into(), Some(*dev), *size))
             .collect()
     }
 

@@ -204,7 +204,7 @@ async fn revert_boot_replica(
             // appliance, so this key is never asked for a second detach.
             env.volumes
                 .detach(
-                    &call(cx, UNDO, &format!("detach/{}", boot.volume_id)),
+                    &call(cx, UNDO, format!("detach/{}", boot.volume_id)),
                     &boot.volume_id,
                 )
                 .await
@@ -233,7 +233,7 @@ async fn revert_boot_replica(
     }
     env.volumes
         .revert(
-            &call(cx, UNDO, &format!("revert/{}", snapshot.id)),
+            &call(cx, UNDO, format!("revert/{}", snapshot.id)),
             &snapshot.id,
         )
         .await

@@ -219,7 +219,7 @@ impl TypedStep<Env> for Attach {
             };
             if ours {
                 env.volumes
-                    .detach(&call(cx, &step, &format!("{}/{}", v.id, target.id)), &v.id)
+                    .detach(&call(cx, &step, format!("{}/{}", v.id, target.id)), &v.id)
                     .await
                     .map_err(|e| {
                         volume_error(
@@ -338,7 +338,7 @@ impl TypedStep<Env> for DetachFrom {
                 continue;
             }
             env.volumes
-                .detach(&call(cx, step, &format!("{}/{}", v.id, vm.id)), &v.id)
+                .detach(&call(cx, step, format!("{}/{}", v.id, vm.id)), &v.id)
                 .await
                 .map_err(|e| {
                     volume_error(&format!("detaching {what} {} from {the_vm}", v.id), e)

@@ -240,7 +240,7 @@ impl TypedStep<Env> for RemovePlaceholderRoot {
             if attached {
                 env.volumes
                     .detach(
-                        &call(cx, "remove-placeholder-root", &format!("detach/{id}")),
+                        &call(cx, "remove-placeholder-root", format!("detach/{id}")),
                         &id,
                     )
                     .await
@@ -248,7 +248,7 @@ impl TypedStep<Env> for RemovePlaceholderRoot {
             }
             env.volumes
                 .delete_volume(
-                    &call(cx, "remove-placeholder-root", &format!("delete/{id}")),
+                    &call(cx, "remove-placeholder-root", format!("delete/{id}")),
                     &id,
                 )
                 .await
@@ -282,7 +282,7 @@ impl TypedStep<Env> for RemovePlaceholderRoot {
             }
             env.volumes
                 .delete_volume(
-                    &call(cx, "undo-remove-placeholder-root", &format!("delete/{id}")),
+                    &call(cx, "undo-remove-placeholder-root", format!("delete/{id}")),
                     &id,
                 )
                 .await
