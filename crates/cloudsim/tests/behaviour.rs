@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use cloudsim::SimConfig;
 use cloudsim::world::{World, ids};
-use cloudstack::{Client, Error, ErrorClass, Job, JobStatus, Volume, VolumeFilter, VolumeSource};
+use cloudstack::{
+    Client, Error, ErrorClass, Job, JobStatus, VmId, Volume, VolumeFilter, VolumeId, VolumeSource,
+    ZoneId,
+};
 use serde_json::{Value, json};
 
 mod common;
@@ -217,7 +220,7 @@ impl Sim {
             .client
             .create_volume(
                 name,
-                ids::ZONE,
+                &ZoneId::from(ids::ZONE),
                 &VolumeSource::Offering {
                     disk_offering_id: ids::DISK_OFFERING_CUSTOM.into(),
                     size_gb: Some(5),
@@ -229,7 +232,7 @@ impl Sim {
             .clone()
             .context("createVolume answers with the new volume's id")?;
         let volume = self.client.wait(&job).await?;
-        assert_eq!(volume.id, id);
+        assert_eq!(volume.id.as_str(), id);
         assert_eq!(volume.size, 5 << 30);
         Ok(id)
     }
@@ -245,7 +248,7 @@ impl Sim {
             .await?;
         let err = self
             .client
-            .attach_volume(&v, ids::APPLIANCE_OMA, None)
+            .attach_volume(&VolumeId::from(&v), &VmId::from(ids::APPLIANCE_OMA), None)
             .await
             .unwrap_err();
         assert_eq!(self.job_count().await?, jobs_before, "no job was made");
@@ -261,38 +264,56 @@ impl Sim {
             .await?;
         let vm = self.client.wait(&job).await?;
         assert_eq!(vm.state, if start { "Running" } else { "Stopped" });
-        Ok(vm.id)
+        Ok(vm.id.into_string())
     }
 
-    async fn attach(&self, volume_id: &str, vm_id: &str, device_id: Option<i64>) -> Result<Volume> {
+    async fn attach(
+        &self,
+        volume_id: impl AsRef<str>,
+        vm_id: impl AsRef<str>,
+        device_id: Option<i64>,
+    ) -> Result<Volume> {
+        let vm_id = vm_id.as_ref();
         let job = self
             .client
-            .attach_volume(volume_id, vm_id, device_id)
+            .attach_volume(
+                &VolumeId::from(volume_id.as_ref()),
+                &VmId::from(vm_id),
+                device_id,
+            )
             .await?;
         let volume = self.client.wait(&job).await?;
-        assert_eq!(volume.virtualmachineid.as_deref(), Some(vm_id));
+        assert_eq!(
+            volume.virtualmachineid.as_ref().map(|id| id.as_str()),
+            Some(vm_id)
+        );
         Ok(volume)
     }
 
-    async fn detach(&self, volume_id: &str) -> Result<Volume> {
-        let job = self.client.detach_volume(volume_id).await?;
+    async fn detach(&self, volume_id: impl AsRef<str>) -> Result<Volume> {
+        let volume_id = VolumeId::from(volume_id.as_ref());
+        let job = self
+            .client
+            .detach_volume(&VolumeId::from(&volume_id))
+            .await?;
         let volume = self.client.wait(&job).await?;
         assert_eq!(volume.virtualmachineid, None);
         Ok(volume)
     }
 
-    async fn volume(&self, id: &str) -> Result<Volume> {
+    async fn volume(&self, id: impl AsRef<str>) -> Result<Volume> {
+        let id = VolumeId::from(id.as_ref());
         self.client
-            .get_volume(id)
+            .get_volume(&VolumeId::from(&id))
             .await?
             .with_context(|| format!("volume {id} exists"))
     }
 
-    async fn volumes_of(&self, vm_id: &str) -> Result<Vec<Volume>> {
+    async fn volumes_of(&self, vm_id: impl AsRef<str>) -> Result<Vec<Volume>> {
         Ok(self
             .client
             .list_volumes(&VolumeFilter {
-                virtual_machine_id: Some(vm_id.into()),
+                virtual_machine_id: Some(vm_id.as_ref().into()),
                 ..Default::default()
             })
             .await?)
@@ -304,8 +325,8 @@ impl Sim {
 
     /// Waits until the disk with this volume's serial is fully present in the
     /// appliance and returns its guest name.
-    async fn wait_disk(&self, volume_id: &str) -> Result<String> {
-        let serial = cloudstack::volume_serial(volume_id);
+    async fn wait_disk(&self, volume_id: impl AsRef<str>) -> Result<String> {
+        let serial = cloudstack::volume_serial(&VolumeId::from(volume_id.as_ref()));
         let root = self.root().to_path_buf();
         eventually(&format!("disk {serial} to appear"), || {
             let found = guest_disk(&root, &serial);
@@ -381,7 +402,7 @@ async fn jobs_of_one_vm_never_overlap_and_finish_in_submission_order() -> Result
     for v in &volumes {
         jobs.push(
             sim.client
-                .attach_volume(v, ids::APPLIANCE_OMA, None)
+                .attach_volume(&VolumeId::from(v), &VmId::from(ids::APPLIANCE_OMA), None)
                 .await?,
         );
     }
@@ -441,14 +462,23 @@ async fn jobs_of_different_vms_run_concurrently() -> Result {
     let started = Instant::now();
     let ja = sim
         .client
-        .attach_volume(&a, ids::APPLIANCE_OMA, None)
+        .attach_volume(&VolumeId::from(&a), &VmId::from(ids::APPLIANCE_OMA), None)
         .await?;
-    let jb = sim.client.attach_volume(&b, &other, None).await?;
+    let jb = sim
+        .client
+        .attach_volume(&VolumeId::from(&b), &VmId::from(&other), None)
+        .await?;
     let (va, vb) = tokio::try_join!(sim.client.wait(&ja), sim.client.wait(&jb))?;
     let wall = started.elapsed();
 
-    assert_eq!(va.virtualmachineid.as_deref(), Some(ids::APPLIANCE_OMA));
-    assert_eq!(vb.virtualmachineid.as_deref(), Some(other.as_str()));
+    assert_eq!(
+        va.virtualmachineid.as_ref().map(|id| id.as_str()),
+        Some(ids::APPLIANCE_OMA)
+    );
+    assert_eq!(
+        vb.virtualmachineid.as_ref().map(|id| id.as_str()),
+        Some(other.as_str())
+    );
     assert!(wall >= latency, "an attach took {wall:?} < {latency:?}");
     assert!(
         wall < latency.mul_f64(1.7),
@@ -481,22 +511,34 @@ async fn attached_volumes_appear_in_the_appliance_under_the_lowest_free_name() -
 
     // At start: the appliance's own root is vda, the replicas vdb and vdc.
     assert_eq!(
-        guest_disk(&root, &cloudstack::volume_serial(ids::OMA_ROOT)).as_deref(),
+        guest_disk(
+            &root,
+            &cloudstack::volume_serial(&VolumeId::from(ids::OMA_ROOT))
+        )
+        .as_deref(),
         Some("vda")
     );
     assert_eq!(
-        guest_disk(&root, &cloudstack::volume_serial(ids::PGTEST1_DISK_2000)).as_deref(),
+        guest_disk(
+            &root,
+            &cloudstack::volume_serial(&VolumeId::from(ids::PGTEST1_DISK_2000))
+        )
+        .as_deref(),
         Some("vdb")
     );
     assert_eq!(
-        guest_disk(&root, &cloudstack::volume_serial(ids::PGTEST1_DISK_2001)).as_deref(),
+        guest_disk(
+            &root,
+            &cloudstack::volume_serial(&VolumeId::from(ids::PGTEST1_DISK_2001))
+        )
+        .as_deref(),
         Some("vdc")
     );
 
     // A new volume gets device id 4 (3 is the CD-ROM), whose libvirt target is vde,
     // but the guest names it vdd.
     let a = sim.new_volume("a").await?;
-    let serial_a = cloudstack::volume_serial(&a);
+    let serial_a = cloudstack::volume_serial(&VolumeId::from(&a));
     let attached = sim.attach(&a, ids::APPLIANCE_OMA, None).await?;
     assert_eq!(attached.deviceid, Some(4));
     let vdd_serial = root.join("sys/block/vdd/serial");
@@ -516,7 +558,7 @@ async fn attached_volumes_appear_in_the_appliance_under_the_lowest_free_name() -
 
     // Detach removes both the block device and the link.
     sim.detach(ids::PGTEST1_DISK_2000).await?;
-    let serial_2000 = cloudstack::volume_serial(ids::PGTEST1_DISK_2000);
+    let serial_2000 = cloudstack::volume_serial(&VolumeId::from(ids::PGTEST1_DISK_2000));
     assert!(!root.join("sys/block/vdb").exists());
     assert!(by_id(&root, &serial_2000).symlink_metadata().is_err());
     assert!(!mentioned(&root, &serial_2000));
@@ -564,7 +606,10 @@ async fn attached_volumes_appear_in_the_appliance_under_the_lowest_free_name() -
     sim.detach(&a).await?;
     sim.detach(&b).await?;
     assert!(!mentioned(&root, &serial_a));
-    assert!(!mentioned(&root, &cloudstack::volume_serial(&b)));
+    assert!(!mentioned(
+        &root,
+        &cloudstack::volume_serial(&VolumeId::from(&b))
+    ));
     assert_eq!(
         sim.attach(&a, ids::APPLIANCE_OMA, None).await?.deviceid,
         Some(4)
@@ -600,14 +645,17 @@ async fn no_hot_plug_into_a_vm_that_is_not_the_appliance() -> Result {
     // have appeared too, had it been hot-plugged into the appliance.
     sim.attach(&here, ids::APPLIANCE_OMA, None).await?;
     assert_eq!(sim.wait_disk(&here).await?, "vdd");
-    assert!(!mentioned(&root, &cloudstack::volume_serial(&elsewhere)));
+    assert!(!mentioned(
+        &root,
+        &cloudstack::volume_serial(&VolumeId::from(&elsewhere))
+    ));
     for v in sim.volumes_of(&vm).await? {
         assert!(!mentioned(&root, &v.serial()), "{} leaked in", v.name);
     }
     // Detaching from the other VM leaves the appliance alone.
     sim.detach(&elsewhere).await?;
     assert_eq!(
-        guest_disk(&root, &cloudstack::volume_serial(&here)).as_deref(),
+        guest_disk(&root, &cloudstack::volume_serial(&VolumeId::from(&here))).as_deref(),
         Some("vdd")
     );
     Ok(())
@@ -626,9 +674,9 @@ async fn job_error_fails_the_job_and_changes_nothing() -> Result {
 
     let job = sim
         .client
-        .attach_volume(&v, ids::APPLIANCE_OMA, None)
+        .attach_volume(&VolumeId::from(&v), &VmId::from(ids::APPLIANCE_OMA), None)
         .await?;
-    assert!(!job.job_id.is_empty());
+    assert!(!job.job_id.as_str().is_empty());
     let err = sim.client.wait(&job).await.unwrap_err();
     match &err {
         Error::JobFailed {
@@ -711,7 +759,7 @@ async fn lose_response_is_of_unknown_outcome_but_the_attach_happened() -> Result
         .await?;
 
     let err = impatient
-        .attach_volume(&v, ids::APPLIANCE_OMA, None)
+        .attach_volume(&VolumeId::from(&v), &VmId::from(ids::APPLIANCE_OMA), None)
         .await
         .unwrap_err();
     assert!(
@@ -726,9 +774,11 @@ async fn lose_response_is_of_unknown_outcome_but_the_attach_happened() -> Result
         let v = &v;
         async move {
             let vol = sim.volume(v).await?;
-            Ok((vol.virtualmachineid.as_deref() == Some(ids::APPLIANCE_OMA)
-                && vol.state == "Ready")
-                .then_some(vol))
+            Ok(
+                (vol.virtualmachineid.as_ref().map(|id| id.as_str()) == Some(ids::APPLIANCE_OMA)
+                    && vol.state == "Ready")
+                    .then_some(vol),
+            )
         }
     })
     .await?;
@@ -761,7 +811,7 @@ async fn a_rule_with_nth_2_spares_the_first_call() -> Result {
     sim.attach(&a, ids::APPLIANCE_OMA, None).await?;
     let err = sim
         .client
-        .attach_volume(&b, ids::APPLIANCE_OMA, None)
+        .attach_volume(&VolumeId::from(&b), &VmId::from(ids::APPLIANCE_OMA), None)
         .await
         .unwrap_err();
     assert_eq!(err.errorcode(), Some(530));
@@ -858,7 +908,7 @@ async fn a_job_is_resumed_from_its_id_alone() -> Result {
     let job_id = {
         let job = sim
             .client
-            .attach_volume(&v, ids::APPLIANCE_OMA, None)
+            .attach_volume(&VolumeId::from(&v), &VmId::from(ids::APPLIANCE_OMA), None)
             .await?;
         job.job_id.clone()
         // The Job is dropped here, as if the process had died after recording its id.
@@ -868,7 +918,10 @@ async fn a_job_is_resumed_from_its_id_alone() -> Result {
     let job = Job::<Volume>::resume("attachVolume", job_id.clone(), None);
     let volume = client.wait(&job).await?;
     assert_eq!(volume.id, v);
-    assert_eq!(volume.virtualmachineid.as_deref(), Some(ids::APPLIANCE_OMA));
+    assert_eq!(
+        volume.virtualmachineid.as_ref().map(|id| id.as_str()),
+        Some(ids::APPLIANCE_OMA)
+    );
     assert_eq!(volume.deviceid, Some(4));
     // Waiting again on a finished job gives the same answer.
     assert_eq!(client.wait(&job).await?.id, v);
@@ -889,7 +942,11 @@ async fn a_refused_connection_is_transient() -> Result {
     let client = client_for(&format!("http://{addr}/client/api"), Duration::from_secs(5))?;
 
     let err = client
-        .attach_volume(ids::PGTEST1_DISK_2000, ids::APPLIANCE_OMA, None)
+        .attach_volume(
+            &VolumeId::from(ids::PGTEST1_DISK_2000),
+            &VmId::from(ids::APPLIANCE_OMA),
+            None,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "got {err:?}");

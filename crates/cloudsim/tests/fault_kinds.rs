@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cloudsim::SimConfig;
 use cloudsim::world::{World, ids};
-use cloudstack::{ErrorClass, VolumeFilter};
+use cloudstack::{ErrorClass, VolumeFilter, VolumeId};
 use serde_json::{Value, json};
 
 type Result<T = ()> = anyhow::Result<T>;
@@ -76,7 +76,10 @@ impl Sim {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_error_refuses_the_call_itself_and_changes_nothing() -> Result {
     let sim = sim().await?;
-    let before = sim.client.get_volume(ids::PGTEST1_DISK_2001).await?;
+    let before = sim
+        .client
+        .get_volume(&VolumeId::from(ids::PGTEST1_DISK_2001))
+        .await?;
     let armed = sim
         .post(
             "faults",
@@ -87,7 +90,7 @@ async fn api_error_refuses_the_call_itself_and_changes_nothing() -> Result {
     assert_eq!(armed.status(), 200);
     let err = sim
         .client
-        .detach_volume(ids::PGTEST1_DISK_2001)
+        .detach_volume(&VolumeId::from(ids::PGTEST1_DISK_2001))
         .await
         .expect_err("refused");
     assert_eq!(err.errorcode(), Some(431));
@@ -95,7 +98,9 @@ async fn api_error_refuses_the_call_itself_and_changes_nothing() -> Result {
     assert_eq!(err.class(), ErrorClass::Definitive);
     assert!(sim.faults().await?.is_empty(), "the rule is spent");
     assert_eq!(
-        sim.client.get_volume(ids::PGTEST1_DISK_2001).await?,
+        sim.client
+            .get_volume(&VolumeId::from(ids::PGTEST1_DISK_2001))
+            .await?,
         before,
         "nothing happened"
     );

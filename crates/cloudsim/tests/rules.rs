@@ -12,8 +12,8 @@ use cloudsim::world::{VolumeDef, ids};
 use cloudsim::{SimConfig, World};
 use cloudstack::signing::{java_url_encode, sign};
 use cloudstack::{
-    Client, DeployVm, Error, Firmware, Job, JobOutput, NicRequest, VirtualMachine, Volume,
-    VolumeFilter, VolumeSource,
+    Client, DeployVm, Error, Firmware, Job, JobOutput, NicRequest, VirtualMachine, VmId, Volume,
+    VolumeFilter, VolumeId, VolumeSource, ZoneId,
 };
 use serde_json::{Value, json};
 
@@ -180,9 +180,9 @@ impl Sim {
     }
 
     /// The raw `queryAsyncJobResult` response object of `job_id`.
-    async fn raw_job(&self, job_id: &str) -> anyhow::Result<Value> {
+    async fn raw_job(&self, job_id: impl AsRef<str>) -> anyhow::Result<Value> {
         let raw = self
-            .raw_call("queryAsyncJobResult", &[("jobid", job_id)])
+            .raw_call("queryAsyncJobResult", &[("jobid", job_id.as_ref())])
             .await?;
         assert_eq!(raw.status, 200, "{}", raw.text);
         Ok(raw.json()["queryasyncjobresultresponse"].clone())
@@ -204,7 +204,8 @@ impl Sim {
     }
 
     /// `/sim/volumes`: volume id → its simulated content generation.
-    async fn generation(&self, volume_id: &str) -> anyhow::Result<u64> {
+    async fn generation(&self, volume_id: impl AsRef<str>) -> anyhow::Result<u64> {
+        let volume_id = volume_id.as_ref();
         let all: Vec<Value> = self
             .http
             .get(format!("{}/volumes", self.admin()))
@@ -223,36 +224,56 @@ impl Sim {
         self.client.wait(&job).await
     }
 
-    async fn attach(&self, volume: &str, vm: &str, device: Option<i64>) -> Result<Volume, Error> {
-        self.run(self.client.attach_volume(volume, vm, device).await)
+    async fn attach(
+        &self,
+        volume: impl AsRef<str>,
+        vm: impl AsRef<str>,
+        device: Option<i64>,
+    ) -> Result<Volume, Error> {
+        let (volume, vm) = (VolumeId::from(volume.as_ref()), VmId::from(vm.as_ref()));
+        self.run(
+            self.client
+                .attach_volume(&VolumeId::from(&volume), &VmId::from(&vm), device)
+                .await,
+        )
+        .await
+    }
+
+    async fn detach(&self, volume: impl AsRef<str>) -> Result<Volume, Error> {
+        let volume = VolumeId::from(volume.as_ref());
+        self.run(self.client.detach_volume(&VolumeId::from(&volume)).await)
             .await
     }
 
-    async fn detach(&self, volume: &str) -> Result<Volume, Error> {
-        self.run(self.client.detach_volume(volume).await).await
-    }
-
-    async fn start_vm(&self, vm: &str) -> Result<VirtualMachine, Error> {
-        self.run(self.client.start_virtual_machine(vm).await).await
-    }
-
-    async fn stop_vm(&self, vm: &str) -> Result<VirtualMachine, Error> {
-        self.run(self.client.stop_virtual_machine(vm, false).await)
+    async fn start_vm(&self, vm: impl AsRef<str>) -> Result<VirtualMachine, Error> {
+        let vm = VmId::from(vm.as_ref());
+        self.run(self.client.start_virtual_machine(&VmId::from(&vm)).await)
             .await
     }
 
-    async fn volume(&self, id: &str) -> anyhow::Result<Volume> {
+    async fn stop_vm(&self, vm: impl AsRef<str>) -> Result<VirtualMachine, Error> {
+        let vm = VmId::from(vm.as_ref());
+        self.run(
+            self.client
+                .stop_virtual_machine(&VmId::from(&vm), false)
+                .await,
+        )
+        .await
+    }
+
+    async fn volume(&self, id: impl AsRef<str>) -> anyhow::Result<Volume> {
+        let id = VolumeId::from(id.as_ref());
         self.client
-            .get_volume(id)
+            .get_volume(&VolumeId::from(&id))
             .await?
             .ok_or_else(|| anyhow::anyhow!("volume {id} not listed"))
     }
 
-    async fn volumes_of(&self, vm: &str) -> anyhow::Result<Vec<Volume>> {
+    async fn volumes_of(&self, vm: impl AsRef<str>) -> anyhow::Result<Vec<Volume>> {
         Ok(self
             .client
             .list_volumes(&VolumeFilter {
-                virtual_machine_id: Some(vm.to_string()),
+                virtual_machine_id: Some(VmId::from(vm.as_ref())),
                 ..Default::default()
             })
             .await?)
@@ -272,7 +293,8 @@ impl Sim {
     }
 
     /// The VM's placeholder ROOT volume (device 0).
-    async fn placeholder_root(&self, vm: &str) -> anyhow::Result<Volume> {
+    async fn placeholder_root(&self, vm: impl AsRef<str>) -> anyhow::Result<Volume> {
+        let vm = vm.as_ref();
         self.volumes_of(vm)
             .await?
             .into_iter()
@@ -289,10 +311,11 @@ impl Sim {
         Ok((vm, root))
     }
 
-    async fn vm_state(&self, vm: &str) -> anyhow::Result<String> {
+    async fn vm_state(&self, vm: impl AsRef<str>) -> anyhow::Result<String> {
+        let vm = VmId::from(vm.as_ref());
         Ok(self
             .client
-            .get_virtual_machine(vm)
+            .get_virtual_machine(&VmId::from(&vm))
             .await?
             .ok_or_else(|| anyhow::anyhow!("VM {vm} not listed"))?
             .state)
@@ -585,7 +608,11 @@ async fn a_nonexistent_uuid_is_431_with_cserrorcode_9999() -> TestResult {
     let ghost = "11111111-2222-4333-8444-555555555555";
     let err = sim
         .client
-        .attach_volume(ghost, ids::APPLIANCE_OMA, None)
+        .attach_volume(
+            &VolumeId::from(ghost),
+            &VmId::from(ids::APPLIANCE_OMA),
+            None,
+        )
         .await
         .unwrap_err();
     let text = format!(
@@ -716,7 +743,10 @@ async fn automatic_device_ids_go_1_2_4_5() -> TestResult {
     let mut got = Vec::new();
     for i in 0..4 {
         let v = sim.attach(&extra_id(i), &vm.id, None).await?;
-        assert_eq!(v.virtualmachineid.as_deref(), Some(vm.id.as_str()));
+        assert_eq!(
+            v.virtualmachineid.as_ref().map(|id| id.as_str()),
+            Some(vm.id.as_str())
+        );
         assert_eq!(v.volume_type, "DATADISK");
         got.push(v.deviceid.expect("attached"));
     }
@@ -789,7 +819,11 @@ async fn the_33rd_data_disk_is_refused() -> TestResult {
     // All 32 at once: the VM's queue serializes them and hands out 1, 2, 4 … 33.
     let mut jobs = Vec::new();
     for i in 0..32 {
-        jobs.push(sim.client.attach_volume(&extra_id(i), &vm.id, None).await?);
+        jobs.push(
+            sim.client
+                .attach_volume(&VolumeId::from(&extra_id(i)), &VmId::from(&vm.id), None)
+                .await?,
+        );
     }
     let mut devices = Vec::new();
     for job in &jobs {
@@ -848,7 +882,7 @@ async fn root_attach_needs_a_stopped_vm_without_device_0() -> TestResult {
     assert_eq!(listed.deviceid, Some(0));
     let shown = sim
         .client
-        .get_virtual_machine(&vm.id)
+        .get_virtual_machine(&VmId::from(&vm.id))
         .await?
         .expect("listed");
     assert_eq!(shown.rootdeviceid, Some(0));
@@ -899,7 +933,7 @@ async fn a_volume_attached_elsewhere_cannot_be_attached() -> TestResult {
     assert_job(&err, 431, ATTACHED_ELSEWHERE);
     let replica = sim.volume(ids::PGTEST1_DISK_2001).await?;
     assert_eq!(
-        replica.virtualmachineid.as_deref(),
+        replica.virtualmachineid.as_ref().map(|id| id.as_str()),
         Some(ids::APPLIANCE_OMA)
     );
     assert_eq!(replica.deviceid, Some(2));
@@ -917,15 +951,27 @@ async fn a_volume_taken_while_the_attach_waited_in_the_queue_is_refused_in_the_w
     // A stop of a stopped VM changes nothing but holds A's queue for a second.
     sim.admin_post("latency", json!({"stopVirtualMachine": 1_000_000}))
         .await?;
-    let hold = sim.client.stop_virtual_machine(&a.id, false).await?;
-    let waiting = sim.client.attach_volume(&extra_id(0), &a.id, None).await?;
+    let hold = sim
+        .client
+        .stop_virtual_machine(&VmId::from(&a.id), false)
+        .await?;
+    let waiting = sim
+        .client
+        .attach_volume(&VolumeId::from(&extra_id(0)), &VmId::from(&a.id), None)
+        .await?;
     let taken = sim.attach(&extra_id(0), &b.id, None).await?;
-    assert_eq!(taken.virtualmachineid.as_deref(), Some(b.id.as_str()));
+    assert_eq!(
+        taken.virtualmachineid.as_ref().map(|id| id.as_str()),
+        Some(b.id.as_str())
+    );
     let err = sim.client.wait(&waiting).await.unwrap_err();
     assert_job(&err, 530, "This volume is already attached to a VM.");
     assert_eq!(sim.client.wait(&hold).await?.state, "Stopped");
     let volume = sim.volume(&extra_id(0)).await?;
-    assert_eq!(volume.virtualmachineid.as_deref(), Some(b.id.as_str()));
+    assert_eq!(
+        volume.virtualmachineid.as_ref().map(|id| id.as_str()),
+        Some(b.id.as_str())
+    );
     assert_eq!(volume.deviceid, Some(1));
     Ok(())
 }
@@ -938,7 +984,10 @@ async fn attach_and_detach_need_a_running_or_stopped_vm() -> TestResult {
     // A start that takes 100 s keeps the VM in Starting for the rest of the test.
     sim.admin_post("latency", json!({"startVirtualMachine": 100_000_000}))
         .await?;
-    let start = sim.client.start_virtual_machine(&vm.id).await?;
+    let start = sim
+        .client
+        .start_virtual_machine(&VmId::from(&vm.id))
+        .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while sim.vm_state(&vm.id).await? != "Starting" {
         assert!(
@@ -956,7 +1005,11 @@ async fn attach_and_detach_need_a_running_or_stopped_vm() -> TestResult {
 
     assert_eq!(sim.volume(&extra_id(1)).await?.virtualmachineid, None);
     assert_eq!(
-        sim.volume(&extra_id(0)).await?.virtualmachineid.as_deref(),
+        sim.volume(&extra_id(0))
+            .await?
+            .virtualmachineid
+            .as_ref()
+            .map(|id| id.as_str()),
         Some(vm.id.as_str())
     );
     let still = sim.raw_job(&start.job_id).await?;
@@ -1043,7 +1096,7 @@ async fn deploy_without_start_gives_a_stopped_vm_with_a_placeholder_root_nics_an
     // listVirtualMachines agrees with the job result.
     let listed = sim
         .client
-        .get_virtual_machine(&vm_id)
+        .get_virtual_machine(&VmId::from(&vm_id))
         .await?
         .expect("listed");
     assert_eq!(listed.state, "Stopped");
@@ -1136,7 +1189,7 @@ async fn starting_a_running_vm_fails_and_stopping_a_stopped_vm_succeeds() -> Tes
     assert_eq!(err.errorcode(), Some(431));
     let text = err.errortext().expect("a text");
     assert!(text.ends_with(" is already running"), "{text}");
-    assert!(text.contains(&vm.id), "{text}");
+    assert!(text.contains(vm.id.as_str()), "{text}");
 
     assert_eq!(sim.stop_vm(&vm.id).await?.state, "Stopped");
     assert_eq!(sim.stop_vm(&vm.id).await?.state, "Stopped");
@@ -1157,11 +1210,20 @@ async fn destroy_with_expunge_removes_the_root_and_detaches_the_data_disks() -> 
     sim.start_vm(&vm.id).await?;
 
     let destroyed = sim
-        .run(sim.client.destroy_virtual_machine(&vm.id, true).await)
+        .run(
+            sim.client
+                .destroy_virtual_machine(&VmId::from(&vm.id), true)
+                .await,
+        )
         .await?;
     assert_eq!(destroyed.id, vm.id);
 
-    assert!(sim.client.get_virtual_machine(&vm.id).await?.is_none());
+    assert!(
+        sim.client
+            .get_virtual_machine(&VmId::from(&vm.id))
+            .await?
+            .is_none()
+    );
     let all = sim
         .client
         .list_virtual_machines(&Default::default())
@@ -1169,7 +1231,12 @@ async fn destroy_with_expunge_removes_the_root_and_detaches_the_data_disks() -> 
     assert!(all.iter().all(|v| v.id != vm.id), "{all:?}");
 
     // The volume that was attached at device 0 went with the VM.
-    assert!(sim.client.get_volume(&extra_id(0)).await?.is_none());
+    assert!(
+        sim.client
+            .get_volume(&VolumeId::from(&extra_id(0)))
+            .await?
+            .is_none()
+    );
     for data in [extra_id(1), extra_id(2)] {
         let v = sim.volume(&data).await?;
         assert_eq!(v.volume_type, "DATADISK");
@@ -1190,19 +1257,22 @@ async fn a_replica_on_the_running_appliance_can_be_snapshotted_by_default() -> T
     let sim = start().await?;
     let job = sim
         .client
-        .create_snapshot(ids::PGTEST1_DISK_2000, Some("pre-test"))
+        .create_snapshot(&VolumeId::from(ids::PGTEST1_DISK_2000), Some("pre-test"))
         .await?;
     let snapshot_id = job.id.clone().expect("async-create gives the snapshot id");
     let snapshot = sim.client.wait(&job).await?;
     assert_eq!(snapshot.id, snapshot_id);
     assert_eq!(snapshot.name, "pre-test");
-    assert_eq!(snapshot.volumeid.as_deref(), Some(ids::PGTEST1_DISK_2000));
+    assert_eq!(
+        snapshot.volumeid.as_ref().map(|id| id.as_str()),
+        Some(ids::PGTEST1_DISK_2000)
+    );
     assert_eq!(snapshot.state.as_deref(), Some("BackedUp"));
     assert_eq!(snapshot.virtualsize, Some(107 * GIB));
 
     let listed = sim
         .client
-        .list_snapshots(Some(ids::PGTEST1_DISK_2000), None)
+        .list_snapshots(Some(&VolumeId::from(ids::PGTEST1_DISK_2000)), None)
         .await?;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, snapshot_id);
@@ -1224,7 +1294,7 @@ async fn with_kvm_snapshots_disabled_a_running_vms_volume_fails_synchronously_wi
     .await?;
     let err = sim
         .client
-        .create_snapshot(ids::PGTEST1_DISK_2000, None)
+        .create_snapshot(&VolumeId::from(ids::PGTEST1_DISK_2000), None)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Api { .. }), "not synchronous: {err:?}");
@@ -1241,11 +1311,14 @@ async fn with_kvm_snapshots_disabled_a_running_vms_volume_fails_synchronously_wi
     let snapshot = sim
         .run(
             sim.client
-                .create_snapshot(ids::PGTEST1_DISK_2001, None)
+                .create_snapshot(&VolumeId::from(ids::PGTEST1_DISK_2001), None)
                 .await,
         )
         .await?;
-    assert_eq!(snapshot.volumeid.as_deref(), Some(ids::PGTEST1_DISK_2001));
+    assert_eq!(
+        snapshot.volumeid.as_ref().map(|id| id.as_str()),
+        Some(ids::PGTEST1_DISK_2001)
+    );
     Ok(())
 }
 
@@ -1256,7 +1329,11 @@ async fn revert_needs_the_vm_stopped_or_the_volume_detached_and_restores_the_con
     let replica = ids::PGTEST1_DISK_2001;
     let before = sim.generation(replica).await?;
     let snapshot = sim
-        .run(sim.client.create_snapshot(replica, None).await)
+        .run(
+            sim.client
+                .create_snapshot(&VolumeId::from(replica), None)
+                .await,
+        )
         .await?;
 
     // The replica goes to a test VM, which boots and writes to it.
@@ -1304,7 +1381,7 @@ async fn a_volume_from_a_snapshot_is_ready_with_the_snapshots_size() -> TestResu
     let snapshot = sim
         .run(
             sim.client
-                .create_snapshot(ids::PGTEST1_DISK_2000, None)
+                .create_snapshot(&VolumeId::from(ids::PGTEST1_DISK_2000), None)
                 .await,
         )
         .await?;
@@ -1312,7 +1389,7 @@ async fn a_volume_from_a_snapshot_is_ready_with_the_snapshots_size() -> TestResu
         .client
         .create_volume(
             "pgtest1-disk-2000-clone",
-            ids::ZONE,
+            &ZoneId::from(ids::ZONE),
             &VolumeSource::Snapshot {
                 snapshot_id: snapshot.id.clone(),
             },
@@ -1341,7 +1418,7 @@ async fn a_volume_from_a_snapshot_is_ready_with_the_snapshots_size() -> TestResu
             sim.client
                 .create_volume(
                     "blank",
-                    ids::ZONE,
+                    &ZoneId::from(ids::ZONE),
                     &VolumeSource::Offering {
                         disk_offering_id: ids::DISK_OFFERING_CUSTOM.into(),
                         size_gb: Some(5),
@@ -1360,20 +1437,27 @@ async fn deleting_an_attached_volume_is_refused_synchronously() -> TestResult {
     let sim = start().await?;
     let err = sim
         .client
-        .delete_volume(ids::PGTEST1_DISK_2001)
+        .delete_volume(&VolumeId::from(ids::PGTEST1_DISK_2001))
         .await
         .unwrap_err();
     assert_sync(&err, 431, ATTACHED_ELSEWHERE);
     assert!(
         sim.client
-            .get_volume(ids::PGTEST1_DISK_2001)
+            .get_volume(&VolumeId::from(ids::PGTEST1_DISK_2001))
             .await?
             .is_some()
     );
 
     // Detached, it goes.
-    sim.client.delete_volume(&extra_id(0)).await?;
-    assert!(sim.client.get_volume(&extra_id(0)).await?.is_none());
+    sim.client
+        .delete_volume(&VolumeId::from(&extra_id(0)))
+        .await?;
+    assert!(
+        sim.client
+            .get_volume(&VolumeId::from(&extra_id(0)))
+            .await?
+            .is_none()
+    );
     Ok(())
 }
 
@@ -1383,14 +1467,14 @@ async fn a_deleted_snapshot_vanishes_from_list_snapshots() -> TestResult {
     let first = sim
         .run(
             sim.client
-                .create_snapshot(ids::PGTEST1_DISK_2000, None)
+                .create_snapshot(&VolumeId::from(ids::PGTEST1_DISK_2000), None)
                 .await,
         )
         .await?;
     let second = sim
         .run(
             sim.client
-                .create_snapshot(ids::PGTEST1_DISK_2001, None)
+                .create_snapshot(&VolumeId::from(ids::PGTEST1_DISK_2001), None)
                 .await,
         )
         .await?;

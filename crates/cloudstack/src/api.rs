@@ -4,6 +4,8 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use ids::{NetworkId, ServiceOfferingId, SnapshotId, TemplateId, VmId, VolumeId, ZoneId};
+
 use crate::client::{Client, Kind};
 use crate::error::Error;
 use crate::jobs::{Job, Success};
@@ -29,7 +31,7 @@ pub enum Firmware {
 /// One entry of `iptonetworklist`: a NIC on a network, optionally with a fixed IP/MAC.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NicRequest {
-    pub network_id: String,
+    pub network_id: NetworkId,
     pub ip: Option<String>,
     pub mac: Option<String>,
 }
@@ -37,9 +39,9 @@ pub struct NicRequest {
 /// `deployVirtualMachine` parameters.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeployVm {
-    pub zone_id: String,
-    pub service_offering_id: String,
-    pub template_id: String,
+    pub zone_id: ZoneId,
+    pub service_offering_id: ServiceOfferingId,
+    pub template_id: TemplateId,
     pub name: Option<String>,
     pub display_name: Option<String>,
     /// Custom offering values: `details[0].cpuNumber`, `cpuSpeed`, `memory` (MB).
@@ -105,7 +107,7 @@ impl DeployVm {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeSource {
     Snapshot {
-        snapshot_id: String,
+        snapshot_id: SnapshotId,
     },
     Offering {
         disk_offering_id: String,
@@ -116,25 +118,25 @@ pub enum VolumeSource {
 /// Filters for `listVolumes`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VolumeFilter {
-    pub id: Option<String>,
-    pub virtual_machine_id: Option<String>,
+    pub id: Option<VolumeId>,
+    pub virtual_machine_id: Option<VmId>,
     pub volume_type: Option<String>,
-    pub zone_id: Option<String>,
+    pub zone_id: Option<ZoneId>,
     pub name: Option<String>,
 }
 
 /// Filters for `listVirtualMachines`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VmFilter {
-    pub id: Option<String>,
+    pub id: Option<VmId>,
     /// CloudStack matches `name` as a substring (SQL `LIKE %name%`): callers that
     /// look for one VM by name must compare the names of the results exactly.
     pub name: Option<String>,
-    pub zone_id: Option<String>,
+    pub zone_id: Option<ZoneId>,
     pub state: Option<String>,
 }
 
-fn push_opt(p: &mut Params, name: &str, value: &Option<String>) {
+fn push_opt<T: std::fmt::Display>(p: &mut Params, name: &str, value: &Option<T>) {
     if let Some(v) = value {
         p.push(param(name, v));
     }
@@ -192,7 +194,7 @@ impl Client {
     pub async fn list_templates(
         &self,
         templatefilter: &str,
-        zone_id: Option<&str>,
+        zone_id: Option<&ZoneId>,
     ) -> Result<Vec<Template>, Error> {
         let mut p = vec![param("templatefilter", templatefilter)];
         if let Some(z) = zone_id {
@@ -201,7 +203,7 @@ impl Client {
         self.list("listTemplates", "template", p).await
     }
 
-    pub async fn list_networks(&self, zone_id: Option<&str>) -> Result<Vec<Network>, Error> {
+    pub async fn list_networks(&self, zone_id: Option<&ZoneId>) -> Result<Vec<Network>, Error> {
         let mut p = vec![];
         if let Some(z) = zone_id {
             p.push(param("zoneid", z));
@@ -222,9 +224,9 @@ impl Client {
     }
 
     /// The VM with `id`, or `None` if CloudStack does not know it (any more).
-    pub async fn get_virtual_machine(&self, id: &str) -> Result<Option<VirtualMachine>, Error> {
+    pub async fn get_virtual_machine(&self, id: &VmId) -> Result<Option<VirtualMachine>, Error> {
         let filter = VmFilter {
-            id: Some(id.to_string()),
+            id: Some(id.clone()),
             ..Default::default()
         };
         Ok(self
@@ -245,9 +247,9 @@ impl Client {
     }
 
     /// The volume with `id`, or `None` if CloudStack does not know it (any more).
-    pub async fn get_volume(&self, id: &str) -> Result<Option<Volume>, Error> {
+    pub async fn get_volume(&self, id: &VolumeId) -> Result<Option<Volume>, Error> {
         let filter = VolumeFilter {
-            id: Some(id.to_string()),
+            id: Some(id.clone()),
             ..Default::default()
         };
         Ok(self.list_volumes(&filter).await?.into_iter().next())
@@ -255,8 +257,8 @@ impl Client {
 
     pub async fn list_snapshots(
         &self,
-        volume_id: Option<&str>,
-        id: Option<&str>,
+        volume_id: Option<&VolumeId>,
+        id: Option<&SnapshotId>,
     ) -> Result<Vec<Snapshot>, Error> {
         let mut p = vec![];
         if let Some(v) = volume_id {
@@ -279,13 +281,13 @@ impl Client {
         self.submit("deployVirtualMachine", &request.params()).await
     }
 
-    pub async fn start_virtual_machine(&self, id: &str) -> Result<Job<VirtualMachine>, Error> {
+    pub async fn start_virtual_machine(&self, id: &VmId) -> Result<Job<VirtualMachine>, Error> {
         self.submit("startVirtualMachine", &[param("id", id)]).await
     }
 
     pub async fn stop_virtual_machine(
         &self,
-        id: &str,
+        id: &VmId,
         forced: bool,
     ) -> Result<Job<VirtualMachine>, Error> {
         self.submit(
@@ -297,7 +299,7 @@ impl Client {
 
     pub async fn destroy_virtual_machine(
         &self,
-        id: &str,
+        id: &VmId,
         expunge: bool,
     ) -> Result<Job<VirtualMachine>, Error> {
         self.submit(
@@ -310,7 +312,7 @@ impl Client {
     pub async fn create_volume(
         &self,
         name: &str,
-        zone_id: &str,
+        zone_id: &ZoneId,
         source: &VolumeSource,
     ) -> Result<Job<Volume>, Error> {
         let mut p = vec![param("name", name), param("zoneid", zone_id)];
@@ -333,8 +335,8 @@ impl Client {
     /// `Some(0)` attaches as ROOT (VM Stopped, no device 0).
     pub async fn attach_volume(
         &self,
-        id: &str,
-        vm_id: &str,
+        id: &VolumeId,
+        vm_id: &VmId,
         device_id: Option<i64>,
     ) -> Result<Job<Volume>, Error> {
         let mut p = vec![param("id", id), param("virtualmachineid", vm_id)];
@@ -344,12 +346,12 @@ impl Client {
         self.submit("attachVolume", &p).await
     }
 
-    pub async fn detach_volume(&self, id: &str) -> Result<Job<Volume>, Error> {
+    pub async fn detach_volume(&self, id: &VolumeId) -> Result<Job<Volume>, Error> {
         self.submit("detachVolume", &[param("id", id)]).await
     }
 
     /// `deleteVolume` is synchronous.
-    pub async fn delete_volume(&self, id: &str) -> Result<(), Error> {
+    pub async fn delete_volume(&self, id: &VolumeId) -> Result<(), Error> {
         let inner = self
             .call("deleteVolume", Kind::Mutation, &[param("id", id)])
             .await?;
@@ -366,7 +368,7 @@ impl Client {
 
     pub async fn create_snapshot(
         &self,
-        volume_id: &str,
+        volume_id: &VolumeId,
         name: Option<&str>,
     ) -> Result<Job<Snapshot>, Error> {
         let mut p = vec![param("volumeid", volume_id)];
@@ -376,11 +378,11 @@ impl Client {
         self.submit("createSnapshot", &p).await
     }
 
-    pub async fn revert_snapshot(&self, id: &str) -> Result<Job<Snapshot>, Error> {
+    pub async fn revert_snapshot(&self, id: &SnapshotId) -> Result<Job<Snapshot>, Error> {
         self.submit("revertSnapshot", &[param("id", id)]).await
     }
 
-    pub async fn delete_snapshot(&self, id: &str) -> Result<Job<Success>, Error> {
+    pub async fn delete_snapshot(&self, id: &SnapshotId) -> Result<Job<Success>, Error> {
         self.submit("deleteSnapshot", &[param("id", id)]).await
     }
 }

@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use ids::JobId;
+
 /// What a caller may do after an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -51,7 +53,7 @@ pub enum Error {
     #[error("CloudStack job {job_id} ({command}) failed: errorcode {errorcode}: {errortext}")]
     JobFailed {
         command: String,
-        job_id: String,
+        job_id: JobId,
         errorcode: u16,
         errortext: String,
     },
@@ -82,7 +84,7 @@ pub enum Error {
     #[error("CloudStack job {job_id} ({command}) still running after {waited:?}")]
     JobTimeout {
         command: String,
-        job_id: String,
+        job_id: JobId,
         waited: Duration,
     },
     /// CloudStack refused to tell a job's state (`queryAsyncJobResult` failed for a
@@ -90,7 +92,7 @@ pub enum Error {
     #[error("cannot read the state of CloudStack job {job_id} ({command})")]
     PollRefused {
         command: String,
-        job_id: String,
+        job_id: JobId,
         #[source]
         source: Box<Error>,
     },
@@ -164,7 +166,7 @@ impl Error {
     }
 
     /// The async job id the error concerns, if any.
-    pub fn job_id(&self) -> Option<&str> {
+    pub fn job_id(&self) -> Option<&JobId> {
         match self {
             Error::JobFailed { job_id, .. }
             | Error::JobTimeout { job_id, .. }
@@ -200,7 +202,7 @@ mod tests {
             source: Box::new(api(431)),
         };
         assert_eq!(e.class(), ErrorClass::Unknown);
-        assert_eq!(e.job_id(), Some("j-1"));
+        assert_eq!(e.job_id().map(JobId::as_str), Some("j-1"));
         assert_eq!(e.command(), "startVirtualMachine");
     }
 
@@ -246,7 +248,7 @@ mod tests {
             errortext: "deviceId 5 is used by vm 12".into(),
         };
         assert_eq!(e.class(), ErrorClass::Definitive);
-        assert_eq!(e.job_id(), Some("j"));
+        assert_eq!(e.job_id().map(JobId::as_str), Some("j"));
         assert_eq!(e.errorcode(), Some(530));
     }
 

@@ -9,6 +9,7 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use ids::JobId;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -49,7 +50,7 @@ impl JobOutput for Success {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Job<T> {
     pub command: String,
-    pub job_id: String,
+    pub job_id: JobId,
     pub id: Option<String>,
     #[serde(skip)]
     _output: PhantomData<fn() -> T>,
@@ -59,7 +60,7 @@ impl<T> Job<T> {
     /// A job submitted earlier (perhaps by a process that has since died), to wait on.
     pub fn resume(
         command: impl Into<String>,
-        job_id: impl Into<String>,
+        job_id: impl Into<JobId>,
         id: Option<String>,
     ) -> Self {
         Job {
@@ -100,12 +101,12 @@ impl Client {
     }
 
     /// One `queryAsyncJobResult`.
-    pub async fn query_async_job_result(&self, job_id: &str) -> Result<AsyncJob, Error> {
+    pub async fn query_async_job_result(&self, job_id: &JobId) -> Result<AsyncJob, Error> {
         let inner = self
             .call(
                 "queryAsyncJobResult",
                 Kind::Read,
-                &[("jobid".into(), job_id.into())],
+                &[("jobid".into(), job_id.to_string())],
             )
             .await?;
         serde_json::from_value(inner.clone()).map_err(|e| Error::Decode {

@@ -33,3 +33,9 @@ pub use error::{Error, ErrorClass};
 pub use jobs::{Job, JobOutput, Success};
 pub use polling::PollPolicy;
 pub use types::*;
+
+/// The ids the client's calls and types speak, re-exported so that a caller of the
+/// client alone (cloudsim's tests) need not name the `ids` crate.
+pub use ids::{
+    JobId, NetworkId, ServiceOfferingId, SnapshotId, TemplateId, VmId, VolumeId, ZoneId,
+};

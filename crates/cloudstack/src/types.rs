@@ -5,12 +5,13 @@
 //! `None`) or says its default, so responses from any 4.x release parse; `deviceid`,
 //! for example, is absent on a detached volume.
 
+use ids::{JobId, NetworkId, ServiceOfferingId, SnapshotId, TemplateId, VmId, VolumeId, ZoneId};
 use serde::{Deserialize, Serialize};
 
 /// `listZones` → `zone`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Zone {
-    pub id: String,
+    pub id: ZoneId,
     pub name: String,
     pub allocationstate: Option<String>,
     pub networktype: Option<String>,
@@ -20,7 +21,7 @@ pub struct Zone {
 /// `cpunumber`/`cpuspeed`/`memory`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceOffering {
-    pub id: String,
+    pub id: ServiceOfferingId,
     pub name: String,
     pub displaytext: Option<String>,
     pub cpunumber: Option<i64>,
@@ -47,9 +48,9 @@ pub struct DiskOffering {
 /// `listTemplates` → `template`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Template {
-    pub id: String,
+    pub id: TemplateId,
     pub name: String,
-    pub zoneid: Option<String>,
+    pub zoneid: Option<ZoneId>,
     #[serde(default)]
     pub isready: bool,
     pub ostypename: Option<String>,
@@ -61,9 +62,9 @@ pub struct Template {
 /// `listNetworks` → `network`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Network {
-    pub id: String,
+    pub id: NetworkId,
     pub name: String,
-    pub zoneid: Option<String>,
+    pub zoneid: Option<ZoneId>,
     #[serde(rename = "type")]
     pub network_type: Option<String>,
     pub state: Option<String>,
@@ -75,7 +76,7 @@ pub struct Network {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Nic {
     pub id: String,
-    pub networkid: String,
+    pub networkid: NetworkId,
     pub networkname: Option<String>,
     pub ipaddress: Option<String>,
     pub macaddress: Option<String>,
@@ -87,15 +88,15 @@ pub struct Nic {
 /// `listVirtualMachines` → `virtualmachine`, and the job result of VM commands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VirtualMachine {
-    pub id: String,
+    pub id: VmId,
     #[serde(default)]
     pub name: String,
     pub displayname: Option<String>,
     /// Running, Stopped, Starting, Stopping, Destroyed, Expunging, Error, …
     pub state: String,
-    pub zoneid: Option<String>,
-    pub templateid: Option<String>,
-    pub serviceofferingid: Option<String>,
+    pub zoneid: Option<ZoneId>,
+    pub templateid: Option<TemplateId>,
+    pub serviceofferingid: Option<ServiceOfferingId>,
     pub cpunumber: Option<i64>,
     pub cpuspeed: Option<i64>,
     pub memory: Option<i64>,
@@ -113,16 +114,16 @@ pub struct VirtualMachine {
 /// `listVolumes` → `volume`, and the job result of volume commands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Volume {
-    pub id: String,
+    pub id: VolumeId,
     #[serde(default)]
     pub name: String,
-    pub zoneid: Option<String>,
+    pub zoneid: Option<ZoneId>,
     /// "ROOT" or "DATADISK".
     #[serde(rename = "type")]
     pub volume_type: String,
     /// Absent when the volume is not attached.
     pub deviceid: Option<i64>,
-    pub virtualmachineid: Option<String>,
+    pub virtualmachineid: Option<VmId>,
     pub vmname: Option<String>,
     pub vmstate: Option<String>,
     /// Virtual size in bytes.
@@ -146,17 +147,22 @@ impl Volume {
 }
 
 /// The virtio serial of a volume id: the UUID without dashes, first 20 characters.
-pub fn volume_serial(volume_id: &str) -> String {
-    volume_id.replace('-', "").chars().take(20).collect()
+pub fn volume_serial(volume_id: &VolumeId) -> String {
+    volume_id
+        .as_str()
+        .replace('-', "")
+        .chars()
+        .take(20)
+        .collect()
 }
 
 /// `listSnapshots` → `snapshot`, and the job result of snapshot commands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
-    pub id: String,
+    pub id: SnapshotId,
     #[serde(default)]
     pub name: String,
-    pub volumeid: Option<String>,
+    pub volumeid: Option<VolumeId>,
     pub volumename: Option<String>,
     pub volumetype: Option<String>,
     /// BackingUp, BackedUp, Allocated, Error, …
@@ -164,7 +170,7 @@ pub struct Snapshot {
     pub snapshottype: Option<String>,
     pub intervaltype: Option<String>,
     pub virtualsize: Option<i64>,
-    pub zoneid: Option<String>,
+    pub zoneid: Option<ZoneId>,
     pub created: Option<String>,
 }
 
@@ -206,7 +212,7 @@ impl From<JobStatus> for i64 {
 /// `queryAsyncJobResult`, and each entry of `listAsyncJobs` → `asyncjobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AsyncJob {
-    pub jobid: String,
+    pub jobid: JobId,
     pub cmd: Option<String>,
     /// Absent in some `listAsyncJobs` entries; treat a missing status as pending.
     #[serde(default = "pending")]
@@ -232,7 +238,7 @@ mod tests {
     #[test]
     fn serial_is_the_uuid_without_dashes_cut_to_20() {
         assert_eq!(
-            volume_serial("6d2f3a1c-9b7e-4c1d-8a2b-0f1e2d3c4b5a"),
+            volume_serial(&VolumeId::from("6d2f3a1c-9b7e-4c1d-8a2b-0f1e2d3c4b5a")),
             "6d2f3a1c9b7e4c1d8a2b"
         );
     }

@@ -155,7 +155,7 @@ fn list_networks_parses() {
     assert_eq!(n.name, "testIsolatedNet");
     assert_eq!(n.network_type.as_deref(), Some("Isolated"));
     assert_eq!(
-        n.zoneid.as_deref(),
+        n.zoneid.as_ref().map(|id| id.as_str()),
         Some("04ccc336-d730-42fe-8ff6-5ae36e141e81")
     );
     assert_eq!(n.state.as_deref(), Some("Allocated"));
@@ -177,7 +177,7 @@ fn register_template_parses() {
     assert_eq!(t.name, "testTemplate");
     assert!(t.isready);
     assert_eq!(
-        t.zoneid.as_deref(),
+        t.zoneid.as_ref().map(|id| id.as_str()),
         Some("1d8d87d4-1425-459c-8d81-c6f57dca2bd2")
     );
     assert_eq!(t.ostypename.as_deref(), Some("Amazon Linux 3 (64 bit)"));
@@ -232,15 +232,15 @@ fn deploy_virtual_machine_job_and_vm_parse() {
     assert_eq!(vm.displayname.as_deref(), Some("testDummyVM"));
     assert_eq!(vm.state, "Running");
     assert_eq!(
-        vm.zoneid.as_deref(),
+        vm.zoneid.as_ref().map(|id| id.as_str()),
         Some("1d8d87d4-1425-459c-8d81-c6f57dca2bd2")
     );
     assert_eq!(
-        vm.templateid.as_deref(),
+        vm.templateid.as_ref().map(|id| id.as_str()),
         Some("50459b99-5fe0-11ea-9a56-1e006800018c")
     );
     assert_eq!(
-        vm.serviceofferingid.as_deref(),
+        vm.serviceofferingid.as_ref().map(|id| id.as_str()),
         Some("498ce071-a077-4237-9492-e55c42553327")
     );
     assert_eq!(vm.cpunumber, Some(1));
@@ -476,7 +476,7 @@ fn volumes_parse_attached_and_detached_ignoring_unknown_fields() {
     assert_eq!(attached.volume_type, "DATADISK");
     assert_eq!(attached.deviceid, Some(1));
     assert_eq!(
-        attached.virtualmachineid.as_deref(),
+        attached.virtualmachineid.as_ref().map(|id| id.as_str()),
         Some("915653c4-298b-4d74-bdee-4ced282114f1")
     );
     assert_eq!(attached.vmname.as_deref(), Some("testDummyVM"));

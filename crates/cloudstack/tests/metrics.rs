@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use cloudsim::SimConfig;
 use cloudsim::world::{World, ids};
-use cloudstack::{Client, Config, Error, ErrorClass, PollPolicy, VolumeSource};
+use cloudstack::{
+    Client, Config, Error, ErrorClass, PollPolicy, VmId, VolumeId, VolumeSource, ZoneId,
+};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use secrecy::SecretString;
 
@@ -96,7 +98,7 @@ fn requests_job_waits_and_failures_are_recorded() -> anyhow::Result<()> {
             let job = client
                 .create_volume(
                     "metrics",
-                    ids::ZONE,
+                    &ZoneId::from(ids::ZONE),
                     &VolumeSource::Offering {
                         disk_offering_id: ids::DISK_OFFERING_CUSTOM.into(),
                         size_gb: Some(5),
@@ -104,17 +106,24 @@ fn requests_job_waits_and_failures_are_recorded() -> anyhow::Result<()> {
                 )
                 .await?;
             let volume = client.wait(&job).await?;
-            assert_eq!(Some(volume.id), job.id);
+            assert_eq!(Some(volume.id.into_string()), job.id);
 
             // A job that fails: the volume is attached to the appliance already.
             let job = client
-                .attach_volume(ids::PGTEST1_DISK_2000, ids::APPLIANCE_OMA, None)
+                .attach_volume(
+                    &VolumeId::from(ids::PGTEST1_DISK_2000),
+                    &VmId::from(ids::APPLIANCE_OMA),
+                    None,
+                )
                 .await?;
             let err = client.wait(&job).await.unwrap_err();
             assert!(matches!(err, Error::JobFailed { .. }), "got {err:?}");
 
             // A call refused outright: no such volume.
-            let err = client.detach_volume("no-such-volume").await.unwrap_err();
+            let err = client
+                .detach_volume(&VolumeId::from("no-such-volume"))
+                .await
+                .unwrap_err();
             assert!(matches!(err, Error::Api { .. }), "got {err:?}");
             assert_eq!(err.class(), ErrorClass::Definitive);
 

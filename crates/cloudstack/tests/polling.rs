@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cloudsim::SimConfig;
 use cloudsim::world::{World, ids};
-use cloudstack::{Client, Config, PollPolicy, VolumeSource};
+use cloudstack::{Client, Config, PollPolicy, VmId, VolumeSource, ZoneId};
 use secrecy::SecretString;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,7 +46,7 @@ async fn a_commands_jobs_are_polled_when_they_have_been_finishing() -> anyhow::R
     let job = client
         .create_volume(
             "polled",
-            ids::ZONE,
+            &ZoneId::from(ids::ZONE),
             &VolumeSource::Offering {
                 disk_offering_id: ids::DISK_OFFERING_CUSTOM.into(),
                 size_gb: Some(1),
@@ -57,7 +57,7 @@ async fn a_commands_jobs_are_polled_when_they_have_been_finishing() -> anyhow::R
     let cycles = 12;
     for _ in 0..cycles {
         let job = client
-            .attach_volume(&volume.id, ids::APPLIANCE_OMA, None)
+            .attach_volume(&volume.id, &VmId::from(ids::APPLIANCE_OMA), None)
             .await?;
         client.wait(&job).await?;
         let job = client.detach_volume(&volume.id).await?;
@@ -126,7 +126,7 @@ async fn of_a_wave_of_new_jobs_one_wait_polls_for_all() -> anyhow::Result<()> {
             let job = client
                 .create_volume(
                     &format!("wave-{i}"),
-                    ids::ZONE,
+                    &ZoneId::from(ids::ZONE),
                     &VolumeSource::Offering {
                         disk_offering_id: ids::DISK_OFFERING_CUSTOM.into(),
                         size_gb: Some(1),

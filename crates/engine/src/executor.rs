@@ -2,6 +2,7 @@
 //! forward, retrying transient failures, then (after a definitive one) unwinding in
 //! reverse; see the crate's doc for the semantics.
 
+use ids::RunId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,7 +110,7 @@ impl Engine {
     /// Executes (or resumes) the run under a lease, to its end or until fenced off.
     pub async fn execute<C: Send + Sync>(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         saga: &Saga<C>,
         ctx: &C,
     ) -> Result<Outcome, EngineError> {
@@ -162,14 +163,14 @@ impl Engine {
 
     fn heartbeat(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         generation: i64,
         lost: Arc<AtomicBool>,
     ) -> tokio::task::JoinHandle<()> {
         let store = self.store.clone();
         let owner = self.config.owner.clone();
         let lease = self.config.lease;
-        let run_id = run_id.to_string();
+        let run_id = run_id.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(lease / 3).await;
@@ -191,7 +192,7 @@ impl Engine {
 
     async fn drive<C: Send + Sync>(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         generation: i64,
         saga: &Saga<C>,
         ctx: &C,
@@ -258,14 +259,14 @@ impl Engine {
             .await
     }
 
-    async fn load(&self, run_id: &str) -> Result<Run, Stop> {
+    async fn load(&self, run_id: &RunId) -> Result<Run, Stop> {
         self.store
             .run(run_id)
             .await?
             .ok_or_else(|| Stop::Error(EngineError::NoRun(run_id.to_string())))
     }
 
-    async fn event(&self, run_id: &str, level: &str, step: Option<&str>, message: &str) {
+    async fn event(&self, run_id: &RunId, level: &str, step: Option<&str>, message: &str) {
         if let Err(e) = self
             .store
             .add_event(run_id, level, step, message, None)
@@ -537,7 +538,7 @@ impl Drop for AbortOnDrop {
 
 /// Puts a stuck run back to unwinding, so the next execution retries the undo that
 /// failed (after an operator fixed its cause).
-pub async fn retry_stuck(store: &Store, run_id: &str) -> Result<(), EngineError> {
+pub async fn retry_stuck(store: &Store, run_id: &RunId) -> Result<(), EngineError> {
     store
         .run(run_id)
         .await
@@ -556,7 +557,7 @@ pub async fn retry_stuck(store: &Store, run_id: &str) -> Result<(), EngineError>
 /// Gives up on a stuck run: it ends `abandoned`, keeping its error, and no longer holds
 /// its VM. Whatever its failed undo left behind is the operator's to clean up — the
 /// run's steps and log say what that is.
-pub async fn abandon(store: &Store, run_id: &str) -> Result<(), EngineError> {
+pub async fn abandon(store: &Store, run_id: &RunId) -> Result<(), EngineError> {
     let run = store
         .run(run_id)
         .await

@@ -4,6 +4,7 @@
 //! that step by another; a worker that lost its lease is fenced off; a cancelled run
 //! unwinds. The "resources" are a set the steps ensure into being and undo.
 
+use ::ids::RunId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -133,7 +134,7 @@ fn config(owner: &str) -> EngineConfig {
 }
 
 /// A store with a protected VM and a new run on it.
-async fn run_on(t: &TestStore) -> anyhow::Result<String> {
+async fn run_on(t: &TestStore) -> anyhow::Result<RunId> {
     let store = &t.store;
     store
         .upsert_appliance(&Appliance {
@@ -627,7 +628,7 @@ async fn a_typed_step_records_json_and_the_next_reads_it_as_its_type() -> TestRe
 }
 
 /// A second run on the VM of [`run_on`], once its first has ended.
-async fn run_on_again(t: &TestStore) -> anyhow::Result<String> {
+async fn run_on_again(t: &TestStore) -> anyhow::Result<RunId> {
     let vm = t.store.vm("pgtest1").await?.expect("registered");
     Ok(t.store
         .create_run(&vm.id, Workflow::TestFailover, None)

@@ -284,7 +284,7 @@ async fn leftovers(client: &cloudstack::Client, vm: &VmDetail) -> anyhow::Result
         found.push(format!(
             "snapshot {} of volume {}",
             s.id,
-            s.volumeid.as_deref().unwrap_or("?")
+            s.volumeid.as_ref().map_or("?", |id| id.as_str())
         ));
     }
     for d in &vm.disks {

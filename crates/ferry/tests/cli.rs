@@ -3,6 +3,7 @@
 // Set-up: a volume made with the real client, as an operator's CloudStack would have it.
 #![allow(clippy::disallowed_methods)]
 
+use ::ids::{VolumeId, ZoneId};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -90,7 +91,7 @@ async fn cloudsim_announces_itself_serves_the_api_and_stops_on_sigterm() {
     let zones = client.list_zones().await.expect("listZones");
     assert_eq!(zones[0].id, sim.field("zone_id"));
     let filter = cloudstack::VolumeFilter {
-        virtual_machine_id: Some(oma),
+        virtual_machine_id: Some(oma.into()),
         ..Default::default()
     };
     let mut sizes: Vec<(i64, i64)> = client
@@ -140,7 +141,7 @@ fn cloudsim_lays_out_the_appliance_disks_under_the_sysfs_root() {
         ids::PGTEST1_DISK_2001,
     ]
     .iter()
-    .map(|id| cloudstack::volume_serial(id))
+    .map(|id| cloudstack::volume_serial(&VolumeId::from(id)))
     .collect();
     assert_eq!(
         serials, expected,
@@ -299,12 +300,12 @@ impl Volumed {
         Volumed { child, url }
     }
 
-    fn attach(&self, key: &str, volume: &str, vm: &str) -> reqwest::RequestBuilder {
+    fn attach(&self, key: &str, volume: impl AsRef<str>, vm: &str) -> reqwest::RequestBuilder {
         reqwest::Client::new()
             .post(format!("{}/v1/attach", self.url))
             .bearer_auth("volumed-test-token")
             .header("Idempotency-Key", key)
-            .json(&serde_json::json!({"volume_id": volume, "vm_id": vm}))
+            .json(&serde_json::json!({"volume_id": volume.as_ref(), "vm_id": vm}))
     }
 }
 
@@ -349,7 +350,7 @@ async fn a_killed_volume_daemon_resumes_its_attach_from_the_journal() {
     let job = client
         .create_volume(
             "data-3",
-            &sim.field("zone_id"),
+            &ZoneId::from(&sim.field("zone_id")),
             &cloudstack::VolumeSource::Offering {
                 disk_offering_id: cloudsim::world::ids::DISK_OFFERING_CUSTOM.into(),
                 size_gb: Some(5),
@@ -426,9 +427,12 @@ async fn a_killed_volume_daemon_resumes_its_attach_from_the_journal() {
         "resumed by job id, never resubmitted"
     );
     let attached = client
-        .get_volume(&volume)
+        .get_volume(&VolumeId::from(&volume))
         .await
         .expect("listVolumes")
         .expect("exists");
-    assert_eq!(attached.virtualmachineid.as_deref(), Some(oma.as_str()));
+    assert_eq!(
+        attached.virtualmachineid.as_ref().map(|id| id.as_str()),
+        Some(oma.as_str())
+    );
 }

@@ -19,6 +19,7 @@
 //! stop or destroy sent twice): the command is slowed so that the kill always lands
 //! while its job is in flight.
 
+use ::ids::RunId;
 mod crash_harness;
 
 use std::time::Duration;
@@ -467,7 +468,7 @@ async fn takeover(sim: &Sim, db: &store::Store, a: &mut Serve, b: &mut Serve) ->
     check_failed_over(sim, &survivor.api).await?;
     let after = sim.stats().await?;
     check_calls("the test failover", &stats, &after, &TEST_FAILOVER_CALLS)?;
-    let steps = db.steps(&run.id).await?;
+    let steps = db.steps(&RunId::from(&run.id)).await?;
     anyhow::ensure!(
         steps.iter().all(|s| s.state == StepState::Done),
         "steps not done: {steps:?}"

@@ -9,6 +9,7 @@
 //! against CloudStack read its current state (`listVolumes`, `listNetworks`,
 //! `listVirtualMachines`); the store's constraints are the last line behind them.
 
+use ids::{NetworkId, VolumeId};
 use std::collections::{BTreeMap, HashMap};
 
 use cloudstack::{Client, VolumeFilter};
@@ -332,9 +333,9 @@ pub async fn register(
 
     // Networks: by id or by name, in the appliance's zone.
     let networks = cloud.list_networks(Some(&appliance.zone_id)).await?;
-    let mut resolved: Vec<(String, String)> = Vec::new();
+    let mut resolved: Vec<(NetworkId, NetworkId)> = Vec::new();
     for (i, nic) in def.nics.iter().enumerate() {
-        let mut ids = [String::new(), String::new()];
+        let mut ids = [NetworkId::default(), NetworkId::default()];
         for (slot, (field, wanted)) in [
             ("test_network", &nic.test_network),
             ("production_network", &nic.production_network),
@@ -344,7 +345,7 @@ pub async fn register(
         {
             let matches: Vec<&cloudstack::Network> = networks
                 .iter()
-                .filter(|n| &n.id == wanted || &n.name == wanted)
+                .filter(|n| n.id == **wanted || &n.name == wanted)
                 .collect();
             match matches.as_slice() {
                 [one] => ids[slot] = one.id.clone(),
@@ -372,7 +373,7 @@ pub async fn register(
 
     // Replica volumes: exist, sit on the appliance, have the disk's size, belong to no
     // other disk.
-    let on_appliance: BTreeMap<String, cloudstack::Volume> = cloud
+    let on_appliance: BTreeMap<VolumeId, cloudstack::Volume> = cloud
         .list_volumes(&VolumeFilter {
             virtual_machine_id: Some(appliance.vm_id.clone()),
             ..Default::default()
@@ -384,10 +385,10 @@ pub async fn register(
     let mut seen = Vec::new();
     for (i, d) in def.disks.iter().enumerate() {
         let field = format!("disks[{i}].replica_volume_id");
-        let id = &d.replica_volume_id;
-        if id.trim().is_empty() {
+        if d.replica_volume_id.trim().is_empty() {
             continue;
         }
+        let id = &VolumeId::from(&d.replica_volume_id);
         if let Some((owner, disk)) = store.replica(id).await? {
             p.add(
                 &field,
@@ -498,7 +499,7 @@ pub async fn register(
                 label: d.label.clone().unwrap_or_else(|| format!("disk-{}", d.key)),
                 is_boot: i == boot,
                 boot_order: d.boot_order,
-                replica_volume_id: d.replica_volume_id.clone(),
+                replica_volume_id: VolumeId::from(&d.replica_volume_id),
             })
             .collect(),
     };

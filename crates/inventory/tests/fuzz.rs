@@ -15,6 +15,7 @@
 //!
 //! `PROPTEST_CASES` scales every property (`scripts/reliability` raises it).
 
+use ::ids::VolumeId;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -411,7 +412,12 @@ fn snapshot(site: &Site) -> (Vec<String>, Vec<bool>) {
             .collect();
         let mut replicas = Vec::new();
         for id in [ids::PGTEST1_DISK_2000, ids::PGTEST1_DISK_2001] {
-            replicas.push(site.store.is_replica(id).await.expect("replica"));
+            replicas.push(
+                site.store
+                    .is_replica(&VolumeId::from(id))
+                    .await
+                    .expect("replica"),
+            );
         }
         (vms, replicas)
     })

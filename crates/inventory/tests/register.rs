@@ -41,8 +41,8 @@ async fn env(world: World) -> anyhow::Result<Env> {
         store
             .upsert_appliance(&Appliance {
                 name: name.clone(),
-                vm_id: vm_id.clone(),
-                zone_id: sim.announcement.zone_id.clone(),
+                vm_id: vm_id.clone().into(),
+                zone_id: sim.announcement.zone_id.clone().into(),
                 volumed_url: None,
                 sysfs_root: None,
             })
@@ -120,7 +120,7 @@ async fn the_documented_example_registers_pgtest1() -> TestResult {
     );
     // Where CloudStack had them at registration.
     assert_eq!(
-        vm.disks[0].attachment.vm_id.as_deref(),
+        vm.disks[0].attachment.vm_id.as_ref().map(|id| id.as_str()),
         Some(ids::APPLIANCE_OMA)
     );
     assert_eq!(vm.disks[0].attachment.device_id, Some(1));
@@ -347,7 +347,7 @@ async fn a_replica_volume_not_on_the_appliance_is_refused() -> TestResult {
             ..Default::default()
         })
         .await?;
-    root.disks[1].replica_volume_id = oma_root[0].id.clone();
+    root.disks[1].replica_volume_id = oma_root[0].id.to_string();
     assert_problem(
         &env.refused(&root).await?,
         "disks[1].replica_volume_id",

@@ -6,6 +6,7 @@
 //! Starting a workflow answers 202 with the new run as soon as it is stored; the
 //! worker in this process is woken to execute it at once.
 
+use ids::{ProtectedVmId, RunId};
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
@@ -420,7 +421,7 @@ async fn list_runs(
     let runs = state
         .env
         .store
-        .runs(vm.as_ref().map(|v| v.id.as_str()), limit)
+        .runs(vm.as_ref().map(|v| &v.id), limit)
         .await?;
     let names = vm_names(&state).await?;
     Ok(Json(
@@ -430,7 +431,7 @@ async fn list_runs(
     ))
 }
 
-async fn vm_names(state: &AppState) -> ApiResult<BTreeMap<String, String>> {
+async fn vm_names(state: &AppState) -> ApiResult<BTreeMap<ProtectedVmId, String>> {
     Ok(state
         .env
         .store
@@ -445,7 +446,7 @@ async fn run_by_id(state: &AppState, id: &str) -> ApiResult<Run> {
     state
         .env
         .store
-        .run(id)
+        .run(&RunId::from(id))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no run {id}: `ferry run list` shows them")))
 }
@@ -487,7 +488,7 @@ async fn cancel_run(
             )));
         }
     }
-    state.env.store.request_cancel(&id).await?;
+    state.env.store.request_cancel(&RunId::from(&id)).await?;
     state.worker.wake();
     tracing::info!(run = %id, "cancel requested");
     summary_now(&state, &id, StatusCode::ACCEPTED).await
@@ -503,7 +504,7 @@ async fn retry_run(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
     run_by_id(&state, &id).await?;
-    engine::retry_stuck(&state.env.store, &id).await?;
+    engine::retry_stuck(&state.env.store, &RunId::from(&id)).await?;
     state.worker.wake();
     tracing::info!(run = %id, "stuck run retried by an operator");
     summary_now(&state, &id, StatusCode::ACCEPTED).await
@@ -519,7 +520,7 @@ async fn abandon_run(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
     run_by_id(&state, &id).await?;
-    engine::abandon(&state.env.store, &id).await?;
+    engine::abandon(&state.env.store, &RunId::from(&id)).await?;
     tracing::warn!(run = %id, "stuck run abandoned by an operator");
     summary_now(&state, &id, StatusCode::OK).await
 }

@@ -2,6 +2,7 @@
 //! in-process volume daemon (which resumes the operations a crash left in flight), the
 //! engine worker and the REST API, all stopped by one shutdown token.
 
+use ids::{ServiceOfferingId, TemplateId, VmId, ZoneId};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -110,11 +111,12 @@ pub async fn start(
         store
             .upsert_appliance(&store::Appliance {
                 name: a.name.clone(),
-                vm_id: a.vm_id.clone(),
-                zone_id: a
-                    .zone_id
-                    .clone()
-                    .unwrap_or_else(|| config.target.zone_id.clone()),
+                vm_id: VmId::from(&a.vm_id),
+                zone_id: ZoneId::new(
+                    a.zone_id
+                        .clone()
+                        .unwrap_or_else(|| config.target.zone_id.clone()),
+                ),
                 volumed_url: None,
                 sysfs_root: Some(a.sysfs_root.display().to_string()),
             })
@@ -134,9 +136,9 @@ pub async fn start(
         cloud,
         volumes: local.clone(),
         target: workflows::Target {
-            zone_id: config.target.zone_id.clone(),
-            service_offering_id: config.target.service_offering_id.clone(),
-            template_id: config.target.template_id.clone(),
+            zone_id: ZoneId::from(&config.target.zone_id),
+            service_offering_id: ServiceOfferingId::from(&config.target.service_offering_id),
+            template_id: TemplateId::from(&config.target.template_id),
         },
         device_timeout: Duration::from_secs(config.engine.device_timeout_secs),
         hooks: config.hooks.clone(),

@@ -1,6 +1,7 @@
 //! The API's views of ferry's records: what a VM and a run look like to an operator,
 //! and a run's story told in sentences.
 
+use ids::ProtectedVmId;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
@@ -24,7 +25,7 @@ pub fn vm_summary(vm: &ProtectedVm, active: Option<&Run>) -> VmSummary {
         appliance: vm.appliance.clone(),
         disks: vm.disks.len(),
         capacity_bytes: vm.disks.iter().map(|d| d.disk.capacity_bytes).sum(),
-        active_run_id: active.map(|r| r.id.clone()),
+        active_run_id: active.map(|r| r.id.to_string()),
     }
 }
 
@@ -36,7 +37,7 @@ pub async fn vm_detail(state: &AppState, vm: &ProtectedVm) -> Result<VmDetail, A
     };
     Ok(VmDetail {
         name: vm.name.clone(),
-        id: vm.id.clone(),
+        id: vm.id.to_string(),
         source_id: vm.source_id.clone(),
         appliance: vm.appliance.clone(),
         state: vm.state.to_string(),
@@ -54,8 +55,8 @@ pub async fn vm_detail(state: &AppState, vm: &ProtectedVm) -> Result<VmDetail, A
                 position: n.position,
                 mac: n.mac.clone(),
                 source_network: n.source_network.clone(),
-                test_network_id: n.test_network_id.clone(),
-                production_network_id: n.production_network_id.clone(),
+                test_network_id: n.test_network_id.to_string(),
+                production_network_id: n.production_network_id.to_string(),
             })
             .collect(),
         disks: vm
@@ -69,8 +70,8 @@ pub async fn vm_detail(state: &AppState, vm: &ProtectedVm) -> Result<VmDetail, A
                 unit: d.disk.unit,
                 capacity_bytes: d.disk.capacity_bytes,
                 boot: d.disk.is_boot,
-                replica_volume_id: d.disk.replica_volume_id.clone(),
-                attached_vm_id: d.attachment.vm_id.clone(),
+                replica_volume_id: d.disk.replica_volume_id.to_string(),
+                attached_vm_id: d.attachment.vm_id.as_ref().map(ToString::to_string),
                 device_id: d.attachment.device_id,
                 device_path: d.attachment.device_path.clone(),
             })
@@ -112,7 +113,7 @@ async fn target_vm(state: &AppState, vm: &ProtectedVm) -> Result<Option<TargetVm
         .map_err(|e| cloud_unreachable(&e))?;
     let Some(cloud_vm) = found.into_iter().next() else {
         return Ok(Some(TargetVm {
-            id: target_id.clone(),
+            id: target_id.to_string(),
             name: plan.target_name.clone(),
             state: "missing".into(),
             disks: Vec::new(),
@@ -149,14 +150,14 @@ async fn target_vm(state: &AppState, vm: &ProtectedVm) -> Result<Option<TargetVm
                 .and_then(|p| labels.get(p.volume_id.as_str()))
                 .map(|l| l.to_string()),
             planned_device_id: d.planned.as_ref().map(|p| p.device_id),
-            volume_id: d.volume.id,
+            volume_id: d.volume.id.into_string(),
             volume_name: d.volume.name,
             size_bytes: d.volume.size_bytes,
         })
         .collect();
     disks.sort_by_key(|d| (d.device_id.unwrap_or(i64::MAX), d.volume_id.clone()));
     Ok(Some(TargetVm {
-        id: cloud_vm.id,
+        id: cloud_vm.id.into_string(),
         name: cloud_vm.name,
         state: cloud_vm.state,
         disks,
@@ -168,7 +169,7 @@ async fn target_vm(state: &AppState, vm: &ProtectedVm) -> Result<Option<TargetVm
 pub fn run_summary(run: &Run, vm_name: &str) -> RunSummary {
     let end = run.finished_at.unwrap_or_else(store::now_ms);
     RunSummary {
-        id: run.id.clone(),
+        id: run.id.to_string(),
         vm: vm_name.to_string(),
         workflow: run.workflow.to_string(),
         mode: run.mode.clone(),
@@ -188,7 +189,7 @@ pub async fn run_summary_of(store: &store::Store, run: &Run) -> Result<RunSummar
 }
 
 /// The name of a protected VM by its id (`(removed)` once ferry forgot it).
-async fn vm_name(store: &store::Store, vm_id: &str) -> Result<String, ApiError> {
+async fn vm_name(store: &store::Store, vm_id: &ProtectedVmId) -> Result<String, ApiError> {
     Ok(store
         .vm_by_id(vm_id)
         .await?
@@ -251,9 +252,9 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
                 JobView {
                     step,
                     kind: op.kind,
-                    volume_id: op.volume_id,
-                    vm_id: op.vm_id,
-                    job_id: op.job_id,
+                    volume_id: op.volume_id.map(String::from),
+                    vm_id: op.vm_id.map(String::from),
+                    job_id: op.job_id.map(String::from),
                     state: op.state.to_string(),
                     error: op.error.map(|e| in_words(&e)),
                     at: time(op.created_at),

@@ -10,6 +10,7 @@
 //!   up at once: every run done, every replica back on its own appliance and seen by
 //!   it, no VM, snapshot or volume left over. Nothing is lost.
 
+use ::ids::VolumeId;
 mod common;
 
 use std::collections::BTreeMap;
@@ -269,9 +270,10 @@ async fn many_vms_failed_over_and_cleaned_up_at_once_all_finish_and_nothing_is_l
                 vm.name,
                 vm.appliance
             );
-            let by_id = roots[&vm.appliance]
-                .join("dev/disk/by-id")
-                .join(format!("virtio-{}", cloudstack::volume_serial(id)));
+            let by_id = roots[&vm.appliance].join("dev/disk/by-id").join(format!(
+                "virtio-{}",
+                cloudstack::volume_serial(&VolumeId::from(id))
+            ));
             assert!(by_id.exists(), "{} does not see {id}", vm.appliance);
         }
     }

@@ -142,7 +142,7 @@ fn constraint_name(named: Option<&str>, message: &str) -> String {
 
 /// A write guarded by the run's generation that changed no row: the run is no longer
 /// held at `generation`.
-pub(crate) fn fenced(rows: u64, run_id: &str, generation: i64) -> Result<()> {
+pub(crate) fn fenced(rows: u64, run_id: impl std::fmt::Display, generation: i64) -> Result<()> {
     if rows == 0 {
         return Err(StoreError::Fenced {
             run_id: run_id.to_string(),
@@ -153,7 +153,7 @@ pub(crate) fn fenced(rows: u64, run_id: &str, generation: i64) -> Result<()> {
 }
 
 /// A write to one row by its key that changed no row: there is no `what` `key`.
-pub(crate) fn found(rows: u64, what: &'static str, key: &str) -> Result<()> {
+pub(crate) fn found(rows: u64, what: &'static str, key: impl std::fmt::Display) -> Result<()> {
     if rows == 0 {
         return Err(StoreError::NotFound {
             what,

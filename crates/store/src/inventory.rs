@@ -6,10 +6,12 @@
 
 use sqlx::any::AnyRow;
 
+use ids::{ProtectedVmId, VmId, VolumeId};
+
 use crate::error::{Result, StoreError, found};
 use crate::model::{Appliance, Attachment, DiskRecord, NewVm, ProtectedVm, VmState};
 use crate::pool::Store;
-use crate::rows::{FromRow, Query, column, new_id, now_ms, protected_vm};
+use crate::rows::{FromRow, Query, column, new_id, now_ms, protected_vm, text};
 
 impl Store {
     // ---- appliances -------------------------------------------------------------
@@ -23,8 +25,8 @@ impl Store {
                volumed_url = excluded.volumed_url, sysfs_root = excluded.sysfs_root",
         )
         .bind(&a.name)
-        .bind(&a.vm_id)
-        .bind(&a.zone_id)
+        .bind(a.vm_id.as_str())
+        .bind(a.zone_id.as_str())
         .bind(&a.volumed_url)
         .bind(&a.sysfs_root)
         .bind(now_ms())
@@ -51,7 +53,7 @@ impl Store {
     pub async fn register_vm(
         &self,
         vm: &NewVm,
-        seen: &[(String, Attachment)],
+        seen: &[(VolumeId, Attachment)],
     ) -> Result<ProtectedVm> {
         let id = new_id();
         let now = now_ms();
@@ -86,9 +88,9 @@ impl Store {
             .bind(nic.position)
             .bind(nic.mac.to_lowercase())
             .bind(&nic.source_network)
-            .bind(&nic.test_network_id)
+            .bind(nic.test_network_id.as_str())
             .bind(&nic.test_ip)
-            .bind(&nic.production_network_id)
+            .bind(nic.production_network_id.as_str())
             .bind(&nic.production_ip)
             .execute(&mut *tx)
             .await?;
@@ -127,10 +129,10 @@ impl Store {
                    device_id, device_path, seen_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
-            .bind(&disk.replica_volume_id)
+            .bind(disk.replica_volume_id.as_str())
             .bind(&disk_id)
             .bind(disk.capacity_bytes)
-            .bind(&attachment.vm_id)
+            .bind(text(&attachment.vm_id))
             .bind(attachment.device_id)
             .bind(&attachment.device_path)
             .bind(attachment.seen_at)
@@ -138,7 +140,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        self.vm_by_id(&id)
+        self.vm_by_id(&ProtectedVmId::from(&id))
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("VM {id} vanished after registration")))
     }
@@ -148,8 +150,8 @@ impl Store {
             .await
     }
 
-    pub async fn vm_by_id(&self, id: &str) -> Result<Option<ProtectedVm>> {
-        self.vm_where(sqlx::query("SELECT * FROM protected_vms WHERE id = $1").bind(id))
+    pub async fn vm_by_id(&self, id: &ProtectedVmId) -> Result<Option<ProtectedVm>> {
+        self.vm_where(sqlx::query("SELECT * FROM protected_vms WHERE id = $1").bind(id.as_str()))
             .await
     }
 
@@ -226,15 +228,15 @@ impl Store {
 
     pub async fn set_vm_state(
         &self,
-        vm_id: &str,
+        vm_id: &ProtectedVmId,
         state: VmState,
-        target_vm_id: Option<&str>,
+        target_vm_id: Option<&VmId>,
     ) -> Result<()> {
         let done =
             sqlx::query("UPDATE protected_vms SET state = $1, target_vm_id = $2 WHERE id = $3")
                 .bind(state.as_str())
-                .bind(target_vm_id)
-                .bind(vm_id)
+                .bind(target_vm_id.map(VmId::as_str))
+                .bind(vm_id.as_str())
                 .execute(&self.pool)
                 .await?;
         found(done.rows_affected(), "protected VM", vm_id)
@@ -243,13 +245,13 @@ impl Store {
     // ---- replica volumes --------------------------------------------------------
 
     /// The protected VM's name and the disk a replica volume belongs to.
-    pub async fn replica(&self, volume_id: &str) -> Result<Option<(String, DiskRecord)>> {
+    pub async fn replica(&self, volume_id: &VolumeId) -> Result<Option<(String, DiskRecord)>> {
         let row = sqlx::query(
             "SELECT v.name AS vm_name, d.*, r.volume_id, r.attached_vm_id, r.device_id, r.device_path, r.seen_at
              FROM replica_volumes r JOIN disks d ON d.id = r.disk_id JOIN protected_vms v ON v.id = d.vm_id
              WHERE r.volume_id = $1",
         )
-        .bind(volume_id)
+        .bind(volume_id.as_str())
         .fetch_optional(&self.pool)
         .await?;
         match row {
@@ -258,10 +260,10 @@ impl Store {
         }
     }
 
-    pub async fn is_replica(&self, volume_id: &str) -> Result<bool> {
+    pub async fn is_replica(&self, volume_id: &VolumeId) -> Result<bool> {
         Ok(
             sqlx::query("SELECT 1 AS one FROM replica_volumes WHERE volume_id = $1")
-                .bind(volume_id)
+                .bind(volume_id.as_str())
                 .fetch_optional(&self.pool)
                 .await?
                 .is_some(),
@@ -270,27 +272,31 @@ impl Store {
 
     /// Records where a replica volume was seen. Two volumes on one VM can never share
     /// a device path (constraint `replica_volumes_one_path`).
-    pub async fn record_attachment(&self, volume_id: &str, a: &Attachment) -> Result<()> {
+    pub async fn record_attachment(&self, volume_id: &VolumeId, a: &Attachment) -> Result<()> {
         let done = sqlx::query(
             "UPDATE replica_volumes SET attached_vm_id = $1, device_id = $2, device_path = $3, seen_at = $4
              WHERE volume_id = $5",
         )
-        .bind(&a.vm_id)
+        .bind(text(&a.vm_id))
         .bind(a.device_id)
         .bind(&a.device_path)
         .bind(a.seen_at.unwrap_or_else(now_ms))
-        .bind(volume_id)
+        .bind(volume_id.as_str())
         .execute(&self.pool)
         .await?;
         found(done.rows_affected(), "replica volume", volume_id)
     }
 
     /// The replica volume recorded at `device_path` on `vm_id`, if any.
-    pub async fn replica_at_path(&self, vm_id: &str, device_path: &str) -> Result<Option<String>> {
+    pub async fn replica_at_path(
+        &self,
+        vm_id: &VmId,
+        device_path: &str,
+    ) -> Result<Option<VolumeId>> {
         let row = sqlx::query(
             "SELECT volume_id FROM replica_volumes WHERE attached_vm_id = $1 AND device_path = $2",
         )
-        .bind(vm_id)
+        .bind(vm_id.as_str())
         .bind(device_path)
         .fetch_optional(&self.pool)
         .await?;

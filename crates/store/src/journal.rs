@@ -5,10 +5,12 @@
 //! (`volumed::StoreJournal`); the store knows nothing of CloudStack, only what it is
 //! told to keep.
 
+use ids::{JobId, RunId, SnapshotId, VolumeId};
+
 use crate::error::{Result, StoreError, found};
 use crate::model::{NewVolumeOp, OpState, VolumeOp};
 use crate::pool::Store;
-use crate::rows::{column, new_id, now_ms};
+use crate::rows::{column, new_id, now_ms, text};
 
 impl Store {
     // ---- volume-daemon journal ---------------------------------------------------
@@ -27,12 +29,12 @@ impl Store {
         .bind(&id)
         .bind(&op.idempotency_key)
         .bind(&op.kind)
-        .bind(&op.vm_id)
-        .bind(&op.volume_id)
-        .bind(&op.snapshot_id)
+        .bind(text(&op.vm_id))
+        .bind(text(&op.volume_id))
+        .bind(text(&op.snapshot_id))
         .bind(&op.request)
         .bind(OpState::Pending.as_str())
-        .bind(&op.run_id)
+        .bind(text(&op.run_id))
         .bind(now)
         .execute(&self.pool)
         .await?
@@ -49,13 +51,13 @@ impl Store {
     pub async fn op_submitted(
         &self,
         id: &str,
-        job_id: &str,
+        job_id: &JobId,
         entity_id: Option<&str>,
     ) -> Result<()> {
         self.update_op(
             "UPDATE volume_ops SET state = 'submitted', job_id = $1, entity_id = COALESCE($2, entity_id),
                updated_at = $3 WHERE id = $4 AND state IN ('pending', 'submitted')",
-            &[Some(job_id), entity_id],
+            &[Some(job_id.as_str()), entity_id],
             id,
         )
         .await
@@ -114,10 +116,10 @@ impl Store {
 
     /// The volume-daemon operations a run made (their CloudStack job ids with them),
     /// oldest first.
-    pub async fn ops_for_run(&self, run_id: &str) -> Result<Vec<VolumeOp>> {
+    pub async fn ops_for_run(&self, run_id: &RunId) -> Result<Vec<VolumeOp>> {
         let query =
             sqlx::query("SELECT * FROM volume_ops WHERE run_id = $1 ORDER BY created_at, id")
-                .bind(run_id);
+                .bind(run_id.as_str());
         self.fetch_all(query).await
     }
 
@@ -133,18 +135,18 @@ impl Store {
 
     /// Accepts `generation` for `run_id` unless a higher one was already seen; a
     /// worker whose lease was taken over is thereby refused.
-    pub async fn check_fence(&self, run_id: &str, generation: i64) -> Result<()> {
+    pub async fn check_fence(&self, run_id: &RunId, generation: i64) -> Result<()> {
         sqlx::query(
             "INSERT INTO fences (run_id, generation) VALUES ($1, $2)
              ON CONFLICT (run_id) DO UPDATE SET generation = excluded.generation
              WHERE fences.generation < excluded.generation",
         )
-        .bind(run_id)
+        .bind(run_id.as_str())
         .bind(generation)
         .execute(&self.pool)
         .await?;
         let row = sqlx::query("SELECT generation FROM fences WHERE run_id = $1")
-            .bind(run_id)
+            .bind(run_id.as_str())
             .fetch_one(&self.pool)
             .await?;
         let current: i64 = column(&row, "generation")?;
@@ -162,19 +164,19 @@ impl Store {
 
     pub async fn record_created_volume(
         &self,
-        volume_id: &str,
+        volume_id: &VolumeId,
         purpose: &str,
-        source_snapshot_id: Option<&str>,
-        run_id: Option<&str>,
+        source_snapshot_id: Option<&SnapshotId>,
+        run_id: Option<&RunId>,
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO created_volumes (volume_id, purpose, source_snapshot_id, run_id, created_at)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (volume_id) DO NOTHING",
         )
-        .bind(volume_id)
+        .bind(volume_id.as_str())
         .bind(purpose)
-        .bind(source_snapshot_id)
-        .bind(run_id)
+        .bind(source_snapshot_id.map(SnapshotId::as_str))
+        .bind(run_id.map(RunId::as_str))
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
@@ -182,32 +184,36 @@ impl Store {
     }
 
     /// The volumes a run created for `purpose` and has not deleted yet, oldest first.
-    pub async fn run_created_volumes(&self, run_id: &str, purpose: &str) -> Result<Vec<String>> {
+    pub async fn run_created_volumes(
+        &self,
+        run_id: &RunId,
+        purpose: &str,
+    ) -> Result<Vec<VolumeId>> {
         let query = sqlx::query(
             "SELECT volume_id FROM created_volumes
              WHERE run_id = $1 AND purpose = $2 AND deleted_at IS NULL
              ORDER BY created_at, volume_id",
         )
-        .bind(run_id)
+        .bind(run_id.as_str())
         .bind(purpose);
         self.fetch_column(query, "volume_id").await
     }
 
     /// Whether ferry created this volume and has not deleted it yet.
-    pub async fn is_created_volume(&self, volume_id: &str) -> Result<bool> {
+    pub async fn is_created_volume(&self, volume_id: &VolumeId) -> Result<bool> {
         Ok(sqlx::query(
             "SELECT 1 AS one FROM created_volumes WHERE volume_id = $1 AND deleted_at IS NULL",
         )
-        .bind(volume_id)
+        .bind(volume_id.as_str())
         .fetch_optional(&self.pool)
         .await?
         .is_some())
     }
 
-    pub async fn mark_created_volume_deleted(&self, volume_id: &str) -> Result<()> {
+    pub async fn mark_created_volume_deleted(&self, volume_id: &VolumeId) -> Result<()> {
         sqlx::query("UPDATE created_volumes SET deleted_at = $1 WHERE volume_id = $2 AND deleted_at IS NULL")
             .bind(now_ms())
-            .bind(volume_id)
+            .bind(volume_id.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -1,6 +1,7 @@
 //! The inventory as ferry's code sees it. Enums map to the CHECK-constrained text
 //! columns of the schema; their `as_str` is the stored form.
 
+use ids::{JobId, NetworkId, ProtectedVmId, RunId, SnapshotId, VmId, VolumeId, ZoneId};
 use serde::{Deserialize, Serialize};
 
 macro_rules! text_enum {
@@ -110,8 +111,8 @@ impl RunState {
 pub struct Appliance {
     pub name: String,
     /// Its CloudStack VM id.
-    pub vm_id: String,
-    pub zone_id: String,
+    pub vm_id: VmId,
+    pub zone_id: ZoneId,
     /// Where its volume daemon listens; `None` means the in-process daemon.
     pub volumed_url: Option<String>,
     /// Root of its `/sys/block` and `/dev/disk/by-id` (`/` in production).
@@ -136,9 +137,9 @@ pub struct Nic {
     pub position: i64,
     pub mac: String,
     pub source_network: String,
-    pub test_network_id: String,
+    pub test_network_id: NetworkId,
     pub test_ip: Option<String>,
-    pub production_network_id: String,
+    pub production_network_id: NetworkId,
     pub production_ip: Option<String>,
 }
 
@@ -153,13 +154,14 @@ pub struct Disk {
     pub label: String,
     pub is_boot: bool,
     pub boot_order: Option<i64>,
-    pub replica_volume_id: String,
+    pub replica_volume_id: VolumeId,
 }
 
 /// Where ferry last saw a replica volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
-    pub vm_id: Option<String>,
+    /// The CloudStack VM the volume is attached to.
+    pub vm_id: Option<VmId>,
     pub device_id: Option<i64>,
     pub device_path: Option<String>,
     /// Unix milliseconds.
@@ -189,13 +191,14 @@ pub struct NewVm {
 /// A protected VM with everything the engine needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProtectedVm {
-    pub id: String,
+    pub id: ProtectedVmId,
     pub name: String,
     pub source_id: String,
     pub appliance: String,
     pub spec: VmSpec,
     pub state: VmState,
-    pub target_vm_id: Option<String>,
+    /// The CloudStack VM it runs as after a failover.
+    pub target_vm_id: Option<VmId>,
     pub created_at: i64,
     pub nics: Vec<Nic>,
     /// Ordered by (controller, bus, unit).
@@ -211,8 +214,9 @@ impl ProtectedVm {
 /// A run of a workflow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Run {
-    pub id: String,
-    pub vm_id: String,
+    pub id: RunId,
+    /// The protected VM the run acts on: ferry's id, not a CloudStack VM's.
+    pub vm_id: ProtectedVmId,
     pub workflow: Workflow,
     pub mode: Option<String>,
     pub state: RunState,
@@ -278,17 +282,19 @@ pub struct VolumeOp {
     pub id: String,
     pub idempotency_key: String,
     pub kind: String,
-    pub vm_id: Option<String>,
-    pub volume_id: Option<String>,
-    pub snapshot_id: Option<String>,
+    pub vm_id: Option<VmId>,
+    pub volume_id: Option<VolumeId>,
+    pub snapshot_id: Option<SnapshotId>,
     /// The request, as JSON.
     pub request: String,
     pub state: OpState,
-    pub job_id: Option<String>,
+    pub job_id: Option<JobId>,
+    /// The id of the entity a create-style command made: a volume's or a snapshot's,
+    /// by the operation's `kind`.
     pub entity_id: Option<String>,
     pub result: Option<String>,
     pub error: Option<String>,
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -298,9 +304,9 @@ pub struct VolumeOp {
 pub struct NewVolumeOp {
     pub idempotency_key: String,
     pub kind: String,
-    pub vm_id: Option<String>,
-    pub volume_id: Option<String>,
-    pub snapshot_id: Option<String>,
+    pub vm_id: Option<VmId>,
+    pub volume_id: Option<VolumeId>,
+    pub snapshot_id: Option<SnapshotId>,
     pub request: String,
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
 }

@@ -8,6 +8,7 @@
 //! its fields, and the types decide how each is read; the table families only say
 //! which rows to read.
 
+use ids::{JobId, NetworkId, ProtectedVmId, RunId, SnapshotId, VmId, VolumeId, ZoneId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -52,6 +53,37 @@ macro_rules! decoded {
     };
 }
 decoded!(String, Option<String>, i64, Option<i64>);
+
+/// The ids, stored as their text.
+macro_rules! id_text {
+    ($($ty:ty),+) => {
+        $(impl Column for $ty {
+            fn column(row: &AnyRow, name: &str) -> Result<Self> {
+                Ok(<$ty>::new(row.try_get::<String, _>(name)?))
+            }
+        }
+        impl Column for Option<$ty> {
+            fn column(row: &AnyRow, name: &str) -> Result<Self> {
+                Ok(row.try_get::<Option<String>, _>(name)?.map(<$ty>::new))
+            }
+        })+
+    };
+}
+id_text!(
+    JobId,
+    NetworkId,
+    ProtectedVmId,
+    RunId,
+    SnapshotId,
+    VmId,
+    VolumeId,
+    ZoneId
+);
+
+/// An optional id as the text a statement binds.
+pub(crate) fn text<T: AsRef<str>>(id: &Option<T>) -> Option<&str> {
+    id.as_ref().map(AsRef::as_ref)
+}
 
 impl Column for bool {
     fn column(row: &AnyRow, name: &str) -> Result<Self> {

@@ -5,6 +5,8 @@
 //! one run per protected VM is active (the partial unique index
 //! `runs_one_active_per_vm`).
 
+use ids::{ProtectedVmId, RunId};
+
 use crate::error::{Result, StoreError, fenced, found};
 use crate::model::{Event, Run, RunState, StepRecord, Workflow};
 use crate::pool::Store;
@@ -16,7 +18,7 @@ impl Store {
     /// Starts a run; refused by `runs_one_active_per_vm` while another is active.
     pub async fn create_run(
         &self,
-        vm_id: &str,
+        vm_id: &ProtectedVmId,
         workflow: Workflow,
         mode: Option<&str>,
     ) -> Result<Run> {
@@ -27,19 +29,19 @@ impl Store {
     /// can ever find the run without it.
     pub async fn create_run_with_plan(
         &self,
-        vm_id: &str,
+        vm_id: &ProtectedVmId,
         workflow: Workflow,
         mode: Option<&str>,
         plan: Option<&str>,
     ) -> Result<Run> {
-        let id = new_id();
+        let id = RunId::new(new_id());
         let now = now_ms();
         sqlx::query(
             "INSERT INTO runs (id, vm_id, workflow, mode, state, plan, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
         )
-        .bind(&id)
-        .bind(vm_id)
+        .bind(id.as_str())
+        .bind(vm_id.as_str())
         .bind(workflow.as_str())
         .bind(mode)
         .bind(RunState::Pending.as_str())
@@ -52,17 +54,17 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt(format!("run {id} vanished")))
     }
 
-    pub async fn run(&self, id: &str) -> Result<Option<Run>> {
-        let query = sqlx::query("SELECT * FROM runs WHERE id = $1").bind(id);
+    pub async fn run(&self, id: &RunId) -> Result<Option<Run>> {
+        let query = sqlx::query("SELECT * FROM runs WHERE id = $1").bind(id.as_str());
         self.fetch_optional(query).await
     }
 
     /// The newest run of `workflow` on the VM, in any state.
-    pub async fn last_run(&self, vm_id: &str, workflow: Workflow) -> Result<Option<Run>> {
+    pub async fn last_run(&self, vm_id: &ProtectedVmId, workflow: Workflow) -> Result<Option<Run>> {
         let query = sqlx::query(
             "SELECT * FROM runs WHERE vm_id = $1 AND workflow = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
         )
-        .bind(vm_id)
+        .bind(vm_id.as_str())
         .bind(workflow.as_str());
         self.fetch_optional(query).await
     }
@@ -79,13 +81,13 @@ impl Store {
     }
 
     /// Runs, newest first: of one VM (by its id) or of all, at most `limit`.
-    pub async fn runs(&self, vm_id: Option<&str>, limit: i64) -> Result<Vec<Run>> {
+    pub async fn runs(&self, vm_id: Option<&ProtectedVmId>, limit: i64) -> Result<Vec<Run>> {
         let limit = limit.max(0);
         let query = match vm_id {
             Some(vm_id) => sqlx::query(
                 "SELECT * FROM runs WHERE vm_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
             )
-            .bind(vm_id)
+            .bind(vm_id.as_str())
             .bind(limit),
             None => sqlx::query("SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT $1")
                 .bind(limit),
@@ -93,17 +95,17 @@ impl Store {
         self.fetch_all(query).await
     }
 
-    pub async fn active_run(&self, vm_id: &str) -> Result<Option<Run>> {
+    pub async fn active_run(&self, vm_id: &ProtectedVmId) -> Result<Option<Run>> {
         let query = sqlx::query(
             "SELECT * FROM runs WHERE vm_id = $1 AND state IN ('pending', 'running', 'unwinding', 'stuck')",
         )
-        .bind(vm_id);
+        .bind(vm_id.as_str());
         self.fetch_optional(query).await
     }
 
     pub async fn set_run_state(
         &self,
-        id: &str,
+        id: &RunId,
         state: RunState,
         error: Option<&str>,
     ) -> Result<()> {
@@ -117,18 +119,18 @@ impl Store {
         .bind(error)
         .bind(now)
         .bind(finished)
-        .bind(id)
+        .bind(id.as_str())
         .execute(&self.pool)
         .await?;
         found(done.rows_affected(), "run", id)
     }
 
     /// Stores the run's input (for example its device plan).
-    pub async fn set_run_plan(&self, id: &str, plan: &str) -> Result<()> {
+    pub async fn set_run_plan(&self, id: &RunId, plan: &str) -> Result<()> {
         sqlx::query("UPDATE runs SET plan = $1, updated_at = $2 WHERE id = $3")
             .bind(plan)
             .bind(now_ms())
-            .bind(id)
+            .bind(id.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -137,7 +139,7 @@ impl Store {
     /// Takes the run's lease for `owner` if it is free, expired or already `owner`'s,
     /// raising its generation; returns the new generation, or `None` when another
     /// worker holds a live lease. Every later write by the worker carries it.
-    pub async fn acquire_run(&self, id: &str, owner: &str, ttl_ms: i64) -> Result<Option<i64>> {
+    pub async fn acquire_run(&self, id: &RunId, owner: &str, ttl_ms: i64) -> Result<Option<i64>> {
         let now = now_ms();
         let row = sqlx::query(
             "UPDATE runs SET lease_owner = $1, lease_expires_at = $2, generation = generation + 1,
@@ -149,7 +151,7 @@ impl Store {
         .bind(owner)
         .bind(now + ttl_ms)
         .bind(now)
-        .bind(id)
+        .bind(id.as_str())
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| column(&r, "generation")).transpose()
@@ -158,7 +160,7 @@ impl Store {
     /// Extends the lease held at `generation`; `Fenced` if it was taken over.
     pub async fn renew_run(
         &self,
-        id: &str,
+        id: &RunId,
         owner: &str,
         generation: i64,
         ttl_ms: i64,
@@ -167,7 +169,7 @@ impl Store {
             "UPDATE runs SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND generation = $4",
         )
         .bind(now_ms() + ttl_ms)
-        .bind(id)
+        .bind(id.as_str())
         .bind(owner)
         .bind(generation)
         .execute(&self.pool)
@@ -176,11 +178,11 @@ impl Store {
     }
 
     /// Gives the lease up (after the run ended, or on shutdown).
-    pub async fn release_run(&self, id: &str, generation: i64) -> Result<()> {
+    pub async fn release_run(&self, id: &RunId, generation: i64) -> Result<()> {
         sqlx::query(
             "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND generation = $2",
         )
-        .bind(id)
+        .bind(id.as_str())
         .bind(generation)
         .execute(&self.pool)
         .await?;
@@ -188,7 +190,7 @@ impl Store {
     }
 
     /// Active runs that a worker other than `owner` holds under a live lease.
-    pub async fn runs_held_by_others(&self, owner: &str) -> Result<Vec<String>> {
+    pub async fn runs_held_by_others(&self, owner: &str) -> Result<Vec<RunId>> {
         let query = sqlx::query(
             "SELECT id FROM runs WHERE state IN ('pending', 'running', 'unwinding')
                AND lease_owner IS NOT NULL AND lease_owner <> $1 AND lease_expires_at >= $2
@@ -200,13 +202,13 @@ impl Store {
     }
 
     /// Puts a stuck run back to unwinding, counting the retry (see [`Run::retries`]).
-    pub async fn retry_stuck_run(&self, id: &str) -> Result<()> {
+    pub async fn retry_stuck_run(&self, id: &RunId) -> Result<()> {
         let done = sqlx::query(
             "UPDATE runs SET state = 'unwinding', retries = retries + 1, updated_at = $1, finished_at = NULL
              WHERE id = $2 AND state = 'stuck'",
         )
         .bind(now_ms())
-        .bind(id)
+        .bind(id.as_str())
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
@@ -222,7 +224,7 @@ impl Store {
     /// worker name takes back at once instead of waiting for it to run out. (Two live
     /// processes given one name would take turns on a run, each acquisition fencing
     /// the other off; they never write at the same time.)
-    pub async fn claimable_runs(&self, owner: &str) -> Result<Vec<String>> {
+    pub async fn claimable_runs(&self, owner: &str) -> Result<Vec<RunId>> {
         let query = sqlx::query(
             "SELECT id FROM runs WHERE state IN ('pending', 'running', 'unwinding')
                AND (lease_owner IS NULL OR lease_expires_at < $1 OR lease_owner = $2)
@@ -236,7 +238,7 @@ impl Store {
     /// Moves the run to `state` if it is still held at `generation`.
     pub async fn set_run_state_fenced(
         &self,
-        id: &str,
+        id: &RunId,
         generation: i64,
         state: RunState,
         error: Option<&str>,
@@ -251,7 +253,7 @@ impl Store {
         .bind(error)
         .bind(now)
         .bind((!state.is_active()).then_some(now))
-        .bind(id)
+        .bind(id.as_str())
         .bind(generation)
         .execute(&self.pool)
         .await?;
@@ -259,11 +261,11 @@ impl Store {
     }
 
     /// Asks the run to stop: checked before each step; a cancelled run unwinds.
-    pub async fn request_cancel(&self, id: &str) -> Result<()> {
+    pub async fn request_cancel(&self, id: &RunId) -> Result<()> {
         let done =
             sqlx::query("UPDATE runs SET cancel_requested = 1, updated_at = $1 WHERE id = $2")
                 .bind(now_ms())
-                .bind(id)
+                .bind(id.as_str())
                 .execute(&self.pool)
                 .await?;
         found(done.rows_affected(), "run", id)
@@ -271,15 +273,15 @@ impl Store {
 
     // ---- steps ------------------------------------------------------------------
 
-    pub async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
-        let query =
-            sqlx::query("SELECT * FROM steps WHERE run_id = $1 ORDER BY position").bind(run_id);
+    pub async fn steps(&self, run_id: &RunId) -> Result<Vec<StepRecord>> {
+        let query = sqlx::query("SELECT * FROM steps WHERE run_id = $1 ORDER BY position")
+            .bind(run_id.as_str());
         self.fetch_all(query).await
     }
 
     /// Records a step's state if the run is still held at `generation` — in one
     /// statement, so a worker that lost its lease cannot write.
-    pub async fn put_step(&self, run_id: &str, generation: i64, step: &StepRecord) -> Result<()> {
+    pub async fn put_step(&self, run_id: &RunId, generation: i64, step: &StepRecord) -> Result<()> {
         let done = sqlx::query(
             "INSERT INTO steps (run_id, position, name, state, attempts, output, error, started_at, finished_at)
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
@@ -288,7 +290,7 @@ impl Store {
                attempts = excluded.attempts, output = excluded.output, error = excluded.error,
                started_at = excluded.started_at, finished_at = excluded.finished_at",
         )
-        .bind(run_id)
+        .bind(run_id.as_str())
         .bind(step.position)
         .bind(&step.name)
         .bind(step.state.as_str())
@@ -308,7 +310,7 @@ impl Store {
     /// Appends a line to the run's log.
     pub async fn add_event(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         level: &str,
         step: Option<&str>,
         message: &str,
@@ -317,7 +319,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO events (run_id, at, level, step, message, fields) VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(run_id)
+        .bind(run_id.as_str())
         .bind(now_ms())
         .bind(level)
         .bind(step)
@@ -328,8 +330,9 @@ impl Store {
         Ok(())
     }
 
-    pub async fn events(&self, run_id: &str) -> Result<Vec<Event>> {
-        let query = sqlx::query("SELECT * FROM events WHERE run_id = $1 ORDER BY id").bind(run_id);
+    pub async fn events(&self, run_id: &RunId) -> Result<Vec<Event>> {
+        let query =
+            sqlx::query("SELECT * FROM events WHERE run_id = $1 ORDER BY id").bind(run_id.as_str());
         self.fetch_all(query).await
     }
 }

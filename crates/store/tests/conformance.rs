@@ -96,7 +96,7 @@ fn disk(
         label: format!("Hard disk {key}"),
         is_boot: boot,
         boot_order: None,
-        replica_volume_id: volume.to_string(),
+        replica_volume_id: volume.into(),
     }
 }
 
@@ -160,7 +160,7 @@ async fn a_registered_vm_round_trips_with_disks_in_controller_order(fx: &Fixture
     vm.disks
         .push(disk(3000, Controller::Sata, 0, 0, 10, false, "vol-c"));
     let seen = vec![(
-        "vol-a".to_string(),
+        "vol-a".into(),
         Attachment {
             vm_id: Some("vm-oma".into()),
             device_id: Some(1),
@@ -188,11 +188,14 @@ async fn a_registered_vm_round_trips_with_disks_in_controller_order(fx: &Fixture
     assert_eq!(boot.disk.capacity_bytes, 107 * GIB);
     assert_eq!(store.vm("pgtest1").await?, Some(stored.clone()));
     assert_eq!(store.vms().await?, vec![stored.clone()]);
-    let (owner, record) = store.replica("vol-b").await?.expect("replica known");
+    let (owner, record) = store
+        .replica(&"vol-b".into())
+        .await?
+        .expect("replica known");
     assert_eq!(owner, "pgtest1");
     assert_eq!(record.disk.device_key, 2001);
-    assert!(store.is_replica("vol-c").await?);
-    assert!(!store.is_replica("vol-z").await?);
+    assert!(store.is_replica(&"vol-c".into()).await?);
+    assert!(!store.is_replica(&"vol-z".into()).await?);
     Ok(())
 }
 
@@ -268,7 +271,7 @@ async fn a_refused_registration_writes_nothing(fx: &Fixture) -> TestResult {
     assert!(store.register_vm(&vm, &[]).await.is_err());
     assert_eq!(store.vm("partial").await?, None);
     assert!(
-        !store.is_replica("a").await?,
+        !store.is_replica(&"a".into()).await?,
         "the first disk's replica was rolled back"
     );
     // The names and volumes are free for a correct registration.
@@ -372,7 +375,7 @@ async fn removing_a_vm_is_refused_while_a_run_is_active(fx: &Fixture) -> TestRes
         .await?;
     match store.remove_vm("pgtest1").await {
         Err(StoreError::Refused(message)) => {
-            assert!(message.contains(&run.id), "{message}");
+            assert!(message.contains(run.id.as_str()), "{message}");
             assert!(message.contains("ferry run cancel"), "{message}");
         }
         other => panic!("expected a refusal, got {other:?}"),
@@ -381,7 +384,7 @@ async fn removing_a_vm_is_refused_while_a_run_is_active(fx: &Fixture) -> TestRes
     store.set_run_state(&run.id, RunState::Done, None).await?;
     store.remove_vm("pgtest1").await?;
     assert_eq!(store.vm("pgtest1").await?, None);
-    assert!(!store.is_replica("a").await?);
+    assert!(!store.is_replica(&"a".into()).await?);
     assert!(matches!(
         store.remove_vm("pgtest1").await,
         Err(StoreError::NotFound { .. })
@@ -402,23 +405,24 @@ async fn two_volumes_never_share_a_device_path(fx: &Fixture) -> TestResult {
         seen_at: None,
     };
     store
-        .record_attachment("a", &at("/dev/disk/by-id/virtio-a", 1))
+        .record_attachment(&"a".into(), &at("/dev/disk/by-id/virtio-a", 1))
         .await?;
     assert_constraint(
         store
-            .record_attachment("b", &at("/dev/disk/by-id/virtio-a", 2))
+            .record_attachment(&"b".into(), &at("/dev/disk/by-id/virtio-a", 2))
             .await,
         "replica_volumes_one_path",
     );
     assert_eq!(
         store
-            .replica_at_path("vm-oma", "/dev/disk/by-id/virtio-a")
+            .replica_at_path(&"vm-oma".into(), "/dev/disk/by-id/virtio-a")
             .await?
-            .as_deref(),
+            .as_ref()
+            .map(|id| id.as_str()),
         Some("a")
     );
     store
-        .record_attachment("b", &at("/dev/disk/by-id/virtio-b", 2))
+        .record_attachment(&"b".into(), &at("/dev/disk/by-id/virtio-b", 2))
         .await?;
     let vm = store.vm("pgtest1").await?.expect("vm");
     assert_eq!(
@@ -433,9 +437,9 @@ async fn two_volumes_never_share_a_device_path(fx: &Fixture) -> TestResult {
         device_path: None,
         seen_at: None,
     };
-    store.record_attachment("a", &gone).await?;
+    store.record_attachment(&"a".into(), &gone).await?;
     assert!(matches!(
-        store.record_attachment("nope", &gone).await,
+        store.record_attachment(&"nope".into(), &gone).await,
         Err(StoreError::NotFound { .. })
     ));
     Ok(())
@@ -457,10 +461,13 @@ async fn volume_ops_are_idempotent_by_key_and_listed_until_finished(fx: &Fixture
     let (again, created_again) = store.begin_op(&new).await?;
     assert!(!created_again);
     assert_eq!(again.id, op.id);
-    store.op_submitted(&op.id, "job-1", None).await?;
+    store.op_submitted(&op.id, &"job-1".into(), None).await?;
     let pending = store.unfinished_ops().await?;
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].job_id.as_deref(), Some("job-1"));
+    assert_eq!(
+        pending[0].job_id.as_ref().map(|id| id.as_str()),
+        Some("job-1")
+    );
     assert_eq!(pending[0].state, OpState::Submitted);
     store
         .op_succeeded(&op.id, r#"{"deviceid":1}"#, None)
@@ -487,10 +494,10 @@ async fn volume_ops_are_idempotent_by_key_and_listed_until_finished(fx: &Fixture
 
 async fn stale_fencing_generations_are_refused(fx: &Fixture) -> TestResult {
     let store = &fx.store;
-    store.check_fence("run-1", 1).await?;
-    store.check_fence("run-1", 1).await?;
-    store.check_fence("run-1", 3).await?;
-    match store.check_fence("run-1", 2).await {
+    store.check_fence(&"run-1".into(), 1).await?;
+    store.check_fence(&"run-1".into(), 1).await?;
+    store.check_fence(&"run-1".into(), 3).await?;
+    match store.check_fence(&"run-1".into(), 2).await {
         Err(StoreError::StaleFence {
             generation,
             current,
@@ -498,22 +505,32 @@ async fn stale_fencing_generations_are_refused(fx: &Fixture) -> TestResult {
         }) => assert_eq!((generation, current), (2, 3)),
         other => panic!("expected a stale fence, got {other:?}"),
     }
-    store.check_fence("run-2", 1).await?;
+    store.check_fence(&"run-2".into(), 1).await?;
     Ok(())
 }
 
 async fn volumes_ferry_created_are_told_apart_from_replicas(fx: &Fixture) -> TestResult {
     let store = &fx.store;
     store
-        .record_created_volume("clone-1", "clone", Some("snap-1"), Some("run-1"))
+        .record_created_volume(
+            &"clone-1".into(),
+            "clone",
+            Some(&"snap-1".into()),
+            Some(&"run-1".into()),
+        )
         .await?;
     store
-        .record_created_volume("clone-1", "clone", Some("snap-1"), Some("run-1"))
+        .record_created_volume(
+            &"clone-1".into(),
+            "clone",
+            Some(&"snap-1".into()),
+            Some(&"run-1".into()),
+        )
         .await?;
-    assert!(store.is_created_volume("clone-1").await?);
-    assert!(!store.is_created_volume("replica-1").await?);
-    store.mark_created_volume_deleted("clone-1").await?;
-    assert!(!store.is_created_volume("clone-1").await?);
+    assert!(store.is_created_volume(&"clone-1".into()).await?);
+    assert!(!store.is_created_volume(&"replica-1".into()).await?);
+    store.mark_created_volume_deleted(&"clone-1".into()).await?;
+    assert!(!store.is_created_volume(&"clone-1".into()).await?);
     Ok(())
 }
 
@@ -689,7 +706,7 @@ async fn runs_are_listed_newest_first_with_their_operations(fx: &Fixture) -> Tes
         [second.id.clone(), first.id.clone()]
     );
     assert_eq!(ids(store.runs(None, 1).await?), vec![other.id.clone()]);
-    assert!(store.runs(Some("no-such-vm"), 10).await?.is_empty());
+    assert!(store.runs(Some(&"no-such-vm".into()), 10).await?.is_empty());
     assert_eq!(
         store.run_counts().await?,
         [(RunState::Done, 1), (RunState::Pending, 2)]

@@ -16,6 +16,7 @@
 //! it returns. [`Appliances`] borrows what it needs from the daemon, so it keeps no
 //! state of its own.
 
+use ids::{JobId, VmId, VolumeId};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,8 +49,8 @@ pub(crate) struct Appliances<'a> {
 impl<'a> Appliances<'a> {
     /// The root of `vm_id`'s `/sys` and `/dev`; not found when it is not an appliance
     /// of this daemon.
-    pub(crate) fn root(&self, vm_id: &str) -> Result<&'a PathBuf> {
-        self.roots.get(vm_id).ok_or_else(|| {
+    pub(crate) fn root(&self, vm_id: &VmId) -> Result<&'a PathBuf> {
+        self.roots.get(vm_id.as_str()).ok_or_else(|| {
             Error::not_found(format!(
                 "VM {vm_id} is not an appliance of this volume daemon (it knows {})",
                 if self.roots.is_empty() {
@@ -66,7 +67,7 @@ impl<'a> Appliances<'a> {
     /// daemon runs on the appliance.
     pub(crate) async fn tool_available(
         &self,
-        appliance_vm_id: &str,
+        appliance_vm_id: &VmId,
         program: &str,
     ) -> Result<bool> {
         self.root(appliance_vm_id)?;
@@ -81,8 +82,8 @@ impl<'a> Appliances<'a> {
 
     /// When `vm_id` is an appliance of this daemon, gives each of its volumes the
     /// [`Device`] it shows there (if it is visible); any other VM's are left as they are.
-    pub(crate) async fn fill_devices(&self, vm_id: &str, infos: &mut [VolumeInfo]) -> Result<()> {
-        if let Some(root) = self.roots.get(vm_id).cloned() {
+    pub(crate) async fn fill_devices(&self, vm_id: &VmId, infos: &mut [VolumeInfo]) -> Result<()> {
+        if let Some(root) = self.roots.get(vm_id.as_str()).cloned() {
             let devices = tokio::task::spawn_blocking(move || device::scan_all(&root))
                 .await
                 .map_err(|e| Error::internal(format!("device scan task: {e}")))?;
@@ -98,8 +99,8 @@ impl<'a> Appliances<'a> {
     /// other volume there shares its serial; returns its device id.
     pub(crate) async fn attached(
         &self,
-        appliance_vm_id: &str,
-        volume_id: &str,
+        appliance_vm_id: &VmId,
+        volume_id: &VolumeId,
         otherwise: &str,
     ) -> Result<Option<i64>> {
         let serial = cloudstack::volume_serial(volume_id);
@@ -108,7 +109,7 @@ impl<'a> Appliances<'a> {
         // volumes can share one, and then one path would name two disks.
         if let Some(other) = attached
             .iter()
-            .find(|v| v.id != volume_id && cloudstack::volume_serial(&v.id) == serial)
+            .find(|v| v.id != *volume_id && cloudstack::volume_serial(&v.id) == serial)
         {
             return Err(Error::DeviceConflict {
                 detail: format!(
@@ -117,7 +118,7 @@ impl<'a> Appliances<'a> {
                 ),
             });
         }
-        match attached.iter().find(|v| v.id == volume_id) {
+        match attached.iter().find(|v| v.id == *volume_id) {
             Some(ours) => Ok(ours.deviceid),
             None => Err(Error::conflict(format!(
                 "volume {volume_id} is not attached to appliance {appliance_vm_id}; {otherwise}"
@@ -132,8 +133,8 @@ impl<'a> Appliances<'a> {
         journal: &dyn Journal,
         op: &OpRecord,
         origin: Origin,
-        appliance_vm_id: &str,
-        volume_id: &str,
+        appliance_vm_id: &VmId,
+        volume_id: &VolumeId,
         prep: &GuestPrep,
     ) -> Result<Value> {
         let root = self.root(appliance_vm_id)?.clone();
@@ -198,7 +199,7 @@ impl<'a> Appliances<'a> {
         let command = guest_prep::command_line(&prep.program, &args);
         // Recorded as started before it starts: from here on, it is never run again.
         journal
-            .set_job(&op.id, "guest-prep:starting", None)
+            .set_job(&op.id, &JobId::from("guest-prep:starting"), None)
             .await
             .map_err(Error::journal)?;
         let started = guest_prep::start(&prep.program, &args)
@@ -206,7 +207,7 @@ impl<'a> Appliances<'a> {
         if let Some(pid) = started.pid() {
             let job = format!("guest-prep:pid:{pid}");
             tracing::Span::current().record("job_id", job.as_str());
-            if let Err(e) = journal.set_job(&op.id, &job, None).await {
+            if let Err(e) = journal.set_job(&op.id, &JobId::from(&job), None).await {
                 // It is recorded as started already; the pid is only for the operator.
                 tracing::warn!(error = %chain(&e), "could not record the guest preparation's pid");
             }
@@ -220,8 +221,8 @@ impl<'a> Appliances<'a> {
                     "guest preparation succeeded"
                 );
                 Ok(to_json(&GuestPrepOutcome {
-                    appliance_vm_id: appliance_vm_id.to_string(),
-                    volume_id: volume_id.to_string(),
+                    appliance_vm_id: appliance_vm_id.clone(),
+                    volume_id: volume_id.clone(),
                     device_path,
                     kernel_name: device.kernel_name,
                     command: std::iter::once(prep.program.clone()).chain(args).collect(),

@@ -13,6 +13,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use cloudstack::{Client, Job, Snapshot, Success, Volume};
+use ids::JobId;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -22,7 +23,7 @@ use crate::types::{OpRequest, SnapshotInfo, VolumeInfo, to_json};
 /// What a submission returned.
 pub(crate) enum Submitted {
     Job {
-        job_id: String,
+        job_id: JobId,
         entity_id: Option<String>,
     },
     /// A synchronous command (deleteVolume) that is already done.
@@ -102,21 +103,21 @@ pub(crate) async fn submit(
 pub(crate) async fn wait_job(
     c: &Client,
     op: &OpRecord,
-    job_id: &str,
+    job_id: &JobId,
     entity_id: Option<String>,
 ) -> Result<Value> {
     let command = command_of(op.kind);
     let waited: Result<Value, cloudstack::Error> = match op.kind {
         OpKind::Attach | OpKind::AttachRoot | OpKind::Detach | OpKind::CreateVolume => c
-            .wait(&Job::<Volume>::resume(command, job_id, entity_id))
+            .wait(&Job::<Volume>::resume(command, job_id.clone(), entity_id))
             .await
             .map(|v| to_json(&VolumeInfo::from(&v))),
         OpKind::Snapshot | OpKind::Revert => c
-            .wait(&Job::<Snapshot>::resume(command, job_id, entity_id))
+            .wait(&Job::<Snapshot>::resume(command, job_id.clone(), entity_id))
             .await
             .map(|s| to_json(&SnapshotInfo::from(&s))),
         OpKind::DeleteSnapshot => c
-            .wait(&Job::<Success>::resume(command, job_id, entity_id))
+            .wait(&Job::<Success>::resume(command, job_id.clone(), entity_id))
             .await
             .map(|_| Value::Null),
         OpKind::DeleteVolume | OpKind::GuestPrep => {

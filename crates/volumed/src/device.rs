@@ -19,6 +19,7 @@
 //! reliably (inotify does not fire for sysfs attribute files), and udev creates the
 //! by-id link after the block device, so a poll of both is the simplest correct wait.
 
+use ids::VolumeId;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -149,7 +150,7 @@ impl Default for PollSteps {
 /// `None`), looking every few milliseconds until `timeout`.
 pub async fn wait(
     root: &Path,
-    volume_id: &str,
+    volume_id: &VolumeId,
     serial: &str,
     presence: Presence,
     timeout: Duration,
@@ -178,7 +179,7 @@ pub async fn wait(
         };
         let now = Instant::now();
         if now >= deadline {
-            tracing::debug!(volume_id, serial, last, "device wait timed out");
+            tracing::debug!(%volume_id, serial, last, "device wait timed out");
             return Err(Error::DeviceTimeout {
                 volume_id: volume_id.to_string(),
                 presence,
@@ -255,7 +256,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = wait(
             dir.path(),
-            "vol",
+            &"vol".into(),
             "eeee",
             Presence::Appears,
             Duration::from_millis(30),
@@ -267,7 +268,7 @@ mod tests {
         // Waiting for it to be gone returns at once.
         let gone = wait(
             dir.path(),
-            "vol",
+            &"vol".into(),
             "eeee",
             Presence::Disappears,
             Duration::from_millis(30),

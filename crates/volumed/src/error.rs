@@ -174,7 +174,7 @@ impl Error {
             class: e.class().into(),
             command: e.command().to_string(),
             errorcode: e.errorcode(),
-            job_id: e.job_id().map(str::to_string),
+            job_id: e.job_id().map(ToString::to_string),
             detail: chain(e),
         }
     }

@@ -7,6 +7,7 @@
 //! with the same idempotency key — that is exactly what the key is for: the daemon
 //! returns the first result or waits for it, and never acts twice.
 
+use ids::{SnapshotId, VmId, VolumeId, ZoneId};
 use std::time::Duration;
 
 use reqwest::Method;
@@ -178,7 +179,8 @@ impl HttpClient {
 }
 
 /// A path segment, percent-encoded.
-fn seg(s: &str) -> String {
+fn seg(s: &(impl AsRef<str> + ?Sized)) -> String {
+    let s = s.as_ref();
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -205,8 +207,8 @@ impl VolumeService for HttpClient {
     async fn attach(
         &self,
         call: &Call,
-        volume_id: &str,
-        vm_id: &str,
+        volume_id: &VolumeId,
+        vm_id: &VmId,
         device_id: Option<i64>,
     ) -> Result<VolumeInfo> {
         let mut body = json!({"volume_id": volume_id, "vm_id": vm_id});
@@ -216,28 +218,38 @@ impl VolumeService for HttpClient {
         self.mutate(Method::POST, "/v1/attach", call, body).await
     }
 
-    async fn attach_root(&self, call: &Call, volume_id: &str, vm_id: &str) -> Result<VolumeInfo> {
+    async fn attach_root(
+        &self,
+        call: &Call,
+        volume_id: &VolumeId,
+        vm_id: &VmId,
+    ) -> Result<VolumeInfo> {
         let body = json!({"volume_id": volume_id, "vm_id": vm_id});
         self.mutate(Method::POST, "/v1/attach-root", call, body)
             .await
     }
 
-    async fn detach(&self, call: &Call, volume_id: &str) -> Result<VolumeInfo> {
+    async fn detach(&self, call: &Call, volume_id: &VolumeId) -> Result<VolumeInfo> {
         let body = json!({ "volume_id": volume_id });
         self.mutate(Method::POST, "/v1/detach", call, body).await
     }
 
-    async fn snapshot(&self, call: &Call, volume_id: &str, name: &str) -> Result<SnapshotInfo> {
+    async fn snapshot(
+        &self,
+        call: &Call,
+        volume_id: &VolumeId,
+        name: &str,
+    ) -> Result<SnapshotInfo> {
         let body = json!({"volume_id": volume_id, "name": name});
         self.mutate(Method::POST, "/v1/snapshots", call, body).await
     }
 
-    async fn revert(&self, call: &Call, snapshot_id: &str) -> Result<SnapshotInfo> {
+    async fn revert(&self, call: &Call, snapshot_id: &SnapshotId) -> Result<SnapshotInfo> {
         let path = format!("/v1/snapshots/{}/revert", seg(snapshot_id));
         self.mutate(Method::POST, &path, call, json!({})).await
     }
 
-    async fn delete_snapshot(&self, call: &Call, snapshot_id: &str) -> Result<()> {
+    async fn delete_snapshot(&self, call: &Call, snapshot_id: &SnapshotId) -> Result<()> {
         let path = format!("/v1/snapshots/{}", seg(snapshot_id));
         let _: Value = self.mutate(Method::DELETE, &path, call, json!({})).await?;
         Ok(())
@@ -246,21 +258,21 @@ impl VolumeService for HttpClient {
     async fn create_volume_from_snapshot(
         &self,
         call: &Call,
-        snapshot_id: &str,
+        snapshot_id: &SnapshotId,
         name: &str,
-        zone_id: &str,
+        zone_id: &ZoneId,
     ) -> Result<VolumeInfo> {
         let body = json!({"snapshot_id": snapshot_id, "name": name, "zone_id": zone_id});
         self.mutate(Method::POST, "/v1/volumes", call, body).await
     }
 
-    async fn delete_volume(&self, call: &Call, volume_id: &str) -> Result<()> {
+    async fn delete_volume(&self, call: &Call, volume_id: &VolumeId) -> Result<()> {
         let path = format!("/v1/volumes/{}", seg(volume_id));
         let _: Value = self.mutate(Method::DELETE, &path, call, json!({})).await?;
         Ok(())
     }
 
-    async fn list_vm_volumes(&self, vm_id: &str) -> Result<Vec<VolumeInfo>> {
+    async fn list_vm_volumes(&self, vm_id: &VmId) -> Result<Vec<VolumeInfo>> {
         non_empty("vm_id", vm_id)?;
         let path = format!("/v1/vms/{}/volumes", seg(vm_id));
         self.send(Method::GET, &path, None, None).await
@@ -268,8 +280,8 @@ impl VolumeService for HttpClient {
 
     async fn wait_device(
         &self,
-        appliance_vm_id: &str,
-        volume_id: &str,
+        appliance_vm_id: &VmId,
+        volume_id: &VolumeId,
         presence: Presence,
         timeout: Duration,
     ) -> Result<Option<Device>> {
@@ -289,7 +301,7 @@ impl VolumeService for HttpClient {
         Ok(answer.device)
     }
 
-    async fn tool_available(&self, appliance_vm_id: &str, program: &str) -> Result<bool> {
+    async fn tool_available(&self, appliance_vm_id: &VmId, program: &str) -> Result<bool> {
         non_empty("appliance_vm_id", appliance_vm_id)?;
         non_empty("program", program)?;
         // `seg` encodes everything but unreserved characters: valid in a query too.
@@ -305,8 +317,8 @@ impl VolumeService for HttpClient {
     async fn prepare_guest(
         &self,
         call: &Call,
-        appliance_vm_id: &str,
-        volume_id: &str,
+        appliance_vm_id: &VmId,
+        volume_id: &VolumeId,
         prep: &GuestPrep,
     ) -> Result<GuestPrepOutcome> {
         let body = json!({

@@ -22,6 +22,7 @@
 //! The trait is deliberately small and knows nothing of SQL; its methods take and
 //! return plain values so a store can implement it with a handful of statements.
 
+use ids::{JobId, RunId, SnapshotId, VmId, VolumeId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
@@ -124,13 +125,13 @@ pub struct NewOp {
     pub idempotency_key: String,
     pub kind: OpKind,
     /// The VM it works on (for a detach or a snapshot, the volume's VM when recorded).
-    pub vm_id: Option<String>,
-    pub volume_id: Option<String>,
-    pub snapshot_id: Option<String>,
+    pub vm_id: Option<VmId>,
+    pub volume_id: Option<VolumeId>,
+    pub snapshot_id: Option<SnapshotId>,
     /// The request as JSON ([`crate::OpRequest`]).
     pub request: Value,
     /// The run of the fencing token the request carried.
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
 }
 
 /// One row of `volume_ops`.
@@ -139,19 +140,19 @@ pub struct OpRecord {
     pub id: String,
     pub idempotency_key: String,
     pub kind: OpKind,
-    pub vm_id: Option<String>,
-    pub volume_id: Option<String>,
-    pub snapshot_id: Option<String>,
+    pub vm_id: Option<VmId>,
+    pub volume_id: Option<VolumeId>,
+    pub snapshot_id: Option<SnapshotId>,
     pub request: Value,
     pub state: OpState,
-    pub job_id: Option<String>,
+    pub job_id: Option<JobId>,
     /// The entity a create-style job makes (snapshot or volume id), known at submission.
     pub entity_id: Option<String>,
     /// The result JSON when succeeded.
     pub result: Option<Value>,
     /// The error JSON ([`crate::Error`]) when failed.
     pub error: Option<Value>,
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
     /// Unix milliseconds.
     pub created_at: i64,
     pub updated_at: i64,
@@ -176,9 +177,9 @@ pub enum Outcome {
 /// Where ferry last saw a volume (the `volumes`' attachment columns of the store).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRecord {
-    pub volume_id: String,
+    pub volume_id: VolumeId,
     /// `None`: detached.
-    pub vm_id: Option<String>,
+    pub vm_id: Option<VmId>,
     pub device_id: Option<i64>,
     /// `/dev/disk/by-id/virtio-<serial>` inside an appliance, once correlated.
     pub device_path: Option<String>,
@@ -221,7 +222,7 @@ pub trait Journal: Send + Sync {
     async fn set_job(
         &self,
         op_id: &str,
-        job_id: &str,
+        job_id: &JobId,
         entity_id: Option<&str>,
     ) -> Result<(), JournalError>;
 
@@ -232,7 +233,7 @@ pub trait Journal: Send + Sync {
     async fn unfinished(&self) -> Result<Vec<OpRecord>, JournalError>;
 
     /// Whether `volume_id` is a registered replica volume (never to be deleted).
-    async fn is_replica(&self, volume_id: &str) -> Result<bool, JournalError>;
+    async fn is_replica(&self, volume_id: &VolumeId) -> Result<bool, JournalError>;
 
     /// Records where a volume is now; refuses a device path held by another volume
     /// on the same VM ([`JournalError::DevicePathTaken`]). A volume the journal does
@@ -243,21 +244,21 @@ pub trait Journal: Send + Sync {
     /// known — before its creation job ends. Recording one twice is not an error.
     async fn record_created_volume(
         &self,
-        volume_id: &str,
-        source_snapshot_id: Option<&str>,
-        run_id: Option<&str>,
+        volume_id: &VolumeId,
+        source_snapshot_id: Option<&SnapshotId>,
+        run_id: Option<&RunId>,
     ) -> Result<(), JournalError>;
 
     /// Whether ferry created `volume_id` (by the daemon, or the engine's placeholder
     /// ROOT volumes) and has not deleted it: only such a volume may be deleted.
-    async fn is_created_volume(&self, volume_id: &str) -> Result<bool, JournalError>;
+    async fn is_created_volume(&self, volume_id: &VolumeId) -> Result<bool, JournalError>;
 
     /// Records that a volume ferry created is deleted.
-    async fn mark_created_volume_deleted(&self, volume_id: &str) -> Result<(), JournalError>;
+    async fn mark_created_volume_deleted(&self, volume_id: &VolumeId) -> Result<(), JournalError>;
 
     /// Refuses a generation lower than the highest seen for the run, and remembers the
     /// highest.
-    async fn check_fence(&self, run_id: &str, generation: i64) -> Result<(), JournalError>;
+    async fn check_fence(&self, run_id: &RunId, generation: i64) -> Result<(), JournalError>;
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -279,11 +280,11 @@ struct Memory {
     by_key: HashMap<String, String>,
     /// Insertion order of op ids, for "oldest first".
     order: Vec<String>,
-    replicas: HashSet<String>,
+    replicas: HashSet<VolumeId>,
     /// Volume id → deleted.
-    created: HashMap<String, bool>,
-    devices: BTreeMap<String, DeviceRecord>,
-    fences: HashMap<String, i64>,
+    created: HashMap<VolumeId, bool>,
+    devices: BTreeMap<VolumeId, DeviceRecord>,
+    fences: HashMap<RunId, i64>,
 }
 
 impl MemoryJournal {
@@ -292,8 +293,8 @@ impl MemoryJournal {
     }
 
     /// Registers a replica volume (in production, VM registration does it).
-    pub fn register_replica(&self, volume_id: &str) {
-        self.lock().replicas.insert(volume_id.to_string());
+    pub fn register_replica(&self, volume_id: &VolumeId) {
+        self.lock().replicas.insert(volume_id.clone());
     }
 
     /// The operation recorded under `key`.
@@ -314,15 +315,15 @@ impl MemoryJournal {
 
     /// Records a volume as created by ferry (in production the engine does it for the
     /// placeholder ROOT volumes it deletes).
-    pub fn register_created_volume(&self, volume_id: &str) {
+    pub fn register_created_volume(&self, volume_id: &VolumeId) {
         self.lock()
             .created
-            .entry(volume_id.to_string())
+            .entry(volume_id.clone())
             .or_insert(false);
     }
 
     /// Where ferry last saw `volume_id`.
-    pub fn device(&self, volume_id: &str) -> Option<DeviceRecord> {
+    pub fn device(&self, volume_id: &VolumeId) -> Option<DeviceRecord> {
         self.lock().devices.get(volume_id).cloned()
     }
 
@@ -380,11 +381,11 @@ impl Journal for MemoryJournal {
     async fn set_job(
         &self,
         op_id: &str,
-        job_id: &str,
+        job_id: &JobId,
         entity_id: Option<&str>,
     ) -> Result<(), JournalError> {
         self.update(op_id, |op| {
-            op.job_id = Some(job_id.to_string());
+            op.job_id = Some(job_id.clone());
             if entity_id.is_some() {
                 op.entity_id = entity_id.map(str::to_string);
             }
@@ -417,7 +418,7 @@ impl Journal for MemoryJournal {
             .collect())
     }
 
-    async fn is_replica(&self, volume_id: &str) -> Result<bool, JournalError> {
+    async fn is_replica(&self, volume_id: &VolumeId) -> Result<bool, JournalError> {
         Ok(self.lock().replicas.contains(volume_id))
     }
 
@@ -431,7 +432,7 @@ impl Journal for MemoryJournal {
         {
             return Err(JournalError::DevicePathTaken {
                 path: path.clone(),
-                other_volume_id: other.volume_id.clone(),
+                other_volume_id: other.volume_id.to_string(),
             });
         }
         m.devices.insert(record.volume_id.clone(), record);
@@ -440,31 +441,31 @@ impl Journal for MemoryJournal {
 
     async fn record_created_volume(
         &self,
-        volume_id: &str,
-        _source_snapshot_id: Option<&str>,
-        _run_id: Option<&str>,
+        volume_id: &VolumeId,
+        _source_snapshot_id: Option<&SnapshotId>,
+        _run_id: Option<&RunId>,
     ) -> Result<(), JournalError> {
         self.lock()
             .created
-            .entry(volume_id.to_string())
+            .entry(volume_id.clone())
             .or_insert(false);
         Ok(())
     }
 
-    async fn is_created_volume(&self, volume_id: &str) -> Result<bool, JournalError> {
+    async fn is_created_volume(&self, volume_id: &VolumeId) -> Result<bool, JournalError> {
         Ok(self.lock().created.get(volume_id) == Some(&false))
     }
 
-    async fn mark_created_volume_deleted(&self, volume_id: &str) -> Result<(), JournalError> {
+    async fn mark_created_volume_deleted(&self, volume_id: &VolumeId) -> Result<(), JournalError> {
         if let Some(deleted) = self.lock().created.get_mut(volume_id) {
             *deleted = true;
         }
         Ok(())
     }
 
-    async fn check_fence(&self, run_id: &str, generation: i64) -> Result<(), JournalError> {
+    async fn check_fence(&self, run_id: &RunId, generation: i64) -> Result<(), JournalError> {
         let mut m = self.lock();
-        let highest = m.fences.entry(run_id.to_string()).or_insert(generation);
+        let highest = m.fences.entry(run_id.clone()).or_insert(generation);
         if generation < *highest {
             return Err(JournalError::Fenced {
                 run_id: run_id.to_string(),
@@ -505,7 +506,7 @@ mod tests {
             panic!("second begin finds the first");
         };
         assert_eq!(again.id, "1");
-        j.set_job("1", "job", Some("entity")).await.unwrap();
+        j.set_job("1", &"job".into(), Some("entity")).await.unwrap();
         assert_eq!(j.unfinished().await.unwrap()[0].state, OpState::Submitted);
         j.finish("1", Outcome::Succeeded(serde_json::json!({"ok": true})))
             .await
@@ -513,22 +514,22 @@ mod tests {
         assert!(j.unfinished().await.unwrap().is_empty());
         let done = j.op_by_key("k").unwrap();
         assert_eq!(done.state, OpState::Succeeded);
-        assert_eq!(done.job_id.as_deref(), Some("job"));
+        assert_eq!(done.job_id.as_ref().map(|id| id.as_str()), Some("job"));
         assert_eq!(done.entity_id.as_deref(), Some("entity"));
     }
 
     #[tokio::test]
     async fn fences_only_go_up() {
         let j = MemoryJournal::new();
-        j.check_fence("run", 2).await.unwrap();
-        j.check_fence("run", 2).await.unwrap();
-        j.check_fence("run", 3).await.unwrap();
-        let err = j.check_fence("run", 2).await.unwrap_err();
+        j.check_fence(&RunId::from("run"), 2).await.unwrap();
+        j.check_fence(&RunId::from("run"), 2).await.unwrap();
+        j.check_fence(&RunId::from("run"), 3).await.unwrap();
+        let err = j.check_fence(&RunId::from("run"), 2).await.unwrap_err();
         assert!(
             matches!(err, JournalError::Fenced { highest: 3, .. }),
             "{err}"
         );
-        j.check_fence("other", 1).await.unwrap();
+        j.check_fence(&RunId::from("other"), 1).await.unwrap();
     }
 
     #[tokio::test]

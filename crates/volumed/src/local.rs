@@ -53,6 +53,7 @@
 //! guest preparation run on one of them) and [`crate::serialization`] (one operation
 //! at a time per VM).
 
+use ids::{SnapshotId, VmId, VolumeId, ZoneId};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -304,9 +305,9 @@ impl Local {
             op_id = %op.id,
             kind = op.kind.as_str(),
             key = %op.idempotency_key,
-            vm_id = op.vm_id.as_deref().unwrap_or(""),
-            volume_id = op.volume_id.as_deref().unwrap_or(""),
-            run_id = op.run_id.as_deref().unwrap_or(""),
+            vm_id = op.vm_id.as_ref().map(|id| id.as_str()).unwrap_or(""),
+            volume_id = op.volume_id.as_ref().map(|id| id.as_str()).unwrap_or(""),
+            run_id = op.run_id.as_ref().map(|id| id.as_str()).unwrap_or(""),
             job_id = tracing::field::Empty,
         );
         let task = {
@@ -448,7 +449,7 @@ impl Inner {
                 Ok(Submitted::Done(value)) => return Ok(value),
                 Ok(Submitted::Job { job_id, entity_id }) => {
                     tracing::Span::current().record("job_id", job_id.as_str());
-                    tracing::debug!(job_id, entity_id, "submitted");
+                    tracing::debug!(%job_id, entity_id, "submitted");
                     self.journal
                         .set_job(&op.id, &job_id, entity_id.as_deref())
                         .await
@@ -516,7 +517,7 @@ impl Inner {
             }
             Look::Pending { job_id, entity_id } => {
                 tracing::info!(
-                    job_id,
+                    %job_id,
                     "looking found the operation's job pending; adopting it"
                 );
                 tracing::Span::current().record("job_id", job_id.as_str());
@@ -548,7 +549,7 @@ impl Inner {
                 .map_err(Error::journal)?
             {
                 return Err(Error::ReplicaVolume {
-                    volume_id: volume_id.clone(),
+                    volume_id: volume_id.to_string(),
                 });
             }
             if !journal
@@ -557,7 +558,7 @@ impl Inner {
                 .map_err(Error::journal)?
             {
                 return Err(Error::NotCreatedByFerry {
-                    volume_id: volume_id.clone(),
+                    volume_id: volume_id.to_string(),
                 });
             }
         }
@@ -575,7 +576,11 @@ impl Inner {
         if let (OpRequest::CreateVolume { snapshot_id, .. }, Some(volume_id)) = (request, entity_id)
         {
             self.journal
-                .record_created_volume(volume_id, Some(snapshot_id), op.run_id.as_deref())
+                .record_created_volume(
+                    &VolumeId::from(volume_id),
+                    Some(snapshot_id),
+                    op.run_id.as_ref(),
+                )
                 .await
                 .map_err(Error::journal)?;
         }
@@ -596,7 +601,11 @@ impl Inner {
                 match value.get("id").and_then(Value::as_str) {
                     Some(id) => {
                         self.journal
-                            .record_created_volume(id, Some(snapshot_id), op.run_id.as_deref())
+                            .record_created_volume(
+                                &VolumeId::from(id),
+                                Some(snapshot_id),
+                                op.run_id.as_ref(),
+                            )
                             .await
                     }
                     None => Ok(()),
@@ -633,8 +642,8 @@ impl VolumeService for Local {
     async fn attach(
         &self,
         call: &Call,
-        volume_id: &str,
-        vm_id: &str,
+        volume_id: &VolumeId,
+        vm_id: &VmId,
         device_id: Option<i64>,
     ) -> Result<VolumeInfo> {
         let (volume_id, vm_id) = (volume_id.into(), vm_id.into());
@@ -646,29 +655,39 @@ impl VolumeService for Local {
         self.execute(call, request).await
     }
 
-    async fn attach_root(&self, call: &Call, volume_id: &str, vm_id: &str) -> Result<VolumeInfo> {
+    async fn attach_root(
+        &self,
+        call: &Call,
+        volume_id: &VolumeId,
+        vm_id: &VmId,
+    ) -> Result<VolumeInfo> {
         let (volume_id, vm_id) = (volume_id.into(), vm_id.into());
         self.execute(call, OpRequest::AttachRoot { volume_id, vm_id })
             .await
     }
 
-    async fn detach(&self, call: &Call, volume_id: &str) -> Result<VolumeInfo> {
+    async fn detach(&self, call: &Call, volume_id: &VolumeId) -> Result<VolumeInfo> {
         let volume_id = volume_id.into();
         self.execute(call, OpRequest::Detach { volume_id }).await
     }
 
-    async fn snapshot(&self, call: &Call, volume_id: &str, name: &str) -> Result<SnapshotInfo> {
+    async fn snapshot(
+        &self,
+        call: &Call,
+        volume_id: &VolumeId,
+        name: &str,
+    ) -> Result<SnapshotInfo> {
         let (volume_id, name) = (volume_id.into(), name.into());
         self.execute(call, OpRequest::Snapshot { volume_id, name })
             .await
     }
 
-    async fn revert(&self, call: &Call, snapshot_id: &str) -> Result<SnapshotInfo> {
+    async fn revert(&self, call: &Call, snapshot_id: &SnapshotId) -> Result<SnapshotInfo> {
         let snapshot_id = snapshot_id.into();
         self.execute(call, OpRequest::Revert { snapshot_id }).await
     }
 
-    async fn delete_snapshot(&self, call: &Call, snapshot_id: &str) -> Result<()> {
+    async fn delete_snapshot(&self, call: &Call, snapshot_id: &SnapshotId) -> Result<()> {
         let snapshot_id = snapshot_id.into();
         let request = OpRequest::DeleteSnapshot { snapshot_id };
         self.execute_value(call, request).await.map(|_| ())
@@ -677,9 +696,9 @@ impl VolumeService for Local {
     async fn create_volume_from_snapshot(
         &self,
         call: &Call,
-        snapshot_id: &str,
+        snapshot_id: &SnapshotId,
         name: &str,
-        zone_id: &str,
+        zone_id: &ZoneId,
     ) -> Result<VolumeInfo> {
         let (snapshot_id, name, zone_id) = (snapshot_id.into(), name.into(), zone_id.into());
         let request = OpRequest::CreateVolume {
@@ -690,13 +709,13 @@ impl VolumeService for Local {
         self.execute(call, request).await
     }
 
-    async fn delete_volume(&self, call: &Call, volume_id: &str) -> Result<()> {
+    async fn delete_volume(&self, call: &Call, volume_id: &VolumeId) -> Result<()> {
         let volume_id = volume_id.into();
         let request = OpRequest::DeleteVolume { volume_id };
         self.execute_value(call, request).await.map(|_| ())
     }
 
-    async fn tool_available(&self, appliance_vm_id: &str, program: &str) -> Result<bool> {
+    async fn tool_available(&self, appliance_vm_id: &VmId, program: &str) -> Result<bool> {
         non_empty("appliance_vm_id", appliance_vm_id)?;
         self.inner
             .appliances()
@@ -707,8 +726,8 @@ impl VolumeService for Local {
     async fn prepare_guest(
         &self,
         call: &Call,
-        appliance_vm_id: &str,
-        volume_id: &str,
+        appliance_vm_id: &VmId,
+        volume_id: &VolumeId,
         prep: &GuestPrep,
     ) -> Result<GuestPrepOutcome> {
         // Refused before anything is recorded: not an appliance of this daemon.
@@ -721,7 +740,7 @@ impl VolumeService for Local {
         self.execute(call, request).await
     }
 
-    async fn list_vm_volumes(&self, vm_id: &str) -> Result<Vec<VolumeInfo>> {
+    async fn list_vm_volumes(&self, vm_id: &VmId) -> Result<Vec<VolumeInfo>> {
         non_empty("vm_id", vm_id)?;
         let volumes = look::volumes_of(&self.inner.client, vm_id).await?;
         let mut infos: Vec<VolumeInfo> = volumes.iter().map(VolumeInfo::from).collect();
@@ -734,8 +753,8 @@ impl VolumeService for Local {
 
     async fn wait_device(
         &self,
-        appliance_vm_id: &str,
-        volume_id: &str,
+        appliance_vm_id: &VmId,
+        volume_id: &VolumeId,
         presence: Presence,
         timeout: Duration,
     ) -> Result<Option<Device>> {
@@ -763,8 +782,8 @@ impl VolumeService for Local {
             inner
                 .journal
                 .record_device(DeviceRecord {
-                    volume_id: volume_id.to_string(),
-                    vm_id: Some(appliance_vm_id.to_string()),
+                    volume_id: volume_id.clone(),
+                    vm_id: Some(appliance_vm_id.clone()),
                     device_id,
                     device_path: Some(device.path.to_string_lossy().into_owned()),
                 })

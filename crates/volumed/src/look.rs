@@ -18,6 +18,7 @@
 //! journal is asked about the key, to record which VM an operation concerns.
 
 use cloudstack::{Client, ErrorClass, JobStatus, Snapshot, Volume, VolumeFilter};
+use ids::{JobId, SnapshotId, VmId, VolumeId};
 use serde_json::Value;
 
 use crate::error::{Class, Error, Result};
@@ -40,7 +41,7 @@ pub(crate) enum Look {
     Done(Value),
     /// A job for it is pending: wait on that one.
     Pending {
-        job_id: String,
+        job_id: JobId,
         entity_id: Option<String>,
     },
     /// Nothing happened and nothing is happening: submitting is safe.
@@ -71,7 +72,7 @@ fn settled<T>(read: Result<T, cloudstack::Error>) -> Result<Option<T>> {
 pub(crate) async fn subjects(
     c: &Client,
     request: &OpRequest,
-) -> Result<(Option<String>, Option<String>, Option<String>)> {
+) -> Result<(Option<VmId>, Option<VolumeId>, Option<SnapshotId>)> {
     Ok(match request {
         OpRequest::Attach {
             volume_id, vm_id, ..
@@ -105,17 +106,17 @@ pub(crate) async fn subjects(
 }
 
 /// The VM a volume is attached to; `None` when detached or not found.
-async fn vm_of(c: &Client, volume_id: &str) -> Result<Option<String>> {
+async fn vm_of(c: &Client, volume_id: &VolumeId) -> Result<Option<VmId>> {
     Ok(settled(c.get_volume(volume_id).await)?
         .flatten()
         .and_then(|v| v.virtualmachineid))
 }
 
 /// The volumes attached to a VM, by device id.
-pub(crate) async fn volumes_of(c: &Client, vm_id: &str) -> Result<Vec<Volume>> {
+pub(crate) async fn volumes_of(c: &Client, vm_id: &VmId) -> Result<Vec<Volume>> {
     let mut volumes = c
         .list_volumes(&VolumeFilter {
-            virtual_machine_id: Some(vm_id.to_string()),
+            virtual_machine_id: Some(vm_id.clone()),
             ..Default::default()
         })
         .await
@@ -130,7 +131,7 @@ async fn pending_job(
     c: &Client,
     instance_id: &str,
     command: &str,
-) -> Result<Option<String>, cloudstack::Error> {
+) -> Result<Option<JobId>, cloudstack::Error> {
     let jobs = c.list_async_jobs().await?;
     Ok(jobs
         .into_iter()
@@ -166,7 +167,7 @@ fn named<T>(listed: Vec<T>, name: &str, name_of: impl Fn(&T) -> &String) -> Vec<
 }
 
 /// The verdict on an operation whose volume no longer exists: it cannot succeed.
-fn gone(volume_id: &str) -> Look {
+fn gone(volume_id: &VolumeId) -> Look {
     Look::Failed(Error::not_found(format!(
         "volume {volume_id} no longer exists"
     )))
@@ -190,7 +191,7 @@ pub(crate) async fn look(
             let Some(v) = c.get_volume(volume_id).await? else {
                 return Ok(gone(volume_id));
             };
-            match v.virtualmachineid.as_deref() {
+            match &v.virtualmachineid {
                 Some(on) if on == vm_id && v.state != "Attaching" => match expected {
                     Some(d) if v.deviceid != Some(d) => Look::Failed(Error::conflict(format!(
                         "volume {volume_id} is on VM {vm_id} at device {:?}, not at the requested device {d}",
@@ -209,7 +210,7 @@ pub(crate) async fn look(
                     } else {
                         Look::NotDone
                     };
-                    pending_or(c, volume_id, "AttachVolume", None, otherwise).await?
+                    pending_or(c, volume_id.as_str(), "AttachVolume", None, otherwise).await?
                 }
             }
         }
@@ -220,7 +221,7 @@ pub(crate) async fn look(
             if v.virtualmachineid.is_none() || v.virtualmachineid != op.vm_id {
                 Look::Done(to_json(&VolumeInfo::from(&v)))
             } else {
-                pending_or(c, volume_id, "DetachVolume", None, Look::NotDone).await?
+                pending_or(c, volume_id.as_str(), "DetachVolume", None, Look::NotDone).await?
             }
         }
         OpRequest::Snapshot { volume_id, name } => {
@@ -242,7 +243,14 @@ pub(crate) async fn look(
                             "snapshot {} ({name}) is in state {state:?} without a pending job",
                             s.id
                         ));
-                        pending_or(c, &s.id, "CreateSnapshot", Some(&s.id), otherwise).await?
+                        pending_or(
+                            c,
+                            s.id.as_str(),
+                            "CreateSnapshot",
+                            Some(s.id.as_str()),
+                            otherwise,
+                        )
+                        .await?
                     }
                 },
                 several => Look::Unresolved(format!(
@@ -255,13 +263,27 @@ pub(crate) async fn look(
             // A revert leaves nothing to see in the API, but doing it again is
             // harmless: the volume's VM is stopped (or the volume detached) and
             // this daemon holds the VM's lock, so nothing wrote in between.
-            pending_or(c, snapshot_id, "RevertSnapshot", None, Look::NotDone).await?
+            pending_or(
+                c,
+                snapshot_id.as_str(),
+                "RevertSnapshot",
+                None,
+                Look::NotDone,
+            )
+            .await?
         }
         OpRequest::DeleteSnapshot { snapshot_id } => {
             if c.list_snapshots(None, Some(snapshot_id)).await?.is_empty() {
                 Look::Done(Value::Null)
             } else {
-                pending_or(c, snapshot_id, "DeleteSnapshot", None, Look::NotDone).await?
+                pending_or(
+                    c,
+                    snapshot_id.as_str(),
+                    "DeleteSnapshot",
+                    None,
+                    Look::NotDone,
+                )
+                .await?
             }
         }
         OpRequest::CreateVolume { name, zone_id, .. } => {
@@ -280,7 +302,14 @@ pub(crate) async fn look(
                         "volume {} ({name}) is {} without a pending job",
                         v.id, v.state
                     ));
-                    pending_or(c, &v.id, "CreateVolume", Some(&v.id), otherwise).await?
+                    pending_or(
+                        c,
+                        v.id.as_str(),
+                        "CreateVolume",
+                        Some(v.id.as_str()),
+                        otherwise,
+                    )
+                    .await?
                 }
                 several => Look::Unresolved(format!(
                     "{} volumes in zone {zone_id} are named {name}",

@@ -25,6 +25,7 @@
 //!
 //! Every mutating body may also carry `fence: {"run_id", "generation"}`.
 
+use ids::{SnapshotId, VmId, VolumeId, ZoneId};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -260,8 +261,8 @@ macro_rules! mutation_body {
 
 mutation_body! {
     struct AttachBody {
-        volume_id: String,
-        vm_id: String,
+        volume_id: VolumeId,
+        vm_id: VmId,
         #[serde(default)]
         device_id: Option<i64>,
     }
@@ -269,36 +270,36 @@ mutation_body! {
 
 mutation_body! {
     struct AttachRootBody {
-        volume_id: String,
-        vm_id: String,
+        volume_id: VolumeId,
+        vm_id: VmId,
     }
 }
 
 mutation_body! {
     struct VolumeBody {
-        volume_id: String,
+        volume_id: VolumeId,
     }
 }
 
 mutation_body! {
     struct SnapshotBody {
-        volume_id: String,
+        volume_id: VolumeId,
         name: String,
     }
 }
 
 mutation_body! {
     struct CreateVolumeBody {
-        snapshot_id: String,
+        snapshot_id: SnapshotId,
         name: String,
-        zone_id: String,
+        zone_id: ZoneId,
     }
 }
 
 mutation_body! {
     struct GuestPrepBody {
-        appliance_vm_id: String,
-        volume_id: String,
+        appliance_vm_id: VmId,
+        volume_id: VolumeId,
         prep: GuestPrep,
     }
 }
@@ -373,11 +374,13 @@ async fn snapshot(
 }
 
 async fn revert(State(s): State<AppState>, m: IdMutation) -> ApiResult {
-    ok(&s.service.revert(&m.call, &m.id).await?)
+    ok(&s.service.revert(&m.call, &SnapshotId::from(&m.id)).await?)
 }
 
 async fn delete_snapshot(State(s): State<AppState>, m: IdMutation) -> ApiResult {
-    s.service.delete_snapshot(&m.call, &m.id).await?;
+    s.service
+        .delete_snapshot(&m.call, &SnapshotId::from(&m.id))
+        .await?;
     ok(&json!({}))
 }
 
@@ -392,11 +395,13 @@ async fn create_volume(
 }
 
 async fn delete_volume(State(s): State<AppState>, m: IdMutation) -> ApiResult {
-    s.service.delete_volume(&m.call, &m.id).await?;
+    s.service
+        .delete_volume(&m.call, &VolumeId::from(&m.id))
+        .await?;
     ok(&json!({}))
 }
 
-async fn list_vm_volumes(State(s): State<AppState>, Path(vm_id): Path<String>) -> ApiResult {
+async fn list_vm_volumes(State(s): State<AppState>, Path(vm_id): Path<VmId>) -> ApiResult {
     ok(&s.service.list_vm_volumes(&vm_id).await?)
 }
 
@@ -409,7 +414,7 @@ struct WaitQuery {
 
 async fn wait_device(
     State(s): State<AppState>,
-    Path((vm_id, volume_id)): Path<(String, String)>,
+    Path((vm_id, volume_id)): Path<(VmId, VolumeId)>,
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     let Query(q) = query.map_err(|e| {
@@ -450,7 +455,7 @@ struct ToolQuery {
 
 async fn tool_available(
     State(s): State<AppState>,
-    Path(vm_id): Path<String>,
+    Path(vm_id): Path<VmId>,
     query: Result<Query<ToolQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     let Query(q) =

@@ -18,6 +18,7 @@
 //! same key returns the first result, waiting for it if it is still under way) and an
 //! optional fencing token. Reads take none.
 
+use ids::{SnapshotId, VmId, VolumeId, ZoneId};
 use std::time::Duration;
 
 use crate::device::Device;
@@ -32,49 +33,55 @@ pub trait VolumeService: Send + Sync {
     async fn attach(
         &self,
         call: &Call,
-        volume_id: &str,
-        vm_id: &str,
+        volume_id: &VolumeId,
+        vm_id: &VmId,
         device_id: Option<i64>,
     ) -> Result<VolumeInfo>;
 
     /// Attaches a volume as ROOT (device 0). The VM must be Stopped without a device 0.
-    async fn attach_root(&self, call: &Call, volume_id: &str, vm_id: &str) -> Result<VolumeInfo>;
+    async fn attach_root(
+        &self,
+        call: &Call,
+        volume_id: &VolumeId,
+        vm_id: &VmId,
+    ) -> Result<VolumeInfo>;
 
     /// Detaches a volume from whatever VM it is on. Returns the volume as detached.
-    async fn detach(&self, call: &Call, volume_id: &str) -> Result<VolumeInfo>;
+    async fn detach(&self, call: &Call, volume_id: &VolumeId) -> Result<VolumeInfo>;
 
     /// Takes a volume snapshot named `name` (names should be unique per volume: an
     /// unknown outcome is resolved by looking for a snapshot of that name).
-    async fn snapshot(&self, call: &Call, volume_id: &str, name: &str) -> Result<SnapshotInfo>;
+    async fn snapshot(&self, call: &Call, volume_id: &VolumeId, name: &str)
+    -> Result<SnapshotInfo>;
 
     /// Reverts a volume to a snapshot (its VM Stopped, or the volume detached).
-    async fn revert(&self, call: &Call, snapshot_id: &str) -> Result<SnapshotInfo>;
+    async fn revert(&self, call: &Call, snapshot_id: &SnapshotId) -> Result<SnapshotInfo>;
 
-    async fn delete_snapshot(&self, call: &Call, snapshot_id: &str) -> Result<()>;
+    async fn delete_snapshot(&self, call: &Call, snapshot_id: &SnapshotId) -> Result<()>;
 
     /// Creates a new volume from a snapshot (a clone for a drill).
     async fn create_volume_from_snapshot(
         &self,
         call: &Call,
-        snapshot_id: &str,
+        snapshot_id: &SnapshotId,
         name: &str,
-        zone_id: &str,
+        zone_id: &ZoneId,
     ) -> Result<VolumeInfo>;
 
     /// Deletes a detached volume ferry created. A registered replica volume is refused
     /// with [`crate::Error::ReplicaVolume`], whatever its state.
-    async fn delete_volume(&self, call: &Call, volume_id: &str) -> Result<()>;
+    async fn delete_volume(&self, call: &Call, volume_id: &VolumeId) -> Result<()>;
 
     /// The volumes attached to a VM, by device id; for an appliance of this daemon each
     /// visible disk carries its [`Device`].
-    async fn list_vm_volumes(&self, vm_id: &str) -> Result<Vec<VolumeInfo>>;
+    async fn list_vm_volumes(&self, vm_id: &VmId) -> Result<Vec<VolumeInfo>>;
 
     /// Waits until `volume_id`'s disk appears in (returns it) or disappears from
     /// (returns `None`) the appliance `appliance_vm_id`, for at most `timeout`.
     async fn wait_device(
         &self,
-        appliance_vm_id: &str,
-        volume_id: &str,
+        appliance_vm_id: &VmId,
+        volume_id: &VolumeId,
         presence: Presence,
         timeout: Duration,
     ) -> Result<Option<Device>>;
@@ -83,7 +90,7 @@ pub trait VolumeService: Send + Sync {
     /// path to one — evaluated where the daemon runs, which is the appliance
     /// `appliance_vm_id` (an appliance this daemon does not serve is
     /// [`crate::Error::NotFound`]).
-    async fn tool_available(&self, appliance_vm_id: &str, program: &str) -> Result<bool>;
+    async fn tool_available(&self, appliance_vm_id: &VmId, program: &str) -> Result<bool>;
 
     /// Runs the guest-preparation command `prep` against `volume_id`'s disk, which must
     /// be attached to the appliance `appliance_vm_id` and visible there; `{device}` in
@@ -95,8 +102,8 @@ pub trait VolumeService: Send + Sync {
     async fn prepare_guest(
         &self,
         call: &Call,
-        appliance_vm_id: &str,
-        volume_id: &str,
+        appliance_vm_id: &VmId,
+        volume_id: &VolumeId,
         prep: &GuestPrep,
     ) -> Result<GuestPrepOutcome>;
 }

@@ -8,6 +8,7 @@
 //! for any other volume, `record_device` has nothing to keep and succeeds.
 
 use async_trait::async_trait;
+use ids::{JobId, RunId, SnapshotId, VolumeId};
 use serde_json::Value;
 use store::{Attachment, NewVolumeOp, Store, StoreError, VolumeOp};
 
@@ -101,7 +102,7 @@ impl Journal for StoreJournal {
     async fn set_job(
         &self,
         op_id: &str,
-        job_id: &str,
+        job_id: &JobId,
         entity_id: Option<&str>,
     ) -> Result<(), JournalError> {
         self.store
@@ -132,7 +133,7 @@ impl Journal for StoreJournal {
             .collect()
     }
 
-    async fn is_replica(&self, volume_id: &str) -> Result<bool, JournalError> {
+    async fn is_replica(&self, volume_id: &VolumeId) -> Result<bool, JournalError> {
         self.store.is_replica(volume_id).await.map_err(backend)
     }
 
@@ -165,14 +166,15 @@ impl Journal for StoreJournal {
                 };
                 Err(JournalError::DevicePathTaken {
                     path,
-                    other_volume_id: other.unwrap_or_else(|| "another volume".to_string()),
+                    other_volume_id: other
+                        .map_or_else(|| "another volume".to_string(), String::from),
                 })
             }
             Err(e) => Err(backend(e)),
         }
     }
 
-    async fn check_fence(&self, run_id: &str, generation: i64) -> Result<(), JournalError> {
+    async fn check_fence(&self, run_id: &RunId, generation: i64) -> Result<(), JournalError> {
         match self.store.check_fence(run_id, generation).await {
             Ok(()) => Ok(()),
             Err(StoreError::StaleFence {
@@ -190,9 +192,9 @@ impl Journal for StoreJournal {
 
     async fn record_created_volume(
         &self,
-        volume_id: &str,
-        source_snapshot_id: Option<&str>,
-        run_id: Option<&str>,
+        volume_id: &VolumeId,
+        source_snapshot_id: Option<&SnapshotId>,
+        run_id: Option<&RunId>,
     ) -> Result<(), JournalError> {
         let purpose = if source_snapshot_id.is_some() {
             "clone"
@@ -205,14 +207,14 @@ impl Journal for StoreJournal {
             .map_err(backend)
     }
 
-    async fn is_created_volume(&self, volume_id: &str) -> Result<bool, JournalError> {
+    async fn is_created_volume(&self, volume_id: &VolumeId) -> Result<bool, JournalError> {
         self.store
             .is_created_volume(volume_id)
             .await
             .map_err(backend)
     }
 
-    async fn mark_created_volume_deleted(&self, volume_id: &str) -> Result<(), JournalError> {
+    async fn mark_created_volume_deleted(&self, volume_id: &VolumeId) -> Result<(), JournalError> {
         self.store
             .mark_created_volume_deleted(volume_id)
             .await

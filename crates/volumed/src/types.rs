@@ -1,7 +1,8 @@
 //! The values that cross the [`crate::VolumeService`] boundary: what a caller asks for
 //! and what it gets back. They are the JSON bodies of the REST API as well, so they
-//! are plain serde structs with CloudStack ids as strings.
+//! are plain serde structs; the ids are typed (`ids`) and travel as their strings.
 
+use ids::{RunId, SnapshotId, VmId, VolumeId, ZoneId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -18,7 +19,7 @@ pub const MAX_KEY_LEN: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fence {
-    pub run_id: String,
+    pub run_id: RunId,
     pub generation: i64,
 }
 
@@ -76,8 +77,8 @@ pub(crate) fn validate_key(key: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub(crate) fn non_empty(field: &str, value: &str) -> Result<(), Error> {
-    if value.trim().is_empty() {
+pub(crate) fn non_empty(field: &str, value: impl AsRef<str>) -> Result<(), Error> {
+    if value.as_ref().trim().is_empty() {
         Err(Error::bad_request(format!("`{field}` must not be empty")))
     } else {
         Ok(())
@@ -91,43 +92,43 @@ pub(crate) fn non_empty(field: &str, value: &str) -> Result<(), Error> {
 pub enum OpRequest {
     /// Attach a data volume; `device_id` `None` lets CloudStack choose (1, 2, 4, …).
     Attach {
-        volume_id: String,
-        vm_id: String,
+        volume_id: VolumeId,
+        vm_id: VmId,
         #[serde(default)]
         device_id: Option<i64>,
     },
     /// Attach as ROOT (device 0): the VM must be Stopped and have no device 0.
     AttachRoot {
-        volume_id: String,
-        vm_id: String,
+        volume_id: VolumeId,
+        vm_id: VmId,
     },
     Detach {
-        volume_id: String,
+        volume_id: VolumeId,
     },
     Snapshot {
-        volume_id: String,
+        volume_id: VolumeId,
         name: String,
     },
     Revert {
-        snapshot_id: String,
+        snapshot_id: SnapshotId,
     },
     DeleteSnapshot {
-        snapshot_id: String,
+        snapshot_id: SnapshotId,
     },
     CreateVolume {
-        snapshot_id: String,
+        snapshot_id: SnapshotId,
         name: String,
-        zone_id: String,
+        zone_id: ZoneId,
     },
     /// Delete a volume ferry created; a replica volume is refused.
     DeleteVolume {
-        volume_id: String,
+        volume_id: VolumeId,
     },
     /// Run the guest-preparation command against a volume's disk on an appliance of
     /// this daemon (no CloudStack command: see [`crate::guest_prep`]).
     GuestPrep {
-        appliance_vm_id: String,
-        volume_id: String,
+        appliance_vm_id: VmId,
+        volume_id: VolumeId,
         prep: GuestPrep,
     },
 }
@@ -284,8 +285,8 @@ impl GuestPrep {
 /// [`Error::GuestPrepFailed`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestPrepOutcome {
-    pub appliance_vm_id: String,
-    pub volume_id: String,
+    pub appliance_vm_id: VmId,
+    pub volume_id: VolumeId,
     /// The path the command was given for `{device}`: the disk's stable path as the
     /// daemon resolved it (under its scan root, which is `/` on a real appliance).
     pub device_path: String,
@@ -303,7 +304,7 @@ pub struct GuestPrepOutcome {
 /// A CloudStack volume as the daemon reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeInfo {
-    pub id: String,
+    pub id: VolumeId,
     pub name: String,
     /// `ROOT` or `DATADISK`.
     pub volume_type: String,
@@ -311,10 +312,10 @@ pub struct VolumeInfo {
     pub state: String,
     pub size_bytes: i64,
     #[serde(default)]
-    pub zone_id: Option<String>,
+    pub zone_id: Option<ZoneId>,
     /// The VM it is attached to, if any.
     #[serde(default)]
-    pub vm_id: Option<String>,
+    pub vm_id: Option<VmId>,
     /// CloudStack's slot on that VM: 0 ROOT, 1, 2, 4, … data.
     #[serde(default)]
     pub device_id: Option<i64>,
@@ -343,10 +344,10 @@ impl From<&cloudstack::Volume> for VolumeInfo {
 /// A CloudStack volume snapshot as the daemon reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotInfo {
-    pub id: String,
+    pub id: SnapshotId,
     pub name: String,
     #[serde(default)]
-    pub volume_id: Option<String>,
+    pub volume_id: Option<VolumeId>,
     /// BackedUp, Creating, Error, …
     #[serde(default)]
     pub state: Option<String>,

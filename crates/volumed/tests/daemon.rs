@@ -13,6 +13,7 @@
 // Set-up and faults: volumes made, and attaches a dead daemon sent, with the real client.
 #![allow(clippy::disallowed_methods)]
 
+use ::ids::{SnapshotId, VmId, VolumeId, ZoneId};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -184,25 +185,26 @@ impl Sim {
             .client
             .create_volume(
                 name,
-                ids::ZONE,
+                &ZoneId::from(ids::ZONE),
                 &VolumeSource::Offering {
                     disk_offering_id: ids::DISK_OFFERING_CUSTOM.into(),
                     size_gb: Some(5),
                 },
             )
             .await?;
-        Ok(self.client.wait(&job).await?.id)
+        Ok(self.client.wait(&job).await?.id.into_string())
     }
 
-    async fn volume(&self, id: &str) -> Result<Option<cloudstack::Volume>> {
-        Ok(self.client.get_volume(id).await?)
+    async fn volume(&self, id: impl AsRef<str>) -> Result<Option<cloudstack::Volume>> {
+        let id = id.as_ref();
+        Ok(self.client.get_volume(&VolumeId::from(id)).await?)
     }
 }
 
 /// What the guest tree says independently of the daemon: the kernel name whose
 /// `serial` file holds this volume's serial, if the by-id link agrees.
 fn guest_name(root: &Path, volume_id: &str) -> Option<String> {
-    let serial = cloudstack::volume_serial(volume_id);
+    let serial = cloudstack::volume_serial(&VolumeId::from(volume_id));
     let link = std::fs::read_link(root.join(format!("dev/disk/by-id/virtio-{serial}"))).ok()?;
     let name = link.file_name()?.to_string_lossy().into_owned();
     let content =
@@ -230,14 +232,27 @@ async fn attach_detach_round_trips_re_correlate_device_paths() -> Result {
     let mut devices = Vec::new();
     for (i, v) in volumes.iter().enumerate() {
         let attached = daemon
-            .attach(&key(&format!("attach-{i}")), v, ids::APPLIANCE_OMA, None)
+            .attach(
+                &key(&format!("attach-{i}")),
+                &VolumeId::from(v),
+                &VmId::from(ids::APPLIANCE_OMA),
+                None,
+            )
             .await?;
-        assert_eq!(attached.vm_id.as_deref(), Some(ids::APPLIANCE_OMA));
+        assert_eq!(
+            attached.vm_id.as_ref().map(|id| id.as_str()),
+            Some(ids::APPLIANCE_OMA)
+        );
         let device = daemon
-            .wait_device(ids::APPLIANCE_OMA, v, Presence::Appears, DEVICE_WAIT)
+            .wait_device(
+                &VmId::from(ids::APPLIANCE_OMA),
+                &VolumeId::from(v),
+                Presence::Appears,
+                DEVICE_WAIT,
+            )
             .await?
             .context("an appearing device is returned")?;
-        let serial = cloudstack::volume_serial(v);
+        let serial = cloudstack::volume_serial(&VolumeId::from(v));
         assert_eq!(
             device.path,
             Path::new(&format!("/dev/disk/by-id/virtio-{serial}"))
@@ -249,8 +264,11 @@ async fn attach_detach_round_trips_re_correlate_device_paths() -> Result {
         );
         // The link itself (cloudsim does not create the `dev/vdX` it points at).
         assert!(device.under(&root).symlink_metadata().is_ok());
-        let recorded = sim.journal.device(v).context("recorded")?;
-        assert_eq!(recorded.vm_id.as_deref(), Some(ids::APPLIANCE_OMA));
+        let recorded = sim.journal.device(&VolumeId::from(v)).context("recorded")?;
+        assert_eq!(
+            recorded.vm_id.as_ref().map(|id| id.as_str()),
+            Some(ids::APPLIANCE_OMA)
+        );
         assert_eq!(recorded.device_id, attached.device_id);
         assert_eq!(
             recorded.device_path.as_deref(),
@@ -259,7 +277,7 @@ async fn attach_detach_round_trips_re_correlate_device_paths() -> Result {
         devices.push(device);
     }
     let ids_seen: Vec<Option<i64>> = daemon
-        .list_vm_volumes(ids::APPLIANCE_OMA)
+        .list_vm_volumes(&VmId::from(ids::APPLIANCE_OMA))
         .await?
         .iter()
         .map(|v| v.device_id)
@@ -271,7 +289,9 @@ async fn attach_detach_round_trips_re_correlate_device_paths() -> Result {
     );
 
     // Every disk on the appliance has its own path and kernel name.
-    let listed = daemon.list_vm_volumes(ids::APPLIANCE_OMA).await?;
+    let listed = daemon
+        .list_vm_volumes(&VmId::from(ids::APPLIANCE_OMA))
+        .await?;
     let mut paths: Vec<_> = listed
         .iter()
         .map(|v| v.device.as_ref().map(|d| d.path.clone()))
@@ -297,14 +317,27 @@ async fn attach_detach_round_trips_re_correlate_device_paths() -> Result {
         .iter()
         .enumerate()
     {
-        let detached = daemon.detach(&key(&format!("detach-{i}")), v).await?;
+        let detached = daemon
+            .detach(&key(&format!("detach-{i}")), &VolumeId::from(v))
+            .await?;
         assert_eq!(detached.vm_id, None);
         let gone = daemon
-            .wait_device(ids::APPLIANCE_OMA, v, Presence::Disappears, DEVICE_WAIT)
+            .wait_device(
+                &VmId::from(ids::APPLIANCE_OMA),
+                &VolumeId::from(v),
+                Presence::Disappears,
+                DEVICE_WAIT,
+            )
             .await?;
         assert_eq!(gone, None);
         assert_eq!(guest_name(&root, v), None);
-        assert_eq!(sim.journal.device(v).context("recorded")?.vm_id, None);
+        assert_eq!(
+            sim.journal
+                .device(&VolumeId::from(v))
+                .context("recorded")?
+                .vm_id,
+            None
+        );
     }
 
     // Re-attach in another order: the guest hands out the lowest free names, so the
@@ -316,10 +349,20 @@ async fn attach_detach_round_trips_re_correlate_device_paths() -> Result {
         (2, ids::PGTEST1_DISK_2000),
     ] {
         daemon
-            .attach(&key(&format!("reattach-{i}")), v, ids::APPLIANCE_OMA, None)
+            .attach(
+                &key(&format!("reattach-{i}")),
+                &VolumeId::from(v),
+                &VmId::from(ids::APPLIANCE_OMA),
+                None,
+            )
             .await?;
         let device = daemon
-            .wait_device(ids::APPLIANCE_OMA, v, Presence::Appears, DEVICE_WAIT)
+            .wait_device(
+                &VmId::from(ids::APPLIANCE_OMA),
+                &VolumeId::from(v),
+                Presence::Appears,
+                DEVICE_WAIT,
+            )
             .await?
             .context("re-attached device")?;
         assert_eq!(Some(device.kernel_name.clone()), guest_name(&root, v));
@@ -384,13 +427,19 @@ async fn concurrent_requests_for_one_vm_are_serialized() -> Result {
         let daemon = Arc::clone(&daemon);
         async move {
             daemon
-                .attach(&key(&format!("c-{i}")), v, ids::APPLIANCE_OMA, None)
+                .attach(
+                    &key(&format!("c-{i}")),
+                    &VolumeId::from(v),
+                    &VmId::from(ids::APPLIANCE_OMA),
+                    None,
+                )
                 .await
         }
     });
     // A detach of a replica from the same VM joins the queue too.
     let detach_key = key("c-detach");
-    let detach = daemon.detach(&detach_key, ids::PGTEST1_DISK_2001);
+    let detached_id = VolumeId::from(ids::PGTEST1_DISK_2001);
+    let detach = daemon.detach(&detach_key, &detached_id);
     let (attached, detached) = tokio::join!(futures::future::join_all(attaches), detach);
     let wall = started.elapsed();
     detached?;
@@ -432,13 +481,24 @@ async fn a_lost_attach_response_is_resolved_by_looking_not_by_a_second_attach() 
         .await?;
 
     let attached = daemon
-        .attach(&key("lost-1"), &v, ids::APPLIANCE_OMA, None)
+        .attach(
+            &key("lost-1"),
+            &VolumeId::from(&v),
+            &VmId::from(ids::APPLIANCE_OMA),
+            None,
+        )
         .await?;
-    assert_eq!(attached.vm_id.as_deref(), Some(ids::APPLIANCE_OMA));
+    assert_eq!(
+        attached.vm_id.as_ref().map(|id| id.as_str()),
+        Some(ids::APPLIANCE_OMA)
+    );
     assert_eq!(attached.device_id, Some(4));
     assert_eq!(sim.calls("attachVolume").await?, 1, "no second attach");
     let on = sim.volume(&v).await?.context("volume exists")?;
-    assert_eq!(on.virtualmachineid.as_deref(), Some(ids::APPLIANCE_OMA));
+    assert_eq!(
+        on.virtualmachineid.as_ref().map(|id| id.as_str()),
+        Some(ids::APPLIANCE_OMA)
+    );
     let op = sim.journal.op_by_key("lost-1").context("recorded")?;
     assert_eq!(op.state, OpState::Succeeded);
     assert_eq!(
@@ -446,7 +506,12 @@ async fn a_lost_attach_response_is_resolved_by_looking_not_by_a_second_attach() 
         "settled by looking: the attach was already done"
     );
     daemon
-        .wait_device(ids::APPLIANCE_OMA, &v, Presence::Appears, DEVICE_WAIT)
+        .wait_device(
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(&v),
+            Presence::Appears,
+            DEVICE_WAIT,
+        )
         .await?;
     Ok(())
 }
@@ -461,9 +526,17 @@ async fn a_lost_response_while_the_job_still_runs_adopts_that_job() -> Result {
         .await?;
 
     let attached = daemon
-        .attach(&key("slow-lost"), &v, ids::APPLIANCE_OMA, None)
+        .attach(
+            &key("slow-lost"),
+            &VolumeId::from(&v),
+            &VmId::from(ids::APPLIANCE_OMA),
+            None,
+        )
         .await?;
-    assert_eq!(attached.vm_id.as_deref(), Some(ids::APPLIANCE_OMA));
+    assert_eq!(
+        attached.vm_id.as_ref().map(|id| id.as_str()),
+        Some(ids::APPLIANCE_OMA)
+    );
     assert_eq!(sim.calls("attachVolume").await?, 1, "no second attach");
     let op = sim.journal.op_by_key("slow-lost").context("recorded")?;
     assert_eq!(op.state, OpState::Succeeded);
@@ -487,7 +560,12 @@ async fn a_killed_daemon_is_resumed_by_job_id_with_one_attach() -> Result {
         let v = v.clone();
         tokio::spawn(async move {
             first
-                .attach(&key("killed-1"), &v, ids::APPLIANCE_OMA, None)
+                .attach(
+                    &key("killed-1"),
+                    &VolumeId::from(&v),
+                    &VmId::from(ids::APPLIANCE_OMA),
+                    None,
+                )
                 .await
         })
     };
@@ -520,13 +598,24 @@ async fn a_killed_daemon_is_resumed_by_job_id_with_one_attach() -> Result {
     );
     let op = sim.journal.op_by_key("killed-1").context("recorded")?;
     assert_eq!(op.state, OpState::Succeeded);
-    assert_eq!(op.job_id.as_deref(), Some(job_id.as_str()));
+    assert_eq!(
+        op.job_id.as_ref().map(|id| id.as_str()),
+        Some(job_id.as_str())
+    );
     let on = sim.volume(&v).await?.context("volume exists")?;
-    assert_eq!(on.virtualmachineid.as_deref(), Some(ids::APPLIANCE_OMA));
+    assert_eq!(
+        on.virtualmachineid.as_ref().map(|id| id.as_str()),
+        Some(ids::APPLIANCE_OMA)
+    );
 
     // The caller asking again gets the result without another attach.
     let again = second
-        .attach(&key("killed-1"), &v, ids::APPLIANCE_OMA, None)
+        .attach(
+            &key("killed-1"),
+            &VolumeId::from(&v),
+            &VmId::from(ids::APPLIANCE_OMA),
+            None,
+        )
         .await?;
     assert_eq!(again.device_id, on.deviceid);
     assert_eq!(sim.calls("attachVolume").await?, 1);
@@ -558,7 +647,11 @@ async fn operations_recorded_without_a_job_id_are_resolved_by_looking() -> Resul
     // the job id …
     sim.journal.begin(record("sent", &sent)).await?;
     sim.client
-        .attach_volume(&sent, ids::APPLIANCE_OMA, None)
+        .attach_volume(
+            &VolumeId::from(&sent),
+            &VmId::from(ids::APPLIANCE_OMA),
+            None,
+        )
         .await?;
     // … and one that died before it sent anything.
     sim.journal.begin(record("unsent", &unsent)).await?;
@@ -578,7 +671,10 @@ async fn operations_recorded_without_a_job_id_are_resolved_by_looking() -> Resul
     );
     for v in [&sent, &unsent] {
         let on = sim.volume(v).await?.context("volume exists")?;
-        assert_eq!(on.virtualmachineid.as_deref(), Some(ids::APPLIANCE_OMA));
+        assert_eq!(
+            on.virtualmachineid.as_ref().map(|id| id.as_str()),
+            Some(ids::APPLIANCE_OMA)
+        );
     }
     Ok(())
 }
@@ -598,26 +694,42 @@ async fn a_retried_request_with_the_same_key_acts_once() -> Result {
 
     // One after the other.
     let first = daemon
-        .attach(&key("same"), &a, ids::APPLIANCE_OMA, None)
+        .attach(
+            &key("same"),
+            &VolumeId::from(&a),
+            &VmId::from(ids::APPLIANCE_OMA),
+            None,
+        )
         .await?;
     let second = daemon
-        .attach(&key("same"), &a, ids::APPLIANCE_OMA, None)
+        .attach(
+            &key("same"),
+            &VolumeId::from(&a),
+            &VmId::from(ids::APPLIANCE_OMA),
+            None,
+        )
         .await?;
     assert_eq!(first, second);
     assert_eq!(sim.calls("attachVolume").await?, 1);
 
     // At the same time: the second waits for the first.
     let same_now = key("same-now");
+    let (b_id, oma) = (VolumeId::from(&b), VmId::from(ids::APPLIANCE_OMA));
     let (x, y) = tokio::join!(
-        daemon.attach(&same_now, &b, ids::APPLIANCE_OMA, None),
-        daemon.attach(&same_now, &b, ids::APPLIANCE_OMA, None),
+        daemon.attach(&same_now, &b_id, &oma, None),
+        daemon.attach(&same_now, &b_id, &oma, None),
     );
     assert_eq!(x?, y?);
     assert_eq!(sim.calls("attachVolume").await?, 2);
 
     // A key reused for another request is refused, and nothing is done.
     let err = daemon
-        .attach(&key("same"), &b, ids::APPLIANCE_OMA, Some(9))
+        .attach(
+            &key("same"),
+            &VolumeId::from(&b),
+            &VmId::from(ids::APPLIANCE_OMA),
+            Some(9),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::IdempotencyConflict { .. }), "{err:?}");
@@ -626,7 +738,12 @@ async fn a_retried_request_with_the_same_key_acts_once() -> Result {
     // A definitive failure is the answer for its key too, without a second call.
     let c = sim.new_volume("c").await?;
     let used = daemon
-        .attach(&key("taken-slot"), &c, ids::APPLIANCE_OMA, Some(1))
+        .attach(
+            &key("taken-slot"),
+            &VolumeId::from(&c),
+            &VmId::from(ids::APPLIANCE_OMA),
+            Some(1),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -634,7 +751,12 @@ async fn a_retried_request_with_the_same_key_acts_once() -> Result {
         "{used:?}"
     );
     let again = daemon
-        .attach(&key("taken-slot"), &c, ids::APPLIANCE_OMA, Some(1))
+        .attach(
+            &key("taken-slot"),
+            &VolumeId::from(&c),
+            &VmId::from(ids::APPLIANCE_OMA),
+            Some(1),
+        )
         .await
         .unwrap_err();
     assert_eq!(used, again);
@@ -655,16 +777,16 @@ async fn a_fenced_off_worker_is_refused_before_anything_is_done() -> Result {
     daemon
         .attach(
             &Call::fenced("gen-2", fence(2)),
-            &a,
-            ids::APPLIANCE_OMA,
+            &VolumeId::from(&a),
+            &VmId::from(ids::APPLIANCE_OMA),
             None,
         )
         .await?;
     let err = daemon
         .attach(
             &Call::fenced("gen-1", fence(1)),
-            &b,
-            ids::APPLIANCE_OMA,
+            &VolumeId::from(&b),
+            &VmId::from(ids::APPLIANCE_OMA),
             None,
         )
         .await
@@ -691,15 +813,17 @@ async fn a_fenced_off_worker_is_refused_before_anything_is_done() -> Result {
 async fn snapshots_clones_and_the_replica_rule() -> Result {
     let sim = Sim::start(quick_world(20)).await?;
     let daemon = sim.local(Duration::from_secs(10))?;
-    sim.journal.register_replica(ids::PGTEST1_DISK_2000);
-    sim.journal.register_replica(ids::PGTEST1_DISK_2001);
+    sim.journal
+        .register_replica(&VolumeId::from(ids::PGTEST1_DISK_2000));
+    sim.journal
+        .register_replica(&VolumeId::from(ids::PGTEST1_DISK_2001));
 
     // A replica is never deleted, even detached (when CloudStack would allow it).
     daemon
-        .detach(&key("free-2000"), ids::PGTEST1_DISK_2000)
+        .detach(&key("free-2000"), &VolumeId::from(ids::PGTEST1_DISK_2000))
         .await?;
     let err = daemon
-        .delete_volume(&key("delete-2000"), ids::PGTEST1_DISK_2000)
+        .delete_volume(&key("delete-2000"), &VolumeId::from(ids::PGTEST1_DISK_2000))
         .await
         .unwrap_err();
     assert_eq!(
@@ -713,7 +837,7 @@ async fn snapshots_clones_and_the_replica_rule() -> Result {
     // The refusal is recorded: asking again gives it again.
     assert_eq!(
         daemon
-            .delete_volume(&key("delete-2000"), ids::PGTEST1_DISK_2000)
+            .delete_volume(&key("delete-2000"), &VolumeId::from(ids::PGTEST1_DISK_2000))
             .await
             .unwrap_err(),
         err
@@ -721,7 +845,7 @@ async fn snapshots_clones_and_the_replica_rule() -> Result {
     // Nor a volume ferry did not create.
     let stranger = sim.new_volume("not-ferrys").await?;
     let err = daemon
-        .delete_volume(&key("delete-stranger"), &stranger)
+        .delete_volume(&key("delete-stranger"), &VolumeId::from(&stranger))
         .await
         .unwrap_err();
     assert_eq!(
@@ -736,53 +860,73 @@ async fn snapshots_clones_and_the_replica_rule() -> Result {
 
     // Snapshot → clone → delete the clone.
     let snap = daemon
-        .snapshot(&key("snap"), ids::PGTEST1_DISK_2001, "ferry-run1-disk-2001")
+        .snapshot(
+            &key("snap"),
+            &VolumeId::from(ids::PGTEST1_DISK_2001),
+            "ferry-run1-disk-2001",
+        )
         .await?;
     assert_eq!(snap.state.as_deref(), Some("BackedUp"));
-    assert_eq!(snap.volume_id.as_deref(), Some(ids::PGTEST1_DISK_2001));
+    assert_eq!(
+        snap.volume_id.as_ref().map(|id| id.as_str()),
+        Some(ids::PGTEST1_DISK_2001)
+    );
     let clone = daemon
-        .create_volume_from_snapshot(&key("clone"), &snap.id, "pgtest1-clone-2001", ids::ZONE)
+        .create_volume_from_snapshot(
+            &key("clone"),
+            &SnapshotId::from(&snap.id),
+            "pgtest1-clone-2001",
+            &ZoneId::from(ids::ZONE),
+        )
         .await?;
     assert_eq!(clone.state, "Ready");
     assert_eq!(clone.size_bytes, 10 << 30);
     assert!(
-        sim.journal.is_created_volume(&clone.id).await?,
+        sim.journal
+            .is_created_volume(&VolumeId::from(&clone.id))
+            .await?,
         "the clone is tracked"
     );
     daemon
-        .delete_volume(&key("delete-clone"), &clone.id)
+        .delete_volume(&key("delete-clone"), &VolumeId::from(&clone.id))
         .await?;
     assert!(sim.volume(&clone.id).await?.is_none());
-    assert!(!sim.journal.is_created_volume(&clone.id).await?);
+    assert!(
+        !sim.journal
+            .is_created_volume(&VolumeId::from(&clone.id))
+            .await?
+    );
     // Asked again once the clone is gone: the recorded answer, nothing sent.
     daemon
-        .delete_volume(&key("delete-clone"), &clone.id)
+        .delete_volume(&key("delete-clone"), &VolumeId::from(&clone.id))
         .await?;
     assert_eq!(sim.calls("deleteVolume").await?, 1);
 
     // Revert needs the volume detached (its VM, the appliance, is running): the
     // refusal is definitive and is the answer for that key.
     let refused = daemon
-        .revert(&key("revert-early"), &snap.id)
+        .revert(&key("revert-early"), &SnapshotId::from(&snap.id))
         .await
         .unwrap_err();
     assert_eq!(refused.class(), Class::Definitive, "{refused:?}");
     assert_eq!(
         daemon
-            .revert(&key("revert-early"), &snap.id)
+            .revert(&key("revert-early"), &SnapshotId::from(&snap.id))
             .await
             .unwrap_err(),
         refused
     );
     assert_eq!(sim.calls("revertSnapshot").await?, 1);
     daemon
-        .detach(&key("free-2001"), ids::PGTEST1_DISK_2001)
+        .detach(&key("free-2001"), &VolumeId::from(ids::PGTEST1_DISK_2001))
         .await?;
-    let reverted = daemon.revert(&key("revert"), &snap.id).await?;
+    let reverted = daemon
+        .revert(&key("revert"), &SnapshotId::from(&snap.id))
+        .await?;
     assert_eq!(reverted.id, snap.id);
 
     daemon
-        .delete_snapshot(&key("delete-snap"), &snap.id)
+        .delete_snapshot(&key("delete-snap"), &SnapshotId::from(&snap.id))
         .await?;
     assert!(
         sim.client
@@ -791,7 +935,12 @@ async fn snapshots_clones_and_the_replica_rule() -> Result {
             .is_empty()
     );
     // The snapshot is gone, and a repeated revert still gets its recorded answer.
-    assert_eq!(daemon.revert(&key("revert"), &snap.id).await?, reverted);
+    assert_eq!(
+        daemon
+            .revert(&key("revert"), &SnapshotId::from(&snap.id))
+            .await?,
+        reverted
+    );
     assert_eq!(sim.calls("revertSnapshot").await?, 2);
     Ok(())
 }
@@ -899,7 +1048,7 @@ async fn the_rest_api_needs_the_token_and_round_trips_through_the_http_client() 
     assert_eq!(sim.calls("attachVolume").await?, 0);
     let err = server
         .client("wrong")?
-        .list_vm_volumes(ids::APPLIANCE_OMA)
+        .list_vm_volumes(&VmId::from(ids::APPLIANCE_OMA))
         .await
         .unwrap_err();
     assert_eq!(err, Error::Unauthorized);
@@ -978,28 +1127,52 @@ async fn the_rest_api_needs_the_token_and_round_trips_through_the_http_client() 
     // The HTTP client is the same service as the local one.
     let client = server.client(token)?;
     let attached = client
-        .attach(&key("http-attach"), &v, ids::APPLIANCE_OMA, None)
+        .attach(
+            &key("http-attach"),
+            &VolumeId::from(&v),
+            &VmId::from(ids::APPLIANCE_OMA),
+            None,
+        )
         .await?;
-    assert_eq!(attached.vm_id.as_deref(), Some(ids::APPLIANCE_OMA));
+    assert_eq!(
+        attached.vm_id.as_ref().map(|id| id.as_str()),
+        Some(ids::APPLIANCE_OMA)
+    );
     assert_eq!(attached.device_id, Some(4));
     let device = client
-        .wait_device(ids::APPLIANCE_OMA, &v, Presence::Appears, DEVICE_WAIT)
+        .wait_device(
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(&v),
+            Presence::Appears,
+            DEVICE_WAIT,
+        )
         .await?
         .context("device over HTTP")?;
     assert_eq!(Some(device.kernel_name.clone()), guest_name(sim.root(), &v));
-    let listed = client.list_vm_volumes(ids::APPLIANCE_OMA).await?;
+    let listed = client
+        .list_vm_volumes(&VmId::from(ids::APPLIANCE_OMA))
+        .await?;
     let ours = listed.iter().find(|x| x.id == v).context("listed")?;
     assert_eq!(ours.device.as_ref(), Some(&device));
     // Asked again over HTTP: the first answer, no second attach.
     let again = client
-        .attach(&key("http-attach"), &v, ids::APPLIANCE_OMA, None)
+        .attach(
+            &key("http-attach"),
+            &VolumeId::from(&v),
+            &VmId::from(ids::APPLIANCE_OMA),
+            None,
+        )
         .await?;
     assert_eq!(again, attached);
     assert_eq!(sim.calls("attachVolume").await?, 1);
     // Errors come back as the same values.
-    sim.journal.register_replica(ids::PGTEST1_DISK_2000);
+    sim.journal
+        .register_replica(&VolumeId::from(ids::PGTEST1_DISK_2000));
     let err = client
-        .delete_volume(&key("http-delete-replica"), ids::PGTEST1_DISK_2000)
+        .delete_volume(
+            &key("http-delete-replica"),
+            &VolumeId::from(ids::PGTEST1_DISK_2000),
+        )
         .await
         .unwrap_err();
     assert_eq!(
@@ -1009,7 +1182,12 @@ async fn the_rest_api_needs_the_token_and_round_trips_through_the_http_client() 
         }
     );
     let err = client
-        .wait_device("not-an-appliance", &v, Presence::Appears, DEVICE_WAIT)
+        .wait_device(
+            &VmId::from("not-an-appliance"),
+            &VolumeId::from(&v),
+            Presence::Appears,
+            DEVICE_WAIT,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
@@ -1028,9 +1206,17 @@ async fn a_transient_refusal_is_resubmitted_with_backoff() -> Result {
     sim.arm(json!({"command": "attachVolume", "times": 2, "fault": {"kind": "transient_530"}}))
         .await?;
     let attached = daemon
-        .attach(&key("transient"), &v, ids::APPLIANCE_OMA, None)
+        .attach(
+            &key("transient"),
+            &VolumeId::from(&v),
+            &VmId::from(ids::APPLIANCE_OMA),
+            None,
+        )
         .await?;
-    assert_eq!(attached.vm_id.as_deref(), Some(ids::APPLIANCE_OMA));
+    assert_eq!(
+        attached.vm_id.as_ref().map(|id| id.as_str()),
+        Some(ids::APPLIANCE_OMA)
+    );
     let stats = sim.stats().await?;
     assert_eq!(stats["calls"]["attachVolume"], 3, "{stats}");
     assert_eq!(stats["errors"]["attachVolume"], 2, "{stats}");

@@ -11,6 +11,7 @@
 // Set-up: volumes made with the real client for the daemon to prepare.
 #![allow(clippy::disallowed_methods)]
 
+use ::ids::{VmId, VolumeId, ZoneId};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,7 +101,7 @@ impl Sim {
     fn device_path(&self, volume_id: &str) -> PathBuf {
         self.root.path().join(format!(
             "dev/disk/by-id/virtio-{}",
-            cloudstack::volume_serial(volume_id)
+            cloudstack::volume_serial(&VolumeId::from(volume_id))
         ))
     }
 
@@ -162,9 +163,10 @@ async fn a_prep_runs_once_per_key_against_the_boot_replicas_device() -> Result {
 
     // Two requests with one key at once, then a third later: one run.
     let first = key("prep-1");
+    let (oma, boot) = (VmId::from(ids::APPLIANCE_OMA), VolumeId::from(BOOT));
     let (a, b) = tokio::join!(
-        daemon.prepare_guest(&first, ids::APPLIANCE_OMA, BOOT, &prep),
-        daemon.prepare_guest(&first, ids::APPLIANCE_OMA, BOOT, &prep),
+        daemon.prepare_guest(&first, &oma, &boot, &prep),
+        daemon.prepare_guest(&first, &oma, &boot, &prep),
     );
     let (a, b) = (a?, b?);
     assert_eq!(a, b);
@@ -191,7 +193,12 @@ async fn a_prep_runs_once_per_key_against_the_boot_replicas_device() -> Result {
     );
 
     let again = daemon
-        .prepare_guest(&key("prep-1"), ids::APPLIANCE_OMA, BOOT, &prep)
+        .prepare_guest(
+            &key("prep-1"),
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(BOOT),
+            &prep,
+        )
         .await?;
     assert_eq!(again, a);
     assert_eq!(
@@ -203,10 +210,11 @@ async fn a_prep_runs_once_per_key_against_the_boot_replicas_device() -> Result {
     let op = sim.journal.op_by_key("prep-1").expect("journaled");
     assert_eq!(op.kind, OpKind::GuestPrep);
     assert_eq!(op.state, OpState::Succeeded);
-    assert_eq!(op.volume_id.as_deref(), Some(BOOT));
+    assert_eq!(op.volume_id.as_ref().map(|id| id.as_str()), Some(BOOT));
     assert!(
         op.job_id
-            .as_deref()
+            .as_ref()
+            .map(|id| id.as_str())
             .is_some_and(|j| j.starts_with("guest-prep:pid:")),
         "{op:?}"
     );
@@ -215,13 +223,23 @@ async fn a_prep_runs_once_per_key_against_the_boot_replicas_device() -> Result {
     let mut other = prep.clone();
     other.args.push("--extra".into());
     let err = daemon
-        .prepare_guest(&key("prep-1"), ids::APPLIANCE_OMA, BOOT, &other)
+        .prepare_guest(
+            &key("prep-1"),
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(BOOT),
+            &other,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::IdempotencyConflict { .. }), "{err:?}");
     // A new key is a new run.
     daemon
-        .prepare_guest(&key("prep-2"), ids::APPLIANCE_OMA, BOOT, &prep)
+        .prepare_guest(
+            &key("prep-2"),
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(BOOT),
+            &prep,
+        )
         .await?;
     assert_eq!(runs(&log).len(), 2);
     Ok(())
@@ -234,7 +252,12 @@ async fn a_failing_prep_is_a_definitive_error_with_its_output() -> Result {
     let (script, log) = sim.script("failing", "echo no virtio iso; exit 3")?;
     let prep = prep(&script, 30);
     let err = daemon
-        .prepare_guest(&key("fail-1"), ids::APPLIANCE_OMA, BOOT, &prep)
+        .prepare_guest(
+            &key("fail-1"),
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(BOOT),
+            &prep,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.class(), Class::Definitive);
@@ -250,7 +273,12 @@ async fn a_failing_prep_is_a_definitive_error_with_its_output() -> Result {
 
     // The failure is the answer to the key: not run again.
     let again = daemon
-        .prepare_guest(&key("fail-1"), ids::APPLIANCE_OMA, BOOT, &prep)
+        .prepare_guest(
+            &key("fail-1"),
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(BOOT),
+            &prep,
+        )
         .await
         .unwrap_err();
     assert_eq!(again, err);
@@ -263,7 +291,12 @@ async fn a_failing_prep_is_a_definitive_error_with_its_output() -> Result {
     // A program that is not there cannot be started: also definitive.
     let missing = GuestPrep::new("/nonexistent/virt-v2v-in-place", ["{device}"]);
     let err = daemon
-        .prepare_guest(&key("fail-2"), ids::APPLIANCE_OMA, BOOT, &missing)
+        .prepare_guest(
+            &key("fail-2"),
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(BOOT),
+            &missing,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.class(), Class::Definitive);
@@ -285,7 +318,12 @@ async fn a_prep_past_its_timeout_is_killed_with_what_it_started() -> Result {
     )?;
     let began = Instant::now();
     let err = daemon
-        .prepare_guest(&key("slow-1"), ids::APPLIANCE_OMA, BOOT, &prep(&script, 1))
+        .prepare_guest(
+            &key("slow-1"),
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(BOOT),
+            &prep(&script, 1),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -329,7 +367,7 @@ async fn prep_needs_the_disk_on_that_appliance() -> Result {
     let job = setup
         .create_volume(
             "loose",
-            ids::ZONE,
+            &ZoneId::from(ids::ZONE),
             &VolumeSource::Offering {
                 disk_offering_id: ids::DISK_OFFERING_CUSTOM.into(),
                 size_gb: Some(1),
@@ -338,7 +376,12 @@ async fn prep_needs_the_disk_on_that_appliance() -> Result {
         .await?;
     let loose = setup.wait(&job).await?.id;
     let err = daemon
-        .prepare_guest(&key("loose"), ids::APPLIANCE_OMA, &loose, &prep)
+        .prepare_guest(
+            &key("loose"),
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(&loose),
+            &prep,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
@@ -348,7 +391,12 @@ async fn prep_needs_the_disk_on_that_appliance() -> Result {
     );
     // Not an appliance of this daemon: refused before anything is recorded.
     let err = daemon
-        .prepare_guest(&key("elsewhere"), "not-an-appliance", BOOT, &prep)
+        .prepare_guest(
+            &key("elsewhere"),
+            &VmId::from("not-an-appliance"),
+            &VolumeId::from(BOOT),
+            &prep,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
@@ -357,8 +405,8 @@ async fn prep_needs_the_disk_on_that_appliance() -> Result {
     let err = daemon
         .prepare_guest(
             &key("zero"),
-            ids::APPLIANCE_OMA,
-            BOOT,
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(BOOT),
             &GuestPrep {
                 timeout_secs: 0,
                 ..prep.clone()
@@ -395,7 +443,7 @@ async fn a_restarted_daemon_never_runs_a_prep_twice() -> Result {
     // its command started.
     sim.journal.begin(record("op-started", "started")).await?;
     sim.journal
-        .set_job("op-started", "guest-prep:pid:4194303", None)
+        .set_job("op-started", &"guest-prep:pid:4194303".into(), None)
         .await?;
     sim.journal
         .begin(record("op-unstarted", "unstarted"))
@@ -410,7 +458,12 @@ async fn a_restarted_daemon_never_runs_a_prep_twice() -> Result {
         assert_eq!(err.class(), Class::Definitive, "{err}");
     }
     let interrupted = daemon
-        .prepare_guest(&key("started"), ids::APPLIANCE_OMA, BOOT, &prep)
+        .prepare_guest(
+            &key("started"),
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(BOOT),
+            &prep,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -418,7 +471,12 @@ async fn a_restarted_daemon_never_runs_a_prep_twice() -> Result {
         "{interrupted}"
     );
     let not_run = daemon
-        .prepare_guest(&key("unstarted"), ids::APPLIANCE_OMA, BOOT, &prep)
+        .prepare_guest(
+            &key("unstarted"),
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(BOOT),
+            &prep,
+        )
         .await
         .unwrap_err();
     assert!(not_run.to_string().contains("was not run"), "{not_run}");
@@ -428,7 +486,12 @@ async fn a_restarted_daemon_never_runs_a_prep_twice() -> Result {
     // An unstarted operation whose caller asks again is run (once).
     sim.journal.begin(record("op-asked", "asked")).await?;
     daemon
-        .prepare_guest(&key("asked"), ids::APPLIANCE_OMA, BOOT, &prep)
+        .prepare_guest(
+            &key("asked"),
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(BOOT),
+            &prep,
+        )
         .await?;
     assert_eq!(runs(&log).len(), 1);
     Ok(())
@@ -439,16 +502,20 @@ async fn tools_are_looked_up_where_the_daemon_runs() -> Result {
     let sim = Sim::start().await?;
     let daemon = sim.local()?;
     let oma = ids::APPLIANCE_OMA;
-    assert!(daemon.tool_available(oma, "/bin/sh").await?);
-    assert!(daemon.tool_available(oma, "sh").await?);
-    assert!(!daemon.tool_available(oma, "no-such-tool-xyz").await?);
+    assert!(daemon.tool_available(&VmId::from(oma), "/bin/sh").await?);
+    assert!(daemon.tool_available(&VmId::from(oma), "sh").await?);
     assert!(
         !daemon
-            .tool_available(oma, "/nonexistent/no-such-tool-xyz")
+            .tool_available(&VmId::from(oma), "no-such-tool-xyz")
+            .await?
+    );
+    assert!(
+        !daemon
+            .tool_available(&VmId::from(oma), "/nonexistent/no-such-tool-xyz")
             .await?
     );
     let err = daemon
-        .tool_available("not-an-appliance", "sh")
+        .tool_available(&VmId::from("not-an-appliance"), "sh")
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
@@ -523,7 +590,7 @@ async fn the_rest_api_carries_guest_prep_behind_the_token() -> Result {
     ))?;
     assert_eq!(
         wrong
-            .tool_available(ids::APPLIANCE_OMA, "sh")
+            .tool_available(&VmId::from(ids::APPLIANCE_OMA), "sh")
             .await
             .unwrap_err(),
         Error::Unauthorized
@@ -554,12 +621,22 @@ async fn the_rest_api_carries_guest_prep_behind_the_token() -> Result {
         SecretString::from(token.to_string()),
     ))?;
     let outcome = client
-        .prepare_guest(&key("http-prep"), ids::APPLIANCE_OMA, BOOT, &prep)
+        .prepare_guest(
+            &key("http-prep"),
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(BOOT),
+            &prep,
+        )
         .await?;
     assert_eq!(Path::new(&outcome.device_path), sim.device_path(BOOT));
     assert_eq!(outcome.stdout_tail, "prepared");
     let again = client
-        .prepare_guest(&key("http-prep"), ids::APPLIANCE_OMA, BOOT, &prep)
+        .prepare_guest(
+            &key("http-prep"),
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(BOOT),
+            &prep,
+        )
         .await?;
     assert_eq!(again, outcome);
     assert_eq!(runs(&log).len(), 1);
@@ -568,8 +645,8 @@ async fn the_rest_api_carries_guest_prep_behind_the_token() -> Result {
     let err = client
         .prepare_guest(
             &key("http-fail"),
-            ids::APPLIANCE_OMA,
-            BOOT,
+            &VmId::from(ids::APPLIANCE_OMA),
+            &VolumeId::from(BOOT),
             &self::prep(&failing, 30),
         )
         .await
@@ -578,20 +655,28 @@ async fn the_rest_api_carries_guest_prep_behind_the_token() -> Result {
     assert!(err.to_string().contains("no virtio iso"), "{err}");
     assert_eq!(err.class(), Class::Definitive);
     // Tools, by name and by absolute path (encoded in the query).
-    assert!(client.tool_available(ids::APPLIANCE_OMA, "sh").await?);
-    assert!(client.tool_available(ids::APPLIANCE_OMA, "/bin/sh").await?);
     assert!(
-        !client
-            .tool_available(ids::APPLIANCE_OMA, "no-such-tool-xyz")
+        client
+            .tool_available(&VmId::from(ids::APPLIANCE_OMA), "sh")
             .await?
     );
     assert!(
         client
-            .tool_available(ids::APPLIANCE_OMA, script.to_str().unwrap())
+            .tool_available(&VmId::from(ids::APPLIANCE_OMA), "/bin/sh")
+            .await?
+    );
+    assert!(
+        !client
+            .tool_available(&VmId::from(ids::APPLIANCE_OMA), "no-such-tool-xyz")
+            .await?
+    );
+    assert!(
+        client
+            .tool_available(&VmId::from(ids::APPLIANCE_OMA), script.to_str().unwrap())
             .await?
     );
     let err = client
-        .tool_available("not-an-appliance", "sh")
+        .tool_available(&VmId::from("not-an-appliance"), "sh")
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");

@@ -2,6 +2,7 @@
 //! idempotency key, the pending → submitted → finished path, unfinished operations
 //! listed for resumption, fences, device paths, replicas and volumes ferry created.
 
+use ::ids::{RunId, VolumeId};
 use serde_json::json;
 use store::testing::TestStore;
 use store::{Appliance, Controller, Disk, Firmware, GuestOs, GuestPrep, NewVm, Nic, VmSpec};
@@ -90,12 +91,18 @@ async fn lifecycle(t: TestStore) -> TestResult {
         Begun::Existing(op) => assert_eq!(op.id, first.id),
         other => panic!("expected the existing record, got {other:?}"),
     }
-    journal.set_job(&first.id, "job-1", None).await?;
+    journal.set_job(&first.id, &"job-1".into(), None).await?;
     let unfinished = journal.unfinished().await?;
     assert_eq!(unfinished.len(), 1);
     assert_eq!(unfinished[0].state, OpState::Submitted);
-    assert_eq!(unfinished[0].job_id.as_deref(), Some("job-1"));
-    assert_eq!(unfinished[0].run_id.as_deref(), Some("run-1"));
+    assert_eq!(
+        unfinished[0].job_id.as_ref().map(|id| id.as_str()),
+        Some("job-1")
+    );
+    assert_eq!(
+        unfinished[0].run_id.as_ref().map(|id| id.as_str()),
+        Some("run-1")
+    );
     journal
         .finish(&first.id, Outcome::Succeeded(json!({"device_id": 1})))
         .await?;
@@ -122,7 +129,7 @@ async fn lifecycle(t: TestStore) -> TestResult {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        journal.set_job("no-such-op", "job", None).await,
+        journal.set_job("no-such-op", &"job".into(), None).await,
         Err(JournalError::NoSuchOp { .. })
     ));
     // A reopened store (a restarted daemon) sees the same journal.
@@ -137,8 +144,8 @@ async fn lifecycle(t: TestStore) -> TestResult {
 
 async fn fences_devices_replicas_and_created_volumes(t: TestStore) -> TestResult {
     let journal = with_replicas(&t).await?;
-    journal.check_fence("run-1", 2).await?;
-    match journal.check_fence("run-1", 1).await {
+    journal.check_fence(&RunId::from("run-1"), 2).await?;
+    match journal.check_fence(&RunId::from("run-1"), 1).await {
         Err(JournalError::Fenced {
             generation,
             highest,
@@ -177,14 +184,28 @@ async fn fences_devices_replicas_and_created_volumes(t: TestStore) -> TestResult
     journal
         .record_device(at("clone-1", "/dev/disk/by-id/virtio-c"))
         .await?;
-    assert!(journal.is_replica("replica-b").await?);
-    assert!(!journal.is_replica("clone-1").await?);
+    assert!(journal.is_replica(&VolumeId::from("replica-b")).await?);
+    assert!(!journal.is_replica(&VolumeId::from("clone-1")).await?);
     journal
-        .record_created_volume("clone-1", Some("snap-1"), Some("run-1"))
+        .record_created_volume(
+            &"clone-1".into(),
+            Some(&"snap-1".into()),
+            Some(&"run-1".into()),
+        )
         .await?;
-    assert!(journal.is_created_volume("clone-1").await?);
-    journal.mark_created_volume_deleted("clone-1").await?;
-    assert!(!journal.is_created_volume("clone-1").await?);
+    assert!(
+        journal
+            .is_created_volume(&VolumeId::from("clone-1"))
+            .await?
+    );
+    journal
+        .mark_created_volume_deleted(&VolumeId::from("clone-1"))
+        .await?;
+    assert!(
+        !journal
+            .is_created_volume(&VolumeId::from("clone-1"))
+            .await?
+    );
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! the world is not already as wanted.
 
 use engine::StepError;
+use ids::{SnapshotId, VmId, VolumeId};
 use volumed::Presence;
 
 use crate::env::{
@@ -76,8 +77,8 @@ pub(crate) async fn live_vm(cx: &Cx<'_>) -> Result<Option<cloudstack::VirtualMac
 /// form [`DevicePlan::verify`] checks.
 pub(crate) async fn observed_disks(
     env: &Env,
-    target: &str,
-) -> Result<Vec<(String, Option<i64>, i64)>, StepError> {
+    target: &VmId,
+) -> Result<Vec<(VolumeId, Option<i64>, i64)>, StepError> {
     let volumes = env
         .volumes
         .list_vm_volumes(target)
@@ -87,7 +88,7 @@ pub(crate) async fn observed_disks(
 }
 
 /// Volumes as [`DevicePlan::verify`] reads them: (volume id, device id, size).
-pub(crate) fn as_observed(volumes: &[volumed::VolumeInfo]) -> Vec<(String, Option<i64>, i64)> {
+pub(crate) fn as_observed(volumes: &[volumed::VolumeInfo]) -> Vec<(VolumeId, Option<i64>, i64)> {
     volumes
         .iter()
         .map(|v| (v.id.clone(), v.device_id, v.size_bytes))
@@ -129,7 +130,7 @@ pub(crate) async fn ensure_stopped(
 
 /// Whether VM `vm_id` is, as CloudStack has it now, not yet in `state` (a VM that is
 /// gone is in no state to change).
-pub(crate) async fn needs(env: &Env, vm_id: &str, state: &str) -> Result<bool, StepError> {
+pub(crate) async fn needs(env: &Env, vm_id: &VmId, state: &str) -> Result<bool, StepError> {
     Ok(env
         .cloud
         .get_virtual_machine(vm_id)
@@ -145,8 +146,8 @@ pub(crate) async fn needs(env: &Env, vm_id: &str, state: &str) -> Result<bool, S
 pub(crate) async fn ensure_on_appliance(
     cx: &Cx<'_>,
     step: &str,
-    volume_id: &str,
-    appliance_vm_id: &str,
+    volume_id: &VolumeId,
+    appliance_vm_id: &VmId,
 ) -> Result<(), StepError> {
     let env = cx.ctx;
     let volume = env
@@ -159,7 +160,7 @@ pub(crate) async fn ensure_on_appliance(
                 "replica volume {volume_id} no longer exists in CloudStack"
             ))
         })?;
-    match volume.virtualmachineid.as_deref() {
+    match volume.virtualmachineid.as_ref() {
         Some(vm) if vm == appliance_vm_id => {}
         other => {
             if let Some(holder) = other {
@@ -174,7 +175,7 @@ pub(crate) async fn ensure_on_appliance(
                 }
                 env.volumes
                     .detach(
-                        &call(cx, step, &format!("detach/{volume_id}/{holder}")),
+                        &call(cx, step, format!("detach/{volume_id}/{holder}")),
                         volume_id,
                     )
                     .await
@@ -182,7 +183,7 @@ pub(crate) async fn ensure_on_appliance(
             }
             env.volumes
                 .attach(
-                    &call(cx, step, &format!("attach/{volume_id}/{appliance_vm_id}")),
+                    &call(cx, step, format!("attach/{volume_id}/{appliance_vm_id}")),
                     volume_id,
                     appliance_vm_id,
                     None,
@@ -215,7 +216,7 @@ pub(crate) async fn put_back_detached_replicas(
     cx: &Cx<'_>,
     plan: &DevicePlan,
     vm: Option<&cloudstack::VirtualMachine>,
-) -> Result<Vec<String>, StepError> {
+) -> Result<Vec<VolumeId>, StepError> {
     let env = cx.ctx;
     let mut adrift = Vec::new();
     for d in plan.disks() {
@@ -251,7 +252,7 @@ pub(crate) async fn put_back_detached_replicas(
         let key = call(
             cx,
             &format!("undo-{}", cx.step),
-            &format!("{}/{}", d.volume_id, vm.id),
+            format!("{}/{}", d.volume_id, vm.id),
         );
         if d.is_boot {
             env.volumes.attach_root(&key, &d.volume_id, &vm.id).await
@@ -348,10 +349,10 @@ pub(crate) async fn run_snapshots(
 
 /// What [`revert_detached_replicas`] did.
 pub(crate) struct Reverted {
-    pub reverted: Vec<(String, String)>,
+    pub reverted: Vec<(VolumeId, SnapshotId)>,
     /// Replicas that are detached (so may hold a test VM's writes) but whose snapshot
     /// is gone.
-    pub missing: Vec<String>,
+    pub missing: Vec<VolumeId>,
 }
 
 /// Reverts, to the run's snapshot, every planned replica that is attached to no VM —
@@ -387,7 +388,7 @@ pub(crate) async fn revert_detached_replicas(
         match run_snapshots(env, input, d).await?.into_iter().next() {
             Some(s) => {
                 env.volumes
-                    .revert(&call(cx, step, &format!("revert/{}", s.id)), &s.id)
+                    .revert(&call(cx, step, format!("revert/{}", s.id)), &s.id)
                     .await
                     .map_err(|e| {
                         volume_error(&format!("reverting replica {} to {}", d.volume_id, s.id), e)

@@ -1,5 +1,6 @@
 //! What every workflow step works with, and the small helpers they share.
 
+use ids::{JobId, ServiceOfferingId, TemplateId, VmId, ZoneId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +13,11 @@ use crate::hooks::Hooks;
 /// The CloudStack objects a target VM is made from.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub zone_id: String,
+    pub zone_id: ZoneId,
     /// A custom (CPU/memory) service offering: the VM's spec goes in its details.
-    pub service_offering_id: String,
+    pub service_offering_id: ServiceOfferingId,
     /// Any template: the VM is deployed stopped and its placeholder ROOT removed.
-    pub template_id: String,
+    pub template_id: TemplateId,
 }
 
 /// The world a workflow acts on.
@@ -45,7 +46,7 @@ pub(crate) type Cx<'a> = StepContext<'a, Env>;
 /// A volume-daemon call for this run and step: its key is deterministic (run, step,
 /// what), so a repeated attempt — after a crash too — gets the first result instead
 /// of acting twice; it carries the run's fencing generation.
-pub(crate) fn call(cx: &Cx<'_>, step: &str, what: &str) -> Call {
+pub(crate) fn call(cx: &Cx<'_>, step: &str, what: impl std::fmt::Display) -> Call {
     // After an operator retried a stuck run, its undos act under new keys: the call that
     // failed definitively (CloudStack did nothing) is then sent again rather than
     // answered with its recorded failure. A resumed run keeps its keys.
@@ -87,11 +88,11 @@ pub(crate) fn store_error(what: &str, e: store::StoreError) -> StepError {
 /// commands are journaled by the volume daemon instead. A failure to record is logged,
 /// not fatal: the job itself is what matters, and the step that waits on it looks at
 /// CloudStack again when it is resumed.
-pub(crate) async fn record_job<T>(cx: &Cx<'_>, job: &cloudstack::Job<T>, vm_id: Option<&str>) {
+pub(crate) async fn record_job<T>(cx: &Cx<'_>, job: &cloudstack::Job<T>, vm_id: Option<&VmId>) {
     let fields = serde_json::json!({
         "job_id": job.job_id,
         "command": job.command,
-        "vm_id": vm_id.or(job.id.as_deref()),
+        "vm_id": vm_id.map(VmId::as_str).or(job.id.as_deref()),
     });
     let message = format!("{} submitted as CloudStack job {}", job.command, job.job_id);
     if let Err(e) = cx
@@ -118,7 +119,7 @@ pub(crate) async fn record_job<T>(cx: &Cx<'_>, job: &cloudstack::Job<T>, vm_id: 
 pub(crate) async fn pending_job<T>(
     cx: &Cx<'_>,
     command: &str,
-    vm_id: Option<&str>,
+    vm_id: Option<&VmId>,
 ) -> Result<Option<cloudstack::Job<T>>, StepError> {
     Ok(match recorded_job(cx, command, vm_id).await? {
         Some((job, cloudstack::JobStatus::Pending)) => Some(job),
@@ -132,7 +133,7 @@ pub(crate) async fn pending_job<T>(
 pub(crate) async fn pending_or_done_job<T>(
     cx: &Cx<'_>,
     command: &str,
-    vm_id: Option<&str>,
+    vm_id: Option<&VmId>,
 ) -> Result<Option<cloudstack::Job<T>>, StepError> {
     Ok(match recorded_job(cx, command, vm_id).await? {
         Some((job, cloudstack::JobStatus::Pending | cloudstack::JobStatus::Succeeded)) => Some(job),
@@ -147,7 +148,7 @@ pub(crate) async fn pending_or_done_job<T>(
 async fn recorded_job<T>(
     cx: &Cx<'_>,
     command: &str,
-    vm_id: Option<&str>,
+    vm_id: Option<&VmId>,
 ) -> Result<Option<(cloudstack::Job<T>, cloudstack::JobStatus)>, StepError> {
     let events = cx
         .ctx
@@ -181,7 +182,7 @@ async fn recorded_job<T>(
     let state = cx
         .ctx
         .cloud
-        .query_async_job_result(&job_id)
+        .query_async_job_result(&JobId::from(&job_id))
         .await
         .map_err(|e| cloud_error(&format!("looking up CloudStack job {job_id}"), e))?;
     if state.jobstatus == cloudstack::JobStatus::Pending {
@@ -197,7 +198,7 @@ async fn recorded_job<T>(
 async fn unrecorded_job<T>(
     cx: &Cx<'_>,
     command: &str,
-    vm_id: Option<&str>,
+    vm_id: Option<&VmId>,
 ) -> Result<Option<(cloudstack::Job<T>, cloudstack::JobStatus)>, StepError> {
     let class = match command {
         "startVirtualMachine" => "StartVMCmd",
@@ -218,7 +219,7 @@ async fn unrecorded_job<T>(
         .into_iter()
         .find(|j| {
             j.jobstatus == cloudstack::JobStatus::Pending
-                && j.jobinstanceid.as_deref() == Some(vm_id)
+                && j.jobinstanceid.as_deref() == Some(vm_id.as_str())
                 && j.cmd.as_deref().is_some_and(|c| c.contains(class))
         })
         .map(|j| {

@@ -17,6 +17,7 @@
 //! (other than GET and HEAD) gets the same as a JSON body
 //! (`{"hook": …, "vm": …, "run_id": …}`).
 
+use ids::RunId;
 use std::fmt;
 use std::process::Stdio;
 use std::time::Duration;
@@ -123,7 +124,7 @@ impl fmt::Display for HookPoint {
 pub struct HookContext<'a> {
     pub hook: &'a str,
     pub vm: &'a str,
-    pub run_id: &'a str,
+    pub run_id: &'a RunId,
 }
 
 /// A hook that did not succeed, and why.
@@ -185,7 +186,7 @@ async fn run_command(
         .args(args)
         .env("FERRY_HOOK", context.hook)
         .env("FERRY_VM", context.vm)
-        .env("FERRY_RUN_ID", context.run_id)
+        .env("FERRY_RUN_ID", context.run_id.as_str())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -302,11 +303,11 @@ pub async fn run_all(hooks: &[Hook], point: HookPoint, context: &HookContext<'_>
     for (i, hook) in hooks.iter().enumerate() {
         match hook.run(context).await {
             Ok(summary) => {
-                tracing::info!(hook = %hook, point = %point, vm = context.vm, run = context.run_id, "hook succeeded");
+                tracing::info!(hook = %hook, point = %point, vm = context.vm, run = %context.run_id, "hook succeeded");
                 report.ran.push(format!("{hook}: {summary}"));
             }
             Err(HookFailure(why)) => {
-                tracing::warn!(hook = %hook, point = %point, vm = context.vm, run = context.run_id, error = %why, "hook failed");
+                tracing::warn!(hook = %hook, point = %point, vm = context.vm, run = %context.run_id, error = %why, "hook failed");
                 report.failed = Some(format!(
                     "{point} hook {} of {} ({hook}) failed: {why}",
                     i + 1,
@@ -323,11 +324,13 @@ pub async fn run_all(hooks: &[Hook], point: HookPoint, context: &HookContext<'_>
 mod tests {
     use super::*;
 
+    static RUN: std::sync::LazyLock<RunId> = std::sync::LazyLock::new(|| "run-1".into());
+
     fn context() -> HookContext<'static> {
         HookContext {
             hook: "before_live",
             vm: "pgtest1",
-            run_id: "run-1",
+            run_id: &RUN,
         }
     }
 

@@ -34,6 +34,7 @@
 //! Architecture invariant: this module does not talk to CloudStack or to the store. It
 //! is handed the disks to plan and the volumes CloudStack reports, and only computes.
 
+use ids::VolumeId;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
@@ -81,7 +82,7 @@ pub struct PlannedDisk {
     pub bus: i64,
     pub unit: i64,
     /// The replica volume that carries this disk.
-    pub volume_id: String,
+    pub volume_id: VolumeId,
     /// The CloudStack device id the volume gets on the target VM.
     pub device_id: i64,
     /// The disk's capacity, which the replica volume has (registration checks it).
@@ -159,7 +160,7 @@ pub enum PlanError {
          records) in the VM definition and register it again"
     )]
     DuplicateVolume {
-        volume_id: String,
+        volume_id: VolumeId,
         first_key: i64,
         second_key: i64,
     },
@@ -225,7 +226,7 @@ fn assign(
 
     let mut volumes: HashMap<&str, i64> = HashMap::new();
     for d in &disks {
-        if let Some(first_key) = volumes.insert(&d.volume_id, d.device_key) {
+        if let Some(first_key) = volumes.insert(d.volume_id.as_str(), d.device_key) {
             return Err(PlanError::DuplicateVolume {
                 volume_id: d.volume_id.clone(),
                 first_key,
@@ -326,8 +327,8 @@ impl DevicePlan {
     }
 
     /// The planned entry of a replica volume.
-    pub fn by_volume(&self, volume_id: &str) -> Option<&PlannedDisk> {
-        self.disks.iter().find(|d| d.volume_id == volume_id)
+    pub fn by_volume(&self, volume_id: &VolumeId) -> Option<&PlannedDisk> {
+        self.disks.iter().find(|d| d.volume_id == *volume_id)
     }
 
     /// Compares the volumes CloudStack reports on the target VM (`listVolumes` with its
@@ -350,7 +351,7 @@ impl DevicePlan {
             match seen.entry(volume_id) {
                 Entry::Vacant(e) => {
                     e.insert((*device_id, *size_bytes));
-                    if self.by_volume(volume_id).is_none() {
+                    if self.by_volume(&VolumeId::from(volume_id)).is_none() {
                         strays.push(Mismatch::Unplanned {
                             volume_id: volume_id.to_string(),
                             device_id: *device_id,
@@ -367,7 +368,7 @@ impl DevicePlan {
         for planned in &self.disks {
             let Some(&(device_id, size_bytes)) = seen.get(planned.volume_id.as_str()) else {
                 mismatches.push(Mismatch::Missing {
-                    volume_id: planned.volume_id.clone(),
+                    volume_id: planned.volume_id.to_string(),
                     device_key: planned.device_key,
                     is_boot: planned.is_boot,
                     planned_device_id: planned.device_id,
@@ -376,7 +377,7 @@ impl DevicePlan {
             };
             if device_id != Some(planned.device_id) {
                 mismatches.push(Mismatch::WrongDeviceId {
-                    volume_id: planned.volume_id.clone(),
+                    volume_id: planned.volume_id.to_string(),
                     device_key: planned.device_key,
                     is_boot: planned.is_boot,
                     planned_device_id: planned.device_id,
@@ -385,7 +386,7 @@ impl DevicePlan {
             }
             if size_bytes != planned.size_bytes {
                 mismatches.push(Mismatch::WrongSize {
-                    volume_id: planned.volume_id.clone(),
+                    volume_id: planned.volume_id.to_string(),
                     device_key: planned.device_key,
                     is_boot: planned.is_boot,
                     planned_size_bytes: planned.size_bytes,
@@ -424,7 +425,8 @@ impl fmt::Display for DevicePlan {
     }
 }
 
-/// One way the target VM differs from the plan.
+/// One way the target VM differs from the plan. Its volume ids are words for a report
+/// (a clone is told as "<clone> (the clone of replica <replica>)"), so they are text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Mismatch {

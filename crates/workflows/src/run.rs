@@ -7,6 +7,7 @@
 //! step, so any of them can.
 
 use engine::StepError;
+use ids::{RunId, VmId};
 use serde::{Deserialize, Serialize};
 use store::{VmState, Workflow};
 
@@ -102,7 +103,7 @@ pub(crate) async fn create_run<I: Serialize>(
                 .store
                 .active_run(&vm.id)
                 .await?
-                .map(|r| r.id)
+                .map(|r| r.id.into_string())
                 .unwrap_or_default();
             return Err(StartError::Busy {
                 name: vm.name.clone(),
@@ -145,7 +146,7 @@ pub(crate) async fn follow_up(
     struct FollowUp<'a> {
         #[serde(flatten)]
         input: &'a RunInput,
-        live_run_id: &'a str,
+        live_run_id: &'a RunId,
     }
     create_run(
         env,
@@ -168,7 +169,7 @@ pub struct RunInput {
     pub plan: DevicePlan,
     /// For a cleanup: the test failover run it cleans up after.
     #[serde(default)]
-    pub test_run_id: Option<String>,
+    pub test_run_id: Option<RunId>,
 }
 
 pub(crate) fn input(cx: &Cx<'_>) -> Result<RunInput, StepError> {
@@ -260,7 +261,7 @@ pub(crate) async fn protected_vm(cx: &Cx<'_>) -> Result<store::ProtectedVm, Step
 pub(crate) async fn appliance_vm_id(
     cx: &Cx<'_>,
     vm: &store::ProtectedVm,
-) -> Result<String, StepError> {
+) -> Result<VmId, StepError> {
     Ok(cx
         .ctx
         .store

@@ -6,6 +6,7 @@
 //! clones in clone mode): every planned disk attached at its planned device id and at
 //! its planned size, and nothing else attached.
 
+use ids::VolumeId;
 use std::collections::BTreeMap;
 
 use store::{Run, Store, StoreError};
@@ -23,7 +24,7 @@ pub struct TargetPlan {
     pub plan: DevicePlan,
     /// In clone mode, the clone that stands in for each replica (replica → clone), as
     /// the run's create-clones step recorded them (none if it did not finish).
-    clones: Option<BTreeMap<String, String>>,
+    clones: Option<BTreeMap<VolumeId, VolumeId>>,
 }
 
 /// One volume on the target VM, and the planned disk it stands for (none: a volume the
@@ -80,14 +81,17 @@ impl TargetPlan {
         // In the plan's terms: in clone mode a clone counts as its replica.
         let as_planned = match &self.clones {
             Some(clones) => in_replica_terms(&self.plan, clones, &seen),
-            None => seen,
+            None => seen
+                .iter()
+                .map(|(id, device_id, size)| (id.to_string(), *device_id, *size))
+                .collect(),
         };
         let mismatches = self.plan.verify(&as_planned).err().unwrap_or_default();
         let disks: Vec<ObservedDisk> = observed
             .into_iter()
             .zip(&as_planned)
             .map(|(volume, (planned_id, _, _))| ObservedDisk {
-                planned: self.plan.by_volume(planned_id).cloned(),
+                planned: self.plan.by_volume(&VolumeId::from(planned_id)).cloned(),
                 volume,
             })
             .collect();
@@ -147,11 +151,7 @@ mod tests {
                 crate::plan::KVM_MAX_DATA_DISKS,
             )
             .unwrap(),
-            clones: clones.map(|c| {
-                c.iter()
-                    .map(|(r, c)| (r.to_string(), c.to_string()))
-                    .collect()
-            }),
+            clones: clones.map(|c| c.iter().map(|(r, c)| ((*r).into(), (*c).into())).collect()),
         }
     }
 

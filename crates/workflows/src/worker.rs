@@ -19,6 +19,7 @@
 //! `ferry_runs_total{workflow, outcome}`, and how many runs it is executing now, as
 //! the gauge `ferry_runs_executing`.
 
+use ids::RunId;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,7 +67,7 @@ pub(crate) fn steps_of(workflow: Workflow, mode: Mode) -> Steps {
 /// which runs others hold, nothing is resumed now (a run this worker resumes asks
 /// again for its operations, by their keys).
 pub async fn resume_volume_operations(daemon: &volumed::Local, store: &Store, worker: &str) {
-    let held: HashSet<String> = match store.runs_held_by_others(worker).await {
+    let held: HashSet<RunId> = match store.runs_held_by_others(worker).await {
         Ok(held) => held.into_iter().collect(),
         Err(e) => {
             tracing::error!(error = %e, "cannot read which runs other workers hold; resuming nothing now");
@@ -105,7 +106,7 @@ impl Default for WorkerConfig {
 }
 
 /// A run this worker finished executing, and how.
-pub type Finished = (String, Result<Outcome, engine::EngineError>);
+pub type Finished = (RunId, Result<Outcome, engine::EngineError>);
 
 struct Inner {
     engine: Engine,
@@ -113,21 +114,21 @@ struct Inner {
     config: WorkerConfig,
     wake: Notify,
     /// Runs this worker is executing now.
-    running: Mutex<HashSet<String>>,
+    running: Mutex<HashSet<RunId>>,
     slots: Semaphore,
 }
 
 impl Inner {
     /// Takes `run_id` for this worker unless it is already executing it here.
-    fn take(&self, run_id: &str) -> bool {
+    fn take(&self, run_id: &RunId) -> bool {
         self.running
             .lock()
             .expect("poisoned")
-            .insert(run_id.to_string())
+            .insert(run_id.clone())
     }
 
     /// Executes a run this worker took, then lets it go.
-    async fn execute(&self, run_id: String) -> Finished {
+    async fn execute(&self, run_id: RunId) -> Finished {
         let _slot = self.slots.acquire().await.expect("never closed");
         let _executing = Executing::start();
         // The workflow is `unknown` only when the run could not be read.
@@ -153,7 +154,10 @@ impl Inner {
                     ))),
                 },
             ),
-            Ok(None) => ("unknown", Err(engine::EngineError::NoRun(run_id.clone()))),
+            Ok(None) => (
+                "unknown",
+                Err(engine::EngineError::NoRun(run_id.to_string())),
+            ),
             Err(e) => ("unknown", Err(engine::EngineError::Store(e))),
         };
         metrics::counter!(

@@ -8,6 +8,7 @@
 //! again. After each, DESIGN §5's invariants are checked against cloudsim's state, and
 //! no clone is left.
 
+use ::ids::{RunId, VolumeId};
 mod common;
 
 use std::collections::BTreeMap;
@@ -160,14 +161,14 @@ async fn run_cases(cases: Vec<(String, BoxFuture<'static, TestResult>)>) -> Test
     Ok(())
 }
 
-async fn events(rig: &Rig, run_id: &str) -> String {
-    match rig.env.store.events(run_id).await {
+async fn events(rig: &Rig, run_id: &RunId) -> String {
+    match rig.env.store.events(&RunId::from(run_id)).await {
         Ok(events) => format!("{events:?}"),
         Err(e) => format!("(no events: {e})"),
     }
 }
 
-async fn expect_done(rig: &Rig, run_id: &str, outcome: Outcome) -> TestResult {
+async fn expect_done(rig: &Rig, run_id: &RunId, outcome: Outcome) -> TestResult {
     anyhow::ensure!(
         outcome == Outcome::Done,
         "expected the run to be done, got {outcome:?}; events: {}",
@@ -178,7 +179,7 @@ async fn expect_done(rig: &Rig, run_id: &str, outcome: Outcome) -> TestResult {
 
 /// The run unwound because of the failure injected at `step`, and every step that ran
 /// was undone.
-async fn expect_unwound_by(rig: &Rig, run_id: &str, outcome: Outcome, step: &str) -> TestResult {
+async fn expect_unwound_by(rig: &Rig, run_id: &RunId, outcome: Outcome, step: &str) -> TestResult {
     let Outcome::Unwound { error } = &outcome else {
         anyhow::bail!(
             "expected the run to unwind, got {outcome:?}; events: {}",
@@ -193,7 +194,7 @@ async fn expect_unwound_by(rig: &Rig, run_id: &str, outcome: Outcome, step: &str
         rig.env.store.run(run_id).await?.expect("a run").state,
         RunState::Unwound
     );
-    let steps = rig.env.store.steps(run_id).await?;
+    let steps = rig.env.store.steps(&RunId::from(run_id)).await?;
     assert_eq!(steps.last().map(|s| s.name.as_str()), Some(step));
     for s in &steps {
         assert_eq!(s.state, StepState::Undone, "step {} was not undone", s.name);
@@ -292,7 +293,12 @@ async fn a_clone_mode_drill_gives_the_test_vm_new_volumes_and_leaves_the_replica
     for id in REPLICAS {
         sizes.insert(
             id,
-            rig.env.cloud.get_volume(id).await?.expect("a replica").size,
+            rig.env
+                .cloud
+                .get_volume(&VolumeId::from(id))
+                .await?
+                .expect("a replica")
+                .size,
         );
     }
 
@@ -328,7 +334,7 @@ async fn a_clone_mode_drill_gives_the_test_vm_new_volumes_and_leaves_the_replica
         .await?;
     on_target.sort_by_key(|v| v.deviceid);
     assert_eq!(on_target.len(), 2, "two volumes and nothing else");
-    let clone_ids: Vec<String> = on_target.iter().map(|v| v.id.clone()).collect();
+    let clone_ids: Vec<String> = on_target.iter().map(|v| v.id.to_string()).collect();
     for (v, (replica, device, kind, key)) in on_target.iter().zip([
         (ids::PGTEST1_DISK_2000, 0, "ROOT", 2000),
         (ids::PGTEST1_DISK_2001, 1, "DATADISK", 2001),
@@ -342,23 +348,29 @@ async fn a_clone_mode_drill_gives_the_test_vm_new_volumes_and_leaves_the_replica
         );
         assert_eq!(v.name, format!("{}-disk-{key}", target.name));
         assert!(
-            rig.env.store.is_created_volume(&v.id).await?,
+            rig.env
+                .store
+                .is_created_volume(&VolumeId::from(&v.id))
+                .await?,
             "clone {} is recorded as ferry's",
             v.id
         );
     }
     let vm = rig.env.store.vm("pgtest1").await?.expect("registered");
     assert_eq!(vm.state, VmState::TestFailedOver);
-    assert_eq!(vm.target_vm_id.as_deref(), Some(target.id.as_str()));
+    assert_eq!(
+        vm.target_vm_id.as_ref().map(|id| id.as_str()),
+        Some(target.id.as_str())
+    );
     for d in &vm.disks {
         assert_eq!(
-            d.attachment.vm_id.as_deref(),
+            d.attachment.vm_id.as_ref().map(|id| id.as_str()),
             Some(ids::APPLIANCE_OMA),
             "the store still has {} on the appliance",
             d.disk.replica_volume_id
         );
     }
-    let verify = &rig.env.store.steps(&run.id).await?[6];
+    let verify = &rig.env.store.steps(&RunId::from(&run.id)).await?[6];
     assert_eq!(verify.name, "verify");
     let map: Value = serde_json::from_str(verify.output.as_deref().expect("an output"))?;
     assert_eq!(map["device_map"][0]["volume_id"], clone_ids[0].as_str());
@@ -410,10 +422,14 @@ async fn a_clone_mode_drill_gives_the_test_vm_new_volumes_and_leaves_the_replica
     rig.assert_at_rest().await?;
     for id in &clone_ids {
         assert!(
-            rig.env.cloud.get_volume(id).await?.is_none(),
+            rig.env
+                .cloud
+                .get_volume(&VolumeId::from(id))
+                .await?
+                .is_none(),
             "clone {id} was deleted, not only detached"
         );
-        assert!(!rig.env.store.is_created_volume(id).await?);
+        assert!(!rig.env.store.is_created_volume(&VolumeId::from(id)).await?);
     }
     assert!(clones_alive(&rig).await?.is_empty());
     assert_eq!(rig.generations().await?, before);

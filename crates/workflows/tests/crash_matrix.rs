@@ -17,6 +17,7 @@
 //! A job is kept in flight long enough to be caught by slowing its command in
 //! cloudsim (200 ms at the rig's time scale) for the first process only.
 
+use ::ids::RunId;
 mod common;
 
 use std::collections::BTreeMap;
@@ -126,17 +127,17 @@ fn command_of(kind: &str) -> &'static str {
 /// volume daemon's operations with a job id, and the VM commands in the run's log.
 async fn recorded_jobs(
     store: &store::Store,
-    run_id: &str,
+    run_id: &RunId,
 ) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for op in store.ops_for_run(run_id).await? {
+    for op in store.ops_for_run(&RunId::from(run_id)).await? {
         if let Some(job) = op.job_id {
             out.entry(command_of(&op.kind).to_string())
                 .or_default()
-                .push(job);
+                .push(job.into_string());
         }
     }
-    for e in store.events(run_id).await? {
+    for e in store.events(&RunId::from(run_id)).await? {
         let Some(fields) = e.fields.as_deref() else {
             continue;
         };
@@ -160,7 +161,7 @@ async fn pending(rig: &Rig, jobs: &[String]) -> anyhow::Result<Option<String>> {
         .await?
         .into_iter()
         .filter(|j| j.jobstatus == cloudstack::JobStatus::Pending)
-        .map(|j| j.jobid)
+        .map(|j| j.jobid.into_string())
         .collect();
     Ok(jobs.iter().rev().find(|j| running.contains(j)).cloned())
 }
@@ -297,10 +298,10 @@ async fn case(flow: Flow, point: Point, clean: Census) -> TestResult {
         && !command.ends_with("VirtualMachine")
     {
         // The dead daemon's operation stayed `submitted`: it is waited on, by its job.
-        let ops = rig.env.store.ops_for_run(&run.id).await?;
+        let ops = rig.env.store.ops_for_run(&RunId::from(&run.id)).await?;
         let op = ops
             .iter()
-            .find(|o| o.job_id.as_deref() == Some(job.as_str()));
+            .find(|o| o.job_id.as_ref().map(|id| id.as_str()) == Some(job.as_str()));
         anyhow::ensure!(
             op.is_some_and(|o| resumed.iter().any(|r| r.op_id == o.id && r.had_job_id)),
             "the operation of job {job} was not resumed by its job id: the kill did not stop it"
@@ -322,7 +323,7 @@ async fn case(flow: Flow, point: Point, clean: Census) -> TestResult {
         common::trio::events(&rig, &run.id).await
     );
     flow.assert_done(&rig, &base).await?;
-    let steps = rig.env.store.steps(&run.id).await?;
+    let steps = rig.env.store.steps(&RunId::from(&run.id)).await?;
     let resumed_at = match &point {
         Point::BeforeStep(k, _) | Point::AfterStep(k, _) => Some(*k),
         Point::InJob { .. } => None,

@@ -10,6 +10,8 @@
 //! here from the rules (boot at 0; data by (SCSI < SATA < NVMe < IDE, bus, unit) at 1,
 //! 2, 4, 5, …, never 3), independently of the planner.
 
+use ::ids::VmId;
+use ::ids::{RunId, VolumeId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -184,8 +186,8 @@ impl Rig {
 
     /// The appliance's guest sees the volume: the by-id link resolves to a block device
     /// whose `sys/block/<dev>/serial` is the volume's serial.
-    fn guest_sees(&self, volume_id: &str) -> bool {
-        guest_sees(self.root.path(), volume_id)
+    fn guest_sees(&self, volume_id: impl AsRef<str>) -> bool {
+        guest_sees(self.root.path(), volume_id.as_ref())
     }
 
     async fn test_vms(&self, name: &str) -> anyhow::Result<Vec<cloudstack::VirtualMachine>> {
@@ -200,12 +202,12 @@ impl Rig {
             .collect())
     }
 
-    async fn volumes_on(&self, vm_id: &str) -> anyhow::Result<Vec<cloudstack::Volume>> {
+    async fn volumes_on(&self, vm_id: impl AsRef<str>) -> anyhow::Result<Vec<cloudstack::Volume>> {
         Ok(self
             .env
             .cloud
             .list_volumes(&cloudstack::VolumeFilter {
-                virtual_machine_id: Some(vm_id.to_string()),
+                virtual_machine_id: Some(VmId::from(vm_id.as_ref())),
                 ..Default::default()
             })
             .await?)
@@ -213,7 +215,7 @@ impl Rig {
 }
 
 fn guest_sees(root: &Path, volume_id: &str) -> bool {
-    let serial = cloudstack::volume_serial(volume_id);
+    let serial = cloudstack::volume_serial(&VolumeId::from(volume_id));
     let link = root.join("dev/disk/by-id").join(format!("virtio-{serial}"));
     let Ok(target) = std::fs::read_link(&link) else {
         return false;
@@ -541,7 +543,7 @@ async fn drill(
         outcome,
         Outcome::Done,
         "{name}: {:?}",
-        rig.env.store.events(&run.id).await?
+        rig.env.store.events(&RunId::from(&run.id)).await?
     );
     let vms = rig.test_vms(name).await?;
     assert_eq!(vms.len(), 1, "{name}: one test VM");
@@ -554,7 +556,7 @@ async fn drill(
         .into_iter()
         .map(|v| {
             (
-                v.id.clone(),
+                v.id.to_string(),
                 (
                     v.deviceid.expect("attached volumes have a device id"),
                     v.volume_type.clone(),
@@ -591,7 +593,7 @@ async fn drill(
         .volumes_on(ids::APPLIANCE_OMA)
         .await?
         .into_iter()
-        .map(|v| v.id)
+        .map(|v| v.id.into_string())
         .collect();
     for id in &replicas {
         assert!(
@@ -605,19 +607,25 @@ async fn drill(
     }
     let vm = rig.env.store.vm(name).await?.expect("registered");
     assert_eq!(vm.state, VmState::TestFailedOver);
-    assert_eq!(vm.target_vm_id.as_deref(), Some(target.id.as_str()));
+    assert_eq!(
+        vm.target_vm_id.as_ref().map(|id| id.as_str()),
+        Some(target.id.as_str())
+    );
     for d in &vm.disks {
         assert_eq!(
-            (d.attachment.vm_id.as_deref(), d.attachment.device_id),
+            (
+                d.attachment.vm_id.as_ref().map(|id| id.as_str()),
+                d.attachment.device_id
+            ),
             (
                 Some(target.id.as_str()),
-                Some(expected[&d.disk.replica_volume_id].0)
+                Some(expected[d.disk.replica_volume_id.as_str()].0)
             ),
             "{name}: the store agrees on {}",
             d.disk.replica_volume_id
         );
     }
-    let steps = rig.env.store.steps(&run.id).await?;
+    let steps = rig.env.store.steps(&RunId::from(&run.id)).await?;
     let verify = steps
         .iter()
         .find(|s| s.name == "verify")
@@ -650,9 +658,9 @@ async fn drill(
         outcome,
         Outcome::Done,
         "{name}: {:?}",
-        rig.env.store.events(&run.id).await?
+        rig.env.store.events(&RunId::from(&run.id)).await?
     );
-    let steps = rig.env.store.steps(&run.id).await?;
+    let steps = rig.env.store.steps(&RunId::from(&run.id)).await?;
     let detach = steps
         .iter()
         .find(|s| s.name == "detach-from-test-vm")
@@ -674,7 +682,7 @@ async fn drill(
     assert_eq!(vm.state, VmState::ReadyForFailover);
     assert_eq!(vm.target_vm_id, None);
     assert_eq!(vm.disks.len(), def.disks.len());
-    let on_appliance: BTreeMap<String, cloudstack::Volume> = rig
+    let on_appliance: BTreeMap<VolumeId, cloudstack::Volume> = rig
         .volumes_on(ids::APPLIANCE_OMA)
         .await?
         .into_iter()
@@ -695,7 +703,7 @@ async fn drill(
         assert_ne!(v.deviceid, Some(3), "{name}: {id}");
         assert!(appliance_ids.insert(v.deviceid), "{name}: {id} device id");
         assert_eq!(
-            d.attachment.vm_id.as_deref(),
+            d.attachment.vm_id.as_ref().map(|id| id.as_str()),
             Some(ids::APPLIANCE_OMA),
             "{name}: the store has {id} on the appliance"
         );
@@ -705,14 +713,20 @@ async fn drill(
         );
         assert_eq!(
             d.attachment.device_path.as_deref(),
-            Some(format!("/dev/disk/by-id/virtio-{}", cloudstack::volume_serial(id)).as_str()),
+            Some(
+                format!(
+                    "/dev/disk/by-id/virtio-{}",
+                    cloudstack::volume_serial(&VolumeId::from(id))
+                )
+                .as_str()
+            ),
             "{name}: the device path of {id} is re-correlated"
         );
         assert!(rig.guest_sees(id), "{name}: the appliance sees {id}");
         assert!(
             rig.env
                 .cloud
-                .list_snapshots(Some(id), None)
+                .list_snapshots(Some(&VolumeId::from(id)), None)
                 .await?
                 .is_empty(),
             "{name}: snapshots of {id} left"
@@ -741,7 +755,10 @@ async fn drill(
         .await?
     {
         assert!(
-            !rig.env.store.is_created_volume(&v.id).await?,
+            !rig.env
+                .store
+                .is_created_volume(&VolumeId::from(&v.id))
+                .await?,
             "{name}: volume {} that ferry created is still alive",
             v.id
         );

@@ -23,6 +23,7 @@
 //! came in the faulty run (poll counts vary with timing) counts as tried, not fired.
 //! The cases of a workflow run a few at a time, each on its own rig.
 
+use ::ids::RunId;
 mod common;
 
 use std::collections::BTreeMap;
@@ -368,7 +369,7 @@ async fn an_attach_found_done_on_a_retry_is_recorded() -> TestResult {
         let attempts: Vec<i64> = rig
             .env
             .store
-            .steps(&run.id)
+            .steps(&RunId::from(&run.id))
             .await?
             .iter()
             .filter(|s| s.name == "attach-replicas")

@@ -3,6 +3,7 @@
 //! path — before the test VM is made; without a configured command the drill is
 //! refused by validation, before anything changes.
 
+use ::ids::{RunId, VolumeId};
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
@@ -63,9 +64,9 @@ async fn a_windows_guest_is_prepared_on_its_boot_disk_before_the_test_vm_is_made
         outcome,
         Outcome::Done,
         "{:?}",
-        env.store.events(&run.id).await?
+        env.store.events(&RunId::from(&run.id)).await?
     );
-    let boot_serial = cloudstack::volume_serial(ids::PGTEST1_DISK_2000);
+    let boot_serial = cloudstack::volume_serial(&VolumeId::from(ids::PGTEST1_DISK_2000));
     let ran = std::fs::read_to_string(&log)?;
     assert_eq!(ran.lines().count(), 1, "prepared once: {ran}");
     assert!(
@@ -75,7 +76,7 @@ async fn a_windows_guest_is_prepared_on_its_boot_disk_before_the_test_vm_is_made
                 .ends_with(&format!("dev/disk/by-id/virtio-{boot_serial}")),
         "the command got the boot disk's device path: {ran}"
     );
-    let steps = env.store.steps(&run.id).await?;
+    let steps = env.store.steps(&RunId::from(&run.id)).await?;
     let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
     let prep = names
         .iter()

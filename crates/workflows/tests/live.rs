@@ -2,6 +2,7 @@
 //! cloudsim, with the operator hooks (commands, and HTTP calls to a server in the test)
 //! — each run checked against cloudsim's state, not only ferry's records.
 
+use ::ids::{RunId, VmId, VolumeId};
 mod common;
 
 use std::collections::BTreeMap;
@@ -28,7 +29,7 @@ async fn done(rig: &Rig, run: &store::Run, saga: Saga<Env>) -> TestResult {
         outcome,
         Outcome::Done,
         "{:#?}",
-        rig.env.store.events(&run.id).await?
+        rig.env.store.events(&RunId::from(&run.id)).await?
     );
     Ok(())
 }
@@ -47,7 +48,12 @@ async fn live_vm(rig: &Rig) -> anyhow::Result<Option<cloudstack::VirtualMachine>
 async fn snapshots(rig: &Rig) -> anyhow::Result<usize> {
     let mut n = 0;
     for id in REPLICAS {
-        n += rig.env.cloud.list_snapshots(Some(id), None).await?.len();
+        n += rig
+            .env
+            .cloud
+            .list_snapshots(Some(&VolumeId::from(id)), None)
+            .await?
+            .len();
     }
     Ok(n)
 }
@@ -82,7 +88,7 @@ async fn assert_failed_over(rig: &Rig) -> anyhow::Result<cloudstack::VirtualMach
         })
         .await?
         .into_iter()
-        .map(|v| (v.deviceid.unwrap(), v.id, v.volume_type))
+        .map(|v| (v.deviceid.unwrap(), v.id.into_string(), v.volume_type))
         .collect();
     on_target.sort();
     assert_eq!(
@@ -102,9 +108,15 @@ async fn assert_failed_over(rig: &Rig) -> anyhow::Result<cloudstack::VirtualMach
     }
     let vm = rig.env.store.vm("pgtest1").await?.unwrap();
     assert_eq!(vm.state, VmState::FailedOver);
-    assert_eq!(vm.target_vm_id.as_deref(), Some(target.id.as_str()));
+    assert_eq!(
+        vm.target_vm_id.as_ref().map(|id| id.as_str()),
+        Some(target.id.as_str())
+    );
     for d in &vm.disks {
-        assert_eq!(d.attachment.vm_id.as_deref(), Some(target.id.as_str()));
+        assert_eq!(
+            d.attachment.vm_id.as_ref().map(|id| id.as_str()),
+            Some(target.id.as_str())
+        );
     }
     Ok(target)
 }
@@ -136,8 +148,16 @@ impl Untouched {
         assert_eq!(rig.env.store.vm("pgtest1").await?.unwrap(), self.vm);
         assert_eq!(self.vm.state, VmState::ReadyForFailover);
         for id in REPLICAS {
-            let v = rig.env.cloud.get_volume(id).await?.unwrap();
-            assert_eq!(v.virtualmachineid.as_deref(), Some(ids::APPLIANCE_OMA));
+            let v = rig
+                .env
+                .cloud
+                .get_volume(&VolumeId::from(id))
+                .await?
+                .unwrap();
+            assert_eq!(
+                v.virtualmachineid.as_ref().map(|id| id.as_str()),
+                Some(ids::APPLIANCE_OMA)
+            );
             assert!(rig.guest_sees(id));
         }
         assert_eq!(snapshots(rig).await?, 0);
@@ -191,7 +211,7 @@ async fn pgtest1_fails_over_live_rolls_back_fails_over_again_and_commits() -> Te
         REPLICAS.iter().all(|id| during[*id] > before[*id]),
         "production writes to its disks"
     );
-    let steps = rig.env.store.steps(&run.id).await?;
+    let steps = rig.env.store.steps(&RunId::from(&run.id)).await?;
     assert_eq!(
         steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
         [
@@ -227,13 +247,13 @@ async fn pgtest1_fails_over_live_rolls_back_fails_over_again_and_commits() -> Te
     assert!(
         rig.env
             .cloud
-            .get_virtual_machine(&target.id)
+            .get_virtual_machine(&VmId::from(&target.id))
             .await?
             .is_none()
             || rig
                 .env
                 .cloud
-                .get_virtual_machine(&target.id)
+                .get_virtual_machine(&VmId::from(&target.id))
                 .await?
                 .is_some_and(|v| v.state == "Destroyed" || v.state == "Expunging"),
         "VM {} destroyed",
@@ -248,7 +268,7 @@ async fn pgtest1_fails_over_live_rolls_back_fails_over_again_and_commits() -> Te
         std::fs::read_to_string(log.path())?.ends_with("power-on after_rollback pgtest1\n"),
         "the source was powered on"
     );
-    let steps = rig.env.store.steps(&run.id).await?;
+    let steps = rig.env.store.steps(&RunId::from(&run.id)).await?;
     let record: Value = serde_json::from_str(steps.last().unwrap().output.as_deref().unwrap())?;
     assert_eq!(
         record,
@@ -269,10 +289,21 @@ async fn pgtest1_fails_over_live_rolls_back_fails_over_again_and_commits() -> Te
     );
     let vm = rig.env.store.vm("pgtest1").await?.unwrap();
     assert_eq!(vm.state, VmState::Committed);
-    assert_eq!(vm.target_vm_id.as_deref(), Some(target.id.as_str()));
+    assert_eq!(
+        vm.target_vm_id.as_ref().map(|id| id.as_str()),
+        Some(target.id.as_str())
+    );
     for id in REPLICAS {
-        let v = rig.env.cloud.get_volume(id).await?.unwrap();
-        assert_eq!(v.virtualmachineid.as_deref(), Some(target.id.as_str()));
+        let v = rig
+            .env
+            .cloud
+            .get_volume(&VolumeId::from(id))
+            .await?
+            .unwrap();
+        assert_eq!(
+            v.virtualmachineid.as_ref().map(|id| id.as_str()),
+            Some(target.id.as_str())
+        );
     }
     // No longer managed: nothing starts from committed.
     for refused in [
@@ -380,7 +411,7 @@ async fn a_failing_before_live_hook_changes_nothing_in_cloudstack() -> TestResul
         rig.env.store.run(&run.id).await?.unwrap().state,
         RunState::Unwound
     );
-    let events = rig.env.store.events(&run.id).await?;
+    let events = rig.env.store.events(&RunId::from(&run.id)).await?;
     assert!(
         events
             .iter()
@@ -532,7 +563,7 @@ async fn an_http_hook_fails_the_run_on_500_and_passes_on_200() -> TestResult {
             ("PUT", "/ok/power-off")
         );
     }
-    let hooks = &rig.env.store.steps(&run.id).await?[1];
+    let hooks = &rig.env.store.steps(&RunId::from(&run.id)).await?[1];
     assert_eq!(hooks.name, "run-hooks");
     let output: Value = serde_json::from_str(hooks.output.as_deref().unwrap())?;
     assert_eq!(
@@ -576,10 +607,10 @@ async fn a_failing_after_rollback_hook_is_reported_and_the_rollback_is_done() ->
     done(&rig, &run, rollback::saga()).await?;
     rig.assert_at_rest().await?;
     let expected = "after_rollback hook 1 of 1 (command `sh -c echo no route to vCenter >&2; exit 2`) failed: exited with status 2; stderr: no route to vCenter";
-    let steps = rig.env.store.steps(&run.id).await?;
+    let steps = rig.env.store.steps(&RunId::from(&run.id)).await?;
     let record: Value = serde_json::from_str(steps.last().unwrap().output.as_deref().unwrap())?;
     assert_eq!(record["after_rollback_failed"], expected);
-    let events = rig.env.store.events(&run.id).await?;
+    let events = rig.env.store.events(&RunId::from(&run.id)).await?;
     assert!(
         events
             .iter()

@@ -12,6 +12,7 @@
 //! fresh rig; the cases of one test run one after another, each in its own task, and
 //! a test reports every case that failed, not only the first.
 
+use ::ids::{RunId, VolumeId};
 mod common;
 
 use std::sync::Arc;
@@ -41,7 +42,12 @@ async fn live_vm(rig: &Rig) -> anyhow::Result<Option<cloudstack::VirtualMachine>
 async fn snapshots(rig: &Rig) -> anyhow::Result<usize> {
     let mut n = 0;
     for id in REPLICAS {
-        n += rig.env.cloud.list_snapshots(Some(id), None).await?.len();
+        n += rig
+            .env
+            .cloud
+            .list_snapshots(Some(&VolumeId::from(id)), None)
+            .await?
+            .len();
     }
     Ok(n)
 }
@@ -82,7 +88,7 @@ async fn assert_failed_over(rig: &Rig) -> anyhow::Result<cloudstack::VirtualMach
         })
         .await?
         .into_iter()
-        .map(|v| (v.deviceid.unwrap_or(-1), v.id, v.volume_type))
+        .map(|v| (v.deviceid.unwrap_or(-1), v.id.into_string(), v.volume_type))
         .collect();
     on_target.sort();
     assert_eq!(
@@ -102,10 +108,13 @@ async fn assert_failed_over(rig: &Rig) -> anyhow::Result<cloudstack::VirtualMach
     }
     let vm = rig.env.store.vm("pgtest1").await?.expect("registered");
     assert_eq!(vm.state, VmState::FailedOver);
-    assert_eq!(vm.target_vm_id.as_deref(), Some(target.id.as_str()));
+    assert_eq!(
+        vm.target_vm_id.as_ref().map(|id| id.as_str()),
+        Some(target.id.as_str())
+    );
     for d in &vm.disks {
         assert_eq!(
-            d.attachment.vm_id.as_deref(),
+            d.attachment.vm_id.as_ref().map(|id| id.as_str()),
             Some(target.id.as_str()),
             "the store agrees on where {} is",
             d.disk.replica_volume_id
@@ -267,7 +276,7 @@ async fn live_resumes_after_a_crash_in(k: usize) -> TestResult {
         }
     };
     expect_done(&rig, &run.id, outcome).await?;
-    let steps = rig.env.store.steps(&run.id).await?;
+    let steps = rig.env.store.steps(&RunId::from(&run.id)).await?;
     for (i, s) in steps.iter().enumerate() {
         assert_eq!(s.state, StepState::Done);
         assert_eq!(
@@ -413,7 +422,10 @@ async fn commit_finishes_after(k: usize, action: Action) -> TestResult {
     }
     let vm = rig.env.store.vm("pgtest1").await?.expect("registered");
     assert_eq!(vm.state, VmState::Committed);
-    assert_eq!(vm.target_vm_id.as_deref(), Some(target.id.as_str()));
+    assert_eq!(
+        vm.target_vm_id.as_ref().map(|id| id.as_str()),
+        Some(target.id.as_str())
+    );
     assert_eq!(snapshots(&rig).await?, 0, "snapshots left");
     let still = live_vm(&rig).await?.expect("the VM stays");
     assert_eq!(
@@ -421,8 +433,16 @@ async fn commit_finishes_after(k: usize, action: Action) -> TestResult {
         (target.id.as_str(), "Running")
     );
     for id in REPLICAS {
-        let v = rig.env.cloud.get_volume(id).await?.expect("a replica");
-        assert_eq!(v.virtualmachineid.as_deref(), Some(target.id.as_str()));
+        let v = rig
+            .env
+            .cloud
+            .get_volume(&VolumeId::from(id))
+            .await?
+            .expect("a replica");
+        assert_eq!(
+            v.virtualmachineid.as_ref().map(|id| id.as_str()),
+            Some(target.id.as_str())
+        );
     }
     Ok(())
 }

@@ -13,6 +13,7 @@
 //! The cases of one test run one after another, each in its own task, so that one
 //! failing case does not hide the others: a test reports every case that failed.
 
+use ::ids::RunId;
 mod common;
 
 use std::sync::Arc;
@@ -54,7 +55,7 @@ async fn assert_failed_over(rig: &Rig) -> TestResult {
         })
         .await?
         .into_iter()
-        .map(|v| (v.deviceid.unwrap_or(-1), v.id, v.volume_type))
+        .map(|v| (v.deviceid.unwrap_or(-1), v.id.into_string(), v.volume_type))
         .collect();
     on_target.sort();
     assert_eq!(
@@ -74,10 +75,13 @@ async fn assert_failed_over(rig: &Rig) -> TestResult {
     }
     let vm = rig.env.store.vm("pgtest1").await?.expect("registered");
     assert_eq!(vm.state, VmState::TestFailedOver);
-    assert_eq!(vm.target_vm_id.as_deref(), Some(target.id.as_str()));
+    assert_eq!(
+        vm.target_vm_id.as_ref().map(|id| id.as_str()),
+        Some(target.id.as_str())
+    );
     for d in &vm.disks {
         assert_eq!(
-            d.attachment.vm_id.as_deref(),
+            d.attachment.vm_id.as_ref().map(|id| id.as_str()),
             Some(target.id.as_str()),
             "the store agrees on where {} is",
             d.disk.replica_volume_id
@@ -398,7 +402,7 @@ async fn resumes_after_a_crash_in(k: usize) -> TestResult {
         }
     };
     expect_done(&rig, &run.id, outcome).await?;
-    let steps = rig.env.store.steps(&run.id).await?;
+    let steps = rig.env.store.steps(&RunId::from(&run.id)).await?;
     for (i, s) in steps.iter().enumerate() {
         assert_eq!(s.state, StepState::Done);
         assert_eq!(

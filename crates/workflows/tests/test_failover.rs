@@ -5,6 +5,7 @@
 //! one of {appliance, target VM}, nothing ferry created left behind, the store agreeing
 //! with CloudStack, the replicas' content back to what it was.
 
+use ::ids::{ProtectedVmId, RunId};
 mod common;
 
 use cloudsim::world::ids;
@@ -28,7 +29,7 @@ async fn pgtest1_goes_through_test_failover_and_cleanup_with_both_disks() -> Tes
         outcome,
         Outcome::Done,
         "{:?}",
-        rig.env.store.events(&run.id).await?
+        rig.env.store.events(&RunId::from(&run.id)).await?
     );
 
     let vms = rig.test_vms().await?;
@@ -50,7 +51,14 @@ async fn pgtest1_goes_through_test_failover_and_cleanup_with_both_disks() -> Tes
         })
         .await?
         .into_iter()
-        .map(|v| (v.deviceid.unwrap(), v.id, v.volume_type, v.size >> 30))
+        .map(|v| {
+            (
+                v.deviceid.unwrap(),
+                v.id.into_string(),
+                v.volume_type,
+                v.size >> 30,
+            )
+        })
         .collect();
     on_target.sort();
     assert_eq!(
@@ -76,12 +84,15 @@ async fn pgtest1_goes_through_test_failover_and_cleanup_with_both_disks() -> Tes
     }
     let vm = rig.env.store.vm("pgtest1").await?.unwrap();
     assert_eq!(vm.state, VmState::TestFailedOver);
-    assert_eq!(vm.target_vm_id.as_deref(), Some(target.id.as_str()));
     assert_eq!(
-        vm.disks[0].attachment.vm_id.as_deref(),
+        vm.target_vm_id.as_ref().map(|id| id.as_str()),
         Some(target.id.as_str())
     );
-    let steps = rig.env.store.steps(&run.id).await?;
+    assert_eq!(
+        vm.disks[0].attachment.vm_id.as_ref().map(|id| id.as_str()),
+        Some(target.id.as_str())
+    );
+    let steps = rig.env.store.steps(&RunId::from(&run.id)).await?;
     let verify = steps
         .iter()
         .find(|s| s.name == "verify")
@@ -108,7 +119,7 @@ async fn pgtest1_goes_through_test_failover_and_cleanup_with_both_disks() -> Tes
         outcome,
         Outcome::Done,
         "{:?}",
-        rig.env.store.events(&run.id).await?
+        rig.env.store.events(&RunId::from(&run.id)).await?
     );
     rig.assert_at_rest().await?;
     assert_eq!(
@@ -183,13 +194,17 @@ async fn twenty_concurrent_requests_for_one_vm_create_exactly_one_run() -> TestR
     assert_eq!(refusals.len(), 19);
     for refusal in &refusals {
         assert!(
-            refusal.contains("already has an active run") && refusal.contains(&created[0]),
+            refusal.contains("already has an active run") && refusal.contains(created[0].as_str()),
             "a clear refusal naming the run: {refusal}"
         );
     }
     let vm = rig.env.store.vm("pgtest1").await?.unwrap();
     assert_eq!(
-        rig.env.store.active_run(&vm.id).await?.map(|r| r.id),
+        rig.env
+            .store
+            .active_run(&ProtectedVmId::from(&vm.id))
+            .await?
+            .map(|r| r.id),
         Some(created[0].clone())
     );
     Ok(())

@@ -4,6 +4,7 @@
 //! once, nothing is done twice in CloudStack. And a worker's loop picks a new run up
 //! as soon as it is woken.
 
+use ::ids::RunId;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -189,7 +190,7 @@ async fn two_workers_share_the_runs_and_execute_each_once() -> TestResult {
     for run in &runs {
         let record = s.store.store.run(run).await?.expect("run");
         assert_eq!(record.state, RunState::Done);
-        let steps = s.store.store.steps(run).await?;
+        let steps = s.store.store.steps(&RunId::from(run)).await?;
         assert!(
             steps.iter().all(|st| st.attempts == 1),
             "no step of {run} ran twice: {steps:?}"
@@ -217,7 +218,10 @@ async fn two_workers_share_the_runs_and_execute_each_once() -> TestResult {
         let vm = s.store.store.vm(name).await?.unwrap();
         assert_eq!(vm.state, VmState::ReadyForFailover);
         for d in &vm.disks {
-            assert_eq!(d.attachment.vm_id.as_deref(), Some(ids::APPLIANCE_OMA));
+            assert_eq!(
+                d.attachment.vm_id.as_ref().map(|id| id.as_str()),
+                Some(ids::APPLIANCE_OMA)
+            );
         }
     }
     assert_eq!(calls(&s, "destroyVirtualMachine").await?, 3);

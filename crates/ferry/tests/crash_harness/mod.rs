@@ -7,6 +7,7 @@
 //! Every wait has a deadline and says what it waited for; nothing sleeps but the poll
 //! interval. Child processes are killed on drop.
 
+use ::ids::{JobId, RunId, VolumeId};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -148,7 +149,10 @@ impl Sim {
         self.sysfs
             .path()
             .join("dev/disk/by-id")
-            .join(format!("virtio-{}", cloudstack::volume_serial(volume_id)))
+            .join(format!(
+                "virtio-{}",
+                cloudstack::volume_serial(&VolumeId::from(volume_id))
+            ))
             .exists()
     }
 
@@ -165,7 +169,10 @@ impl Sim {
 
     /// Whether CloudStack is still working on `job_id`.
     pub async fn job_pending(&self, job_id: &str) -> anyhow::Result<bool> {
-        let job = self.cloud.query_async_job_result(job_id).await?;
+        let job = self
+            .cloud
+            .query_async_job_result(&JobId::from(job_id))
+            .await?;
         Ok(job.jobstatus == cloudstack::JobStatus::Pending)
     }
 }
@@ -698,7 +705,7 @@ pub async fn freeze_and_kill(
 /// The step of run `id` recorded as running.
 async fn running_step(db: &store::Store, id: &str) -> anyhow::Result<Option<String>> {
     Ok(db
-        .steps(id)
+        .steps(&RunId::from(id))
         .await?
         .into_iter()
         .find(|s| s.state == store::StepState::Running)
@@ -747,7 +754,7 @@ async fn step_by_freezing(
         ensure!(
             Instant::now() < deadline,
             "run {id} did not reach the kill point `{point}`: {:?}",
-            db.steps(id).await?
+            db.steps(&RunId::from(id)).await?
         );
         tokio::task::yield_now().await;
     }
@@ -763,8 +770,11 @@ async fn recorded(
     point: &Point,
     k: usize,
 ) -> anyhow::Result<Recorded> {
-    let steps = db.steps(id).await?;
-    let run = db.run(id).await?.ok_or_else(|| anyhow!("no run {id}"))?;
+    let steps = db.steps(&RunId::from(id)).await?;
+    let run = db
+        .run(&RunId::from(id))
+        .await?
+        .ok_or_else(|| anyhow!("no run {id}"))?;
     let at = steps.iter().find(|s| s.position == k as i64);
     let running = at.is_some_and(|s| s.state == store::StepState::Running);
     let passed = (at.is_some() && !running)
@@ -784,7 +794,7 @@ async fn recorded(
     };
     // Volume operations: the key is `<run>/<step>/<what>`.
     let mut jobs: Vec<String> = db
-        .ops_for_run(id)
+        .ops_for_run(&RunId::from(id))
         .await?
         .into_iter()
         .filter(|op| {
@@ -792,10 +802,10 @@ async fn recorded(
                 && op.idempotency_key.split('/').nth(1) == Some(step.as_str())
                 && op.state == store::OpState::Submitted
         })
-        .filter_map(|op| op.job_id)
+        .filter_map(|op| op.job_id.map(String::from))
         .collect();
     // VM commands: an event of the step with the job's id and command.
-    for e in db.events(id).await? {
+    for e in db.events(&RunId::from(id)).await? {
         let Some(fields) = e
             .fields
             .as_deref()
@@ -943,11 +953,11 @@ pub async fn check_at_rest(
         let id = d.replica_volume_id.as_str();
         let v = sim
             .cloud
-            .get_volume(id)
+            .get_volume(&VolumeId::from(id))
             .await?
             .ok_or_else(|| anyhow!("replica {id} was deleted"))?;
         ensure!(
-            v.virtualmachineid.as_deref() == Some(ids::APPLIANCE_OMA),
+            v.virtualmachineid.as_ref().map(|id| id.as_str()) == Some(ids::APPLIANCE_OMA),
             "replica {id} is on {:?}, not the appliance",
             v.virtualmachineid
         );
@@ -967,7 +977,10 @@ pub async fn check_at_rest(
             d.device_id,
             v.deviceid
         );
-        let path = format!("/dev/disk/by-id/virtio-{}", cloudstack::volume_serial(id));
+        let path = format!(
+            "/dev/disk/by-id/virtio-{}",
+            cloudstack::volume_serial(&VolumeId::from(id))
+        );
         ensure!(
             d.device_path.as_deref() == Some(path.as_str())
                 || (!paths_recorded && d.device_path.is_none()),
@@ -978,7 +991,10 @@ pub async fn check_at_rest(
             sim.guest_sees(id),
             "the appliance does not see replica {id}"
         );
-        let snapshots = sim.cloud.list_snapshots(Some(id), None).await?;
+        let snapshots = sim
+            .cloud
+            .list_snapshots(Some(&VolumeId::from(id)), None)
+            .await?;
         ensure!(
             snapshots.is_empty(),
             "snapshots of replica {id} left: {:?}",
@@ -1043,7 +1059,7 @@ pub async fn check_failed_over(sim: &Sim, api: &Api) -> anyhow::Result<String> {
         })
         .await?
         .into_iter()
-        .map(|v| (v.deviceid.unwrap_or(-1), v.id, v.volume_type))
+        .map(|v| (v.deviceid.unwrap_or(-1), v.id.into_string(), v.volume_type))
         .collect();
     on_target.sort();
     let expected = vec![
@@ -1060,7 +1076,10 @@ pub async fn check_failed_over(sim: &Sim, api: &Api) -> anyhow::Result<String> {
     );
     for id in REPLICAS {
         ensure!(!sim.guest_sees(id), "the appliance still sees replica {id}");
-        let snapshots = sim.cloud.list_snapshots(Some(id), None).await?;
+        let snapshots = sim
+            .cloud
+            .list_snapshots(Some(&VolumeId::from(id)), None)
+            .await?;
         ensure!(
             snapshots.len() == 1,
             "replica {id} has {} snapshots, expected the drill's one",
@@ -1109,7 +1128,7 @@ pub async fn check_failed_over(sim: &Sim, api: &Api) -> anyhow::Result<String> {
             d.attached_vm_id
         );
     }
-    Ok(target.id.clone())
+    Ok(target.id.to_string())
 }
 
 /// Polls `probe` every 10 ms until it returns `Some`, for at most `within`.

@@ -30,7 +30,7 @@ pub(crate) fn disk(
             label: format!("Hard disk {key}"),
             is_boot,
             boot_order: None,
-            replica_volume_id: volume_id.to_string(),
+            replica_volume_id: volume_id.into(),
         },
         attachment: Attachment {
             vm_id: Some("appliance".into()),
@@ -64,7 +64,7 @@ pub(crate) fn scsi_disk(
 fn exact(plan: &DevicePlan) -> Vec<(String, Option<i64>, i64)> {
     plan.disks()
         .iter()
-        .map(|d| (d.volume_id.clone(), Some(d.device_id), d.size_bytes))
+        .map(|d| (d.volume_id.to_string(), Some(d.device_id), d.size_bytes))
         .collect()
 }
 
@@ -99,7 +99,7 @@ fn pgtest1_boot_at_0_data_at_1() {
     assert!(plan.boot().is_boot);
     assert_eq!(plan.data()[0].volume_id, PG_DATA);
     assert_eq!(plan.data()[0].disk_id, "disk-2001");
-    assert_eq!(plan.by_volume(PG_DATA).unwrap().device_id, 1);
+    assert_eq!(plan.by_volume(&PG_DATA.into()).unwrap().device_id, 1);
     plan.verify(&exact(&plan)).unwrap();
 
     // The input order does not matter.

@@ -2,6 +2,7 @@
 //! live failover with hooks, before the hooks too), the verification of the target
 //! VM's disks against the plan, and commit's check of the live failover's VM.
 
+use ids::{VmId, VolumeId};
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -25,7 +26,7 @@ pub(crate) struct Validate(pub(crate) Network);
 /// What validation found: the appliance the replicas are on, and how many there are.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Validated {
-    pub appliance_vm_id: String,
+    pub appliance_vm_id: VmId,
     pub disks: usize,
 }
 
@@ -90,7 +91,7 @@ impl TypedStep<Env> for Validate {
             .map_err(|e| cloud_error("listing networks", e))?;
         for nic in &vm.nics {
             let network_id = self.0.network_id(nic);
-            if !networks.iter().any(|n| n.id == network_id) {
+            if !networks.iter().any(|n| n.id == *network_id) {
                 problems.push(format!(
                     "{} network {} of NIC {} does not exist",
                     self.0.as_str(),
@@ -167,10 +168,10 @@ pub(crate) struct Verified {
 pub(crate) struct MappedDisk {
     pub device_id: i64,
     /// The volume on the target VM: the replica, or in clone mode its clone.
-    pub volume_id: String,
+    pub volume_id: VolumeId,
     /// In clone mode, the replica the clone was made from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replica_volume_id: Option<String>,
+    pub replica_volume_id: Option<VolumeId>,
     pub device_key: i64,
     pub size_bytes: i64,
     pub boot: bool,
@@ -183,8 +184,8 @@ pub(crate) const VERIFY: Output<Verified> = Output::new("verify");
 /// the mismatches, in words ([`DevicePlan::verify`]).
 pub(crate) fn disks_differ(
     plan: &DevicePlan,
-    clones: Option<&BTreeMap<String, String>>,
-    observed: &[(String, Option<i64>, i64)],
+    clones: Option<&BTreeMap<VolumeId, VolumeId>>,
+    observed: &[(VolumeId, Option<i64>, i64)],
 ) -> Vec<String> {
     match clones {
         Some(clones) => verify_clones(plan, clones, observed),
@@ -267,7 +268,7 @@ pub(crate) struct CheckVm;
 /// The VM the live failover created, holding every replica where it put it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CheckedVm {
-    pub vm_id: String,
+    pub vm_id: VmId,
     pub state: String,
 }
 

@@ -15,6 +15,7 @@
 //! ever deleted (the volume daemon refuses anything else), and a volume that merely
 //! has a clone's name is reported, not touched.
 
+use ids::VolumeId;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -36,7 +37,7 @@ pub(crate) struct CreateClones;
 /// The clones made: replica volume id → clone volume id.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Clones {
-    pub clones: BTreeMap<String, String>,
+    pub clones: BTreeMap<VolumeId, VolumeId>,
 }
 
 pub(crate) const CREATE_CLONES: Output<Clones> = Output::new("create-clones");
@@ -59,7 +60,7 @@ async fn named_volumes(env: &Env, name: &str) -> Result<Vec<cloudstack::Volume>,
         .collect())
 }
 
-async fn created_by_ferry(env: &Env, volume_id: &str) -> Result<bool, StepError> {
+async fn created_by_ferry(env: &Env, volume_id: &VolumeId) -> Result<bool, StepError> {
     env.store
         .is_created_volume(volume_id)
         .await
@@ -83,13 +84,13 @@ pub(crate) async fn names_taken(env: &Env, input: &RunInput) -> Result<Vec<Strin
 }
 
 /// The clones the create step made: replica volume id → clone volume id.
-pub(crate) fn clones(cx: &Cx<'_>) -> Result<BTreeMap<String, String>, StepError> {
+pub(crate) fn clones(cx: &Cx<'_>) -> Result<BTreeMap<VolumeId, VolumeId>, StepError> {
     Ok(cx.lookup(CREATE_CLONES)?.clones)
 }
 
 /// Whether `volume_id` is a clone this run's create step made (false when it has not
 /// finished, or in replica mode).
-pub(crate) fn is_run_clone(cx: &Cx<'_>, volume_id: &str) -> bool {
+pub(crate) fn is_run_clone(cx: &Cx<'_>, volume_id: &VolumeId) -> bool {
     cx.lookup_if_done(CREATE_CLONES)
         .ok()
         .flatten()
@@ -100,7 +101,7 @@ pub(crate) fn is_run_clone(cx: &Cx<'_>, volume_id: &str) -> bool {
 pub(crate) async fn is_clone(
     env: &Env,
     input: &RunInput,
-    volume_id: &str,
+    volume_id: &VolumeId,
     volume_name: &str,
 ) -> Result<bool, StepError> {
     let named = input
@@ -198,9 +199,9 @@ impl WorkflowStep for CreateClones {
 
 /// What [`delete_clones`] did.
 pub(crate) struct Deleted {
-    pub deleted: Vec<String>,
+    pub deleted: Vec<VolumeId>,
     /// Volumes with a clone's name that ferry did not create: left alone.
-    pub foreign: Vec<String>,
+    pub foreign: Vec<VolumeId>,
 }
 
 /// Deletes the run's clones, found by name (so a clone whose create step never
@@ -233,14 +234,14 @@ pub(crate) async fn delete_clones(
                 out.foreign.push(v.id);
                 continue;
             }
-            if let Some(holder) = v.virtualmachineid.as_deref() {
+            if let Some(holder) = v.virtualmachineid.as_ref().map(|id| id.as_str()) {
                 match &target {
                     Some(t) if t.id == holder => {
                         if v.deviceid == Some(0) {
                             ensure_stopped(cx, t).await?;
                         }
                         env.volumes
-                            .detach(&call(cx, step, &format!("detach/{}/{holder}", v.id)), &v.id)
+                            .detach(&call(cx, step, format!("detach/{}/{holder}", v.id)), &v.id)
                             .await
                             .map_err(|e| {
                                 volume_error(
@@ -259,7 +260,7 @@ pub(crate) async fn delete_clones(
                 }
             }
             env.volumes
-                .delete_volume(&call(cx, step, &format!("delete/{}", v.id)), &v.id)
+                .delete_volume(&call(cx, step, format!("delete/{}", v.id)), &v.id)
                 .await
                 .map_err(|e| volume_error(&format!("deleting clone {}", v.id), e))?;
             out.deleted.push(v.id);
@@ -282,8 +283,8 @@ pub(crate) enum OrSkipped<T> {
 /// The clones deleted, and the volumes with a clone's name left alone.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct DeletedClones {
-    pub deleted: Vec<String>,
-    pub unexpected: Vec<String>,
+    pub deleted: Vec<VolumeId>,
+    pub unexpected: Vec<VolumeId>,
 }
 
 const DELETE_CLONES: Output<OrSkipped<DeletedClones>> = Output::new("delete-clones");
@@ -320,8 +321,8 @@ impl WorkflowStep for DeleteClones {}
 /// [`DevicePlan::verify`]. The mismatches come back in words, about the clones.
 pub(crate) fn verify_clones(
     plan: &DevicePlan,
-    clones: &BTreeMap<String, String>,
-    observed: &[(String, Option<i64>, i64)],
+    clones: &BTreeMap<VolumeId, VolumeId>,
+    observed: &[(VolumeId, Option<i64>, i64)],
 ) -> Vec<String> {
     match plan.verify(&in_replica_terms(plan, clones, observed)) {
         Ok(()) => Vec::new(),
@@ -338,8 +339,8 @@ pub(crate) fn verify_clones(
 /// check reports it as unplanned.
 pub(crate) fn in_replica_terms(
     plan: &DevicePlan,
-    clones: &BTreeMap<String, String>,
-    observed: &[(String, Option<i64>, i64)],
+    clones: &BTreeMap<VolumeId, VolumeId>,
+    observed: &[(VolumeId, Option<i64>, i64)],
 ) -> Vec<(String, Option<i64>, i64)> {
     let replica_of: BTreeMap<&str, &str> = clones
         .iter()
@@ -353,7 +354,7 @@ pub(crate) fn in_replica_terms(
                 None if plan.by_volume(id).is_some() => {
                     format!("{id} (a replica: clone mode never attaches one)")
                 }
-                None => id.clone(),
+                None => id.to_string(),
             };
             (id, *device_id, *size)
         })
@@ -363,11 +364,11 @@ pub(crate) fn in_replica_terms(
 /// A mismatch about a replica, told about its clone (which is what is on the VM).
 fn in_clone_terms(
     mut m: crate::plan::Mismatch,
-    clones: &BTreeMap<String, String>,
+    clones: &BTreeMap<VolumeId, VolumeId>,
 ) -> crate::plan::Mismatch {
     // An unplanned volume is reported by its own id, which is what is on the VM.
     if let Some(volume_id) = m.planned_volume_id_mut()
-        && let Some(clone) = clones.get(volume_id.as_str())
+        && let Some(clone) = clones.get(&VolumeId::from(volume_id.as_str()))
     {
         *volume_id = format!("{clone} (the clone of replica {volume_id})");
     }
@@ -381,7 +382,7 @@ mod tests {
 
     /// Boot replica `r-boot` (100 GiB) at 0 and data replicas `r-a`, `r-b` (10 GiB each)
     /// at 1 and 2, cloned as `c-boot`, `c-a`, `c-b`.
-    fn fixture() -> (DevicePlan, BTreeMap<String, String>) {
+    fn fixture() -> (DevicePlan, BTreeMap<VolumeId, VolumeId>) {
         let plan = DevicePlan::new(
             &[
                 disk(2000, 0, 100 * GIB, true, "r-boot"),
@@ -393,14 +394,14 @@ mod tests {
         .unwrap();
         let clones = [("r-boot", "c-boot"), ("r-a", "c-a"), ("r-b", "c-b")]
             .into_iter()
-            .map(|(r, c)| (r.to_string(), c.to_string()))
+            .map(|(r, c)| (r.into(), c.into()))
             .collect();
         (plan, clones)
     }
 
-    fn seen(list: &[(&str, i64, i64)]) -> Vec<(String, Option<i64>, i64)> {
+    fn seen(list: &[(&str, i64, i64)]) -> Vec<(VolumeId, Option<i64>, i64)> {
         list.iter()
-            .map(|(id, dev, size)| (id.to_string(), Some(*dev), *size))
+            .map(|(id, dev, size)| ((*id).into(), Some(*dev), *size))
             .collect()
     }
 

@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use engine::{Output, StepError, TypedStep};
+use ids::{VmId, VolumeId};
 use serde::{Deserialize, Serialize};
 use volumed::Presence;
 
@@ -30,7 +31,7 @@ pub(crate) struct Prepared {
 /// What the command did, when it ran.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PreparationRun {
-    pub volume_id: String,
+    pub volume_id: VolumeId,
     pub device_path: String,
     pub command: Vec<String>,
     pub duration_ms: u64,
@@ -169,7 +170,7 @@ async fn reverted_already(cx: &Cx<'_>) -> Result<bool, StepError> {
 async fn revert_boot_replica(
     cx: &Cx<'_>,
     input: &RunInput,
-    appliance: &str,
+    appliance: &VmId,
 ) -> Result<(), StepError> {
     let env = cx.ctx;
     let boot = input.plan.boot();
@@ -196,14 +197,14 @@ async fn revert_boot_replica(
                 boot.volume_id
             ))
         })?;
-    match volume.virtualmachineid.as_deref() {
+    match volume.virtualmachineid.as_ref().map(|id| id.as_str()) {
         None => {}
         Some(on) if on == appliance => {
             // Until the revert is recorded, nothing puts the replica back on the
             // appliance, so this key is never asked for a second detach.
             env.volumes
                 .detach(
-                    &call(cx, UNDO, &format!("detach/{}", boot.volume_id)),
+                    &call(cx, UNDO, format!("detach/{}", boot.volume_id)),
                     &boot.volume_id,
                 )
                 .await
@@ -232,7 +233,7 @@ async fn revert_boot_replica(
     }
     env.volumes
         .revert(
-            &call(cx, UNDO, &format!("revert/{}", snapshot.id)),
+            &call(cx, UNDO, format!("revert/{}", snapshot.id)),
             &snapshot.id,
         )
         .await

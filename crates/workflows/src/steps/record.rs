@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use engine::{Output, StepError, TypedStep};
+use ids::VmId;
 use serde::{Deserialize, Serialize};
 use store::VmState;
 
@@ -35,7 +36,7 @@ pub(crate) enum Record {
 pub(crate) struct Recorded {
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_vm_id: Option<String>,
+    pub target_vm_id: Option<VmId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_rollback_failed: Option<Option<String>>,
 }
@@ -69,7 +70,7 @@ impl TypedStep<Env> for Record {
         };
         cx.ctx
             .store
-            .set_vm_state(&cx.run.vm_id, state, target.as_deref())
+            .set_vm_state(&cx.run.vm_id, state, target.as_ref())
             .await
             .map_err(|e| store_error(&format!("recording {state}"), e))?;
         let after_rollback_failed = match self {

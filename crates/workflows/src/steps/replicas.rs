@@ -13,6 +13,7 @@
 
 use async_trait::async_trait;
 use engine::{Output, StepError, TypedStep};
+use ids::{SnapshotId, VolumeId};
 use serde::{Deserialize, Serialize};
 use volumed::Presence;
 
@@ -164,7 +165,7 @@ impl TypedStep<Env> for Attach {
         // nothing, and keeps the guest's probe order that of the plan.
         for d in input.plan.disks() {
             let (volume_id, what) = match &clones {
-                None => (d.volume_id.as_str(), format!("replica {}", d.volume_id)),
+                None => (&d.volume_id, format!("replica {}", d.volume_id)),
                 Some(clones) => {
                     let clone_id = clones.get(&d.volume_id).ok_or_else(|| {
                         StepError::Definitive(format!(
@@ -173,7 +174,7 @@ impl TypedStep<Env> for Attach {
                         ))
                     })?;
                     (
-                        clone_id.as_str(),
+                        clone_id,
                         format!("clone {clone_id} of replica {}", d.volume_id),
                     )
                 }
@@ -218,7 +219,7 @@ impl TypedStep<Env> for Attach {
             };
             if ours {
                 env.volumes
-                    .detach(&call(cx, &step, &format!("{}/{}", v.id, target.id)), &v.id)
+                    .detach(&call(cx, &step, format!("{}/{}", v.id, target.id)), &v.id)
                     .await
                     .map_err(|e| {
                         volume_error(
@@ -235,7 +236,12 @@ impl TypedStep<Env> for Attach {
         if !reverted.missing.is_empty() {
             return Err(StepError::Definitive(format!(
                 "cannot revert replicas {}: their snapshots are gone, so they may hold the target VM's writes; resynchronise them from the source, then abandon this run",
-                reverted.missing.join(", ")
+                reverted
+                    .missing
+                    .iter()
+                    .map(VolumeId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         Ok(())
@@ -255,14 +261,14 @@ pub(crate) struct DetachFrom(pub(crate) TargetVm);
 /// What was detached from the VM, and what was found there that no plan put there.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct DetachedFrom {
-    pub detached: Vec<String>,
+    pub detached: Vec<VolumeId>,
     pub unexpected: Vec<Unexpected>,
 }
 
 /// A volume found on the VM that is not part of the plan (left in place).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Unexpected {
-    pub volume_id: String,
+    pub volume_id: VolumeId,
     pub device_id: Option<i64>,
 }
 
@@ -332,7 +338,7 @@ impl TypedStep<Env> for DetachFrom {
                 continue;
             }
             env.volumes
-                .detach(&call(cx, step, &format!("{}/{}", v.id, vm.id)), &v.id)
+                .detach(&call(cx, step, format!("{}/{}", v.id, vm.id)), &v.id)
                 .await
                 .map_err(|e| {
                     volume_error(&format!("detaching {what} {} from {the_vm}", v.id), e)
@@ -375,8 +381,8 @@ pub(crate) struct RevertedReplicas {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RevertedReplica {
-    pub volume_id: String,
-    pub snapshot_id: String,
+    pub volume_id: VolumeId,
+    pub snapshot_id: SnapshotId,
 }
 
 const REVERT_REPLICAS: Output<OrSkipped<RevertedReplicas>> = Output::new("revert-replicas");
@@ -407,7 +413,11 @@ impl TypedStep<Env> for RevertReplicas {
             return Err(StepError::Definitive(format!(
                 "the snapshots of replicas {} are missing, so they cannot be reverted and still hold the test \
                  VM's writes; resynchronise them from the source before the next failover",
-                missing.join(", ")
+                missing
+                    .iter()
+                    .map(VolumeId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         Ok(OrSkipped::Done(RevertedReplicas {
@@ -444,7 +454,7 @@ pub(crate) struct Reattached {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ReplicaPlace {
-    pub volume_id: String,
+    pub volume_id: VolumeId,
     pub device_key: i64,
     pub appliance_device_id: Option<i64>,
     pub device_path: Option<String>,

@@ -2,6 +2,7 @@
 //! run's target, so they are found by name whatever a step recorded), deleted by
 //! cleanup, rollback and commit — and by the snapshot step's own undo.
 
+use ids::{SnapshotId, VolumeId};
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -21,7 +22,7 @@ pub(crate) struct Snapshot;
 /// The snapshots taken: replica volume id → snapshot id.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Snapshots {
-    pub snapshots: BTreeMap<String, String>,
+    pub snapshots: BTreeMap<VolumeId, SnapshotId>,
 }
 
 pub(crate) const SNAPSHOT: Output<Snapshots> = Output::new("snapshot");
@@ -80,7 +81,7 @@ pub(crate) async fn delete_run_snapshots(cx: &Cx<'_>, step: &str) -> Result<(), 
         async move {
             for s in run_snapshots(env, input, d).await? {
                 env.volumes
-                    .delete_snapshot(&call(cx, step, &s.id), &s.id)
+                    .delete_snapshot(&call(cx, step, s.id.as_str()), &s.id)
                     .await
                     .map_err(|e| volume_error(&format!("deleting snapshot {}", s.id), e))?;
             }

@@ -4,6 +4,8 @@
 
 use async_trait::async_trait;
 use engine::{Output, StepError, TypedStep};
+use ids::VolumeId;
+use ids::{NetworkId, VmId};
 use serde::{Deserialize, Serialize};
 
 use crate::ensure::{
@@ -26,7 +28,7 @@ pub(crate) enum Network {
 }
 
 impl Network {
-    pub(crate) fn network_id(self, nic: &store::Nic) -> &str {
+    pub(crate) fn network_id(self, nic: &store::Nic) -> &NetworkId {
         match self {
             Network::Test => &nic.test_network_id,
             Network::Production => &nic.production_network_id,
@@ -63,14 +65,14 @@ pub(crate) struct CreateVm(pub(crate) Network);
 /// The target VM.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CreatedVm {
-    pub vm_id: String,
+    pub vm_id: VmId,
     pub name: String,
 }
 
 pub(crate) const CREATE_VM: Output<CreatedVm> = Output::new("create-vm");
 
 /// The target VM's id, as the run's create-vm step recorded it.
-pub(crate) fn target_vm_id(cx: &Cx<'_>) -> Result<String, StepError> {
+pub(crate) fn target_vm_id(cx: &Cx<'_>) -> Result<VmId, StepError> {
     Ok(cx.lookup(CREATE_VM)?.vm_id)
 }
 
@@ -117,7 +119,7 @@ impl TypedStep<Env> for CreateVm {
                         .nics
                         .iter()
                         .map(|n| cloudstack::NicRequest {
-                            network_id: self.0.network_id(n).to_string(),
+                            network_id: self.0.network_id(n).clone(),
                             ip: self.0.ip(n),
                             mac: Some(n.mac.clone()),
                         })
@@ -181,7 +183,7 @@ pub(crate) struct RemovePlaceholderRoot;
 /// The placeholder ROOT volumes removed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Removed {
-    pub removed: Vec<String>,
+    pub removed: Vec<VolumeId>,
 }
 
 pub(crate) const REMOVE_PLACEHOLDER_ROOT: Output<Removed> = Output::new("remove-placeholder-root");
@@ -200,7 +202,7 @@ impl TypedStep<Env> for RemovePlaceholderRoot {
         // The placeholder is whatever non-replica volume sits at device 0 — and, for a
         // run resumed after it was detached but before it was deleted, the volume
         // create-vm recorded as this run's placeholder, wherever it is now.
-        let mut placeholders: Vec<(String, bool)> = Vec::new();
+        let mut placeholders: Vec<(VolumeId, bool)> = Vec::new();
         for v in env
             .volumes
             .list_vm_volumes(&target)
@@ -238,7 +240,7 @@ impl TypedStep<Env> for RemovePlaceholderRoot {
             if attached {
                 env.volumes
                     .detach(
-                        &call(cx, "remove-placeholder-root", &format!("detach/{id}")),
+                        &call(cx, "remove-placeholder-root", format!("detach/{id}")),
                         &id,
                     )
                     .await
@@ -246,7 +248,7 @@ impl TypedStep<Env> for RemovePlaceholderRoot {
             }
             env.volumes
                 .delete_volume(
-                    &call(cx, "remove-placeholder-root", &format!("delete/{id}")),
+                    &call(cx, "remove-placeholder-root", format!("delete/{id}")),
                     &id,
                 )
                 .await
@@ -280,7 +282,7 @@ impl TypedStep<Env> for RemovePlaceholderRoot {
             }
             env.volumes
                 .delete_volume(
-                    &call(cx, "undo-remove-placeholder-root", &format!("delete/{id}")),
+                    &call(cx, "undo-remove-placeholder-root", format!("delete/{id}")),
                     &id,
                 )
                 .await
@@ -303,7 +305,7 @@ pub(crate) struct StartVm;
 /// The target VM, running.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Started {
-    pub vm_id: String,
+    pub vm_id: VmId,
     pub state: String,
 }
 
@@ -378,7 +380,7 @@ pub(crate) struct StopTestVm;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Stopped {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vm_id: Option<String>,
+    pub vm_id: Option<VmId>,
     pub found: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forced: Option<bool>,
@@ -422,9 +424,9 @@ pub(crate) struct StopVm;
 const STOP_VM: Output<Stopped> = Output::new("stop-vm");
 
 /// The VM `vm_id`, found and stopped (`forced` if it had to be).
-fn stopped(vm_id: &str, forced: bool) -> Stopped {
+fn stopped(vm_id: &VmId, forced: bool) -> Stopped {
     Stopped {
-        vm_id: Some(vm_id.to_string()),
+        vm_id: Some(vm_id.clone()),
         found: true,
         forced: Some(forced),
     }
@@ -527,7 +529,7 @@ pub(crate) struct Destroy(pub(crate) TargetVm);
 /// The VM destroyed, if there was one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Destroyed {
-    pub destroyed: Option<String>,
+    pub destroyed: Option<VmId>,
 }
 
 const DESTROY_TEST_VM: Output<Destroyed> = Output::new("destroy-test-vm");

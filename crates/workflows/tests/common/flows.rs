@@ -4,6 +4,8 @@
 //! look like in cloudsim — done, or (for the test and live failovers, which unwind)
 //! unwound to rest. And DESIGN §5's invariants, which hold whatever happened.
 
+use ::ids::VmId;
+use ::ids::VolumeId;
 use std::collections::BTreeMap;
 
 use cloudsim::world::ids;
@@ -34,7 +36,7 @@ pub struct Baseline {
     pub before: BTreeMap<String, u64>,
     pub at_start: BTreeMap<String, u64>,
     /// The target VM when the flow started (the live VM for rollback and commit).
-    pub target: Option<String>,
+    pub target: Option<VmId>,
 }
 
 impl Baseline {
@@ -179,11 +181,15 @@ impl Flow {
         match self {
             Flow::TestReplica => {
                 let target = assert_target_with(rig, TargetKind::Test, Disks::Replicas).await?;
-                anyhow::ensure!(vm.target_vm_id.as_deref() == Some(target.as_str()));
+                anyhow::ensure!(
+                    vm.target_vm_id.as_ref().map(|id| id.as_str()) == Some(target.as_str())
+                );
             }
             Flow::TestClone => {
                 let target = assert_target_with(rig, TargetKind::Test, Disks::Clones).await?;
-                anyhow::ensure!(vm.target_vm_id.as_deref() == Some(target.as_str()));
+                anyhow::ensure!(
+                    vm.target_vm_id.as_ref().map(|id| id.as_str()) == Some(target.as_str())
+                );
                 anyhow::ensure!(
                     rig.generations().await? == base.at_start,
                     "a clone-mode drill changed the replicas' content"
@@ -194,7 +200,9 @@ impl Flow {
             }
             Flow::Live => {
                 let target = assert_target_with(rig, TargetKind::Live, Disks::Replicas).await?;
-                anyhow::ensure!(vm.target_vm_id.as_deref() == Some(target.as_str()));
+                anyhow::ensure!(
+                    vm.target_vm_id.as_ref().map(|id| id.as_str()) == Some(target.as_str())
+                );
                 anyhow::ensure!(snapshots(rig).await? == 2, "the way back is kept");
             }
             Flow::CleanupReplica | Flow::CleanupClone => {
@@ -218,7 +226,7 @@ impl Flow {
                 anyhow::ensure!(snapshots(rig).await? == 0, "snapshots left");
                 anyhow::ensure!(vm.target_vm_id == base.target, "the committed VM changed");
                 let target = assert_target_with(rig, TargetKind::Live, Disks::Replicas).await?;
-                anyhow::ensure!(Some(target) == base.target);
+                anyhow::ensure!(Some(VmId::from(target)) == base.target);
             }
         }
         Ok(())
@@ -311,21 +319,29 @@ async fn assert_target_with(rig: &Rig, kind: TargetKind, disks: Disks) -> anyhow
         Disks::Clones => {
             for v in &on_target {
                 anyhow::ensure!(
-                    rig.env.store.is_created_volume(&v.id).await?,
+                    rig.env
+                        .store
+                        .is_created_volume(&VolumeId::from(&v.id))
+                        .await?,
                     "{} on the test VM is not a clone ferry recorded",
                     v.id
                 );
             }
         }
     }
-    Ok(target.id.clone())
+    Ok(target.id.to_string())
 }
 
 /// The snapshots of pgtest1's replicas.
 pub async fn snapshots(rig: &Rig) -> anyhow::Result<usize> {
     let mut n = 0;
     for id in REPLICAS {
-        n += rig.env.cloud.list_snapshots(Some(id), None).await?.len();
+        n += rig
+            .env
+            .cloud
+            .list_snapshots(Some(&VolumeId::from(id)), None)
+            .await?
+            .len();
     }
     Ok(n)
 }
@@ -369,23 +385,24 @@ pub async fn assert_invariants(rig: &Rig) -> TestResult {
 async fn invariants(rig: &Rig) -> TestResult {
     let vm = rig.env.store.vm("pgtest1").await?.expect("registered");
     let allowed: Vec<&str> = std::iter::once(ids::APPLIANCE_OMA)
-        .chain(vm.target_vm_id.as_deref())
+        .chain(vm.target_vm_id.as_ref().map(|id| id.as_str()))
         .collect();
     for d in &vm.disks {
         let id = &d.disk.replica_volume_id;
         let v = rig
             .env
             .cloud
-            .get_volume(id)
+            .get_volume(&VolumeId::from(id))
             .await?
             .ok_or_else(|| anyhow::anyhow!("replica {id} was deleted"))?;
-        let on = v.virtualmachineid.as_deref();
+        let on = v.virtualmachineid.as_ref().map(|id| id.as_str());
         anyhow::ensure!(
             on.is_some_and(|on| allowed.contains(&on)),
             "replica {id} is on {on:?}, not on one of {allowed:?}"
         );
         anyhow::ensure!(
-            d.attachment.vm_id.as_deref() == on && d.attachment.device_id == v.deviceid,
+            d.attachment.vm_id.as_ref().map(|id| id.as_str()) == on
+                && d.attachment.device_id == v.deviceid,
             "the store has replica {id} on {:?} at {:?}, CloudStack on {on:?} at {:?}",
             d.attachment.vm_id,
             d.attachment.device_id,
@@ -414,7 +431,11 @@ async fn invariants(rig: &Rig) -> TestResult {
     {
         let known = v.id == ids::OMA_ROOT
             || REPLICAS.contains(&v.id.as_str())
-            || rig.env.store.is_created_volume(&v.id).await?;
+            || rig
+                .env
+                .store
+                .is_created_volume(&VolumeId::from(&v.id))
+                .await?;
         anyhow::ensure!(
             known,
             "volume {} ({}, on {:?}) is neither a replica nor one ferry tracks",

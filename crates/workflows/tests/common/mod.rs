@@ -6,6 +6,7 @@
 // Each test binary uses its own part of the harness.
 #![allow(dead_code)]
 
+use ::ids::VolumeId;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -246,11 +247,14 @@ impl Rig {
             .collect())
     }
 
-    pub fn guest_sees(&self, volume_id: &str) -> bool {
+    pub fn guest_sees(&self, volume_id: impl AsRef<str>) -> bool {
         self.root
             .path()
             .join("dev/disk/by-id")
-            .join(format!("virtio-{}", cloudstack::volume_serial(volume_id)))
+            .join(format!(
+                "virtio-{}",
+                cloudstack::volume_serial(&VolumeId::from(volume_id.as_ref()))
+            ))
             .exists()
     }
 
@@ -288,17 +292,17 @@ impl Rig {
             let v = self
                 .env
                 .cloud
-                .get_volume(id)
+                .get_volume(&VolumeId::from(id))
                 .await?
                 .expect("a replica is never deleted");
             assert_eq!(
-                v.virtualmachineid.as_deref(),
+                v.virtualmachineid.as_ref().map(|id| id.as_str()),
                 Some(ids::APPLIANCE_OMA),
                 "replica {id}"
             );
             assert_eq!(v.volume_type, "DATADISK");
             assert_eq!(
-                d.attachment.vm_id.as_deref(),
+                d.attachment.vm_id.as_ref().map(|id| id.as_str()),
                 Some(ids::APPLIANCE_OMA),
                 "the store agrees"
             );
@@ -319,8 +323,11 @@ impl Rig {
                 assert_eq!(
                     d.attachment.device_path.as_deref(),
                     Some(
-                        format!("/dev/disk/by-id/virtio-{}", cloudstack::volume_serial(id))
-                            .as_str()
+                        format!(
+                            "/dev/disk/by-id/virtio-{}",
+                            cloudstack::volume_serial(&VolumeId::from(id))
+                        )
+                        .as_str()
                     ),
                     "the store has the device path of {id}"
                 );
@@ -343,7 +350,11 @@ impl Rig {
             .await?;
         for v in &all {
             assert!(
-                !self.env.store.is_created_volume(&v.id).await?,
+                !self
+                    .env
+                    .store
+                    .is_created_volume(&VolumeId::from(&v.id))
+                    .await?,
                 "volume {} that ferry created is still alive",
                 v.id
             );

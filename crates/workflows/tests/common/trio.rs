@@ -2,6 +2,7 @@
 //! saga can be made to fail before or after its action, run its action or undo
 //! twice, or hang (a worker dying mid-step).
 
+use ::ids::RunId;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -179,14 +180,14 @@ pub async fn run_cases(cases: Cases) -> TestResult {
 }
 
 /// The run's events, for a failure message.
-pub async fn events(rig: &Rig, run_id: &str) -> String {
-    match rig.env.store.events(run_id).await {
+pub async fn events(rig: &Rig, run_id: &RunId) -> String {
+    match rig.env.store.events(&RunId::from(run_id)).await {
         Ok(events) => format!("{events:?}"),
         Err(e) => format!("(no events: {e})"),
     }
 }
 
-pub async fn expect_done(rig: &Rig, run_id: &str, outcome: Outcome) -> TestResult {
+pub async fn expect_done(rig: &Rig, run_id: &RunId, outcome: Outcome) -> TestResult {
     anyhow::ensure!(
         outcome == Outcome::Done,
         "expected the run to be done, got {outcome:?}; events: {}",
@@ -200,7 +201,7 @@ pub async fn expect_done(rig: &Rig, run_id: &str, outcome: Outcome) -> TestResul
 /// undone.
 pub async fn expect_unwound_by(
     rig: &Rig,
-    run_id: &str,
+    run_id: &RunId,
     outcome: Outcome,
     step: &str,
 ) -> TestResult {
@@ -216,7 +217,7 @@ pub async fn expect_unwound_by(
     );
     let run = rig.env.store.run(run_id).await?.expect("a run");
     assert_eq!(run.state, RunState::Unwound);
-    let steps = rig.env.store.steps(run_id).await?;
+    let steps = rig.env.store.steps(&RunId::from(run_id)).await?;
     assert_eq!(
         steps.last().map(|s| s.name.as_str()),
         Some(step),
