@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use cloudsim::SimConfig;
 use cloudsim::world::{World, ids};
 use cloudstack::{Client, VolumeSource};
 use secrecy::SecretString;
@@ -32,7 +31,7 @@ use volumed::{
 
 mod common;
 
-use common::{assert_on_oma, attach_to_oma, cs_client, key, oma};
+use common::{assert_on_oma, attach_to_oma, cs_client, key, oma, start_sim};
 
 type Result<T = ()> = anyhow::Result<T>;
 
@@ -99,16 +98,7 @@ impl Drop for Sim {
 
 impl Sim {
     async fn start(world: World) -> Result<Sim> {
-        let root = tempfile::tempdir()?;
-        let running = cloudsim::start(
-            SimConfig {
-                world,
-                sysfs_root: Some(root.path().to_path_buf()),
-                time_scale: 1.0,
-            },
-            "127.0.0.1:0".parse()?,
-        )
-        .await?;
+        let (running, root) = start_sim(world, 1.0).await?;
         let a = running.announcement.clone();
         Ok(Sim {
             running: Some(running),
@@ -415,16 +405,28 @@ async fn concurrent_requests_for_one_vm_are_serialized() -> Result {
 
 // ---- unknown outcomes -------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_attach_response_is_resolved_by_looking_not_by_a_second_attach() -> Result {
-    let sim = Sim::start(quick_world(20)).await?;
-    // The lost response shows as a timeout of this request.
-    let daemon = sim.local(Duration::from_millis(400))?;
-    let v = sim.new_volume("lost").await?;
+/// A simulator whose attaches take `attach_ms`, a daemon whose requests time out after
+/// `timeout_ms`, and a new volume `name` attached to `oma` under `call` while the
+/// simulator loses the attach's response.
+async fn attach_losing_the_response(
+    attach_ms: u64,
+    timeout_ms: u64,
+    name: &str,
+    call: &str,
+) -> Result<(Sim, Local, String, volumed::VolumeInfo)> {
+    let sim = Sim::start(quick_world(attach_ms)).await?;
+    let daemon = sim.local(Duration::from_millis(timeout_ms))?;
+    let v = sim.new_volume(name).await?;
     sim.arm(json!({"command": "attachVolume", "fault": {"kind": "lose_response"}}))
         .await?;
+    let attached = attach_to_oma(&daemon, call, &v, None).await?;
+    Ok((sim, daemon, v, attached))
+}
 
-    let attached = attach_to_oma(&daemon, "lost-1", &v, None).await?;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_attach_response_is_resolved_by_looking_not_by_a_second_attach() -> Result {
+    // The lost response shows as a timeout of this request.
+    let (sim, daemon, v, attached) = attach_losing_the_response(20, 400, "lost", "lost-1").await?;
     assert_on_oma(attached.vm_id.as_ref());
     assert_eq!(attached.device_id, Some(4));
     assert_eq!(sim.calls("attachVolume").await?, 1, "no second attach");
@@ -443,13 +445,8 @@ async fn a_lost_attach_response_is_resolved_by_looking_not_by_a_second_attach() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_response_while_the_job_still_runs_adopts_that_job() -> Result {
     // The attach job outlives the request timeout: looking finds it pending.
-    let sim = Sim::start(quick_world(1200)).await?;
-    let daemon = sim.local(Duration::from_millis(300))?;
-    let v = sim.new_volume("slow-lost").await?;
-    sim.arm(json!({"command": "attachVolume", "fault": {"kind": "lose_response"}}))
-        .await?;
-
-    let attached = attach_to_oma(&daemon, "slow-lost", &v, None).await?;
+    let (sim, _daemon, _v, attached) =
+        attach_losing_the_response(1200, 300, "slow-lost", "slow-lost").await?;
     assert_on_oma(attached.vm_id.as_ref());
     assert_eq!(sim.calls("attachVolume").await?, 1, "no second attach");
     let op = sim.journal.op_by_key("slow-lost").context("recorded")?;

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloudsim::SimConfig;
 use cloudsim::world::{World, ids};
 use cloudstack::VolumeSource;
 use secrecy::SecretString;
@@ -28,7 +27,7 @@ use volumed::{
 
 mod common;
 
-use common::{cs_client, key, oma};
+use common::{cs_client, key, oma, start_sim};
 
 type Result<T = ()> = anyhow::Result<T>;
 
@@ -57,16 +56,7 @@ impl Sim {
             world.latency_ms.insert(command.to_string(), 5);
         }
         world.settings.hotplug_delay_ms = 5;
-        let root = tempfile::tempdir()?;
-        let running = cloudsim::start(
-            SimConfig {
-                world,
-                sysfs_root: Some(root.path().to_path_buf()),
-                time_scale: 1.0,
-            },
-            "127.0.0.1:0".parse()?,
-        )
-        .await?;
+        let (running, root) = start_sim(world, 1.0).await?;
         Ok(Sim {
             endpoint: running.announcement.endpoint.clone(),
             running,

@@ -8,7 +8,8 @@
 use ::ids::{VmId, VolumeId};
 use std::time::Duration;
 
-use cloudsim::world::ids;
+use cloudsim::SimConfig;
+use cloudsim::world::{World, ids};
 use cloudstack::{Client, Config, PollPolicy};
 use secrecy::SecretString;
 use volumed::{Call, VolumeInfo, VolumeService};
@@ -31,6 +32,25 @@ pub fn cs_client(endpoint: &str, request_timeout: Option<Duration>) -> anyhow::R
         deadline: Duration::from_secs(30),
     };
     Ok(Client::new(config)?)
+}
+
+/// A simulator of `world` on port 0 whose appliance's sysfs tree lives in the returned
+/// temp dir.
+pub async fn start_sim(
+    world: World,
+    time_scale: f64,
+) -> anyhow::Result<(cloudsim::Running, tempfile::TempDir)> {
+    let root = tempfile::tempdir()?;
+    let running = cloudsim::start(
+        SimConfig {
+            world,
+            sysfs_root: Some(root.path().to_path_buf()),
+            time_scale,
+        },
+        "127.0.0.1:0".parse()?,
+    )
+    .await?;
+    Ok((running, root))
 }
 
 pub fn key(s: &str) -> Call {
