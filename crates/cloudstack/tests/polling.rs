@@ -14,12 +14,16 @@ use cloudsim::world::{World, ids};
 use cloudstack::{Client, Config, PollPolicy, VmId, VolumeSource, ZoneId};
 use secrecy::SecretString;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_commands_jobs_are_polled_when_they_have_been_finishing() -> anyhow::Result<()> {
+/// A simulator of the default world with these commands' latencies (ms), and a client
+/// whose poll policy starts at 2 ms and backs off by half up to `max_poll`.
+async fn start(
+    latencies: &[(&str, u64)],
+    max_poll: Duration,
+) -> anyhow::Result<(cloudsim::Running, Client)> {
     let mut world = World::default();
-    world.latency_ms.insert("createVolume".into(), 1);
-    world.latency_ms.insert("attachVolume".into(), 60);
-    world.latency_ms.insert("detachVolume".into(), 60);
+    for (command, ms) in latencies {
+        world.latency_ms.insert((*command).into(), *ms);
+    }
     let sim = cloudsim::start(
         SimConfig {
             world,
@@ -33,19 +37,20 @@ async fn a_commands_jobs_are_polled_when_they_have_been_finishing() -> anyhow::R
         ids::API_KEY,
         SecretString::from(ids::SECRET_KEY.to_string()),
     );
-    // Alone, this policy polls a 60 ms job five times (2, 5, 9.5, 16, 26 … ms).
     config.poll = PollPolicy {
         first: Duration::from_millis(2),
         factor: 1.5,
-        max: Duration::from_millis(10),
+        max: max_poll,
         deadline: Duration::from_secs(30),
     };
-    let client = Client::new(config)?;
-    assert_eq!(client.learned_job_duration("attachVolume"), None);
+    Ok((sim, Client::new(config)?))
+}
 
+/// A new 1 GiB volume `name`, waited for.
+async fn create_volume(client: &Client, name: &str) -> anyhow::Result<cloudstack::Volume> {
     let job = client
         .create_volume(
-            "polled",
+            name,
             &ZoneId::from(ids::ZONE),
             &VolumeSource::Offering {
                 disk_offering_id: ids::DISK_OFFERING_CUSTOM.into(),
@@ -53,7 +58,32 @@ async fn a_commands_jobs_are_polled_when_they_have_been_finishing() -> anyhow::R
             },
         )
         .await?;
-    let volume = client.wait(&job).await?;
+    Ok(client.wait(&job).await?)
+}
+
+/// The simulator's `/stats`: calls and polls it counted.
+async fn stats(sim: &cloudsim::Running) -> anyhow::Result<serde_json::Value> {
+    Ok(reqwest::get(format!("{}/stats", sim.announcement.admin))
+        .await?
+        .json()
+        .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commands_jobs_are_polled_when_they_have_been_finishing() -> anyhow::Result<()> {
+    // Alone, this policy polls a 60 ms job five times (2, 5, 9.5, 16, 26 … ms).
+    let (sim, client) = start(
+        &[
+            ("createVolume", 1),
+            ("attachVolume", 60),
+            ("detachVolume", 60),
+        ],
+        Duration::from_millis(10),
+    )
+    .await?;
+    assert_eq!(client.learned_job_duration("attachVolume"), None);
+
+    let volume = create_volume(&client, "polled").await?;
     let cycles = 12;
     for _ in 0..cycles {
         let job = client
@@ -75,10 +105,7 @@ async fn a_commands_jobs_are_polled_when_they_have_been_finishing() -> anyhow::R
         Some(learned)
     );
 
-    let stats: serde_json::Value = reqwest::get(format!("{}/stats", sim.announcement.admin))
-        .await?
-        .json()
-        .await?;
+    let stats = stats(&sim).await?;
     for command in ["attachvolume", "detachvolume"] {
         let polls = &stats["polls_per_command"][command];
         assert_eq!(polls["jobs"], cycles, "{stats}");
@@ -93,29 +120,8 @@ async fn a_commands_jobs_are_polled_when_they_have_been_finishing() -> anyhow::R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_a_wave_of_new_jobs_one_wait_polls_for_all() -> anyhow::Result<()> {
-    let mut world = World::default();
-    world.latency_ms.insert("createVolume".into(), 200);
-    let sim = cloudsim::start(
-        SimConfig {
-            world,
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse()?,
-    )
-    .await?;
-    let mut config = Config::new(
-        sim.endpoint(),
-        ids::API_KEY,
-        SecretString::from(ids::SECRET_KEY.to_string()),
-    );
     // Alone, this policy polls a 200 ms job about forty times (every 5 ms at most).
-    config.poll = PollPolicy {
-        first: Duration::from_millis(2),
-        factor: 1.5,
-        max: Duration::from_millis(5),
-        deadline: Duration::from_secs(30),
-    };
-    let client = Client::new(config)?;
+    let (sim, client) = start(&[("createVolume", 200)], Duration::from_millis(5)).await?;
 
     // Eight volumes at once, each on its own queue: alike, and nothing learned yet.
     let wave = 8;
@@ -123,17 +129,7 @@ async fn of_a_wave_of_new_jobs_one_wait_polls_for_all() -> anyhow::Result<()> {
     for i in 0..wave {
         let client = client.clone();
         waits.spawn(async move {
-            let job = client
-                .create_volume(
-                    &format!("wave-{i}"),
-                    &ZoneId::from(ids::ZONE),
-                    &VolumeSource::Offering {
-                        disk_offering_id: ids::DISK_OFFERING_CUSTOM.into(),
-                        size_gb: Some(1),
-                    },
-                )
-                .await?;
-            client.wait(&job).await?;
+            create_volume(&client, &format!("wave-{i}")).await?;
             anyhow::Ok(())
         });
     }
@@ -141,10 +137,7 @@ async fn of_a_wave_of_new_jobs_one_wait_polls_for_all() -> anyhow::Result<()> {
         done??;
     }
 
-    let stats: serde_json::Value = reqwest::get(format!("{}/stats", sim.announcement.admin))
-        .await?
-        .json()
-        .await?;
+    let stats = stats(&sim).await?;
     let polls = &stats["polls_per_command"]["createvolume"];
     assert_eq!(polls["jobs"], wave, "{stats}");
     // The leader polls about forty times; each follower backs off (2, 5, 9.5 … ms, up to

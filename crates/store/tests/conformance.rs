@@ -131,6 +131,22 @@ fn pgtest1(name: &str, volumes: [&str; 2], mac: &str) -> NewVm {
     }
 }
 
+/// Registers [`pgtest1`] under `name` with these replica volumes and MAC address.
+async fn register(
+    store: &Store,
+    name: &str,
+    volumes: [&str; 2],
+    mac: &str,
+) -> Result<ProtectedVm, StoreError> {
+    store.register_vm(&pgtest1(name, volumes, mac), &[]).await
+}
+
+/// The appliance and `pgtest1` with replicas `a` and `b`, registered.
+async fn registered(store: &Store) -> anyhow::Result<ProtectedVm> {
+    appliance(store).await?;
+    Ok(register(store, "pgtest1", ["a", "b"], "00:50:56:00:00:01").await?)
+}
+
 #[track_caller]
 fn assert_constraint<T: std::fmt::Debug>(result: Result<T, StoreError>, name: &str) {
     match result {
@@ -201,14 +217,9 @@ async fn a_registered_vm_round_trips_with_disks_in_controller_order(fx: &Fixture
 
 async fn vm_names_are_unique(fx: &Fixture) -> TestResult {
     let store = &fx.store;
-    appliance(store).await?;
-    store
-        .register_vm(&pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01"), &[])
-        .await?;
+    registered(store).await?;
     assert_constraint(
-        store
-            .register_vm(&pgtest1("pgtest1", ["c", "d"], "00:50:56:00:00:02"), &[])
-            .await,
+        register(store, "pgtest1", ["c", "d"], "00:50:56:00:00:02").await,
         "protected_vms_name_key",
     );
     Ok(())
@@ -217,19 +228,13 @@ async fn vm_names_are_unique(fx: &Fixture) -> TestResult {
 async fn a_replica_volume_belongs_to_one_disk_only(fx: &Fixture) -> TestResult {
     let store = &fx.store;
     appliance(store).await?;
-    store
-        .register_vm(&pgtest1("one", ["a", "b"], "00:50:56:00:00:01"), &[])
-        .await?;
+    register(store, "one", ["a", "b"], "00:50:56:00:00:01").await?;
     assert_constraint(
-        store
-            .register_vm(&pgtest1("two", ["c", "b"], "00:50:56:00:00:02"), &[])
-            .await,
+        register(store, "two", ["c", "b"], "00:50:56:00:00:02").await,
         "replica_volumes_pkey",
     );
     assert_constraint(
-        store
-            .register_vm(&pgtest1("three", ["e", "e"], "00:50:56:00:00:03"), &[])
-            .await,
+        register(store, "three", ["e", "e"], "00:50:56:00:00:03").await,
         "replica_volumes_pkey",
     );
     Ok(())
@@ -296,10 +301,7 @@ async fn secure_boot_needs_uefi(fx: &Fixture) -> TestResult {
 
 async fn one_active_run_per_vm(fx: &Fixture) -> TestResult {
     let store = &fx.store;
-    appliance(store).await?;
-    let vm = store
-        .register_vm(&pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01"), &[])
-        .await?;
+    let vm = registered(store).await?;
     let run = store
         .create_run(&vm.id, Workflow::TestFailover, Some("replica"))
         .await?;
@@ -337,10 +339,7 @@ async fn one_active_run_per_vm(fx: &Fixture) -> TestResult {
 
 async fn concurrent_run_starts_for_one_vm_let_exactly_one_through(fx: &Fixture) -> TestResult {
     let store = &fx.store;
-    appliance(store).await?;
-    let vm = store
-        .register_vm(&pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01"), &[])
-        .await?;
+    let vm = registered(store).await?;
     let attempts: Vec<_> = (0..20)
         .map(|_| {
             let store = store.clone();
@@ -366,10 +365,7 @@ async fn concurrent_run_starts_for_one_vm_let_exactly_one_through(fx: &Fixture) 
 
 async fn removing_a_vm_is_refused_while_a_run_is_active(fx: &Fixture) -> TestResult {
     let store = &fx.store;
-    appliance(store).await?;
-    let vm = store
-        .register_vm(&pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01"), &[])
-        .await?;
+    let vm = registered(store).await?;
     let run = store
         .create_run(&vm.id, Workflow::TestFailover, None)
         .await?;
@@ -394,10 +390,7 @@ async fn removing_a_vm_is_refused_while_a_run_is_active(fx: &Fixture) -> TestRes
 
 async fn two_volumes_never_share_a_device_path(fx: &Fixture) -> TestResult {
     let store = &fx.store;
-    appliance(store).await?;
-    store
-        .register_vm(&pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01"), &[])
-        .await?;
+    registered(store).await?;
     let at = |path: &str, device: i64| Attachment {
         vm_id: Some("vm-oma".into()),
         device_id: Some(device),
@@ -532,13 +525,6 @@ async fn volumes_ferry_created_are_told_apart_from_replicas(fx: &Fixture) -> Tes
     store.mark_created_volume_deleted(&"clone-1".into()).await?;
     assert!(!store.is_created_volume(&"clone-1".into()).await?);
     Ok(())
-}
-
-async fn registered(store: &Store) -> anyhow::Result<ProtectedVm> {
-    appliance(store).await?;
-    Ok(store
-        .register_vm(&pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01"), &[])
-        .await?)
 }
 
 fn step(position: i64, state: StepState) -> StepRecord {
@@ -682,12 +668,8 @@ async fn steps_and_events_are_recorded_in_order(fx: &Fixture) -> TestResult {
 async fn runs_are_listed_newest_first_with_their_operations(fx: &Fixture) -> TestResult {
     let store = &fx.store;
     appliance(store).await?;
-    let a = store
-        .register_vm(&pgtest1("vm-a", ["a1", "a2"], "00:50:56:00:00:0a"), &[])
-        .await?;
-    let b = store
-        .register_vm(&pgtest1("vm-b", ["b1", "b2"], "00:50:56:00:00:0b"), &[])
-        .await?;
+    let a = register(store, "vm-a", ["a1", "a2"], "00:50:56:00:00:0a").await?;
+    let b = register(store, "vm-b", ["b1", "b2"], "00:50:56:00:00:0b").await?;
     let first = store
         .create_run(&a.id, Workflow::TestFailover, Some("replica"))
         .await?;

@@ -20,15 +20,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use cloudsim::SimConfig;
 use cloudsim::world::{World, ids};
-use cloudstack::{Client, Config, PollPolicy, VolumeSource};
+use cloudstack::{Client, VolumeSource};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use volumed::{
     Call, Class, Error, Fence, HttpClient, HttpClientConfig, Journal, Local, LocalConfig,
     MemoryJournal, NewOp, OpKind, OpRequest, OpState, Presence, VolumeService,
 };
+
+mod common;
+
+use common::{assert_on_oma, attach_to_oma, cs_client, key, oma, start_sim};
 
 type Result<T = ()> = anyhow::Result<T>;
 
@@ -72,23 +75,6 @@ fn quick_world(attach_ms: u64) -> World {
     world
 }
 
-/// ferry's CloudStack client for the simulator, polling every few milliseconds.
-fn cs_client(endpoint: &str, request_timeout: Duration) -> Result<Client> {
-    let mut config = Config::new(
-        endpoint,
-        ids::API_KEY,
-        SecretString::from(ids::SECRET_KEY.to_string()),
-    );
-    config.request_timeout = request_timeout;
-    config.poll = PollPolicy {
-        first: Duration::from_millis(5),
-        factor: 1.5,
-        max: Duration::from_millis(40),
-        deadline: Duration::from_secs(30),
-    };
-    Ok(Client::new(config)?)
-}
-
 struct Sim {
     running: Option<cloudsim::Running>,
     endpoint: String,
@@ -112,20 +98,11 @@ impl Drop for Sim {
 
 impl Sim {
     async fn start(world: World) -> Result<Sim> {
-        let root = tempfile::tempdir()?;
-        let running = cloudsim::start(
-            SimConfig {
-                world,
-                sysfs_root: Some(root.path().to_path_buf()),
-                time_scale: 1.0,
-            },
-            "127.0.0.1:0".parse()?,
-        )
-        .await?;
+        let (running, root) = start_sim(world, 1.0).await?;
         let a = running.announcement.clone();
         Ok(Sim {
             running: Some(running),
-            client: cs_client(&a.endpoint, Duration::from_secs(10))?,
+            client: cs_client(&a.endpoint, Some(Duration::from_secs(10)))?,
             endpoint: a.endpoint,
             admin: a.admin,
             http: reqwest::Client::builder()
@@ -147,7 +124,7 @@ impl Sim {
         let mut config = LocalConfig::with_appliance(ids::APPLIANCE_OMA, self.root());
         config.submit_backoff = Duration::from_millis(10);
         Ok(Local::new(
-            cs_client(&self.endpoint, request_timeout)?,
+            cs_client(&self.endpoint, Some(request_timeout))?,
             journal,
             config,
         ))
@@ -212,8 +189,15 @@ fn guest_name(root: &Path, volume_id: &str) -> Option<String> {
     (content.trim() == serial).then_some(name)
 }
 
-fn key(s: &str) -> Call {
-    Call::new(s)
+/// Waits (bounded by [`DEVICE_WAIT`]) until `volume`'s device on `oma` shows `presence`.
+async fn wait_on_oma<S: VolumeService + ?Sized>(
+    service: &S,
+    volume: &str,
+    presence: Presence,
+) -> volumed::Result<Option<volumed::Device>> {
+    service
+        .wait_device(&oma(), &VolumeId::from(volume), presence, DEVICE_WAIT)
+        .await
 }
 
 // ---- attach / detach round trips and device correlation ---------------------------
@@ -231,25 +215,9 @@ async fn attach_detach_round_trips_re_correlate_device_paths() -> Result {
     // Five more disks on an appliance that has two: seven data disks.
     let mut devices = Vec::new();
     for (i, v) in volumes.iter().enumerate() {
-        let attached = daemon
-            .attach(
-                &key(&format!("attach-{i}")),
-                &VolumeId::from(v),
-                &VmId::from(ids::APPLIANCE_OMA),
-                None,
-            )
-            .await?;
-        assert_eq!(
-            attached.vm_id.as_ref().map(|id| id.as_str()),
-            Some(ids::APPLIANCE_OMA)
-        );
-        let device = daemon
-            .wait_device(
-                &VmId::from(ids::APPLIANCE_OMA),
-                &VolumeId::from(v),
-                Presence::Appears,
-                DEVICE_WAIT,
-            )
+        let attached = attach_to_oma(&daemon, &format!("attach-{i}"), v, None).await?;
+        assert_on_oma(attached.vm_id.as_ref());
+        let device = wait_on_oma(&daemon, v, Presence::Appears)
             .await?
             .context("an appearing device is returned")?;
         let serial = cloudstack::volume_serial(&VolumeId::from(v));
@@ -265,10 +233,7 @@ async fn attach_detach_round_trips_re_correlate_device_paths() -> Result {
         // The link itself (cloudsim does not create the `dev/vdX` it points at).
         assert!(device.under(&root).symlink_metadata().is_ok());
         let recorded = sim.journal.device(&VolumeId::from(v)).context("recorded")?;
-        assert_eq!(
-            recorded.vm_id.as_ref().map(|id| id.as_str()),
-            Some(ids::APPLIANCE_OMA)
-        );
+        assert_on_oma(recorded.vm_id.as_ref());
         assert_eq!(recorded.device_id, attached.device_id);
         assert_eq!(
             recorded.device_path.as_deref(),
@@ -277,7 +242,7 @@ async fn attach_detach_round_trips_re_correlate_device_paths() -> Result {
         devices.push(device);
     }
     let ids_seen: Vec<Option<i64>> = daemon
-        .list_vm_volumes(&VmId::from(ids::APPLIANCE_OMA))
+        .list_vm_volumes(&oma())
         .await?
         .iter()
         .map(|v| v.device_id)
@@ -289,9 +254,7 @@ async fn attach_detach_round_trips_re_correlate_device_paths() -> Result {
     );
 
     // Every disk on the appliance has its own path and kernel name.
-    let listed = daemon
-        .list_vm_volumes(&VmId::from(ids::APPLIANCE_OMA))
-        .await?;
+    let listed = daemon.list_vm_volumes(&oma()).await?;
     let mut paths: Vec<_> = listed
         .iter()
         .map(|v| v.device.as_ref().map(|d| d.path.clone()))
@@ -321,14 +284,7 @@ async fn attach_detach_round_trips_re_correlate_device_paths() -> Result {
             .detach(&key(&format!("detach-{i}")), &VolumeId::from(v))
             .await?;
         assert_eq!(detached.vm_id, None);
-        let gone = daemon
-            .wait_device(
-                &VmId::from(ids::APPLIANCE_OMA),
-                &VolumeId::from(v),
-                Presence::Disappears,
-                DEVICE_WAIT,
-            )
-            .await?;
+        let gone = wait_on_oma(&daemon, v, Presence::Disappears).await?;
         assert_eq!(gone, None);
         assert_eq!(guest_name(&root, v), None);
         assert_eq!(
@@ -348,21 +304,8 @@ async fn attach_detach_round_trips_re_correlate_device_paths() -> Result {
         (0, volumes[0].as_str()),
         (2, ids::PGTEST1_DISK_2000),
     ] {
-        daemon
-            .attach(
-                &key(&format!("reattach-{i}")),
-                &VolumeId::from(v),
-                &VmId::from(ids::APPLIANCE_OMA),
-                None,
-            )
-            .await?;
-        let device = daemon
-            .wait_device(
-                &VmId::from(ids::APPLIANCE_OMA),
-                &VolumeId::from(v),
-                Presence::Appears,
-                DEVICE_WAIT,
-            )
+        attach_to_oma(&daemon, &format!("reattach-{i}"), v, None).await?;
+        let device = wait_on_oma(&daemon, v, Presence::Appears)
             .await?
             .context("re-attached device")?;
         assert_eq!(Some(device.kernel_name.clone()), guest_name(&root, v));
@@ -425,16 +368,7 @@ async fn concurrent_requests_for_one_vm_are_serialized() -> Result {
     let started = Instant::now();
     let attaches = volumes.iter().enumerate().map(|(i, v)| {
         let daemon = Arc::clone(&daemon);
-        async move {
-            daemon
-                .attach(
-                    &key(&format!("c-{i}")),
-                    &VolumeId::from(v),
-                    &VmId::from(ids::APPLIANCE_OMA),
-                    None,
-                )
-                .await
-        }
+        async move { attach_to_oma(&*daemon, &format!("c-{i}"), v, None).await }
     });
     // A detach of a replica from the same VM joins the queue too.
     let detach_key = key("c-detach");
@@ -471,72 +405,49 @@ async fn concurrent_requests_for_one_vm_are_serialized() -> Result {
 
 // ---- unknown outcomes -------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_attach_response_is_resolved_by_looking_not_by_a_second_attach() -> Result {
-    let sim = Sim::start(quick_world(20)).await?;
-    // The lost response shows as a timeout of this request.
-    let daemon = sim.local(Duration::from_millis(400))?;
-    let v = sim.new_volume("lost").await?;
+/// A simulator whose attaches take `attach_ms`, a daemon whose requests time out after
+/// `timeout_ms`, and a new volume `name` attached to `oma` under `call` while the
+/// simulator loses the attach's response.
+async fn attach_losing_the_response(
+    attach_ms: u64,
+    timeout_ms: u64,
+    name: &str,
+    call: &str,
+) -> Result<(Sim, Local, String, volumed::VolumeInfo)> {
+    let sim = Sim::start(quick_world(attach_ms)).await?;
+    let daemon = sim.local(Duration::from_millis(timeout_ms))?;
+    let v = sim.new_volume(name).await?;
     sim.arm(json!({"command": "attachVolume", "fault": {"kind": "lose_response"}}))
         .await?;
+    let attached = attach_to_oma(&daemon, call, &v, None).await?;
+    Ok((sim, daemon, v, attached))
+}
 
-    let attached = daemon
-        .attach(
-            &key("lost-1"),
-            &VolumeId::from(&v),
-            &VmId::from(ids::APPLIANCE_OMA),
-            None,
-        )
-        .await?;
-    assert_eq!(
-        attached.vm_id.as_ref().map(|id| id.as_str()),
-        Some(ids::APPLIANCE_OMA)
-    );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_attach_response_is_resolved_by_looking_not_by_a_second_attach() -> Result {
+    // The lost response shows as a timeout of this request.
+    let (sim, daemon, v, attached) = attach_losing_the_response(20, 400, "lost", "lost-1").await?;
+    assert_on_oma(attached.vm_id.as_ref());
     assert_eq!(attached.device_id, Some(4));
     assert_eq!(sim.calls("attachVolume").await?, 1, "no second attach");
     let on = sim.volume(&v).await?.context("volume exists")?;
-    assert_eq!(
-        on.virtualmachineid.as_ref().map(|id| id.as_str()),
-        Some(ids::APPLIANCE_OMA)
-    );
+    assert_on_oma(on.virtualmachineid.as_ref());
     let op = sim.journal.op_by_key("lost-1").context("recorded")?;
     assert_eq!(op.state, OpState::Succeeded);
     assert_eq!(
         op.job_id, None,
         "settled by looking: the attach was already done"
     );
-    daemon
-        .wait_device(
-            &VmId::from(ids::APPLIANCE_OMA),
-            &VolumeId::from(&v),
-            Presence::Appears,
-            DEVICE_WAIT,
-        )
-        .await?;
+    wait_on_oma(&daemon, &v, Presence::Appears).await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_response_while_the_job_still_runs_adopts_that_job() -> Result {
     // The attach job outlives the request timeout: looking finds it pending.
-    let sim = Sim::start(quick_world(1200)).await?;
-    let daemon = sim.local(Duration::from_millis(300))?;
-    let v = sim.new_volume("slow-lost").await?;
-    sim.arm(json!({"command": "attachVolume", "fault": {"kind": "lose_response"}}))
-        .await?;
-
-    let attached = daemon
-        .attach(
-            &key("slow-lost"),
-            &VolumeId::from(&v),
-            &VmId::from(ids::APPLIANCE_OMA),
-            None,
-        )
-        .await?;
-    assert_eq!(
-        attached.vm_id.as_ref().map(|id| id.as_str()),
-        Some(ids::APPLIANCE_OMA)
-    );
+    let (sim, _daemon, _v, attached) =
+        attach_losing_the_response(1200, 300, "slow-lost", "slow-lost").await?;
+    assert_on_oma(attached.vm_id.as_ref());
     assert_eq!(sim.calls("attachVolume").await?, 1, "no second attach");
     let op = sim.journal.op_by_key("slow-lost").context("recorded")?;
     assert_eq!(op.state, OpState::Succeeded);
@@ -558,16 +469,7 @@ async fn a_killed_daemon_is_resumed_by_job_id_with_one_attach() -> Result {
     let caller = {
         let first = Arc::clone(&first);
         let v = v.clone();
-        tokio::spawn(async move {
-            first
-                .attach(
-                    &key("killed-1"),
-                    &VolumeId::from(&v),
-                    &VmId::from(ids::APPLIANCE_OMA),
-                    None,
-                )
-                .await
-        })
+        tokio::spawn(async move { attach_to_oma(&*first, "killed-1", &v, None).await })
     };
     let journal = Arc::clone(&sim.journal);
     let job_id = eventually("the attach's job id to be recorded", || {
@@ -603,20 +505,10 @@ async fn a_killed_daemon_is_resumed_by_job_id_with_one_attach() -> Result {
         Some(job_id.as_str())
     );
     let on = sim.volume(&v).await?.context("volume exists")?;
-    assert_eq!(
-        on.virtualmachineid.as_ref().map(|id| id.as_str()),
-        Some(ids::APPLIANCE_OMA)
-    );
+    assert_on_oma(on.virtualmachineid.as_ref());
 
     // The caller asking again gets the result without another attach.
-    let again = second
-        .attach(
-            &key("killed-1"),
-            &VolumeId::from(&v),
-            &VmId::from(ids::APPLIANCE_OMA),
-            None,
-        )
-        .await?;
+    let again = attach_to_oma(&second, "killed-1", &v, None).await?;
     assert_eq!(again.device_id, on.deviceid);
     assert_eq!(sim.calls("attachVolume").await?, 1);
     assert!(second.resume_unfinished().await?.is_empty());
@@ -647,11 +539,7 @@ async fn operations_recorded_without_a_job_id_are_resolved_by_looking() -> Resul
     // the job id …
     sim.journal.begin(record("sent", &sent)).await?;
     sim.client
-        .attach_volume(
-            &VolumeId::from(&sent),
-            &VmId::from(ids::APPLIANCE_OMA),
-            None,
-        )
+        .attach_volume(&VolumeId::from(&sent), &oma(), None)
         .await?;
     // … and one that died before it sent anything.
     sim.journal.begin(record("unsent", &unsent)).await?;
@@ -671,10 +559,7 @@ async fn operations_recorded_without_a_job_id_are_resolved_by_looking() -> Resul
     );
     for v in [&sent, &unsent] {
         let on = sim.volume(v).await?.context("volume exists")?;
-        assert_eq!(
-            on.virtualmachineid.as_ref().map(|id| id.as_str()),
-            Some(ids::APPLIANCE_OMA)
-        );
+        assert_on_oma(on.virtualmachineid.as_ref());
     }
     Ok(())
 }
@@ -693,22 +578,8 @@ async fn a_retried_request_with_the_same_key_acts_once() -> Result {
     let b = sim.new_volume("b").await?;
 
     // One after the other.
-    let first = daemon
-        .attach(
-            &key("same"),
-            &VolumeId::from(&a),
-            &VmId::from(ids::APPLIANCE_OMA),
-            None,
-        )
-        .await?;
-    let second = daemon
-        .attach(
-            &key("same"),
-            &VolumeId::from(&a),
-            &VmId::from(ids::APPLIANCE_OMA),
-            None,
-        )
-        .await?;
+    let first = attach_to_oma(&*daemon, "same", &a, None).await?;
+    let second = attach_to_oma(&*daemon, "same", &a, None).await?;
     assert_eq!(first, second);
     assert_eq!(sim.calls("attachVolume").await?, 1);
 
@@ -723,13 +594,7 @@ async fn a_retried_request_with_the_same_key_acts_once() -> Result {
     assert_eq!(sim.calls("attachVolume").await?, 2);
 
     // A key reused for another request is refused, and nothing is done.
-    let err = daemon
-        .attach(
-            &key("same"),
-            &VolumeId::from(&b),
-            &VmId::from(ids::APPLIANCE_OMA),
-            Some(9),
-        )
+    let err = attach_to_oma(&*daemon, "same", &b, Some(9))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::IdempotencyConflict { .. }), "{err:?}");
@@ -737,26 +602,14 @@ async fn a_retried_request_with_the_same_key_acts_once() -> Result {
 
     // A definitive failure is the answer for its key too, without a second call.
     let c = sim.new_volume("c").await?;
-    let used = daemon
-        .attach(
-            &key("taken-slot"),
-            &VolumeId::from(&c),
-            &VmId::from(ids::APPLIANCE_OMA),
-            Some(1),
-        )
+    let used = attach_to_oma(&*daemon, "taken-slot", &c, Some(1))
         .await
         .unwrap_err();
     assert!(
         matches!(&used, Error::CloudStack { class: Class::Definitive, detail, .. } if detail.contains("deviceId 1 is used")),
         "{used:?}"
     );
-    let again = daemon
-        .attach(
-            &key("taken-slot"),
-            &VolumeId::from(&c),
-            &VmId::from(ids::APPLIANCE_OMA),
-            Some(1),
-        )
+    let again = attach_to_oma(&*daemon, "taken-slot", &c, Some(1))
         .await
         .unwrap_err();
     assert_eq!(used, again);
@@ -778,7 +631,7 @@ async fn a_fenced_off_worker_is_refused_before_anything_is_done() -> Result {
         .attach(
             &Call::fenced("gen-2", fence(2)),
             &VolumeId::from(&a),
-            &VmId::from(ids::APPLIANCE_OMA),
+            &oma(),
             None,
         )
         .await?;
@@ -786,7 +639,7 @@ async fn a_fenced_off_worker_is_refused_before_anything_is_done() -> Result {
         .attach(
             &Call::fenced("gen-1", fence(1)),
             &VolumeId::from(&b),
-            &VmId::from(ids::APPLIANCE_OMA),
+            &oma(),
             None,
         )
         .await
@@ -1048,7 +901,7 @@ async fn the_rest_api_needs_the_token_and_round_trips_through_the_http_client() 
     assert_eq!(sim.calls("attachVolume").await?, 0);
     let err = server
         .client("wrong")?
-        .list_vm_volumes(&VmId::from(ids::APPLIANCE_OMA))
+        .list_vm_volumes(&oma())
         .await
         .unwrap_err();
     assert_eq!(err, Error::Unauthorized);
@@ -1126,43 +979,18 @@ async fn the_rest_api_needs_the_token_and_round_trips_through_the_http_client() 
 
     // The HTTP client is the same service as the local one.
     let client = server.client(token)?;
-    let attached = client
-        .attach(
-            &key("http-attach"),
-            &VolumeId::from(&v),
-            &VmId::from(ids::APPLIANCE_OMA),
-            None,
-        )
-        .await?;
-    assert_eq!(
-        attached.vm_id.as_ref().map(|id| id.as_str()),
-        Some(ids::APPLIANCE_OMA)
-    );
+    let attached = attach_to_oma(&client, "http-attach", &v, None).await?;
+    assert_on_oma(attached.vm_id.as_ref());
     assert_eq!(attached.device_id, Some(4));
-    let device = client
-        .wait_device(
-            &VmId::from(ids::APPLIANCE_OMA),
-            &VolumeId::from(&v),
-            Presence::Appears,
-            DEVICE_WAIT,
-        )
+    let device = wait_on_oma(&client, &v, Presence::Appears)
         .await?
         .context("device over HTTP")?;
     assert_eq!(Some(device.kernel_name.clone()), guest_name(sim.root(), &v));
-    let listed = client
-        .list_vm_volumes(&VmId::from(ids::APPLIANCE_OMA))
-        .await?;
+    let listed = client.list_vm_volumes(&oma()).await?;
     let ours = listed.iter().find(|x| x.id == v).context("listed")?;
     assert_eq!(ours.device.as_ref(), Some(&device));
     // Asked again over HTTP: the first answer, no second attach.
-    let again = client
-        .attach(
-            &key("http-attach"),
-            &VolumeId::from(&v),
-            &VmId::from(ids::APPLIANCE_OMA),
-            None,
-        )
-        .await?;
+    let again = attach_to_oma(&client, "http-attach", &v, None).await?;
     assert_eq!(again, attached);
     assert_eq!(sim.calls("attachVolume").await?, 1);
     // Errors come back as the same values.
@@ -1205,18 +1033,8 @@ async fn a_transient_refusal_is_resubmitted_with_backoff() -> Result {
     let v = sim.new_volume("transient").await?;
     sim.arm(json!({"command": "attachVolume", "times": 2, "fault": {"kind": "transient_530"}}))
         .await?;
-    let attached = daemon
-        .attach(
-            &key("transient"),
-            &VolumeId::from(&v),
-            &VmId::from(ids::APPLIANCE_OMA),
-            None,
-        )
-        .await?;
-    assert_eq!(
-        attached.vm_id.as_ref().map(|id| id.as_str()),
-        Some(ids::APPLIANCE_OMA)
-    );
+    let attached = attach_to_oma(&daemon, "transient", &v, None).await?;
+    assert_on_oma(attached.vm_id.as_ref());
     let stats = sim.stats().await?;
     assert_eq!(stats["calls"]["attachVolume"], 3, "{stats}");
     assert_eq!(stats["errors"]["attachVolume"], 2, "{stats}");

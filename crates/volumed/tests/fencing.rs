@@ -9,10 +9,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cloudsim::World;
 use cloudsim::world::ids;
-use cloudsim::{SimConfig, World};
 use secrecy::SecretString;
 use serde_json::{Value, json};
+
+mod common;
+
+use common::start_sim;
 
 type Result<T = ()> = anyhow::Result<T>;
 
@@ -33,16 +37,7 @@ impl Drop for Site {
 }
 
 async fn site() -> Result<Site> {
-    let root = tempfile::tempdir()?;
-    let sim = cloudsim::start(
-        SimConfig {
-            world: World::default(),
-            sysfs_root: Some(root.path().to_path_buf()),
-            time_scale: 0.001,
-        },
-        "127.0.0.1:0".parse()?,
-    )
-    .await?;
+    let (sim, root) = start_sim(World::default(), 0.001).await?;
     let db = tempfile::tempdir()?;
     let store =
         store::Store::connect(db.path().join("volumed.db").to_str().expect("utf-8")).await?;

@@ -16,35 +16,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloudsim::SimConfig;
 use cloudsim::world::{World, ids};
-use cloudstack::{Client, Config, PollPolicy, VolumeSource};
+use cloudstack::VolumeSource;
 use secrecy::SecretString;
 use serde_json::json;
 use volumed::{
-    Call, Class, Error, GuestPrep, HttpClient, HttpClientConfig, Journal, Local, LocalConfig,
+    Class, Error, GuestPrep, HttpClient, HttpClientConfig, Journal, Local, LocalConfig,
     MemoryJournal, NewOp, OpKind, OpRequest, OpState, VolumeService,
 };
+
+mod common;
+
+use common::{cs_client, key, oma, start_sim};
 
 type Result<T = ()> = anyhow::Result<T>;
 
 /// The boot replica of the job sheet's `pgtest1`, attached to the appliance `oma`.
 const BOOT: &str = ids::PGTEST1_DISK_2000;
-
-fn cs_client(endpoint: &str) -> Result<Client> {
-    let mut config = Config::new(
-        endpoint,
-        ids::API_KEY,
-        SecretString::from(ids::SECRET_KEY.to_string()),
-    );
-    config.poll = PollPolicy {
-        first: Duration::from_millis(5),
-        factor: 1.5,
-        max: Duration::from_millis(40),
-        deadline: Duration::from_secs(30),
-    };
-    Ok(Client::new(config)?)
-}
 
 struct Sim {
     running: cloudsim::Running,
@@ -68,16 +56,7 @@ impl Sim {
             world.latency_ms.insert(command.to_string(), 5);
         }
         world.settings.hotplug_delay_ms = 5;
-        let root = tempfile::tempdir()?;
-        let running = cloudsim::start(
-            SimConfig {
-                world,
-                sysfs_root: Some(root.path().to_path_buf()),
-                time_scale: 1.0,
-            },
-            "127.0.0.1:0".parse()?,
-        )
-        .await?;
+        let (running, root) = start_sim(world, 1.0).await?;
         Ok(Sim {
             endpoint: running.announcement.endpoint.clone(),
             running,
@@ -90,7 +69,7 @@ impl Sim {
     fn local(&self) -> Result<Local> {
         let journal: Arc<dyn Journal> = self.journal.clone();
         Ok(Local::new(
-            cs_client(&self.endpoint)?,
+            cs_client(&self.endpoint, None)?,
             journal,
             LocalConfig::with_appliance(ids::APPLIANCE_OMA, self.root.path()),
         ))
@@ -145,8 +124,15 @@ fn prep(script: &Path, timeout_secs: u64) -> GuestPrep {
     }
 }
 
-fn key(s: &str) -> Call {
-    Call::new(s)
+/// Runs `prep` on `oma` against the boot replica under the idempotency key `call`.
+async fn prepare_boot<S: VolumeService + ?Sized>(
+    service: &S,
+    call: &str,
+    prep: &GuestPrep,
+) -> volumed::Result<volumed::GuestPrepOutcome> {
+    service
+        .prepare_guest(&key(call), &oma(), &VolumeId::from(BOOT), prep)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,14 +178,7 @@ async fn a_prep_runs_once_per_key_against_the_boot_replicas_device() -> Result {
         Some(a.kernel_name.as_str())
     );
 
-    let again = daemon
-        .prepare_guest(
-            &key("prep-1"),
-            &VmId::from(ids::APPLIANCE_OMA),
-            &VolumeId::from(BOOT),
-            &prep,
-        )
-        .await?;
+    let again = prepare_boot(&*daemon, "prep-1", &prep).await?;
     assert_eq!(again, a);
     assert_eq!(
         runs(&log).len(),
@@ -222,25 +201,10 @@ async fn a_prep_runs_once_per_key_against_the_boot_replicas_device() -> Result {
     // The key names one request: another command under it is refused, not run.
     let mut other = prep.clone();
     other.args.push("--extra".into());
-    let err = daemon
-        .prepare_guest(
-            &key("prep-1"),
-            &VmId::from(ids::APPLIANCE_OMA),
-            &VolumeId::from(BOOT),
-            &other,
-        )
-        .await
-        .unwrap_err();
+    let err = prepare_boot(&*daemon, "prep-1", &other).await.unwrap_err();
     assert!(matches!(err, Error::IdempotencyConflict { .. }), "{err:?}");
     // A new key is a new run.
-    daemon
-        .prepare_guest(
-            &key("prep-2"),
-            &VmId::from(ids::APPLIANCE_OMA),
-            &VolumeId::from(BOOT),
-            &prep,
-        )
-        .await?;
+    prepare_boot(&*daemon, "prep-2", &prep).await?;
     assert_eq!(runs(&log).len(), 2);
     Ok(())
 }
@@ -251,15 +215,7 @@ async fn a_failing_prep_is_a_definitive_error_with_its_output() -> Result {
     let daemon = sim.local()?;
     let (script, log) = sim.script("failing", "echo no virtio iso; exit 3")?;
     let prep = prep(&script, 30);
-    let err = daemon
-        .prepare_guest(
-            &key("fail-1"),
-            &VmId::from(ids::APPLIANCE_OMA),
-            &VolumeId::from(BOOT),
-            &prep,
-        )
-        .await
-        .unwrap_err();
+    let err = prepare_boot(&daemon, "fail-1", &prep).await.unwrap_err();
     assert_eq!(err.class(), Class::Definitive);
     let Error::GuestPrepFailed(failure) = &err else {
         panic!("{err:?}");
@@ -272,15 +228,7 @@ async fn a_failing_prep_is_a_definitive_error_with_its_output() -> Result {
     assert!(message.contains("exited with status 3"), "{message}");
 
     // The failure is the answer to the key: not run again.
-    let again = daemon
-        .prepare_guest(
-            &key("fail-1"),
-            &VmId::from(ids::APPLIANCE_OMA),
-            &VolumeId::from(BOOT),
-            &prep,
-        )
-        .await
-        .unwrap_err();
+    let again = prepare_boot(&daemon, "fail-1", &prep).await.unwrap_err();
     assert_eq!(again, err);
     assert_eq!(runs(&log).len(), 1);
     assert_eq!(
@@ -290,15 +238,7 @@ async fn a_failing_prep_is_a_definitive_error_with_its_output() -> Result {
 
     // A program that is not there cannot be started: also definitive.
     let missing = GuestPrep::new("/nonexistent/virt-v2v-in-place", ["{device}"]);
-    let err = daemon
-        .prepare_guest(
-            &key("fail-2"),
-            &VmId::from(ids::APPLIANCE_OMA),
-            &VolumeId::from(BOOT),
-            &missing,
-        )
-        .await
-        .unwrap_err();
+    let err = prepare_boot(&daemon, "fail-2", &missing).await.unwrap_err();
     assert_eq!(err.class(), Class::Definitive);
     assert!(err.to_string().contains("could not be started"), "{err}");
     Ok(())
@@ -317,13 +257,7 @@ async fn a_prep_past_its_timeout_is_killed_with_what_it_started() -> Result {
         ),
     )?;
     let began = Instant::now();
-    let err = daemon
-        .prepare_guest(
-            &key("slow-1"),
-            &VmId::from(ids::APPLIANCE_OMA),
-            &VolumeId::from(BOOT),
-            &prep(&script, 1),
-        )
+    let err = prepare_boot(&daemon, "slow-1", &prep(&script, 1))
         .await
         .unwrap_err();
     assert!(
@@ -363,7 +297,7 @@ async fn prep_needs_the_disk_on_that_appliance() -> Result {
     let (script, log) = sim.script("prep", "true")?;
     let prep = prep(&script, 30);
     // A volume attached nowhere.
-    let setup = cs_client(&sim.endpoint)?;
+    let setup = cs_client(&sim.endpoint, None)?;
     let job = setup
         .create_volume(
             "loose",
@@ -376,12 +310,7 @@ async fn prep_needs_the_disk_on_that_appliance() -> Result {
         .await?;
     let loose = setup.wait(&job).await?.id;
     let err = daemon
-        .prepare_guest(
-            &key("loose"),
-            &VmId::from(ids::APPLIANCE_OMA),
-            &VolumeId::from(&loose),
-            &prep,
-        )
+        .prepare_guest(&key("loose"), &oma(), &VolumeId::from(&loose), &prep)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
@@ -405,7 +334,7 @@ async fn prep_needs_the_disk_on_that_appliance() -> Result {
     let err = daemon
         .prepare_guest(
             &key("zero"),
-            &VmId::from(ids::APPLIANCE_OMA),
+            &oma(),
             &VolumeId::from(BOOT),
             &GuestPrep {
                 timeout_secs: 0,
@@ -457,42 +386,19 @@ async fn a_restarted_daemon_never_runs_a_prep_twice() -> Result {
         let err = r.outcome.as_ref().unwrap_err();
         assert_eq!(err.class(), Class::Definitive, "{err}");
     }
-    let interrupted = daemon
-        .prepare_guest(
-            &key("started"),
-            &VmId::from(ids::APPLIANCE_OMA),
-            &VolumeId::from(BOOT),
-            &prep,
-        )
-        .await
-        .unwrap_err();
+    let interrupted = prepare_boot(&daemon, "started", &prep).await.unwrap_err();
     assert!(
         interrupted.to_string().contains("was interrupted"),
         "{interrupted}"
     );
-    let not_run = daemon
-        .prepare_guest(
-            &key("unstarted"),
-            &VmId::from(ids::APPLIANCE_OMA),
-            &VolumeId::from(BOOT),
-            &prep,
-        )
-        .await
-        .unwrap_err();
+    let not_run = prepare_boot(&daemon, "unstarted", &prep).await.unwrap_err();
     assert!(not_run.to_string().contains("was not run"), "{not_run}");
     assert!(runs(&log).is_empty(), "nothing was run on resumption");
     assert!(sim.journal.unfinished().await?.is_empty());
 
     // An unstarted operation whose caller asks again is run (once).
     sim.journal.begin(record("op-asked", "asked")).await?;
-    daemon
-        .prepare_guest(
-            &key("asked"),
-            &VmId::from(ids::APPLIANCE_OMA),
-            &VolumeId::from(BOOT),
-            &prep,
-        )
-        .await?;
+    prepare_boot(&daemon, "asked", &prep).await?;
     assert_eq!(runs(&log).len(), 1);
     Ok(())
 }
@@ -589,10 +495,7 @@ async fn the_rest_api_carries_guest_prep_behind_the_token() -> Result {
         SecretString::from("wrong".to_string()),
     ))?;
     assert_eq!(
-        wrong
-            .tool_available(&VmId::from(ids::APPLIANCE_OMA), "sh")
-            .await
-            .unwrap_err(),
+        wrong.tool_available(&oma(), "sh").await.unwrap_err(),
         Error::Unauthorized
     );
 
@@ -620,59 +523,27 @@ async fn the_rest_api_carries_guest_prep_behind_the_token() -> Result {
         &url,
         SecretString::from(token.to_string()),
     ))?;
-    let outcome = client
-        .prepare_guest(
-            &key("http-prep"),
-            &VmId::from(ids::APPLIANCE_OMA),
-            &VolumeId::from(BOOT),
-            &prep,
-        )
-        .await?;
+    let outcome = prepare_boot(&client, "http-prep", &prep).await?;
     assert_eq!(Path::new(&outcome.device_path), sim.device_path(BOOT));
     assert_eq!(outcome.stdout_tail, "prepared");
-    let again = client
-        .prepare_guest(
-            &key("http-prep"),
-            &VmId::from(ids::APPLIANCE_OMA),
-            &VolumeId::from(BOOT),
-            &prep,
-        )
-        .await?;
+    let again = prepare_boot(&client, "http-prep", &prep).await?;
     assert_eq!(again, outcome);
     assert_eq!(runs(&log).len(), 1);
     // Errors come back as the same values.
     let (failing, _) = sim.script("failing", "echo no virtio iso >&2; exit 3")?;
-    let err = client
-        .prepare_guest(
-            &key("http-fail"),
-            &VmId::from(ids::APPLIANCE_OMA),
-            &VolumeId::from(BOOT),
-            &self::prep(&failing, 30),
-        )
+    let err = prepare_boot(&client, "http-fail", &self::prep(&failing, 30))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::GuestPrepFailed(_)), "{err:?}");
     assert!(err.to_string().contains("no virtio iso"), "{err}");
     assert_eq!(err.class(), Class::Definitive);
     // Tools, by name and by absolute path (encoded in the query).
+    assert!(client.tool_available(&oma(), "sh").await?);
+    assert!(client.tool_available(&oma(), "/bin/sh").await?);
+    assert!(!client.tool_available(&oma(), "no-such-tool-xyz").await?);
     assert!(
         client
-            .tool_available(&VmId::from(ids::APPLIANCE_OMA), "sh")
-            .await?
-    );
-    assert!(
-        client
-            .tool_available(&VmId::from(ids::APPLIANCE_OMA), "/bin/sh")
-            .await?
-    );
-    assert!(
-        !client
-            .tool_available(&VmId::from(ids::APPLIANCE_OMA), "no-such-tool-xyz")
-            .await?
-    );
-    assert!(
-        client
-            .tool_available(&VmId::from(ids::APPLIANCE_OMA), script.to_str().unwrap())
+            .tool_available(&oma(), script.to_str().unwrap())
             .await?
     );
     let err = client
