@@ -12,6 +12,9 @@
 //!   HTTP status is the errorcode, as CloudStack answers a call it refuses before
 //!   accepting a job: a bad parameter, a permission) and nothing happens.
 //!
+//! - `outage`: the management server stops answering for `seconds` (wall-clock, not
+//!   time-scaled), beginning with this call: see [`Outage`].
+//!
 //! A rule fires `times` times on consecutive calls (default once) and is then spent.
 //!
 //! A rule with a `probability` is different: from its `nth` call on it hits each call
@@ -39,6 +42,42 @@ pub enum FaultKind {
         errorcode: u16,
         errortext: String,
     },
+    Outage {
+        seconds: f64,
+        #[serde(default)]
+        answer: OutageAnswer,
+    },
+}
+
+/// How `/client/api` answers during an outage: as a management server that is down
+/// (the connection closed without a response) or as the load balancer in front of it
+/// (HTTP 503 without CloudStack's error body).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutageAnswer {
+    #[default]
+    Reset,
+    Http503,
+}
+
+/// The management server not answering, as during a restart or an upgrade: until
+/// `until`, every `/client/api` call is answered the outage's way and does nothing,
+/// while the async jobs already accepted run on (CloudStack's jobs run in the
+/// management server, but cloudsim's jobs stand for work the hypervisors finish; a
+/// restart's effect on jobs in flight is `--state-file`'s, see docs/cloudsim.md).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outage {
+    pub until: std::time::Instant,
+    pub answer: OutageAnswer,
+}
+
+impl Outage {
+    pub fn lasting(seconds: f64, answer: OutageAnswer) -> Outage {
+        Outage {
+            until: std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds),
+            answer,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +116,9 @@ impl FaultRule {
         match self.probability {
             Some(p) if !(0.0..=1.0).contains(&p) => {
                 Err(format!("probability {p} is not between 0 and 1"))
+            }
+            _ if matches!(self.fault, FaultKind::Outage { seconds, .. } if !(0.0..=86_400.0).contains(&seconds)) => {
+                Err("an outage lasts between 0 and 86400 seconds".into())
             }
             _ => Ok(()),
         }
@@ -117,6 +159,7 @@ pub struct ArmedFault {
 #[derive(Debug, Default)]
 pub struct Faults {
     armed: Vec<ArmedFault>,
+    outage: Option<Outage>,
 }
 
 impl Faults {
@@ -130,8 +173,26 @@ impl Faults {
         });
     }
 
+    /// Clears every rule and ends an outage.
     pub fn clear(&mut self) {
         self.armed.clear();
+        self.outage = None;
+    }
+
+    /// Begins (or replaces) an outage; `None` ends it.
+    pub fn set_outage(&mut self, outage: Option<Outage>) {
+        self.outage = outage;
+    }
+
+    /// The outage under way, if any (one that has run its time is over).
+    pub fn outage(&mut self) -> Option<Outage> {
+        if self
+            .outage
+            .is_some_and(|o| o.until <= std::time::Instant::now())
+        {
+            self.outage = None;
+        }
+        self.outage
     }
 
     pub fn list(&self) -> Vec<ArmedFault> {

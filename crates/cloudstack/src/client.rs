@@ -160,7 +160,10 @@ impl Client {
                 )
                 .body(encoded),
         };
+        // reqwest's error carries the request's URL, and a read's URL carries the API key
+        // and the signature: no error may hold it.
         let transport = |source: reqwest::Error| {
+            let source = source.without_url();
             if source.is_connect() {
                 Error::Connect {
                     command: command.to_string(),

@@ -22,6 +22,10 @@ pub struct Config {
     pub poll: PollPolicy,
     /// Attempts for a read that fails transiently (a mutation is never re-sent).
     pub read_attempts: u32,
+    /// How long a job's polls may find CloudStack unreachable before the wait gives
+    /// the job up as of unknown outcome, for the caller to wait the outage out where
+    /// it shows (a run says what it waits for) and to look again afterwards.
+    pub unreachable_grace: Duration,
 }
 
 impl Config {
@@ -39,6 +43,7 @@ impl Config {
             signature_ttl: Duration::from_secs(600),
             poll: PollPolicy::default(),
             read_attempts: 4,
+            unreachable_grace: Duration::from_secs(5),
         }
     }
 }

@@ -149,6 +149,27 @@ impl Error {
         }
     }
 
+    /// Why CloudStack could not be reached, when this error means it is not answering
+    /// now rather than answering no: the connection refused, reset or timed out, an
+    /// HTTP 5xx without CloudStack's error body (a proxy or load balancer in front of a
+    /// management server that is down), 503, or the API's rate limit (429). Such an
+    /// outage is waited out (a management-server restart takes minutes); CloudStack's
+    /// own answers — a refusal, a failed job — are not.
+    pub fn unreachable(&self) -> Option<String> {
+        match self {
+            Error::Connect { source, .. } => Some(format!("cannot connect: {}", io_reason(source))),
+            Error::NoResponse { source, .. } => Some(format!("no response: {}", io_reason(source))),
+            Error::Http { status, .. } if *status >= 500 => {
+                Some(format!("HTTP {status} without a CloudStack answer"))
+            }
+            Error::Api { errorcode, .. } if matches!(errorcode, 429 | 503) => {
+                Some(format!("CloudStack answered {errorcode} (not now)"))
+            }
+            Error::PollRefused { source, .. } => source.unreachable(),
+            _ => None,
+        }
+    }
+
     /// The CloudStack error code, where CloudStack gave one.
     pub fn errorcode(&self) -> Option<u16> {
         match self {
@@ -187,6 +208,34 @@ impl Error {
             | Error::PollRefused { command, .. }
             | Error::Decode { command, .. } => command,
         }
+    }
+}
+
+/// The words for what went wrong under a transport error: the I/O error's kind where
+/// there is one (`connection refused`), `timed out`, or reqwest's own words. Never the
+/// URL: callers strip it before the error is kept.
+fn io_reason(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".to_string();
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                std::io::ErrorKind::ConnectionReset => "connection reset".to_string(),
+                std::io::ErrorKind::ConnectionAborted => "connection aborted".to_string(),
+                std::io::ErrorKind::TimedOut => "timed out".to_string(),
+                std::io::ErrorKind::UnexpectedEof => "connection closed".to_string(),
+                kind => kind.to_string(),
+            };
+        }
+        source = e.source();
+    }
+    if error.is_request() || error.is_body() {
+        "the connection closed before a complete response".to_string()
+    } else {
+        error.to_string()
     }
 }
 
@@ -264,6 +313,29 @@ mod tests {
         assert_eq!(http(504, true).class(), ErrorClass::Unknown);
         assert_eq!(http(502, false).class(), ErrorClass::Transient);
         assert_eq!(http(404, false).class(), ErrorClass::Definitive);
+    }
+
+    #[test]
+    fn a_proxy_5xx_and_not_now_answers_are_unreachable_but_refusals_are_not() {
+        let http = |status| Error::Http {
+            command: "c".into(),
+            mutation: true,
+            status,
+            body: String::new(),
+        };
+        assert!(http(502).unreachable().is_some());
+        assert!(http(503).unreachable().is_some());
+        assert!(http(404).unreachable().is_none());
+        assert!(api(429).unreachable().is_some());
+        assert!(api(503).unreachable().is_some());
+        assert!(api(530).unreachable().is_none(), "CloudStack answered");
+        assert!(api(431).unreachable().is_none());
+        let poll = Error::PollRefused {
+            command: "attachVolume".into(),
+            job_id: "j".into(),
+            source: Box::new(http(502)),
+        };
+        assert!(poll.unreachable().is_some());
     }
 
     #[test]

@@ -171,9 +171,23 @@ impl Client {
         };
         let mut schedule = Schedule::new(&policy, self.timings.estimate(&job.command));
         let mut last_pending = Duration::ZERO;
+        // Since when, and with what error, the polls have found CloudStack unreachable:
+        // past the grace (or the deadline) the wait ends with that error, and the
+        // caller waits the outage out where it shows.
+        let mut unreachable: Option<(Instant, Error)> = None;
         loop {
             let now = Instant::now();
-            if now >= deadline {
+            let outage_over_grace = unreachable
+                .as_ref()
+                .is_some_and(|(since, _)| since.elapsed() >= self.config().unreachable_grace);
+            if now >= deadline || outage_over_grace {
+                if let Some((_, e)) = unreachable {
+                    return Err(Error::PollRefused {
+                        command: job.command.clone(),
+                        job_id: job.job_id.clone(),
+                        source: Box::new(e),
+                    });
+                }
                 return Err(Error::JobTimeout {
                     command: job.command.clone(),
                     job_id: job.job_id.clone(),
@@ -204,9 +218,17 @@ impl Client {
             *polls += 1;
             let polled_at = started.elapsed();
             let state = match self.query_async_job_result(&job.job_id).await {
-                Ok(state) => state,
+                Ok(state) => {
+                    unreachable = None;
+                    state
+                }
                 Err(e) if e.class() == ErrorClass::Transient => {
                     tracing::debug!(job_id = %job.job_id, error = %e, "poll failed transiently");
+                    unreachable = match unreachable {
+                        _ if e.unreachable().is_none() => None,
+                        Some((since, _)) => Some((since, e)),
+                        None => Some((Instant::now(), e)),
+                    };
                     continue;
                 }
                 // The job's outcome is not known: it may still run and succeed.

@@ -25,6 +25,10 @@ pub struct EngineConfig {
     pub max_attempts: i64,
     pub backoff_first: Duration,
     pub backoff_max: Duration,
+    /// How long a step (action or undo) waits out a party that does not answer
+    /// ([`StepError::Unreachable`]) before it fails: a management-server restart or
+    /// upgrade takes minutes.
+    pub outage_tolerance: Duration,
 }
 
 impl Default for EngineConfig {
@@ -35,6 +39,7 @@ impl Default for EngineConfig {
             max_attempts: 5,
             backoff_first: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
+            outage_tolerance: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -281,6 +286,100 @@ impl Engine {
         (self.config.backoff_first * factor).min(self.config.backoff_max)
     }
 
+    /// One more pause in an outage that a step (action or undo) met: the first one
+    /// records on the run what it waits for and since when; each one checks that the
+    /// run is still this worker's. `Some(error)` when the tolerance is spent (the wait
+    /// is then over) or, for an action (`cancellable`), an operator cancelled the run
+    /// while it waited; an undo goes on waiting, since unwinding is what a cancel asks.
+    #[allow(clippy::too_many_arguments)]
+    async fn wait_out(
+        &self,
+        run: &Run,
+        generation: i64,
+        step: &str,
+        outage: &mut Option<Outage>,
+        (of, reason, error): (&str, &str, &str),
+        lost: &AtomicBool,
+        cancellable: bool,
+    ) -> Result<Option<String>, Stop> {
+        if outage.is_none() {
+            let waiting = format!("{of}: {reason}");
+            self.store
+                .set_run_waiting(&run.id, generation, Some((now_ms(), &waiting)))
+                .await?;
+            self.event(
+                &run.id,
+                "warn",
+                Some(step),
+                &format!(
+                    "waiting for {of} ({reason}); ferry keeps trying for up to {}",
+                    words(self.config.outage_tolerance)
+                ),
+            )
+            .await;
+            *outage = Some(Outage::begin(of));
+        }
+        let Some(current) = outage.as_mut() else {
+            unreachable!("begun above")
+        };
+        let waited = current.since.elapsed();
+        if waited >= self.config.outage_tolerance {
+            let of = current.of.clone();
+            self.end_wait(run, generation, step, outage, false).await?;
+            return Ok(Some(format!(
+                "{of} did not answer for {} (the outage tolerance): {error}",
+                words(waited)
+            )));
+        }
+        current.pauses += 1;
+        let pause = self
+            .backoff(current.pauses)
+            .min(self.config.outage_tolerance - waited);
+        tokio::time::sleep(pause).await;
+        if lost.load(Ordering::SeqCst) {
+            return Err(Stop::Outcome(Outcome::Fenced));
+        }
+        if cancellable && self.load(&run.id).await?.cancel_requested {
+            self.end_wait(run, generation, step, outage, false).await?;
+            return Ok(Some(format!(
+                "cancelled by an operator while waiting for {of}: {error}"
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Ends an outage wait, if there was one: clears it on the run and, when the party
+    /// answered again (`answered`), says after how long.
+    async fn end_wait(
+        &self,
+        run: &Run,
+        generation: i64,
+        step: &str,
+        outage: &mut Option<Outage>,
+        answered: bool,
+    ) -> Result<(), Stop> {
+        let Some(ended) = outage.take() else {
+            return Ok(());
+        };
+        self.store
+            .set_run_waiting(&run.id, generation, None)
+            .await?;
+        if answered {
+            self.event(
+                &run.id,
+                "info",
+                Some(step),
+                &format!(
+                    "{} answers again after {}; carrying on",
+                    ended.of,
+                    words(ended.since.elapsed())
+                ),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
     /// Runs the steps not yet done. `Some(error)` when the run must unwind.
     #[allow(clippy::too_many_arguments)]
     async fn forward<C: Send + Sync>(
@@ -314,6 +413,7 @@ impl Engine {
                 started_at: Some(now_ms()),
                 finished_at: None,
             });
+            let mut outage: Option<Outage> = None;
             loop {
                 record.state = StepState::Running;
                 record.attempts += 1;
@@ -324,13 +424,15 @@ impl Engine {
                 } else {
                     records[position] = record.clone();
                 }
-                self.event(
-                    &run.id,
-                    "info",
-                    Some(step.name()),
-                    &format!("step {} (attempt {})", step.name(), record.attempts),
-                )
-                .await;
+                if outage.is_none() {
+                    self.event(
+                        &run.id,
+                        "info",
+                        Some(step.name()),
+                        &format!("step {} (attempt {})", step.name(), record.attempts),
+                    )
+                    .await;
+                }
                 let cx = StepContext {
                     ctx,
                     run,
@@ -350,6 +452,32 @@ impl Engine {
                     ))
                     .await;
                 observe_step(run, step.name(), "action", result.is_ok(), started);
+                if !matches!(result, Err(StepError::Unreachable { .. })) {
+                    self.end_wait(run, generation, step.name(), &mut outage, true)
+                        .await?;
+                }
+                let result = match result {
+                    Err(StepError::Unreachable { of, reason, error }) => {
+                        // An outage is waited out; its attempts are not counted.
+                        record.attempts -= 1;
+                        match self
+                            .wait_out(
+                                run,
+                                generation,
+                                step.name(),
+                                &mut outage,
+                                (&of, &reason, &error),
+                                lost,
+                                true,
+                            )
+                            .await?
+                        {
+                            None => continue,
+                            Some(spent) => Err(StepError::Definitive(spent)),
+                        }
+                    }
+                    other => other,
+                };
                 match result {
                     Ok(output) => {
                         record.state = StepState::Done;
@@ -381,7 +509,9 @@ impl Engine {
                                 step.name(),
                                 record.attempts
                             ),
-                            StepError::Definitive(e) => format!("step {} failed: {e}", step.name()),
+                            StepError::Definitive(e) | StepError::Unreachable { error: e, .. } => {
+                                format!("step {} failed: {e}", step.name())
+                            }
                         };
                         record.state = StepState::Failed;
                         record.error = Some(error.clone());
@@ -432,17 +562,20 @@ impl Engine {
                 .filter(|_| record.state != StepState::Failed)
                 .and_then(|o| serde_json::from_str(o).ok());
             let mut attempt = 0;
+            let mut outage: Option<Outage> = None;
             loop {
                 attempt += 1;
                 record.state = StepState::Undoing;
                 self.store.put_step(&run.id, generation, &record).await?;
-                self.event(
-                    &run.id,
-                    "info",
-                    Some(step.name()),
-                    &format!("undo {} (attempt {attempt})", step.name()),
-                )
-                .await;
+                if outage.is_none() {
+                    self.event(
+                        &run.id,
+                        "info",
+                        Some(step.name()),
+                        &format!("undo {} (attempt {attempt})", step.name()),
+                    )
+                    .await;
+                }
                 let cx = StepContext {
                     ctx,
                     run,
@@ -462,6 +595,31 @@ impl Engine {
                     ))
                     .await;
                 observe_step(run, step.name(), "undo", result.is_ok(), started);
+                if !matches!(result, Err(StepError::Unreachable { .. })) {
+                    self.end_wait(run, generation, step.name(), &mut outage, true)
+                        .await?;
+                }
+                let result = match result {
+                    Err(StepError::Unreachable { of, reason, error }) => {
+                        attempt -= 1;
+                        match self
+                            .wait_out(
+                                run,
+                                generation,
+                                step.name(),
+                                &mut outage,
+                                (&of, &reason, &error),
+                                lost,
+                                false,
+                            )
+                            .await?
+                        {
+                            None => continue,
+                            Some(spent) => Err(StepError::Definitive(spent)),
+                        }
+                    }
+                    other => other,
+                };
                 match result {
                     Ok(()) => {
                         record.state = StepState::Undone;
@@ -511,6 +669,45 @@ impl Engine {
         self.event(&run.id, "info", None, &format!("run unwound: {original}"))
             .await;
         Ok(Outcome::Unwound { error: original })
+    }
+}
+
+/// An outage a step is waiting out. While it lasts, `ferry_runs_waiting{for}` counts
+/// it (the guard's drop ends the count, however the wait ends).
+struct Outage {
+    of: String,
+    since: Instant,
+    pauses: i64,
+}
+
+impl Outage {
+    fn begin(of: &str) -> Outage {
+        metrics::gauge!("ferry_runs_waiting", "for" => of.to_string()).increment(1.0);
+        Outage {
+            of: of.to_string(),
+            since: Instant::now(),
+            pauses: 0,
+        }
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        metrics::gauge!("ferry_runs_waiting", "for" => self.of.clone()).decrement(1.0);
+    }
+}
+
+/// A duration in words an operator reads at a glance: `850 ms`, `42 s`, `3 min 5 s`.
+fn words(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        format!("{} ms", d.as_millis())
+    } else if secs < 60 {
+        format!("{secs} s")
+    } else if secs.is_multiple_of(60) {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{} min {} s", secs / 60, secs % 60)
     }
 }
 

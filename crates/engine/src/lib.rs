@@ -16,6 +16,14 @@
 //!   undo of every step that ran — the failed one included, since a composite step may
 //!   have done part of its work, so undos must tolerate an action that did nothing,
 //!   some or all — in reverse order.
+//! - A [`StepError::Unreachable`] — CloudStack (or the volume daemon) not answering
+//!   at all, as during a management-server restart — is waited out instead: capped
+//!   backoff, attempts not counted, for up to [`EngineConfig::outage_tolerance`], for
+//!   actions and undos alike. While it waits, the run records what it waits for and
+//!   since when (`waiting_since`, `waiting_for`), an event says so, and the gauge
+//!   `ferry_runs_waiting{for}` counts it; when the party answers, the step runs again
+//!   (it looks before it acts) and an event says after how long. Only a spent
+//!   tolerance fails the step.
 //! - An undo that still fails after its attempts leaves the run `stuck`, with the
 //!   step and the reason, for an operator to [`retry_stuck`] (after fixing the cause)
 //!   or to abandon. A run ends `done`, `unwound` (with the error that caused it) or

@@ -24,6 +24,16 @@ pub enum StepError {
     /// anything did — the next attempt looks first.
     #[error("{0}")]
     Transient(String),
+    /// A party the step needs did not answer at all (`of`: `CloudStack`, `the volume
+    /// daemon`): refused, reset, timed out, a proxy's 5xx. The executor waits such an
+    /// outage out — up to [`crate::EngineConfig::outage_tolerance`], attempts not
+    /// counted — and then runs the step again, which looks before it acts.
+    #[error("{error}")]
+    Unreachable {
+        of: String,
+        reason: String,
+        error: String,
+    },
 }
 
 /// What a step sees: the workflow's context, the run, and the outputs of the steps

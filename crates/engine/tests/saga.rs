@@ -130,6 +130,7 @@ fn config(owner: &str) -> EngineConfig {
         max_attempts: 3,
         backoff_first: Duration::from_millis(1),
         backoff_max: Duration::from_millis(5),
+        outage_tolerance: Duration::from_secs(60),
     }
 }
 

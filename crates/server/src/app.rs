@@ -155,6 +155,7 @@ pub async fn start(
             owner: owner.clone(),
             lease: Duration::from_secs(config.engine.lease_secs),
             max_attempts: config.engine.max_attempts,
+            outage_tolerance: Duration::from_secs(config.engine.outage_tolerance_s),
             ..engine::EngineConfig::default()
         },
     );

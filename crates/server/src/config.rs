@@ -170,6 +170,12 @@ pub struct EngineSection {
     /// Attempts of one step (or undo) when it fails transiently.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: i64,
+    /// How long a step (or undo) waits out CloudStack or the volume daemon not
+    /// answering at all — refused, reset, timed out, a proxy's 5xx — before it fails:
+    /// a management-server restart or upgrade takes minutes. Attempts spent waiting
+    /// are not counted against `max_attempts`.
+    #[serde(default = "default_outage_tolerance_s")]
+    pub outage_tolerance_s: u64,
     /// How often to look for runs that other processes created or left.
     #[serde(default = "default_claim_interval_ms")]
     pub claim_interval_ms: u64,
@@ -190,6 +196,7 @@ impl Default for EngineSection {
             concurrency: default_concurrency(),
             lease_secs: default_lease_secs(),
             max_attempts: default_max_attempts(),
+            outage_tolerance_s: default_outage_tolerance_s(),
             claim_interval_ms: default_claim_interval_ms(),
             device_timeout_secs: default_device_timeout_secs(),
             worker_name: None,
@@ -205,6 +212,9 @@ fn default_lease_secs() -> u64 {
 }
 fn default_max_attempts() -> i64 {
     5
+}
+fn default_outage_tolerance_s() -> u64 {
+    15 * 60
 }
 fn default_claim_interval_ms() -> u64 {
     1_000
@@ -382,6 +392,13 @@ impl Config {
         }
         if self.engine.max_attempts < 1 {
             problems.push("engine.max_attempts must be at least 1".into());
+        }
+        if self.engine.outage_tolerance_s > 30 * DAY_SECS {
+            problems.push(format!(
+                "engine.outage_tolerance_s must be at most {} (30 days) (got {}); 0 fails a step at the first outage",
+                30 * DAY_SECS,
+                self.engine.outage_tolerance_s
+            ));
         }
         if self.cloudstack.poll_first_ms == 0
             || self.cloudstack.poll_max_ms < self.cloudstack.poll_first_ms

@@ -195,6 +195,22 @@ pub struct RunSummary {
     pub finished_at: Option<String>,
     /// From creation to the end, or to now for an active run.
     pub duration_ms: i64,
+    /// Set while the run waits out an outage: CloudStack (or the volume daemon) not
+    /// answering. The run carries on where it was when it answers again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+}
+
+/// An outage a run is waiting out.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Waiting {
+    /// Who does not answer, and why: `CloudStack: cannot connect: connection refused`.
+    #[serde(rename = "for")]
+    pub for_: String,
+    /// Since when (RFC 3339).
+    pub since: String,
+    /// How long so far, in seconds.
+    pub seconds: f64,
 }
 
 /// A run with everything that happened in it.

@@ -180,7 +180,18 @@ pub fn run_summary(run: &Run, vm_name: &str) -> RunSummary {
         updated_at: time(run.updated_at),
         finished_at: run.finished_at.map(time),
         duration_ms: (end - run.created_at).max(0),
+        waiting: waiting(run),
     }
+}
+
+/// The outage the run is waiting out, if any.
+fn waiting(run: &Run) -> Option<Waiting> {
+    let (since, what) = (run.waiting_since?, run.waiting_for.clone()?);
+    Some(Waiting {
+        for_: what,
+        since: time(since),
+        seconds: (store::now_ms() - since).max(0) as f64 / 1000.0,
+    })
 }
 
 /// [`run_summary`] with the name of the run's VM looked up.
@@ -347,6 +358,14 @@ fn story(run: &Run, vm: &str, steps: &[store::StepRecord]) -> (Vec<String>, Opti
         .count();
     let elapsed = seconds(run.finished_at.unwrap_or_else(store::now_ms) - run.created_at);
     let mut advice = None;
+    if let Some(w) = waiting(run) {
+        story.push(format!(
+            "It is waiting for {} since {} ({} so far) and keeps trying; it carries on where it was when the answer comes.",
+            w.for_,
+            w.since,
+            seconds((w.seconds * 1000.0) as i64)
+        ));
+    }
     match run.state {
         RunState::Pending => story.push("It is waiting for a worker to take it.".into()),
         RunState::Running => {

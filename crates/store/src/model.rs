@@ -236,6 +236,11 @@ pub struct Run {
     pub created_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
+    /// While the run waits out an outage: since when (unix ms).
+    pub waiting_since: Option<i64>,
+    /// While the run waits out an outage: what it waits for and why
+    /// (`CloudStack: cannot connect: connection refused`).
+    pub waiting_for: Option<String>,
 }
 
 text_enum!(

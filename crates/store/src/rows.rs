@@ -208,7 +208,7 @@ impl FromRow for Run {
         Ok(from_row!(r => Run {
             id, vm_id, workflow, mode, state, error, generation, cause, retries,
             cancel_requested, lease_owner, lease_expires_at, plan, created_at, updated_at,
-            finished_at,
+            finished_at, waiting_since, waiting_for,
         }))
     }
 }

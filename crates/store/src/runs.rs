@@ -112,7 +112,8 @@ impl Store {
         let now = now_ms();
         let finished = (!state.is_active()).then_some(now);
         let done = sqlx::query(
-            "UPDATE runs SET state = $1, error = COALESCE($2, error), updated_at = $3, finished_at = $4
+            "UPDATE runs SET state = $1, error = COALESCE($2, error), updated_at = $3, finished_at = $4,
+               waiting_since = NULL, waiting_for = NULL
              WHERE id = $5",
         )
         .bind(state.as_str())
@@ -246,6 +247,7 @@ impl Store {
         let now = now_ms();
         let done = sqlx::query(
             "UPDATE runs SET state = $1, error = COALESCE($2, error), updated_at = $3, finished_at = $4,
+               waiting_since = NULL, waiting_for = NULL,
                cause = CASE WHEN $1 = 'unwinding' THEN COALESCE(cause, $2) ELSE cause END
              WHERE id = $5 AND generation = $6",
         )
@@ -253,6 +255,28 @@ impl Store {
         .bind(error)
         .bind(now)
         .bind((!state.is_active()).then_some(now))
+        .bind(id.as_str())
+        .bind(generation)
+        .execute(&self.pool)
+        .await?;
+        fenced(done.rows_affected(), id, generation)
+    }
+
+    /// Records that the run waits out an outage (`Some((since, what))`), or that it no
+    /// longer does (`None`), under the generation the caller holds.
+    pub async fn set_run_waiting(
+        &self,
+        id: &RunId,
+        generation: i64,
+        waiting: Option<(i64, &str)>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE runs SET waiting_since = $1, waiting_for = $2, updated_at = $3
+             WHERE id = $4 AND generation = $5",
+        )
+        .bind(waiting.map(|(since, _)| since))
+        .bind(waiting.map(|(_, what)| what))
+        .bind(now_ms())
         .bind(id.as_str())
         .bind(generation)
         .execute(&self.pool)

@@ -135,6 +135,7 @@ pub(crate) async fn wait_job(
                 "waiting on job {job_id} ({command}) failed: {}",
                 crate::error::chain(&other)
             ),
+            unreachable: other.unreachable(),
         },
     })
 }

@@ -34,6 +34,13 @@ pub enum Class {
     Unknown,
 }
 
+/// Who did not answer, and why: see [`Error::unreachable`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreachable {
+    pub of: &'static str,
+    pub reason: String,
+}
+
 impl From<cloudstack::ErrorClass> for Class {
     fn from(c: cloudstack::ErrorClass) -> Self {
         match c {
@@ -99,13 +106,23 @@ pub enum Error {
         #[serde(default)]
         job_id: Option<String>,
         detail: String,
+        /// Set when CloudStack did not answer (refused, reset, timed out, a proxy's
+        /// 5xx): why. The caller waits such an outage out instead of failing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unreachable: Option<String>,
     },
     /// Neither CloudStack nor looking at it could tell what happened; the operation
     /// stays recorded as unfinished.
     #[error(
         "the outcome of operation {op_id} is not known yet: {detail}; ask again with the same idempotency key"
     )]
-    OutcomeUnknown { op_id: String, detail: String },
+    OutcomeUnknown {
+        op_id: String,
+        detail: String,
+        /// Set when the outcome is unknown because CloudStack did not answer: why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unreachable: Option<String>,
+    },
     /// State in CloudStack contradicts the request (the volume is on another VM, at
     /// another device, …): someone else acted.
     #[error("conflict: {detail}")]
@@ -176,6 +193,30 @@ impl Error {
             errorcode: e.errorcode(),
             job_id: e.job_id().map(ToString::to_string),
             detail: chain(e),
+            unreachable: e.unreachable(),
+        }
+    }
+
+    /// When this error means a party did not answer rather than answered no: who
+    /// (`CloudStack`, `the volume daemon`) and why. Such an outage is waited out.
+    pub fn unreachable(&self) -> Option<Unreachable> {
+        match self {
+            Error::CloudStack {
+                unreachable: Some(reason),
+                ..
+            }
+            | Error::OutcomeUnknown {
+                unreachable: Some(reason),
+                ..
+            } => Some(Unreachable {
+                of: "CloudStack",
+                reason: reason.clone(),
+            }),
+            Error::Transport { url, detail, .. } => Some(Unreachable {
+                of: "the volume daemon",
+                reason: format!("{url}: {detail}"),
+            }),
+            _ => None,
         }
     }
 
@@ -357,6 +398,12 @@ mod tests {
                 errorcode: Some(530),
                 job_id: Some("j".into()),
                 detail: "deviceId 4 is used by vm 7".into(),
+                unreachable: None,
+            },
+            Error::OutcomeUnknown {
+                op_id: "op".into(),
+                detail: "looking at CloudStack failed".into(),
+                unreachable: Some("cannot connect: connection refused".into()),
             },
             Error::DeviceTimeout {
                 volume_id: "v".into(),

@@ -94,7 +94,7 @@ mod store_journal;
 mod types;
 
 pub use device::Device;
-pub use error::{Class, Error, GuestPrepFailure, Result};
+pub use error::{Class, Error, GuestPrepFailure, Result, Unreachable};
 pub use http_client::{HttpClient, HttpClientConfig};
 pub use journal::{
     Begun, DeviceRecord, Journal, JournalError, MemoryJournal, NewOp, OpKind, OpRecord, OpState,

@@ -488,6 +488,7 @@ impl Inner {
                                     command_of(op.kind),
                                     chain(&error)
                                 ),
+                                unreachable: error.unreachable(),
                             });
                         }
                     }
@@ -506,6 +507,7 @@ impl Inner {
         let failed = |e: cloudstack::Error| Error::OutcomeUnknown {
             op_id: op.id.clone(),
             detail: format!("looking at CloudStack failed: {}", chain(&e)),
+            unreachable: e.unreachable(),
         };
         let seen = look::look(&self.client, op, request)
             .await
@@ -532,6 +534,7 @@ impl Inner {
             Look::Unresolved(detail) => Some(Err(Error::OutcomeUnknown {
                 op_id: op.id.clone(),
                 detail,
+                unreachable: None,
             })),
             Look::NotDone => None,
         })

@@ -237,6 +237,7 @@ pub(crate) async fn look(
                         errorcode: None,
                         job_id: None,
                         detail: format!("snapshot {} ({name}) ended in state Error", s.id),
+                        unreachable: None,
                     }),
                     state => {
                         let otherwise = Look::Unresolved(format!(

@@ -63,8 +63,16 @@ pub(crate) fn call(cx: &Cx<'_>, step: &str, what: impl std::fmt::Display) -> Cal
     }
 }
 
-/// A volume-daemon error, by what it allows: unwind, or try again (after looking).
+/// A volume-daemon error, by what it allows: unwind, try again (after looking), or
+/// wait out an outage.
 pub(crate) fn volume_error(what: &str, e: volumed::Error) -> StepError {
+    if let Some(down) = e.unreachable() {
+        return StepError::Unreachable {
+            of: down.of.to_string(),
+            reason: down.reason,
+            error: format!("{what}: {e}"),
+        };
+    }
     match e.class() {
         volumed::Class::Definitive => StepError::Definitive(format!("{what}: {e}")),
         _ => StepError::Transient(format!("{what}: {e}")),
@@ -73,6 +81,13 @@ pub(crate) fn volume_error(what: &str, e: volumed::Error) -> StepError {
 
 /// A CloudStack error, likewise.
 pub(crate) fn cloud_error(what: &str, e: cloudstack::Error) -> StepError {
+    if let Some(reason) = e.unreachable() {
+        return StepError::Unreachable {
+            of: "CloudStack".to_string(),
+            reason,
+            error: format!("{what}: {e}"),
+        };
+    }
     match e.class() {
         cloudstack::ErrorClass::Definitive => StepError::Definitive(format!("{what}: {e}")),
         _ => StepError::Transient(format!("{what}: {e}")),

@@ -177,6 +177,7 @@ fn engine(rig: &Rig) -> Engine {
             max_attempts: 3,
             backoff_first: Duration::from_millis(5),
             backoff_max: Duration::from_millis(20),
+            outage_tolerance: Duration::from_secs(60),
         },
     )
 }

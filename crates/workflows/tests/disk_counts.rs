@@ -148,6 +148,7 @@ async fn rig_for(def: &VmDefinition) -> anyhow::Result<Rig> {
             max_attempts: 3,
             backoff_first: Duration::from_millis(5),
             backoff_max: Duration::from_millis(20),
+            outage_tolerance: Duration::from_secs(60),
         },
     );
     Ok(Rig {

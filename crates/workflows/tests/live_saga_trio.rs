@@ -244,6 +244,7 @@ async fn live_resumes_after_a_crash_in(k: usize) -> TestResult {
         max_attempts: 3,
         backoff_first: Duration::from_millis(5),
         backoff_max: Duration::from_millis(20),
+        outage_tolerance: Duration::from_secs(60),
     };
 
     let reached = Arc::new(Notify::new());

@@ -367,6 +367,7 @@ async fn resumes_after_a_crash_in(k: usize) -> TestResult {
         max_attempts: 3,
         backoff_first: Duration::from_millis(5),
         backoff_max: Duration::from_millis(20),
+        outage_tolerance: Duration::from_secs(60),
     };
 
     let reached = Arc::new(Notify::new());

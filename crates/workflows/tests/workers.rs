@@ -152,6 +152,7 @@ async fn worker(s: &Shared, owner: &str) -> anyhow::Result<Worker> {
             max_attempts: 3,
             backoff_first: Duration::from_millis(5),
             backoff_max: Duration::from_millis(20),
+            outage_tolerance: Duration::from_secs(60),
         },
     );
     Ok(Worker::new(engine, env, WorkerConfig::default()))

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::faults::FaultRule;
+use crate::faults::{FaultRule, Outage, OutageAnswer};
 use crate::jobs::stats::Stats;
 use crate::sim::Shared;
 use crate::state::entities::Volume;
@@ -55,6 +55,57 @@ pub async fn add_faults(State(inner): State<Shared>, body: Bytes) -> Response {
 pub async fn clear_faults(State(inner): State<Shared>) -> StatusCode {
     inner.faults.lock().expect("poisoned").clear();
     StatusCode::NO_CONTENT
+}
+
+/// `{"seconds": 120, "answer": "reset" | "http_503"}`: the management server stops
+/// answering `/client/api` for that long (wall-clock) from now; jobs already accepted
+/// run on.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutageRequest {
+    seconds: f64,
+    #[serde(default)]
+    answer: OutageAnswer,
+}
+
+pub async fn start_outage(State(inner): State<Shared>, body: Bytes) -> Response {
+    match serde_json::from_slice::<OutageRequest>(&body) {
+        Ok(r) if (0.0..=86_400.0).contains(&r.seconds) => {
+            inner
+                .faults
+                .lock()
+                .expect("poisoned")
+                .set_outage(Some(Outage::lasting(r.seconds, r.answer)));
+            (StatusCode::OK, Json(json!({"seconds": r.seconds, "answer": r.answer}))).into_response()
+        }
+        Ok(r) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": format!("an outage lasts between 0 and 86400 seconds (got {})", r.seconds)})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": format!("not an outage: {e} (send {{\"seconds\": N, \"answer\": \"reset\" | \"http_503\"}})")})),
+        )
+            .into_response(),
+    }
+}
+
+/// Ends the outage under way, if any.
+pub async fn end_outage(State(inner): State<Shared>) -> StatusCode {
+    inner.faults.lock().expect("poisoned").set_outage(None);
+    StatusCode::NO_CONTENT
+}
+
+/// `{"outage": null}` or `{"outage": {"seconds_left": …, "answer": …}}`.
+pub async fn get_outage(State(inner): State<Shared>) -> Json<Value> {
+    let outage = inner.faults.lock().expect("poisoned").outage();
+    Json(json!({
+        "outage": outage.map(|o| json!({
+            "seconds_left": o.until.saturating_duration_since(std::time::Instant::now()).as_secs_f64(),
+            "answer": o.answer,
+        }))
+    }))
 }
 
 /// `{"attachVolume": 100, …}`: milliseconds before the time scale.

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::api::commands::dispatch;
 use crate::api::params::Params;
 use crate::error::CsError;
-use crate::faults::FaultKind;
+use crate::faults::{FaultKind, Outage, OutageAnswer};
 use crate::sim::Shared;
 
 /// The commands cloudsim implements: lower-case name → (canonical name, Java class).
@@ -152,6 +152,20 @@ pub async fn api_post(
 /// Marker carried by the unwind that drops a connection (see [`FaultKind::DropConnection`]).
 struct DropConnection;
 
+/// A call during an outage: the connection closed without an answer, or the load
+/// balancer's 503.
+fn unanswered(answer: OutageAnswer) -> Response {
+    match answer {
+        OutageAnswer::Reset => std::panic::resume_unwind(Box::new(DropConnection)),
+        OutageAnswer::Http503 => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::CONTENT_TYPE, "text/html")],
+            "<html><body><h1>503 Service Unavailable</h1>No server is available to handle this request.</body></html>",
+        )
+            .into_response(),
+    }
+}
+
 async fn handle(inner: Shared, params: Params) -> Response {
     let given = params.get("command").unwrap_or_default().to_string();
     let known = COMMANDS
@@ -165,6 +179,12 @@ async fn handle(inner: Shared, params: Params) -> Response {
     let counted = known
         .map(|(n, _)| n.to_string())
         .unwrap_or_else(|| given.clone());
+    // A management server that is down neither counts nor checks a call.
+    let outage = inner.faults.lock().expect("poisoned").outage();
+    if let Some(outage) = outage {
+        inner.stats.lock().expect("poisoned").count_unanswered();
+        return unanswered(outage.answer);
+    }
     inner.stats.lock().expect("poisoned").count_call(&counted);
 
     let fail = |e: CsError, with_cs_code: bool| {
@@ -202,6 +222,14 @@ async fn handle(inner: Shared, params: Params) -> Response {
             std::panic::resume_unwind(Box::new(DropConnection));
         }
         Some(FaultKind::LoseResponse) => lose = true,
+        Some(FaultKind::Outage { seconds, answer }) => {
+            inner
+                .faults
+                .lock()
+                .expect("poisoned")
+                .set_outage(Some(Outage::lasting(seconds, answer)));
+            return unanswered(answer);
+        }
         Some(FaultKind::ApiError {
             errorcode,
             errortext,

@@ -30,6 +30,12 @@ pub fn router(inner: Shared) -> Router {
                 .post(admin::add_faults)
                 .delete(admin::clear_faults),
         )
+        .route(
+            "/sim/outage",
+            get(admin::get_outage)
+                .post(admin::start_outage)
+                .delete(admin::end_outage),
+        )
         .route("/sim/latency", post(admin::set_latency))
         .route(
             "/sim/settings",

@@ -38,9 +38,16 @@ pub struct StatsInner {
     /// Per-queue overlap check: jobs running right now in each queue.
     pub running: BTreeMap<String, u32>,
     pub max_concurrency_per_queue: u32,
+    /// Calls that came during an outage and got no answer from CloudStack.
+    pub unanswered: u64,
 }
 
 impl StatsInner {
+    /// Counts one call that came during an outage.
+    pub fn count_unanswered(&mut self) {
+        self.unanswered += 1;
+    }
+
     /// Counts one API call of `command`.
     pub fn count_call(&mut self, command: &str) {
         *self.calls.entry(command.to_string()).or_default() += 1;
@@ -68,6 +75,10 @@ pub struct Stats {
     /// The most jobs ever seen running at once in a single queue (1 when CloudStack's
     /// per-VM serialization holds).
     pub max_concurrency_per_queue: u32,
+    /// Calls that came during an outage (`/sim/outage`, an `outage` fault) and were
+    /// not answered; they are in no other count.
+    #[serde(default)]
+    pub unanswered: u64,
     /// `queryAsyncJobResult` calls per finished job.
     pub polls_per_job: PollStats,
     /// The same, per command (lower case).
@@ -134,6 +145,7 @@ pub fn report(stats: &StatsInner, jobs: &BTreeMap<String, Job>) -> Stats {
             .collect(),
         commands: stats.commands.clone(),
         max_concurrency_per_queue: stats.max_concurrency_per_queue,
+        unanswered: stats.unanswered,
         polls_per_job,
         polls_per_command,
         polls_histogram,

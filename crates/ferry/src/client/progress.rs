@@ -179,7 +179,20 @@ struct Plain {
     started: bool,
     run_state: String,
     cancel_requested: bool,
+    /// What the run was waiting for at the last poll.
+    waiting: Option<String>,
     steps: Vec<String>,
+}
+
+/// The line for a run waiting out an outage: `waiting for CloudStack: cannot connect:
+/// connection refused, since 2026-…Z (42.0 s so far); ferry keeps trying`.
+fn waiting_line(waiting: &server::model::Waiting) -> String {
+    format!(
+        "waiting for {} since {} ({} so far); ferry keeps trying",
+        waiting.for_,
+        waiting.since,
+        render::duration((waiting.seconds * 1000.0) as i64)
+    )
 }
 
 impl Plain {
@@ -192,6 +205,20 @@ impl Plain {
         if run.cancel_requested && !self.cancel_requested {
             self.cancel_requested = true;
             outln!("  cancel requested: the run unwinds before its next step");
+        }
+        let waiting = run.waiting.as_ref().map(|w| w.for_.clone());
+        if waiting != self.waiting {
+            match &run.waiting {
+                Some(w) => outln!("  {}", waiting_line(w)),
+                None => outln!(
+                    "  {} answers again: carrying on",
+                    self.waiting
+                        .as_deref()
+                        .and_then(|w| w.split(':').next())
+                        .unwrap_or("it")
+                ),
+            }
+            self.waiting = waiting;
         }
         self.steps.resize(detail.steps.len(), "waiting".into());
         let changed = |(i, s): (usize, &StepView)| -> Option<(usize, String)> {
@@ -243,6 +270,8 @@ struct Bars {
     /// job line goes.
     last: Vec<ProgressBar>,
     jobs: HashMap<String, ProgressBar>,
+    /// A line under the steps while the run waits out an outage.
+    waiting: Option<ProgressBar>,
     active: ProgressStyle,
     settled: ProgressStyle,
 }
@@ -258,6 +287,7 @@ impl Bars {
             steps: Vec::new(),
             last: Vec::new(),
             jobs: HashMap::new(),
+            waiting: None,
             active,
             settled,
         }
@@ -356,10 +386,29 @@ impl Bars {
             };
             self.show(&bar, symbol, job_message(job));
         }
+        match (&detail.run.waiting, &self.waiting) {
+            (Some(w), Some(bar)) => self.show(bar, None, waiting_line(w)),
+            (Some(w), None) => {
+                let bar = self.multi.add(ProgressBar::new_spinner());
+                bar.set_prefix("  !");
+                self.show(&bar, None, waiting_line(w));
+                self.waiting = Some(bar);
+            }
+            (None, Some(bar)) => {
+                bar.finish_and_clear();
+                self.multi.remove(bar);
+                self.waiting = None;
+            }
+            (None, None) => {}
+        }
     }
 
     fn finish(&mut self, detail: &RunDetail) {
         // Finished bars stay drawn as they are; what follows is printed below them.
+        if let Some(bar) = self.waiting.take() {
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+        }
         for bar in self.steps.iter().chain(self.jobs.values()) {
             bar.disable_steady_tick();
             bar.finish();
@@ -370,7 +419,12 @@ impl Bars {
     }
 
     fn abort(&mut self) {
-        for bar in self.steps.iter().chain(self.jobs.values()) {
+        for bar in self
+            .steps
+            .iter()
+            .chain(self.jobs.values())
+            .chain(&self.waiting)
+        {
             bar.abandon();
         }
     }

@@ -376,6 +376,17 @@ pub(crate) fn run_detail(detail: &RunDetail) -> String {
     if run.cancel_requested {
         facts.push(("cancel", "requested by an operator".into()));
     }
+    if let Some(w) = &run.waiting {
+        facts.push((
+            "WAITING",
+            format!(
+                "for {} since {} ({} so far); ferry keeps trying",
+                w.for_,
+                w.since,
+                duration((w.seconds * 1000.0) as i64)
+            ),
+        ));
+    }
     if let Some(owner) = &detail.lease_owner {
         facts.push((
             "worker",

@@ -49,6 +49,12 @@ pub struct RigOptions {
     pub max_attempts: i64,
     /// The engine's lease.
     pub lease: Duration,
+    /// How long the engine waits out CloudStack not answering.
+    pub outage_tolerance: Duration,
+    /// The client's attempts of a read, and how long a job's polls may find CloudStack
+    /// unreachable before the wait gives up.
+    pub read_attempts: u32,
+    pub unreachable_grace: Duration,
     pub world: World,
 }
 
@@ -59,6 +65,9 @@ impl Default for RigOptions {
                 .request_timeout,
             max_attempts: 3,
             lease: Duration::from_secs(30),
+            outage_tolerance: Duration::from_secs(60),
+            read_attempts: 4,
+            unreachable_grace: Duration::from_secs(5),
             world: World::default(),
         }
     }
@@ -91,6 +100,8 @@ pub async fn rig_with(options: RigOptions) -> anyhow::Result<Rig> {
         deadline: Duration::from_secs(30),
     };
     config.request_timeout = options.request_timeout;
+    config.read_attempts = options.read_attempts;
+    config.unreachable_grace = options.unreachable_grace;
     let cloud = cloudstack::Client::new(config)?;
     let t = store::testing::sqlite().await?;
     t.store
@@ -131,6 +142,7 @@ pub async fn rig_with(options: RigOptions) -> anyhow::Result<Rig> {
             max_attempts: options.max_attempts,
             backoff_first: Duration::from_millis(5),
             backoff_max: Duration::from_millis(20),
+            outage_tolerance: options.outage_tolerance,
         },
     );
     Ok(Rig {
