@@ -113,8 +113,7 @@ fn command_line_overrides_apply_before_the_checks() {
 
 #[test]
 fn a_config_without_its_secrets_is_refused_with_what_to_set() {
-    let out = check_config(&example(), &[], &[("FERRY_TOKEN", TOKEN)]);
-    let stderr = refused(&out);
+    let stderr = refused(&check_config(&example(), &[], &[("FERRY_TOKEN", TOKEN)]));
     // The example names a secret file that does not exist on this machine.
     assert!(
         stderr.contains("cannot read the CloudStack secret key file /etc/ferry/cloudstack-secret"),
@@ -129,8 +128,7 @@ fn a_bad_config_is_refused_with_every_problem_and_exit_2() {
     let unknown = edited_example(dir.path(), "unknown.toml", |text| {
         text.replace("concurrency = 64", "workers = 64")
     });
-    let out = check_config(&unknown, &[], &secrets);
-    let stderr = refused(&out);
+    let stderr = refused(&check_config(&unknown, &[], &secrets));
     assert!(stderr.contains("unknown field `workers`"), "{stderr}");
     assert!(stderr.contains("unknown.toml is not valid"), "{stderr}");
 
@@ -138,8 +136,7 @@ fn a_bad_config_is_refused_with_every_problem_and_exit_2() {
         text.replace("lease_secs = 30", "lease_secs = 1")
             .replace("timeout_secs = 3600", "timeout_secs = 0")
     });
-    let out = check_config(&invalid, &[], &secrets);
-    let stderr = refused(&out);
+    let stderr = refused(&check_config(&invalid, &[], &secrets));
     assert!(stderr.contains("2 problem(s)"), "{stderr}");
     assert!(
         stderr.contains("engine.lease_secs must be at least 2"),
@@ -150,8 +147,11 @@ fn a_bad_config_is_refused_with_every_problem_and_exit_2() {
         "{stderr}"
     );
 
-    let missing = check_config(Path::new("/nonexistent/ferry.toml"), &[], &[]);
-    let stderr = refused(&missing);
+    let stderr = refused(&check_config(
+        Path::new("/nonexistent/ferry.toml"),
+        &[],
+        &[],
+    ));
     assert!(
         stderr.contains("cannot read the config file /nonexistent/ferry.toml"),
         "{stderr}"
