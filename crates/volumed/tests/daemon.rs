@@ -197,6 +197,25 @@ fn guest_name(root: &Path, volume_id: &str) -> Option<String> {
     (content.trim() == serial).then_some(name)
 }
 
+/// Asserts that `service` refuses to delete pgtest1's boot replica (key `key_name`),
+/// saying it is a replica; returns the refusal.
+async fn refuses_to_delete_the_replica<S: VolumeService + ?Sized>(
+    service: &S,
+    key_name: &str,
+) -> Error {
+    let err = service
+        .delete_volume(&key(key_name), &VolumeId::from(ids::PGTEST1_DISK_2000))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::ReplicaVolume {
+            volume_id: ids::PGTEST1_DISK_2000.into()
+        }
+    );
+    err
+}
+
 /// Waits (bounded by [`DEVICE_WAIT`]) until `volume`'s device on `oma` shows `presence`.
 async fn wait_on_oma<S: VolumeService + ?Sized>(
     service: &S,
@@ -680,16 +699,7 @@ async fn snapshots_clones_and_the_replica_rule() -> Result {
     daemon
         .detach(&key("free-2000"), &VolumeId::from(ids::PGTEST1_DISK_2000))
         .await?;
-    let err = daemon
-        .delete_volume(&key("delete-2000"), &VolumeId::from(ids::PGTEST1_DISK_2000))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        Error::ReplicaVolume {
-            volume_id: ids::PGTEST1_DISK_2000.into()
-        }
-    );
+    let err = refuses_to_delete_the_replica(&daemon, "delete-2000").await;
     assert!(err.to_string().contains("never deletes replica volumes"));
     assert!(sim.volume(ids::PGTEST1_DISK_2000).await?.is_some());
     // The refusal is recorded: asking again gives it again.
@@ -989,19 +999,7 @@ async fn the_rest_api_needs_the_token_and_round_trips_through_the_http_client() 
     // Errors come back as the same values.
     sim.journal
         .register_replica(&VolumeId::from(ids::PGTEST1_DISK_2000));
-    let err = client
-        .delete_volume(
-            &key("http-delete-replica"),
-            &VolumeId::from(ids::PGTEST1_DISK_2000),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        Error::ReplicaVolume {
-            volume_id: ids::PGTEST1_DISK_2000.into()
-        }
-    );
+    refuses_to_delete_the_replica(&client, "http-delete-replica").await;
     let err = client
         .wait_device(
             &VmId::from("not-an-appliance"),
