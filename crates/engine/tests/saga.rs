@@ -54,6 +54,13 @@ impl World {
     fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
+    /// Notes an action or undo call.
+    fn record(&self, call: impl Into<String>) {
+        self.calls.lock().unwrap().push(call.into());
+    }
+    fn fault_of(&self, step: &str) -> Option<Fault> {
+        self.faults.lock().unwrap().get(step).cloned()
+    }
 }
 
 /// Ensures a resource named after the step exists; the undo ensures it is gone.
@@ -67,9 +74,8 @@ impl Step<World> for Make {
 
     async fn run(&self, cx: &StepContext<'_, World>) -> Result<Value, StepError> {
         let w = cx.ctx;
-        w.calls.lock().unwrap().push(format!("run {}", self.0));
-        let fault = w.faults.lock().unwrap().get(self.0).cloned();
-        match fault {
+        w.record(format!("run {}", self.0));
+        match w.fault_of(self.0) {
             Some(Fault::Definitive) => {
                 // A composite step that did part of its work before failing.
                 w.resources
@@ -101,8 +107,8 @@ impl Step<World> for Make {
         _output: Option<&Value>,
     ) -> Result<(), StepError> {
         let w = cx.ctx;
-        w.calls.lock().unwrap().push(format!("undo {}", self.0));
-        if matches!(w.faults.lock().unwrap().get(self.0), Some(Fault::UndoFails)) {
+        w.record(format!("undo {}", self.0));
+        if matches!(w.fault_of(self.0), Some(Fault::UndoFails)) {
             return Err(StepError::Definitive(format!("cannot remove {}", self.0)));
         }
         let mut r = w.resources.lock().unwrap();
@@ -132,6 +138,13 @@ fn config(owner: &str) -> EngineConfig {
         backoff_max: Duration::from_millis(5),
         outage_tolerance: Duration::from_secs(60),
     }
+}
+
+/// A new SQLite store with a run on its protected VM, and a world without faults.
+async fn fresh() -> anyhow::Result<(TestStore, RunId, World)> {
+    let t = store::testing::sqlite().await?;
+    let run = run_on(&t).await?;
+    Ok((t, run, World::default()))
 }
 
 /// A store with a protected VM and a new run on it.
@@ -193,9 +206,7 @@ async fn run_on(t: &TestStore) -> anyhow::Result<RunId> {
 
 #[tokio::test]
 async fn a_clean_run_is_done_and_each_step_sees_the_outputs_before_it() -> TestResult {
-    let t = store::testing::sqlite().await?;
-    let run = run_on(&t).await?;
-    let world = World::default();
+    let (t, run, world) = fresh().await?;
     let engine = Engine::new(t.store.clone(), config("w"));
     assert_eq!(engine.execute(&run, &saga(), &world).await?, Outcome::Done);
     assert_eq!(
@@ -225,9 +236,7 @@ async fn a_clean_run_is_done_and_each_step_sees_the_outputs_before_it() -> TestR
 #[tokio::test]
 async fn a_definitive_failure_at_any_step_unwinds_everything_in_reverse() -> TestResult {
     for (failing, name) in STEPS.iter().enumerate() {
-        let t = store::testing::sqlite().await?;
-        let run = run_on(&t).await?;
-        let world = World::default();
+        let (t, run, world) = fresh().await?;
         world.fault(name, Fault::Definitive);
         let outcome = Engine::new(t.store.clone(), config("w"))
             .execute(&run, &saga(), &world)
@@ -279,17 +288,13 @@ async fn a_definitive_failure_at_any_step_unwinds_everything_in_reverse() -> Tes
 
 #[tokio::test]
 async fn transient_errors_are_retried_and_too_many_unwind() -> TestResult {
-    let t = store::testing::sqlite().await?;
-    let run = run_on(&t).await?;
-    let world = World::default();
+    let (t, run, world) = fresh().await?;
     world.fault("move-disks", Fault::Transient(2));
     let engine = Engine::new(t.store.clone(), config("w"));
     assert_eq!(engine.execute(&run, &saga(), &world).await?, Outcome::Done);
     assert_eq!(t.store.steps(&run).await?[2].attempts, 3);
 
-    let t = store::testing::sqlite().await?;
-    let run = run_on(&t).await?;
-    let world = World::default();
+    let (t, run, world) = fresh().await?;
     world.fault("create-vm", Fault::Transient(10));
     let outcome = Engine::new(t.store.clone(), config("w"))
         .execute(&run, &saga(), &world)
@@ -306,9 +311,7 @@ async fn transient_errors_are_retried_and_too_many_unwind() -> TestResult {
 
 #[tokio::test]
 async fn an_undo_that_fails_leaves_the_run_stuck_until_retried() -> TestResult {
-    let t = store::testing::sqlite().await?;
-    let run = run_on(&t).await?;
-    let world = World::default();
+    let (t, run, world) = fresh().await?;
     world.fault("start", Fault::Definitive);
     world.fault("create-vm", Fault::UndoFails);
     let engine = Engine::new(t.store.clone(), config("w"));
@@ -353,9 +356,7 @@ async fn an_undo_that_fails_leaves_the_run_stuck_until_retried() -> TestResult {
 
 #[tokio::test]
 async fn a_cancelled_run_unwinds_before_its_next_step() -> TestResult {
-    let t = store::testing::sqlite().await?;
-    let run = run_on(&t).await?;
-    let world = World::default();
+    let (t, run, world) = fresh().await?;
     t.store.request_cancel(&run).await?;
     let outcome = Engine::new(t.store.clone(), config("w"))
         .execute(&run, &saga(), &world)
@@ -485,9 +486,7 @@ async fn a_second_worker_does_not_run_a_held_run() -> TestResult {
 
 #[tokio::test]
 async fn a_stuck_run_can_be_abandoned_and_frees_its_vm() -> TestResult {
-    let t = store::testing::sqlite().await?;
-    let run = run_on(&t).await?;
-    let world = World::default();
+    let (t, run, world) = fresh().await?;
     let engine = Engine::new(t.store.clone(), config("w"));
     assert!(
         abandon(&t.store, &run).await.is_err(),
@@ -556,7 +555,7 @@ impl engine::TypedStep<World> for Deploy {
     }
 
     async fn run(&self, cx: &StepContext<'_, World>) -> Result<Deployed, StepError> {
-        cx.ctx.calls.lock().unwrap().push("run deploy".into());
+        cx.ctx.record("run deploy");
         Ok(Deployed {
             vm_id: "vm-1".into(),
             disks: 2,
@@ -569,10 +568,7 @@ impl engine::TypedStep<World> for Deploy {
         output: Option<Deployed>,
     ) -> Result<(), StepError> {
         cx.ctx
-            .calls
-            .lock()
-            .unwrap()
-            .push(format!("undo deploy {:?}", output.map(|o| o.vm_id)));
+            .record(format!("undo deploy {:?}", output.map(|o| o.vm_id)));
         Ok(())
     }
 }
@@ -588,7 +584,7 @@ impl engine::TypedStep<World> for Boot {
     async fn run(&self, cx: &StepContext<'_, World>) -> Result<String, StepError> {
         let deployed = cx.lookup(DEPLOY)?;
         assert_eq!(cx.lookup_if_done(BOOT)?, None, "not done yet");
-        if cx.ctx.faults.lock().unwrap().contains_key("boot") {
+        if cx.ctx.fault_of("boot").is_some() {
             return Err(StepError::Definitive("no boot disk".into()));
         }
         Ok(format!(
@@ -600,9 +596,7 @@ impl engine::TypedStep<World> for Boot {
 
 #[tokio::test]
 async fn a_typed_step_records_json_and_the_next_reads_it_as_its_type() -> TestResult {
-    let t = store::testing::sqlite().await?;
-    let run = run_on(&t).await?;
-    let world = World::default();
+    let (t, run, world) = fresh().await?;
     let engine = Engine::new(t.store.clone(), config("w"));
     let saga = Saga::new(vec![Box::new(Deploy), Box::new(Boot)]);
     assert_eq!(saga.steps[0].name(), "deploy");

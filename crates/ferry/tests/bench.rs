@@ -2,23 +2,14 @@
 //! lower bound, and ends every run done; shapes CloudStack could not hold and bad flags
 //! are refused with exit 2. No timing thresholds: the figures depend on the machine.
 
-use std::process::Command;
+mod cli_harness;
 
+use cli_harness::Ferry;
 use serde_json::Value;
-
-fn ferry() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    command
-        .env_remove("FERRY_SERVER")
-        .env_remove("FERRY_TOKEN")
-        .env_remove("FERRY_CONFIG")
-        .env_remove("FERRY_LOG");
-    command
-}
 
 #[test]
 fn a_small_bench_reports_every_figure_and_never_beats_its_bound() {
-    let output = ferry()
+    let output = Ferry::bare()
         .args([
             "bench",
             "--vms",
@@ -32,16 +23,9 @@ fn a_small_bench_reports_every_figure_and_never_beats_its_bound() {
             "--output",
             "json",
         ])
-        .output()
-        .expect("ferry bench runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "exit {:?}\n{stdout}\n{stderr}",
-        output.status
-    );
-    let last = stdout.lines().last().expect("a line of output");
+        .run();
+    output.code(0);
+    let last = output.stdout.lines().last().expect("a line of output");
     let report: Value = serde_json::from_str(last).expect("the last line is one JSON object");
 
     for key in [
@@ -131,12 +115,11 @@ fn a_small_bench_reports_every_figure_and_never_beats_its_bound() {
 
 #[test]
 fn more_replicas_than_an_appliance_takes_are_refused_with_what_fits() {
-    let output = ferry()
+    let output = Ferry::bare()
         .args(["bench", "--vms", "100", "--disks", "4", "--appliances", "2"])
-        .output()
-        .expect("ferry bench runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+        .run();
+    let stderr = &output.stderr;
+    assert_eq!(output.code, 2, "{stderr}");
     assert!(
         stderr.contains("200 replica volumes on one appliance"),
         "{stderr}"
@@ -155,12 +138,7 @@ fn bad_flags_exit_2() {
         &["bench", "--time-scale", "0"],
         &["bench", "--time-scale", "fast"],
     ] {
-        let output = ferry().args(args).output().expect("ferry bench runs");
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let output = Ferry::bare().args(args).run();
+        assert_eq!(output.code, 2, "{args:?}: {}", output.stderr);
     }
 }

@@ -3,11 +3,13 @@
 // Set-up: a volume made with the real client, as an operator's CloudStack would have it.
 #![allow(clippy::disallowed_methods)]
 
+mod cli_harness;
+
 use ::ids::{VolumeId, ZoneId};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use cli_harness::first_line_json;
 use secrecy::SecretString;
 
 /// A `ferry cloudsim` process, killed on drop.
@@ -18,25 +20,12 @@ struct Cloudsim {
 
 impl Cloudsim {
     fn start(extra: &[&str]) -> Cloudsim {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args([
-                "cloudsim",
-                "--listen",
-                "127.0.0.1:0",
-                "--time-scale",
-                "0.001",
-            ])
+        let mut child = cli_harness::cloudsim(0.001)
             .args(extra)
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("ferry cloudsim starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped"))
-            .read_line(&mut line)
-            .expect("reads the announcement");
-        let announcement = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("announcement is one JSON line ({e}): {line:?}"));
+        let announcement = first_line_json(&mut child, None);
         Cloudsim {
             child,
             announcement,
@@ -290,12 +279,7 @@ impl Volumed {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("ferry volumed starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped"))
-            .read_line(&mut line)
-            .expect("reads the announcement");
-        let announced: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("one JSON line ({e}): {line:?}"));
+        let announced = first_line_json(&mut child, None);
         let url = announced["url"].as_str().expect("url").to_string();
         Volumed { child, url }
     }

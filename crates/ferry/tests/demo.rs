@@ -1,33 +1,22 @@
 //! `ferry demo`, run as the README tells a new user to run it.
 
+mod cli_harness;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+// The user's environment must not steer the demo: every `ferry` here is bare.
+use cli_harness::Ferry;
 use serde_json::Value;
-
-fn ferry() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    // The user's environment must not steer the demo.
-    command
-        .env_remove("FERRY_SERVER")
-        .env_remove("FERRY_TOKEN")
-        .env_remove("FERRY_CONFIG");
-    command
-}
 
 #[test]
 fn the_demo_fails_pgtest1_over_shows_the_device_map_cleans_up_and_exits_0() {
     let started = Instant::now();
-    let output = ferry().arg("demo").output().expect("ferry demo runs");
+    let output = Ferry::bare().args(["demo"]).run();
     let elapsed = started.elapsed();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "exit {:?}\n{stdout}\n{stderr}",
-        output.status
-    );
+    output.code(0);
+    let stdout = &output.stdout;
     println!("ferry demo took {:.1} s", elapsed.as_secs_f64());
 
     for expected in [
@@ -70,17 +59,10 @@ fn the_demo_fails_pgtest1_over_shows_the_device_map_cleans_up_and_exits_0() {
 
 #[test]
 fn the_demo_in_json_is_one_document_with_both_runs_and_no_leftovers() {
-    let output = ferry()
-        .args(["demo", "--output", "json"])
-        .output()
-        .expect("ferry demo runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_str(&stdout).expect("stdout is one JSON document");
+    let output = Ferry::bare().args(["demo", "--output", "json"]).run();
+    output.code(0);
+    let stdout = &output.stdout;
+    let report: Value = serde_json::from_str(stdout).expect("stdout is one JSON document");
     assert_eq!(report["vm"], "pgtest1");
     assert_eq!(report["test_failover"]["state"], "done");
     assert_eq!(report["test_failover"]["workflow"], "test_failover");
@@ -98,7 +80,7 @@ fn the_demo_in_json_is_one_document_with_both_runs_and_no_leftovers() {
 
 #[test]
 fn the_demo_keeps_the_api_up_for_the_other_commands_until_sigterm() {
-    let mut child = ferry()
+    let mut child = Ferry::bare()
         .args([
             "demo",
             "--keep-running",
@@ -107,6 +89,7 @@ fn the_demo_keeps_the_api_up_for_the_other_commands_until_sigterm() {
             "--output",
             "json",
         ])
+        .command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -131,18 +114,13 @@ fn the_demo_keeps_the_api_up_for_the_other_commands_until_sigterm() {
     // Keep reading what it writes, as a terminal would.
     let drain = std::thread::spawn(move || lines.map_while(Result::ok).count());
     let (server, token) = (server.expect("the server URL"), token.expect("the token"));
-    let listed = ferry()
+    let listed = Ferry::bare()
         .args(["vm", "list", "--output", "json"])
         .env("FERRY_SERVER", &server)
         .env("FERRY_TOKEN", &token)
-        .output()
-        .expect("ferry vm list runs");
-    assert!(
-        listed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&listed.stderr)
-    );
-    let vms: Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+        .run();
+    listed.code(0);
+    let vms: Value = serde_json::from_str(&listed.stdout).expect("JSON");
     assert_eq!(vms[0]["name"], "pgtest1");
     assert_eq!(vms[0]["state"], "ready_for_failover");
 

@@ -18,12 +18,11 @@
 
 mod cli_harness;
 
-use std::fs::File;
-use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use cli_harness::{admin_call, spawn_announced};
 use cloudsim::world::{Credentials, World};
 use serde_json::{Value, json};
 use volumed::GuestPrep;
@@ -47,14 +46,6 @@ impl Drop for Processes {
             let _ = c.wait();
         }
     }
-}
-
-fn first_line(child: &mut Child) -> Value {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped"))
-        .read_line(&mut line)
-        .expect("a line");
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("one JSON line ({e}): {line:?}"))
 }
 
 fn script(dir: &Path, name: &str, out: &Path) -> PathBuf {
@@ -87,24 +78,15 @@ fn start(json: bool) -> Processes {
     let world_file = dir.path().join("world.toml");
     std::fs::write(&world_file, toml::to_string(&world).expect("a world")).expect("written");
     let mut children = Vec::new();
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args([
-            "cloudsim",
-            "--listen",
-            "127.0.0.1:0",
-            "--time-scale",
-            "0.001",
-        ])
-        .arg("--world")
-        .arg(&world_file)
-        .arg("--sysfs-root")
-        .arg(&sysfs)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(File::create(dir.path().join("cloudsim.log")).expect("a log"))
-        .spawn()
-        .expect("ferry cloudsim starts");
-    let announced = first_line(&mut sim);
+    let (sim, announced) = spawn_announced(
+        cli_harness::cloudsim(0.001)
+            .arg("--world")
+            .arg(&world_file)
+            .arg("--sysfs-root")
+            .arg(&sysfs),
+        dir.path(),
+        "cloudsim.log",
+    );
     children.push(sim);
     let prep = script(dir.path(), "prepare.sh", &dir.path().join("prep.env"));
     let hook = script(dir.path(), "power-off.sh", &dir.path().join("hook.env"));
@@ -147,13 +129,11 @@ fn start(json: bool) -> Processes {
         .env_remove("FERRY_DATABASE_URL")
         .env_remove("FERRY_LISTEN")
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(File::create(dir.path().join("serve.log")).expect("a log"));
+        .stdout(Stdio::piped());
     if json {
         serve.arg("--log-json");
     }
-    let mut serve = serve.spawn().expect("ferry serve starts");
-    let ready = first_line(&mut serve);
+    let (serve, ready) = spawn_announced(&mut serve, dir.path(), "serve.log");
     children.push(serve);
     Processes {
         url: ready["url"].as_str().expect("a url").to_string(),
@@ -237,19 +217,7 @@ impl Processes {
     }
 
     fn arm(&self, rules: Value) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(async {
-            reqwest::Client::new()
-                .post(format!("{}/faults", self.admin))
-                .json(&rules)
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-                .expect("armed");
-        });
+        admin_call(&self.admin, reqwest::Method::POST, "faults", Some(rules));
     }
 
     fn read(&self, name: &str) -> String {
@@ -432,18 +400,21 @@ fn check(p: &Processes, seen: &mut Seen, json: bool) {
     );
 }
 
-#[test]
-fn no_secret_in_a_debug_log_run_show_or_an_api_error_and_none_for_hooks() {
-    let p = start(false);
+/// Starts the processes (`json`: JSON log lines), drives them and searches all they
+/// said.
+fn start_drive_and_check(json: bool) {
+    let p = start(json);
     let mut seen = Seen::default();
     drive(&p, &mut seen);
-    check(&p, &mut seen, false);
+    check(&p, &mut seen, json);
+}
+
+#[test]
+fn no_secret_in_a_debug_log_run_show_or_an_api_error_and_none_for_hooks() {
+    start_drive_and_check(false);
 }
 
 #[test]
 fn no_secret_in_a_json_debug_log_either() {
-    let p = start(true);
-    let mut seen = Seen::default();
-    drive(&p, &mut seen);
-    check(&p, &mut seen, true);
+    start_drive_and_check(true);
 }

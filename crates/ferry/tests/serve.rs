@@ -1,10 +1,30 @@
 //! `ferry serve --check-config`, its refusals, and shell completions, as processes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn example() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/ferry.toml")
+}
+
+/// `ferry serve --config CONFIG --check-config EXTRA…` with only `env` set.
+fn check_config(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut args = vec![
+        "serve",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--check-config",
+    ];
+    args.extend_from_slice(extra);
+    ferry(&args, env)
+}
+
+/// Writes the example config, edited by `edit`, to `name` in `dir`.
+fn edited_example(dir: &Path, name: &str, edit: impl FnOnce(String) -> String) -> PathBuf {
+    let path = dir.join(name);
+    let example = std::fs::read_to_string(example()).expect("example");
+    std::fs::write(&path, edit(example)).expect("writes");
+    path
 }
 
 /// `ferry` with a clean environment: only what the test sets.
@@ -21,19 +41,21 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Asserts that `out` is a refusal (exit 2) and returns its stderr, which says why.
+#[track_caller]
+fn refused(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(2));
+    text(&out.stderr)
+}
+
 const SECRET: &str = "cs-secret-4f1d9a";
 const TOKEN: &str = "api-token-77c2e0";
 
 #[test]
 fn check_config_prints_what_would_run_without_any_secret() {
-    let config = example();
-    let out = ferry(
-        &[
-            "serve",
-            "--config",
-            config.to_str().expect("utf-8"),
-            "--check-config",
-        ],
+    let out = check_config(
+        &example(),
+        &[],
         &[
             ("FERRY_CLOUDSTACK_SECRET", SECRET),
             ("FERRY_TOKEN", TOKEN),
@@ -67,13 +89,9 @@ fn check_config_prints_what_would_run_without_any_secret() {
 
 #[test]
 fn command_line_overrides_apply_before_the_checks() {
-    let config = example();
-    let out = ferry(
+    let out = check_config(
+        &example(),
         &[
-            "serve",
-            "--config",
-            config.to_str().expect("utf-8"),
-            "--check-config",
             "--database",
             "/var/lib/ferry/ferry.db",
             "--listen",
@@ -95,18 +113,7 @@ fn command_line_overrides_apply_before_the_checks() {
 
 #[test]
 fn a_config_without_its_secrets_is_refused_with_what_to_set() {
-    let config = example();
-    let out = ferry(
-        &[
-            "serve",
-            "--config",
-            config.to_str().expect("utf-8"),
-            "--check-config",
-        ],
-        &[("FERRY_TOKEN", TOKEN)],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = text(&out.stderr);
+    let stderr = refused(&check_config(&example(), &[], &[("FERRY_TOKEN", TOKEN)]));
     // The example names a secret file that does not exist on this machine.
     assert!(
         stderr.contains("cannot read the CloudStack secret key file /etc/ferry/cloudstack-secret"),
@@ -117,48 +124,19 @@ fn a_config_without_its_secrets_is_refused_with_what_to_set() {
 #[test]
 fn a_bad_config_is_refused_with_every_problem_and_exit_2() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let unknown = dir.path().join("unknown.toml");
-    std::fs::write(
-        &unknown,
-        std::fs::read_to_string(example())
-            .expect("example")
-            .replace("concurrency = 64", "workers = 64"),
-    )
-    .expect("writes");
-    let out = ferry(
-        &[
-            "serve",
-            "--config",
-            unknown.to_str().expect("utf-8"),
-            "--check-config",
-        ],
-        &[("FERRY_CLOUDSTACK_SECRET", SECRET), ("FERRY_TOKEN", TOKEN)],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = text(&out.stderr);
+    let secrets = [("FERRY_CLOUDSTACK_SECRET", SECRET), ("FERRY_TOKEN", TOKEN)];
+    let unknown = edited_example(dir.path(), "unknown.toml", |text| {
+        text.replace("concurrency = 64", "workers = 64")
+    });
+    let stderr = refused(&check_config(&unknown, &[], &secrets));
     assert!(stderr.contains("unknown field `workers`"), "{stderr}");
     assert!(stderr.contains("unknown.toml is not valid"), "{stderr}");
 
-    let invalid = dir.path().join("invalid.toml");
-    std::fs::write(
-        &invalid,
-        std::fs::read_to_string(example())
-            .expect("example")
-            .replace("lease_secs = 30", "lease_secs = 1")
-            .replace("timeout_secs = 3600", "timeout_secs = 0"),
-    )
-    .expect("writes");
-    let out = ferry(
-        &[
-            "serve",
-            "--config",
-            invalid.to_str().expect("utf-8"),
-            "--check-config",
-        ],
-        &[("FERRY_CLOUDSTACK_SECRET", SECRET), ("FERRY_TOKEN", TOKEN)],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = text(&out.stderr);
+    let invalid = edited_example(dir.path(), "invalid.toml", |text| {
+        text.replace("lease_secs = 30", "lease_secs = 1")
+            .replace("timeout_secs = 3600", "timeout_secs = 0")
+    });
+    let stderr = refused(&check_config(&invalid, &[], &secrets));
     assert!(stderr.contains("2 problem(s)"), "{stderr}");
     assert!(
         stderr.contains("engine.lease_secs must be at least 2"),
@@ -169,32 +147,21 @@ fn a_bad_config_is_refused_with_every_problem_and_exit_2() {
         "{stderr}"
     );
 
-    let missing = ferry(
-        &[
-            "serve",
-            "--config",
-            "/nonexistent/ferry.toml",
-            "--check-config",
-        ],
+    let stderr = refused(&check_config(
+        Path::new("/nonexistent/ferry.toml"),
         &[],
-    );
-    assert_eq!(missing.status.code(), Some(2));
+        &[],
+    ));
     assert!(
-        text(&missing.stderr).contains("cannot read the config file /nonexistent/ferry.toml"),
-        "{}",
-        text(&missing.stderr)
+        stderr.contains("cannot read the config file /nonexistent/ferry.toml"),
+        "{stderr}"
     );
 }
 
 #[test]
 fn a_bad_log_filter_is_an_error_not_a_silent_default() {
-    let out = ferry(&["--log", "ferry=[", "vm", "list"], &[]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("is not a log filter"),
-        "{}",
-        text(&out.stderr)
-    );
+    let stderr = refused(&ferry(&["--log", "ferry=[", "vm", "list"], &[]));
+    assert!(stderr.contains("is not a log filter"), "{stderr}");
 }
 
 #[test]

@@ -2,146 +2,32 @@
 //! error contract, a test failover and cleanup through the API, `/metrics`, and the
 //! checked-in OpenAPI document.
 
+mod common;
+
 use std::time::Duration;
 
+use cloudsim::World;
 use cloudsim::world::ids;
-use cloudsim::{SimConfig, World};
+use common::{Server, TOKEN, TestResult, pgtest1_definition};
 use reqwest::StatusCode;
-use secrecy::SecretString;
 use serde_json::{Value, json};
-use server::config::{Builder, EngineSection, TargetSection};
-use tokio_util::sync::CancellationToken;
+use server::config::EngineSection;
 
-type TestResult = anyhow::Result<()>;
-
-const TOKEN: &str = "test-token-0123456789";
-
-struct Server {
-    url: String,
-    http: reqwest::Client,
-    shutdown: CancellationToken,
-    sim: cloudsim::Running,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        self.sim.shutdown_token().cancel();
-    }
-}
-
+/// cloudsim's built-in world and a server that claims runs every 100 ms.
 async fn server() -> anyhow::Result<Server> {
-    let dir = tempfile::tempdir()?;
-    let sysfs = dir.path().join("sysfs");
-    let sim = cloudsim::start(
-        SimConfig {
-            world: World::default(),
-            sysfs_root: Some(sysfs.clone()),
-            time_scale: 0.001,
-        },
-        "127.0.0.1:0".parse()?,
-    )
-    .await?;
-    let config = Builder::new(
-        sim.endpoint(),
-        ids::API_KEY,
-        TargetSection {
-            zone_id: ids::ZONE.into(),
-            service_offering_id: ids::OFFERING_CUSTOM.into(),
-            template_id: ids::TEMPLATE.into(),
+    common::server(
+        World::default(),
+        EngineSection {
+            claim_interval_ms: 100,
+            ..EngineSection::default()
         },
     )
-    .database(dir.path().join("ferry.db").display().to_string())
-    .poll_ms(5, 50)
-    .appliance("oma", ids::APPLIANCE_OMA, &sysfs)
-    .engine(EngineSection {
-        claim_interval_ms: 100,
-        ..EngineSection::default()
-    })
-    .build()?;
-    let settings = server::Settings {
-        config,
-        cloudstack_secret: SecretString::from(ids::SECRET_KEY.to_string()),
-        api_token: SecretString::from(TOKEN.to_string()),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let shutdown = CancellationToken::new();
-    let running = server::start(settings, listener, shutdown.clone()).await?;
-    Ok(Server {
-        url: format!("http://{}", running.addr),
-        http: reqwest::Client::new(),
-        shutdown,
-        sim,
-        _dir: dir,
-    })
+    .await
 }
 
-impl Server {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<(StatusCode, Value)> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(TOKEN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let text = response.text().await?;
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text)?
-        };
-        Ok((status, value))
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Option<Value>) -> anyhow::Result<(StatusCode, Value)> {
-        self.call(reqwest::Method::POST, path, body).await
-    }
-
-    async fn add_pgtest1(&self) -> anyhow::Result<Value> {
-        let definition = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../docs/examples/pgtest1.toml"
-        ))?;
-        let (status, body) = self
-            .post("/v1/vms", Some(json!({ "definition": definition })))
-            .await?;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        Ok(body)
-    }
-
-    /// Polls the run until it is no longer active (prompt polling; the deadline only
-    /// bounds a broken run).
-    async fn finish(&self, run_id: &str) -> anyhow::Result<Value> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        loop {
-            tick.tick().await;
-            let (status, run) = self.get(&format!("/v1/runs/{run_id}")).await?;
-            assert_eq!(status, StatusCode::OK, "{run}");
-            let state = run["state"].as_str().unwrap_or_default().to_string();
-            if !matches!(state.as_str(), "pending" | "running" | "unwinding") {
-                return Ok(run);
-            }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "run {run_id} did not finish: {run}"
-            );
-        }
-    }
-}
+/// How long a run may take before the test calls it broken (prompt polling; the
+/// deadline only bounds a broken run).
+const RUN_DEADLINE: Duration = Duration::from_secs(60);
 
 fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str, says: &str) {
     assert_eq!(status, want, "{body}");
@@ -284,11 +170,8 @@ async fn bad_input_gets_a_json_error_that_says_what_was_wrong() -> TestResult {
     );
 
     // A definition that parses but is wrong: every problem, by field; nothing written.
-    let definition = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/examples/pgtest1.toml"
-    ))?
-    .replace("appliance = \"oma\"", "appliance = \"nowhere\"");
+    let definition =
+        pgtest1_definition()?.replace("appliance = \"oma\"", "appliance = \"nowhere\"");
     let (status, body) = server
         .post("/v1/vms", Some(json!({ "definition": definition })))
         .await?;
@@ -358,7 +241,12 @@ async fn bad_input_gets_a_json_error_that_says_what_was_wrong() -> TestResult {
     );
     let (status, body) = server.post("/v1/vms/pgtest1/commit", None).await?;
     assert_error(status, &body, StatusCode::CONFLICT, "conflict", "pgtest1");
-    let (status, body) = server.add_pgtest1_again().await?;
+    let (status, body) = server
+        .post(
+            "/v1/vms",
+            Some(json!({ "definition": pgtest1_definition()? })),
+        )
+        .await?;
     assert_error(
         status,
         &body,
@@ -367,17 +255,6 @@ async fn bad_input_gets_a_json_error_that_says_what_was_wrong() -> TestResult {
         "nothing was registered",
     );
     Ok(())
-}
-
-impl Server {
-    async fn add_pgtest1_again(&self) -> anyhow::Result<(StatusCode, Value)> {
-        let definition = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../docs/examples/pgtest1.toml"
-        ))?;
-        self.post("/v1/vms", Some(json!({ "definition": definition })))
-            .await
-    }
 }
 
 #[tokio::test]
@@ -407,7 +284,7 @@ async fn a_test_failover_and_cleanup_through_the_api_show_the_device_map_and_are
         .await?;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
 
-    let done = server.finish(&run_id).await?;
+    let done = server.finish(&run_id, RUN_DEADLINE).await?;
     assert_eq!(done["state"], "done", "{done}");
     let steps = done["steps"].as_array().expect("steps");
     assert!(steps.iter().all(|s| s["state"] == "done"), "{done}");
@@ -456,7 +333,9 @@ async fn a_test_failover_and_cleanup_through_the_api_show_the_device_map_and_are
 
     let (status, cleanup) = server.post("/v1/vms/pgtest1/cleanup", None).await?;
     assert_eq!(status, StatusCode::ACCEPTED, "{cleanup}");
-    let cleaned = server.finish(cleanup["id"].as_str().expect("id")).await?;
+    let cleaned = server
+        .finish(cleanup["id"].as_str().expect("id"), RUN_DEADLINE)
+        .await?;
     assert_eq!(cleaned["state"], "done", "{cleaned}");
     let (_, vm) = server.get("/v1/vms/pgtest1").await?;
     assert_eq!(vm["state"], "ready_for_failover");

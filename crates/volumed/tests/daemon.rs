@@ -113,6 +113,14 @@ impl Sim {
         })
     }
 
+    /// The usual set-up: the default world with 20 ms attaches, and a daemon over it
+    /// whose CloudStack requests may take 10 s.
+    async fn quick() -> Result<(Sim, Local)> {
+        let sim = Sim::start(quick_world(20)).await?;
+        let daemon = sim.local(Duration::from_secs(10))?;
+        Ok((sim, daemon))
+    }
+
     fn root(&self) -> &Path {
         self.root.path()
     }
@@ -189,6 +197,25 @@ fn guest_name(root: &Path, volume_id: &str) -> Option<String> {
     (content.trim() == serial).then_some(name)
 }
 
+/// Asserts that `service` refuses to delete pgtest1's boot replica (key `key_name`),
+/// saying it is a replica; returns the refusal.
+async fn refuses_to_delete_the_replica<S: VolumeService + ?Sized>(
+    service: &S,
+    key_name: &str,
+) -> Error {
+    let err = service
+        .delete_volume(&key(key_name), &VolumeId::from(ids::PGTEST1_DISK_2000))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::ReplicaVolume {
+            volume_id: ids::PGTEST1_DISK_2000.into()
+        }
+    );
+    err
+}
+
 /// Waits (bounded by [`DEVICE_WAIT`]) until `volume`'s device on `oma` shows `presence`.
 async fn wait_on_oma<S: VolumeService + ?Sized>(
     service: &S,
@@ -204,8 +231,7 @@ async fn wait_on_oma<S: VolumeService + ?Sized>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_detach_round_trips_re_correlate_device_paths() -> Result {
-    let sim = Sim::start(quick_world(20)).await?;
-    let daemon = sim.local(Duration::from_secs(10))?;
+    let (sim, daemon) = Sim::quick().await?;
     let root = sim.root().to_path_buf();
     let mut volumes = Vec::new();
     for i in 0..5 {
@@ -619,8 +645,7 @@ async fn a_retried_request_with_the_same_key_acts_once() -> Result {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_off_worker_is_refused_before_anything_is_done() -> Result {
-    let sim = Sim::start(quick_world(20)).await?;
-    let daemon = sim.local(Duration::from_secs(10))?;
+    let (sim, daemon) = Sim::quick().await?;
     let a = sim.new_volume("fenced-a").await?;
     let b = sim.new_volume("fenced-b").await?;
     let fence = |generation| Fence {
@@ -664,8 +689,7 @@ async fn a_fenced_off_worker_is_refused_before_anything_is_done() -> Result {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_clones_and_the_replica_rule() -> Result {
-    let sim = Sim::start(quick_world(20)).await?;
-    let daemon = sim.local(Duration::from_secs(10))?;
+    let (sim, daemon) = Sim::quick().await?;
     sim.journal
         .register_replica(&VolumeId::from(ids::PGTEST1_DISK_2000));
     sim.journal
@@ -675,16 +699,7 @@ async fn snapshots_clones_and_the_replica_rule() -> Result {
     daemon
         .detach(&key("free-2000"), &VolumeId::from(ids::PGTEST1_DISK_2000))
         .await?;
-    let err = daemon
-        .delete_volume(&key("delete-2000"), &VolumeId::from(ids::PGTEST1_DISK_2000))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        Error::ReplicaVolume {
-            volume_id: ids::PGTEST1_DISK_2000.into()
-        }
-    );
+    let err = refuses_to_delete_the_replica(&daemon, "delete-2000").await;
     assert!(err.to_string().contains("never deletes replica volumes"));
     assert!(sim.volume(ids::PGTEST1_DISK_2000).await?.is_some());
     // The refusal is recorded: asking again gives it again.
@@ -873,8 +888,8 @@ async fn raw(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rest_api_needs_the_token_and_round_trips_through_the_http_client() -> Result {
     use reqwest::Method;
-    let sim = Sim::start(quick_world(20)).await?;
-    let local: Arc<dyn VolumeService> = Arc::new(sim.local(Duration::from_secs(10))?);
+    let (sim, local) = Sim::quick().await?;
+    let local: Arc<dyn VolumeService> = Arc::new(local);
     let token = "volumed-test-token";
     let server = Server::start(local, token).await?;
     let http = reqwest::Client::new();
@@ -945,36 +960,24 @@ async fn the_rest_api_needs_the_token_and_round_trips_through_the_http_client() 
         assert_eq!(answer["error"]["code"], code, "{what}: {answer}");
         assert!(answer["error"]["message"].is_string(), "{what}: {answer}");
     }
-    let (status, answer) = raw(
-        &http,
-        Method::GET,
-        &format!("{}/no/such/route", server.url),
-        Some(token),
-        None,
-        None,
-    )
-    .await?;
-    assert_eq!(
-        (status, answer["error"]["code"].as_str()),
-        (404, Some("not_found"))
-    );
-    let (status, answer) = raw(
-        &http,
-        Method::GET,
-        &format!(
-            "{}/v1/appliances/{}/devices/{v}?presence=sideways&timeout_ms=5",
-            server.url,
-            ids::APPLIANCE_OMA
+    for (url, status, code) in [
+        (format!("{}/no/such/route", server.url), 404, "not_found"),
+        (
+            format!(
+                "{}/v1/appliances/{}/devices/{v}?presence=sideways&timeout_ms=5",
+                server.url,
+                ids::APPLIANCE_OMA
+            ),
+            400,
+            "bad_request",
         ),
-        Some(token),
-        None,
-        None,
-    )
-    .await?;
-    assert_eq!(
-        (status, answer["error"]["code"].as_str()),
-        (400, Some("bad_request"))
-    );
+    ] {
+        let (got, answer) = raw(&http, Method::GET, &url, Some(token), None, None).await?;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code))
+        );
+    }
     assert_eq!(sim.calls("attachVolume").await?, 0);
 
     // The HTTP client is the same service as the local one.
@@ -996,19 +999,7 @@ async fn the_rest_api_needs_the_token_and_round_trips_through_the_http_client() 
     // Errors come back as the same values.
     sim.journal
         .register_replica(&VolumeId::from(ids::PGTEST1_DISK_2000));
-    let err = client
-        .delete_volume(
-            &key("http-delete-replica"),
-            &VolumeId::from(ids::PGTEST1_DISK_2000),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        Error::ReplicaVolume {
-            volume_id: ids::PGTEST1_DISK_2000.into()
-        }
-    );
+    refuses_to_delete_the_replica(&client, "http-delete-replica").await;
     let err = client
         .wait_device(
             &VmId::from("not-an-appliance"),
@@ -1028,8 +1019,7 @@ async fn the_rest_api_needs_the_token_and_round_trips_through_the_http_client() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_refusal_is_resubmitted_with_backoff() -> Result {
-    let sim = Sim::start(quick_world(20)).await?;
-    let daemon = sim.local(Duration::from_secs(10))?;
+    let (sim, daemon) = Sim::quick().await?;
     let v = sim.new_volume("transient").await?;
     sim.arm(json!({"command": "attachVolume", "times": 2, "fault": {"kind": "transient_530"}}))
         .await?;

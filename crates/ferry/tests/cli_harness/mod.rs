@@ -59,17 +59,11 @@ impl Server {
         std::fs::create_dir_all(&sysfs).expect("the sysfs root");
         let mut children = Vec::new();
 
-        let mut sim = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["cloudsim", "--listen", "127.0.0.1:0", "--time-scale"])
-            .arg(options.time_scale.to_string())
-            .arg("--sysfs-root")
-            .arg(&sysfs)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file(dir.path(), "cloudsim.log"))
-            .spawn()
-            .expect("ferry cloudsim starts");
-        let announcement: Value = first_line_json(&mut sim, dir.path(), "cloudsim.log");
+        let (sim, announcement) = spawn_announced(
+            cloudsim(options.time_scale).arg("--sysfs-root").arg(&sysfs),
+            dir.path(),
+            "cloudsim.log",
+        );
         children.push(sim);
         let field = |name: &str| {
             announcement[name]
@@ -90,7 +84,8 @@ impl Server {
             .expect("the config is valid");
         std::fs::write(&config, text).expect("the config is written");
 
-        let mut serve = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        serve
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config)
             .env("FERRY_CLOUDSTACK_SECRET", field("secret_key"))
@@ -100,12 +95,8 @@ impl Server {
             .env_remove("FERRY_LISTEN")
             .env_remove("FERRY_CLOUDSTACK_ENDPOINT")
             .env_remove("FERRY_CLOUDSTACK_API_KEY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file(dir.path(), "serve.log"))
-            .spawn()
-            .expect("ferry serve starts");
-        let ready: Value = first_line_json(&mut serve, dir.path(), "serve.log");
+            .stdin(Stdio::null());
+        let (serve, ready) = spawn_announced(&mut serve, dir.path(), "serve.log");
         children.push(serve);
         let url = ready["url"]
             .as_str()
@@ -147,22 +138,7 @@ impl Server {
     }
 
     fn admin_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) {
-        let url = format!("{}/{path}", self.admin);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(async {
-            let mut request = reqwest::Client::new().request(method, &url);
-            if let Some(body) = &body {
-                request = request.json(body);
-            }
-            request
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-                .unwrap_or_else(|e| panic!("cloudsim admin {url}: {e}"));
-        });
+        admin_call(&self.admin, method, path, body);
     }
 
     /// Both processes' logs, for a failing test's message.
@@ -183,6 +159,27 @@ impl Server {
             .env("FERRY_TOKEN", TOKEN)
             .dir(self.dir.path())
     }
+}
+
+/// `method` on cloudsim's admin API at `admin` (`…/sim`), `path` below it; panics
+/// unless it succeeds.
+pub fn admin_call(admin: &str, method: reqwest::Method, path: &str, body: Option<Value>) {
+    let url = format!("{admin}/{path}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let mut request = reqwest::Client::new().request(method, &url);
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        request
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("cloudsim admin {url}: {e}"));
+    });
 }
 
 /// The config of a `ferry serve` on cloudsim's built-in world at `endpoint`: the
@@ -216,23 +213,48 @@ impl Drop for Server {
     }
 }
 
+/// `ferry cloudsim` on port 0 at `time_scale`, its stdin closed and its stdout piped
+/// for the announcement ([`first_line_json`]); more flags and stderr are the caller's.
+pub fn cloudsim(time_scale: f64) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command
+        .args(["cloudsim", "--listen", "127.0.0.1:0", "--time-scale"])
+        .arg(time_scale.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    command
+}
+
 fn log_file(dir: &Path, name: &str) -> File {
     File::create(dir.join(name)).expect("a log file")
 }
 
-/// The first line a process prints, as JSON: how `ferry cloudsim` and `ferry serve`
-/// say they are ready.
-fn first_line_json(child: &mut Child, dir: &Path, log: &str) -> Value {
+/// Spawns `command` with its stdout piped and its stderr in the file `log` in `dir`,
+/// and returns it with the JSON line it announces itself with ([`first_line_json`]).
+pub fn spawn_announced(command: &mut Command, dir: &Path, log: &str) -> (Child, Value) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(log_file(dir, log))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{command:?} starts: {e}"));
+    let announcement = first_line_json(&mut child, Some(&dir.join(log)));
+    (child, announcement)
+}
+
+/// The first line a process prints, as JSON: how `ferry cloudsim`, `ferry serve` and
+/// `ferry volumed` say they are ready. If it is not, the process is killed and the
+/// panic shows the line and the process's `log` file, if it writes one.
+pub fn first_line_json(child: &mut Child, log: Option<&Path>) -> Value {
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout is piped"))
         .read_line(&mut line)
         .expect("reads the first line");
     serde_json::from_str(&line).unwrap_or_else(|e| {
         let _ = child.kill();
-        panic!(
-            "expected one JSON line ({e}), got {line:?}; its log:\n{}",
-            std::fs::read_to_string(dir.join(log)).unwrap_or_default()
-        )
+        let log = log
+            .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+            .unwrap_or_default();
+        panic!("expected one JSON line ({e}), got {line:?}; its log:\n{log}")
     })
 }
 
@@ -250,12 +272,13 @@ pub struct Outcome {
 }
 
 impl Ferry {
-    /// `ferry` without a server or token in its environment.
+    /// `ferry` without a server, token or config in its environment.
     pub fn bare() -> Ferry {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
         command
             .env_remove("FERRY_SERVER")
             .env_remove("FERRY_TOKEN")
+            .env_remove("FERRY_CONFIG")
             .env("FERRY_LOG", "warn")
             .stdin(Stdio::null());
         Ferry { command }
@@ -283,6 +306,11 @@ impl Ferry {
     pub fn dir(mut self, dir: &Path) -> Ferry {
         self.command.current_dir(dir);
         self
+    }
+
+    /// The command as built, for a test that spawns it and talks to it while it runs.
+    pub fn command(self) -> Command {
+        self.command
     }
 
     pub fn run(mut self) -> Outcome {

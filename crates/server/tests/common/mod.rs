@@ -133,6 +133,15 @@ replica_volume_id = "{id}"
     }
 }
 
+/// The checked-in example definition of pgtest1 (docs/examples/pgtest1.toml), the VM
+/// of cloudsim's built-in world.
+pub fn pgtest1_definition() -> std::io::Result<String> {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/examples/pgtest1.toml"
+    ))
+}
+
 pub struct Server {
     pub url: String,
     pub http: reqwest::Client,
@@ -257,11 +266,7 @@ impl Server {
     }
 
     pub async fn add_pgtest1(&self) -> anyhow::Result<Value> {
-        let definition = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../docs/examples/pgtest1.toml"
-        ))?;
-        self.add(&definition).await
+        self.add(&pgtest1_definition()?).await
     }
 
     /// Polls the run until it is no longer active.
