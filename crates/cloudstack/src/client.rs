@@ -198,11 +198,12 @@ impl Client {
                             .get("cserrorcode")
                             .and_then(Value::as_i64)
                             .unwrap_or(0),
-                        errortext: inner
-                            .get("errortext")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string(),
+                        errortext: scrub(
+                            inner
+                                .get("errortext")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default(),
+                        ),
                     });
                 }
             }
@@ -216,7 +217,7 @@ impl Client {
         let parsed = parsed.ok_or_else(|| decode(format!("not JSON: {}", excerpt(&body))))?;
         envelope(&parsed)
             .cloned()
-            .ok_or_else(|| decode(format!("no <command>response object in {parsed}")))
+            .ok_or_else(|| decode(scrub(&format!("no <command>response object in {parsed}"))))
     }
 }
 
@@ -230,9 +231,44 @@ pub(crate) fn count_error(command: &str, error: &Error) {
     .increment(1);
 }
 
-/// The first 200 characters of a response body, for an error.
+/// The first 200 characters of a response body, for an error, with the value of any
+/// credential parameter it echoes (a proxy's error page may quote the request line)
+/// replaced by `[redacted]`.
 fn excerpt(body: &[u8]) -> String {
-    String::from_utf8_lossy(body).chars().take(200).collect()
+    scrub(&String::from_utf8_lossy(body))
+        .chars()
+        .take(200)
+        .collect()
+}
+
+/// `text` with every word that carries a credential parameter — `apikey=`,
+/// `signature=` or `secretkey=`, any case: a quoted URL or query string — replaced by
+/// `[redacted query]` as a whole, so that neither the keys, the signature nor the rest
+/// of the signed query is kept.
+pub(crate) fn scrub(text: &str) -> String {
+    const NAMES: [&str; 3] = ["apikey=", "signature=", "secretkey="];
+    let delimiter = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>');
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let lower = word.to_ascii_lowercase();
+        if NAMES.iter().any(|name| lower.contains(name)) {
+            out.push_str("[redacted query]");
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if delimiter(c) {
+            flush(&mut word, &mut out);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
 }
 
 /// The single `<command>response` (or `errorresponse`) object of a response.
