@@ -437,6 +437,23 @@ fn story(run: &Run, vm: &str, steps: &[store::StepRecord]) -> (Vec<String>, Opti
             story.push(format!("Not yet undone: {}.", pending.join(", ")));
         }
     }
+    // A live failover that fails after its before_live hooks ran leaves the source as
+    // they left it: most likely powered off, serving nothing.
+    let source_off = if run.workflow == Workflow::LiveFailover
+        && matches!(
+            run.state,
+            RunState::Unwinding | RunState::Unwound | RunState::Stuck | RunState::Abandoned
+        ) {
+        workflows::live::before_live_hooks_ran(steps)
+    } else {
+        Vec::new()
+    };
+    if !source_off.is_empty() {
+        story.push(format!(
+            "Its before_live hooks had run ({}): the source VM may be powered off and serving nothing — the unwind does not undo them.",
+            source_off.join("; ")
+        ));
+    }
     match run.state {
         RunState::Stuck => {
             advice = Some(format!(
@@ -460,6 +477,12 @@ fn story(run: &Run, vm: &str, steps: &[store::StepRecord]) -> (Vec<String>, Opti
             advice = Some("Fix the cause above and start the workflow again.".into());
         }
         _ => {}
+    }
+    if !source_off.is_empty() {
+        let first = advice.map(|a| format!("{a} ")).unwrap_or_default();
+        advice = Some(format!(
+            "{first}The source VM may be powered off by the before_live hooks: if it must serve until the failover is tried again, power it on now (the after_rollback hooks do); otherwise start the live failover again as soon as the cause is fixed."
+        ));
     }
     (story, advice)
 }

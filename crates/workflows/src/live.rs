@@ -54,6 +54,13 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
     .await
 }
 
+/// The `before_live` hooks a live failover's recorded steps show to have run, in
+/// order: when the run fails after them, the source may be powered off and no longer
+/// serving, and an operator must be told.
+pub fn before_live_hooks_ran(steps: &[store::StepRecord]) -> Vec<String> {
+    crate::steps::hooks::before_live_hooks_ran(steps)
+}
+
 /// The live failover saga.
 pub fn saga() -> Saga<Env> {
     saga_of(steps())

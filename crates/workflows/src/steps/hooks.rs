@@ -17,6 +17,20 @@ pub(crate) struct BeforeLiveHooks;
 
 const BEFORE_LIVE_HOOKS: Output<HookReport> = Output::new("run-hooks");
 
+/// The `before_live` hooks a live failover's recorded steps show to have run (they
+/// may have powered the source off), in order; none when the step did not run or had
+/// no hooks.
+pub(crate) fn before_live_hooks_ran(steps: &[store::StepRecord]) -> Vec<String> {
+    steps
+        .iter()
+        .find(|s| s.name == BEFORE_LIVE_HOOKS.name())
+        .filter(|s| s.state != store::StepState::Running || s.output.is_some())
+        .and_then(|s| s.output.as_deref())
+        .and_then(|o| serde_json::from_str::<HookReport>(o).ok())
+        .map(|report| report.ran)
+        .unwrap_or_default()
+}
+
 #[async_trait]
 impl TypedStep<Env> for BeforeLiveHooks {
     type Output = HookReport;
