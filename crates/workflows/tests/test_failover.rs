@@ -11,7 +11,7 @@ mod common;
 use cloudsim::world::ids;
 use common::{REPLICAS, TestResult, rig};
 use engine::Outcome;
-use serde_json::{Value, json};
+use serde_json::Value;
 use store::{RunState, VmState};
 use workflows::{cleanup, test_failover};
 
@@ -21,16 +21,7 @@ async fn pgtest1_goes_through_test_failover_and_cleanup_with_both_disks() -> Tes
     let before = rig.generations().await?;
 
     let run = test_failover::start(&rig.env, "pgtest1").await?;
-    let outcome = rig
-        .engine
-        .execute(&run.id, &test_failover::saga(), &rig.env)
-        .await?;
-    assert_eq!(
-        outcome,
-        Outcome::Done,
-        "{:?}",
-        rig.env.store.events(&RunId::from(&run.id)).await?
-    );
+    rig.done(&run, test_failover::saga()).await?;
 
     let vms = rig.test_vms().await?;
     assert_eq!(vms.len(), 1);
@@ -43,12 +34,7 @@ async fn pgtest1_goes_through_test_failover_and_cleanup_with_both_disks() -> Tes
     );
     assert_eq!(target.nic[0].networkid, ids::NETWORK_TEST);
     let mut on_target: Vec<(i64, String, String, i64)> = rig
-        .env
-        .cloud
-        .list_volumes(&cloudstack::VolumeFilter {
-            virtual_machine_id: Some(target.id.clone()),
-            ..Default::default()
-        })
+        .volumes_on(&target.id)
         .await?
         .into_iter()
         .map(|v| {
@@ -82,12 +68,9 @@ async fn pgtest1_goes_through_test_failover_and_cleanup_with_both_disks() -> Tes
     for id in REPLICAS {
         assert!(!rig.guest_sees(id), "the appliance no longer sees {id}");
     }
-    let vm = rig.env.store.vm("pgtest1").await?.unwrap();
-    assert_eq!(vm.state, VmState::TestFailedOver);
-    assert_eq!(
-        vm.target_vm_id.as_ref().map(|id| id.as_str()),
-        Some(target.id.as_str())
-    );
+    let vm = rig
+        .assert_recorded(VmState::TestFailedOver, &target.id)
+        .await?;
     assert_eq!(
         vm.disks[0].attachment.vm_id.as_ref().map(|id| id.as_str()),
         Some(target.id.as_str())
@@ -111,22 +94,8 @@ async fn pgtest1_goes_through_test_failover_and_cleanup_with_both_disks() -> Tes
     );
 
     let run = cleanup::start(&rig.env, "pgtest1").await?;
-    let outcome = rig
-        .engine
-        .execute(&run.id, &cleanup::saga(), &rig.env)
-        .await?;
-    assert_eq!(
-        outcome,
-        Outcome::Done,
-        "{:?}",
-        rig.env.store.events(&RunId::from(&run.id)).await?
-    );
-    rig.assert_at_rest().await?;
-    assert_eq!(
-        rig.generations().await?,
-        before,
-        "the replicas were reverted to their snapshots"
-    );
+    rig.done(&run, cleanup::saga()).await?;
+    rig.assert_at_rest_as(&before).await?;
 
     // And another drill can start.
     let again = test_failover::start(&rig.env, "pgtest1").await?;
@@ -147,27 +116,14 @@ async fn a_failed_data_disk_attach_unwinds_to_where_it_started() -> TestResult {
     let rig = rig().await?;
     let before = rig.generations().await?;
     // attachVolume calls of a test failover: the boot disk (1st), the data disk (2nd).
-    rig.arm(json!({"command": "attachVolume", "nth": 2,
-        "fault": {"kind": "job_error", "errorcode": 530, "errortext": "Failed to attach volume DATA to VM: agent error"}}))
-        .await?;
+    rig.fail_data_attach().await?;
     let run = test_failover::start(&rig.env, "pgtest1").await?;
-    let outcome = rig
-        .engine
-        .execute(&run.id, &test_failover::saga(), &rig.env)
-        .await?;
-    let Outcome::Unwound { error } = outcome else {
-        panic!("expected an unwound run, got {outcome:?}");
-    };
+    let error = rig.unwound(&run, test_failover::saga()).await?;
     assert!(error.contains("attach-replicas"), "{error}");
     assert!(error.contains("agent error"), "{error}");
     let record = rig.env.store.run(&run.id).await?.unwrap();
     assert_eq!(record.state, RunState::Unwound);
-    rig.assert_at_rest().await?;
-    assert_eq!(
-        rig.generations().await?,
-        before,
-        "nothing ran on the replicas"
-    );
+    rig.assert_at_rest_as(&before).await?;
     Ok(())
 }
 

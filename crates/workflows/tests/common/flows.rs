@@ -203,7 +203,7 @@ impl Flow {
                 anyhow::ensure!(
                     vm.target_vm_id.as_ref().map(|id| id.as_str()) == Some(target.as_str())
                 );
-                anyhow::ensure!(snapshots(rig).await? == 2, "the way back is kept");
+                anyhow::ensure!(rig.snapshots().await? == 2, "the way back is kept");
             }
             Flow::CleanupReplica | Flow::CleanupClone => {
                 rig.assert_at_rest().await?;
@@ -216,14 +216,14 @@ impl Flow {
             Flow::Rollback => {
                 rig.assert_at_rest().await?;
                 assert_no_live_vm(rig).await?;
-                anyhow::ensure!(snapshots(rig).await? == 0, "snapshots left");
+                anyhow::ensure!(rig.snapshots().await? == 0, "snapshots left");
                 anyhow::ensure!(
                     rig.generations().await? == base.at_start,
                     "a rollback must keep production's writes"
                 );
             }
             Flow::Commit => {
-                anyhow::ensure!(snapshots(rig).await? == 0, "snapshots left");
+                anyhow::ensure!(rig.snapshots().await? == 0, "snapshots left");
                 anyhow::ensure!(vm.target_vm_id == base.target, "the committed VM changed");
                 let target = assert_target_with(rig, TargetKind::Live, Disks::Replicas).await?;
                 anyhow::ensure!(Some(VmId::from(target)) == base.target);
@@ -263,9 +263,7 @@ enum Disks {
 /// 0 and data disk at 1 and nothing else; returns its id.
 async fn assert_target_with(rig: &Rig, kind: TargetKind, disks: Disks) -> anyhow::Result<String> {
     let vms: Vec<_> = rig
-        .env
-        .cloud
-        .list_virtual_machines(&cloudstack::VmFilter::default())
+        .all_vms()
         .await?
         .into_iter()
         .filter(|v| v.id != ids::APPLIANCE_OMA)
@@ -288,14 +286,7 @@ async fn assert_target_with(rig: &Rig, kind: TargetKind, disks: Disks) -> anyhow
         TargetKind::Live => ids::NETWORK_PRODUCTION,
     };
     anyhow::ensure!(target.nic[0].networkid == network);
-    let mut on_target: Vec<cloudstack::Volume> = rig
-        .env
-        .cloud
-        .list_volumes(&cloudstack::VolumeFilter {
-            virtual_machine_id: Some(target.id.clone()),
-            ..Default::default()
-        })
-        .await?;
+    let mut on_target = rig.volumes_on(&target.id).await?;
     on_target.sort_by_key(|v| v.deviceid);
     let ids_types: Vec<(Option<i64>, &str)> = on_target
         .iter()
@@ -332,39 +323,26 @@ async fn assert_target_with(rig: &Rig, kind: TargetKind, disks: Disks) -> anyhow
     Ok(target.id.to_string())
 }
 
-/// The snapshots of pgtest1's replicas.
-pub async fn snapshots(rig: &Rig) -> anyhow::Result<usize> {
-    let mut n = 0;
-    for id in REPLICAS {
-        n += rig
-            .env
-            .cloud
-            .list_snapshots(Some(&VolumeId::from(id)), None)
-            .await?
-            .len();
-    }
-    Ok(n)
-}
-
-async fn assert_no_clones(rig: &Rig) -> TestResult {
-    let alive: Vec<String> = rig
-        .env
-        .cloud
-        .list_volumes(&cloudstack::VolumeFilter::default())
+/// The volumes CloudStack has whose name is that of a clone of a pgtest1 drill.
+pub async fn clones_alive(rig: &Rig) -> anyhow::Result<Vec<String>> {
+    Ok(rig
+        .all_volumes()
         .await?
         .into_iter()
         .filter(|v| v.name.starts_with("pgtest1-test-") && v.name.contains("-disk-"))
         .map(|v| format!("{} ({}, {})", v.id, v.name, v.state))
-        .collect();
+        .collect())
+}
+
+pub async fn assert_no_clones(rig: &Rig) -> TestResult {
+    let alive = clones_alive(rig).await?;
     anyhow::ensure!(alive.is_empty(), "clones left: {alive:?}");
     Ok(())
 }
 
 async fn assert_no_live_vm(rig: &Rig) -> TestResult {
     if let Some(vm) = rig
-        .env
-        .cloud
-        .list_virtual_machines(&cloudstack::VmFilter::default())
+        .all_vms()
         .await?
         .into_iter()
         .find(|v| v.name == "pgtest1")
@@ -389,12 +367,7 @@ async fn invariants(rig: &Rig) -> TestResult {
         .collect();
     for d in &vm.disks {
         let id = &d.disk.replica_volume_id;
-        let v = rig
-            .env
-            .cloud
-            .get_volume(&VolumeId::from(id))
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("replica {id} was deleted"))?;
+        let v = rig.replica(id).await?;
         let on = v.virtualmachineid.as_ref().map(|id| id.as_str());
         anyhow::ensure!(
             on.is_some_and(|on| allowed.contains(&on)),
@@ -409,12 +382,7 @@ async fn invariants(rig: &Rig) -> TestResult {
             v.deviceid
         );
     }
-    for v in rig
-        .env
-        .cloud
-        .list_virtual_machines(&cloudstack::VmFilter::default())
-        .await?
-    {
+    for v in rig.all_vms().await? {
         anyhow::ensure!(
             allowed.contains(&v.id.as_str()),
             "VM {} ({}, {}) is not tracked",
@@ -423,12 +391,7 @@ async fn invariants(rig: &Rig) -> TestResult {
             v.state
         );
     }
-    for v in rig
-        .env
-        .cloud
-        .list_volumes(&cloudstack::VolumeFilter::default())
-        .await?
-    {
+    for v in rig.all_volumes().await? {
         let known = v.id == ids::OMA_ROOT
             || REPLICAS.contains(&v.id.as_str())
             || rig
