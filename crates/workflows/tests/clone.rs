@@ -40,17 +40,19 @@ async fn assert_at_rest_without_clones(rig: &Rig, registered: &store::ProtectedV
     Ok(())
 }
 
-/// Watches the replicas while `work` runs: every few milliseconds each must be attached
-/// to the appliance, seen in its sysfs tree, and at the content generation it had in
-/// `before`. Returns the work's result and what the watch saw go wrong.
-async fn watching_replicas<T>(
+/// Runs `run` with `saga` while watching the replicas: every few milliseconds each
+/// must be attached to the appliance, seen in its sysfs tree, and at the content
+/// generation it had in `before`. Fails with what the watch saw go wrong; returns the
+/// run's outcome.
+async fn watching_replicas(
     rig: &Rig,
     before: &BTreeMap<String, u64>,
-    work: impl std::future::Future<Output = T>,
-) -> anyhow::Result<(T, Vec<String>)> {
+    run: &store::Run,
+    saga: Saga<Env>,
+) -> anyhow::Result<Outcome> {
     let finished = AtomicBool::new(false);
     let work = async {
-        let out = work.await;
+        let out = rig.execute(run, saga).await;
         finished.store(true, Ordering::SeqCst);
         out
     };
@@ -96,7 +98,12 @@ async fn watching_replicas<T>(
         Ok::<_, anyhow::Error>(problems)
     };
     let (out, problems) = tokio::join!(work, watch);
-    Ok((out, problems?))
+    assert_eq!(
+        problems?,
+        Vec::<String>::new(),
+        "the replicas moved or changed"
+    );
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,16 +118,8 @@ async fn a_clone_mode_drill_gives_the_test_vm_new_volumes_and_leaves_the_replica
 
     let run = test_failover::start_with_mode(&rig.env, "pgtest1", Mode::Clone).await?;
     assert_eq!(run.mode.as_deref(), Some("clone"));
-    let (outcome, problems) = watching_replicas(&rig, &before, async {
-        rig.engine.execute(&run.id, &clone_saga(), &rig.env).await
-    })
-    .await?;
-    expect_done(&rig, &run.id, outcome?).await?;
-    assert_eq!(
-        problems,
-        Vec::<String>::new(),
-        "the replicas moved or changed"
-    );
+    let outcome = watching_replicas(&rig, &before, &run, clone_saga()).await?;
+    expect_done(&rig, &run.id, outcome).await?;
 
     let vms = rig.test_vms().await?;
     assert_eq!(vms.len(), 1);
@@ -148,10 +147,7 @@ async fn a_clone_mode_drill_gives_the_test_vm_new_volumes_and_leaves_the_replica
         );
         assert_eq!(v.name, format!("{}-disk-{key}", target.name));
         assert!(
-            rig.env
-                .store
-                .is_created_volume(&VolumeId::from(&v.id))
-                .await?,
+            rig.created(&v.id).await?,
             "clone {} is recorded as ferry's",
             v.id
         );
@@ -204,18 +200,8 @@ async fn a_clone_mode_drill_gives_the_test_vm_new_volumes_and_leaves_the_replica
 
     let cleanup_run = cleanup::start(&rig.env, "pgtest1").await?;
     assert_eq!(cleanup_run.mode.as_deref(), Some("clone"));
-    let (outcome, problems) = watching_replicas(&rig, &before, async {
-        rig.engine
-            .execute(&cleanup_run.id, &cleanup::saga(), &rig.env)
-            .await
-    })
-    .await?;
-    expect_done(&rig, &cleanup_run.id, outcome?).await?;
-    assert_eq!(
-        problems,
-        Vec::<String>::new(),
-        "the replicas moved or changed"
-    );
+    let outcome = watching_replicas(&rig, &before, &cleanup_run, cleanup::saga()).await?;
+    expect_done(&rig, &cleanup_run.id, outcome).await?;
     rig.assert_at_rest_as(&before).await?;
     for id in &clone_ids {
         assert!(
@@ -226,7 +212,7 @@ async fn a_clone_mode_drill_gives_the_test_vm_new_volumes_and_leaves_the_replica
                 .is_none(),
             "clone {id} was deleted, not only detached"
         );
-        assert!(!rig.env.store.is_created_volume(&VolumeId::from(id)).await?);
+        assert!(!rig.created(id).await?);
     }
     assert!(clones_alive(&rig).await?.is_empty());
     let stats = rig.stats().await?;
@@ -257,21 +243,12 @@ async fn a_failed_clone_attach_unwinds_to_rest_with_no_clone_left() -> TestResul
     // attachVolume calls of a clone-mode drill: the boot clone (1st), the data clone (2nd).
     rig.fail_data_attach().await?;
     let run = test_failover::start_with_mode(&rig.env, "pgtest1", Mode::Clone).await?;
-    let (outcome, problems) = watching_replicas(&rig, &before, async {
-        rig.engine.execute(&run.id, &clone_saga(), &rig.env).await
-    })
-    .await?;
-    let outcome = outcome?;
+    let outcome = watching_replicas(&rig, &before, &run, clone_saga()).await?;
     let Outcome::Unwound { error } = &outcome else {
         panic!("expected an unwound run, got {outcome:?}");
     };
     assert!(error.contains("attach-clones"), "{error}");
     assert!(error.contains("agent error"), "{error}");
-    assert_eq!(
-        problems,
-        Vec::<String>::new(),
-        "the replicas moved or changed"
-    );
     assert_at_rest_without_clones(&rig, &registered).await?;
     assert_eq!(rig.generations().await?, before);
     Ok(())
@@ -381,7 +358,6 @@ async fn clone_cleanup_finishes_after(k: usize, action: Action) -> TestResult {
 async fn a_clone_mode_cleanup_run_again_finishes_what_an_interrupted_one_left() -> TestResult {
     run_cases(per_step_failing(
         &cleanup::saga(),
-        |_, _| true,
         clone_cleanup_finishes_after,
     ))
     .await

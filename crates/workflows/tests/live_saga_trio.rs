@@ -73,7 +73,7 @@ async fn live_unwinds_to_rest(k: usize, action: Action) -> TestResult {
 
 /// The cases of a failure `kind` (before or after) at each step of the live failover.
 fn live_failure_cases(kind: fn(&Action) -> bool) -> Cases {
-    per_step_failing(&live::saga(), |_, a| kind(a), live_unwinds_to_rest)
+    per_step_failing_where(&live::saga(), |_, a| kind(a), live_unwinds_to_rest)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,20 +218,10 @@ async fn commit_finishes_after(k: usize, action: Action) -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_failed_at_any_step_is_finished_by_the_next() -> TestResult {
-    run_cases(per_step_failing(
-        &rollback::saga(),
-        |_, _| true,
-        rollback_finishes_after,
-    ))
-    .await
+    run_cases(per_step_failing(&rollback::saga(), rollback_finishes_after)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_failed_at_any_step_is_finished_by_the_next() -> TestResult {
-    run_cases(per_step_failing(
-        &commit::saga(),
-        |_, _| true,
-        commit_finishes_after,
-    ))
-    .await
+    run_cases(per_step_failing(&commit::saga(), commit_finishes_after)).await
 }

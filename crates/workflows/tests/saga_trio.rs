@@ -106,7 +106,7 @@ async fn a_failure_after_any_step_ran_unwinds_the_test_failover_to_rest() -> Tes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn an_unwind_after_the_test_vm_ran_puts_the_replicas_content_back() -> TestResult {
-    run_cases(per_step_failing(
+    run_cases(per_step_failing_where(
         &test_failover::saga(),
         test_vm_ran,
         |k, action| unwinds_to_rest(k, action, true),
@@ -157,7 +157,7 @@ fn replicas_back(k: usize, action: &Action) -> bool {
 /// The cases of an interrupted cleanup ([`cleanup_finishes_after`]), those that got
 /// the replicas back on the appliance or those that did not.
 fn cleanup_cases(back: bool) -> Cases {
-    per_step_failing(
+    per_step_failing_where(
         &cleanup::saga(),
         |k, action| replicas_back(k, action) == back,
         |k, action| async move {

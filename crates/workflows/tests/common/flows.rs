@@ -5,11 +5,13 @@
 //! unwound to rest. And DESIGN §5's invariants, which hold whatever happened.
 
 use ::ids::VmId;
-use ::ids::VolumeId;
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use cloudsim::world::ids;
 use engine::{Outcome, Saga};
+use futures::StreamExt;
+use futures::future::BoxFuture;
 use store::VmState;
 use workflows::test_failover::Mode;
 use workflows::{Env, StartError, cleanup, commit, live, rollback, test_failover};
@@ -310,10 +312,7 @@ async fn assert_target_with(rig: &Rig, kind: TargetKind, disks: Disks) -> anyhow
         Disks::Clones => {
             for v in &on_target {
                 anyhow::ensure!(
-                    rig.env
-                        .store
-                        .is_created_volume(&VolumeId::from(&v.id))
-                        .await?,
+                    rig.created(&v.id).await?,
                     "{} on the test VM is not a clone ferry recorded",
                     v.id
                 );
@@ -394,11 +393,7 @@ async fn invariants(rig: &Rig) -> TestResult {
     for v in rig.all_volumes().await? {
         let known = v.id == ids::OMA_ROOT
             || REPLICAS.contains(&v.id.as_str())
-            || rig
-                .env
-                .store
-                .is_created_volume(&VolumeId::from(&v.id))
-                .await?;
+            || rig.created(&v.id).await?;
         anyhow::ensure!(
             known,
             "volume {} ({}, on {:?}) is neither a replica nor one ferry tracks",
@@ -489,4 +484,42 @@ pub async fn census(flow: Flow, options: RigOptions) -> anyhow::Result<Census> {
     );
     flow.assert_done(&rig, &base).await?;
     Ok(rig.census_now().await?.since(&before))
+}
+
+/// Runs `cases` at most `parallel` at a time, each in its own task: each case's label
+/// with its result (a panic as an error) and how long it took, in the order they ended.
+pub async fn run_parallel<T: Send + 'static>(
+    cases: Vec<(String, BoxFuture<'static, anyhow::Result<T>>)>,
+    parallel: usize,
+) -> Vec<(String, anyhow::Result<T>, Duration)> {
+    futures::stream::iter(cases)
+        .map(|(label, case)| async move {
+            let started = Instant::now();
+            let result = match tokio::spawn(case).await {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("the case panicked: {e}")),
+            };
+            (label, result, started.elapsed())
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await
+}
+
+/// The cases of `results` that failed, a line each.
+pub fn failures<T>(results: &[(String, anyhow::Result<T>, Duration)]) -> Vec<String> {
+    results
+        .iter()
+        .filter_map(|(label, r, _)| r.as_ref().err().map(|e| format!("- {label}: {e:#}")))
+        .collect()
+}
+
+/// Fails with every line of `failed`, saying "{how many} {what}" first.
+pub fn assert_none_failed(failed: &[String], what: std::fmt::Arguments) {
+    assert!(
+        failed.is_empty(),
+        "{} {what}:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }

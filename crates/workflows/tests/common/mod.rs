@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudsim::world::ids;
+use cloudsim::world::{ApplianceDef, VolumeDef, ids};
 use cloudsim::{SimConfig, World};
 use engine::{Engine, EngineConfig, Outcome, Saga};
 use secrecy::SecretString;
@@ -137,6 +137,32 @@ pub fn engine_config(owner: &str, lease: Duration) -> EngineConfig {
         max_attempts: 3,
         backoff_first: Duration::from_millis(5),
         backoff_max: Duration::from_millis(20),
+    }
+}
+
+/// A world whose one appliance, `oma` (with `root_volume_id` as its ROOT if given),
+/// holds exactly `volumes` (id, name, GiB).
+pub fn appliance_world(
+    root_volume_id: Option<&str>,
+    volumes: impl IntoIterator<Item = (String, String, i64)>,
+) -> World {
+    World {
+        appliances: vec![ApplianceDef {
+            id: Some(ids::APPLIANCE_OMA.into()),
+            name: "oma".into(),
+            zone: None,
+            root_volume_id: root_volume_id.map(Into::into),
+            volumes: volumes
+                .into_iter()
+                .map(|(id, name, gib)| VolumeDef {
+                    id: Some(id),
+                    name,
+                    size_gb: gib,
+                    zone: None,
+                })
+                .collect(),
+        }],
+        ..World::default()
     }
 }
 
@@ -345,13 +371,17 @@ impl Rig {
             .await?)
     }
 
+    /// The volumes CloudStack lists with `filter`.
+    async fn volumes(
+        &self,
+        filter: cloudstack::VolumeFilter,
+    ) -> anyhow::Result<Vec<cloudstack::Volume>> {
+        Ok(self.env.cloud.list_volumes(&filter).await?)
+    }
+
     /// Every volume CloudStack lists.
     pub async fn all_volumes(&self) -> anyhow::Result<Vec<cloudstack::Volume>> {
-        Ok(self
-            .env
-            .cloud
-            .list_volumes(&cloudstack::VolumeFilter::default())
-            .await?)
+        self.volumes(Default::default()).await
     }
 
     /// The volumes attached to the VM `vm_id`.
@@ -359,13 +389,19 @@ impl Rig {
         &self,
         vm_id: impl AsRef<str>,
     ) -> anyhow::Result<Vec<cloudstack::Volume>> {
+        self.volumes(cloudstack::VolumeFilter {
+            virtual_machine_id: Some(VmId::from(vm_id.as_ref())),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Whether the store tracks volume `id` as one ferry created.
+    pub async fn created(&self, id: impl AsRef<str>) -> anyhow::Result<bool> {
         Ok(self
             .env
-            .cloud
-            .list_volumes(&cloudstack::VolumeFilter {
-                virtual_machine_id: Some(VmId::from(vm_id.as_ref())),
-                ..Default::default()
-            })
+            .store
+            .is_created_volume(&VolumeId::from(id.as_ref()))
             .await?)
     }
 
@@ -574,11 +610,7 @@ impl Rig {
         assert!(self.test_vms().await?.is_empty(), "a test VM was left");
         for v in &self.all_volumes().await? {
             assert!(
-                !self
-                    .env
-                    .store
-                    .is_created_volume(&VolumeId::from(&v.id))
-                    .await?,
+                !self.created(&v.id).await?,
                 "volume {} that ferry created is still alive",
                 v.id
             );

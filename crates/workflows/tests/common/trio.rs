@@ -171,9 +171,17 @@ where
         .collect()
 }
 
-/// A case for each of the [`failures`] at each step `k` of `saga` where `keep(k,
-/// &failure)`, labelled with both: `case(k, failure)`.
-pub fn per_step_failing<F>(
+/// A case for each of the [`failures`] at each step `k` of `saga`, labelled with
+/// both: `case(k, failure)`.
+pub fn per_step_failing<F>(saga: &Saga<Env>, case: impl Fn(usize, Action) -> F) -> Cases
+where
+    F: Future<Output = TestResult> + Send + 'static,
+{
+    per_step_failing_where(saga, |_, _| true, case)
+}
+
+/// [`per_step_failing`], only where `keep(k, &failure)`.
+pub fn per_step_failing_where<F>(
     saga: &Saga<Env>,
     keep: impl Fn(usize, &Action) -> bool,
     case: impl Fn(usize, Action) -> F,
