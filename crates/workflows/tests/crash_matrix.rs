@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::flows::{Census, Flow, assert_none_failed, failures, run_parallel};
+use common::flows::{Census, Flow, run_matrix};
 use common::trio::{Action, fault_at};
 use common::{Rig, TestResult, engine_config, rig};
 use engine::{Engine, Outcome};
@@ -307,19 +307,16 @@ async fn matrix(flow: Flow) -> TestResult {
         .into_iter()
         .map(|point| (point.to_string(), case(flow, point, clean.clone()).boxed()))
         .collect();
-    let failed = failures(&run_parallel(cases, 4).await);
-    eprintln!(
-        "RELIABILITY crash-matrix {flow:?} tried={total} passed={} boundaries={} in_jobs={in_jobs} \
-         secs={:.1}",
-        total - failed.len(),
-        total - in_jobs,
-        started.elapsed().as_secs_f64()
-    );
-    assert_none_failed(
-        &failed,
-        format_args!("of {total} crashes of {} went wrong", flow.name()),
-    );
-    Ok(())
+    run_matrix(
+        "crash-matrix",
+        flow,
+        started,
+        cases,
+        4,
+        |_| format!("boundaries={} in_jobs={in_jobs}", total - in_jobs),
+        &format!("crashes of {} went wrong", flow.name()),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

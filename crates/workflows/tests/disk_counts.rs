@@ -10,7 +10,7 @@
 //! here from the rules (boot at 0; data by (SCSI < SATA < NVMe < IDE, bus, unit) at 1,
 //! 2, 4, 5, …, never 3), independently of the planner.
 
-use ::ids::{RunId, VolumeId};
+use ::ids::VolumeId;
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +19,6 @@ use std::path::Path;
 use cloudsim::world::ids;
 use common::{Rig, RigOptions, TestResult, appliance_world, bare_rig, device_path};
 use inventory::{DiskDefinition, NicDefinition, SpecDefinition, VmDefinition};
-use serde_json::Value;
 use store::{Controller, Firmware, GuestOs, GuestPrep, VmState};
 use workflows::{cleanup, test_failover};
 
@@ -474,12 +473,7 @@ async fn drill(
             d.disk.replica_volume_id
         );
     }
-    let steps = rig.env.store.steps(&RunId::from(&run.id)).await?;
-    let verify = steps
-        .iter()
-        .find(|s| s.name == "verify")
-        .expect("a verify step");
-    let map: Value = serde_json::from_str(verify.output.as_deref().expect("an output"))?;
+    let map = rig.step_output(&run, "verify").await?;
     let recorded: BTreeMap<String, (i64, bool)> = map["device_map"]
         .as_array()
         .expect("a device map")
@@ -500,12 +494,7 @@ async fn drill(
     // --- Cleanup. ---
     let run = cleanup::start(&rig.env, name).await?;
     rig.done(&run, cleanup::saga()).await?;
-    let steps = rig.env.store.steps(&RunId::from(&run.id)).await?;
-    let detach = steps
-        .iter()
-        .find(|s| s.name == "detach-from-test-vm")
-        .expect("a detach step");
-    let detach: Value = serde_json::from_str(detach.output.as_deref().expect("an output"))?;
+    let detach = rig.step_output(&run, "detach-from-test-vm").await?;
     assert_eq!(
         detach["unexpected"],
         serde_json::json!([]),

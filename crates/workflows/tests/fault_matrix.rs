@@ -29,7 +29,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::flows::{Flow, assert_invariants, assert_none_failed, run_parallel};
+use common::flows::{Flow, assert_invariants, run_matrix};
 use common::{TestResult, rig};
 use engine::Outcome;
 use futures::FutureExt;
@@ -199,28 +199,24 @@ async fn matrix(flow: Flow) -> TestResult {
             }
         }
     }
-    let total = cases.len();
-    let results = run_parallel(cases, parallel()).await;
-    let mut by_verdict: BTreeMap<String, usize> = BTreeMap::new();
-    let mut failed = Vec::new();
-    for (label, result, took) in &results {
-        match result {
-            Ok(v) => *by_verdict.entry(format!("{v:?}")).or_default() += 1,
-            Err(e) => failed.push(format!("- {label} ({took:?}): {e:#}")),
-        }
-    }
-    let passed = total - failed.len();
-    eprintln!(
-        "RELIABILITY fault-matrix {:?} tried={total} passed={passed} verdicts={by_verdict:?} \
-         commands={calls:?} secs={:.1}",
+    run_matrix(
+        "fault-matrix",
         flow,
-        started.elapsed().as_secs_f64()
-    );
-    assert_none_failed(
-        &failed,
-        format_args!("of {total} fault cases of {} failed", flow.name()),
-    );
-    Ok(())
+        started,
+        cases,
+        parallel(),
+        |results| {
+            let mut by_verdict: BTreeMap<String, usize> = BTreeMap::new();
+            for (_, result, _) in results {
+                if let Ok(v) = result {
+                    *by_verdict.entry(format!("{v:?}")).or_default() += 1;
+                }
+            }
+            format!("verdicts={by_verdict:?} commands={calls:?}")
+        },
+        &format!("fault cases of {} failed", flow.name()),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

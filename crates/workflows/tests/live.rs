@@ -5,6 +5,8 @@
 use ::ids::{RunId, VmId};
 mod common;
 
+use common::flows::Flow;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -40,6 +42,13 @@ async fn assert_failed_over(rig: &Rig) -> anyhow::Result<cloudstack::VirtualMach
     assert_eq!(target.nic[0].ipaddress.as_deref(), Some(PRODUCTION_IP));
     rig.assert_replicas_on(&target, VmState::FailedOver).await?;
     Ok(target)
+}
+
+/// A live failover of pgtest1 that goes through ([`assert_failed_over`]).
+async fn fail_over(rig: &Rig) -> anyhow::Result<cloudstack::VirtualMachine> {
+    let run = live::start(&rig.env, "pgtest1").await?;
+    rig.done(&run, live::saga()).await?;
+    assert_failed_over(rig).await
 }
 
 /// What a run that stopped before changing anything must leave: cloudsim saw no
@@ -83,12 +92,17 @@ impl Untouched {
     }
 }
 
-fn sh(script: String) -> Hook {
+/// A command hook: `program` with `args`, killed after `timeout_secs`.
+fn command(program: &str, args: &[&str], timeout_secs: u64) -> Hook {
     Hook::Command {
-        program: "sh".into(),
-        args: vec!["-c".into(), script],
-        timeout_secs: 10,
+        program: program.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        timeout_secs,
     }
+}
+
+fn sh(script: String) -> Hook {
+    command("sh", &["-c", &script], 10)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,9 +204,7 @@ async fn pgtest1_fails_over_live_rolls_back_fails_over_again_and_commits() -> Te
     );
 
     // Again, then commit: the snapshots go, the VM stays.
-    let run = live::start(&rig.env, "pgtest1").await?;
-    rig.done(&run, live::saga()).await?;
-    let target = assert_failed_over(&rig).await?;
+    let target = fail_over(&rig).await?;
     let run = commit::start(&rig.env, "pgtest1").await?;
     rig.done(&run, commit::saga()).await?;
     rig.assert_committed(&target).await?;
@@ -268,11 +280,7 @@ async fn rollback_and_commit_refuse_a_vm_that_is_not_failed_over() -> TestResult
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_before_live_hook_changes_nothing_in_cloudstack() -> TestResult {
     let mut rig = rig().await?;
-    rig.env.hooks.before_live = vec![Hook::Command {
-        program: "false".into(),
-        args: vec![],
-        timeout_secs: 10,
-    }];
+    rig.env.hooks.before_live = vec![command("false", &[], 10)];
     let untouched = Untouched::now(&rig).await?;
     let run = live::start(&rig.env, "pgtest1").await?;
     let error = rig.unwound(&run, live::saga()).await?;
@@ -308,9 +316,7 @@ async fn a_failing_before_live_hook_changes_nothing_in_cloudstack() -> TestResul
     );
     // A failing hook is not a lasting state: with the hook fixed, it goes through.
     rig.env.hooks.before_live.clear();
-    let run = live::start(&rig.env, "pgtest1").await?;
-    rig.done(&run, live::saga()).await?;
-    assert_failed_over(&rig).await?;
+    fail_over(&rig).await?;
     Ok(())
 }
 
@@ -436,9 +442,7 @@ async fn an_http_hook_fails_the_run_on_500_and_passes_on_200() -> TestResult {
         method: "put".into(),
         timeout_secs: 5,
     }];
-    let run = live::start(&rig.env, "pgtest1").await?;
-    rig.done(&run, live::saga()).await?;
-    assert_failed_over(&rig).await?;
+    fail_over(&rig).await?;
     {
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 2);
@@ -461,11 +465,7 @@ async fn an_http_hook_fails_the_run_on_500_and_passes_on_200() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_that_times_out_fails_the_run() -> TestResult {
     let mut rig = rig().await?;
-    rig.env.hooks.before_live = vec![Hook::Command {
-        program: "sleep".into(),
-        args: vec!["30".into()],
-        timeout_secs: 1,
-    }];
+    rig.env.hooks.before_live = vec![command("sleep", &["30"], 1)];
     let untouched = Untouched::now(&rig).await?;
     let run = live::start(&rig.env, "pgtest1").await?;
     let error = rig.unwound(&run, live::saga()).await?;
@@ -509,17 +509,13 @@ async fn a_failing_after_rollback_hook_is_reported_and_the_rollback_is_done() ->
 async fn a_failed_attach_unwinds_the_live_failover() -> TestResult {
     let rig = rig().await?;
     let before = rig.generations().await?;
-    rig.fail_data_attach().await?;
-    let run = live::start(&rig.env, "pgtest1").await?;
-    let error = rig.unwound(&run, live::saga()).await?;
+    let (_, error) = rig.unwound_by_a_failed_data_attach(Flow::Live).await?;
     assert!(error.contains("attach-replicas"), "{error}");
     rig.assert_at_rest().await?;
     assert!(rig.live_vm().await?.is_none(), "pgtest1 was destroyed");
     assert_eq!(rig.generations().await?, before);
     // And the failover can be tried again.
-    let run = live::start(&rig.env, "pgtest1").await?;
-    rig.done(&run, live::saga()).await?;
-    assert_failed_over(&rig).await?;
+    fail_over(&rig).await?;
     Ok(())
 }
 

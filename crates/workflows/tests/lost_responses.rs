@@ -15,7 +15,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::flows::{Census, Flow, assert_none_failed, census, failures, run_parallel};
+use common::flows::{Census, Flow, census, run_matrix};
 use common::{RigOptions, TestResult, rig_with};
 use engine::Outcome;
 use futures::FutureExt;
@@ -105,20 +105,16 @@ async fn lose_each_response_of(flow: Flow) -> TestResult {
             }
         }
     }
-    let total = cases.len();
-    let results = run_parallel(cases, 4).await;
-    let failed = failures(&results);
-    eprintln!(
-        "RELIABILITY lost-responses {flow:?} tried={total} passed={} jobs={:?} secs={:.1}",
-        total - failed.len(),
-        clean.jobs,
-        started.elapsed().as_secs_f64()
-    );
-    assert_none_failed(
-        &failed,
-        format_args!("of {total} lost responses in {} went wrong", flow.name()),
-    );
-    Ok(())
+    run_matrix(
+        "lost-responses",
+        flow,
+        started,
+        cases,
+        4,
+        |_| format!("jobs={:?}", clean.jobs),
+        &format!("lost responses in {} went wrong", flow.name()),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,13 +5,14 @@
 //! one of {appliance, target VM}, nothing ferry created left behind, the store agreeing
 //! with CloudStack, the replicas' content back to what it was.
 
-use ::ids::{ProtectedVmId, RunId};
+use ::ids::ProtectedVmId;
 mod common;
+
+use common::flows::Flow;
 
 use cloudsim::world::ids;
 use common::{REPLICAS, TestResult, rig};
 use engine::Outcome;
-use serde_json::Value;
 use store::{RunState, VmState};
 use workflows::{cleanup, test_failover};
 
@@ -75,12 +76,7 @@ async fn pgtest1_goes_through_test_failover_and_cleanup_with_both_disks() -> Tes
         vm.disks[0].attachment.vm_id.as_ref().map(|id| id.as_str()),
         Some(target.id.as_str())
     );
-    let steps = rig.env.store.steps(&RunId::from(&run.id)).await?;
-    let verify = steps
-        .iter()
-        .find(|s| s.name == "verify")
-        .expect("a verify step");
-    let map: Value = serde_json::from_str(verify.output.as_deref().unwrap())?;
+    let map = rig.step_output(&run, "verify").await?;
     assert_eq!(map["device_map"][0]["device_id"], 0);
     assert_eq!(map["device_map"][1]["volume_id"], ids::PGTEST1_DISK_2001);
     let during = rig.generations().await?;
@@ -115,10 +111,9 @@ async fn pgtest1_goes_through_test_failover_and_cleanup_with_both_disks() -> Tes
 async fn a_failed_data_disk_attach_unwinds_to_where_it_started() -> TestResult {
     let rig = rig().await?;
     let before = rig.generations().await?;
-    // attachVolume calls of a test failover: the boot disk (1st), the data disk (2nd).
-    rig.fail_data_attach().await?;
-    let run = test_failover::start(&rig.env, "pgtest1").await?;
-    let error = rig.unwound(&run, test_failover::saga()).await?;
+    let (run, error) = rig
+        .unwound_by_a_failed_data_attach(Flow::TestReplica)
+        .await?;
     assert!(error.contains("attach-replicas"), "{error}");
     assert!(error.contains("agent error"), "{error}");
     let record = rig.env.store.run(&run.id).await?.unwrap();

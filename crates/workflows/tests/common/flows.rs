@@ -506,20 +506,42 @@ pub async fn run_parallel<T: Send + 'static>(
         .await
 }
 
-/// The cases of `results` that failed, a line each.
-pub fn failures<T>(results: &[(String, anyhow::Result<T>, Duration)]) -> Vec<String> {
-    results
+/// Runs the cases of a reliability matrix of `flow`, started at `started`, at most
+/// `parallel` at a time ([`run_parallel`]); prints the line `RELIABILITY {suite}
+/// {flow:?} tried=… passed=… {figures} secs=…` that `scripts/reliability` collects
+/// (`figures` made from the results); and fails with every case that failed, after
+/// "{how many} of {total} {what}".
+pub async fn run_matrix<T: Send + 'static>(
+    suite: &str,
+    flow: Flow,
+    started: Instant,
+    cases: Vec<(String, BoxFuture<'static, anyhow::Result<T>>)>,
+    parallel: usize,
+    figures: impl FnOnce(&[(String, anyhow::Result<T>, Duration)]) -> String,
+    what: &str,
+) -> TestResult {
+    let total = cases.len();
+    let results = run_parallel(cases, parallel).await;
+    let failed: Vec<String> = results
         .iter()
-        .filter_map(|(label, r, _)| r.as_ref().err().map(|e| format!("- {label}: {e:#}")))
-        .collect()
-}
-
-/// Fails with every line of `failed`, saying "{how many} {what}" first.
-pub fn assert_none_failed(failed: &[String], what: std::fmt::Arguments) {
+        .filter_map(|(label, result, took)| {
+            result
+                .as_ref()
+                .err()
+                .map(|e| format!("- {label} ({took:?}): {e:#}"))
+        })
+        .collect();
+    eprintln!(
+        "RELIABILITY {suite} {flow:?} tried={total} passed={} {} secs={:.1}",
+        total - failed.len(),
+        figures(&results),
+        started.elapsed().as_secs_f64()
+    );
     assert!(
         failed.is_empty(),
-        "{} {what}:\n{}",
+        "{} of {total} {what}:\n{}",
         failed.len(),
         failed.join("\n")
     );
+    Ok(())
 }

@@ -295,15 +295,16 @@ impl Rig {
             .await?)
     }
 
+    /// Sends `request` to cloudsim's admin API, which must answer with success.
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<()> {
+        request.send().await?.error_for_status()?;
+        Ok(())
+    }
+
     /// POSTs `body` to cloudsim's admin `path`.
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<()> {
-        self.http
-            .post(format!("{}/{path}", self.sim.announcement.admin))
-            .json(body)
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
+        let url = format!("{}/{path}", self.sim.announcement.admin);
+        self.send(self.http.post(url).json(body)).await
     }
 
     pub async fn arm(&self, rule: Value) -> anyhow::Result<()> {
@@ -318,14 +319,34 @@ impl Rig {
             .await
     }
 
+    /// Runs `flow` (a test or live failover) with the data disk's attach failing
+    /// ([`Rig::fail_data_attach`]); it must unwind. Its run and error.
+    pub async fn unwound_by_a_failed_data_attach(
+        &self,
+        flow: flows::Flow,
+    ) -> anyhow::Result<(store::Run, String)> {
+        self.fail_data_attach().await?;
+        let run = flow.start(&self.env).await?;
+        let error = self.unwound(&run, flow.saga()).await?;
+        Ok((run, error))
+    }
+
+    /// The output of `run`'s step `name`.
+    pub async fn step_output(&self, run: &store::Run, name: &str) -> anyhow::Result<Value> {
+        let steps = self.env.store.steps(&run.id).await?;
+        let step = steps
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("a {name} step"));
+        Ok(serde_json::from_str(
+            step.output.as_deref().expect("an output"),
+        )?)
+    }
+
     /// Disarms every fault rule (`DELETE /sim/faults`).
     pub async fn http_delete_faults(&self) -> anyhow::Result<()> {
-        self.http
-            .delete(format!("{}/faults", self.sim.announcement.admin))
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
+        let url = format!("{}/faults", self.sim.announcement.admin);
+        self.send(self.http.delete(url)).await
     }
 
     /// Sets cloudsim's latency of commands, in milliseconds before its time scale.
