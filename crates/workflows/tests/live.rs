@@ -442,7 +442,9 @@ async fn an_http_hook_fails_the_run_on_500_and_passes_on_200() -> TestResult {
         method: "put".into(),
         timeout_secs: 5,
     }];
-    fail_over(&rig).await?;
+    let run = live::start(&rig.env, "pgtest1").await?;
+    rig.done(&run, live::saga()).await?;
+    assert_failed_over(&rig).await?;
     {
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 2);
