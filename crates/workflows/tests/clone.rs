@@ -13,209 +13,24 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use cloudsim::world::ids;
+use common::flows::{Flow, clones_alive};
 use common::{REPLICAS, Rig, TestResult, rig};
-use engine::{Outcome, Saga, Step, StepContext, StepError};
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use serde_json::{Value, json};
-use store::{RunState, StepState, VmState};
+use engine::{Outcome, Saga};
+use serde_json::Value;
+use store::VmState;
 use workflows::test_failover::Mode;
 use workflows::{Env, cleanup, test_failover};
 
-// ---- The fault wrapper (as in saga_trio.rs) ------------------------------------------
-
-/// What a wrapped step's action does.
-#[derive(Clone, Copy, Debug)]
-enum Action {
-    /// The real action, once.
-    Once,
-    /// Fail definitively without running the real action.
-    FailBefore,
-    /// Run the real action, then fail definitively anyway.
-    FailAfter,
-    /// Run the real action twice and return the second output.
-    Twice,
-}
-
-/// A real step with a fault around it; `undo_twice` runs the real undo twice.
-struct Faulty {
-    inner: Box<dyn Step<Env>>,
-    action: Action,
-    undo_twice: bool,
-}
-
-#[async_trait]
-impl Step<Env> for Faulty {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
-        match self.action {
-            Action::Once => self.inner.run(cx).await,
-            Action::FailBefore => Err(StepError::Definitive(format!(
-                "injected failure before the action of {}",
-                self.name()
-            ))),
-            Action::FailAfter => {
-                self.inner.run(cx).await?;
-                Err(StepError::Definitive(format!(
-                    "injected failure after the action of {} ran",
-                    self.name()
-                )))
-            }
-            Action::Twice => {
-                self.inner.run(cx).await?;
-                self.inner.run(cx).await
-            }
-        }
-    }
-
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        self.inner.undo(cx, output).await?;
-        if self.undo_twice {
-            self.inner.undo(cx, output).await?;
-        }
-        Ok(())
-    }
-}
-
-/// `saga` with each step wrapped as `fault` says for its position.
-fn faulty(saga: Saga<Env>, fault: impl Fn(usize) -> (Action, bool)) -> Saga<Env> {
-    Saga::new(
-        saga.steps
-            .into_iter()
-            .enumerate()
-            .map(|(k, inner)| {
-                let (action, undo_twice) = fault(k);
-                Box::new(Faulty {
-                    inner,
-                    action,
-                    undo_twice,
-                }) as Box<dyn Step<Env>>
-            })
-            .collect(),
-    )
-}
-
-/// `saga` with `action` at step `k` and every other step untouched.
-fn fault_at(saga: Saga<Env>, k: usize, action: Action) -> Saga<Env> {
-    faulty(saga, |i| {
-        (if i == k { action } else { Action::Once }, false)
-    })
-}
-
-fn step_names(saga: &Saga<Env>) -> Vec<String> {
-    saga.steps.iter().map(|s| s.name().to_string()).collect()
-}
+use common::trio::*;
 
 fn clone_saga() -> Saga<Env> {
     test_failover::saga_for(Mode::Clone)
 }
 
-/// Runs the cases one after another, each in its own task, and fails with the list of
-/// the cases that failed, not only the first.
-async fn run_cases(cases: Vec<(String, BoxFuture<'static, TestResult>)>) -> TestResult {
-    let total = cases.len();
-    let mut failed = Vec::new();
-    for (label, case) in cases {
-        let started = Instant::now();
-        let problem = match tokio::spawn(case).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("{e:#}")),
-            Err(e) if e.is_panic() => {
-                let payload = e.into_panic();
-                Some(
-                    payload
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "a panic".to_string()),
-                )
-            }
-            Err(e) => Some(e.to_string()),
-        };
-        eprintln!(
-            "case {label}: {} ({:?})",
-            if problem.is_some() { "FAILED" } else { "ok" },
-            started.elapsed()
-        );
-        if let Some(problem) = problem {
-            failed.push(format!("- {label}: {problem}"));
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {total} cases failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
-    Ok(())
-}
-
-async fn events(rig: &Rig, run_id: &RunId) -> String {
-    match rig.env.store.events(&RunId::from(run_id)).await {
-        Ok(events) => format!("{events:?}"),
-        Err(e) => format!("(no events: {e})"),
-    }
-}
-
-async fn expect_done(rig: &Rig, run_id: &RunId, outcome: Outcome) -> TestResult {
-    anyhow::ensure!(
-        outcome == Outcome::Done,
-        "expected the run to be done, got {outcome:?}; events: {}",
-        events(rig, run_id).await
-    );
-    Ok(())
-}
-
-/// The run unwound because of the failure injected at `step`, and every step that ran
-/// was undone.
-async fn expect_unwound_by(rig: &Rig, run_id: &RunId, outcome: Outcome, step: &str) -> TestResult {
-    let Outcome::Unwound { error } = &outcome else {
-        anyhow::bail!(
-            "expected the run to unwind, got {outcome:?}; events: {}",
-            events(rig, run_id).await
-        );
-    };
-    anyhow::ensure!(
-        error.contains("injected") && error.contains(step),
-        "the run unwound for another reason than the failure injected at {step}: {error}"
-    );
-    assert_eq!(
-        rig.env.store.run(run_id).await?.expect("a run").state,
-        RunState::Unwound
-    );
-    let steps = rig.env.store.steps(&RunId::from(run_id)).await?;
-    assert_eq!(steps.last().map(|s| s.name.as_str()), Some(step));
-    for s in &steps {
-        assert_eq!(s.state, StepState::Undone, "step {} was not undone", s.name);
-    }
-    Ok(())
-}
-
 // ---- What clone mode promises ----------------------------------------------------------
-
-/// The volumes CloudStack has whose name is that of a clone of a pgtest1 drill.
-async fn clones_alive(rig: &Rig) -> anyhow::Result<Vec<String>> {
-    Ok(rig
-        .env
-        .cloud
-        .list_volumes(&cloudstack::VolumeFilter::default())
-        .await?
-        .into_iter()
-        .filter(|v| v.name.starts_with("pgtest1-test-") && v.name.contains("-disk-"))
-        .map(|v| format!("{} ({}, {})", v.id, v.name, v.state))
-        .collect())
-}
 
 /// Rest, as `assert_at_rest_since(registered)` checks it, and no clone anywhere.
 async fn assert_at_rest_without_clones(rig: &Rig, registered: &store::ProtectedVm) -> TestResult {
@@ -225,17 +40,19 @@ async fn assert_at_rest_without_clones(rig: &Rig, registered: &store::ProtectedV
     Ok(())
 }
 
-/// Watches the replicas while `work` runs: every few milliseconds each must be attached
-/// to the appliance, seen in its sysfs tree, and at the content generation it had in
-/// `before`. Returns the work's result and what the watch saw go wrong.
-async fn watching_replicas<T>(
+/// Runs `run` with `saga` while watching the replicas: every few milliseconds each
+/// must be attached to the appliance, seen in its sysfs tree, and at the content
+/// generation it had in `before`. Fails with what the watch saw go wrong; returns the
+/// run's outcome.
+async fn watching_replicas(
     rig: &Rig,
     before: &BTreeMap<String, u64>,
-    work: impl std::future::Future<Output = T>,
-) -> anyhow::Result<(T, Vec<String>)> {
+    run: &store::Run,
+    saga: Saga<Env>,
+) -> anyhow::Result<Outcome> {
     let finished = AtomicBool::new(false);
     let work = async {
-        let out = work.await;
+        let out = rig.execute(run, saga).await;
         finished.store(true, Ordering::SeqCst);
         out
     };
@@ -281,7 +98,12 @@ async fn watching_replicas<T>(
         Ok::<_, anyhow::Error>(problems)
     };
     let (out, problems) = tokio::join!(work, watch);
-    Ok((out, problems?))
+    assert_eq!(
+        problems?,
+        Vec::<String>::new(),
+        "the replicas moved or changed"
+    );
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,29 +113,13 @@ async fn a_clone_mode_drill_gives_the_test_vm_new_volumes_and_leaves_the_replica
     let before = rig.generations().await?;
     let mut sizes = BTreeMap::new();
     for id in REPLICAS {
-        sizes.insert(
-            id,
-            rig.env
-                .cloud
-                .get_volume(&VolumeId::from(id))
-                .await?
-                .expect("a replica")
-                .size,
-        );
+        sizes.insert(id, rig.replica(id).await?.size);
     }
 
     let run = test_failover::start_with_mode(&rig.env, "pgtest1", Mode::Clone).await?;
     assert_eq!(run.mode.as_deref(), Some("clone"));
-    let (outcome, problems) = watching_replicas(&rig, &before, async {
-        rig.engine.execute(&run.id, &clone_saga(), &rig.env).await
-    })
-    .await?;
-    expect_done(&rig, &run.id, outcome?).await?;
-    assert_eq!(
-        problems,
-        Vec::<String>::new(),
-        "the replicas moved or changed"
-    );
+    let outcome = watching_replicas(&rig, &before, &run, clone_saga()).await?;
+    expect_done(&rig, &run.id, outcome).await?;
 
     let vms = rig.test_vms().await?;
     assert_eq!(vms.len(), 1);
@@ -324,14 +130,7 @@ async fn a_clone_mode_drill_gives_the_test_vm_new_volumes_and_leaves_the_replica
         Some("00:50:56:8a:11:01")
     );
     assert_eq!(target.nic[0].networkid, ids::NETWORK_TEST);
-    let mut on_target: Vec<cloudstack::Volume> = rig
-        .env
-        .cloud
-        .list_volumes(&cloudstack::VolumeFilter {
-            virtual_machine_id: Some(target.id.clone()),
-            ..Default::default()
-        })
-        .await?;
+    let mut on_target = rig.volumes_on(&target.id).await?;
     on_target.sort_by_key(|v| v.deviceid);
     assert_eq!(on_target.len(), 2, "two volumes and nothing else");
     let clone_ids: Vec<String> = on_target.iter().map(|v| v.id.to_string()).collect();
@@ -348,20 +147,14 @@ async fn a_clone_mode_drill_gives_the_test_vm_new_volumes_and_leaves_the_replica
         );
         assert_eq!(v.name, format!("{}-disk-{key}", target.name));
         assert!(
-            rig.env
-                .store
-                .is_created_volume(&VolumeId::from(&v.id))
-                .await?,
+            rig.created(&v.id).await?,
             "clone {} is recorded as ferry's",
             v.id
         );
     }
-    let vm = rig.env.store.vm("pgtest1").await?.expect("registered");
-    assert_eq!(vm.state, VmState::TestFailedOver);
-    assert_eq!(
-        vm.target_vm_id.as_ref().map(|id| id.as_str()),
-        Some(target.id.as_str())
-    );
+    let vm = rig
+        .assert_recorded(VmState::TestFailedOver, &target.id)
+        .await?;
     for d in &vm.disks {
         assert_eq!(
             d.attachment.vm_id.as_ref().map(|id| id.as_str()),
@@ -407,19 +200,9 @@ async fn a_clone_mode_drill_gives_the_test_vm_new_volumes_and_leaves_the_replica
 
     let cleanup_run = cleanup::start(&rig.env, "pgtest1").await?;
     assert_eq!(cleanup_run.mode.as_deref(), Some("clone"));
-    let (outcome, problems) = watching_replicas(&rig, &before, async {
-        rig.engine
-            .execute(&cleanup_run.id, &cleanup::saga(), &rig.env)
-            .await
-    })
-    .await?;
-    expect_done(&rig, &cleanup_run.id, outcome?).await?;
-    assert_eq!(
-        problems,
-        Vec::<String>::new(),
-        "the replicas moved or changed"
-    );
-    rig.assert_at_rest().await?;
+    let outcome = watching_replicas(&rig, &before, &cleanup_run, cleanup::saga()).await?;
+    expect_done(&rig, &cleanup_run.id, outcome).await?;
+    rig.assert_at_rest_as(&before).await?;
     for id in &clone_ids {
         assert!(
             rig.env
@@ -429,10 +212,9 @@ async fn a_clone_mode_drill_gives_the_test_vm_new_volumes_and_leaves_the_replica
                 .is_none(),
             "clone {id} was deleted, not only detached"
         );
-        assert!(!rig.env.store.is_created_volume(&VolumeId::from(id)).await?);
+        assert!(!rig.created(id).await?);
     }
     assert!(clones_alive(&rig).await?.is_empty());
-    assert_eq!(rig.generations().await?, before);
     let stats = rig.stats().await?;
     assert_eq!(
         stats.calls.get("revertSnapshot"),
@@ -459,25 +241,14 @@ async fn a_failed_clone_attach_unwinds_to_rest_with_no_clone_left() -> TestResul
     let before = rig.generations().await?;
     let registered = rig.env.store.vm("pgtest1").await?.expect("registered");
     // attachVolume calls of a clone-mode drill: the boot clone (1st), the data clone (2nd).
-    rig.arm(json!({"command": "attachVolume", "nth": 2,
-        "fault": {"kind": "job_error", "errorcode": 530, "errortext": "Failed to attach volume DATA to VM: agent error"}}))
-        .await?;
+    rig.fail_data_attach().await?;
     let run = test_failover::start_with_mode(&rig.env, "pgtest1", Mode::Clone).await?;
-    let (outcome, problems) = watching_replicas(&rig, &before, async {
-        rig.engine.execute(&run.id, &clone_saga(), &rig.env).await
-    })
-    .await?;
-    let outcome = outcome?;
+    let outcome = watching_replicas(&rig, &before, &run, clone_saga()).await?;
     let Outcome::Unwound { error } = &outcome else {
         panic!("expected an unwound run, got {outcome:?}");
     };
     assert!(error.contains("attach-clones"), "{error}");
     assert!(error.contains("agent error"), "{error}");
-    assert_eq!(
-        problems,
-        Vec::<String>::new(),
-        "the replicas moved or changed"
-    );
     assert_at_rest_without_clones(&rig, &registered).await?;
     assert_eq!(rig.generations().await?, before);
     Ok(())
@@ -489,13 +260,7 @@ async fn a_clone_mode_run_is_never_executed_as_a_replica_mode_one() -> TestResul
     let rig = rig().await?;
     let registered = rig.env.store.vm("pgtest1").await?.expect("registered");
     let run = test_failover::start_with_mode(&rig.env, "pgtest1", Mode::Clone).await?;
-    let outcome = rig
-        .engine
-        .execute(&run.id, &test_failover::saga(), &rig.env)
-        .await?;
-    let Outcome::Unwound { error } = &outcome else {
-        panic!("expected an unwound run, got {outcome:?}");
-    };
+    let error = rig.unwound(&run, test_failover::saga()).await?;
     assert!(error.contains("clone-mode"), "{error}");
     assert_at_rest_without_clones(&rig, &registered).await?;
     assert_eq!(
@@ -517,29 +282,18 @@ async fn a_clone_mode_run_is_never_executed_as_a_replica_mode_one() -> TestResul
 /// A clone-mode drill with `action` at step `k` unwinds to rest, with no clone left and
 /// the replicas' content as it was — whether or not the test VM ran: it ran on clones.
 async fn unwinds_to_rest(k: usize, action: Action) -> TestResult {
-    let rig = rig().await?;
-    let before = rig.generations().await?;
-    let registered = rig.env.store.vm("pgtest1").await?.expect("registered");
-    let run = test_failover::start_with_mode(&rig.env, "pgtest1", Mode::Clone).await?;
-    let saga = fault_at(clone_saga(), k, action);
-    let step = saga.steps[k].name().to_string();
-    let outcome = rig.engine.execute(&run.id, &saga, &rig.env).await?;
-    expect_unwound_by(&rig, &run.id, outcome, &step).await?;
-    assert_at_rest_without_clones(&rig, &registered).await?;
+    let (rig, base) = unwound_at(Flow::TestClone, k, action).await?;
+    assert_at_rest_without_clones(&rig, &base.registered).await?;
     assert_eq!(
         rig.generations().await?,
-        before,
+        base.before,
         "the replicas' content changed"
     );
     Ok(())
 }
 
-fn each_step(action: Action) -> Vec<(String, BoxFuture<'static, TestResult>)> {
-    step_names(&clone_saga())
-        .into_iter()
-        .enumerate()
-        .map(|(k, name)| (format!("{k} {name}"), unwinds_to_rest(k, action).boxed()))
-        .collect()
+fn each_step(action: Action) -> Cases {
+    per_step(&clone_saga(), |k| unwinds_to_rest(k, action.clone()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -559,9 +313,7 @@ async fn every_clone_mode_action_twice_ends_where_one_run_does() -> TestResult {
     let rig = rig().await?;
     let before = rig.generations().await?;
     let run = test_failover::start_with_mode(&rig.env, "pgtest1", Mode::Clone).await?;
-    let saga = faulty(clone_saga(), |_| (Action::Twice, false));
-    let outcome = rig.engine.execute(&run.id, &saga, &rig.env).await?;
-    expect_done(&rig, &run.id, outcome).await?;
+    rig.done(&run, twice(clone_saga())).await?;
     let stats = rig.stats().await?;
     let calls = |c: &str| stats.calls.get(c).copied().unwrap_or(0);
     assert_eq!(
@@ -578,12 +330,9 @@ async fn every_clone_mode_action_twice_ends_where_one_run_does() -> TestResult {
     assert_eq!(clones_alive(&rig).await?.len(), 2);
 
     let run = cleanup::start(&rig.env, "pgtest1").await?;
-    let saga = faulty(cleanup::saga(), |_| (Action::Twice, false));
-    let outcome = rig.engine.execute(&run.id, &saga, &rig.env).await?;
-    expect_done(&rig, &run.id, outcome).await?;
-    rig.assert_at_rest().await?;
+    rig.done(&run, twice(cleanup::saga())).await?;
+    rig.assert_at_rest_as(&before).await?;
     assert!(clones_alive(&rig).await?.is_empty());
-    assert_eq!(rig.generations().await?, before);
     Ok(())
 }
 
@@ -591,68 +340,25 @@ async fn every_clone_mode_action_twice_ends_where_one_run_does() -> TestResult {
 /// twice still leaves the VM at rest with no clone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_clone_mode_undo_twice_still_unwinds_to_rest() -> TestResult {
-    let rig = rig().await?;
-    let registered = rig.env.store.vm("pgtest1").await?.expect("registered");
-    let run = test_failover::start_with_mode(&rig.env, "pgtest1", Mode::Clone).await?;
-    let last = clone_saga().steps.len() - 1;
-    let saga = faulty(clone_saga(), |k| {
-        (
-            if k == last {
-                Action::FailAfter
-            } else {
-                Action::Once
-            },
-            true,
-        )
-    });
-    let step = saga.steps[last].name().to_string();
-    let outcome = rig.engine.execute(&run.id, &saga, &rig.env).await?;
-    expect_unwound_by(&rig, &run.id, outcome, &step).await?;
-    assert_at_rest_without_clones(&rig, &registered).await?;
-    Ok(())
+    let (rig, base) = unwound_with_every_undo_twice(Flow::TestClone).await?;
+    assert_at_rest_without_clones(&rig, &base.registered).await
 }
 
 /// After a clone-mode drill, a cleanup that fails with `action` at step `k` ends
-/// unwound (a forward workflow: nothing undone); a second cleanup finishes the work.
+/// unwound (a forward workflow: nothing undone); a second cleanup, in clone mode too,
+/// finishes the work and leaves no clone.
 async fn clone_cleanup_finishes_after(k: usize, action: Action) -> TestResult {
-    let rig = rig().await?;
-    let before = rig.generations().await?;
-    let run = test_failover::start_with_mode(&rig.env, "pgtest1", Mode::Clone).await?;
-    let outcome = rig.engine.execute(&run.id, &clone_saga(), &rig.env).await?;
-    expect_done(&rig, &run.id, outcome).await?;
-
-    let first = cleanup::start(&rig.env, "pgtest1").await?;
-    let saga = fault_at(cleanup::saga(), k, action);
-    let step = saga.steps[k].name().to_string();
-    let outcome = rig.engine.execute(&first.id, &saga, &rig.env).await?;
-    expect_unwound_by(&rig, &first.id, outcome, &step).await?;
-
-    let second = cleanup::start(&rig.env, "pgtest1").await?;
+    let (rig, second) = cleanup_finishes_after(Mode::Clone, k, action).await?;
     assert_eq!(second.mode.as_deref(), Some("clone"));
-    let outcome = rig
-        .engine
-        .execute(&second.id, &cleanup::saga(), &rig.env)
-        .await?;
-    expect_done(&rig, &second.id, outcome).await?;
-    rig.assert_at_rest().await?;
     assert!(clones_alive(&rig).await?.is_empty());
-    assert_eq!(rig.generations().await?, before);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clone_mode_cleanup_run_again_finishes_what_an_interrupted_one_left() -> TestResult {
-    let mut cases = Vec::new();
-    for (label, action) in [
-        ("failing before", Action::FailBefore),
-        ("failing after", Action::FailAfter),
-    ] {
-        for (k, name) in step_names(&cleanup::saga()).into_iter().enumerate() {
-            cases.push((
-                format!("{k} {name}, {label}"),
-                clone_cleanup_finishes_after(k, action).boxed(),
-            ));
-        }
-    }
-    run_cases(cases).await
+    run_cases(per_step_failing(
+        &cleanup::saga(),
+        clone_cleanup_finishes_after,
+    ))
+    .await
 }

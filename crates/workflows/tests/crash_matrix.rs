@@ -24,11 +24,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use common::flows::{Census, Flow};
-use common::{Rig, TestResult, rig};
-use engine::{Engine, EngineConfig, Outcome, Saga, Step, StepContext, StepError};
-use futures::StreamExt;
+use common::flows::{Census, Flow, run_matrix};
+use common::trio::{Action, fault_at};
+use common::{Rig, TestResult, engine_config, rig};
+use engine::{Engine, Outcome};
+use futures::FutureExt;
 use serde_json::{Value, json};
 use store::StepState;
 use tokio::sync::Notify;
@@ -53,60 +53,6 @@ impl std::fmt::Display for Point {
             Point::InJob { command, nth } => write!(f, "inside {command} job #{nth}"),
         }
     }
-}
-
-/// A real step that tells the test and never returns, before or after its action,
-/// on its first attempt: where the process dies.
-struct Hang {
-    inner: Box<dyn Step<Env>>,
-    after: bool,
-    reached: Arc<Notify>,
-}
-
-#[async_trait]
-impl Step<Env> for Hang {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    async fn run(&self, cx: &StepContext<'_, Env>) -> Result<Value, StepError> {
-        if cx.attempt > 1 {
-            return self.inner.run(cx).await;
-        }
-        if self.after {
-            self.inner.run(cx).await?;
-        }
-        self.reached.notify_one();
-        std::future::pending().await
-    }
-
-    async fn undo(
-        &self,
-        cx: &StepContext<'_, Env>,
-        output: Option<&Value>,
-    ) -> Result<(), StepError> {
-        self.inner.undo(cx, output).await
-    }
-}
-
-fn hang_at(saga: Saga<Env>, k: usize, after: bool, reached: Arc<Notify>) -> Saga<Env> {
-    Saga::new(
-        saga.steps
-            .into_iter()
-            .enumerate()
-            .map(|(i, inner)| {
-                if i == k {
-                    Box::new(Hang {
-                        inner,
-                        after,
-                        reached: reached.clone(),
-                    }) as Box<dyn Step<Env>>
-                } else {
-                    inner
-                }
-            })
-            .collect(),
-    )
 }
 
 /// The CloudStack command of a volume-daemon operation kind.
@@ -171,14 +117,7 @@ async fn pending(rig: &Rig, jobs: &[String]) -> anyhow::Result<Option<String>> {
 fn engine(rig: &Rig) -> Engine {
     Engine::new(
         rig.env.store.clone(),
-        EngineConfig {
-            owner: "worker-1".into(),
-            lease: Duration::from_secs(30),
-            max_attempts: 3,
-            backoff_first: Duration::from_millis(5),
-            backoff_max: Duration::from_millis(20),
-            outage_tolerance: Duration::from_secs(60),
-        },
+        engine_config("worker-1", Duration::from_secs(30)),
     )
 }
 
@@ -236,8 +175,8 @@ async fn case(flow: Flow, point: Point, clean: Census) -> TestResult {
     // The first process, and where it dies.
     let reached = Arc::new(Notify::new());
     let saga = match &point {
-        Point::BeforeStep(k, _) => hang_at(flow.saga(), *k, false, reached.clone()),
-        Point::AfterStep(k, _) => hang_at(flow.saga(), *k, true, reached.clone()),
+        Point::BeforeStep(k, _) => fault_at(flow.saga(), *k, Action::HangBefore(reached.clone())),
+        Point::AfterStep(k, _) => fault_at(flow.saga(), *k, Action::HangAfter(reached.clone())),
         Point::InJob { command, .. } => {
             rig.latency(json!({ command.as_str(): 200_000 })).await?;
             flow.saga()
@@ -364,39 +303,20 @@ async fn matrix(flow: Flow) -> TestResult {
         .iter()
         .filter(|p| matches!(p, Point::InJob { .. }))
         .count();
-    let results: Vec<(Point, TestResult)> = futures::stream::iter(points)
-        .map(|point| {
-            let clean = clean.clone();
-            async move {
-                let result = match tokio::spawn(case(flow, point.clone(), clean)).await {
-                    Ok(r) => r,
-                    Err(e) => Err(anyhow::anyhow!("the case panicked: {e}")),
-                };
-                (point, result)
-            }
-        })
-        .buffer_unordered(4)
-        .collect()
-        .await;
-    let failed: Vec<String> = results
-        .iter()
-        .filter_map(|(p, r)| r.as_ref().err().map(|e| format!("- {p}: {e:#}")))
+    let cases = points
+        .into_iter()
+        .map(|point| (point.to_string(), case(flow, point, clean.clone()).boxed()))
         .collect();
-    eprintln!(
-        "RELIABILITY crash-matrix {flow:?} tried={total} passed={} boundaries={} in_jobs={in_jobs} \
-         secs={:.1}",
-        total - failed.len(),
-        total - in_jobs,
-        started.elapsed().as_secs_f64()
-    );
-    assert!(
-        failed.is_empty(),
-        "{} of {total} crashes of {} went wrong:\n{}",
-        failed.len(),
-        flow.name(),
-        failed.join("\n")
-    );
-    Ok(())
+    run_matrix(
+        "crash-matrix",
+        flow,
+        started,
+        cases,
+        4,
+        |_| format!("boundaries={} in_jobs={in_jobs}", total - in_jobs),
+        &format!("crashes of {} went wrong", flow.name()),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

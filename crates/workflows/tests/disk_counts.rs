@@ -10,23 +10,17 @@
 //! here from the rules (boot at 0; data by (SCSI < SATA < NVMe < IDE, bus, unit) at 1,
 //! 2, 4, 5, …, never 3), independently of the planner.
 
-use ::ids::VmId;
-use ::ids::{RunId, VolumeId};
+use ::ids::VolumeId;
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-use cloudsim::world::{ApplianceDef, VolumeDef, ids};
-use cloudsim::{SimConfig, World};
-use engine::{Engine, EngineConfig, Outcome};
+use cloudsim::world::ids;
+use common::{Rig, RigOptions, TestResult, appliance_world, bare_rig, device_path};
 use inventory::{DiskDefinition, NicDefinition, SpecDefinition, VmDefinition};
-use secrecy::SecretString;
-use serde_json::Value;
-use store::{Appliance, Controller, Firmware, GuestOs, GuestPrep, VmState};
-use workflows::{Env, Target, cleanup, test_failover};
-
-type TestResult = anyhow::Result<()>;
+use store::{Controller, Firmware, GuestOs, GuestPrep, VmState};
+use workflows::{cleanup, test_failover};
 
 const GIB: i64 = 1 << 30;
 
@@ -34,59 +28,8 @@ const GIB: i64 = 1 << 30;
 // The rig: one cloudsim world, store, volume daemon and engine per VM.
 // ---------------------------------------------------------------------------------
 
-struct Rig {
-    sim: cloudsim::Running,
-    env: Env,
-    engine: Engine,
-    root: tempfile::TempDir,
-    _store: store::testing::TestStore,
-    http: reqwest::Client,
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        self.sim.shutdown_token().cancel();
-    }
-}
-
-/// A world whose appliance `oma` holds exactly `volumes` (id, name, GiB).
-fn world(volumes: &[(String, String, i64)]) -> World {
-    World {
-        appliances: vec![ApplianceDef {
-            id: Some(ids::APPLIANCE_OMA.into()),
-            name: "oma".into(),
-            zone: None,
-            root_volume_id: Some(ids::OMA_ROOT.into()),
-            volumes: volumes
-                .iter()
-                .map(|(id, name, gib)| VolumeDef {
-                    id: Some(id.clone()),
-                    name: name.clone(),
-                    size_gb: *gib,
-                    zone: None,
-                })
-                .collect(),
-        }],
-        ..World::default()
-    }
-}
-
-fn cloud(sim: &cloudsim::Running) -> anyhow::Result<cloudstack::Client> {
-    let mut config = cloudstack::Config::new(
-        sim.endpoint(),
-        ids::API_KEY,
-        SecretString::from(ids::SECRET_KEY.to_string()),
-    );
-    config.poll = cloudstack::PollPolicy {
-        first: Duration::from_millis(5),
-        factor: 1.5,
-        max: Duration::from_millis(50),
-        deadline: Duration::from_secs(30),
-    };
-    Ok(cloudstack::Client::new(config)?)
-}
-
-/// Starts a world holding `def`'s replica volumes and registers `def`.
+/// Starts a world whose appliance `oma` holds exactly `def`'s replica volumes, and
+/// registers `def`.
 async fn rig_for(def: &VmDefinition) -> anyhow::Result<Rig> {
     let volumes: Vec<(String, String, i64)> = def
         .disks
@@ -100,121 +43,34 @@ async fn rig_for(def: &VmDefinition) -> anyhow::Result<Rig> {
         })
         .collect();
     assert!(volumes.len() <= 32, "the appliance takes at most 32 disks");
-    let root = tempfile::tempdir()?;
-    let sim = cloudsim::start(
-        SimConfig {
-            world: world(&volumes),
-            sysfs_root: Some(root.path().to_path_buf()),
-            time_scale: 0.001,
-        },
-        "127.0.0.1:0".parse()?,
-    )
-    .await?;
-    let cloud = cloud(&sim)?;
-    let t = store::testing::sqlite().await?;
-    t.store
-        .upsert_appliance(&Appliance {
-            name: "oma".into(),
-            vm_id: ids::APPLIANCE_OMA.into(),
-            zone_id: ids::ZONE.into(),
-            volumed_url: None,
-            sysfs_root: Some(root.path().display().to_string()),
-        })
-        .await?;
-    inventory::register(&t.store, &cloud, def, inventory::Limits::default()).await?;
-    let journal: Arc<dyn volumed::Journal> = Arc::new(volumed::StoreJournal::new(t.store.clone()));
-    let mut daemon = volumed::LocalConfig::with_appliance(ids::APPLIANCE_OMA, root.path());
-    daemon.submit_backoff = Duration::from_millis(10);
-    let volumes: Arc<dyn volumed::VolumeService> =
-        Arc::new(volumed::Local::new(cloud.clone(), journal, daemon));
-    let env = Env {
-        store: t.store.clone(),
-        cloud,
-        volumes,
-        target: Target {
-            zone_id: ids::ZONE.into(),
-            service_offering_id: ids::OFFERING_CUSTOM.into(),
-            template_id: ids::TEMPLATE.into(),
-        },
-        device_timeout: Duration::from_secs(10),
-        hooks: Default::default(),
-        guest_prep: None,
-    };
-    let engine = Engine::new(
-        t.store.clone(),
-        EngineConfig {
-            owner: "disk-counts".into(),
-            lease: Duration::from_secs(30),
-            max_attempts: 3,
-            backoff_first: Duration::from_millis(5),
-            backoff_max: Duration::from_millis(20),
-            outage_tolerance: Duration::from_secs(60),
-        },
-    );
-    Ok(Rig {
-        sim,
-        env,
-        engine,
-        root,
-        _store: t,
-        http: reqwest::Client::new(),
+    let rig = bare_rig(RigOptions {
+        world: appliance_world(Some(ids::OMA_ROOT), volumes),
+        ..RigOptions::default()
     })
+    .await?;
+    rig.register(def).await?;
+    Ok(rig)
 }
 
-impl Rig {
-    /// Each volume's simulated content generation (cloudsim `GET {admin}/volumes`).
-    async fn generations(&self) -> anyhow::Result<BTreeMap<String, u64>> {
-        let all: Value = self
-            .http
-            .get(format!("{}/volumes", self.sim.announcement.admin))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(all
-            .as_array()
-            .expect("a list")
-            .iter()
-            .map(|v| {
-                (
-                    v["id"].as_str().expect("an id").to_string(),
-                    v["generation"].as_u64().expect("a generation"),
-                )
-            })
-            .collect())
-    }
-
-    /// The appliance's guest sees the volume: the by-id link resolves to a block device
-    /// whose `sys/block/<dev>/serial` is the volume's serial.
-    fn guest_sees(&self, volume_id: impl AsRef<str>) -> bool {
-        guest_sees(self.root.path(), volume_id.as_ref())
-    }
-
-    async fn test_vms(&self, name: &str) -> anyhow::Result<Vec<cloudstack::VirtualMachine>> {
-        let prefix = format!("{name}-test-");
-        Ok(self
-            .env
-            .cloud
-            .list_virtual_machines(&cloudstack::VmFilter::default())
-            .await?
-            .into_iter()
-            .filter(|v| v.name.starts_with(&prefix))
-            .collect())
-    }
-
-    async fn volumes_on(&self, vm_id: impl AsRef<str>) -> anyhow::Result<Vec<cloudstack::Volume>> {
-        Ok(self
-            .env
-            .cloud
-            .list_volumes(&cloudstack::VolumeFilter {
-                virtual_machine_id: Some(VmId::from(vm_id.as_ref())),
-                ..Default::default()
-            })
-            .await?)
-    }
+/// Each volume's simulated content generation (cloudsim `GET {admin}/volumes`).
+async fn generations(rig: &Rig) -> anyhow::Result<BTreeMap<String, u64>> {
+    Ok(rig
+        .admin("volumes")
+        .await?
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|v| {
+            (
+                v["id"].as_str().expect("an id").to_string(),
+                v["generation"].as_u64().expect("a generation"),
+            )
+        })
+        .collect())
 }
 
+/// The appliance's guest sees the volume: the by-id link resolves to a block device
+/// whose `sys/block/<dev>/serial` is the volume's serial.
 fn guest_sees(root: &Path, volume_id: &str) -> bool {
     let serial = cloudstack::volume_serial(&VolumeId::from(volume_id));
     let link = root.join("dev/disk/by-id").join(format!("virtio-{serial}"));
@@ -530,23 +386,14 @@ async fn drill(
     let rig = rig_for(def).await?;
     let name = def.name.as_str();
     let replicas: Vec<String> = expected.keys().cloned().collect();
-    let before = rig.generations().await?;
+    let before = generations(&rig).await?;
     let oma_before = rig.volumes_on(ids::APPLIANCE_OMA).await?;
     assert_eq!(oma_before.len(), def.disks.len() + 1, "root + replicas");
 
     // --- Test failover. ---
     let run = test_failover::start(&rig.env, name).await?;
-    let outcome = rig
-        .engine
-        .execute(&run.id, &test_failover::saga(), &rig.env)
-        .await?;
-    assert_eq!(
-        outcome,
-        Outcome::Done,
-        "{name}: {:?}",
-        rig.env.store.events(&RunId::from(&run.id)).await?
-    );
-    let vms = rig.test_vms(name).await?;
+    rig.done(&run, test_failover::saga()).await?;
+    let vms = rig.test_vms_of(name).await?;
     assert_eq!(vms.len(), 1, "{name}: one test VM");
     let target = &vms[0];
     assert_eq!(target.state, "Running", "{name}");
@@ -602,7 +449,7 @@ async fn drill(
             "{name}: {id} left the appliance"
         );
         assert!(
-            !rig.guest_sees(id),
+            !guest_sees(rig.root.path(), id.as_ref()),
             "{name}: the appliance no longer sees {id}"
         );
     }
@@ -626,12 +473,7 @@ async fn drill(
             d.disk.replica_volume_id
         );
     }
-    let steps = rig.env.store.steps(&RunId::from(&run.id)).await?;
-    let verify = steps
-        .iter()
-        .find(|s| s.name == "verify")
-        .expect("a verify step");
-    let map: Value = serde_json::from_str(verify.output.as_deref().expect("an output"))?;
+    let map = rig.step_output(&run, "verify").await?;
     let recorded: BTreeMap<String, (i64, bool)> = map["device_map"]
         .as_array()
         .expect("a device map")
@@ -651,22 +493,8 @@ async fn drill(
 
     // --- Cleanup. ---
     let run = cleanup::start(&rig.env, name).await?;
-    let outcome = rig
-        .engine
-        .execute(&run.id, &cleanup::saga(), &rig.env)
-        .await?;
-    assert_eq!(
-        outcome,
-        Outcome::Done,
-        "{name}: {:?}",
-        rig.env.store.events(&RunId::from(&run.id)).await?
-    );
-    let steps = rig.env.store.steps(&RunId::from(&run.id)).await?;
-    let detach = steps
-        .iter()
-        .find(|s| s.name == "detach-from-test-vm")
-        .expect("a detach step");
-    let detach: Value = serde_json::from_str(detach.output.as_deref().expect("an output"))?;
+    rig.done(&run, cleanup::saga()).await?;
+    let detach = rig.step_output(&run, "detach-from-test-vm").await?;
     assert_eq!(
         detach["unexpected"],
         serde_json::json!([]),
@@ -714,16 +542,13 @@ async fn drill(
         );
         assert_eq!(
             d.attachment.device_path.as_deref(),
-            Some(
-                format!(
-                    "/dev/disk/by-id/virtio-{}",
-                    cloudstack::volume_serial(&VolumeId::from(id))
-                )
-                .as_str()
-            ),
+            Some(device_path(id).as_str()),
             "{name}: the device path of {id} is re-correlated"
         );
-        assert!(rig.guest_sees(id), "{name}: the appliance sees {id}");
+        assert!(
+            guest_sees(rig.root.path(), id.as_ref()),
+            "{name}: the appliance sees {id}"
+        );
         assert!(
             rig.env
                 .cloud
@@ -737,7 +562,7 @@ async fn drill(
         rig.env.cloud.list_snapshots(None, None).await?.is_empty(),
         "{name}: no snapshot at all"
     );
-    let after = rig.generations().await?;
+    let after = generations(&rig).await?;
     for id in &replicas {
         assert_eq!(
             after.get(id),
@@ -746,20 +571,12 @@ async fn drill(
         );
     }
     assert!(
-        rig.test_vms(name).await?.is_empty(),
+        rig.test_vms_of(name).await?.is_empty(),
         "{name}: the test VM is gone"
     );
-    for v in rig
-        .env
-        .cloud
-        .list_volumes(&cloudstack::VolumeFilter::default())
-        .await?
-    {
+    for v in rig.all_volumes().await? {
         assert!(
-            !rig.env
-                .store
-                .is_created_volume(&VolumeId::from(&v.id))
-                .await?,
+            !rig.created(&v.id).await?,
             "{name}: volume {} that ferry created is still alive",
             v.id
         );

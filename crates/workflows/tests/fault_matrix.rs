@@ -29,10 +29,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::flows::{Flow, assert_invariants};
+use common::flows::{Flow, assert_invariants, run_matrix};
 use common::{TestResult, rig};
 use engine::Outcome;
-use futures::StreamExt;
+use futures::FutureExt;
 use serde_json::{Value, json};
 
 /// Commands CloudStack runs as async jobs: those fail inside their job.
@@ -191,47 +191,32 @@ async fn matrix(flow: Flow) -> TestResult {
             });
             if wanted {
                 for (how, fault) in faults_for(command) {
-                    cases.push((command.clone(), nth, how, fault));
+                    cases.push((
+                        format!("{command} #{nth} ({how})"),
+                        case(flow, command.clone(), nth, fault).boxed(),
+                    ));
                 }
             }
         }
     }
-    let total = cases.len();
-    let results: Vec<(String, anyhow::Result<Verdict>, Duration)> = futures::stream::iter(cases)
-        .map(|(command, nth, how, fault)| async move {
-            let t = Instant::now();
-            let result = match tokio::spawn(case(flow, command.clone(), nth, fault)).await {
-                Ok(r) => r,
-                Err(e) => Err(anyhow::anyhow!("the case panicked: {e}")),
-            };
-            (format!("{command} #{nth} ({how})"), result, t.elapsed())
-        })
-        .buffer_unordered(parallel())
-        .collect()
-        .await;
-    let mut by_verdict: BTreeMap<String, usize> = BTreeMap::new();
-    let mut failed = Vec::new();
-    for (label, result, took) in &results {
-        match result {
-            Ok(v) => *by_verdict.entry(format!("{v:?}")).or_default() += 1,
-            Err(e) => failed.push(format!("- {label} ({took:?}): {e:#}")),
-        }
-    }
-    let passed = total - failed.len();
-    eprintln!(
-        "RELIABILITY fault-matrix {:?} tried={total} passed={passed} verdicts={by_verdict:?} \
-         commands={calls:?} secs={:.1}",
+    run_matrix(
+        "fault-matrix",
         flow,
-        started.elapsed().as_secs_f64()
-    );
-    assert!(
-        failed.is_empty(),
-        "{} of {total} fault cases of {} failed:\n{}",
-        failed.len(),
-        flow.name(),
-        failed.join("\n")
-    );
-    Ok(())
+        started,
+        cases,
+        parallel(),
+        |results| {
+            let mut by_verdict: BTreeMap<String, usize> = BTreeMap::new();
+            for (_, result, _) in results {
+                if let Ok(v) = result {
+                    *by_verdict.entry(format!("{v:?}")).or_default() += 1;
+                }
+            }
+            format!("verdicts={by_verdict:?} commands={calls:?}")
+        },
+        &format!("fault cases of {} failed", flow.name()),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,61 +2,22 @@
 //! cloudsim, with the operator hooks (commands, and HTTP calls to a server in the test)
 //! — each run checked against cloudsim's state, not only ferry's records.
 
-use ::ids::{RunId, VmId, VolumeId};
+use ::ids::{RunId, VmId};
 mod common;
+
+use common::flows::Flow;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use cloudsim::world::ids;
 use common::{REPLICAS, Rig, TestResult, rig};
-use engine::{Outcome, Saga};
 use serde_json::{Value, json};
 use store::{RunState, VmState};
-use workflows::{Env, Hook, StartError, commit, live, rollback, test_failover};
+use workflows::{Hook, StartError, commit, live, rollback, test_failover};
 
 const MAC: &str = "00:50:56:8a:11:01";
 const PRODUCTION_IP: &str = "10.20.0.21";
-
-async fn execute(rig: &Rig, run: &store::Run, saga: Saga<Env>) -> anyhow::Result<Outcome> {
-    Ok(rig.engine.execute(&run.id, &saga, &rig.env).await?)
-}
-
-/// Runs a workflow that must end done, showing its events if it does not.
-async fn done(rig: &Rig, run: &store::Run, saga: Saga<Env>) -> TestResult {
-    let outcome = execute(rig, run, saga).await?;
-    assert_eq!(
-        outcome,
-        Outcome::Done,
-        "{:#?}",
-        rig.env.store.events(&RunId::from(&run.id)).await?
-    );
-    Ok(())
-}
-
-/// The VM named exactly `pgtest1`, if CloudStack has one alive.
-async fn live_vm(rig: &Rig) -> anyhow::Result<Option<cloudstack::VirtualMachine>> {
-    Ok(rig
-        .env
-        .cloud
-        .list_virtual_machines(&cloudstack::VmFilter::default())
-        .await?
-        .into_iter()
-        .find(|v| v.name == "pgtest1" && v.state != "Destroyed" && v.state != "Expunging"))
-}
-
-async fn snapshots(rig: &Rig) -> anyhow::Result<usize> {
-    let mut n = 0;
-    for id in REPLICAS {
-        n += rig
-            .env
-            .cloud
-            .list_snapshots(Some(&VolumeId::from(id)), None)
-            .await?
-            .len();
-    }
-    Ok(n)
-}
 
 /// Commands of cloudsim that change something, with how often each was called.
 async fn mutations(rig: &Rig) -> anyhow::Result<BTreeMap<String, u64>> {
@@ -72,53 +33,22 @@ async fn mutations(rig: &Rig) -> anyhow::Result<BTreeMap<String, u64>> {
 /// pgtest1 failed over: `pgtest1` running on the production network with the source's
 /// MAC and its production IP, boot at 0 and data at 1, nothing else; the store agrees.
 async fn assert_failed_over(rig: &Rig) -> anyhow::Result<cloudstack::VirtualMachine> {
-    let target = live_vm(rig).await?.expect("a VM named pgtest1");
+    let target = rig.live_vm().await?.expect("a VM named pgtest1");
     assert_eq!(target.state, "Running");
     assert_eq!((target.cpunumber, target.memory), (Some(4), Some(8192)));
     assert_eq!(target.nic.len(), 1);
     assert_eq!(target.nic[0].networkid, ids::NETWORK_PRODUCTION);
     assert_eq!(target.nic[0].macaddress.as_deref(), Some(MAC));
     assert_eq!(target.nic[0].ipaddress.as_deref(), Some(PRODUCTION_IP));
-    let mut on_target: Vec<(i64, String, String)> = rig
-        .env
-        .cloud
-        .list_volumes(&cloudstack::VolumeFilter {
-            virtual_machine_id: Some(target.id.clone()),
-            ..Default::default()
-        })
-        .await?
-        .into_iter()
-        .map(|v| (v.deviceid.unwrap(), v.id.into_string(), v.volume_type))
-        .collect();
-    on_target.sort();
-    assert_eq!(
-        on_target,
-        vec![
-            (0, ids::PGTEST1_DISK_2000.to_string(), "ROOT".to_string()),
-            (
-                1,
-                ids::PGTEST1_DISK_2001.to_string(),
-                "DATADISK".to_string()
-            ),
-        ],
-        "boot disk at 0, data disk at 1, and nothing else (the placeholder ROOT is gone)"
-    );
-    for id in REPLICAS {
-        assert!(!rig.guest_sees(id), "the appliance no longer sees {id}");
-    }
-    let vm = rig.env.store.vm("pgtest1").await?.unwrap();
-    assert_eq!(vm.state, VmState::FailedOver);
-    assert_eq!(
-        vm.target_vm_id.as_ref().map(|id| id.as_str()),
-        Some(target.id.as_str())
-    );
-    for d in &vm.disks {
-        assert_eq!(
-            d.attachment.vm_id.as_ref().map(|id| id.as_str()),
-            Some(target.id.as_str())
-        );
-    }
+    rig.assert_replicas_on(&target, VmState::FailedOver).await?;
     Ok(target)
+}
+
+/// A live failover of pgtest1 that goes through ([`assert_failed_over`]).
+async fn fail_over(rig: &Rig) -> anyhow::Result<cloudstack::VirtualMachine> {
+    let run = live::start(&rig.env, "pgtest1").await?;
+    rig.done(&run, live::saga()).await?;
+    assert_failed_over(rig).await
 }
 
 /// What a run that stopped before changing anything must leave: cloudsim saw no
@@ -148,31 +78,31 @@ impl Untouched {
         assert_eq!(rig.env.store.vm("pgtest1").await?.unwrap(), self.vm);
         assert_eq!(self.vm.state, VmState::ReadyForFailover);
         for id in REPLICAS {
-            let v = rig
-                .env
-                .cloud
-                .get_volume(&VolumeId::from(id))
-                .await?
-                .unwrap();
+            let v = rig.replica(id).await?;
             assert_eq!(
                 v.virtualmachineid.as_ref().map(|id| id.as_str()),
                 Some(ids::APPLIANCE_OMA)
             );
             assert!(rig.guest_sees(id));
         }
-        assert_eq!(snapshots(rig).await?, 0);
-        assert!(live_vm(rig).await?.is_none());
+        assert_eq!(rig.snapshots().await?, 0);
+        assert!(rig.live_vm().await?.is_none());
         assert_eq!(rig.generations().await?, self.generations);
         Ok(())
     }
 }
 
-fn sh(script: String) -> Hook {
+/// A command hook: `program` with `args`, killed after `timeout_secs`.
+fn command(program: &str, args: &[&str], timeout_secs: u64) -> Hook {
     Hook::Command {
-        program: "sh".into(),
-        args: vec!["-c".into(), script],
-        timeout_secs: 10,
+        program: program.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        timeout_secs,
     }
+}
+
+fn sh(script: String) -> Hook {
+    command("sh", &["-c", &script], 10)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,9 +121,9 @@ async fn pgtest1_fails_over_live_rolls_back_fails_over_again_and_commits() -> Te
 
     // Live failover.
     let run = live::start(&rig.env, "pgtest1").await?;
-    done(&rig, &run, live::saga()).await?;
+    rig.done(&run, live::saga()).await?;
     let target = assert_failed_over(&rig).await?;
-    assert_eq!(snapshots(&rig).await?, 2, "the way back is kept");
+    assert_eq!(rig.snapshots().await?, 2, "the way back is kept");
     // A cleanup would stop the production VM and take its disks: refused.
     let refused = workflows::cleanup::start(&rig.env, "pgtest1")
         .await
@@ -230,20 +160,18 @@ async fn pgtest1_fails_over_live_rolls_back_fails_over_again_and_commits() -> Te
         ]
     );
     // Nothing else starts from failed_over but rollback and commit.
-    assert!(matches!(
+    for refused in [
         live::start(&rig.env, "pgtest1").await,
-        Err(StartError::NotReady { .. })
-    ));
-    assert!(matches!(
         test_failover::start(&rig.env, "pgtest1").await,
-        Err(StartError::NotReady { .. })
-    ));
+    ] {
+        assert!(matches!(refused, Err(StartError::NotReady { .. })));
+    }
 
     // Rollback: everything back on the appliance, production's writes kept.
     let run = rollback::start(&rig.env, "pgtest1").await?;
-    done(&rig, &run, rollback::saga()).await?;
+    rig.done(&run, rollback::saga()).await?;
     rig.assert_at_rest().await?;
-    assert!(live_vm(&rig).await?.is_none(), "VM pgtest1 is gone");
+    assert!(rig.live_vm().await?.is_none(), "VM pgtest1 is gone");
     assert!(
         rig.env
             .cloud
@@ -276,35 +204,10 @@ async fn pgtest1_fails_over_live_rolls_back_fails_over_again_and_commits() -> Te
     );
 
     // Again, then commit: the snapshots go, the VM stays.
-    let run = live::start(&rig.env, "pgtest1").await?;
-    done(&rig, &run, live::saga()).await?;
-    let target = assert_failed_over(&rig).await?;
+    let target = fail_over(&rig).await?;
     let run = commit::start(&rig.env, "pgtest1").await?;
-    done(&rig, &run, commit::saga()).await?;
-    assert_eq!(snapshots(&rig).await?, 0, "the snapshots were deleted");
-    let still = live_vm(&rig).await?.expect("the VM stays");
-    assert_eq!(
-        (still.id.as_str(), still.state.as_str()),
-        (target.id.as_str(), "Running")
-    );
-    let vm = rig.env.store.vm("pgtest1").await?.unwrap();
-    assert_eq!(vm.state, VmState::Committed);
-    assert_eq!(
-        vm.target_vm_id.as_ref().map(|id| id.as_str()),
-        Some(target.id.as_str())
-    );
-    for id in REPLICAS {
-        let v = rig
-            .env
-            .cloud
-            .get_volume(&VolumeId::from(id))
-            .await?
-            .unwrap();
-        assert_eq!(
-            v.virtualmachineid.as_ref().map(|id| id.as_str()),
-            Some(target.id.as_str())
-        );
-    }
+    rig.done(&run, commit::saga()).await?;
+    rig.assert_committed(&target).await?;
     // No longer managed: nothing starts from committed.
     for refused in [
         live::start(&rig.env, "pgtest1").await.map(|_| ()),
@@ -355,7 +258,7 @@ async fn rollback_and_commit_refuse_a_vm_that_is_not_failed_over() -> TestResult
     );
     // After a test failover, live failover and rollback are refused too.
     let run = test_failover::start(&rig.env, "pgtest1").await?;
-    done(&rig, &run, test_failover::saga()).await?;
+    rig.done(&run, test_failover::saga()).await?;
     let e = rollback::start(&rig.env, "pgtest1").await.unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -377,17 +280,10 @@ async fn rollback_and_commit_refuse_a_vm_that_is_not_failed_over() -> TestResult
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_before_live_hook_changes_nothing_in_cloudstack() -> TestResult {
     let mut rig = rig().await?;
-    rig.env.hooks.before_live = vec![Hook::Command {
-        program: "false".into(),
-        args: vec![],
-        timeout_secs: 10,
-    }];
+    rig.env.hooks.before_live = vec![command("false", &[], 10)];
     let untouched = Untouched::now(&rig).await?;
     let run = live::start(&rig.env, "pgtest1").await?;
-    let outcome = execute(&rig, &run, live::saga()).await?;
-    let Outcome::Unwound { error } = outcome else {
-        panic!("expected an unwound run, got {outcome:?}");
-    };
+    let error = rig.unwound(&run, live::saga()).await?;
     assert!(error.contains("run-hooks"), "{error}");
     assert!(
         error.contains("before_live hook 1 of 1 (command `false`) failed: exited with status 1"),
@@ -420,9 +316,7 @@ async fn a_failing_before_live_hook_changes_nothing_in_cloudstack() -> TestResul
     );
     // A failing hook is not a lasting state: with the hook fixed, it goes through.
     rig.env.hooks.before_live.clear();
-    let run = live::start(&rig.env, "pgtest1").await?;
-    done(&rig, &run, live::saga()).await?;
-    assert_failed_over(&rig).await?;
+    fail_over(&rig).await?;
     Ok(())
 }
 
@@ -461,9 +355,7 @@ async fn validation_runs_before_the_hooks() -> TestResult {
         .await?;
     let mutations_before = mutations(&rig).await?;
     let run = live::start(&rig.env, "pgtest1").await?;
-    let Outcome::Unwound { error } = execute(&rig, &run, live::saga()).await? else {
-        panic!("expected an unwound run");
-    };
+    let error = rig.unwound(&run, live::saga()).await?;
     assert!(error.contains("step check failed"), "{error}");
     assert!(
         error.contains("a VM named pgtest1 already exists"),
@@ -525,9 +417,7 @@ async fn an_http_hook_fails_the_run_on_500_and_passes_on_200() -> TestResult {
     }];
     let untouched = Untouched::now(&rig).await?;
     let run = live::start(&rig.env, "pgtest1").await?;
-    let Outcome::Unwound { error } = execute(&rig, &run, live::saga()).await? else {
-        panic!("expected an unwound run");
-    };
+    let error = rig.unwound(&run, live::saga()).await?;
     assert!(
         error.contains(&format!("(http POST {url}/fail/power-off) failed: answered 500 Internal Server Error; body: vCenter says: the source would not power off")),
         "{error}"
@@ -553,7 +443,7 @@ async fn an_http_hook_fails_the_run_on_500_and_passes_on_200() -> TestResult {
         timeout_secs: 5,
     }];
     let run = live::start(&rig.env, "pgtest1").await?;
-    done(&rig, &run, live::saga()).await?;
+    rig.done(&run, live::saga()).await?;
     assert_failed_over(&rig).await?;
     {
         let seen = seen.lock().unwrap();
@@ -577,16 +467,10 @@ async fn an_http_hook_fails_the_run_on_500_and_passes_on_200() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_that_times_out_fails_the_run() -> TestResult {
     let mut rig = rig().await?;
-    rig.env.hooks.before_live = vec![Hook::Command {
-        program: "sleep".into(),
-        args: vec!["30".into()],
-        timeout_secs: 1,
-    }];
+    rig.env.hooks.before_live = vec![command("sleep", &["30"], 1)];
     let untouched = Untouched::now(&rig).await?;
     let run = live::start(&rig.env, "pgtest1").await?;
-    let Outcome::Unwound { error } = execute(&rig, &run, live::saga()).await? else {
-        panic!("expected an unwound run");
-    };
+    let error = rig.unwound(&run, live::saga()).await?;
     assert!(
         error.contains("(command `sleep 30`) failed: timed out after 1s and was killed"),
         "{error}"
@@ -602,9 +486,9 @@ async fn a_failing_after_rollback_hook_is_reported_and_the_rollback_is_done() ->
     let mut rig = rig().await?;
     rig.env.hooks.after_rollback = vec![sh("echo no route to vCenter >&2; exit 2".into())];
     let run = live::start(&rig.env, "pgtest1").await?;
-    done(&rig, &run, live::saga()).await?;
+    rig.done(&run, live::saga()).await?;
     let run = rollback::start(&rig.env, "pgtest1").await?;
-    done(&rig, &run, rollback::saga()).await?;
+    rig.done(&run, rollback::saga()).await?;
     rig.assert_at_rest().await?;
     let expected = "after_rollback hook 1 of 1 (command `sh -c echo no route to vCenter >&2; exit 2`) failed: exited with status 2; stderr: no route to vCenter";
     let steps = rig.env.store.steps(&RunId::from(&run.id)).await?;
@@ -627,21 +511,13 @@ async fn a_failing_after_rollback_hook_is_reported_and_the_rollback_is_done() ->
 async fn a_failed_attach_unwinds_the_live_failover() -> TestResult {
     let rig = rig().await?;
     let before = rig.generations().await?;
-    rig.arm(json!({"command": "attachVolume", "nth": 2,
-        "fault": {"kind": "job_error", "errorcode": 530, "errortext": "Failed to attach volume DATA to VM: agent error"}}))
-        .await?;
-    let run = live::start(&rig.env, "pgtest1").await?;
-    let Outcome::Unwound { error } = execute(&rig, &run, live::saga()).await? else {
-        panic!("expected an unwound run");
-    };
+    let (_, error) = rig.unwound_by_a_failed_data_attach(Flow::Live).await?;
     assert!(error.contains("attach-replicas"), "{error}");
     rig.assert_at_rest().await?;
-    assert!(live_vm(&rig).await?.is_none(), "pgtest1 was destroyed");
+    assert!(rig.live_vm().await?.is_none(), "pgtest1 was destroyed");
     assert_eq!(rig.generations().await?, before);
     // And the failover can be tried again.
-    let run = live::start(&rig.env, "pgtest1").await?;
-    done(&rig, &run, live::saga()).await?;
-    assert_failed_over(&rig).await?;
+    fail_over(&rig).await?;
     Ok(())
 }
 
@@ -651,15 +527,13 @@ async fn a_failed_attach_unwinds_the_live_failover() -> TestResult {
 async fn a_failed_rollback_is_finished_by_the_next() -> TestResult {
     let rig = rig().await?;
     let run = live::start(&rig.env, "pgtest1").await?;
-    done(&rig, &run, live::saga()).await?;
+    rig.done(&run, live::saga()).await?;
     let during = rig.generations().await?;
     rig.arm(json!({"command": "destroyVirtualMachine", "nth": 1,
         "fault": {"kind": "job_error", "errorcode": 530, "errortext": "host unreachable"}}))
         .await?;
     let run = rollback::start(&rig.env, "pgtest1").await?;
-    let Outcome::Unwound { error } = execute(&rig, &run, rollback::saga()).await? else {
-        panic!("expected a failed rollback");
-    };
+    let error = rig.unwound(&run, rollback::saga()).await?;
     assert!(
         error.contains("destroy-vm") && error.contains("host unreachable"),
         "{error}"
@@ -670,9 +544,9 @@ async fn a_failed_rollback_is_finished_by_the_next() -> TestResult {
         "not rolled back until it is"
     );
     let run = rollback::start(&rig.env, "pgtest1").await?;
-    done(&rig, &run, rollback::saga()).await?;
+    rig.done(&run, rollback::saga()).await?;
     rig.assert_at_rest().await?;
-    assert!(live_vm(&rig).await?.is_none());
+    assert!(rig.live_vm().await?.is_none());
     assert_eq!(rig.generations().await?, during);
     Ok(())
 }

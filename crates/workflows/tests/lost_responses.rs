@@ -15,10 +15,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::flows::{Census, Flow, census};
+use common::flows::{Census, Flow, census, run_matrix};
 use common::{RigOptions, TestResult, rig_with};
 use engine::Outcome;
-use futures::StreamExt;
+use futures::FutureExt;
 use serde_json::json;
 
 const MUTATIONS: [&str; 11] = [
@@ -98,44 +98,23 @@ async fn lose_each_response_of(flow: Flow) -> TestResult {
     for (command, n) in &clean.calls {
         if MUTATIONS.contains(&command.as_str()) {
             for nth in 1..=*n {
-                cases.push((command.clone(), nth));
+                cases.push((
+                    format!("{command} #{nth}"),
+                    case(flow, clean.clone(), command.clone(), nth).boxed(),
+                ));
             }
         }
     }
-    let total = cases.len();
-    let results: Vec<(String, TestResult)> = futures::stream::iter(cases)
-        .map(|(command, nth)| {
-            let clean = clean.clone();
-            async move {
-                let label = format!("{command} #{nth}");
-                let result = match tokio::spawn(case(flow, clean, command, nth)).await {
-                    Ok(r) => r,
-                    Err(e) => Err(anyhow::anyhow!("the case panicked: {e}")),
-                };
-                (label, result)
-            }
-        })
-        .buffer_unordered(4)
-        .collect()
-        .await;
-    let failed: Vec<String> = results
-        .iter()
-        .filter_map(|(label, r)| r.as_ref().err().map(|e| format!("- {label}: {e:#}")))
-        .collect();
-    eprintln!(
-        "RELIABILITY lost-responses {flow:?} tried={total} passed={} jobs={:?} secs={:.1}",
-        total - failed.len(),
-        clean.jobs,
-        started.elapsed().as_secs_f64()
-    );
-    assert!(
-        failed.is_empty(),
-        "{} of {total} lost responses in {} went wrong:\n{}",
-        failed.len(),
-        flow.name(),
-        failed.join("\n")
-    );
-    Ok(())
+    run_matrix(
+        "lost-responses",
+        flow,
+        started,
+        cases,
+        4,
+        |_| format!("jobs={:?}", clean.jobs),
+        &format!("lost responses in {} went wrong", flow.name()),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,13 +5,14 @@
 //! one of {appliance, target VM}, nothing ferry created left behind, the store agreeing
 //! with CloudStack, the replicas' content back to what it was.
 
-use ::ids::{ProtectedVmId, RunId};
+use ::ids::ProtectedVmId;
 mod common;
+
+use common::flows::Flow;
 
 use cloudsim::world::ids;
 use common::{REPLICAS, TestResult, rig};
 use engine::Outcome;
-use serde_json::{Value, json};
 use store::{RunState, VmState};
 use workflows::{cleanup, test_failover};
 
@@ -21,16 +22,7 @@ async fn pgtest1_goes_through_test_failover_and_cleanup_with_both_disks() -> Tes
     let before = rig.generations().await?;
 
     let run = test_failover::start(&rig.env, "pgtest1").await?;
-    let outcome = rig
-        .engine
-        .execute(&run.id, &test_failover::saga(), &rig.env)
-        .await?;
-    assert_eq!(
-        outcome,
-        Outcome::Done,
-        "{:?}",
-        rig.env.store.events(&RunId::from(&run.id)).await?
-    );
+    rig.done(&run, test_failover::saga()).await?;
 
     let vms = rig.test_vms().await?;
     assert_eq!(vms.len(), 1);
@@ -43,12 +35,7 @@ async fn pgtest1_goes_through_test_failover_and_cleanup_with_both_disks() -> Tes
     );
     assert_eq!(target.nic[0].networkid, ids::NETWORK_TEST);
     let mut on_target: Vec<(i64, String, String, i64)> = rig
-        .env
-        .cloud
-        .list_volumes(&cloudstack::VolumeFilter {
-            virtual_machine_id: Some(target.id.clone()),
-            ..Default::default()
-        })
+        .volumes_on(&target.id)
         .await?
         .into_iter()
         .map(|v| {
@@ -82,22 +69,14 @@ async fn pgtest1_goes_through_test_failover_and_cleanup_with_both_disks() -> Tes
     for id in REPLICAS {
         assert!(!rig.guest_sees(id), "the appliance no longer sees {id}");
     }
-    let vm = rig.env.store.vm("pgtest1").await?.unwrap();
-    assert_eq!(vm.state, VmState::TestFailedOver);
-    assert_eq!(
-        vm.target_vm_id.as_ref().map(|id| id.as_str()),
-        Some(target.id.as_str())
-    );
+    let vm = rig
+        .assert_recorded(VmState::TestFailedOver, &target.id)
+        .await?;
     assert_eq!(
         vm.disks[0].attachment.vm_id.as_ref().map(|id| id.as_str()),
         Some(target.id.as_str())
     );
-    let steps = rig.env.store.steps(&RunId::from(&run.id)).await?;
-    let verify = steps
-        .iter()
-        .find(|s| s.name == "verify")
-        .expect("a verify step");
-    let map: Value = serde_json::from_str(verify.output.as_deref().unwrap())?;
+    let map = rig.step_output(&run, "verify").await?;
     assert_eq!(map["device_map"][0]["device_id"], 0);
     assert_eq!(map["device_map"][1]["volume_id"], ids::PGTEST1_DISK_2001);
     let during = rig.generations().await?;
@@ -111,22 +90,8 @@ async fn pgtest1_goes_through_test_failover_and_cleanup_with_both_disks() -> Tes
     );
 
     let run = cleanup::start(&rig.env, "pgtest1").await?;
-    let outcome = rig
-        .engine
-        .execute(&run.id, &cleanup::saga(), &rig.env)
-        .await?;
-    assert_eq!(
-        outcome,
-        Outcome::Done,
-        "{:?}",
-        rig.env.store.events(&RunId::from(&run.id)).await?
-    );
-    rig.assert_at_rest().await?;
-    assert_eq!(
-        rig.generations().await?,
-        before,
-        "the replicas were reverted to their snapshots"
-    );
+    rig.done(&run, cleanup::saga()).await?;
+    rig.assert_at_rest_as(&before).await?;
 
     // And another drill can start.
     let again = test_failover::start(&rig.env, "pgtest1").await?;
@@ -146,28 +111,14 @@ async fn pgtest1_goes_through_test_failover_and_cleanup_with_both_disks() -> Tes
 async fn a_failed_data_disk_attach_unwinds_to_where_it_started() -> TestResult {
     let rig = rig().await?;
     let before = rig.generations().await?;
-    // attachVolume calls of a test failover: the boot disk (1st), the data disk (2nd).
-    rig.arm(json!({"command": "attachVolume", "nth": 2,
-        "fault": {"kind": "job_error", "errorcode": 530, "errortext": "Failed to attach volume DATA to VM: agent error"}}))
+    let (run, error) = rig
+        .unwound_by_a_failed_data_attach(Flow::TestReplica)
         .await?;
-    let run = test_failover::start(&rig.env, "pgtest1").await?;
-    let outcome = rig
-        .engine
-        .execute(&run.id, &test_failover::saga(), &rig.env)
-        .await?;
-    let Outcome::Unwound { error } = outcome else {
-        panic!("expected an unwound run, got {outcome:?}");
-    };
     assert!(error.contains("attach-replicas"), "{error}");
     assert!(error.contains("agent error"), "{error}");
     let record = rig.env.store.run(&run.id).await?.unwrap();
     assert_eq!(record.state, RunState::Unwound);
-    rig.assert_at_rest().await?;
-    assert_eq!(
-        rig.generations().await?,
-        before,
-        "nothing ran on the replicas"
-    );
+    rig.assert_at_rest_as(&before).await?;
     Ok(())
 }
 

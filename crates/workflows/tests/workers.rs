@@ -5,18 +5,17 @@
 //! as soon as it is woken.
 
 use ::ids::RunId;
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudsim::world::{ApplianceDef, VolumeDef, ids};
+use cloudsim::world::ids;
 use cloudsim::{SimConfig, World};
+use common::{TestResult, appliance_world, client, engine_config, env, pgtest1};
 use engine::{Engine, EngineConfig, Outcome};
-use secrecy::SecretString;
 use store::{Appliance, RunState, VmState};
-use workflows::{Env, Target, Worker, WorkerConfig, cleanup, test_failover};
-
-type TestResult = anyhow::Result<()>;
+use workflows::{Env, Worker, WorkerConfig, cleanup, test_failover};
 
 const VMS: [&str; 3] = ["web01", "web02", "db01"];
 
@@ -29,25 +28,18 @@ fn volume_id(vm: usize, disk: usize) -> String {
 }
 
 fn world() -> World {
-    World {
-        appliances: vec![ApplianceDef {
-            id: Some(ids::APPLIANCE_OMA.into()),
-            name: "oma".into(),
-            zone: None,
-            root_volume_id: None,
-            volumes: (0..VMS.len())
-                .flat_map(|vm| {
-                    [(0, 20), (1, 5)].map(|(disk, gib)| VolumeDef {
-                        id: Some(volume_id(vm, disk)),
-                        name: format!("{}-disk-{}", VMS[vm], 2000 + disk),
-                        size_gb: gib,
-                        zone: None,
-                    })
-                })
-                .collect(),
-        }],
-        ..World::default()
-    }
+    appliance_world(
+        None,
+        (0..VMS.len()).flat_map(|vm| {
+            [(0, 20), (1, 5)].map(|(disk, gib)| {
+                (
+                    volume_id(vm, disk),
+                    format!("{}-disk-{}", VMS[vm], 2000 + disk),
+                    gib,
+                )
+            })
+        }),
+    )
 }
 
 struct Shared {
@@ -60,21 +52,6 @@ impl Drop for Shared {
     fn drop(&mut self) {
         self.sim.shutdown_token().cancel();
     }
-}
-
-fn cloud(sim: &cloudsim::Running) -> anyhow::Result<cloudstack::Client> {
-    let mut config = cloudstack::Config::new(
-        sim.endpoint(),
-        ids::API_KEY,
-        SecretString::from(ids::SECRET_KEY.to_string()),
-    );
-    config.poll = cloudstack::PollPolicy {
-        first: Duration::from_millis(5),
-        factor: 1.5,
-        max: Duration::from_millis(50),
-        deadline: Duration::from_secs(30),
-    };
-    Ok(cloudstack::Client::new(config)?)
 }
 
 async fn shared() -> anyhow::Result<Shared> {
@@ -99,13 +76,8 @@ async fn shared() -> anyhow::Result<Shared> {
             sysfs_root: None,
         })
         .await?;
-    let client = cloud(&sim)?;
-    let example =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/pgtest1.toml");
-    let template = inventory::VmDefinition::parse(
-        &std::fs::read_to_string(example)?,
-        inventory::Format::Toml,
-    )?;
+    let client = client(&sim, None)?;
+    let template = pgtest1()?;
     for (i, name) in VMS.iter().enumerate() {
         let mut def = template.clone();
         def.name = name.to_string();
@@ -120,41 +92,28 @@ async fn shared() -> anyhow::Result<Shared> {
     Ok(Shared { sim, store, root })
 }
 
+/// The volume daemon of a process on `store` and `cloud`, journaling into `store`.
+fn daemon(
+    s: &Shared,
+    store: &store::Store,
+    cloud: &cloudstack::Client,
+) -> Arc<dyn volumed::VolumeService> {
+    let journal: Arc<dyn volumed::Journal> = Arc::new(volumed::StoreJournal::new(store.clone()));
+    Arc::new(volumed::Local::new(
+        cloud.clone(),
+        journal,
+        volumed::LocalConfig::with_appliance(ids::APPLIANCE_OMA, s.root.path()),
+    ))
+}
+
 /// A worker as another process would run it: its own connections to the database,
 /// its own CloudStack client and volume daemon.
 async fn worker(s: &Shared, owner: &str) -> anyhow::Result<Worker> {
     let store = store::Store::connect(&s.store.url).await?;
-    let cloud = cloud(&s.sim)?;
-    let journal: Arc<dyn volumed::Journal> = Arc::new(volumed::StoreJournal::new(store.clone()));
-    let volumes: Arc<dyn volumed::VolumeService> = Arc::new(volumed::Local::new(
-        cloud.clone(),
-        journal,
-        volumed::LocalConfig::with_appliance(ids::APPLIANCE_OMA, s.root.path()),
-    ));
-    let env = Env {
-        store: store.clone(),
-        cloud,
-        volumes,
-        target: Target {
-            zone_id: ids::ZONE.into(),
-            service_offering_id: ids::OFFERING_CUSTOM.into(),
-            template_id: ids::TEMPLATE.into(),
-        },
-        device_timeout: Duration::from_secs(10),
-        hooks: Default::default(),
-        guest_prep: None,
-    };
-    let engine = Engine::new(
-        store,
-        EngineConfig {
-            owner: owner.into(),
-            lease: Duration::from_secs(30),
-            max_attempts: 3,
-            backoff_first: Duration::from_millis(5),
-            backoff_max: Duration::from_millis(20),
-            outage_tolerance: Duration::from_secs(60),
-        },
-    );
+    let cloud = client(&s.sim, None)?;
+    let volumes = daemon(s, &store, &cloud);
+    let env = env(store.clone(), cloud, volumes);
+    let engine = Engine::new(store, engine_config(owner, Duration::from_secs(30)));
     Ok(Worker::new(engine, env, WorkerConfig::default()))
 }
 
@@ -230,26 +189,9 @@ async fn two_workers_share_the_runs_and_execute_each_once() -> TestResult {
 }
 
 async fn worker_env(s: &Shared) -> anyhow::Result<Env> {
-    let cloud = cloud(&s.sim)?;
-    let journal: Arc<dyn volumed::Journal> =
-        Arc::new(volumed::StoreJournal::new(s.store.store.clone()));
-    Ok(Env {
-        store: s.store.store.clone(),
-        cloud: cloud.clone(),
-        volumes: Arc::new(volumed::Local::new(
-            cloud,
-            journal,
-            volumed::LocalConfig::with_appliance(ids::APPLIANCE_OMA, s.root.path()),
-        )),
-        target: Target {
-            zone_id: ids::ZONE.into(),
-            service_offering_id: ids::OFFERING_CUSTOM.into(),
-            template_id: ids::TEMPLATE.into(),
-        },
-        device_timeout: Duration::from_secs(10),
-        hooks: Default::default(),
-        guest_prep: None,
-    })
+    let cloud = client(&s.sim, None)?;
+    let volumes = daemon(s, &s.store.store, &cloud);
+    Ok(env(s.store.store.clone(), cloud, volumes))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,11 +5,13 @@
 //! unwound to rest. And DESIGN §5's invariants, which hold whatever happened.
 
 use ::ids::VmId;
-use ::ids::VolumeId;
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use cloudsim::world::ids;
 use engine::{Outcome, Saga};
+use futures::StreamExt;
+use futures::future::BoxFuture;
 use store::VmState;
 use workflows::test_failover::Mode;
 use workflows::{Env, StartError, cleanup, commit, live, rollback, test_failover};
@@ -203,7 +205,7 @@ impl Flow {
                 anyhow::ensure!(
                     vm.target_vm_id.as_ref().map(|id| id.as_str()) == Some(target.as_str())
                 );
-                anyhow::ensure!(snapshots(rig).await? == 2, "the way back is kept");
+                anyhow::ensure!(rig.snapshots().await? == 2, "the way back is kept");
             }
             Flow::CleanupReplica | Flow::CleanupClone => {
                 rig.assert_at_rest().await?;
@@ -216,14 +218,14 @@ impl Flow {
             Flow::Rollback => {
                 rig.assert_at_rest().await?;
                 assert_no_live_vm(rig).await?;
-                anyhow::ensure!(snapshots(rig).await? == 0, "snapshots left");
+                anyhow::ensure!(rig.snapshots().await? == 0, "snapshots left");
                 anyhow::ensure!(
                     rig.generations().await? == base.at_start,
                     "a rollback must keep production's writes"
                 );
             }
             Flow::Commit => {
-                anyhow::ensure!(snapshots(rig).await? == 0, "snapshots left");
+                anyhow::ensure!(rig.snapshots().await? == 0, "snapshots left");
                 anyhow::ensure!(vm.target_vm_id == base.target, "the committed VM changed");
                 let target = assert_target_with(rig, TargetKind::Live, Disks::Replicas).await?;
                 anyhow::ensure!(Some(VmId::from(target)) == base.target);
@@ -263,9 +265,7 @@ enum Disks {
 /// 0 and data disk at 1 and nothing else; returns its id.
 async fn assert_target_with(rig: &Rig, kind: TargetKind, disks: Disks) -> anyhow::Result<String> {
     let vms: Vec<_> = rig
-        .env
-        .cloud
-        .list_virtual_machines(&cloudstack::VmFilter::default())
+        .all_vms()
         .await?
         .into_iter()
         .filter(|v| v.id != ids::APPLIANCE_OMA)
@@ -288,14 +288,7 @@ async fn assert_target_with(rig: &Rig, kind: TargetKind, disks: Disks) -> anyhow
         TargetKind::Live => ids::NETWORK_PRODUCTION,
     };
     anyhow::ensure!(target.nic[0].networkid == network);
-    let mut on_target: Vec<cloudstack::Volume> = rig
-        .env
-        .cloud
-        .list_volumes(&cloudstack::VolumeFilter {
-            virtual_machine_id: Some(target.id.clone()),
-            ..Default::default()
-        })
-        .await?;
+    let mut on_target = rig.volumes_on(&target.id).await?;
     on_target.sort_by_key(|v| v.deviceid);
     let ids_types: Vec<(Option<i64>, &str)> = on_target
         .iter()
@@ -319,10 +312,7 @@ async fn assert_target_with(rig: &Rig, kind: TargetKind, disks: Disks) -> anyhow
         Disks::Clones => {
             for v in &on_target {
                 anyhow::ensure!(
-                    rig.env
-                        .store
-                        .is_created_volume(&VolumeId::from(&v.id))
-                        .await?,
+                    rig.created(&v.id).await?,
                     "{} on the test VM is not a clone ferry recorded",
                     v.id
                 );
@@ -332,39 +322,26 @@ async fn assert_target_with(rig: &Rig, kind: TargetKind, disks: Disks) -> anyhow
     Ok(target.id.to_string())
 }
 
-/// The snapshots of pgtest1's replicas.
-pub async fn snapshots(rig: &Rig) -> anyhow::Result<usize> {
-    let mut n = 0;
-    for id in REPLICAS {
-        n += rig
-            .env
-            .cloud
-            .list_snapshots(Some(&VolumeId::from(id)), None)
-            .await?
-            .len();
-    }
-    Ok(n)
-}
-
-async fn assert_no_clones(rig: &Rig) -> TestResult {
-    let alive: Vec<String> = rig
-        .env
-        .cloud
-        .list_volumes(&cloudstack::VolumeFilter::default())
+/// The volumes CloudStack has whose name is that of a clone of a pgtest1 drill.
+pub async fn clones_alive(rig: &Rig) -> anyhow::Result<Vec<String>> {
+    Ok(rig
+        .all_volumes()
         .await?
         .into_iter()
         .filter(|v| v.name.starts_with("pgtest1-test-") && v.name.contains("-disk-"))
         .map(|v| format!("{} ({}, {})", v.id, v.name, v.state))
-        .collect();
+        .collect())
+}
+
+pub async fn assert_no_clones(rig: &Rig) -> TestResult {
+    let alive = clones_alive(rig).await?;
     anyhow::ensure!(alive.is_empty(), "clones left: {alive:?}");
     Ok(())
 }
 
 async fn assert_no_live_vm(rig: &Rig) -> TestResult {
     if let Some(vm) = rig
-        .env
-        .cloud
-        .list_virtual_machines(&cloudstack::VmFilter::default())
+        .all_vms()
         .await?
         .into_iter()
         .find(|v| v.name == "pgtest1")
@@ -389,12 +366,7 @@ async fn invariants(rig: &Rig) -> TestResult {
         .collect();
     for d in &vm.disks {
         let id = &d.disk.replica_volume_id;
-        let v = rig
-            .env
-            .cloud
-            .get_volume(&VolumeId::from(id))
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("replica {id} was deleted"))?;
+        let v = rig.replica(id).await?;
         let on = v.virtualmachineid.as_ref().map(|id| id.as_str());
         anyhow::ensure!(
             on.is_some_and(|on| allowed.contains(&on)),
@@ -409,12 +381,7 @@ async fn invariants(rig: &Rig) -> TestResult {
             v.deviceid
         );
     }
-    for v in rig
-        .env
-        .cloud
-        .list_virtual_machines(&cloudstack::VmFilter::default())
-        .await?
-    {
+    for v in rig.all_vms().await? {
         anyhow::ensure!(
             allowed.contains(&v.id.as_str()),
             "VM {} ({}, {}) is not tracked",
@@ -423,19 +390,10 @@ async fn invariants(rig: &Rig) -> TestResult {
             v.state
         );
     }
-    for v in rig
-        .env
-        .cloud
-        .list_volumes(&cloudstack::VolumeFilter::default())
-        .await?
-    {
+    for v in rig.all_volumes().await? {
         let known = v.id == ids::OMA_ROOT
             || REPLICAS.contains(&v.id.as_str())
-            || rig
-                .env
-                .store
-                .is_created_volume(&VolumeId::from(&v.id))
-                .await?;
+            || rig.created(&v.id).await?;
         anyhow::ensure!(
             known,
             "volume {} ({}, on {:?}) is neither a replica nor one ferry tracks",
@@ -526,4 +484,64 @@ pub async fn census(flow: Flow, options: RigOptions) -> anyhow::Result<Census> {
     );
     flow.assert_done(&rig, &base).await?;
     Ok(rig.census_now().await?.since(&before))
+}
+
+/// Runs `cases` at most `parallel` at a time, each in its own task: each case's label
+/// with its result (a panic as an error) and how long it took, in the order they ended.
+pub async fn run_parallel<T: Send + 'static>(
+    cases: Vec<(String, BoxFuture<'static, anyhow::Result<T>>)>,
+    parallel: usize,
+) -> Vec<(String, anyhow::Result<T>, Duration)> {
+    futures::stream::iter(cases)
+        .map(|(label, case)| async move {
+            let started = Instant::now();
+            let result = match tokio::spawn(case).await {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("the case panicked: {e}")),
+            };
+            (label, result, started.elapsed())
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await
+}
+
+/// Runs the cases of a reliability matrix of `flow`, started at `started`, at most
+/// `parallel` at a time ([`run_parallel`]); prints the line `RELIABILITY {suite}
+/// {flow:?} tried=… passed=… {figures} secs=…` that `scripts/reliability` collects
+/// (`figures` made from the results); and fails with every case that failed, after
+/// "{how many} of {total} {what}".
+pub async fn run_matrix<T: Send + 'static>(
+    suite: &str,
+    flow: Flow,
+    started: Instant,
+    cases: Vec<(String, BoxFuture<'static, anyhow::Result<T>>)>,
+    parallel: usize,
+    figures: impl FnOnce(&[(String, anyhow::Result<T>, Duration)]) -> String,
+    what: &str,
+) -> TestResult {
+    let total = cases.len();
+    let results = run_parallel(cases, parallel).await;
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(label, result, took)| {
+            result
+                .as_ref()
+                .err()
+                .map(|e| format!("- {label} ({took:?}): {e:#}"))
+        })
+        .collect();
+    eprintln!(
+        "RELIABILITY {suite} {flow:?} tried={total} passed={} {} secs={:.1}",
+        total - failed.len(),
+        figures(&results),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {total} {what}:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    Ok(())
 }
