@@ -426,3 +426,48 @@ fn the_checked_in_openapi_document_is_the_one_the_code_generates() {
         &server::openapi_json(),
     );
 }
+
+/// A live failover that fails after its before_live hooks ran — the source may be off —
+/// says so in its story and in what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_failover_failing_after_its_hooks_says_the_source_may_be_off() -> TestResult {
+    let hooks = workflows::Hooks {
+        before_live: vec![workflows::Hook::Command {
+            program: "true".into(),
+            args: Vec::new(),
+            timeout_secs: 30,
+        }],
+        after_rollback: Vec::new(),
+    };
+    let engine = EngineSection {
+        claim_interval_ms: 100,
+        max_attempts: 2,
+        ..EngineSection::default()
+    };
+    let s = common::server_with_hooks(World::default(), engine, hooks).await?;
+    s.add_pgtest1().await?;
+    // The first attach's job fails: the run unwinds after the hooks ran.
+    s.admin_post(
+        "faults",
+        json!({"command": "attachVolume", "nth": 1,
+               "fault": {"kind": "job_error", "errorcode": 530, "errortext": "injected"}}),
+    )
+    .await?;
+    let (status, started) = s.post("/v1/vms/pgtest1/live-failover", None).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let run_id = started["id"].as_str().expect("an id").to_string();
+    let run = s.finish(&run_id, Duration::from_secs(60)).await?;
+    assert_eq!(run["state"], "unwound", "{run}");
+    let story = run["story"].to_string();
+    assert!(
+        story.contains("before_live hooks had run") && story.contains("may be powered off"),
+        "the story does not say the source may be off: {story}"
+    );
+    let advice = run["advice"].as_str().unwrap_or_default();
+    assert!(
+        advice.contains("power it on"),
+        "what to do does not say to power the source on: {advice}"
+    );
+
+    Ok(())
+}

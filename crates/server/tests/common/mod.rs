@@ -160,6 +160,15 @@ impl Drop for Server {
 /// cloudsim with `world` at a time scale of 0.001, and `server::start` on port 0 with
 /// a SQLite file, every appliance of the world, and `engine` as its `[engine]`.
 pub async fn server(world: World, engine: EngineSection) -> anyhow::Result<Server> {
+    server_with_hooks(world, engine, workflows::Hooks::default()).await
+}
+
+/// [`server`] with `hooks` as its `[hooks]`.
+pub async fn server_with_hooks(
+    world: World,
+    engine: EngineSection,
+    hooks: workflows::Hooks,
+) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let sysfs = dir.path().join("sysfs");
     let appliances: Vec<(String, String)> = world
@@ -187,7 +196,8 @@ pub async fn server(world: World, engine: EngineSection) -> anyhow::Result<Serve
     )
     .database(dir.path().join("ferry.db").display().to_string())
     .poll_ms(5, 50)
-    .engine(engine);
+    .engine(engine)
+    .hooks(hooks);
     for (name, id) in &appliances {
         let root = sim
             .announcement
