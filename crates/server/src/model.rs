@@ -244,6 +244,10 @@ pub struct StepView {
     pub finished_at: Option<String>,
     pub duration_ms: Option<i64>,
     pub error: Option<String>,
+    /// Set while the step runs far past its usual duration (a freeze?): how long it has
+    /// run and what is usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdue: Option<String>,
 }
 
 /// A CloudStack job of a run (volume operations through the volume daemon, and the VM

@@ -166,6 +166,29 @@ async fn target_vm(state: &AppState, vm: &ProtectedVm) -> Result<Option<TargetVm
     }))
 }
 
+/// How many of a step's recent durations make its usual one.
+const USUAL_SAMPLE: i64 = 20;
+
+/// Whether a step that has run `ran_ms` is far past its `usual` durations (ms, most
+/// recent first): more than five times their median and more than a minute beyond
+/// it, with at least three to go by. The warning says how long and what is usual.
+fn overdue(ran_ms: i64, usual: &[i64]) -> Option<String> {
+    if usual.len() < 3 {
+        return None;
+    }
+    let mut sorted = usual.to_vec();
+    sorted.sort_unstable();
+    let median = sorted[sorted.len() / 2].max(0);
+    (ran_ms > median.saturating_mul(5) && ran_ms - median > 60_000).then(|| {
+        format!(
+            "running for {} — far past its usual {} (median of its last {} runs); CloudStack or a hook may be stuck: look at its jobs and the events",
+            seconds(ran_ms),
+            seconds(median),
+            usual.len()
+        )
+    })
+}
+
 pub fn run_summary(run: &Run, vm_name: &str) -> RunSummary {
     let end = run.finished_at.unwrap_or_else(store::now_ms);
     RunSummary {
@@ -228,6 +251,7 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
             finished_at: None,
             duration_ms: None,
             error: None,
+            overdue: None,
         })
         .collect();
     for s in &recorded {
@@ -244,10 +268,25 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
                 _ => None,
             },
             error: s.error.clone(),
+            overdue: None,
         };
         match steps.get_mut(s.position as usize) {
             Some(slot) => *slot = view,
             None => steps.push(view),
+        }
+    }
+
+    // A running step far past its usual duration is flagged, unless the run says why
+    // (it waits out an outage).
+    if run.waiting_since.is_none() {
+        for step in steps.iter_mut().filter(|s| s.state == "running") {
+            let Some(ran) = step.duration_ms else {
+                continue;
+            };
+            let usual = store
+                .recent_step_durations(run.workflow, &step.name, USUAL_SAMPLE)
+                .await?;
+            step.overdue = overdue(ran, &usual);
         }
     }
 
@@ -313,7 +352,15 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
     }
     jobs.sort_by_key(|(at, _)| *at);
 
-    let (story, advice) = story(run, vm_name, &recorded);
+    let (mut story, advice) = story(run, vm_name, &recorded);
+    for s in steps.iter().filter(|s| s.overdue.is_some()) {
+        story.push(format!(
+            "Step {} ({}) is {}.",
+            s.position + 1,
+            s.name,
+            s.overdue.as_deref().unwrap_or_default()
+        ));
+    }
     Ok(RunDetail {
         run: run_summary(run, vm_name),
         lease_owner: run
@@ -503,4 +550,31 @@ fn in_words(error: &str) -> String {
         .ok()
         .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_else(|| error.to_string())
+}
+
+#[cfg(test)]
+mod overdue_tests {
+    use super::overdue;
+
+    #[test]
+    fn a_step_is_overdue_only_far_past_a_known_usual_duration() {
+        let usual = [2_000, 3_000, 2_500, 40_000];
+        // The median (3 s) five times over, and a minute beyond it.
+        let warning = overdue(64_000, &usual).expect("overdue");
+        assert!(
+            warning.contains("64.0 s")
+                && warning.contains("usual 3.0 s")
+                && warning.contains("last 4 runs"),
+            "{warning}"
+        );
+        assert_eq!(
+            overdue(62_000, &usual),
+            None,
+            "not a minute past the median"
+        );
+        assert_eq!(overdue(14_000, &usual), None, "not five times the median");
+        assert_eq!(overdue(600_000, &usual[..2]), None, "too few runs to know");
+        assert!(overdue(10 * 60_000, &[100_000; 3]).is_some());
+        assert_eq!(overdue(4 * 60_000, &[100_000; 3]), None);
+    }
 }

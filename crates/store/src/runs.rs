@@ -297,6 +297,28 @@ impl Store {
 
     // ---- steps ------------------------------------------------------------------
 
+    /// How long step `name` of `workflow` took (ms) each time it was done, in the most
+    /// recent `limit` runs: what "its usual duration" means for a freeze warning.
+    pub async fn recent_step_durations(
+        &self,
+        workflow: Workflow,
+        name: &str,
+        limit: i64,
+    ) -> Result<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT s.finished_at - s.started_at AS took FROM steps s JOIN runs r ON r.id = s.run_id
+             WHERE r.workflow = $1 AND s.name = $2 AND s.state = 'done'
+               AND s.started_at IS NOT NULL AND s.finished_at IS NOT NULL
+             ORDER BY s.finished_at DESC LIMIT $3",
+        )
+        .bind(workflow.as_str())
+        .bind(name)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| column::<i64>(r, "took")).collect()
+    }
+
     pub async fn steps(&self, run_id: &RunId) -> Result<Vec<StepRecord>> {
         let query = sqlx::query("SELECT * FROM steps WHERE run_id = $1 ORDER BY position")
             .bind(run_id.as_str());

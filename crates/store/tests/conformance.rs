@@ -61,6 +61,8 @@ conformance!(
     a_worker_that_lost_its_lease_is_fenced_off,
     steps_and_events_are_recorded_in_order,
     runs_are_listed_newest_first_with_their_operations,
+    a_wait_is_recorded_on_the_run_and_cleared_when_it_ends,
+    a_steps_usual_duration_comes_from_its_recent_runs,
 );
 
 const GIB: i64 = 1 << 30;
@@ -712,5 +714,90 @@ async fn runs_are_listed_newest_first_with_their_operations(fx: &Fixture) -> Tes
         .map(|op| op.idempotency_key)
         .collect::<Vec<_>>();
     assert_eq!(keys, ["k1", "k3"]);
+    Ok(())
+}
+
+async fn a_wait_is_recorded_on_the_run_and_cleared_when_it_ends(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    let vm = registered(store).await?;
+    let run = store
+        .create_run(&vm.id, Workflow::TestFailover, Some("replica"))
+        .await?;
+    let g = store
+        .acquire_run(&run.id, "w", 60_000)
+        .await?
+        .expect("free");
+    store
+        .set_run_waiting(&run.id, g, Some((1234, "CloudStack: cannot connect")))
+        .await?;
+    let waiting = store.run(&run.id).await?.expect("the run");
+    assert_eq!(waiting.waiting_since, Some(1234));
+    assert_eq!(
+        waiting.waiting_for.as_deref(),
+        Some("CloudStack: cannot connect")
+    );
+    assert!(
+        store.set_run_waiting(&run.id, g - 1, None).await.is_err(),
+        "a stale generation may not clear it"
+    );
+    store.set_run_waiting(&run.id, g, None).await?;
+    let cleared = store.run(&run.id).await?.expect("the run");
+    assert_eq!((cleared.waiting_since, cleared.waiting_for), (None, None));
+    // A run that ends while it waits (a process stopped mid-wait) no longer waits.
+    store
+        .set_run_waiting(&run.id, g, Some((1, "CloudStack: timed out")))
+        .await?;
+    store
+        .set_run_state_fenced(&run.id, g, RunState::Unwound, Some("boom"))
+        .await?;
+    let ended = store.run(&run.id).await?.expect("the run");
+    assert_eq!((ended.waiting_since, ended.waiting_for), (None, None));
+    Ok(())
+}
+
+async fn a_steps_usual_duration_comes_from_its_recent_runs(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    let vm = registered(store).await?;
+    // Three test failovers whose step-0 took 10, 20 and 30 s (the last most recent),
+    // one whose step-0 failed, and a cleanup whose step-0 took 99 s.
+    for (workflow, state, took) in [
+        (Workflow::TestFailover, StepState::Done, 10_000),
+        (Workflow::TestFailover, StepState::Done, 20_000),
+        (Workflow::TestFailover, StepState::Failed, 77_000),
+        (Workflow::Cleanup, StepState::Done, 99_000),
+        (Workflow::TestFailover, StepState::Done, 30_000),
+    ] {
+        let run = store.create_run(&vm.id, workflow, None).await?;
+        let g = store
+            .acquire_run(&run.id, "w", 60_000)
+            .await?
+            .expect("free");
+        let started = store::now_ms();
+        let mut record = step(0, state);
+        record.started_at = Some(started);
+        record.finished_at = Some(started + took);
+        store.put_step(&run.id, g, &record).await?;
+        store
+            .set_run_state_fenced(&run.id, g, RunState::Done, None)
+            .await?;
+    }
+    assert_eq!(
+        store
+            .recent_step_durations(Workflow::TestFailover, "step-0", 10)
+            .await?,
+        [30_000, 20_000, 10_000]
+    );
+    assert_eq!(
+        store
+            .recent_step_durations(Workflow::TestFailover, "step-0", 2)
+            .await?,
+        [30_000, 20_000]
+    );
+    assert!(
+        store
+            .recent_step_durations(Workflow::Rollback, "step-0", 10)
+            .await?
+            .is_empty()
+    );
     Ok(())
 }

@@ -181,6 +181,8 @@ struct Plain {
     cancel_requested: bool,
     /// What the run was waiting for at the last poll.
     waiting: Option<String>,
+    /// The steps already said to be overdue.
+    overdue: std::collections::HashSet<i64>,
     steps: Vec<String>,
 }
 
@@ -243,6 +245,13 @@ impl Plain {
         for (i, state) in &forward {
             outln!("{}", step_line(&detail.steps[*i], detail.steps.len()));
             self.steps[*i] = state.clone();
+        }
+        for step in &detail.steps {
+            if let Some(warning) = &step.overdue
+                && self.overdue.insert(step.position)
+            {
+                outln!("  warning: {} is {warning}", step.name);
+            }
         }
         // Before the undos it causes. (Why is in the failed step's line, when a poll saw
         // it, and in the story at the end.)
@@ -344,6 +353,9 @@ impl Bars {
                 && let Some(error) = &step.error
             {
                 message.push_str(&format!(": {error}"));
+            }
+            if let Some(warning) = &step.overdue {
+                message.push_str(&format!("  ⚠ {warning}"));
             }
             self.show(bar, Self::symbol(&step.state), message);
         }

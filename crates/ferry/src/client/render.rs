@@ -417,6 +417,9 @@ pub(crate) fn run_detail(detail: &RunDetail) -> String {
         if let Some(error) = &step.error {
             steps.note(format!("error: {error}"));
         }
+        if let Some(warning) = &step.overdue {
+            steps.note(format!("warning: {warning}"));
+        }
     }
     out.push_str(&steps.render());
 
