@@ -66,7 +66,10 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
                 ])
                 .expect("bucket list is not empty");
             match builder.install_recorder() {
-                Ok(handle) => Some(handle),
+                Ok(handle) => {
+                    describe_metrics();
+                    Some(handle)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot install the metrics recorder; /metrics will be empty");
                     None
@@ -74,6 +77,46 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
             }
         })
         .clone()
+}
+
+/// The `# HELP` line of every metric ferry exports (docs/operating.md 8.2 says more).
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "ferry_runs_total",
+        "Executions of runs by this process that ended, by workflow and outcome"
+    );
+    describe_gauge!("ferry_runs_executing", "Runs this process is executing now");
+    describe_gauge!(
+        "ferry_runs",
+        "Runs in the database in each state, counted at each scrape"
+    );
+    describe_gauge!(
+        "ferry_runs_waiting",
+        "Runs of this process waiting out an outage now, by what they wait for"
+    );
+    describe_histogram!(
+        "ferry_step_duration_seconds",
+        metrics::Unit::Seconds,
+        "Duration of each attempt of a step's action or undo"
+    );
+    describe_counter!(
+        "ferry_cloudstack_calls_total",
+        "HTTP requests sent to CloudStack, polls included, by command"
+    );
+    describe_counter!(
+        "ferry_cloudstack_errors_total",
+        "CloudStack requests that failed and async jobs that ended failed, by command and class"
+    );
+    describe_histogram!(
+        "ferry_cloudstack_job_wait_seconds",
+        metrics::Unit::Seconds,
+        "How long each wait for a CloudStack async job took, whatever its end"
+    );
+    describe_histogram!(
+        "ferry_cloudstack_job_polls",
+        "Polls each wait for a CloudStack async job made"
+    );
 }
 
 /// A started server: its address, and the handle to wait on.

@@ -391,6 +391,10 @@ async fn a_test_failover_and_cleanup_through_the_api_show_the_device_map_and_are
         "ferry_cloudstack_job_wait_seconds",
         "ferry_runs{state=\"stuck\"} 0",
         "ferry_runs{state=\"done\"} 2",
+        "# HELP ferry_runs_total ",
+        "# HELP ferry_step_duration_seconds ",
+        "# HELP ferry_cloudstack_calls_total ",
+        "# HELP ferry_runs ",
     ] {
         assert!(
             metrics.contains(family),
