@@ -10,6 +10,7 @@ use ids::{ProtectedVmId, RunId};
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -144,12 +145,34 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Parses a JSON body; an empty body is `T::default()` where `default` is given.
+/// The request's body, or the JSON error every other refusal has (axum's own answer to
+/// a body over its limit is plain text).
+fn read_body(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
+            "the request body is larger than the server reads (2 MiB): {}",
+            e.body_text()
+        )),
+        _ => ApiError::BadRequest(format!(
+            "the request body could not be read: {}",
+            e.body_text()
+        )),
+    })
+}
+
 fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes, default: Option<T>) -> ApiResult<T> {
     let trimmed = body.trim_ascii();
     if (trimmed.is_empty() || trimmed == b"null")
         && let Some(default) = default
     {
         return Ok(default);
+    }
+    // Every body is a JSON object: serde would read a struct from an array too (`[]`
+    // as an empty StartTest), which is no request anyone meant.
+    if !trimmed.starts_with(b"{") {
+        return Err(ApiError::invalid(
+            "the request body must be a JSON object (`{...}`), as docs/openapi.json shows",
+        ));
     }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("the request body is not acceptable JSON: {e}")))
@@ -228,9 +251,9 @@ async fn list_vms(State(state): State<AppState>) -> ApiResult<Json<Vec<VmSummary
               (status = 503, description = "CloudStack could not be asked", body = ErrorBody)))]
 async fn add_vm(
     State(state): State<AppState>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<VmDetail>)> {
-    let request: AddVm = parse_body(&body, None)?;
+    let request: AddVm = parse_body(&read_body(body)?, None)?;
     let format = match request.format {
         DefinitionFormat::Toml => inventory::Format::Toml,
         DefinitionFormat::Json => inventory::Format::Json,
@@ -335,9 +358,9 @@ async fn started(
 async fn start_test_failover(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    let request: StartTest = parse_body(&body, Some(StartTest::default()))?;
+    let request: StartTest = parse_body(&read_body(body)?, Some(StartTest::default()))?;
     let mode = match request.mode {
         TestMode::Replica => workflows::test_failover::Mode::Replica,
         TestMode::Clone => workflows::test_failover::Mode::Clone,

@@ -25,6 +25,8 @@ pub enum ApiError {
     BadRequest(String),
     /// 405.
     MethodNotAllowed,
+    /// 413: the body is larger than the server reads.
+    TooLarge(String),
     /// 503: a dependency (CloudStack, the database) cannot be reached now; try again.
     Unavailable(String),
     /// 500: ferry's own failure. Logged with its whole chain.
@@ -47,6 +49,7 @@ impl ApiError {
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -71,6 +74,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m)
             | ApiError::Conflict(m)
             | ApiError::BadRequest(m)
+            | ApiError::TooLarge(m)
             | ApiError::Unavailable(m)
             | ApiError::Internal(m) => (m, Vec::new()),
         };

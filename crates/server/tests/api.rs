@@ -148,6 +148,44 @@ async fn bad_input_gets_a_json_error_that_says_what_was_wrong() -> TestResult {
         "invalid",
         "not acceptable JSON",
     );
+    // A body of the wrong shape: an array where an object belongs.
+    let (status, body) = server
+        .post("/v1/vms/pgtest1/test-failover", Some(json!([])))
+        .await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "must be a JSON object",
+    );
+    // A body too large for the server: the same JSON error as every other.
+    let response = server
+        .http
+        .post(format!("{}/v1/vms", server.url))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(format!("{{\"definition\": \"{}\"}}", "x".repeat(3 << 20)))
+        .send()
+        .await?;
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    assert_error(
+        status,
+        &response.json().await?,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        "larger than the server reads (2 MiB)",
+    );
     let (status, body) = server
         .post("/v1/vms", Some(json!({ "definition": "x", "colour": 1 })))
         .await?;
