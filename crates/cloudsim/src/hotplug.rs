@@ -115,6 +115,14 @@ impl Hotplug {
         std::fs::create_dir_all(root.join("sys/block"))?;
         std::fs::create_dir_all(root.join("dev/disk/by-id"))?;
         for serial in serials {
+            // A guest that kept running while cloudsim restarted still sees its disks.
+            if root
+                .join("dev/disk/by-id")
+                .join(format!("virtio-{serial}"))
+                .exists()
+            {
+                continue;
+            }
             plug(root, serial)?;
         }
         Ok(())

@@ -27,6 +27,7 @@ pub mod error;
 pub mod faults;
 mod hotplug;
 mod jobs;
+pub mod persist;
 mod sim;
 mod state;
 pub mod world;
@@ -116,7 +117,34 @@ impl Running {
 /// Starts a simulator on `listen` (port 0 picks a free port) and returns once it
 /// accepts requests.
 pub async fn start(config: SimConfig, listen: SocketAddr) -> Result<Running, StartError> {
-    let state = State::from_world(&config.world).map_err(StartError::World)?;
+    start_with_state_file(config, listen, None).await
+}
+
+/// [`start`], keeping the simulated cloud in `state_file` (see [`persist`]): started
+/// from the file when it exists — the jobs that were in flight ending as CloudStack
+/// ends them at a restart — else from the world, and written as it changes.
+pub async fn start_with_state_file(
+    config: SimConfig,
+    listen: SocketAddr,
+    state_file: Option<PathBuf>,
+) -> Result<Running, StartError> {
+    let saved = match &state_file {
+        Some(path) => persist::load(path).map_err(StartError::StateFile)?,
+        None => None,
+    };
+    let state = match saved {
+        Some(mut state) => {
+            let cancelled = persist::after_restart(&mut state);
+            if cancelled > 0 {
+                eprintln!(
+                    "cloudsim: {cancelled} job(s) in flight when it stopped ended failed: {}",
+                    persist::CANCELLED_BY_RESTART
+                );
+            }
+            state
+        }
+        None => State::from_world(&config.world).map_err(StartError::World)?,
+    };
     let mut roots = HashMap::new();
     let mut sysfs_roots = BTreeMap::new();
     let appliances: Vec<&Vm> = state.vms.values().filter(|v| v.appliance).collect();
@@ -175,12 +203,18 @@ pub async fn start(config: SimConfig, listen: SocketAddr) -> Result<Running, Sta
         .await
         .map_err(StartError::Bind)?;
     let addr = listener.local_addr().map_err(StartError::Bind)?;
+    let saver = state_file.map(|path| persist::spawn_saver(inner.clone(), path));
     let router = api::router(inner.clone());
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
+        let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { token.cancelled().await })
-            .await
+            .await;
+        // The state file's last write, after the last request.
+        if let Some(saver) = saver {
+            let _ = saver.await;
+        }
+        served
     });
     let announcement = Announcement {
         endpoint: format!("http://{addr}/client/api"),
@@ -208,4 +242,6 @@ pub enum StartError {
     Bind(#[source] std::io::Error),
     #[error("cannot lay out the appliance sysfs tree")]
     Sysfs(#[source] std::io::Error),
+    #[error("{0}")]
+    StateFile(String),
 }

@@ -131,6 +131,11 @@ struct CloudsimArgs {
     /// Multiplies every simulated latency (0.01: a 3 s attach takes 30 ms).
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     time_scale: f64,
+    /// Keep the simulated cloud in this file, as CloudStack keeps its database: started
+    /// from it when it exists (jobs in flight then end failed, as at a management-server
+    /// restart), else from the world; written as it changes.
+    #[arg(long)]
+    state_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -213,7 +218,7 @@ async fn cloudsim(args: CloudsimArgs) -> anyhow::Result<()> {
         sysfs_root: args.sysfs_root,
         time_scale: args.time_scale,
     };
-    let running = cloudsim::start(config, args.listen)
+    let running = cloudsim::start_with_state_file(config, args.listen, args.state_file)
         .await
         .with_context(|| format!("cannot start cloudsim on {}", args.listen))?;
     println!("{}", serde_json::to_string(&running.announcement)?);

@@ -61,6 +61,50 @@ impl Op {
     }
 }
 
+/// Every async command's lower-case name, as [`Op::command`] gives it.
+pub const COMMANDS: [&str; 10] = [
+    "deployvirtualmachine",
+    "startvirtualmachine",
+    "stopvirtualmachine",
+    "destroyvirtualmachine",
+    "attachvolume",
+    "detachvolume",
+    "createsnapshot",
+    "revertsnapshot",
+    "deletesnapshot",
+    "createvolume",
+];
+
+/// An async command's lower-case name (one of [`COMMANDS`]), written to a state file
+/// as its name and read back as the same static string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandName(pub &'static str);
+
+impl std::ops::Deref for CommandName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.0
+    }
+}
+
+impl serde::Serialize for CommandName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CommandName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        COMMANDS
+            .iter()
+            .find(|c| **c == name)
+            .map(|c| CommandName(c))
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown async command `{name}`")))
+    }
+}
+
 /// A job on its queue, waiting for the queue's worker.
 pub struct QueuedJob {
     pub job_id: String,

@@ -59,7 +59,7 @@ impl Inner {
                 id: job_id.clone(),
                 seq,
                 cmd: cmd_class.to_string(),
-                command: op.command(),
+                command: crate::jobs::op::CommandName(op.command()),
                 status: 0,
                 result_code: 0,
                 result: None,

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::CsError;
@@ -26,26 +27,26 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Zone {
     pub id: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Offering {
     pub id: String,
     pub def: ServiceOfferingDef,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DiskOffering {
     pub id: String,
     pub name: String,
     pub size_gb: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Template {
     pub id: String,
     pub name: String,
@@ -53,7 +54,7 @@ pub struct Template {
     pub os: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Network {
     pub id: String,
     pub name: String,
@@ -63,7 +64,7 @@ pub struct Network {
     pub(crate) next_host: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Nic {
     pub id: String,
     pub network_id: String,
@@ -72,7 +73,7 @@ pub struct Nic {
     pub default: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Vm {
     pub id: String,
     /// CloudStack's internal numeric id, which some error texts show.
@@ -94,7 +95,7 @@ pub struct Vm {
     pub appliance: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Volume {
     pub id: String,
     pub seq: u64,
@@ -118,7 +119,7 @@ pub struct Volume {
     pub(crate) prior_state: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     pub id: String,
     pub seq: u64,
@@ -133,13 +134,13 @@ pub struct Snapshot {
     pub generation: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
     pub id: String,
     pub seq: u64,
     pub cmd: String,
     /// The command, lower case (`attachvolume`), for accounting.
-    pub command: &'static str,
+    pub command: crate::jobs::op::CommandName,
     pub status: i64,
     pub result_code: i64,
     pub result: Option<Value>,
@@ -151,7 +152,7 @@ pub struct Job {
 }
 
 /// Everything in the simulated cloud.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct State {
     pub(crate) seq: u64,
     pub settings: Settings,
