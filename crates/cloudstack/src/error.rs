@@ -115,6 +115,11 @@ impl Error {
                 429 | 530 | 534 => ErrorClass::Transient,
                 _ => ErrorClass::Definitive,
             },
+            // A job its management server was running when it stopped is failed at the
+            // restart without knowing what the hypervisor did: look before retrying.
+            Error::JobFailed { errortext, .. } if cancelled_by_restart(errortext) => {
+                ErrorClass::Unknown
+            }
             Error::JobFailed { .. } => ErrorClass::Definitive,
             Error::Http {
                 status, mutation, ..
@@ -211,6 +216,15 @@ impl Error {
     }
 }
 
+/// Whether a failed job's text is CloudStack's for a job cut short by a
+/// management-server restart (`AsyncJobManagerImpl`: "job cancelled because of
+/// management server restart", "Execution was cancelled because of server shutdown").
+fn cancelled_by_restart(errortext: &str) -> bool {
+    let text = errortext.to_ascii_lowercase();
+    text.contains("cancelled because of management server restart")
+        || text.contains("cancelled because of server shutdown")
+}
+
 /// The words for what went wrong under a transport error: the I/O error's kind where
 /// there is one (`connection refused`), `timed out`, or reqwest's own words. Never the
 /// URL: callers strip it before the error is kept.
@@ -285,6 +299,22 @@ mod tests {
                 serde_json::to_value(class).unwrap(),
                 serde_json::Value::from(class.as_str())
             );
+        }
+    }
+
+    #[test]
+    fn a_job_cut_short_by_a_management_server_restart_is_unknown() {
+        for text in [
+            "job cancelled because of management server restart",
+            "Execution was cancelled because of server shutdown",
+        ] {
+            let e = Error::JobFailed {
+                command: "attachVolume".into(),
+                job_id: "j".into(),
+                errorcode: 530,
+                errortext: text.into(),
+            };
+            assert_eq!(e.class(), ErrorClass::Unknown, "{text}");
         }
     }
 

@@ -69,7 +69,7 @@ use tracing::Instrument;
 use crate::appliance::Appliances;
 use crate::commands::{self, Submitted, command_of};
 use crate::device::{self, Device, PollSteps, Presence};
-use crate::error::{Error, Result, chain};
+use crate::error::{Class, Error, Result, chain};
 use crate::journal::{
     Begun, DeviceRecord, Journal, JournalError, NewOp, OpKind, OpRecord, Outcome,
 };
@@ -392,7 +392,20 @@ impl Inner {
                     .await
             }
             (_, Some(job_id)) => {
-                commands::wait_job(&self.client, &op, job_id, op.entity_id.clone()).await
+                match commands::wait_job(&self.client, &op, job_id, op.entity_id.clone()).await {
+                    // The job ended failed without knowing what it did — cut short by a
+                    // management-server restart (the one failed job that is not
+                    // definitive): look at CloudStack, and send again what is not done.
+                    Err(Error::CloudStack {
+                        class: Class::Unknown,
+                        job_id: Some(failed),
+                        ..
+                    }) if failed == job_id.as_str() => {
+                        tracing::info!(%job_id, "the job was cut short by a restart of CloudStack; looking before sending it again");
+                        self.submit_and_wait(&op, &request, Origin::Recovered).await
+                    }
+                    other => other,
+                }
             }
             (_, None) => self.submit_and_wait(&op, &request, origin).await,
         };

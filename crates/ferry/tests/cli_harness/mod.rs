@@ -27,6 +27,9 @@ pub struct Options {
     pub time_scale: f64,
     /// `[engine] max_attempts`: how often a transiently failing step or undo is tried.
     pub max_attempts: i64,
+    /// cloudsim keeps its cloud in a state file, on a port of its own, so that
+    /// [`Server::restart_cloudsim`] can stop it and start it again where ferry reaches it.
+    pub restartable_cloudsim: bool,
 }
 
 impl Default for Options {
@@ -34,6 +37,7 @@ impl Default for Options {
         Options {
             time_scale: 0.001,
             max_attempts: 5,
+            restartable_cloudsim: false,
         }
     }
 }
@@ -46,6 +50,8 @@ pub struct Server {
     /// cloudsim's admin URL (`…/sim`): faults, latencies.
     pub admin: String,
     children: Vec<Child>,
+    /// How to start cloudsim again (its command), when it is restartable.
+    cloudsim_again: Option<(String, f64)>,
 }
 
 impl Server {
@@ -59,8 +65,22 @@ impl Server {
         std::fs::create_dir_all(&sysfs).expect("the sysfs root");
         let mut children = Vec::new();
 
+        let listen = if options.restartable_cloudsim {
+            let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            format!(
+                "127.0.0.1:{}",
+                free.local_addr().expect("its address").port()
+            )
+        } else {
+            "127.0.0.1:0".to_string()
+        };
         let (sim, announcement) = spawn_announced(
-            cloudsim(options.time_scale).arg("--sysfs-root").arg(&sysfs),
+            &mut restartable_cloudsim(
+                options.time_scale,
+                &listen,
+                dir.path(),
+                options.restartable_cloudsim,
+            ),
             dir.path(),
             "cloudsim.log",
         );
@@ -107,7 +127,28 @@ impl Server {
             url,
             admin,
             children,
+            cloudsim_again: options
+                .restartable_cloudsim
+                .then_some((listen, options.time_scale)),
         }
+    }
+
+    /// Kills cloudsim outright, runs `meanwhile` while it is down, and starts it again
+    /// on the same port from its state file, as a management server restarts.
+    pub fn restart_cloudsim(&mut self, meanwhile: impl FnOnce(&Server)) {
+        let (listen, time_scale) = self
+            .cloudsim_again
+            .clone()
+            .expect("started with Options::restartable_cloudsim");
+        let _ = self.children[0].kill();
+        let _ = self.children[0].wait();
+        meanwhile(self);
+        let (sim, _) = spawn_announced(
+            &mut restartable_cloudsim(time_scale, &listen, self.dir.path(), true),
+            self.dir.path(),
+            "cloudsim-again.log",
+        );
+        self.children[0] = sim;
     }
 
     /// The test's directory (files written for `ferry vm add` go here).
@@ -216,12 +257,28 @@ impl Drop for Server {
 /// `ferry cloudsim` on port 0 at `time_scale`, its stdin closed and its stdout piped
 /// for the announcement ([`first_line_json`]); more flags and stderr are the caller's.
 pub fn cloudsim(time_scale: f64) -> Command {
+    cloudsim_at(time_scale, "127.0.0.1:0")
+}
+
+/// [`cloudsim`] listening on `listen`.
+pub fn cloudsim_at(time_scale: f64, listen: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
     command
-        .args(["cloudsim", "--listen", "127.0.0.1:0", "--time-scale"])
+        .args(["cloudsim", "--listen", listen, "--time-scale"])
         .arg(time_scale.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
+    command
+}
+
+/// The test server's cloudsim on `listen`, its sysfs tree in `dir`, with its state in
+/// `dir/cloud.json` when `persistent`.
+fn restartable_cloudsim(time_scale: f64, listen: &str, dir: &Path, persistent: bool) -> Command {
+    let mut command = cloudsim_at(time_scale, listen);
+    command.arg("--sysfs-root").arg(dir.join("sysfs"));
+    if persistent {
+        command.arg("--state-file").arg(dir.join("cloud.json"));
+    }
     command
 }
 
