@@ -64,6 +64,21 @@ pub enum Outcome {
     Ended(RunState),
 }
 
+/// In words, for a log line: `done`, `unwound: <error>`, `stuck: <error>`, `fenced`,
+/// `held`, `ended: <state>`.
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Done => f.write_str("done"),
+            Outcome::Unwound { error } => write!(f, "unwound: {error}"),
+            Outcome::Stuck { error } => write!(f, "stuck: {error}"),
+            Outcome::Fenced => f.write_str("fenced: another worker took the run over"),
+            Outcome::Held => f.write_str("held: another worker holds the run's lease"),
+            Outcome::Ended(state) => write!(f, "ended: already {}", state.as_str()),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("no run {0}")]
@@ -774,4 +789,27 @@ pub async fn abandon(store: &Store, run_id: &RunId) -> Result<(), EngineError> {
         .set_run_state(run_id, RunState::Abandoned, None)
         .await
         .map_err(EngineError::Store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome;
+    use store::RunState;
+
+    #[test]
+    fn an_outcome_is_logged_in_words() {
+        assert_eq!(Outcome::Done.to_string(), "done");
+        assert_eq!(
+            Outcome::Unwound {
+                error: "host is in maintenance".into()
+            }
+            .to_string(),
+            "unwound: host is in maintenance"
+        );
+        assert_eq!(Outcome::Stuck { error: "x".into() }.to_string(), "stuck: x");
+        assert_eq!(
+            Outcome::Ended(RunState::Abandoned).to_string(),
+            "ended: already abandoned"
+        );
+    }
 }

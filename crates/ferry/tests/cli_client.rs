@@ -783,3 +783,33 @@ fn a_running_run_is_cancelled_and_unwinds() {
     assert_eq!(runs[0]["state"], "unwound");
     assert_eq!(runs[0]["cancel_requested"], true);
 }
+
+/// The server's log, written to a file (not a terminal), is plain text, and a run's
+/// outcome is in words.
+#[test]
+fn logs_to_a_file_are_plain_text_with_outcomes_in_words() {
+    let server = Server::start_with(Options {
+        log: "info",
+        ..Options::default()
+    });
+    let file = server.write("pgtest1.toml", &pgtest1());
+    server.ferry().args(["vm", "add"]).args([&file]).run().ok();
+    server
+        .ferry()
+        .args(["failover", "test", "pgtest1", "--wait"])
+        .run()
+        .ok();
+    // The run is logged as executed just after the client saw it done.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut log = server.serve_log();
+    while !log.contains("run executed") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        log = server.serve_log();
+    }
+    assert!(!log.contains('\u{1b}'), "no ANSI escape codes:\n{log}");
+    let executed = log
+        .lines()
+        .find(|l| l.contains("run executed"))
+        .unwrap_or_else(|| panic!("the run's outcome is logged:\n{log}"));
+    assert!(executed.contains("outcome=done"), "{executed}");
+}

@@ -27,6 +27,8 @@ pub struct Options {
     pub time_scale: f64,
     /// `[engine] max_attempts`: how often a transiently failing step or undo is tried.
     pub max_attempts: i64,
+    /// `ferry serve`'s FERRY_LOG.
+    pub log: &'static str,
 }
 
 impl Default for Options {
@@ -34,6 +36,7 @@ impl Default for Options {
         Options {
             time_scale: 0.001,
             max_attempts: 5,
+            log: "warn",
         }
     }
 }
@@ -90,7 +93,7 @@ impl Server {
             .arg(&config)
             .env("FERRY_CLOUDSTACK_SECRET", field("secret_key"))
             .env("FERRY_TOKEN", TOKEN)
-            .env("FERRY_LOG", "warn")
+            .env("FERRY_LOG", options.log)
             .env_remove("FERRY_DATABASE_URL")
             .env_remove("FERRY_LISTEN")
             .env_remove("FERRY_CLOUDSTACK_ENDPOINT")
@@ -139,6 +142,11 @@ impl Server {
 
     fn admin_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) {
         admin_call(&self.admin, method, path, body);
+    }
+
+    /// What `ferry serve` wrote to stderr so far.
+    pub fn serve_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
     /// Both processes' logs, for a failing test's message.
