@@ -78,6 +78,16 @@ fn vm_add_list_show_and_remove_in_both_formats() {
         .run();
     golden("vm_show.json", &show.ok().stdout);
     assert_eq!(show.json()["disks"].as_array().map(Vec::len), Some(2));
+    // `-o` is `--output`, anywhere on the line.
+    for args in [
+        ["vm", "show", "pgtest1", "-o", "json"],
+        ["-o", "json", "vm", "show", "pgtest1"],
+    ] {
+        let short = server.ferry().args(args).run();
+        assert_eq!(short.ok().stdout, show.stdout);
+    }
+    let short = server.ferry().args(["run", "list", "-o", "json"]).run();
+    assert_eq!(short.ok().json(), json!([]));
 
     // Registered twice: refused, and the message says why.
     let again = server.ferry().args(["vm", "add"]).args([&file]).run();

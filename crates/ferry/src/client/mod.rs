@@ -44,7 +44,13 @@ pub struct ConnectionArgs {
     pub token_file: Option<PathBuf>,
     /// How to print results: `table` for people, `json` for programs (the API's
     /// bodies, unchanged; see docs/cli.md).
-    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    #[arg(
+        short = 'o',
+        long,
+        global = true,
+        value_enum,
+        default_value_t = Output::Table
+    )]
     pub output: Output,
 }
 
