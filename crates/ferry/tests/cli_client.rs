@@ -823,3 +823,125 @@ fn logs_to_a_file_are_plain_text_with_outcomes_in_words() {
         .unwrap_or_else(|| panic!("the run's outcome is logged:\n{log}"));
     assert!(executed.contains("outcome=done"), "{executed}");
 }
+
+/// Wherever a run id goes, the start of it does if it names one run, and `--vm NAME`
+/// names that VM's latest run.
+#[test]
+fn a_run_is_named_by_a_prefix_of_its_id_or_as_a_vms_latest() {
+    let server = with_pgtest1();
+    let none = server
+        .ferry()
+        .args(["run", "show", "--vm", "pgtest1"])
+        .run();
+    none.code(2);
+    assert!(
+        none.stderr.contains("pgtest1 has no runs yet"),
+        "{}",
+        none.stderr
+    );
+
+    for command in ["test", "cleanup"] {
+        server
+            .ferry()
+            .args(["failover", command, "pgtest1", "--wait"])
+            .run()
+            .ok();
+    }
+    let runs = server
+        .ferry()
+        .args(["run", "list", "-o", "json"])
+        .run()
+        .ok()
+        .json();
+    let cleanup = runs[0]["id"].as_str().expect("an id").to_string();
+    let test = runs[1]["id"].as_str().expect("an id").to_string();
+    // Run ids start with their creation time: these two share a start.
+    let shared: String = cleanup
+        .chars()
+        .zip(test.chars())
+        .take_while(|(a, b)| a == b)
+        .map(|(a, _)| a)
+        .collect();
+    assert!(!shared.is_empty(), "{cleanup} and {test}");
+    let unique = &test[..shared.len() + 1];
+
+    let full = server.ferry().args(["run", "show", &test]).run();
+    let by_prefix = server.ferry().args(["run", "show", unique]).run();
+    assert_eq!(by_prefix.ok().stdout, full.ok().stdout);
+    let upper = server
+        .ferry()
+        .args(["run", "show", &unique.to_uppercase(), "-o", "json"])
+        .run();
+    assert_eq!(upper.ok().json()["id"], test.as_str());
+    // Every command that takes a run takes a prefix: this cancel reaches the server,
+    // which refuses it because the run is done.
+    let cancel = server.ferry().args(["run", "cancel", unique]).run();
+    cancel.code(2);
+    assert!(
+        cancel.stderr.contains("nothing to cancel"),
+        "{}",
+        cancel.stderr
+    );
+
+    let ambiguous = server.ferry().args(["run", "show", &shared]).run();
+    ambiguous.code(2);
+    assert!(
+        ambiguous
+            .stderr
+            .starts_with(&format!("error: `{shared}` is the start of 2 runs' ids")),
+        "{}",
+        ambiguous.stderr
+    );
+    for id in [&cleanup, &test] {
+        assert!(
+            ambiguous.stderr.contains(id.as_str()),
+            "{}",
+            ambiguous.stderr
+        );
+    }
+    let ambiguous = server
+        .ferry()
+        .args(["run", "watch", &shared, "-o", "json"])
+        .run();
+    assert_eq!(ambiguous.code(2).json()["error"]["code"], "ambiguous");
+
+    let unknown = server.ferry().args(["run", "abandon", "ffff"]).run();
+    unknown.code(2);
+    assert!(
+        unknown
+            .stderr
+            .starts_with("error: no run ffff: no run's id starts with `ffff`"),
+        "{}",
+        unknown.stderr
+    );
+
+    // The latest run of a VM, without its id.
+    let latest = server
+        .ferry()
+        .args(["run", "show", "--vm", "pgtest1", "-o", "json"])
+        .run();
+    assert_eq!(latest.ok().json()["id"], cleanup.as_str());
+    let watch = server
+        .ferry()
+        .args(["run", "watch", "--vm", "pgtest1"])
+        .run();
+    assert!(
+        watch
+            .ok()
+            .stdout
+            .contains(&format!("Run {cleanup} done after")),
+        "{}",
+        watch.stdout
+    );
+    let unknown_vm = server.ferry().args(["run", "show", "--vm", "nope"]).run();
+    unknown_vm.code(2);
+    assert!(unknown_vm.stderr.contains("nope"), "{}", unknown_vm.stderr);
+
+    // An id or --vm, not both, not neither: usage errors.
+    server.ferry().args(["run", "show"]).run().code(2);
+    server
+        .ferry()
+        .args(["run", "show", &test, "--vm", "pgtest1"])
+        .run()
+        .code(2);
+}
