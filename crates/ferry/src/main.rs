@@ -12,7 +12,8 @@
 //! - `ferry completions SHELL`.
 //!
 //! Exit codes: 0 success; 1 the operation failed (a run unwound or is stuck); 2 bad
-//! usage, a refused request, or a server that cannot be reached.
+//! usage, a refused request, or a server that cannot be reached; 130 Ctrl-C stopped
+//! following a run (`--wait`, `ferry run watch`), which goes on in the server.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

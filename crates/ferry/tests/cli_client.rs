@@ -8,6 +8,7 @@ mod cli_harness;
 
 use cli_harness::{Ferry, Options, Server, closed_port, golden, pgtest1};
 use serde_json::json;
+use std::time::Duration;
 
 /// A server with pgtest1 registered.
 fn with_pgtest1() -> Server {
@@ -944,4 +945,59 @@ fn a_run_is_named_by_a_prefix_of_its_id_or_as_a_vms_latest() {
         .args(["run", "show", &test, "--vm", "pgtest1"])
         .run()
         .code(2);
+}
+
+/// Ctrl-C while `--wait` follows a run stops the following, not the run: it says so and
+/// how to cancel the run, and exits 130.
+#[test]
+fn ctrl_c_while_waiting_leaves_the_run_going_and_says_how_to_cancel_it() {
+    let server = with_pgtest1();
+    // Snapshots take two seconds: the run is still going when Ctrl-C comes.
+    server.latency(json!({"createSnapshot": 2_000_000}));
+    let waiting = server
+        .ferry()
+        .args(["failover", "test", "pgtest1", "--wait"])
+        .spawn();
+    waiting.wait_for("Following run", Duration::from_secs(10));
+    waiting.interrupt();
+    let stopped = waiting.finish();
+    stopped.code(130);
+    let id = newest_run(&server);
+    assert!(
+        stopped.stderr.contains(&format!(
+            "Stopped following run {id}; the run goes on in the server."
+        )) && stopped.stderr.contains(&format!("`ferry run cancel {id}`")),
+        "{}",
+        stopped.stderr
+    );
+    // The run did go on.
+    server.ferry().args(["run", "watch", &id]).run().ok();
+}
+
+/// While the server cannot be reached `--wait` says so once and keeps trying.
+#[test]
+fn waiting_on_an_unreachable_server_says_so_once_and_keeps_trying() {
+    let mut server = with_pgtest1();
+    server.latency(json!({"createSnapshot": 2_000_000}));
+    let waiting = server
+        .ferry()
+        .args(["failover", "test", "pgtest1", "--wait"])
+        .spawn();
+    waiting.wait_for("Following run", Duration::from_secs(10));
+    server.stop_serve();
+    waiting.wait_for("cannot be reached", Duration::from_secs(10));
+    // Polls every 200 ms: several failed by now, the warning is printed once.
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, stderr) = waiting.so_far();
+    assert_eq!(
+        stderr.matches("cannot be reached").count(),
+        1,
+        "once:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("ferry keeps trying for up to 30 s"),
+        "{stderr}"
+    );
+    waiting.interrupt();
+    waiting.finish().code(130);
 }

@@ -9,7 +9,8 @@
 //! (an error's body too, on stdout, while its message goes to stderr). The exit code
 //! says how it went: 0 success; 1 the operation failed (a followed run ended other than
 //! `done`, or the server failed); 2 bad usage, a refused request (4xx), a server that
-//! cannot be reached, no token, or an unreadable file.
+//! cannot be reached, no token, or an unreadable file; 130 Ctrl-C stopped following a
+//! run (not the run).
 
 pub mod api;
 mod output;
@@ -486,13 +487,18 @@ pub async fn failover(command: FailoverCommand, connection: &ConnectionArgs) -> 
 }
 
 /// Follows a run to its end; prints the final detail in JSON mode. Exit 0 when it is
-/// done, 1 when not.
+/// done, 1 when not, 130 when Ctrl-C stopped the following (not the run).
 async fn follow(api: &Api, id: &str, output: Output) -> Outcome {
-    let (detail, raw) = progress::follow_raw(api, id, output).await?;
-    if output == Output::Json {
-        outln!("{}", raw.pretty());
+    match progress::follow_raw(api, id, output).await? {
+        progress::Followed::Settled(detail, raw) => {
+            if output == Output::Json {
+                outln!("{}", raw.pretty());
+            }
+            Ok(run_exit_code(&detail))
+        }
+        // As a shell reports a command Ctrl-C stopped: 128 + SIGINT.
+        progress::Followed::Interrupted => Ok(ExitCode::from(130)),
     }
-    Ok(run_exit_code(&detail))
 }
 
 fn run_exit_code(detail: &RunDetail) -> ExitCode {
