@@ -529,9 +529,14 @@ impl Bars {
     }
 }
 
-/// `attach  volume 2334…  job 8f1e…  succeeded`.
+/// `attach  volume 2334…  job 8f1e…  succeeded`; an undo's job (its step is
+/// `undo-<step>`), drawn under the step it undoes, says so: `undo attach  volume …`.
 fn job_message(job: &JobView) -> String {
-    let mut message = job.kind.clone();
+    let mut message = if job.step.as_deref().is_some_and(|s| s.starts_with("undo-")) {
+        format!("undo {}", job.kind)
+    } else {
+        job.kind.clone()
+    };
     if let Some(volume) = &job.volume_id {
         message.push_str(&format!("  volume {volume}"));
     } else if let Some(vm) = &job.vm_id {
@@ -568,4 +573,34 @@ fn owner(detail: &RunDetail, job: &JobView) -> Option<usize> {
         .iter()
         .rposition(|s| matches!(s.state.as_str(), "running" | "undoing"))
         .or_else(|| detail.steps.iter().rposition(|s| s.state != "waiting"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(step: &str, kind: &str) -> JobView {
+        JobView {
+            step: Some(step.into()),
+            kind: kind.into(),
+            volume_id: Some("vol-1".into()),
+            vm_id: None,
+            job_id: Some("job-1".into()),
+            state: "succeeded".into(),
+            error: None,
+            at: "2026-01-01T00:00:00.000Z".into(),
+        }
+    }
+
+    #[test]
+    fn an_undo_job_is_labelled_as_an_undo() {
+        assert_eq!(
+            job_message(&job("detach-replicas", "detach")),
+            "detach  volume vol-1  job job-1  succeeded"
+        );
+        assert_eq!(
+            job_message(&job("undo-detach-replicas", "attach")),
+            "undo attach  volume vol-1  job job-1  succeeded"
+        );
+    }
 }
