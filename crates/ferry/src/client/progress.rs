@@ -49,7 +49,7 @@ pub fn settled(state: &str) -> bool {
 #[allow(dead_code, reason = "public for `ferry demo`")]
 pub async fn follow(api: &Api, run_id: &str, output: Output) -> anyhow::Result<RunDetail> {
     match poll(api, run_id, output, std::future::pending()).await? {
-        Followed::Settled(detail, _) => Ok(detail),
+        Followed::Settled(detail, _) => Ok(*detail),
         Followed::Interrupted => unreachable!("never interrupted"),
     }
 }
@@ -57,7 +57,7 @@ pub async fn follow(api: &Api, run_id: &str, output: Output) -> anyhow::Result<R
 /// How following a run ended.
 pub(crate) enum Followed {
     /// The run settled: its last detail, and its JSON as the server sent it.
-    Settled(RunDetail, Raw),
+    Settled(Box<RunDetail>, Raw),
     /// The operator pressed Ctrl-C; the run goes on in the server, as said on stderr.
     Interrupted,
 }
@@ -148,7 +148,7 @@ async fn poll(
         view.update(&detail);
         if settled(&detail.run.state) {
             view.finish(&detail);
-            return Ok(Followed::Settled(detail, raw));
+            return Ok(Followed::Settled(Box::new(detail), raw));
         }
     }
 }
