@@ -790,26 +790,3 @@ pub async fn abandon(store: &Store, run_id: &RunId) -> Result<(), EngineError> {
         .await
         .map_err(EngineError::Store)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::Outcome;
-    use store::RunState;
-
-    #[test]
-    fn an_outcome_is_logged_in_words() {
-        assert_eq!(Outcome::Done.to_string(), "done");
-        assert_eq!(
-            Outcome::Unwound {
-                error: "host is in maintenance".into()
-            }
-            .to_string(),
-            "unwound: host is in maintenance"
-        );
-        assert_eq!(Outcome::Stuck { error: "x".into() }.to_string(), "stuck: x");
-        assert_eq!(
-            Outcome::Ended(RunState::Abandoned).to_string(),
-            "ended: already abandoned"
-        );
-    }
-}
