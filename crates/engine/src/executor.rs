@@ -64,6 +64,21 @@ pub enum Outcome {
     Ended(RunState),
 }
 
+/// In words, for a log line: `done`, `unwound: <error>`, `stuck: <error>`, `fenced`,
+/// `held`, `ended: <state>`.
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Done => f.write_str("done"),
+            Outcome::Unwound { error } => write!(f, "unwound: {error}"),
+            Outcome::Stuck { error } => write!(f, "stuck: {error}"),
+            Outcome::Fenced => f.write_str("fenced: another worker took the run over"),
+            Outcome::Held => f.write_str("held: another worker holds the run's lease"),
+            Outcome::Ended(state) => write!(f, "ended: already {}", state.as_str()),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("no run {0}")]

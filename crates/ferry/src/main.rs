@@ -12,7 +12,8 @@
 //! - `ferry completions SHELL`.
 //!
 //! Exit codes: 0 success; 1 the operation failed (a run unwound or is stuck); 2 bad
-//! usage, a refused request, or a server that cannot be reached.
+//! usage, a refused request, or a server that cannot be reached; 130 Ctrl-C stopped
+//! following a run (`--wait`, `ferry run watch`), which goes on in the server.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -186,15 +187,27 @@ fn init_logging(filter: &str, json: bool) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
         format!("--log / FERRY_LOG `{filter}` is not a log filter ({e}); use e.g. `info` or `warn,server=debug`")
     })?;
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ));
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
     Ok(())
+}
+
+/// Whether log lines are coloured: only on a terminal, and not when `NO_COLOR` is set
+/// to anything but the empty string (<https://no-color.org>). A journal, a file or a
+/// pipe gets plain text.
+fn colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 async fn cloudsim(args: CloudsimArgs) -> anyhow::Result<()> {
@@ -304,4 +317,18 @@ async fn volumed(args: VolumedArgs) -> anyhow::Result<()> {
     volumed::server::serve(listener, service, token, shutdown::signal())
         .await
         .context("the volume daemon stopped with an error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some("".into())));
+    }
 }

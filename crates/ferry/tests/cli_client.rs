@@ -8,6 +8,7 @@ mod cli_harness;
 
 use cli_harness::{Ferry, Options, Server, closed_port, golden, pgtest1};
 use serde_json::json;
+use std::time::Duration;
 
 /// A server with pgtest1 registered.
 fn with_pgtest1() -> Server {
@@ -78,6 +79,16 @@ fn vm_add_list_show_and_remove_in_both_formats() {
         .run();
     golden("vm_show.json", &show.ok().stdout);
     assert_eq!(show.json()["disks"].as_array().map(Vec::len), Some(2));
+    // `-o` is `--output`, anywhere on the line.
+    for args in [
+        ["vm", "show", "pgtest1", "-o", "json"],
+        ["-o", "json", "vm", "show", "pgtest1"],
+    ] {
+        let short = server.ferry().args(args).run();
+        assert_eq!(short.ok().stdout, show.stdout);
+    }
+    let short = server.ferry().args(["run", "list", "-o", "json"]).run();
+    assert_eq!(short.ok().json(), json!([]));
 
     // Registered twice: refused, and the message says why.
     let again = server.ferry().args(["vm", "add"]).args([&file]).run();
@@ -782,4 +793,211 @@ fn a_running_run_is_cancelled_and_unwinds() {
         .json();
     assert_eq!(runs[0]["state"], "unwound");
     assert_eq!(runs[0]["cancel_requested"], true);
+}
+
+/// The server's log, written to a file (not a terminal), is plain text, and a run's
+/// outcome is in words.
+#[test]
+fn logs_to_a_file_are_plain_text_with_outcomes_in_words() {
+    let server = Server::start_with(Options {
+        log: "info",
+        ..Options::default()
+    });
+    let file = server.write("pgtest1.toml", &pgtest1());
+    server.ferry().args(["vm", "add"]).args([&file]).run().ok();
+    server
+        .ferry()
+        .args(["failover", "test", "pgtest1", "--wait"])
+        .run()
+        .ok();
+    // The run is logged as executed just after the client saw it done.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut log = server.serve_log();
+    while !log.contains("run executed") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        log = server.serve_log();
+    }
+    assert!(!log.contains('\u{1b}'), "no ANSI escape codes:\n{log}");
+    let executed = log
+        .lines()
+        .find(|l| l.contains("run executed"))
+        .unwrap_or_else(|| panic!("the run's outcome is logged:\n{log}"));
+    assert!(executed.contains("outcome=done"), "{executed}");
+}
+
+/// Wherever a run id goes, the start of it does if it names one run, and `--vm NAME`
+/// names that VM's latest run.
+#[test]
+fn a_run_is_named_by_a_prefix_of_its_id_or_as_a_vms_latest() {
+    let server = with_pgtest1();
+    let none = server
+        .ferry()
+        .args(["run", "show", "--vm", "pgtest1"])
+        .run();
+    none.code(2);
+    assert!(
+        none.stderr.contains("pgtest1 has no runs yet"),
+        "{}",
+        none.stderr
+    );
+
+    for command in ["test", "cleanup"] {
+        server
+            .ferry()
+            .args(["failover", command, "pgtest1", "--wait"])
+            .run()
+            .ok();
+    }
+    let runs = server
+        .ferry()
+        .args(["run", "list", "-o", "json"])
+        .run()
+        .ok()
+        .json();
+    let cleanup = runs[0]["id"].as_str().expect("an id").to_string();
+    let test = runs[1]["id"].as_str().expect("an id").to_string();
+    // Run ids start with their creation time: these two share a start.
+    let shared: String = cleanup
+        .chars()
+        .zip(test.chars())
+        .take_while(|(a, b)| a == b)
+        .map(|(a, _)| a)
+        .collect();
+    assert!(!shared.is_empty(), "{cleanup} and {test}");
+    let unique = &test[..shared.len() + 1];
+
+    let full = server.ferry().args(["run", "show", &test]).run();
+    let by_prefix = server.ferry().args(["run", "show", unique]).run();
+    assert_eq!(by_prefix.ok().stdout, full.ok().stdout);
+    let upper = server
+        .ferry()
+        .args(["run", "show", &unique.to_uppercase(), "-o", "json"])
+        .run();
+    assert_eq!(upper.ok().json()["id"], test.as_str());
+    // Every command that takes a run takes a prefix: this cancel reaches the server,
+    // which refuses it because the run is done.
+    let cancel = server.ferry().args(["run", "cancel", unique]).run();
+    cancel.code(2);
+    assert!(
+        cancel.stderr.contains("nothing to cancel"),
+        "{}",
+        cancel.stderr
+    );
+
+    let ambiguous = server.ferry().args(["run", "show", &shared]).run();
+    ambiguous.code(2);
+    assert!(
+        ambiguous
+            .stderr
+            .starts_with(&format!("error: `{shared}` is the start of 2 runs' ids")),
+        "{}",
+        ambiguous.stderr
+    );
+    for id in [&cleanup, &test] {
+        assert!(
+            ambiguous.stderr.contains(id.as_str()),
+            "{}",
+            ambiguous.stderr
+        );
+    }
+    let ambiguous = server
+        .ferry()
+        .args(["run", "watch", &shared, "-o", "json"])
+        .run();
+    assert_eq!(ambiguous.code(2).json()["error"]["code"], "ambiguous");
+
+    let unknown = server.ferry().args(["run", "abandon", "ffff"]).run();
+    unknown.code(2);
+    assert!(
+        unknown
+            .stderr
+            .starts_with("error: no run ffff: no run's id starts with `ffff`"),
+        "{}",
+        unknown.stderr
+    );
+
+    // The latest run of a VM, without its id.
+    let latest = server
+        .ferry()
+        .args(["run", "show", "--vm", "pgtest1", "-o", "json"])
+        .run();
+    assert_eq!(latest.ok().json()["id"], cleanup.as_str());
+    let watch = server
+        .ferry()
+        .args(["run", "watch", "--vm", "pgtest1"])
+        .run();
+    assert!(
+        watch
+            .ok()
+            .stdout
+            .contains(&format!("Run {cleanup} done after")),
+        "{}",
+        watch.stdout
+    );
+    let unknown_vm = server.ferry().args(["run", "show", "--vm", "nope"]).run();
+    unknown_vm.code(2);
+    assert!(unknown_vm.stderr.contains("nope"), "{}", unknown_vm.stderr);
+
+    // An id or --vm, not both, not neither: usage errors.
+    server.ferry().args(["run", "show"]).run().code(2);
+    server
+        .ferry()
+        .args(["run", "show", &test, "--vm", "pgtest1"])
+        .run()
+        .code(2);
+}
+
+/// Ctrl-C while `--wait` follows a run stops the following, not the run: it says so and
+/// how to cancel the run, and exits 130.
+#[test]
+fn ctrl_c_while_waiting_leaves_the_run_going_and_says_how_to_cancel_it() {
+    let server = with_pgtest1();
+    // Snapshots take two seconds: the run is still going when Ctrl-C comes.
+    server.latency(json!({"createSnapshot": 2_000_000}));
+    let waiting = server
+        .ferry()
+        .args(["failover", "test", "pgtest1", "--wait"])
+        .spawn();
+    waiting.wait_for("Following run", Duration::from_secs(10));
+    waiting.interrupt();
+    let stopped = waiting.finish();
+    stopped.code(130);
+    let id = newest_run(&server);
+    assert!(
+        stopped.stderr.contains(&format!(
+            "Stopped following run {id}; the run goes on in the server."
+        )) && stopped.stderr.contains(&format!("`ferry run cancel {id}`")),
+        "{}",
+        stopped.stderr
+    );
+    // The run did go on.
+    server.ferry().args(["run", "watch", &id]).run().ok();
+}
+
+/// While the server cannot be reached `--wait` says so once and keeps trying.
+#[test]
+fn waiting_on_an_unreachable_server_says_so_once_and_keeps_trying() {
+    let mut server = with_pgtest1();
+    server.latency(json!({"createSnapshot": 2_000_000}));
+    let waiting = server
+        .ferry()
+        .args(["failover", "test", "pgtest1", "--wait"])
+        .spawn();
+    waiting.wait_for("Following run", Duration::from_secs(10));
+    server.stop_serve();
+    waiting.wait_for("cannot be reached", Duration::from_secs(10));
+    // Polls every 200 ms: several failed by now, the warning is printed once.
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, stderr) = waiting.so_far();
+    assert_eq!(
+        stderr.matches("cannot be reached").count(),
+        1,
+        "once:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("ferry keeps trying for up to 30 s"),
+        "{stderr}"
+    );
+    waiting.interrupt();
+    waiting.finish().code(130);
 }

@@ -167,7 +167,7 @@ impl Inner {
         )
         .increment(1);
         match &outcome {
-            Ok(outcome) => tracing::info!(run = %run_id, ?outcome, "run executed"),
+            Ok(outcome) => tracing::info!(run = %run_id, %outcome, "run executed"),
             Err(e) => tracing::error!(run = %run_id, error = %e, "run failed to execute"),
         }
         self.running.lock().expect("poisoned").remove(&run_id);

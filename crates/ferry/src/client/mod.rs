@@ -9,7 +9,8 @@
 //! (an error's body too, on stdout, while its message goes to stderr). The exit code
 //! says how it went: 0 success; 1 the operation failed (a followed run ended other than
 //! `done`, or the server failed); 2 bad usage, a refused request (4xx), a server that
-//! cannot be reached, no token, or an unreadable file.
+//! cannot be reached, no token, or an unreadable file; 130 Ctrl-C stopped following a
+//! run (not the run).
 
 pub mod api;
 mod output;
@@ -44,7 +45,13 @@ pub struct ConnectionArgs {
     pub token_file: Option<PathBuf>,
     /// How to print results: `table` for people, `json` for programs (the API's
     /// bodies, unchanged; see docs/cli.md).
-    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    #[arg(
+        short = 'o',
+        long,
+        global = true,
+        value_enum,
+        default_value_t = Output::Table
+    )]
     pub output: Output,
 }
 
@@ -144,6 +151,17 @@ pub enum FailoverCommand {
     },
 }
 
+/// Which run: its id, a unique prefix of its id, or `--vm NAME` for that VM's latest.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct RunRef {
+    /// The run's id, or enough of its start to name one run only.
+    id: Option<String>,
+    /// Instead of an id: the latest run of this protected VM.
+    #[arg(long, value_name = "NAME")]
+    vm: Option<String>,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum RunCommand {
     /// List runs, newest first.
@@ -158,34 +176,98 @@ pub enum RunCommand {
     /// Tell what happened in a run: each step with its timing, each CloudStack job, the
     /// error that made it unwind and, when it is stuck, what is stuck and what to do.
     Show {
-        /// The run's id.
-        id: String,
+        #[command(flatten)]
+        run: RunRef,
     },
     /// Follow a run until it ends; exit 0 if it is done, 1 if not.
     Watch {
-        /// The run's id.
-        id: String,
+        #[command(flatten)]
+        run: RunRef,
     },
     /// Ask a pending or running run to stop: it unwinds before its next step.
     Cancel {
-        /// The run's id.
-        id: String,
+        #[command(flatten)]
+        run: RunRef,
         #[command(flatten)]
         wait: WaitArgs,
     },
     /// Try a stuck run's failed undo again, after fixing what made it fail.
     Retry {
-        /// The run's id.
-        id: String,
+        #[command(flatten)]
+        run: RunRef,
         #[command(flatten)]
         wait: WaitArgs,
     },
     /// Give up on a stuck run: it no longer holds its VM, and what its failed undo left
     /// in CloudStack is the operator's to clean up.
     Abandon {
-        /// The run's id.
-        id: String,
+        #[command(flatten)]
+        run: RunRef,
     },
+}
+
+/// How many of the newest runs a prefix is looked for in (the API's largest page).
+const PREFIX_SCOPE: i64 = 1000;
+
+/// The run `run` names: an id as it is, the one run among the newest
+/// [`PREFIX_SCOPE`] whose id starts with a prefix, or a VM's latest run. An unknown
+/// prefix or an ambiguous one is refused with what matched.
+async fn resolve(api: &Api, run: RunRef) -> Result<String, Failure> {
+    if let Some(vm) = run.vm {
+        let (runs, _) = api
+            .typed::<Vec<RunSummary>>(Request::list_runs(Some(&vm), Some(1)))
+            .await?;
+        return match runs.into_iter().next() {
+            Some(latest) => Ok(latest.id),
+            None => Err(Failure::Local {
+                code: "not_found",
+                message: format!("{vm} has no runs yet; start one with `ferry failover test {vm}`"),
+            }),
+        };
+    }
+    let id = run.id.unwrap_or_default();
+    if uuid::Uuid::try_parse(&id).is_ok() {
+        return Ok(id);
+    }
+    let prefix = id.to_ascii_lowercase();
+    if prefix.is_empty() {
+        return Err(Failure::Local {
+            code: "usage",
+            message: "an empty run id; give a run's id or the start of it".into(),
+        });
+    }
+    let (runs, _) = api
+        .typed::<Vec<RunSummary>>(Request::list_runs(None, Some(PREFIX_SCOPE)))
+        .await?;
+    let mut matches: Vec<RunSummary> = runs
+        .into_iter()
+        .filter(|r| r.id.to_ascii_lowercase().starts_with(&prefix))
+        .collect();
+    match matches.len() {
+        0 => Err(Failure::Local {
+            code: "not_found",
+            message: format!(
+                "no run {id}: no run's id starts with `{id}` (of the newest {PREFIX_SCOPE}); \
+                 `ferry run list` lists the runs"
+            ),
+        }),
+        1 => Ok(matches.remove(0).id),
+        n => {
+            const SHOWN: usize = 10;
+            let mut message =
+                format!("`{id}` is the start of {n} runs' ids; give more of it to name one:");
+            for r in matches.iter().take(SHOWN) {
+                message.push_str(&format!("\n  {}", render::run_line(r)));
+            }
+            if n > SHOWN {
+                message.push_str(&format!("\n  … and {} more", n - SHOWN));
+            }
+            Err(Failure::Local {
+                code: "ambiguous",
+                message,
+            })
+        }
+    }
 }
 
 /// Why a command did not succeed, and so what it prints and how it exits.
@@ -405,13 +487,18 @@ pub async fn failover(command: FailoverCommand, connection: &ConnectionArgs) -> 
 }
 
 /// Follows a run to its end; prints the final detail in JSON mode. Exit 0 when it is
-/// done, 1 when not.
+/// done, 1 when not, 130 when Ctrl-C stopped the following (not the run).
 async fn follow(api: &Api, id: &str, output: Output) -> Outcome {
-    let (detail, raw) = progress::follow_raw(api, id, output).await?;
-    if output == Output::Json {
-        outln!("{}", raw.pretty());
+    match progress::follow_raw(api, id, output).await? {
+        progress::Followed::Settled(detail, raw) => {
+            if output == Output::Json {
+                outln!("{}", raw.pretty());
+            }
+            Ok(run_exit_code(&detail))
+        }
+        // As a shell reports a command Ctrl-C stopped: 128 + SIGINT.
+        progress::Followed::Interrupted => Ok(ExitCode::from(130)),
     }
-    Ok(run_exit_code(&detail))
 }
 
 fn run_exit_code(detail: &RunDetail) -> ExitCode {
@@ -434,13 +521,18 @@ pub async fn run(command: RunCommand, connection: &ConnectionArgs) -> ExitCode {
                 print(output, &raw, || render::run_list(&runs));
                 Ok(ExitCode::SUCCESS)
             }
-            RunCommand::Show { id } => {
+            RunCommand::Show { run } => {
+                let id = resolve(&api, run).await?;
                 let (detail, raw) = api.typed::<RunDetail>(Request::show_run(&id)).await?;
                 print(output, &raw, || render::run_detail(&detail));
                 Ok(ExitCode::SUCCESS)
             }
-            RunCommand::Watch { id } => follow(&api, &id, output).await,
-            RunCommand::Cancel { id, wait } => {
+            RunCommand::Watch { run } => {
+                let id = resolve(&api, run).await?;
+                follow(&api, &id, output).await
+            }
+            RunCommand::Cancel { run, wait } => {
+                let id = resolve(&api, run).await?;
                 let (run, raw) = api
                     .typed::<RunSummary>(Request::run_action(&id, "cancel"))
                     .await?;
@@ -452,7 +544,8 @@ pub async fn run(command: RunCommand, connection: &ConnectionArgs) -> ExitCode {
                 })
                 .await
             }
-            RunCommand::Retry { id, wait } => {
+            RunCommand::Retry { run, wait } => {
+                let id = resolve(&api, run).await?;
                 let (run, raw) = api
                     .typed::<RunSummary>(Request::run_action(&id, "retry"))
                     .await?;
@@ -464,7 +557,8 @@ pub async fn run(command: RunCommand, connection: &ConnectionArgs) -> ExitCode {
                 })
                 .await
             }
-            RunCommand::Abandon { id } => {
+            RunCommand::Abandon { run } => {
+                let id = resolve(&api, run).await?;
                 let (run, raw) = api
                     .typed::<RunSummary>(Request::run_action(&id, "abandon"))
                     .await?;

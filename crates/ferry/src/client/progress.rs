@@ -15,6 +15,10 @@
 //! - `--output json`: nothing while following; the caller prints the final detail.
 //!
 //! At the end the run's story and advice are printed (not for JSON).
+//!
+//! Following is not the run: Ctrl-C stops the following only (the run goes on in the
+//! server; exit 130), and while polls fail (server restarting, network blip) a line on
+//! stderr says so once, and polling goes on for up to [`TOLERATED_OUTAGE`].
 
 use std::collections::HashMap;
 use std::io::IsTerminal as _;
@@ -44,15 +48,52 @@ pub fn settled(state: &str) -> bool {
 /// [`Output::Json`] nothing is printed.
 #[allow(dead_code, reason = "public for `ferry demo`")]
 pub async fn follow(api: &Api, run_id: &str, output: Output) -> anyhow::Result<RunDetail> {
-    Ok(follow_raw(api, run_id, output).await?.0)
+    match poll(api, run_id, output, std::future::pending()).await? {
+        Followed::Settled(detail, _) => Ok(*detail),
+        Followed::Interrupted => unreachable!("never interrupted"),
+    }
 }
 
-/// [`follow`], also returning the last detail's JSON as the server sent it.
+/// How following a run ended.
+pub(crate) enum Followed {
+    /// The run settled: its last detail, and its JSON as the server sent it.
+    Settled(Box<RunDetail>, Raw),
+    /// The operator pressed Ctrl-C; the run goes on in the server, as said on stderr.
+    Interrupted,
+}
+
+/// [`follow`] for the client commands: also returns the last detail's JSON as the
+/// server sent it, and stops at Ctrl-C (SIGINT) saying that the run goes on and how
+/// to follow or cancel it.
 pub(crate) async fn follow_raw(
     api: &Api,
     run_id: &str,
     output: Output,
-) -> Result<(RunDetail, Raw), ClientError> {
+) -> Result<Followed, ClientError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Installed before the first poll, so a Ctrl-C from now on is caught.
+    let mut sigint = signal(SignalKind::interrupt()).expect("a SIGINT handler");
+    let followed = poll(api, run_id, output, async move {
+        sigint.recv().await;
+    })
+    .await?;
+    if let Followed::Interrupted = followed {
+        eprintln!(
+            "\nStopped following run {run_id}; the run goes on in the server.\n\
+             Follow it again with `ferry run watch {run_id}`; stop it with \
+             `ferry run cancel {run_id}`."
+        );
+    }
+    Ok(followed)
+}
+
+/// Polls the run until it settles or `interrupt` resolves.
+async fn poll(
+    api: &Api,
+    run_id: &str,
+    output: Output,
+    interrupt: impl Future<Output = ()>,
+) -> Result<Followed, ClientError> {
     let mut view = match output {
         Output::Json => View::Silent,
         Output::Table if std::io::stdout().is_terminal() => View::Bars(Box::new(Bars::new())),
@@ -61,15 +102,38 @@ pub(crate) async fn follow_raw(
     let mut interval = tokio::time::interval(POLL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing_since: Option<Instant> = None;
+    let mut interrupt = std::pin::pin!(interrupt);
     loop {
-        interval.tick().await;
-        let (detail, raw) = match api.typed::<RunDetail>(Request::show_run(run_id)).await {
+        let answer = tokio::select! {
+            answer = async {
+                interval.tick().await;
+                api.typed::<RunDetail>(Request::show_run(run_id)).await
+            } => answer,
+            () = &mut interrupt => {
+                view.abort();
+                return Ok(Followed::Interrupted);
+            }
+        };
+        let (detail, raw) = match answer {
             Ok(answer) => {
-                failing_since = None;
+                if failing_since.take().is_some() {
+                    view.note("the server answers again: following on");
+                }
                 answer
             }
             Err(e) if passing(&e) => {
-                let since = *failing_since.get_or_insert_with(Instant::now);
+                let since = match failing_since {
+                    Some(since) => since,
+                    None => {
+                        view.note(&format!(
+                            "warning: {}; ferry keeps trying for up to {} s (Ctrl-C stops \
+                             following, not the run)",
+                            outage(&e),
+                            TOLERATED_OUTAGE.as_secs()
+                        ));
+                        *failing_since.insert(Instant::now())
+                    }
+                };
                 if since.elapsed() < TOLERATED_OUTAGE {
                     continue;
                 }
@@ -84,8 +148,22 @@ pub(crate) async fn follow_raw(
         view.update(&detail);
         if settled(&detail.run.state) {
             view.finish(&detail);
-            return Ok((detail, raw));
+            return Ok(Followed::Settled(Box::new(detail), raw));
         }
+    }
+}
+
+/// What is wrong while polls fail, in a few words.
+fn outage(e: &ClientError) -> String {
+    match e {
+        ClientError::Unreachable { url, cause } => {
+            format!("the server at {url} cannot be reached ({cause})")
+        }
+        ClientError::TimedOut { url, after, .. } => format!(
+            "the server at {url} did not answer in {} s",
+            after.as_secs()
+        ),
+        other => format!("the server failed: {other}"),
     }
 }
 
@@ -124,6 +202,15 @@ impl View {
     fn abort(&mut self) {
         if let View::Bars(b) = self {
             b.abort();
+        }
+    }
+
+    /// A line on stderr about the following itself (not the run), drawn around the
+    /// bars when there are some.
+    fn note(&self, text: &str) {
+        match self {
+            View::Bars(b) => b.multi.suspend(|| eprintln!("{text}")),
+            _ => eprintln!("{text}"),
         }
     }
 }
@@ -442,9 +529,14 @@ impl Bars {
     }
 }
 
-/// `attach  volume 2334…  job 8f1e…  succeeded`.
+/// `attach  volume 2334…  job 8f1e…  succeeded`; an undo's job (its step is
+/// `undo-<step>`), drawn under the step it undoes, says so: `undo attach  volume …`.
 fn job_message(job: &JobView) -> String {
-    let mut message = job.kind.clone();
+    let mut message = if job.step.as_deref().is_some_and(|s| s.starts_with("undo-")) {
+        format!("undo {}", job.kind)
+    } else {
+        job.kind.clone()
+    };
     if let Some(volume) = &job.volume_id {
         message.push_str(&format!("  volume {volume}"));
     } else if let Some(vm) = &job.vm_id {
@@ -481,4 +573,34 @@ fn owner(detail: &RunDetail, job: &JobView) -> Option<usize> {
         .iter()
         .rposition(|s| matches!(s.state.as_str(), "running" | "undoing"))
         .or_else(|| detail.steps.iter().rposition(|s| s.state != "waiting"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(step: &str, kind: &str) -> JobView {
+        JobView {
+            step: Some(step.into()),
+            kind: kind.into(),
+            volume_id: Some("vol-1".into()),
+            vm_id: None,
+            job_id: Some("job-1".into()),
+            state: "succeeded".into(),
+            error: None,
+            at: "2026-01-01T00:00:00.000Z".into(),
+        }
+    }
+
+    #[test]
+    fn an_undo_job_is_labelled_as_an_undo() {
+        assert_eq!(
+            job_message(&job("detach-replicas", "detach")),
+            "detach  volume vol-1  job job-1  succeeded"
+        );
+        assert_eq!(
+            job_message(&job("undo-detach-replicas", "attach")),
+            "undo attach  volume vol-1  job job-1  succeeded"
+        );
+    }
 }

@@ -30,6 +30,8 @@ pub struct Options {
     /// cloudsim keeps its cloud in a state file, on a port of its own, so that
     /// [`Server::restart_cloudsim`] can stop it and start it again where ferry reaches it.
     pub restartable_cloudsim: bool,
+    /// `ferry serve`'s FERRY_LOG.
+    pub log: &'static str,
 }
 
 impl Default for Options {
@@ -38,6 +40,7 @@ impl Default for Options {
             time_scale: 0.001,
             max_attempts: 5,
             restartable_cloudsim: false,
+            log: "warn",
         }
     }
 }
@@ -110,7 +113,7 @@ impl Server {
             .arg(&config)
             .env("FERRY_CLOUDSTACK_SECRET", field("secret_key"))
             .env("FERRY_TOKEN", TOKEN)
-            .env("FERRY_LOG", "warn")
+            .env("FERRY_LOG", options.log)
             .env_remove("FERRY_DATABASE_URL")
             .env_remove("FERRY_LISTEN")
             .env_remove("FERRY_CLOUDSTACK_ENDPOINT")
@@ -180,6 +183,18 @@ impl Server {
 
     fn admin_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) {
         admin_call(&self.admin, method, path, body);
+    }
+
+    /// Kills `ferry serve` (cloudsim goes on): the server becomes unreachable.
+    pub fn stop_serve(&mut self) {
+        let serve = &mut self.children[1];
+        let _ = serve.kill();
+        let _ = serve.wait();
+    }
+
+    /// What `ferry serve` wrote to stderr so far.
+    pub fn serve_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
     /// Both processes' logs, for a failing test's message.
@@ -370,6 +385,34 @@ impl Ferry {
         self.command
     }
 
+    /// Starts the command in the background.
+    pub fn spawn(mut self) -> Running {
+        let mut child = self
+            .command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ferry starts");
+        let stdout = std::sync::Arc::default();
+        let stderr = std::sync::Arc::default();
+        let readers = vec![
+            collect(
+                child.stdout.take().expect("piped"),
+                std::sync::Arc::clone(&stdout),
+            ),
+            collect(
+                child.stderr.take().expect("piped"),
+                std::sync::Arc::clone(&stderr),
+            ),
+        ];
+        Running {
+            child,
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
     pub fn run(mut self) -> Outcome {
         let output = self.command.output().expect("ferry runs");
         Outcome {
@@ -378,6 +421,89 @@ impl Ferry {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
     }
+}
+
+/// A `ferry` command running in the background, its outputs read as they come.
+pub struct Running {
+    child: Child,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// The output read so far: stdout, stderr.
+    pub fn so_far(&self) -> (String, String) {
+        (
+            self.stdout.lock().expect("not poisoned").clone(),
+            self.stderr.lock().expect("not poisoned").clone(),
+        )
+    }
+
+    /// Waits until stdout + stderr contain `text`; panics after `timeout`.
+    #[track_caller]
+    pub fn wait_for(&self, text: &str, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let (stdout, stderr) = self.so_far();
+            if stdout.contains(text) || stderr.contains(text) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{text:?} within {timeout:?}\n--- stdout\n{stdout}--- stderr\n{stderr}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGINT, as Ctrl-C does.
+    pub fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -INT");
+    }
+
+    /// Waits for the command to end.
+    pub fn finish(mut self) -> Outcome {
+        let status = self.child.wait().expect("ferry ends");
+        for reader in self.readers.drain(..) {
+            reader.join().expect("the reader ends");
+        }
+        let (stdout, stderr) = self.so_far();
+        Outcome {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A thread appending what `from` yields to `to`.
+fn collect(
+    mut from: impl std::io::Read + Send + 'static,
+    to: std::sync::Arc<std::sync::Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            to.lock()
+                .expect("not poisoned")
+                .push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    })
 }
 
 impl Outcome {
