@@ -275,13 +275,20 @@ impl Store {
         if done.rows_affected() != 1 {
             return Err(not_found());
         }
-        for statement in [
+        sqlx::query(
             "DELETE FROM replica_volumes WHERE disk_id IN (SELECT id FROM disks WHERE vm_id = $1)",
-            "DELETE FROM disks WHERE vm_id = $1",
-            "DELETE FROM nics WHERE vm_id = $1",
-        ] {
-            sqlx::query(statement).bind(&id).execute(&mut *tx).await?;
-        }
+        )
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM disks WHERE vm_id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM nics WHERE vm_id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
