@@ -368,7 +368,104 @@ fn live_failover_rollback_and_commit() {
         "{}",
         rollback.stderr
     );
-    // A committed VM can be removed.
+    // A committed VM can be removed; it has run history, so only with --yes.
+    server
+        .ferry()
+        .args(["vm", "remove", "pgtest1", "--yes"])
+        .run()
+        .ok();
+}
+
+#[test]
+fn removing_a_vm_with_history_needs_yes_and_keeps_its_runs() {
+    let server = with_pgtest1();
+    for command in ["live", "rollback"] {
+        server
+            .ferry()
+            .args(["failover", command, "pgtest1", "--wait"])
+            .run()
+            .ok();
+    }
+    let runs_before = server
+        .ferry()
+        .args(["run", "list", "--output", "json"])
+        .run()
+        .ok()
+        .json();
+    assert_eq!(runs_before.as_array().map(Vec::len), Some(2));
+
+    // No terminal to ask on (the tests pipe stdin and stderr) and no --yes: refused,
+    // exit 2, saying to pass --yes; nothing changed.
+    let refused = server.ferry().args(["vm", "remove", "pgtest1"]).run();
+    golden("vm_remove_needs_yes.txt", &refused.transcript());
+    refused.code(2);
+    assert!(refused.stderr.contains("pass --yes"), "{}", refused.stderr);
+    let refused = server
+        .ferry()
+        .args(["vm", "remove", "pgtest1", "--output", "json"])
+        .run();
+    refused.code(2);
+    assert_eq!(refused.json()["error"]["code"], "confirmation_required");
+    let vm = server
+        .ferry()
+        .args(["vm", "show", "pgtest1", "--output", "json"])
+        .run()
+        .ok()
+        .json();
+    assert_eq!(vm["state"], "ready_for_failover");
+    assert_eq!(
+        server
+            .ferry()
+            .args(["run", "list", "--output", "json"])
+            .run()
+            .ok()
+            .json(),
+        runs_before
+    );
+
+    // With --yes: removed, and the runs are still listed and shown, naming the VM.
+    let removed = server
+        .ferry()
+        .args(["vm", "remove", "pgtest1", "--yes"])
+        .run();
+    assert_eq!(
+        removed.ok().stdout,
+        "Removed pgtest1 from ferry. Nothing in CloudStack changed: its replica volumes stay where they are.\n"
+    );
+    server.ferry().args(["vm", "show", "pgtest1"]).run().code(2);
+    let listed = server.ferry().args(["run", "list"]).run();
+    golden("run_list_removed_vm.txt", &listed.ok().stdout);
+    let listed = server
+        .ferry()
+        .args(["run", "list", "--output", "json"])
+        .run()
+        .ok()
+        .json();
+    let runs = listed.as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    for (run, before) in runs.iter().zip(runs_before.as_array().expect("runs")) {
+        assert_eq!(run["id"], before["id"]);
+        assert_eq!(run["vm"], "pgtest1 (removed)");
+    }
+    let live = runs[1]["id"].as_str().expect("an id");
+    let shown = server.ferry().args(["run", "show", live]).run();
+    assert!(
+        shown.ok().stdout.contains("pgtest1 (removed)"),
+        "{}",
+        shown.stdout
+    );
+    let shown = server
+        .ferry()
+        .args(["run", "show", live, "--output", "json"])
+        .run()
+        .ok()
+        .json();
+    assert_eq!(shown["workflow"], "live_failover");
+    assert_eq!(shown["state"], "done");
+
+    // The name is free again: a new VM, without history, removed without a question.
+    let file = server.write("pgtest1.toml", &pgtest1());
+    server.ferry().args(["vm", "add"]).args([&file]).run().ok();
     server.ferry().args(["vm", "remove", "pgtest1"]).run().ok();
 }
 

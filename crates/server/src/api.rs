@@ -313,15 +313,29 @@ async fn show_vm(
     Ok(Json(view::vm_detail(&state, &vm).await?))
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveQuery {
+    /// `true` confirms the removal of a VM with run history (its runs are kept, listed
+    /// as `NAME (removed)`); without it such a removal is refused with 409
+    /// `confirmation_required`. A VM without runs needs no confirmation.
+    pub confirm: Option<bool>,
+}
+
 #[utoipa::path(delete, path = "/v1/vms/{name}", tag = "vms",
-    params(("name" = String, Path, description = "The protected VM's name")),
-    responses((status = 204, description = "Removed from ferry (nothing in CloudStack changes)"),
+    params(("name" = String, Path, description = "The protected VM's name"), RemoveQuery),
+    responses((status = 204, description = "Removed from ferry (nothing in CloudStack changes); its runs are kept"),
               (status = 404, body = ErrorBody),
-              (status = 409, description = "A run is active, or the VM is failed over", body = ErrorBody)))]
+              (status = 409, description = "`conflict`: a run is active, or the VM is failed over; `confirmation_required`: the VM has run history and `confirm=true` was not given", body = ErrorBody),
+              (status = 422, description = "A bad query parameter", body = ErrorBody)))]
 async fn remove_vm(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    query: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<StatusCode> {
+    let Query(query) =
+        query.map_err(|e| ApiError::invalid(format!("bad query: {}", e.body_text())))?;
     let vm = vm_by_name(&state, &name).await?;
     if !matches!(
         vm.state,
@@ -332,8 +346,18 @@ async fn remove_vm(
             vm.state
         )));
     }
+    let runs = state.env.store.vm_run_count(&vm.id).await?;
+    if runs > 0 && query.confirm != Some(true) {
+        return Err(ApiError::ConfirmationRequired(format!(
+            "{name} has run history ({runs} run{}): removing it keeps the runs, listed as \
+             `{name} (removed)`, but ferry forgets the VM and cannot fail it over or roll it \
+             back any more; nothing was removed. To remove it, repeat the request with \
+             `?confirm=true`",
+            if runs == 1 { "" } else { "s" }
+        )));
+    }
     state.env.store.remove_vm(&name).await?;
-    tracing::info!(vm = %name, "removed a protected VM");
+    tracing::info!(vm = %name, runs, "removed a protected VM; its runs are kept");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -454,14 +478,18 @@ async fn list_runs(
     ))
 }
 
+/// Every VM's name as runs show it, by id: a removed VM's as `NAME (removed)`.
 async fn vm_names(state: &AppState) -> ApiResult<BTreeMap<ProtectedVmId, String>> {
     Ok(state
         .env
         .store
-        .vms()
+        .vm_names()
         .await?
         .into_iter()
-        .map(|v| (v.id, v.name))
+        .map(|v| {
+            let name = view::run_vm_name(&v.name, v.removed_at);
+            (v.id, name)
+        })
         .collect())
 }
 

@@ -16,6 +16,10 @@ pub enum ApiError {
     /// 409: the request is valid but the state of things refuses it (a VM with an
     /// active run, a run that is not stuck, …).
     Conflict(String),
+    /// 409 too, with its own code: the request would remove or lose something an
+    /// operator may want (a VM's run history), so it needs an explicit confirmation;
+    /// the message says how to give it.
+    ConfirmationRequired(String),
     /// 422: the request's content is not acceptable; `problems` names the fields.
     Invalid {
         message: String,
@@ -46,6 +50,7 @@ impl ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::ConfirmationRequired(_) => (StatusCode::CONFLICT, "confirmation_required"),
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -73,6 +78,7 @@ impl IntoResponse for ApiError {
             ApiError::Invalid { message, problems } => (message, problems),
             ApiError::NotFound(m)
             | ApiError::Conflict(m)
+            | ApiError::ConfirmationRequired(m)
             | ApiError::BadRequest(m)
             | ApiError::TooLarge(m)
             | ApiError::Unavailable(m)

@@ -16,7 +16,8 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable and machine-readable: `unauthorized` (401), `not_found` (404),
-    /// `method_not_allowed` (405), `conflict` (409), `invalid` (422), `unavailable` (503)
+    /// `method_not_allowed` (405), `conflict` (409), `confirmation_required` (409: repeat
+    /// the request confirmed, as the message says), `invalid` (422), `unavailable` (503)
     /// or `internal` (500).
     pub code: String,
     /// What was wrong and what to do, in words.
@@ -176,7 +177,8 @@ pub struct StartTest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunSummary {
     pub id: String,
-    /// The protected VM's name.
+    /// The protected VM's name; `NAME (removed)` once it was removed from ferry (its
+    /// runs are kept).
     pub vm: String,
     /// `test_failover`, `cleanup`, `live_failover`, `rollback` or `commit`.
     pub workflow: String,

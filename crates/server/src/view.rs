@@ -222,12 +222,23 @@ pub async fn run_summary_of(store: &store::Store, run: &Run) -> Result<RunSummar
     Ok(run_summary(run, &vm_name(store, &run.vm_id).await?))
 }
 
-/// The name of a protected VM by its id (`(removed)` once ferry forgot it).
+/// The name of a protected VM by its id, as its runs show it.
 async fn vm_name(store: &store::Store, vm_id: &ProtectedVmId) -> Result<String, ApiError> {
-    Ok(store
-        .vm_by_id(vm_id)
-        .await?
-        .map_or_else(|| "(removed)".to_string(), |vm| vm.name))
+    Ok(match store.vm_by_id(vm_id).await? {
+        Some(vm) => run_vm_name(&vm.name, vm.removed_at),
+        // Cannot happen (a run references its VM's row, which removal keeps); said
+        // plainly rather than failing the whole answer.
+        None => "(removed)".to_string(),
+    })
+}
+
+/// How a run names its VM: by its name, with ` (removed)` once it was removed from
+/// ferry (its runs are kept; the name may belong to a newer VM by now).
+pub fn run_vm_name(name: &str, removed_at: Option<i64>) -> String {
+    match removed_at {
+        Some(_) => format!("{name} (removed)"),
+        None => name.to_string(),
+    }
 }
 
 pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiError> {

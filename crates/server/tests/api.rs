@@ -454,10 +454,134 @@ async fn a_test_failover_and_cleanup_through_the_api_show_the_device_map_and_are
     );
 
     let (status, body) = server
-        .call(reqwest::Method::DELETE, "/v1/vms/pgtest1", None)
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/vms/pgtest1?confirm=true",
+            None,
+        )
         .await?;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     assert_eq!(server.get("/v1/vms").await?.1, json!([]));
+    Ok(())
+}
+
+/// Removing a VM that has run history — a live cut-over included — needs `confirm=true`,
+/// and keeps the runs: still listed and shown, naming the VM `pgtest1 (removed)`. The
+/// name (and the replicas) can be registered again, as a new VM.
+#[tokio::test]
+async fn removing_a_vm_with_history_needs_a_confirmation_and_keeps_its_runs() -> TestResult {
+    let server = server().await?;
+    let added = server.add_pgtest1().await?;
+    let mut runs = Vec::new();
+    for workflow in ["live-failover", "rollback"] {
+        let (status, run) = server
+            .post(&format!("/v1/vms/pgtest1/{workflow}"), None)
+            .await?;
+        assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+        let id = run["id"].as_str().expect("id").to_string();
+        let done = server.finish(&id, RUN_DEADLINE).await?;
+        assert_eq!(done["state"], "done", "{done}");
+        runs.push(id);
+    }
+
+    // Without the confirmation: refused, saying how to give it, and nothing changed.
+    let (status, body) = server
+        .call(reqwest::Method::DELETE, "/v1/vms/pgtest1", None)
+        .await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "confirmation_required",
+        "?confirm=true",
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("2 runs")),
+        "{body}"
+    );
+    for refused in ["confirm=false", "confirm=yes", "sure=true"] {
+        let (status, body) = server
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/v1/vms/pgtest1?{refused}"),
+                None,
+            )
+            .await?;
+        assert!(
+            status == StatusCode::CONFLICT || status == StatusCode::UNPROCESSABLE_ENTITY,
+            "{refused}: {status} {body}"
+        );
+    }
+    let (status, vm) = server.get("/v1/vms/pgtest1").await?;
+    assert_eq!(status, StatusCode::OK, "{vm}");
+    assert_eq!(vm["state"], "ready_for_failover");
+    let (_, listed) = server.get("/v1/runs?vm=pgtest1").await?;
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+
+    // Confirmed: removed, and the record is kept.
+    let (status, body) = server
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/vms/pgtest1?confirm=true",
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(server.get("/v1/vms").await?.1, json!([]));
+    assert_eq!(
+        server.get("/v1/vms/pgtest1").await?.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, listed) = server.get("/v1/runs").await?;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let listed: Vec<(&str, &str)> = listed
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap_or_default(),
+                r["vm"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (runs[1].as_str(), "pgtest1 (removed)"),
+            (runs[0].as_str(), "pgtest1 (removed)")
+        ],
+        "newest first"
+    );
+    let (status, live) = server.get(&format!("/v1/runs/{}", runs[0])).await?;
+    assert_eq!(status, StatusCode::OK, "{live}");
+    assert_eq!(live["vm"], "pgtest1 (removed)");
+    assert_eq!(live["workflow"], "live_failover");
+    assert_eq!(live["state"], "done");
+    let steps = live["steps"].as_array().expect("steps");
+    assert!(
+        !steps.is_empty() && steps.iter().all(|s| s["state"] == "done"),
+        "{live}"
+    );
+    assert!(
+        live["events"].as_array().is_some_and(|e| !e.is_empty()),
+        "{live}"
+    );
+
+    // The name and the replicas are free: registered again, it is a new VM without runs.
+    let again = server.add_pgtest1().await?;
+    assert_ne!(again["id"], added["id"]);
+    let (_, listed) = server.get("/v1/runs?vm=pgtest1").await?;
+    assert_eq!(listed, json!([]));
+    let (_, listed) = server.get("/v1/runs").await?;
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    // Without history, no confirmation is needed.
+    let (status, body) = server
+        .call(reqwest::Method::DELETE, "/v1/vms/pgtest1", None)
+        .await?;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use sqlx::any::AnyRow;
 use ids::{ProtectedVmId, VmId, VolumeId};
 
 use crate::error::{Result, StoreError, found};
-use crate::model::{Appliance, Attachment, DiskRecord, NewVm, ProtectedVm, VmState};
+use crate::model::{Appliance, Attachment, DiskRecord, NewVm, ProtectedVm, VmName, VmState};
 use crate::pool::Store;
 use crate::rows::{FromRow, Query, column, new_id, now_ms, protected_vm, text};
 
@@ -145,20 +145,28 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt(format!("VM {id} vanished after registration")))
     }
 
+    /// The registered VM of this name (never a removed one).
     pub async fn vm(&self, name: &str) -> Result<Option<ProtectedVm>> {
-        self.vm_where(sqlx::query("SELECT * FROM protected_vms WHERE name = $1").bind(name))
-            .await
+        self.vm_where(
+            sqlx::query("SELECT * FROM protected_vms WHERE name = $1 AND removed_at IS NULL")
+                .bind(name),
+        )
+        .await
     }
 
+    /// The VM of this id, registered or removed (`removed_at` tells): runs name their
+    /// VM by id, and a removed VM's runs are kept.
     pub async fn vm_by_id(&self, id: &ProtectedVmId) -> Result<Option<ProtectedVm>> {
         self.vm_where(sqlx::query("SELECT * FROM protected_vms WHERE id = $1").bind(id.as_str()))
             .await
     }
 
+    /// The registered VMs, by name.
     pub async fn vms(&self) -> Result<Vec<ProtectedVm>> {
-        let rows = sqlx::query("SELECT * FROM protected_vms ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM protected_vms WHERE removed_at IS NULL ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             out.push(self.load_vm(r).await?);
@@ -189,18 +197,54 @@ impl Store {
         protected_vm(r, nics, disks)
     }
 
+    /// The name of every VM, registered or removed, by id: what runs are listed with.
+    pub async fn vm_names(&self) -> Result<Vec<VmName>> {
+        let rows = sqlx::query(
+            "SELECT id, COALESCE(removed_name, name) AS name, removed_at FROM protected_vms",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(VmName {
+                    id: column(r, "id")?,
+                    name: column(r, "name")?,
+                    removed_at: column(r, "removed_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// How many runs a VM has had, in any state.
+    pub async fn vm_run_count(&self, vm_id: &ProtectedVmId) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM runs WHERE vm_id = $1")
+            .bind(vm_id.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        column(&row, "n")
+    }
+
     /// Removes a protected VM from ferry's inventory (not from CloudStack: its
     /// replica volumes stay where they are). Refused while a run is active.
+    ///
+    /// Its runs, with their steps and events, are kept: the VM's row stays, marked
+    /// removed (`removed_at`), so they still name it ([`Store::vm_by_id`] finds it).
+    /// Its name is freed (the row's `name` becomes a tombstone that no valid name
+    /// equals, the name kept in `removed_name`), and its NICs, disks and replica
+    /// volumes are deleted, so the name, the MACs and the volumes can be registered
+    /// again — as a new VM, with a new id.
     pub async fn remove_vm(&self, name: &str) -> Result<()> {
+        let not_found = || StoreError::NotFound {
+            what: "protected VM",
+            key: name.to_string(),
+        };
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("SELECT id FROM protected_vms WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: "protected VM",
-                key: name.to_string(),
-            })?;
+        let row =
+            sqlx::query("SELECT id FROM protected_vms WHERE name = $1 AND removed_at IS NULL")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(not_found)?;
         let id: String = column(&row, "id")?;
         if let Some(run) = sqlx::query(
             "SELECT id, workflow, state FROM runs WHERE vm_id = $1
@@ -218,7 +262,30 @@ impl Store {
                  or cancel it (`ferry run cancel {run_id}`) or abandon it if it is stuck"
             )));
         }
-        sqlx::query("DELETE FROM protected_vms WHERE id = $1")
+        // Only one removal of the row wins: a second one, racing, finds it removed.
+        let done = sqlx::query(
+            "UPDATE protected_vms SET removed_at = $1, removed_name = name, name = $2
+             WHERE id = $3 AND removed_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(format!("removed:{id}"))
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(not_found());
+        }
+        sqlx::query(
+            "DELETE FROM replica_volumes WHERE disk_id IN (SELECT id FROM disks WHERE vm_id = $1)",
+        )
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM disks WHERE vm_id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM nics WHERE vm_id = $1")
             .bind(&id)
             .execute(&mut *tx)
             .await?;

@@ -200,6 +200,10 @@ pub struct ProtectedVm {
     /// The CloudStack VM it runs as after a failover.
     pub target_vm_id: Option<VmId>,
     pub created_at: i64,
+    /// When it was removed from ferry (ms since the epoch); `None` while registered.
+    /// A removed VM is kept only so its runs can name it: it has no NICs or disks, its
+    /// `name` is the one it had, and no lookup by name finds it.
+    pub removed_at: Option<i64>,
     pub nics: Vec<Nic>,
     /// Ordered by (controller, bus, unit).
     pub disks: Vec<DiskRecord>,
@@ -209,6 +213,16 @@ impl ProtectedVm {
     pub fn boot_disk(&self) -> Option<&DiskRecord> {
         self.disks.iter().find(|d| d.disk.is_boot)
     }
+}
+
+/// A protected VM's name by its id, registered or removed: what a run is listed with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmName {
+    pub id: ProtectedVmId,
+    /// The name it has, or had when it was removed.
+    pub name: String,
+    /// When it was removed (ms since the epoch); `None` while registered.
+    pub removed_at: Option<i64>,
 }
 
 /// A run of a workflow.

@@ -193,8 +193,14 @@ pub(crate) fn protected_vm(
     nics: Vec<Nic>,
     disks: Vec<DiskRecord>,
 ) -> Result<ProtectedVm> {
+    // A removed VM's `name` is a tombstone; the name it had is kept apart.
+    let removed_name: Option<String> = column(r, "removed_name")?;
     Ok(from_row!(r => ProtectedVm {
-        id, name, source_id, appliance, state, target_vm_id, created_at;
+        id, source_id, appliance, state, target_vm_id, created_at, removed_at;
+        name: match removed_name {
+            Some(name) => name,
+            None => column(r, "name")?,
+        },
         spec: from_row!(r => VmSpec {
             vcpu, memory_mb, cpu_speed_mhz, firmware, secure_boot, guest_os, guest_prep,
         }),

@@ -54,6 +54,7 @@ conformance!(
     one_active_run_per_vm,
     concurrent_run_starts_for_one_vm_let_exactly_one_through,
     removing_a_vm_is_refused_while_a_run_is_active,
+    removing_a_vm_keeps_its_runs_and_frees_its_name_macs_and_replicas,
     two_volumes_never_share_a_device_path,
     volume_ops_are_idempotent_by_key_and_listed_until_finished,
     stale_fencing_generations_are_refused,
@@ -387,6 +388,101 @@ async fn removing_a_vm_is_refused_while_a_run_is_active(fx: &Fixture) -> TestRes
         store.remove_vm("pgtest1").await,
         Err(StoreError::NotFound { .. })
     ));
+    Ok(())
+}
+
+async fn removing_a_vm_keeps_its_runs_and_frees_its_name_macs_and_replicas(
+    fx: &Fixture,
+) -> TestResult {
+    let store = &fx.store;
+    let vm = registered(store).await?;
+    let mut runs = Vec::new();
+    for workflow in [Workflow::LiveFailover, Workflow::Commit] {
+        let run = store.create_run(&vm.id, workflow, None).await?;
+        let g = store
+            .acquire_run(&run.id, "w", 60_000)
+            .await?
+            .expect("free");
+        store
+            .put_step(&run.id, g, &step(0, StepState::Done))
+            .await?;
+        store
+            .add_event(&run.id, "info", Some("step-0"), "done", None)
+            .await?;
+        store.set_run_state(&run.id, RunState::Done, None).await?;
+        runs.push(run.id);
+    }
+    store.set_vm_state(&vm.id, VmState::Committed, None).await?;
+    assert_eq!(store.vm_run_count(&vm.id).await?, 2);
+
+    store.remove_vm("pgtest1").await?;
+
+    // Gone from the inventory: not found by name, not listed, nothing to remove again.
+    assert_eq!(store.vm("pgtest1").await?, None);
+    assert!(store.vms().await?.is_empty());
+    assert!(matches!(
+        store.remove_vm("pgtest1").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // The record is kept: every run with its steps and events, and the VM they name.
+    let kept = store.runs(None, 10).await?;
+    assert_eq!(kept.len(), 2);
+    assert_eq!(store.runs(Some(&vm.id), 10).await?.len(), 2);
+    for id in &runs {
+        let run = store.run(id).await?.expect("the run is kept");
+        assert_eq!(run.vm_id, vm.id);
+        assert_eq!(run.state, RunState::Done);
+        assert_eq!(store.steps(id).await?.len(), 1);
+        assert_eq!(store.events(id).await?.len(), 1);
+    }
+    let removed = store
+        .vm_by_id(&vm.id)
+        .await?
+        .expect("the removed VM is kept");
+    assert_eq!(removed.name, "pgtest1");
+    assert!(removed.removed_at.is_some());
+    assert!(removed.nics.is_empty() && removed.disks.is_empty());
+    assert_eq!(
+        store.vm_names().await?,
+        vec![VmName {
+            id: vm.id.clone(),
+            name: "pgtest1".into(),
+            removed_at: removed.removed_at,
+        }]
+    );
+    // Its replica volumes are no VM's any more.
+    assert!(!store.is_replica(&"a".into()).await?);
+    assert_eq!(store.replica(&"b".into()).await?, None);
+
+    // The name, the MAC and the replicas can be registered again: a new VM.
+    let again = register(store, "pgtest1", ["a", "b"], "00:50:56:00:00:01").await?;
+    assert_ne!(again.id, vm.id);
+    assert_eq!(again.removed_at, None);
+    assert_eq!(
+        store.vm("pgtest1").await?.map(|v| v.id),
+        Some(again.id.clone())
+    );
+    assert_eq!(
+        store
+            .vms()
+            .await?
+            .into_iter()
+            .map(|v| v.id)
+            .collect::<Vec<_>>(),
+        vec![again.id.clone()]
+    );
+    assert_eq!(store.vm_run_count(&again.id).await?, 0);
+    assert_eq!(store.runs(None, 10).await?.len(), 2);
+    // Removed once more, the two removed VMs share the name without a conflict.
+    store.remove_vm("pgtest1").await?;
+    let mut names = store.vm_names().await?;
+    names.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+    assert_eq!(names.len(), 2);
+    assert!(
+        names
+            .iter()
+            .all(|n| n.name == "pgtest1" && n.removed_at.is_some())
+    );
     Ok(())
 }
 

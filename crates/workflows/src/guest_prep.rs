@@ -159,6 +159,7 @@ mod tests {
             state: store::VmState::ReadyForFailover,
             target_vm_id: None,
             created_at: 0,
+            removed_at: None,
             nics: vec![],
             disks: vec![],
         }

@@ -163,10 +163,12 @@ impl Request {
         Request::get(format!("/v1/vms/{}", segment(name)))
     }
 
-    pub(crate) fn remove_vm(name: &str) -> Request {
+    /// `confirm`: remove it even if it has run history (its runs are kept).
+    pub(crate) fn remove_vm(name: &str, confirm: bool) -> Request {
+        let query = if confirm { "?confirm=true" } else { "" };
         Request {
             method: Method::DELETE,
-            path: format!("/v1/vms/{}", segment(name)),
+            path: format!("/v1/vms/{}{query}", segment(name)),
             body: None,
         }
     }
@@ -286,9 +288,13 @@ impl Api {
         self.call(Request::show_vm(name)).await
     }
 
-    /// DELETE /v1/vms/{name}: ferry forgets the VM; nothing in CloudStack changes.
-    pub async fn remove_vm(&self, name: &str) -> Result<(), ClientError> {
-        self.send(Request::remove_vm(name)).await.map(|_| ())
+    /// DELETE /v1/vms/{name}: ferry forgets the VM; nothing in CloudStack changes. A VM
+    /// with run history is only removed with `confirm` (else 409
+    /// `confirmation_required`); its runs are kept either way.
+    pub async fn remove_vm(&self, name: &str, confirm: bool) -> Result<(), ClientError> {
+        self.send(Request::remove_vm(name, confirm))
+            .await
+            .map(|_| ())
     }
 
     /// POST /v1/vms/{name}/test-failover.

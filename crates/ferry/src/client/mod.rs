@@ -73,10 +73,16 @@ pub enum VmCommand {
         name: String,
     },
     /// Remove a protected VM from ferry (nothing in CloudStack changes). Refused while
-    /// it is failed over or has an active run.
+    /// it is failed over or has an active run. Its runs are kept (`ferry run list` names
+    /// it `NAME (removed)`), and its name can be registered again. A VM with run history
+    /// is only removed after a y/N question on the terminal, or with --yes.
     Remove {
         /// The protected VM's name.
         name: String,
+        /// Remove it without asking, even if it has run history (for scripts; without a
+        /// terminal to ask on, removing a VM with history needs it).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 
@@ -408,25 +414,76 @@ pub async fn vm(command: VmCommand, connection: &ConnectionArgs) -> ExitCode {
                 print(output, &raw, || render::vm_table(&vm));
                 Ok(ExitCode::SUCCESS)
             }
-            VmCommand::Remove { name } => {
-                api.send(Request::remove_vm(&name)).await?;
-                match output {
-                    // The API answers 204 without a body; this is the CLI's own document.
-                    Output::Json => outln!(
-                        "{}",
-                        serde_json::to_string_pretty(&serde_json::json!({ "removed": name }))
-                            .expect("JSON prints")
-                    ),
-                    Output::Table => outln!(
-                        "Removed {name} from ferry. Nothing in CloudStack changed: its replica \
-                         volumes stay where they are."
-                    ),
-                }
-                Ok(ExitCode::SUCCESS)
-            }
+            VmCommand::Remove { name, yes } => vm_remove(&api, &name, yes, output).await,
         }
     })
     .await
+}
+
+/// `ferry vm remove NAME [--yes]`: a VM with run history is removed only once confirmed
+/// (the server answers 409 `confirmation_required` to a request without `confirm`), by
+/// `--yes` or by the operator answering `y` on the terminal.
+async fn vm_remove(api: &Api, name: &str, yes: bool, output: Output) -> Outcome {
+    match api.send(Request::remove_vm(name, yes)).await {
+        Ok(_) => {}
+        Err(ClientError::Api { body, .. }) if body.error.code == "confirmation_required" => {
+            let kept = format!(
+                "Its runs are kept (`ferry run list` shows them as `{name} (removed)`), but \
+                 ferry forgets the VM: it can no longer fail it over or roll it back. Nothing \
+                 in CloudStack changes."
+            );
+            if !asking_is_possible() {
+                return Err(Failure::Local {
+                    code: "confirmation_required",
+                    message: format!(
+                        "not removed: {name} has run history, and without a terminal ferry \
+                         cannot ask whether to remove it; pass --yes to remove it. {kept}"
+                    ),
+                });
+            }
+            if !confirmed(&format!(
+                "{name} has run history. {kept}\nRemove {name}? [y/N] "
+            )) {
+                return Err(Failure::Local {
+                    code: "not_confirmed",
+                    message: format!("not removed: {name} is still registered"),
+                });
+            }
+            api.send(Request::remove_vm(name, true)).await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    match output {
+        // The API answers 204 without a body; this is the CLI's own document.
+        Output::Json => outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "removed": name }))
+                .expect("JSON prints")
+        ),
+        Output::Table => outln!(
+            "Removed {name} from ferry. Nothing in CloudStack changed: its replica \
+             volumes stay where they are."
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a question can be put to the operator: stdin and stderr are a terminal.
+fn asking_is_possible() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// Asks `question` on stderr; true only for an answer of `y` or `yes`.
+fn confirmed(question: &str) -> bool {
+    use std::io::Write as _;
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    match std::io::stdin().read_line(&mut answer) {
+        Ok(_) => matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
+        Err(_) => false,
+    }
 }
 
 async fn vm_add(api: &Api, file: &Path, output: Output) -> Outcome {
