@@ -52,6 +52,19 @@ pub enum StartError {
         #[source]
         source: store::StoreError,
     },
+    #[error(
+        "another ferry serve runs on this database under the worker name `{name}` (pid {pid} on {host}, seen {seen_s} s ago): \
+         two workers of one name would each take the other's runs as their own. Stop it, or give this one its own \
+         `[engine] worker_name`"
+    )]
+    WorkerNameTaken {
+        name: String,
+        host: String,
+        pid: i64,
+        seen_s: i64,
+    },
+    #[error("cannot record this process's worker name")]
+    Worker(#[source] store::StoreError),
 }
 
 /// The process-wide Prometheus recorder (installed once, on first use).
@@ -192,6 +205,7 @@ pub async fn start(
         .worker_name
         .clone()
         .unwrap_or_else(|| default_worker_name(store.backend()));
+    let me = claim_worker_name(&store, &owner, config.engine.lease_secs).await?;
     let engine = engine::Engine::new(
         store.clone(),
         engine::EngineConfig {
@@ -239,8 +253,100 @@ pub async fn start(
             tracing::error!(error = %e, "the API stopped with an error");
         }
         let _ = worker_task.await;
+        me.release().await;
     });
     Ok(Running { addr, state, task })
+}
+
+/// This process, recorded under its worker name while it runs.
+struct WorkerName {
+    store: store::Store,
+    name: String,
+    host: String,
+    pid: i64,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerName {
+    /// Stops the heartbeat and forgets the name, when the process stops.
+    async fn release(self) {
+        self.heartbeat.abort();
+        if let Err(e) = self
+            .store
+            .unregister_worker(&self.name, &self.host, self.pid)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot forget this process's worker name");
+        }
+    }
+}
+
+/// Records this process under worker name `name`, refusing when a live process holds
+/// it: on this host, one whose pid still runs; elsewhere, one whose heartbeat is younger
+/// than a lease. A holder that died (a crash, a SIGKILL) leaves the name to its
+/// successor at once on its own host. The heartbeat is renewed every third of a lease.
+async fn claim_worker_name(
+    store: &store::Store,
+    name: &str,
+    lease_secs: u64,
+) -> Result<WorkerName, StartError> {
+    let host = hostname();
+    let pid = i64::from(std::process::id());
+    let lease_ms = (lease_secs * 1000) as i64;
+    if let Some(holder) = store
+        .worker_process(name)
+        .await
+        .map_err(StartError::Worker)?
+    {
+        let seen_ms = store::now_ms() - holder.heartbeat_at;
+        let alive = if holder.host == host {
+            holder.pid != pid && std::path::Path::new(&format!("/proc/{}", holder.pid)).exists()
+        } else {
+            seen_ms < lease_ms
+        };
+        if alive {
+            return Err(StartError::WorkerNameTaken {
+                name: name.to_string(),
+                host: holder.host,
+                pid: holder.pid,
+                seen_s: seen_ms / 1000,
+            });
+        }
+    }
+    store
+        .register_worker(name, &host, pid)
+        .await
+        .map_err(StartError::Worker)?;
+    let heartbeat = {
+        let (store, name, host) = (store.clone(), name.to_string(), host.clone());
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(Duration::from_millis((lease_ms / 3).max(1) as u64));
+            loop {
+                tick.tick().await;
+                match store.worker_heartbeat(&name, &host, pid).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(worker = %name, "another process has taken this worker name")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot renew this process's heartbeat"),
+                }
+            }
+        })
+    };
+    Ok(WorkerName {
+        store: store.clone(),
+        name: name.to_string(),
+        host,
+        pid,
+        heartbeat,
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "ferry".into())
 }
 
 /// With SQLite there is one `ferry serve` per database, so its name is the host's: a
@@ -248,9 +354,7 @@ pub async fn start(
 /// run out. With PostgreSQL several processes share the runs, each under its own name
 /// (`<host>-<pid>`) unless the config gives it a stable one.
 fn default_worker_name(backend: store::Backend) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "ferry".into());
+    let host = hostname();
     match backend {
         store::Backend::Sqlite => host,
         store::Backend::Postgres => format!("{host}-{}", std::process::id()),

@@ -284,6 +284,16 @@ pub struct StepRecord {
     pub finished_at: Option<i64>,
 }
 
+/// A `ferry serve` process as it recorded itself under its worker name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerProcess {
+    pub name: String,
+    pub host: String,
+    pub pid: i64,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+}
+
 /// A line of a run's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {

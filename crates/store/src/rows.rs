@@ -16,7 +16,7 @@ use crate::error::{Result, StoreError};
 use crate::model::{
     Appliance, Attachment, Controller, Disk, DiskRecord, Event, Firmware, GuestOs, GuestPrep, Nic,
     OpState, ProtectedVm, Run, RunState, StepRecord, StepState, VmSpec, VmState, VolumeOp,
-    Workflow,
+    WorkerProcess, Workflow,
 };
 use crate::pool::Store;
 
@@ -224,6 +224,12 @@ impl FromRow for StepRecord {
         Ok(from_row!(r => StepRecord {
             position, name, state, attempts, output, error, started_at, finished_at,
         }))
+    }
+}
+
+impl FromRow for WorkerProcess {
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(from_row!(r => WorkerProcess { name, host, pid, started_at, heartbeat_at }))
     }
 }
 

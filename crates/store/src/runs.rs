@@ -8,7 +8,7 @@
 use ids::{ProtectedVmId, RunId};
 
 use crate::error::{Result, StoreError, fenced, found};
-use crate::model::{Event, Run, RunState, StepRecord, Workflow};
+use crate::model::{Event, Run, RunState, StepRecord, WorkerProcess, Workflow};
 use crate::pool::Store;
 use crate::rows::{column, new_id, now_ms};
 
@@ -293,6 +293,57 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
         found(done.rows_affected(), "run", id)
+    }
+
+    // ---- worker processes -------------------------------------------------------
+
+    /// The process recorded under worker name `name`, if any.
+    pub async fn worker_process(&self, name: &str) -> Result<Option<WorkerProcess>> {
+        self.fetch_optional(sqlx::query("SELECT * FROM workers WHERE name = $1").bind(name))
+            .await
+    }
+
+    /// Records this process (`host`, `pid`) under worker name `name`, replacing whatever
+    /// held it (the caller has checked that it is gone).
+    pub async fn register_worker(&self, name: &str, host: &str, pid: i64) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO workers (name, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (name) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+               started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(name)
+        .bind(host)
+        .bind(pid)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Renews this process's heartbeat; false when another process holds the name now.
+    pub async fn worker_heartbeat(&self, name: &str, host: &str, pid: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE workers SET heartbeat_at = $1 WHERE name = $2 AND host = $3 AND pid = $4",
+        )
+        .bind(now_ms())
+        .bind(name)
+        .bind(host)
+        .bind(pid)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Forgets this process under `name`, when it stops.
+    pub async fn unregister_worker(&self, name: &str, host: &str, pid: i64) -> Result<()> {
+        sqlx::query("DELETE FROM workers WHERE name = $1 AND host = $2 AND pid = $3")
+            .bind(name)
+            .bind(host)
+            .bind(pid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     // ---- steps ------------------------------------------------------------------

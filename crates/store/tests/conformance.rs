@@ -64,6 +64,7 @@ conformance!(
     runs_are_listed_newest_first_with_their_operations,
     a_wait_is_recorded_on_the_run_and_cleared_when_it_ends,
     a_steps_usual_duration_comes_from_its_recent_runs,
+    a_worker_name_is_held_by_one_process_at_a_time,
 );
 
 const GIB: i64 = 1 << 30;
@@ -895,5 +896,23 @@ async fn a_steps_usual_duration_comes_from_its_recent_runs(fx: &Fixture) -> Test
             .await?
             .is_empty()
     );
+    Ok(())
+}
+
+async fn a_worker_name_is_held_by_one_process_at_a_time(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    assert_eq!(store.worker_process("w").await?, None);
+    store.register_worker("w", "host-a", 11).await?;
+    let held = store.worker_process("w").await?.expect("recorded");
+    assert_eq!((held.host.as_str(), held.pid), ("host-a", 11));
+    assert!(store.worker_heartbeat("w", "host-a", 11).await?);
+    // A successor takes the name over; the old process's heartbeat and release no
+    // longer touch it.
+    store.register_worker("w", "host-b", 22).await?;
+    assert!(!store.worker_heartbeat("w", "host-a", 11).await?);
+    store.unregister_worker("w", "host-a", 11).await?;
+    assert_eq!(store.worker_process("w").await?.map(|p| p.pid), Some(22));
+    store.unregister_worker("w", "host-b", 22).await?;
+    assert_eq!(store.worker_process("w").await?, None);
     Ok(())
 }
