@@ -867,6 +867,13 @@ fn a_running_run_is_cancelled_and_unwinds() {
         "{}",
         watch.stdout
     );
+    // What to do fits a cancel: nothing to fix.
+    assert!(
+        watch.stdout.contains("It was cancelled as asked")
+            && !watch.stdout.contains("Fix the cause"),
+        "{}",
+        watch.stdout
+    );
 
     // An ended run has nothing to cancel: 409, exit 2, in both formats.
     let again = server.ferry().args(["run", "cancel", &id]).run();

@@ -531,6 +531,12 @@ fn story(run: &Run, vm: &str, steps: &[store::StepRecord]) -> (Vec<String>, Opti
                 "Fix the cause and run `ferry failover {command} {vm}` again: it picks up from what it finds."
             ));
         }
+        // An operator's cancel is no fault to fix.
+        RunState::Unwound if run.cancel_requested && failed.is_none() => {
+            advice = Some(format!(
+                "It was cancelled as asked and {vm} is as it was; start the workflow again when it is wanted."
+            ));
+        }
         RunState::Unwound => {
             advice = Some("Fix the cause above and start the workflow again.".into());
         }
