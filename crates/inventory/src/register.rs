@@ -45,7 +45,7 @@ pub enum RegisterError {
     Store(#[from] StoreError),
 }
 
-fn list(problems: &[Problem]) -> String {
+pub(crate) fn list(problems: &[Problem]) -> String {
     problems
         .iter()
         .map(|p| format!("  - {p}"))

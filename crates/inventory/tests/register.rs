@@ -631,3 +631,53 @@ async fn a_mac_already_registered_names_its_vm_in_the_same_report() -> TestResul
     );
     Ok(())
 }
+
+#[test]
+fn every_missing_field_is_reported_at_once() -> TestResult {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/pgtest1.toml");
+    let mut tree: toml::Table = std::fs::read_to_string(&path)?.parse()?;
+    tree.remove("source_id");
+    let spec = tree["spec"].as_table_mut().expect("spec");
+    spec.remove("memory_mb");
+    spec.remove("guest_os");
+    tree["nics"][0]
+        .as_table_mut()
+        .expect("nic")
+        .remove("production_network");
+    tree["disks"][1]
+        .as_table_mut()
+        .expect("disk")
+        .remove("replica_volume_id");
+    let want = [
+        "source_id",
+        "spec.memory_mb",
+        "spec.guest_os",
+        "nics[0].production_network",
+        "disks[1].replica_volume_id",
+    ];
+    for (text, format) in [
+        (toml::to_string(&tree)?, Format::Toml),
+        (serde_json::to_string(&tree)?, Format::Json),
+    ] {
+        let err = VmDefinition::parse(&text, format).expect_err("incomplete");
+        let problems = err.problems();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, want, "{format:?}: {problems:#?}");
+        assert_problem(&problems, "spec.guest_os", "missing field `guest_os`");
+        assert!(
+            err.to_string().contains("disks[1].replica_volume_id"),
+            "{err}"
+        );
+    }
+    // A missing field next to an unknown one: both are named.
+    tree.insert("colour".into(), "blue".into());
+    let problems = VmDefinition::parse(&toml::to_string(&tree)?, Format::Toml)
+        .expect_err("incomplete")
+        .problems();
+    assert_problem(&problems, "source_id", "missing field");
+    assert!(
+        problems.iter().any(|p| p.message.contains("colour")),
+        "{problems:#?}"
+    );
+    Ok(())
+}
