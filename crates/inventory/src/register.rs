@@ -15,7 +15,9 @@ use ids::{NetworkId, VolumeId};
 use std::collections::{BTreeMap, HashMap};
 
 use cloudstack::{Client, VolumeFilter};
-use store::{Attachment, Disk, NewVm, Nic, ProtectedVm, Store, StoreError, VmSpec};
+use store::{
+    Attachment, Disk, GuestOs, GuestPrep, NewVm, Nic, ProtectedVm, Store, StoreError, VmSpec,
+};
 
 use crate::definition::{DiskDefinition, VmDefinition};
 
@@ -63,16 +65,37 @@ impl RegisterError {
     }
 }
 
-/// Limits that come from the hypervisor.
+/// What registration checks a definition against besides the file, the store and
+/// CloudStack: the hypervisor's limits and the server's configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// `max_data_volumes_limit` of the hypervisor (32 on KVM).
     pub max_data_disks: usize,
+    /// Whether the server has a guest-preparation command (`[guest_prep]`):
+    /// `Some(false)` refuses a VM whose policy needs one (a Windows guest with
+    /// `guest_prep = "auto"`, or `"virt-v2v-in-place"`), since its failover's
+    /// validation would refuse it; `None` (the default) does not check.
+    pub guest_prep_configured: Option<bool>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_data_disks: 32 }
+        Limits {
+            max_data_disks: 32,
+            guest_prep_configured: None,
+        }
+    }
+}
+
+/// Whether a VM's policy runs guest preparation: `skip` never, `virt-v2v-in-place`
+/// always, `auto` for Windows guests only. The same rule as the workflows'
+/// `guest_prep::decide`, which runs it.
+fn needs_guest_prep(policy: GuestPrep, os: GuestOs) -> bool {
+    match (policy, os) {
+        (GuestPrep::Skip, _) => false,
+        (GuestPrep::VirtV2vInPlace, _) => true,
+        (GuestPrep::Auto, GuestOs::Windows) => true,
+        (GuestPrep::Auto, GuestOs::Linux | GuestOs::Other) => false,
     }
 }
 
@@ -198,6 +221,19 @@ pub fn check_definition(def: &VmDefinition, limits: Limits) -> Vec<Problem> {
     }
     if s.secure_boot && s.firmware != store::Firmware::Uefi {
         p.add("spec.secure_boot", "secure boot needs firmware = \"uefi\"");
+    }
+    if limits.guest_prep_configured == Some(false) && needs_guest_prep(s.guest_prep, s.guest_os) {
+        p.add(
+            "spec.guest_prep",
+            format!(
+                "guest_prep = \"{}\" with guest_os = \"{}\" needs guest preparation, but this ferry server has no \
+                 guest-preparation command ([guest_prep] in its configuration), so every failover of this VM would \
+                 be refused: configure [guest_prep] (for Windows guests, virt-v2v-in-place with the virtio-win \
+                 drivers) and restart the server, or set guest_prep = \"skip\" if the guest already has VirtIO drivers",
+                s.guest_prep.as_str(),
+                s.guest_os.as_str()
+            ),
+        );
     }
     if def.nics.is_empty() {
         p.add(

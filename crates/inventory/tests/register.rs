@@ -681,3 +681,43 @@ fn every_missing_field_is_reported_at_once() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_guest_needing_preparation_without_a_command_is_refused() -> TestResult {
+    use inventory::check_definition;
+    use store::{GuestOs, GuestPrep};
+    let without = Limits {
+        guest_prep_configured: Some(false),
+        ..Limits::default()
+    };
+    let with = Limits {
+        guest_prep_configured: Some(true),
+        ..Limits::default()
+    };
+    let mut windows = example()?;
+    windows.spec.guest_os = GuestOs::Windows;
+    let problems = check_definition(&windows, without);
+    assert_problem(
+        &problems,
+        "spec.guest_prep",
+        "guest_prep = \"auto\" with guest_os = \"windows\" needs guest preparation, but this ferry server has no \
+         guest-preparation command",
+    );
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(check_definition(&windows, with), []);
+    // Unknown configuration (a library caller): not checked.
+    assert_eq!(check_definition(&windows, Limits::default()), []);
+    // A Windows guest that already has VirtIO drivers.
+    windows.spec.guest_prep = GuestPrep::Skip;
+    assert_eq!(check_definition(&windows, without), []);
+    // Forced preparation of a Linux guest needs the command too; auto does not.
+    let mut linux = example()?;
+    assert_eq!(check_definition(&linux, without), []);
+    linux.spec.guest_prep = GuestPrep::VirtV2vInPlace;
+    assert_problem(
+        &check_definition(&linux, without),
+        "spec.guest_prep",
+        "guest_prep = \"virt-v2v-in-place\" with guest_os = \"linux\"",
+    );
+    Ok(())
+}

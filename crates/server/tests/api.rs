@@ -278,6 +278,28 @@ async fn bad_input_gets_a_json_error_that_says_what_was_wrong() -> TestResult {
     }
     assert_eq!(server.get("/v1/vms").await?.1, json!([]));
 
+    // A Windows guest whose policy needs guest preparation, on a server without a
+    // [guest_prep] command: every failover of it would be refused, so it is now.
+    let definition =
+        pgtest1_definition()?.replace("guest_os = \"linux\"", "guest_os = \"windows\"");
+    let (status, body) = server
+        .post("/v1/vms", Some(json!({ "definition": definition })))
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["problems"]
+            .as_array()
+            .expect("problems listed")
+            .iter()
+            .any(|p| p["field"] == "spec.guest_prep"
+                && p["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("no guest-preparation command")),
+        "{body}"
+    );
+    assert_eq!(server.get("/v1/vms").await?.1, json!([]));
+
     let (status, body) = server.get("/v1/runs?limit=0").await?;
     assert_error(
         status,
