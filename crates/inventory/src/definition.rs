@@ -6,6 +6,8 @@
 use serde::Deserialize;
 use store::{Controller, Firmware, GuestOs, GuestPrep};
 
+use crate::register::Problem;
+
 /// A whole definition file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,13 +115,106 @@ pub enum ParseError {
     Toml(#[from] toml::de::Error),
     #[error("not valid JSON for a VM definition: {0}")]
     Json(#[from] serde_json::Error),
+    /// Required fields are missing: every one of them, by field, and whatever else the
+    /// parser stopped at.
+    #[error("the VM definition is incomplete (the parser stopped at: {parser}):\n{}", crate::register::list(.problems))]
+    Incomplete {
+        /// What the parser said, with where it stopped.
+        parser: String,
+        problems: Vec<Problem>,
+    },
+}
+
+impl ParseError {
+    /// The problems by field: every missing field when fields are missing, else the
+    /// parser's one complaint (on `definition`).
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ParseError::Incomplete { problems, .. } => problems.clone(),
+            other => vec![Problem {
+                field: "definition".into(),
+                message: other.to_string(),
+            }],
+        }
+    }
+}
+
+/// The fields without a default, by table. `docs/vm-definition.md` lists the same.
+const REQUIRED_TOP: &[&str] = &["name", "source_id", "appliance", "spec"];
+const REQUIRED_SPEC: &[&str] = &["vcpu", "memory_mb", "firmware", "guest_os"];
+const REQUIRED_NIC: &[&str] = &[
+    "mac",
+    "source_network",
+    "test_network",
+    "production_network",
+];
+const REQUIRED_DISK: &[&str] = &["key", "controller", "bus", "unit", "replica_volume_id"];
+
+/// Every required field missing from `value` (the file as a plain tree). Serde stops
+/// at the first; this walks them all. Tables of the wrong type are left to serde.
+fn missing_fields(value: &serde_json::Value) -> Vec<Problem> {
+    fn check(out: &mut Vec<Problem>, table: &serde_json::Value, prefix: &str, required: &[&str]) {
+        let Some(table) = table.as_object() else {
+            return;
+        };
+        for key in required {
+            if !table.contains_key(*key) {
+                out.push(Problem {
+                    field: format!("{prefix}{key}"),
+                    message: format!("missing field `{key}`: it is required"),
+                });
+            }
+        }
+    }
+    let mut out = Vec::new();
+    check(&mut out, value, "", REQUIRED_TOP);
+    if let Some(spec) = value.get("spec") {
+        check(&mut out, spec, "spec.", REQUIRED_SPEC);
+    }
+    for (list, required) in [("nics", REQUIRED_NIC), ("disks", REQUIRED_DISK)] {
+        if let Some(items) = value.get(list).and_then(|v| v.as_array()) {
+            for (i, item) in items.iter().enumerate() {
+                check(&mut out, item, &format!("{list}[{i}]."), required);
+            }
+        }
+    }
+    out
 }
 
 impl VmDefinition {
+    /// Parses a definition. When required fields are missing, the error lists all of
+    /// them ([`ParseError::Incomplete`]), not only the first serde met.
     pub fn parse(text: &str, format: Format) -> Result<VmDefinition, ParseError> {
-        Ok(match format {
-            Format::Toml => toml::from_str(text)?,
-            Format::Json => serde_json::from_str(text)?,
+        let (error, tree): (ParseError, Option<serde_json::Value>) = match format {
+            Format::Toml => match toml::from_str(text) {
+                Ok(def) => return Ok(def),
+                Err(e) => (
+                    e.into(),
+                    toml::from_str::<toml::Table>(text)
+                        .ok()
+                        .and_then(|t| serde_json::to_value(t).ok()),
+                ),
+            },
+            Format::Json => match serde_json::from_str(text) {
+                Ok(def) => return Ok(def),
+                Err(e) => (e.into(), serde_json::from_str(text).ok()),
+            },
+        };
+        let mut missing = tree.as_ref().map(missing_fields).unwrap_or_default();
+        if missing.is_empty() {
+            return Err(error);
+        }
+        // The parser's own complaint, unless it is one of the missing fields.
+        let message = error.to_string();
+        if !message.contains("missing field") {
+            missing.push(Problem {
+                field: "definition".into(),
+                message,
+            });
+        }
+        Err(ParseError::Incomplete {
+            parser: error.to_string(),
+            problems: missing,
         })
     }
 }

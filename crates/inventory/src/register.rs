@@ -5,7 +5,9 @@
 //! half the disks moved: a missing or doubled boot disk, two disks claiming one
 //! controller slot, a replica volume that does not exist, sits on another VM, has a
 //! different size than its disk or already belongs to another disk, more data disks
-//! than KVM takes, networks CloudStack does not have, malformed MACs. The checks
+//! than KVM takes, networks CloudStack does not have, two NICs on one network,
+//! malformed MACs or MACs another VM has, replicas the appliance could not tell apart
+//! by their virtio serial. The checks
 //! against CloudStack read its current state (`listVolumes`, `listNetworks`,
 //! `listVirtualMachines`); the store's constraints are the last line behind them.
 
@@ -13,7 +15,9 @@ use ids::{NetworkId, VolumeId};
 use std::collections::{BTreeMap, HashMap};
 
 use cloudstack::{Client, VolumeFilter};
-use store::{Attachment, Disk, NewVm, Nic, ProtectedVm, Store, StoreError, VmSpec};
+use store::{
+    Attachment, Disk, GuestOs, GuestPrep, NewVm, Nic, ProtectedVm, Store, StoreError, VmSpec,
+};
 
 use crate::definition::{DiskDefinition, VmDefinition};
 
@@ -43,7 +47,7 @@ pub enum RegisterError {
     Store(#[from] StoreError),
 }
 
-fn list(problems: &[Problem]) -> String {
+pub(crate) fn list(problems: &[Problem]) -> String {
     problems
         .iter()
         .map(|p| format!("  - {p}"))
@@ -61,16 +65,37 @@ impl RegisterError {
     }
 }
 
-/// Limits that come from the hypervisor.
+/// What registration checks a definition against besides the file, the store and
+/// CloudStack: the hypervisor's limits and the server's configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// `max_data_volumes_limit` of the hypervisor (32 on KVM).
     pub max_data_disks: usize,
+    /// Whether the server has a guest-preparation command (`[guest_prep]`):
+    /// `Some(false)` refuses a VM whose policy needs one (a Windows guest with
+    /// `guest_prep = "auto"`, or `"virt-v2v-in-place"`), since its failover's
+    /// validation would refuse it; `None` (the default) does not check.
+    pub guest_prep_configured: Option<bool>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_data_disks: 32 }
+        Limits {
+            max_data_disks: 32,
+            guest_prep_configured: None,
+        }
+    }
+}
+
+/// Whether a VM's policy runs guest preparation: `skip` never, `virt-v2v-in-place`
+/// always, `auto` for Windows guests only. The same rule as the workflows'
+/// `guest_prep::decide`, which runs it.
+fn needs_guest_prep(policy: GuestPrep, os: GuestOs) -> bool {
+    match (policy, os) {
+        (GuestPrep::Skip, _) => false,
+        (GuestPrep::VirtV2vInPlace, _) => true,
+        (GuestPrep::Auto, GuestOs::Windows) => true,
+        (GuestPrep::Auto, GuestOs::Linux | GuestOs::Other) => false,
     }
 }
 
@@ -123,6 +148,16 @@ pub fn boot_disk(disks: &[DiskDefinition]) -> Result<usize, String> {
         [(_, i), ..] => Ok(*i),
     }
 }
+
+/// The virtio serial a replica volume shows on the appliance (the volume id without
+/// dashes, first 20 characters): how volumed finds its device. Two replicas with one
+/// serial cannot be told apart there.
+fn serial_of(volume_id: &str) -> String {
+    cloudstack::volume_serial(&VolumeId::from(volume_id)).to_lowercase()
+}
+
+const SERIAL_CLASH: &str = "the appliance finds a replica's device by that serial (the volume id without dashes, \
+     first 20 characters) and could not tell the two apart — use replica volumes whose ids differ there";
 
 fn valid_mac(mac: &str) -> bool {
     let parts: Vec<&str> = mac.split(':').collect();
@@ -187,6 +222,19 @@ pub fn check_definition(def: &VmDefinition, limits: Limits) -> Vec<Problem> {
     if s.secure_boot && s.firmware != store::Firmware::Uefi {
         p.add("spec.secure_boot", "secure boot needs firmware = \"uefi\"");
     }
+    if limits.guest_prep_configured == Some(false) && needs_guest_prep(s.guest_prep, s.guest_os) {
+        p.add(
+            "spec.guest_prep",
+            format!(
+                "guest_prep = \"{}\" with guest_os = \"{}\" needs guest preparation, but this ferry server has no \
+                 guest-preparation command ([guest_prep] in its configuration), so every failover of this VM would \
+                 be refused: configure [guest_prep] (for Windows guests, virt-v2v-in-place with the virtio-win \
+                 drivers) and restart the server, or set guest_prep = \"skip\" if the guest already has VirtIO drivers",
+                s.guest_prep.as_str(),
+                s.guest_os.as_str()
+            ),
+        );
+    }
     if def.nics.is_empty() {
         p.add(
             "nics",
@@ -238,6 +286,7 @@ pub fn check_definition(def: &VmDefinition, limits: Limits) -> Vec<Problem> {
     let mut slots: HashMap<(store::Controller, i64, i64), usize> = HashMap::new();
     let mut keys: HashMap<i64, usize> = HashMap::new();
     let mut volumes: HashMap<&str, usize> = HashMap::new();
+    let mut serials: HashMap<String, usize> = HashMap::new();
     for (i, d) in def.disks.iter().enumerate() {
         if let Err(message) = capacity(d) {
             p.add(format!("disks[{i}].capacity"), message);
@@ -274,6 +323,17 @@ pub fn check_definition(def: &VmDefinition, limits: Limits) -> Vec<Problem> {
                     d.replica_volume_id
                 ),
             );
+        } else {
+            let serial = serial_of(&d.replica_volume_id);
+            if let Some(first) = serials.insert(serial.clone(), i) {
+                p.add(
+                    format!("disks[{i}].replica_volume_id"),
+                    format!(
+                        "volume {} and volume {} (the replica of disks[{first}]) share the virtio serial {serial}: {}",
+                        d.replica_volume_id, def.disks[first].replica_volume_id, SERIAL_CLASH
+                    ),
+                );
+            }
         }
     }
     let data_disks = def.disks.len().saturating_sub(1);
@@ -301,6 +361,52 @@ pub async fn register(
     limits: Limits,
 ) -> Result<ProtectedVm, RegisterError> {
     let mut p = Problems(check_definition(def, limits));
+
+    // What other registered VMs hold: MACs anywhere, replica serials on this appliance.
+    let registered = store.vms().await?;
+    let mut taken_macs: HashMap<String, &str> = HashMap::new();
+    let mut taken_serials: HashMap<String, (&str, &VolumeId, i64)> = HashMap::new();
+    for vm in &registered {
+        for nic in &vm.nics {
+            taken_macs.insert(nic.mac.to_lowercase(), &vm.name);
+        }
+        if vm.appliance == def.appliance {
+            for d in &vm.disks {
+                let id = &d.disk.replica_volume_id;
+                taken_serials.insert(serial_of(id.as_str()), (&vm.name, id, d.disk.device_key));
+            }
+        }
+    }
+    for (i, nic) in def.nics.iter().enumerate() {
+        if let Some(owner) = taken_macs.get(&nic.mac.to_lowercase()) {
+            p.add(
+                format!("nics[{i}].mac"),
+                format!(
+                    "{} is already the MAC of a NIC of the protected VM {owner}: every NIC needs its own",
+                    nic.mac
+                ),
+            );
+        }
+    }
+    for (i, d) in def.disks.iter().enumerate() {
+        if d.replica_volume_id.trim().is_empty() {
+            continue;
+        }
+        // The same volume is reported below as already registered.
+        if let Some((owner, id, key)) = taken_serials.get(&serial_of(&d.replica_volume_id))
+            && id.as_str() != d.replica_volume_id
+        {
+            p.add(
+                format!("disks[{i}].replica_volume_id"),
+                format!(
+                    "volume {} and volume {id} (the replica of disk {key} of {owner}, on the same appliance) \
+                     share the virtio serial {}: {SERIAL_CLASH}",
+                    d.replica_volume_id,
+                    serial_of(&d.replica_volume_id)
+                ),
+            );
+        }
+    }
 
     if store.vm(&def.name).await?.is_some() {
         p.add(
@@ -369,6 +475,38 @@ pub async fn register(
         }
         let [test, production] = ids;
         resolved.push((test, production));
+    }
+    // CloudStack refuses a deploy that names one network twice ("specified more than
+    // once"), so two NICs of a failover cannot share one.
+    for (slot, field) in ["test_network", "production_network"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut first_on: HashMap<&NetworkId, usize> = HashMap::new();
+        for (i, (test, production)) in resolved.iter().enumerate() {
+            let id = if slot == 0 { test } else { production };
+            if id.as_str().is_empty() {
+                continue;
+            }
+            if let Some(first) = first_on.insert(id, i) {
+                let wanted = |n: usize| {
+                    if slot == 0 {
+                        &def.nics[n].test_network
+                    } else {
+                        &def.nics[n].production_network
+                    }
+                };
+                p.add(
+                    format!("nics[{i}].{field}"),
+                    format!(
+                        "nics[{first}] and nics[{i}] are both on network {id} (`{}`, `{}`): CloudStack refuses \
+                         to deploy a VM with a network specified more than once — give each NIC its own {field}",
+                        wanted(first),
+                        wanted(i)
+                    ),
+                );
+            }
+        }
     }
 
     // Replica volumes: exist, sit on the appliance, have the disk's size, belong to no

@@ -478,3 +478,246 @@ async fn an_unknown_appliance_is_refused_with_the_known_ones() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn two_nics_on_one_network_are_refused_naming_both() -> TestResult {
+    let env = env(World::default()).await?;
+    let mut def = example()?;
+    let mut second = def.nics[0].clone();
+    second.mac = "00:50:56:8a:11:02".into();
+    // The same network by id rather than by name is still the same network.
+    second.test_network = ids::NETWORK_TEST.into();
+    def.nics.push(second);
+    let problems = env.refused(&def).await?;
+    for field in ["test_network", "production_network"] {
+        assert_problem(
+            &problems,
+            &format!("nics[1].{field}"),
+            "nics[0] and nics[1] are both on network",
+        );
+        assert_problem(
+            &problems,
+            &format!("nics[1].{field}"),
+            "specified more than once",
+        );
+    }
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    Ok(())
+}
+
+/// Four 10 GiB volumes on the appliance: 1111…01 and 1111…02 share their first 20
+/// hex digits, and so do 2222…01 and 2222…02.
+fn serial_world() -> World {
+    let volume = |id: &str| VolumeDef {
+        id: Some(id.into()),
+        name: id.into(),
+        size_gb: 10,
+        zone: None,
+    };
+    World {
+        appliances: vec![ApplianceDef {
+            id: Some(ids::APPLIANCE_OMA.into()),
+            name: "oma".into(),
+            zone: None,
+            root_volume_id: None,
+            volumes: [
+                "11110000-0000-4000-8000-000000000001",
+                "11110000-0000-4000-8000-000000000002",
+                "22220000-0000-4000-8000-000000000001",
+                "22220000-0000-4000-8000-000000000002",
+            ]
+            .into_iter()
+            .map(volume)
+            .collect(),
+        }],
+        ..World::default()
+    }
+}
+
+fn on_volumes(name: &str, mac: &str, volumes: &[&str]) -> anyhow::Result<VmDefinition> {
+    let mut def = example()?;
+    def.name = name.into();
+    def.nics[0].mac = mac.into();
+    let template = def.disks[1].clone();
+    def.disks = volumes
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let mut d = template.clone();
+            d.key = 2000 + i as i64;
+            d.unit = i as i64;
+            d.capacity_gib = Some(10);
+            d.boot = i == 0;
+            d.replica_volume_id = v.to_string();
+            d
+        })
+        .collect();
+    Ok(def)
+}
+
+#[tokio::test]
+async fn replicas_whose_virtio_serials_collide_are_refused() -> TestResult {
+    let env = env(serial_world()).await?;
+    // Within one VM.
+    let def = on_volumes(
+        "serial1",
+        "00:50:56:8a:33:01",
+        &[
+            "11110000-0000-4000-8000-000000000001",
+            "11110000-0000-4000-8000-000000000002",
+        ],
+    )?;
+    let problems = env.refused(&def).await?;
+    assert_problem(
+        &problems,
+        "disks[1].replica_volume_id",
+        "volume 11110000-0000-4000-8000-000000000002 and volume 11110000-0000-4000-8000-000000000001 \
+         (the replica of disks[0]) share the virtio serial 11110000000040008000",
+    );
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+
+    // Across VMs on one appliance.
+    let first = on_volumes(
+        "serial1",
+        "00:50:56:8a:33:01",
+        &[
+            "11110000-0000-4000-8000-000000000001",
+            "22220000-0000-4000-8000-000000000001",
+        ],
+    )?;
+    register(&env.store, &env.cloud, &first, Limits::default()).await?;
+    let second = on_volumes(
+        "serial2",
+        "00:50:56:8a:33:02",
+        &["22220000-0000-4000-8000-000000000002"],
+    )?;
+    let problems = env.refused(&second).await?;
+    assert_problem(
+        &problems,
+        "disks[0].replica_volume_id",
+        "volume 22220000-0000-4000-8000-000000000002 and volume 22220000-0000-4000-8000-000000000001 \
+         (the replica of disk 2001 of serial1, on the same appliance) share the virtio serial 22220000000040008000",
+    );
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_mac_already_registered_names_its_vm_in_the_same_report() -> TestResult {
+    let env = env(World::default()).await?;
+    register(&env.store, &env.cloud, &example()?, Limits::default()).await?;
+    let mut second = example()?;
+    second.name = "pgtest2".into();
+    second.nics[0].mac = "00:50:56:8A:11:01".into();
+    let problems = env.refused(&second).await?;
+    assert_problem(
+        &problems,
+        "nics[0].mac",
+        "00:50:56:8A:11:01 is already the MAC of a NIC of the protected VM pgtest1",
+    );
+    // Alongside every other problem, not after them.
+    assert_problem(
+        &problems,
+        "disks[1].replica_volume_id",
+        "is already registered as the replica of disk 2001 of pgtest1",
+    );
+    // Fixing the replicas alone still leaves the MAC, reported before anything is written.
+    second.nics[0].mac = "00:50:56:8a:11:02".into();
+    assert!(
+        !env.refused(&second)
+            .await?
+            .iter()
+            .any(|p| p.field == "nics[0].mac")
+    );
+    Ok(())
+}
+
+#[test]
+fn every_missing_field_is_reported_at_once() -> TestResult {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/pgtest1.toml");
+    let mut tree: toml::Table = std::fs::read_to_string(&path)?.parse()?;
+    tree.remove("source_id");
+    let spec = tree["spec"].as_table_mut().expect("spec");
+    spec.remove("memory_mb");
+    spec.remove("guest_os");
+    tree["nics"][0]
+        .as_table_mut()
+        .expect("nic")
+        .remove("production_network");
+    tree["disks"][1]
+        .as_table_mut()
+        .expect("disk")
+        .remove("replica_volume_id");
+    let want = [
+        "source_id",
+        "spec.memory_mb",
+        "spec.guest_os",
+        "nics[0].production_network",
+        "disks[1].replica_volume_id",
+    ];
+    for (text, format) in [
+        (toml::to_string(&tree)?, Format::Toml),
+        (serde_json::to_string(&tree)?, Format::Json),
+    ] {
+        let err = VmDefinition::parse(&text, format).expect_err("incomplete");
+        let problems = err.problems();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, want, "{format:?}: {problems:#?}");
+        assert_problem(&problems, "spec.guest_os", "missing field `guest_os`");
+        assert!(
+            err.to_string().contains("disks[1].replica_volume_id"),
+            "{err}"
+        );
+    }
+    // A missing field next to an unknown one: both are named.
+    tree.insert("colour".into(), "blue".into());
+    let problems = VmDefinition::parse(&toml::to_string(&tree)?, Format::Toml)
+        .expect_err("incomplete")
+        .problems();
+    assert_problem(&problems, "source_id", "missing field");
+    assert!(
+        problems.iter().any(|p| p.message.contains("colour")),
+        "{problems:#?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_guest_needing_preparation_without_a_command_is_refused() -> TestResult {
+    use inventory::check_definition;
+    use store::{GuestOs, GuestPrep};
+    let without = Limits {
+        guest_prep_configured: Some(false),
+        ..Limits::default()
+    };
+    let with = Limits {
+        guest_prep_configured: Some(true),
+        ..Limits::default()
+    };
+    let mut windows = example()?;
+    windows.spec.guest_os = GuestOs::Windows;
+    let problems = check_definition(&windows, without);
+    assert_problem(
+        &problems,
+        "spec.guest_prep",
+        "guest_prep = \"auto\" with guest_os = \"windows\" needs guest preparation, but this ferry server has no \
+         guest-preparation command",
+    );
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(check_definition(&windows, with), []);
+    // Unknown configuration (a library caller): not checked.
+    assert_eq!(check_definition(&windows, Limits::default()), []);
+    // A Windows guest that already has VirtIO drivers.
+    windows.spec.guest_prep = GuestPrep::Skip;
+    assert_eq!(check_definition(&windows, without), []);
+    // Forced preparation of a Linux guest needs the command too; auto does not.
+    let mut linux = example()?;
+    assert_eq!(check_definition(&linux, without), []);
+    linux.spec.guest_prep = GuestPrep::VirtV2vInPlace;
+    assert_problem(
+        &check_definition(&linux, without),
+        "spec.guest_prep",
+        "guest_prep = \"virt-v2v-in-place\" with guest_os = \"linux\"",
+    );
+    Ok(())
+}

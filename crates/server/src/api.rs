@@ -259,9 +259,17 @@ async fn add_vm(
         DefinitionFormat::Json => inventory::Format::Json,
     };
     let definition = inventory::VmDefinition::parse(&request.definition, format).map_err(|e| {
-        ApiError::invalid(format!(
-            "the VM definition was refused and nothing was registered: {e}"
-        ))
+        ApiError::Invalid {
+            message: format!("the VM definition was refused and nothing was registered: {e}"),
+            problems: e
+                .problems()
+                .into_iter()
+                .map(|p| Problem {
+                    field: p.field,
+                    message: p.message,
+                })
+                .collect(),
+        }
     })?;
     let vm = match inventory::register(
         &state.env.store,

@@ -229,7 +229,10 @@ pub async fn start(
         worker: worker.clone(),
         token: Arc::new(settings.api_token),
         metrics: metrics_handle(),
-        limits: inventory::Limits::default(),
+        limits: inventory::Limits {
+            guest_prep_configured: Some(config.guest_prep.is_some()),
+            ..inventory::Limits::default()
+        },
     };
     let addr = listener
         .local_addr()

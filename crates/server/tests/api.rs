@@ -230,6 +230,76 @@ async fn bad_input_gets_a_json_error_that_says_what_was_wrong() -> TestResult {
     );
     assert_eq!(server.get("/v1/vms").await?.1, json!([]));
 
+    // Every missing field at once, by field, not only the first the parser met.
+    let definition = pgtest1_definition()?
+        .replace("source_id = ", "# source_id = ")
+        .replace("vcpu = 4", "")
+        .replace("mac = \"00:50:56:8a:11:01\"", "");
+    let (status, body) = server
+        .post("/v1/vms", Some(json!({ "definition": definition })))
+        .await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "nothing was registered",
+    );
+    let fields: Vec<&str> = body["error"]["problems"]
+        .as_array()
+        .expect("problems listed")
+        .iter()
+        .filter_map(|p| p["field"].as_str())
+        .collect();
+    assert_eq!(fields, ["source_id", "spec.vcpu", "nics[0].mac"], "{body}");
+
+    // Two NICs on one network: refused with the other problems, naming both NICs.
+    let definition = format!(
+        "{}\n[[nics]]\nmac = \"00:50:56:8a:11:02\"\nsource_network = \"VM Network\"\n\
+         test_network = \"test\"\nproduction_network = \"production\"\n",
+        pgtest1_definition()?
+    );
+    let (status, body) = server
+        .post("/v1/vms", Some(json!({ "definition": definition })))
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let problems = body["error"]["problems"]
+        .as_array()
+        .expect("problems listed");
+    for field in ["nics[1].test_network", "nics[1].production_network"] {
+        assert!(
+            problems.iter().any(|p| p["field"] == field
+                && p["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("nics[0] and nics[1] are both on network")),
+            "{body}"
+        );
+    }
+    assert_eq!(server.get("/v1/vms").await?.1, json!([]));
+
+    // A Windows guest whose policy needs guest preparation, on a server without a
+    // [guest_prep] command: every failover of it would be refused, so it is now.
+    let definition =
+        pgtest1_definition()?.replace("guest_os = \"linux\"", "guest_os = \"windows\"");
+    let (status, body) = server
+        .post("/v1/vms", Some(json!({ "definition": definition })))
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["problems"]
+            .as_array()
+            .expect("problems listed")
+            .iter()
+            .any(|p| p["field"] == "spec.guest_prep"
+                && p["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("no guest-preparation command")),
+        "{body}"
+    );
+    assert_eq!(server.get("/v1/vms").await?.1, json!([]));
+
     let (status, body) = server.get("/v1/runs?limit=0").await?;
     assert_error(
         status,
