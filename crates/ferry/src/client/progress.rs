@@ -96,7 +96,12 @@ async fn poll(
 ) -> Result<Followed, ClientError> {
     let mut view = match output {
         Output::Json => View::Silent,
-        Output::Table if std::io::stdout().is_terminal() => View::Bars(Box::new(Bars::new())),
+        Output::Table
+            if std::io::stdout().is_terminal()
+                && live_display_fits(console::Term::stdout().size_checked()) =>
+        {
+            View::Bars(Box::new(Bars::new()))
+        }
         Output::Table => View::Plain(Plain::default()),
     };
     let mut interval = tokio::time::interval(POLL);
@@ -165,6 +170,12 @@ fn outage(e: &ClientError) -> String {
         ),
         other => format!("the server failed: {other}"),
     }
+}
+
+/// Whether a terminal of `size` (rows, columns) can hold the live display: one that
+/// says it has no size, or is narrower than 40 columns, gets plain lines instead.
+fn live_display_fits(size: Option<(u16, u16)>) -> bool {
+    size.is_some_and(|(rows, cols)| rows > 0 && cols >= 40)
 }
 
 /// A failure that may pass if the next poll is tried: no answer, or a 5xx.
@@ -374,10 +385,12 @@ struct Bars {
 
 impl Bars {
     fn new() -> Bars {
-        let active = ProgressStyle::with_template("{prefix} {spinner:.cyan} {msg}")
+        // `wide_msg` is cut to the terminal's width: a line never wraps.
+        let active = ProgressStyle::with_template("{prefix} {spinner:.cyan} {wide_msg}")
             .expect("a valid template")
             .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ");
-        let settled = ProgressStyle::with_template("{prefix} {msg}").expect("a valid template");
+        let settled =
+            ProgressStyle::with_template("{prefix} {wide_msg}").expect("a valid template");
         Bars {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stdout()),
             steps: Vec::new(),
@@ -577,6 +590,16 @@ fn owner(detail: &RunDetail, job: &JobView) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_terminal_without_a_size_or_too_narrow_gets_plain_lines() {
+        assert!(super::live_display_fits(Some((24, 80))));
+        assert!(super::live_display_fits(Some((1, 40))));
+        assert!(!super::live_display_fits(Some((0, 0))));
+        assert!(!super::live_display_fits(Some((24, 0))));
+        assert!(!super::live_display_fits(Some((24, 39))));
+        assert!(!super::live_display_fits(None));
+    }
     use super::*;
 
     fn job(step: &str, kind: &str) -> JobView {
