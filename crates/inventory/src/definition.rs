@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use store::{Controller, Firmware, GuestOs, GuestPrep};
 
-use crate::register::Problem;
+use crate::problem::Problem;
 
 /// A whole definition file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -117,7 +117,7 @@ pub enum ParseError {
     Json(#[from] serde_json::Error),
     /// Required fields are missing: every one of them, by field, and whatever else the
     /// parser stopped at.
-    #[error("the VM definition is incomplete (the parser stopped at: {parser}):\n{}", crate::register::list(.problems))]
+    #[error("the VM definition is incomplete (the parser stopped at: {parser}):\n{}", crate::problem::list(.problems))]
     Incomplete {
         /// What the parser said, with where it stopped.
         parser: String,

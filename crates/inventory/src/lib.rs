@@ -6,11 +6,11 @@
 //! it; all writes go to the store, in one transaction.
 
 pub mod definition;
+mod problem;
 mod register;
 
 pub use definition::{
     DiskDefinition, Format, NicDefinition, ParseError, SpecDefinition, VmDefinition,
 };
-pub use register::{
-    Limits, MAX_NAME_LEN, Problem, RegisterError, boot_disk, check_definition, register,
-};
+pub use problem::Problem;
+pub use register::{Limits, MAX_NAME_LEN, RegisterError, boot_disk, check_definition, register};

@@ -20,22 +20,9 @@ use store::{
 };
 
 use crate::definition::{DiskDefinition, VmDefinition};
+use crate::problem::{Problem, list};
 
 const GIB: i64 = 1 << 30;
-
-/// One thing wrong with a definition: where, and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Problem {
-    /// The field, as a path into the file (`disks[1].replica_volume_id`).
-    pub field: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
@@ -45,14 +32,6 @@ pub enum RegisterError {
     CloudStack(#[from] cloudstack::Error),
     #[error("cannot read or write ferry's store")]
     Store(#[from] StoreError),
-}
-
-pub(crate) fn list(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("  - {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 impl RegisterError {
