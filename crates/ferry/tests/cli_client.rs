@@ -268,7 +268,10 @@ fn a_test_failover_waited_on_then_shown_then_cleaned_up() {
     let remove = server.ferry().args(["vm", "remove", "pgtest1"]).run();
     remove.code(2);
     assert!(
-        remove.stderr.contains("clean up or roll back first"),
+        remove
+            .stderr
+            .contains("clean its test failover up first (`ferry failover cleanup pgtest1`)")
+            && !remove.stderr.contains("roll"),
         "{}",
         remove.stderr
     );

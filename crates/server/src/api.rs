@@ -350,8 +350,9 @@ async fn remove_vm(
         store::VmState::ReadyForFailover | store::VmState::Committed
     ) {
         return Err(ApiError::Conflict(format!(
-            "{name} is {}: its replicas are not back on the appliance; clean up or roll back first",
-            vm.state
+            "{name} is {}: its replicas are not back on the appliance; {}",
+            vm.state,
+            workflows::what_first(&name, vm.state)
         )));
     }
     let runs = state.env.store.vm_run_count(&vm.id).await?;

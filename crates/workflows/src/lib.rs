@@ -39,5 +39,5 @@ pub mod worker;
 
 pub use env::{Env, Target};
 pub use hooks::{Hook, Hooks};
-pub use run::{RunInput, StartError};
+pub use run::{RunInput, StartError, what_first};
 pub use worker::{Worker, WorkerConfig, saga_for};

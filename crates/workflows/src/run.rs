@@ -14,12 +14,28 @@ use store::{VmState, Workflow};
 use crate::env::{Cx, Env, store_error};
 use crate::plan::{DevicePlan, KVM_MAX_DATA_DISKS};
 
+/// What must happen before VM `name`, in `state`, is ready for a failover again, in
+/// words that fit that state: a test failover is cleaned up, a live one rolled back (or
+/// committed, after which the VM is no longer failed over from its source at all).
+pub fn what_first(name: &str, state: VmState) -> String {
+    match state {
+        VmState::TestFailedOver => {
+            format!("clean its test failover up first (`ferry failover cleanup {name}`)")
+        }
+        VmState::FailedOver => format!(
+            "it runs in CloudStack since its live failover: roll it back first (`ferry failover rollback {name}`), or commit it (`ferry failover commit {name}`) to keep it there"
+        ),
+        VmState::Committed => "its live failover was committed: it runs in CloudStack for good and is not failed over again; remove it (`ferry vm remove`) and register it anew to protect it again".to_string(),
+        VmState::ReadyForFailover => "it is ready; try again".to_string(),
+    }
+}
+
 /// Why a workflow could not be started (shared by every workflow's `start`).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("no protected VM named {0}")]
     NoVm(String),
-    #[error("{name} is {state}, not ready_for_failover: clean up or roll back first")]
+    #[error("{name} is {state}, not ready_for_failover: {}", what_first(name, *state))]
     NotReady { name: String, state: VmState },
     /// The VM is not in the state the workflow starts from.
     #[error("{name} is {state}, not {wanted}: {hint}")]
@@ -283,4 +299,29 @@ pub(crate) fn snapshot_name(target: &str, device_key: i64) -> String {
 /// and snapshot names live apart in CloudStack, so it is the snapshot's name too.
 pub(crate) fn clone_name(target: &str, device_key: i64) -> String {
     snapshot_name(target, device_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_to_do_first_fits_the_state() {
+        let test = what_first("pg", VmState::TestFailedOver);
+        assert!(
+            test.contains("ferry failover cleanup pg") && !test.contains("roll"),
+            "{test}"
+        );
+        let live = what_first("pg", VmState::FailedOver);
+        assert!(
+            live.contains("ferry failover rollback pg")
+                && live.contains("ferry failover commit pg"),
+            "{live}"
+        );
+        let committed = what_first("pg", VmState::Committed);
+        assert!(
+            !committed.contains("roll") && !committed.contains("clean"),
+            "{committed}"
+        );
+    }
 }
