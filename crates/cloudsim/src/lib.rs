@@ -198,6 +198,7 @@ pub async fn start_with_state_file(
         queues: Mutex::new(HashMap::new()),
         hotplug,
         shutdown: shutdown.clone(),
+        state_file: state_file.clone(),
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await

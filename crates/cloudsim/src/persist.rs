@@ -2,10 +2,11 @@
 //! keeps its database across a management-server restart.
 //!
 //! The whole [`State`] (VMs, volumes, snapshots, async jobs and their results) is
-//! written as JSON, atomically (a temporary file renamed over the old one), within
-//! [`SAVE_EVERY`] of any change and once more when the simulator stops; a process
-//! killed outright loses at most that much, as a database loses its last
-//! uncommitted moment.
+//! written as JSON, atomically (a temporary file renamed over the old one): before any
+//! call that is not a read is answered — as CloudStack commits a job before it returns
+//! the job's id — and within [`SAVE_EVERY`] of any other change (a job's progress or
+//! end), and once more when the simulator stops. A process killed outright loses at
+//! most a job's progress of that last moment, never a job it has answered for.
 //!
 //! At a start from a state file, the jobs that were in flight are what CloudStack makes
 //! of them: its `AsyncJobManagerImpl.start()` calls `resetJobProcess(msid, 530, "job
@@ -117,8 +118,12 @@ pub(crate) fn spawn_saver(inner: Shared, path: PathBuf) -> tokio::task::JoinHand
     })
 }
 
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+/// Writes `text` to `path` through a temporary file of its own (the saver and a
+/// request may write at once), renamed over it: a reader sees the old or the new.
+pub(crate) fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{n}"));
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }
