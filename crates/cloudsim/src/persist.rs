@@ -91,6 +91,20 @@ pub(crate) fn after_restart(state: &mut State) -> usize {
     pending.len()
 }
 
+/// Writes the state file now, if there is one: before a call that changed the cloud is
+/// answered, as CloudStack commits a job to its database before it returns the job's id.
+pub(crate) fn save_now(inner: &crate::sim::Inner) {
+    if let Some(path) = &inner.state_file {
+        let text = {
+            let state = inner.state.lock().expect("poisoned");
+            serde_json::to_string(&*state).expect("the state serializes")
+        };
+        if let Err(e) = write_atomically(path, &text) {
+            eprintln!("cloudsim: cannot write {}: {e}", path.display());
+        }
+    }
+}
+
 /// Keeps `path` up to date with the simulator's state until it stops, then writes it a
 /// last time.
 pub(crate) fn spawn_saver(inner: Shared, path: PathBuf) -> tokio::task::JoinHandle<()> {

@@ -37,21 +37,6 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    /// Writes the state file now, if there is one: before a call that changed the cloud
-    /// is answered, as CloudStack commits a job to its database before it returns the
-    /// job's id.
-    pub fn persist_now(&self) {
-        if let Some(path) = &self.state_file {
-            let text = {
-                let state = self.state.lock().expect("poisoned");
-                serde_json::to_string(&*state).expect("the state serializes")
-            };
-            if let Err(e) = crate::persist::write_atomically(path, &text) {
-                eprintln!("cloudsim: cannot write {}: {e}", path.display());
-            }
-        }
-    }
-
     /// What `/sim/stats` returns.
     pub fn stats(&self) -> Stats {
         // Locks are taken in one order everywhere — `state`, then `stats` — as a job's

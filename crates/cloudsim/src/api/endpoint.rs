@@ -259,7 +259,7 @@ async fn handle(inner: Shared, params: Params) -> Response {
     let result = dispatch(&inner, command, class, &params, job_fault);
     // What the answer promises (a job id, a deleted volume) is kept before it is sent.
     if !(command.starts_with("list") || command.starts_with("query")) {
-        inner.persist_now();
+        crate::persist::save_now(&inner);
     }
     let response = match result {
         Ok(body) => {
