@@ -15,25 +15,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::flows::{Census, Flow, census, run_matrix};
+use common::flows::{Census, Flow, MUTATIONS, census, run_matrix};
 use common::{RigOptions, TestResult, rig_with};
 use engine::Outcome;
 use futures::FutureExt;
 use serde_json::json;
-
-const MUTATIONS: [&str; 11] = [
-    "deployVirtualMachine",
-    "startVirtualMachine",
-    "stopVirtualMachine",
-    "destroyVirtualMachine",
-    "attachVolume",
-    "detachVolume",
-    "createVolume",
-    "deleteVolume",
-    "createSnapshot",
-    "revertSnapshot",
-    "deleteSnapshot",
-];
 
 /// A lost response costs the client its whole request timeout: short here, long
 /// enough for any answer cloudsim gives at its time scale.

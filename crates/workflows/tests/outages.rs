@@ -21,28 +21,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::flows::{Census, Flow, census};
+use common::flows::{Census, Flow, MUTATIONS, census, run_matrix};
 use common::{RigOptions, TestResult, rig_with};
 use engine::Outcome;
-use futures::StreamExt;
+use futures::FutureExt;
 use serde_json::json;
 
 /// How long each outage lasts: far longer than the rig's retries without the wait.
 const OUTAGE: Duration = Duration::from_millis(1200);
-
-const MUTATIONS: [&str; 11] = [
-    "deployVirtualMachine",
-    "startVirtualMachine",
-    "stopVirtualMachine",
-    "destroyVirtualMachine",
-    "attachVolume",
-    "detachVolume",
-    "createVolume",
-    "deleteVolume",
-    "createSnapshot",
-    "revertSnapshot",
-    "deleteSnapshot",
-];
 
 /// A rig that gives up at once on anything but an outage it waits out.
 fn options(tolerance: Duration) -> RigOptions {
@@ -128,46 +114,30 @@ async fn wait_out_an_outage_in_each_step_of(flow: Flow) -> TestResult {
             1
         };
         for nth in 1..=last {
-            cases.push((command.clone(), nth));
+            cases.push((
+                format!("{command} #{nth}"),
+                case(flow, clean.clone(), command.clone(), nth).boxed(),
+            ));
         }
     }
     let total = cases.len();
-    let results: Vec<(String, anyhow::Result<Fired>)> = futures::stream::iter(cases)
-        .map(|(command, nth)| {
-            let clean = clean.clone();
-            async move {
-                let label = format!("{command} #{nth}");
-                let result = match tokio::spawn(case(flow, clean, command, nth)).await {
-                    Ok(r) => r,
-                    Err(e) => Err(anyhow::anyhow!("the case panicked: {e}")),
-                };
-                (label, result)
-            }
-        })
-        .buffer_unordered(6)
-        .collect()
-        .await;
-    let failed: Vec<String> = results
-        .iter()
-        .filter_map(|(label, r)| r.as_ref().err().map(|e| format!("- {label}: {e:#}")))
-        .collect();
-    let not_fired = results
-        .iter()
-        .filter(|(_, r)| matches!(r, Ok(Fired::No)))
-        .count();
-    eprintln!(
-        "RELIABILITY outages {flow:?} tried={total} passed={} not_fired={not_fired} outage_s={:.1} secs={:.1}",
-        total - failed.len() - not_fired,
-        OUTAGE.as_secs_f64(),
-        started.elapsed().as_secs_f64()
-    );
-    assert!(
-        failed.is_empty(),
-        "{} of {total} outages in {} went wrong:\n{}",
-        failed.len(),
-        flow.name(),
-        failed.join("\n")
-    );
+    let mut not_fired = 0;
+    run_matrix(
+        "outages",
+        flow,
+        started,
+        cases,
+        6,
+        |results| {
+            not_fired = results
+                .iter()
+                .filter(|(_, r, _)| matches!(r, Ok(Fired::No)))
+                .count();
+            format!("not_fired={not_fired} outage_s={:.1}", OUTAGE.as_secs_f64())
+        },
+        &format!("outages in {} went wrong", flow.name()),
+    )
+    .await?;
     assert!(
         not_fired * 4 < total,
         "{not_fired} of {total} outages never began: the cases no longer match the workflow"

@@ -486,6 +486,22 @@ pub async fn census(flow: Flow, options: RigOptions) -> anyhow::Result<Census> {
     Ok(rig.census_now().await?.since(&before))
 }
 
+/// CloudStack's mutating commands among those the workflows call: each changes the
+/// cloud, so a suite that disturbs a call tries every occurrence of these.
+pub const MUTATIONS: [&str; 11] = [
+    "deployVirtualMachine",
+    "startVirtualMachine",
+    "stopVirtualMachine",
+    "destroyVirtualMachine",
+    "attachVolume",
+    "detachVolume",
+    "createVolume",
+    "deleteVolume",
+    "createSnapshot",
+    "revertSnapshot",
+    "deleteSnapshot",
+];
+
 /// Runs `cases` at most `parallel` at a time, each in its own task: each case's label
 /// with its result (a panic as an error) and how long it took, in the order they ended.
 pub async fn run_parallel<T: Send + 'static>(
