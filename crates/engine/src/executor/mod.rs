@@ -14,6 +14,8 @@ use tracing::Instrument as _;
 
 use crate::step::{Saga, StepContext, StepError};
 
+mod outage;
+
 /// How patient the executor is.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -301,100 +303,6 @@ impl Engine {
         (self.config.backoff_first * factor).min(self.config.backoff_max)
     }
 
-    /// One more pause in an outage that a step (action or undo) met: the first one
-    /// records on the run what it waits for and since when; each one checks that the
-    /// run is still this worker's. `Some(error)` when the tolerance is spent (the wait
-    /// is then over) or, for an action (`cancellable`), an operator cancelled the run
-    /// while it waited; an undo goes on waiting, since unwinding is what a cancel asks.
-    #[allow(clippy::too_many_arguments)]
-    async fn wait_out(
-        &self,
-        run: &Run,
-        generation: i64,
-        step: &str,
-        outage: &mut Option<Outage>,
-        (of, reason, error): (&str, &str, &str),
-        lost: &AtomicBool,
-        cancellable: bool,
-    ) -> Result<Option<String>, Stop> {
-        if outage.is_none() {
-            let waiting = format!("{of}: {reason}");
-            self.store
-                .set_run_waiting(&run.id, generation, Some((now_ms(), &waiting)))
-                .await?;
-            self.event(
-                &run.id,
-                "warn",
-                Some(step),
-                &format!(
-                    "waiting for {of} ({reason}); ferry keeps trying for up to {}",
-                    words(self.config.outage_tolerance)
-                ),
-            )
-            .await;
-            *outage = Some(Outage::begin(of));
-        }
-        let Some(current) = outage.as_mut() else {
-            unreachable!("begun above")
-        };
-        let waited = current.since.elapsed();
-        if waited >= self.config.outage_tolerance {
-            let of = current.of.clone();
-            self.end_wait(run, generation, step, outage, false).await?;
-            return Ok(Some(format!(
-                "{of} did not answer for {} (the outage tolerance): {error}",
-                words(waited)
-            )));
-        }
-        current.pauses += 1;
-        let pause = self
-            .backoff(current.pauses)
-            .min(self.config.outage_tolerance - waited);
-        tokio::time::sleep(pause).await;
-        if lost.load(Ordering::SeqCst) {
-            return Err(Stop::Outcome(Outcome::Fenced));
-        }
-        if cancellable && self.load(&run.id).await?.cancel_requested {
-            self.end_wait(run, generation, step, outage, false).await?;
-            return Ok(Some(format!(
-                "cancelled by an operator while waiting for {of}: {error}"
-            )));
-        }
-        Ok(None)
-    }
-
-    /// Ends an outage wait, if there was one: clears it on the run and, when the party
-    /// answered again (`answered`), says after how long.
-    async fn end_wait(
-        &self,
-        run: &Run,
-        generation: i64,
-        step: &str,
-        outage: &mut Option<Outage>,
-        answered: bool,
-    ) -> Result<(), Stop> {
-        let Some(ended) = outage.take() else {
-            return Ok(());
-        };
-        self.store
-            .set_run_waiting(&run.id, generation, None)
-            .await?;
-        if answered {
-            self.event(
-                &run.id,
-                "info",
-                Some(step),
-                &format!(
-                    "{} answers again after {}; carrying on",
-                    ended.of,
-                    words(ended.since.elapsed())
-                ),
-            )
-            .await;
-        }
-        Ok(())
-    }
-
     /// Runs the steps not yet done. `Some(error)` when the run must unwind.
     #[allow(clippy::too_many_arguments)]
     async fn forward<C: Send + Sync>(
@@ -428,7 +336,7 @@ impl Engine {
                 started_at: Some(now_ms()),
                 finished_at: None,
             });
-            let mut outage: Option<Outage> = None;
+            let mut outage = None;
             loop {
                 record.state = StepState::Running;
                 record.attempts += 1;
@@ -467,31 +375,21 @@ impl Engine {
                     ))
                     .await;
                 observe_step(run, step.name(), "action", result.is_ok(), started);
-                if !matches!(result, Err(StepError::Unreachable { .. })) {
-                    self.end_wait(run, generation, step.name(), &mut outage, true)
-                        .await?;
-                }
-                let result = match result {
-                    Err(StepError::Unreachable { of, reason, error }) => {
-                        // An outage is waited out; its attempts are not counted.
-                        record.attempts -= 1;
-                        match self
-                            .wait_out(
-                                run,
-                                generation,
-                                step.name(),
-                                &mut outage,
-                                (&of, &reason, &error),
-                                lost,
-                                true,
-                            )
-                            .await?
-                        {
-                            None => continue,
-                            Some(spent) => Err(StepError::Definitive(spent)),
-                        }
-                    }
-                    other => other,
+                let Some(result) = self
+                    .settle(
+                        run,
+                        generation,
+                        step.name(),
+                        &mut outage,
+                        result,
+                        lost,
+                        true,
+                    )
+                    .await?
+                else {
+                    // An outage is waited out; its attempts are not counted.
+                    record.attempts -= 1;
+                    continue;
                 };
                 match result {
                     Ok(output) => {
@@ -577,7 +475,7 @@ impl Engine {
                 .filter(|_| record.state != StepState::Failed)
                 .and_then(|o| serde_json::from_str(o).ok());
             let mut attempt = 0;
-            let mut outage: Option<Outage> = None;
+            let mut outage = None;
             loop {
                 attempt += 1;
                 record.state = StepState::Undoing;
@@ -610,30 +508,20 @@ impl Engine {
                     ))
                     .await;
                 observe_step(run, step.name(), "undo", result.is_ok(), started);
-                if !matches!(result, Err(StepError::Unreachable { .. })) {
-                    self.end_wait(run, generation, step.name(), &mut outage, true)
-                        .await?;
-                }
-                let result = match result {
-                    Err(StepError::Unreachable { of, reason, error }) => {
-                        attempt -= 1;
-                        match self
-                            .wait_out(
-                                run,
-                                generation,
-                                step.name(),
-                                &mut outage,
-                                (&of, &reason, &error),
-                                lost,
-                                false,
-                            )
-                            .await?
-                        {
-                            None => continue,
-                            Some(spent) => Err(StepError::Definitive(spent)),
-                        }
-                    }
-                    other => other,
+                let Some(result) = self
+                    .settle(
+                        run,
+                        generation,
+                        step.name(),
+                        &mut outage,
+                        result,
+                        lost,
+                        false,
+                    )
+                    .await?
+                else {
+                    attempt -= 1;
+                    continue;
                 };
                 match result {
                     Ok(()) => {
@@ -684,45 +572,6 @@ impl Engine {
         self.event(&run.id, "info", None, &format!("run unwound: {original}"))
             .await;
         Ok(Outcome::Unwound { error: original })
-    }
-}
-
-/// An outage a step is waiting out. While it lasts, `ferry_runs_waiting{for}` counts
-/// it (the guard's drop ends the count, however the wait ends).
-struct Outage {
-    of: String,
-    since: Instant,
-    pauses: i64,
-}
-
-impl Outage {
-    fn begin(of: &str) -> Outage {
-        metrics::gauge!("ferry_runs_waiting", "for" => of.to_string()).increment(1.0);
-        Outage {
-            of: of.to_string(),
-            since: Instant::now(),
-            pauses: 0,
-        }
-    }
-}
-
-impl Drop for Outage {
-    fn drop(&mut self) {
-        metrics::gauge!("ferry_runs_waiting", "for" => self.of.clone()).decrement(1.0);
-    }
-}
-
-/// A duration in words an operator reads at a glance: `850 ms`, `42 s`, `3 min 5 s`.
-fn words(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs == 0 {
-        format!("{} ms", d.as_millis())
-    } else if secs < 60 {
-        format!("{secs} s")
-    } else if secs.is_multiple_of(60) {
-        format!("{} min", secs / 60)
-    } else {
-        format!("{} min {} s", secs / 60, secs % 60)
     }
 }
 
