@@ -20,12 +20,7 @@ fn with_pgtest1() -> Server {
 
 /// The id of the newest run.
 fn newest_run(server: &Server) -> String {
-    let runs = server
-        .ferry()
-        .args(["run", "list", "--limit", "1", "--output", "json"])
-        .run()
-        .ok()
-        .json();
+    let runs = server.json(["run", "list", "--limit", "1"]);
     runs[0]["id"].as_str().expect("a run id").to_string()
 }
 
@@ -47,15 +42,7 @@ fn vm_add_list_show_and_remove_in_both_formats() {
         empty.stdout,
         "No protected VMs. Register one with `ferry vm add FILE`.\n"
     );
-    assert_eq!(
-        server
-            .ferry()
-            .args(["vm", "list", "--output", "json"])
-            .run()
-            .ok()
-            .json(),
-        json!([])
-    );
+    assert_eq!(server.json(["vm", "list"]), json!([]));
 
     let file = server.write("pgtest1.toml", &pgtest1());
     let added = server.ferry().args(["vm", "add"]).args([&file]).run();
@@ -308,12 +295,7 @@ fn a_clone_mode_test_failover_with_json_output_prints_only_the_final_run() {
     assert!(run["story"].as_array().is_some_and(|s| !s.is_empty()));
 
     // The clones are on the test VM; the replicas never left the appliance.
-    let vm = server
-        .ferry()
-        .args(["vm", "show", "pgtest1", "--output", "json"])
-        .run()
-        .ok()
-        .json();
+    let vm = server.json(["vm", "show", "pgtest1"]);
     for disk in vm["disks"].as_array().expect("disks") {
         assert_eq!(disk["attached_vm_id"], cloudsim::world::ids::APPLIANCE_OMA);
     }
@@ -343,12 +325,7 @@ fn live_failover_rollback_and_commit() {
             .run();
         run.ok();
         assert!(run.stdout.contains(" done after "), "{}", run.stdout);
-        let vm = server
-            .ferry()
-            .args(["vm", "show", "pgtest1", "--output", "json"])
-            .run()
-            .ok()
-            .json();
+        let vm = server.json(["vm", "show", "pgtest1"]);
         assert_eq!(vm["state"], state, "after {command}");
         if state == "failed_over" {
             assert_eq!(vm["target"]["name"], "pgtest1");
@@ -389,12 +366,7 @@ fn removing_a_vm_with_history_needs_yes_and_keeps_its_runs() {
             .run()
             .ok();
     }
-    let runs_before = server
-        .ferry()
-        .args(["run", "list", "--output", "json"])
-        .run()
-        .ok()
-        .json();
+    let runs_before = server.json(["run", "list"]);
     assert_eq!(runs_before.as_array().map(Vec::len), Some(2));
 
     // No terminal to ask on (the tests pipe stdin and stderr) and no --yes: refused,
@@ -409,22 +381,9 @@ fn removing_a_vm_with_history_needs_yes_and_keeps_its_runs() {
         .run();
     refused.code(2);
     assert_eq!(refused.json()["error"]["code"], "confirmation_required");
-    let vm = server
-        .ferry()
-        .args(["vm", "show", "pgtest1", "--output", "json"])
-        .run()
-        .ok()
-        .json();
+    let vm = server.json(["vm", "show", "pgtest1"]);
     assert_eq!(vm["state"], "ready_for_failover");
-    assert_eq!(
-        server
-            .ferry()
-            .args(["run", "list", "--output", "json"])
-            .run()
-            .ok()
-            .json(),
-        runs_before
-    );
+    assert_eq!(server.json(["run", "list"]), runs_before);
 
     // With --yes: removed, and the runs are still listed and shown, naming the VM.
     let removed = server
@@ -438,12 +397,7 @@ fn removing_a_vm_with_history_needs_yes_and_keeps_its_runs() {
     server.ferry().args(["vm", "show", "pgtest1"]).run().code(2);
     let listed = server.ferry().args(["run", "list"]).run();
     golden("run_list_removed_vm.txt", &listed.ok().stdout);
-    let listed = server
-        .ferry()
-        .args(["run", "list", "--output", "json"])
-        .run()
-        .ok()
-        .json();
+    let listed = server.json(["run", "list"]);
     let runs = listed.as_array().expect("runs");
     assert_eq!(runs.len(), 2);
     for (run, before) in runs.iter().zip(runs_before.as_array().expect("runs")) {
@@ -457,12 +411,7 @@ fn removing_a_vm_with_history_needs_yes_and_keeps_its_runs() {
         "{}",
         shown.stdout
     );
-    let shown = server
-        .ferry()
-        .args(["run", "show", live, "--output", "json"])
-        .run()
-        .ok()
-        .json();
+    let shown = server.json(["run", "show", live]);
     assert_eq!(shown["workflow"], "live_failover");
     assert_eq!(shown["state"], "done");
 
@@ -702,12 +651,7 @@ fn a_stuck_run_is_explained_and_abandoned() {
             show.stdout
         );
     }
-    let detail = server
-        .ferry()
-        .args(["run", "show", &id, "--output", "json"])
-        .run()
-        .ok()
-        .json();
+    let detail = server.json(["run", "show", &id]);
     let failed: Vec<&str> = detail["jobs"]
         .as_array()
         .expect("jobs")
@@ -747,12 +691,7 @@ fn a_stuck_run_is_explained_and_abandoned() {
         "{}",
         abandon.stdout
     );
-    let shown = server
-        .ferry()
-        .args(["run", "show", &id, "--output", "json"])
-        .run()
-        .ok()
-        .json();
+    let shown = server.json(["run", "show", &id]);
     assert_eq!(shown["state"], "abandoned");
     let again = server.ferry().args(["run", "abandon", &id]).run();
     again.code(2);
@@ -815,12 +754,7 @@ fn retried_once_the_cause_is_fixed(undo_fault: serde_json::Value) {
         "{}",
         retry.stdout
     );
-    let shown = server
-        .ferry()
-        .args(["run", "show", &id, "--output", "json"])
-        .run()
-        .ok()
-        .json();
+    let shown = server.json(["run", "show", &id]);
     assert_eq!(shown["state"], "unwound");
     let error = shown["error"].as_str().unwrap_or_default();
     assert!(
@@ -892,12 +826,7 @@ fn a_running_run_is_cancelled_and_unwinds() {
         .run();
     assert_eq!(again.code(2).json()["error"]["code"], "conflict");
 
-    let runs = server
-        .ferry()
-        .args(["run", "list", "--output", "json"])
-        .run()
-        .ok()
-        .json();
+    let runs = server.json(["run", "list"]);
     assert_eq!(runs[0]["state"], "unwound");
     assert_eq!(runs[0]["cancel_requested"], true);
 }

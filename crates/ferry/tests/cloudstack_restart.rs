@@ -14,12 +14,7 @@ use cli_harness::{Options, Server, pgtest1};
 use serde_json::{Value, json};
 
 fn run(server: &Server, id: &str) -> Value {
-    server
-        .ferry()
-        .args(["run", "show", id, "--output", "json"])
-        .run()
-        .ok()
-        .json()
+    server.json(["run", "show", id])
 }
 
 /// Reads the run until `done` says so, for at most a minute.
@@ -58,12 +53,7 @@ fn a_test_failover_rides_out_a_management_server_restart() {
     server.ferry().args(["vm", "add"]).args([&file]).run().ok();
     // The attaches take 3 s: long enough to be cut short.
     server.latency(json!({"attachVolume": 60_000}));
-    let started = server
-        .ferry()
-        .args(["failover", "test", "pgtest1", "--output", "json"])
-        .run()
-        .ok()
-        .json();
+    let started = server.json(["failover", "test", "pgtest1"]);
     let id = started["id"].as_str().expect("a run id").to_string();
     until(&server, &id, "the attach", |d| {
         step_state(d, "attach-replicas") == "running"
@@ -106,12 +96,7 @@ fn a_test_failover_rides_out_a_management_server_restart() {
     assert!(ended.get("waiting").is_none(), "{ended}");
     let events = ended["events"].to_string();
     assert!(events.contains("CloudStack answers again"), "{events}");
-    let vm = server
-        .ferry()
-        .args(["vm", "show", "pgtest1", "--output", "json"])
-        .run()
-        .ok()
-        .json();
+    let vm = server.json(["vm", "show", "pgtest1"]);
     assert_eq!(vm["state"], "test_failed_over", "{vm}");
     assert_eq!(vm["target"]["verified"], true, "{vm}");
 }

@@ -215,6 +215,18 @@ impl Server {
             .env("FERRY_TOKEN", TOKEN)
             .dir(self.dir.path())
     }
+
+    /// `ferry ARGS --output json` against this server, which must succeed with nothing
+    /// on stderr: its stdout as JSON.
+    #[track_caller]
+    pub fn json<const N: usize>(&self, args: [&str; N]) -> Value {
+        self.ferry()
+            .args(args)
+            .args(["--output", "json"])
+            .run()
+            .ok()
+            .json()
+    }
 }
 
 /// `method` on cloudsim's admin API at `admin` (`…/sim`), `path` below it; panics
