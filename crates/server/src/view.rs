@@ -169,6 +169,9 @@ async fn target_vm(state: &AppState, vm: &ProtectedVm) -> Result<Option<TargetVm
 /// How many of a step's recent durations make its usual one.
 const USUAL_SAMPLE: i64 = 20;
 
+/// How far past its usual duration, at least, a step must run to be overdue.
+const OVERDUE_MARGIN_MS: i64 = 60_000;
+
 /// Whether a step that has run `ran_ms` is far past its `usual` durations (ms, most
 /// recent first): more than five times their median and more than a minute beyond
 /// it, with at least three to go by. The warning says how long and what is usual.
@@ -179,7 +182,7 @@ fn overdue(ran_ms: i64, usual: &[i64]) -> Option<String> {
     let mut sorted = usual.to_vec();
     sorted.sort_unstable();
     let median = sorted[sorted.len() / 2].max(0);
-    (ran_ms > median.saturating_mul(5) && ran_ms - median > 60_000).then(|| {
+    (ran_ms > median.saturating_mul(5) && ran_ms - median > OVERDUE_MARGIN_MS).then(|| {
         format!(
             "running for {} — far past its usual {} (median of its last {} runs); CloudStack or a hook may be stuck: look at its jobs and the events",
             seconds(ran_ms),
@@ -291,7 +294,9 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
     // (it waits out an outage).
     if run.waiting_since.is_none() {
         for step in steps.iter_mut().filter(|s| s.state == "running") {
-            let Some(ran) = step.duration_ms else {
+            // Nothing under a minute is overdue: spare every poll of a run (`--wait`
+            // reads it five times a second) the look at its history.
+            let Some(ran) = step.duration_ms.filter(|ran| *ran > OVERDUE_MARGIN_MS) else {
                 continue;
             };
             let usual = store
