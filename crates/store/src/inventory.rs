@@ -6,7 +6,7 @@
 
 use sqlx::any::AnyRow;
 
-use ids::{ProtectedVmId, VmId, VolumeId};
+use ids::{ProtectedVmId, RunId, VmId, VolumeId};
 
 use crate::error::{Result, StoreError, found};
 use crate::model::{Appliance, Attachment, DiskRecord, NewVm, ProtectedVm, VmName, VmState};
@@ -188,7 +188,8 @@ impl Store {
         let query = sqlx::query("SELECT * FROM nics WHERE vm_id = $1 ORDER BY position").bind(&id);
         let nics = self.fetch_all(query).await?;
         let query = sqlx::query(
-            "SELECT d.*, r.volume_id, r.attached_vm_id, r.device_id, r.device_path, r.seen_at
+            "SELECT d.*, r.volume_id, r.attached_vm_id, r.device_id, r.device_path, r.seen_at,
+                    r.diverged_at, r.diverged_reason, r.diverged_run_id, r.resynced_at
              FROM disks d JOIN replica_volumes r ON r.disk_id = d.id
              WHERE d.vm_id = $1 ORDER BY d.controller_type, d.bus, d.unit",
         )
@@ -314,7 +315,8 @@ impl Store {
     /// The protected VM's name and the disk a replica volume belongs to.
     pub async fn replica(&self, volume_id: &VolumeId) -> Result<Option<(String, DiskRecord)>> {
         let row = sqlx::query(
-            "SELECT v.name AS vm_name, d.*, r.volume_id, r.attached_vm_id, r.device_id, r.device_path, r.seen_at
+            "SELECT v.name AS vm_name, d.*, r.volume_id, r.attached_vm_id, r.device_id, r.device_path, r.seen_at,
+                    r.diverged_at, r.diverged_reason, r.diverged_run_id, r.resynced_at
              FROM replica_volumes r JOIN disks d ON d.id = r.disk_id JOIN protected_vms v ON v.id = d.vm_id
              WHERE r.volume_id = $1",
         )
@@ -352,6 +354,86 @@ impl Store {
         .execute(&self.pool)
         .await?;
         found(done.rows_affected(), "replica volume", volume_id)
+    }
+
+    /// Marks replica `volume_id` as diverged from its source (see [`Divergence`]),
+    /// found by `run_id` for `reason`. A replica already marked keeps its first mark:
+    /// that is when it stopped being trusted. Returns whether this call marked it.
+    ///
+    /// [`Divergence`]: crate::Divergence
+    pub async fn mark_diverged(
+        &self,
+        volume_id: &VolumeId,
+        run_id: Option<&RunId>,
+        reason: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE replica_volumes SET diverged_at = $1, diverged_reason = $2, diverged_run_id = $3
+             WHERE volume_id = $4 AND diverged_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(reason)
+        .bind(run_id.map(RunId::as_str))
+        .bind(volume_id.as_str())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        // Not marked now: already diverged, or no such replica (an error).
+        if self.is_replica(volume_id).await? {
+            Ok(false)
+        } else {
+            found(0, "replica volume", volume_id)?;
+            Ok(false)
+        }
+    }
+
+    /// Records that replication resynchronised the diverged replicas `volume_ids` of
+    /// VM `vm_id` from their source: their marks are cleared and `resynced_at` stamped,
+    /// in one transaction. A volume that is not a diverged replica of the VM is left
+    /// alone and not returned; the caller checks first and says why.
+    pub async fn record_resync(
+        &self,
+        vm_id: &ProtectedVmId,
+        volume_ids: &[VolumeId],
+    ) -> Result<Vec<VolumeId>> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let mut cleared = Vec::new();
+        for id in volume_ids {
+            let done = sqlx::query(
+                "UPDATE replica_volumes
+                 SET diverged_at = NULL, diverged_reason = NULL, diverged_run_id = NULL, resynced_at = $1
+                 WHERE volume_id = $2 AND diverged_at IS NOT NULL
+                   AND disk_id IN (SELECT id FROM disks WHERE vm_id = $3)",
+            )
+            .bind(now)
+            .bind(id.as_str())
+            .bind(vm_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                cleared.push(id.clone());
+            }
+        }
+        tx.commit().await?;
+        Ok(cleared)
+    }
+
+    /// How many replicas of registered VMs are diverged from their source, by VM name.
+    pub async fn diverged_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT v.name AS name, COUNT(*) AS n
+             FROM replica_volumes r JOIN disks d ON d.id = r.disk_id JOIN protected_vms v ON v.id = d.vm_id
+             WHERE r.diverged_at IS NOT NULL AND v.removed_at IS NULL
+             GROUP BY v.name ORDER BY v.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((column(r, "name")?, column(r, "n")?)))
+            .collect()
     }
 
     /// The replica volume recorded at `device_path` on `vm_id`, if any.

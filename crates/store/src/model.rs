@@ -175,6 +175,28 @@ pub struct DiskRecord {
     #[serde(flatten)]
     pub disk: Disk,
     pub attachment: Attachment,
+    /// Set while the replica is diverged from its source (see [`Divergence`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverged: Option<Divergence>,
+    /// When an operator last recorded that replication resynchronised it (ms since the
+    /// epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resynced_at: Option<i64>,
+}
+
+/// Why a replica can no longer be trusted to hold what its source holds: drift kept a
+/// cleanup or rollback from putting it back as it was (its snapshot deleted by hand, so
+/// a drill's writes could not be reverted; the volume gone; held by a VM ferry does not
+/// touch). Replication must resynchronise it from the source side, and an operator
+/// record that, before its VM fails over again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Divergence {
+    /// When it was found (ms since the epoch).
+    pub at: i64,
+    /// What happened, in words.
+    pub reason: String,
+    /// The run that found it.
+    pub run_id: Option<RunId>,
 }
 
 /// What registration writes.

@@ -14,9 +14,9 @@ use sqlx::any::AnyRow;
 
 use crate::error::{Result, StoreError};
 use crate::model::{
-    Appliance, Attachment, Controller, Disk, DiskRecord, Event, Firmware, GuestOs, GuestPrep, Nic,
-    OpState, ProtectedVm, Run, RunState, StepRecord, StepState, VmSpec, VmState, VolumeOp,
-    WorkerProcess, Workflow,
+    Appliance, Attachment, Controller, Disk, DiskRecord, Divergence, Event, Firmware, GuestOs,
+    GuestPrep, Nic, OpState, ProtectedVm, Run, RunState, StepRecord, StepState, VmSpec, VmState,
+    VolumeOp, WorkerProcess, Workflow,
 };
 use crate::pool::Store;
 
@@ -183,6 +183,15 @@ impl FromRow for DiskRecord {
             attachment: from_row!(r => Attachment {
                 vm_id as "attached_vm_id", device_id, device_path, seen_at,
             }),
+            diverged: match column::<Option<i64>>(r, "diverged_at")? {
+                Some(at) => Some(Divergence {
+                    at,
+                    reason: column::<Option<String>>(r, "diverged_reason")?.unwrap_or_default(),
+                    run_id: column(r, "diverged_run_id")?,
+                }),
+                None => None,
+            },
+            resynced_at: column(r, "resynced_at")?,
         }))
     }
 }

@@ -65,6 +65,7 @@ conformance!(
     a_wait_is_recorded_on_the_run_and_cleared_when_it_ends,
     a_steps_usual_duration_comes_from_its_recent_runs,
     a_worker_name_is_held_by_one_process_at_a_time,
+    a_diverged_replica_keeps_its_first_mark_until_a_resync_is_recorded,
 );
 
 const GIB: i64 = 1 << 30;
@@ -914,5 +915,67 @@ async fn a_worker_name_is_held_by_one_process_at_a_time(fx: &Fixture) -> TestRes
     assert_eq!(store.worker_process("w").await?.map(|p| p.pid), Some(22));
     store.unregister_worker("w", "host-b", 22).await?;
     assert_eq!(store.worker_process("w").await?, None);
+    Ok(())
+}
+
+async fn a_diverged_replica_keeps_its_first_mark_until_a_resync_is_recorded(
+    fx: &Fixture,
+) -> TestResult {
+    let store = &fx.store;
+    let vm = registered(store).await?;
+    let [boot, data] = [&vm.disks[0], &vm.disks[1]].map(|d| d.disk.replica_volume_id.clone());
+    assert!(vm.disks.iter().all(|d| d.diverged.is_none()));
+    let run: ids::RunId = "run-1".into();
+
+    assert!(
+        store
+            .mark_diverged(&data, Some(&run), "its snapshot was deleted")
+            .await?
+    );
+    // A second finding does not move the moment it stopped being trusted.
+    assert!(!store.mark_diverged(&data, None, "something else").await?);
+    let vm = store.vm("pgtest1").await?.expect("registered");
+    let d = vm
+        .disks
+        .iter()
+        .find(|d| d.disk.replica_volume_id == data)
+        .expect("disk");
+    let mark = d.diverged.as_ref().expect("marked");
+    assert_eq!(mark.reason, "its snapshot was deleted");
+    assert_eq!(mark.run_id.as_ref(), Some(&run));
+    assert!(
+        vm.disks
+            .iter()
+            .find(|d| d.disk.replica_volume_id == boot)
+            .expect("boot")
+            .diverged
+            .is_none()
+    );
+    assert_eq!(
+        store.diverged_counts().await?,
+        vec![("pgtest1".to_string(), 1)]
+    );
+    assert!(
+        store
+            .mark_diverged(&"no-such-volume".into(), None, "x")
+            .await
+            .is_err(),
+        "only a registered replica can be marked"
+    );
+
+    // A resync is recorded for the replicas named that are diverged and the VM's own.
+    let cleared = store
+        .record_resync(&vm.id, &[boot.clone(), data.clone()])
+        .await?;
+    assert_eq!(cleared, vec![data.clone()]);
+    let vm = store.vm("pgtest1").await?.expect("registered");
+    let d = vm
+        .disks
+        .iter()
+        .find(|d| d.disk.replica_volume_id == data)
+        .expect("disk");
+    assert!(d.diverged.is_none());
+    assert!(d.resynced_at.is_some(), "the resync is kept as history");
+    assert!(store.diverged_counts().await?.is_empty());
     Ok(())
 }
