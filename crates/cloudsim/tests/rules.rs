@@ -1250,6 +1250,53 @@ async fn destroy_with_expunge_removes_the_root_and_detaches_the_data_disks() -> 
     Ok(())
 }
 
+#[tokio::test]
+async fn a_destroyed_vm_is_recovered_stopped_with_its_root_and_only_while_destroyed() -> TestResult
+{
+    let sim = start().await?;
+    let (vm, _placeholder) = sim.deploy_without_root("recovered").await?;
+    sim.attach(&extra_id(0), &vm.id, Some(0)).await?;
+    sim.attach(&extra_id(1), &vm.id, None).await?;
+    let id = VmId::from(&vm.id);
+    let refused = sim.client.recover_virtual_machine(&id).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("is not in the right state"),
+        "a Stopped VM is not recovered: {refused}"
+    );
+
+    sim.run(sim.client.destroy_virtual_machine(&id, false).await)
+        .await?;
+    assert_eq!(sim.vm_state(&vm.id).await?, "Destroyed");
+    // The ROOT of a Destroyed VM cannot be detached (CloudStack's boolean bug).
+    let job = sim
+        .client
+        .detach_volume(&VolumeId::from(&extra_id(0)))
+        .await?;
+    let root = sim.client.wait(&job).await;
+    assert!(
+        root.as_ref()
+            .is_err_and(|e| e.to_string().contains("Root volume detach")),
+        "{root:?}"
+    );
+
+    let recovered = sim.client.recover_virtual_machine(&id).await?;
+    assert_eq!(
+        (recovered.id.as_str(), recovered.state.as_str()),
+        (vm.id.as_str(), "Stopped")
+    );
+    let root = sim.volume(&extra_id(0)).await?;
+    assert_eq!((root.state.as_str(), root.deviceid), ("Ready", Some(0)));
+    assert_eq!(
+        sim.volume(&extra_id(1))
+            .await?
+            .virtualmachineid
+            .as_ref()
+            .map(|v| v.as_str()),
+        Some(vm.id.as_str())
+    );
+    Ok(())
+}
+
 // ---- 6. snapshots ---------------------------------------------------------------------
 
 #[tokio::test]

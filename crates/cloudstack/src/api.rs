@@ -309,6 +309,20 @@ impl Client {
         .await
     }
 
+    /// `recoverVirtualMachine` is synchronous: a Destroyed VM not yet expunged becomes
+    /// Stopped, its ROOT volume with it.
+    pub async fn recover_virtual_machine(&self, id: &VmId) -> Result<VirtualMachine, Error> {
+        let inner = self
+            .call("recoverVirtualMachine", Kind::Mutation, &[param("id", id)])
+            .await?;
+        let vm = inner.get("virtualmachine").cloned().unwrap_or(Value::Null);
+        serde_json::from_value(vm).map_err(|e| Error::Decode {
+            command: "recoverVirtualMachine".into(),
+            mutation: true,
+            detail: format!("{e}: {inner}"),
+        })
+    }
+
     pub async fn create_volume(
         &self,
         name: &str,

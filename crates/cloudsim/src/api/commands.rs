@@ -304,6 +304,10 @@ pub fn dispatch(
                 None,
             ))
         }
+        "recoverVirtualMachine" => {
+            let vm_id = vm_param(&s, "id")?;
+            s.recover_vm(&vm_id)
+        }
         "attachVolume" => {
             let volume_id = volume_param(&s, "id")?;
             let vm_id = vm_param(&s, "virtualmachineid")?;

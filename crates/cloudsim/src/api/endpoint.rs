@@ -59,6 +59,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "org.apache.cloudstack.api.command.admin.vm.DestroyVMCmdByAdmin",
     ),
     (
+        "recoverVirtualMachine",
+        "org.apache.cloudstack.api.command.admin.vm.RecoverVMCmd",
+    ),
+    (
         "listVolumes",
         "org.apache.cloudstack.api.command.user.volume.ListVolumesCmd",
     ),

@@ -340,6 +340,27 @@ impl State {
         }
         json!({ "virtualmachine": response })
     }
+
+    /// `recoverVirtualMachine` (a synchronous command): a Destroyed VM that is not yet
+    /// expunged becomes Stopped again, and its ROOT volume Ready. Any other state is
+    /// refused as `UserVmManagerImpl.recoverVirtualMachine` refuses it.
+    pub fn recover_vm(&mut self, vm_id: &str) -> Result<Value, CsError> {
+        let vm = self.vm(vm_id)?;
+        if vm.state != "Destroyed" {
+            return Err(CsError::param(format!(
+                "Vm with id {vm_id} is not in the right state"
+            )));
+        }
+        self.set_vm_state(vm_id, "Stopped");
+        for v in self
+            .volumes
+            .values_mut()
+            .filter(|v| v.vm_id.as_deref() == Some(vm_id) && v.kind == "ROOT")
+        {
+            v.state = "Ready".into();
+        }
+        Ok(json!({ "virtualmachine": self.vm_json(vm_id) }))
+    }
 }
 
 fn validate_custom(
