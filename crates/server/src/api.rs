@@ -45,6 +45,7 @@ type ApiResult<T> = Result<T, ApiError>;
         add_vm,
         show_vm,
         remove_vm,
+        record_resync,
         start_test_failover,
         start_cleanup,
         start_live_failover,
@@ -92,6 +93,7 @@ pub fn router(state: AppState) -> Router {
     let authed = Router::new()
         .route("/v1/vms", get(list_vms).post(add_vm))
         .route("/v1/vms/{name}", get(show_vm).delete(remove_vm))
+        .route("/v1/vms/{name}/resynced", post(record_resync))
         .route("/v1/vms/{name}/test-failover", post(start_test_failover))
         .route("/v1/vms/{name}/cleanup", post(start_cleanup))
         .route("/v1/vms/{name}/live-failover", post(start_live_failover))
@@ -203,6 +205,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot count runs for /metrics"),
+    }
+    match state.env.store.diverged_counts().await {
+        Ok(counts) => {
+            let n: i64 = counts.iter().map(|(_, n)| n).sum();
+            metrics::gauge!("ferry_replicas_diverged").set(n as f64);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count diverged replicas for /metrics"),
     }
     let text = state
         .metrics
@@ -368,6 +377,65 @@ async fn remove_vm(
     state.env.store.remove_vm(&name).await?;
     tracing::info!(vm = %name, runs, "removed a protected VM; its runs are kept");
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/vms/{name}/resynced", tag = "vms",
+    request_body(content = Option<RecordResync>, description = "Optional; every diverged replica of the VM when omitted"),
+    params(("name" = String, Path, description = "The protected VM's name")),
+    responses((status = 200, description = "Recorded: the replicas named are trusted again, and the VM may fail over", body = VmDetail),
+              (status = 404, body = ErrorBody),
+              (status = 409, description = "No replica of the VM is diverged: nothing to record", body = ErrorBody),
+              (status = 422, description = "A replica named is not the VM's, or is not diverged; nothing was recorded", body = ErrorBody)))]
+async fn record_resync(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<VmDetail>> {
+    let request: RecordResync = parse_body(&read_body(body)?, Some(RecordResync::default()))?;
+    let vm = vm_by_name(&state, &name).await?;
+    let diverged: Vec<&store::DiskRecord> =
+        vm.disks.iter().filter(|d| d.diverged.is_some()).collect();
+    if diverged.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "no replica of {name} is diverged from its source: there is no resync to record"
+        )));
+    }
+    let mut problems = Vec::new();
+    for id in &request.replicas {
+        match vm
+            .disks
+            .iter()
+            .find(|d| d.disk.replica_volume_id.as_str() == id)
+        {
+            None => problems.push(format!("{id} is not a replica of {name}")),
+            Some(d) if d.diverged.is_none() => {
+                problems.push(format!("replica {id} of {name} is not diverged"))
+            }
+            Some(_) => {}
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "nothing was recorded: {}; `ferry vm show {name}` lists its diverged replicas",
+            problems.join("; ")
+        )));
+    }
+    let replicas: Vec<ids::VolumeId> = if request.replicas.is_empty() {
+        diverged
+            .iter()
+            .map(|d| d.disk.replica_volume_id.clone())
+            .collect()
+    } else {
+        request
+            .replicas
+            .iter()
+            .map(|id| id.as_str().into())
+            .collect()
+    };
+    let cleared = state.env.store.record_resync(&vm.id, &replicas).await?;
+    tracing::info!(vm = %name, replicas = ?cleared, "an operator recorded a resync of diverged replicas");
+    let vm = vm_by_name(&state, &name).await?;
+    Ok(Json(view::vm_detail(&state, &vm).await?))
 }
 
 /// Stores a new run, wakes the worker and answers 202 with the run.

@@ -99,6 +99,10 @@ fn describe_metrics() {
         "ferry_runs_total",
         "Executions of runs by this process that ended, by workflow and outcome"
     );
+    describe_gauge!(
+        "ferry_replicas_diverged",
+        "Replicas diverged from their source (drift); their VMs fail over only once a resync is recorded"
+    );
     describe_gauge!("ferry_runs_executing", "Runs this process is executing now");
     describe_gauge!(
         "ferry_runs",

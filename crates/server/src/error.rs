@@ -20,6 +20,9 @@ pub enum ApiError {
     /// operator may want (a VM's run history), so it needs an explicit confirmation;
     /// the message says how to give it.
     ConfirmationRequired(String),
+    /// 409 too, with its own code: the VM has replicas diverged from their source, and
+    /// fails over only once a resync is recorded.
+    Diverged(String),
     /// 422: the request's content is not acceptable; `problems` names the fields.
     Invalid {
         message: String,
@@ -51,6 +54,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::ConfirmationRequired(_) => (StatusCode::CONFLICT, "confirmation_required"),
+            ApiError::Diverged(_) => (StatusCode::CONFLICT, "replica_diverged"),
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -79,6 +83,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m)
             | ApiError::Conflict(m)
             | ApiError::ConfirmationRequired(m)
+            | ApiError::Diverged(m)
             | ApiError::BadRequest(m)
             | ApiError::TooLarge(m)
             | ApiError::Unavailable(m)
@@ -155,6 +160,7 @@ impl From<workflows::StartError> for ApiError {
             S::NotReady { .. } | S::WrongState { .. } | S::NoPriorRun { .. } | S::Busy { .. } => {
                 ApiError::Conflict(e.to_string())
             }
+            S::Diverged { .. } => ApiError::Diverged(e.to_string()),
             S::Plan(_) => ApiError::invalid(e.to_string()),
             S::Store(s) => s.into(),
         }

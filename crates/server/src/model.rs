@@ -71,6 +71,10 @@ pub struct VmSummary {
     pub capacity_bytes: i64,
     /// The run that holds the VM now, if any.
     pub active_run_id: Option<String>,
+    /// How many of its replicas are diverged from their source (its next failover is
+    /// refused until a resync is recorded).
+    #[serde(default)]
+    pub diverged: usize,
 }
 
 /// A protected VM with its disks, NICs, active run and — while it is failed over —
@@ -124,6 +128,31 @@ pub struct DiskView {
     pub device_id: Option<i64>,
     /// …and, on the appliance, at which device path.
     pub device_path: Option<String>,
+    /// Set while the replica is diverged from its source: drift kept a cleanup or
+    /// rollback from putting it back as the source had it, and the VM's next failover
+    /// is refused until a resync is recorded (`POST /v1/vms/{name}/resynced`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverged: Option<Divergence>,
+    /// When an operator last recorded that replication resynchronised it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resynced_at: Option<String>,
+}
+
+/// Why a replica is diverged from its source, since when, found by which run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Divergence {
+    pub since: String,
+    pub reason: String,
+    pub run_id: Option<String>,
+}
+
+/// A recorded resync: which diverged replicas replication resynchronised from the
+/// source. With no `replicas` (or an empty list), every diverged replica of the VM.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordResync {
+    #[serde(default)]
+    pub replicas: Vec<String>,
 }
 
 /// The target VM of a failed-over VM, read from CloudStack.

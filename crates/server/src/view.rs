@@ -26,6 +26,7 @@ pub fn vm_summary(vm: &ProtectedVm, active: Option<&Run>) -> VmSummary {
         disks: vm.disks.len(),
         capacity_bytes: vm.disks.iter().map(|d| d.disk.capacity_bytes).sum(),
         active_run_id: active.map(|r| r.id.to_string()),
+        diverged: vm.disks.iter().filter(|d| d.diverged.is_some()).count(),
     }
 }
 
@@ -74,6 +75,12 @@ pub async fn vm_detail(state: &AppState, vm: &ProtectedVm) -> Result<VmDetail, A
                 attached_vm_id: d.attachment.vm_id.as_ref().map(ToString::to_string),
                 device_id: d.attachment.device_id,
                 device_path: d.attachment.device_path.clone(),
+                diverged: d.diverged.as_ref().map(|m| Divergence {
+                    since: time(m.at),
+                    reason: m.reason.clone(),
+                    run_id: m.run_id.as_ref().map(ToString::to_string),
+                }),
+                resynced_at: d.resynced_at.map(time),
             })
             .collect(),
         active_run: active.as_ref().map(|r| run_summary(r, &vm.name)),
@@ -445,7 +452,30 @@ fn story(run: &Run, vm: &str, steps: &[store::StepRecord]) -> (Vec<String>, Opti
                 story.push("A cancel was requested: it unwinds before its next step.".into());
             }
         }
-        RunState::Done => story.push(format!("It finished: all {done} steps done in {elapsed}.")),
+        RunState::Done => {
+            story.push(format!("It finished: all {done} steps done in {elapsed}."));
+            // Drift it met and could not put right: the VM cannot fail over until a
+            // resync is recorded.
+            let diverged = workflows::drift::diverged_at_end(steps);
+            if !diverged.is_empty() {
+                story.push(format!(
+                    "But {} of {vm}'s replicas diverged from the source: {}.",
+                    diverged.len(),
+                    diverged
+                        .iter()
+                        .map(|(id, why)| format!("{id} — {why}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ));
+                advice = Some(format!(
+                    "Have replication resynchronise the diverged replicas from the source (a \
+                     full or delta resync in the replication product), then record it with \
+                     `ferry vm resynced {vm}`: until then {vm}'s failovers are refused. If a \
+                     replica no longer exists in CloudStack, replace it in {vm}'s definition \
+                     first."
+                ));
+            }
+        }
         RunState::Unwinding | RunState::Unwound | RunState::Stuck | RunState::Abandoned => {
             if run.cancel_requested && failed.is_none() {
                 story.push("An operator cancelled it.".into());

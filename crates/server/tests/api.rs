@@ -68,6 +68,7 @@ async fn every_route_but_health_and_metrics_needs_the_token() -> TestResult {
         ("POST", "/v1/vms/pgtest1/commit"),
         ("GET", "/v1/runs"),
         ("GET", "/v1/runs/some-id"),
+        ("POST", "/v1/vms/pgtest1/resynced"),
         ("POST", "/v1/runs/some-id/cancel"),
         ("POST", "/v1/runs/some-id/retry"),
         ("POST", "/v1/runs/some-id/abandon"),

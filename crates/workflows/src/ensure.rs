@@ -5,12 +5,14 @@ use engine::StepError;
 use ids::{SnapshotId, VmId, VolumeId};
 use volumed::Presence;
 
+use crate::drift::{GONE, diverged, free_moved_replicas, is_run_target, take_from_foreign};
+pub(crate) use crate::env::event;
 use crate::env::{
     Cx, Env, call, cloud_error, pending_job, pending_or_done_job, record_job, store_error,
     volume_error,
 };
 use crate::plan::{DevicePlan, PlannedDisk};
-use crate::run::{RunInput, input, protected_vm, snapshot_name};
+use crate::run::{RunInput, appliance_vm_id, input, protected_vm, snapshot_name};
 
 /// Runs every one of `operations` to its end and returns their outputs, or the first
 /// error. Unlike `try_join_all`, a failure does not stop waiting for the others: the
@@ -140,46 +142,68 @@ pub(crate) async fn needs(env: &Env, vm_id: &VmId, state: &str) -> Result<bool, 
 }
 
 /// Ensures a replica volume is attached to its appliance and seen there: detached from
-/// wherever else it is (the target VM, stopped first if it holds it as ROOT), attached
-/// to the appliance, its device path found. The volume daemon records where it is (the
-/// attach, then the device path it found).
+/// wherever else it is (the run's target VM, stopped first if it holds it as ROOT),
+/// attached to the appliance, its device path found. The volume daemon records where
+/// it is (the attach, then the device path it found).
+///
+/// Drift does not stop it (see [`crate::drift`]): a replica gone from CloudStack, or
+/// held as ROOT by a running VM ferry does not own, is marked diverged and left; one
+/// taken from such a VM is marked diverged too (that VM may have written to it); one
+/// whose disk on the appliance cannot be told apart from another's (their serials
+/// collide) is put back with no device path, and said so. Returns whether the replica
+/// is on the appliance now.
 pub(crate) async fn ensure_on_appliance(
     cx: &Cx<'_>,
     step: &str,
     volume_id: &VolumeId,
     appliance_vm_id: &VmId,
-) -> Result<(), StepError> {
+) -> Result<bool, StepError> {
     let env = cx.ctx;
-    let volume = env
+    let Some(volume) = env
         .cloud
         .get_volume(volume_id)
         .await
         .map_err(|e| cloud_error("looking up a replica volume", e))?
-        .ok_or_else(|| {
-            StepError::Definitive(format!(
-                "replica volume {volume_id} no longer exists in CloudStack"
-            ))
-        })?;
+    else {
+        diverged(cx, step, volume_id, GONE).await?;
+        return Ok(false);
+    };
     match volume.virtualmachineid.as_ref() {
         Some(vm) if vm == appliance_vm_id => {}
         other => {
             if let Some(holder) = other {
-                if volume.deviceid == Some(0)
-                    && let Some(vm) = env
-                        .cloud
-                        .get_virtual_machine(holder)
-                        .await
-                        .map_err(|e| cloud_error("looking up the VM holding a replica", e))?
-                {
-                    ensure_stopped(cx, &vm).await?;
-                }
-                env.volumes
-                    .detach(
-                        &call(cx, step, format!("detach/{volume_id}/{holder}")),
-                        volume_id,
-                    )
+                let vm = env
+                    .cloud
+                    .get_virtual_machine(holder)
                     .await
-                    .map_err(|e| volume_error("detaching a replica", e))?;
+                    .map_err(|e| cloud_error("looking up the VM holding a replica", e))?;
+                match vm {
+                    Some(vm) if !is_run_target(&input(cx)?, &vm) => {
+                        if !take_from_foreign(cx, step, volume_id, &volume, &vm).await? {
+                            return Ok(false);
+                        }
+                        let reason = format!(
+                            "it was attached to VM {} ({}) behind ferry's back, which may have \
+                             written to it",
+                            vm.name, vm.id
+                        );
+                        diverged(cx, step, volume_id, &reason).await?;
+                    }
+                    holder_vm => {
+                        if volume.deviceid == Some(0)
+                            && let Some(vm) = holder_vm
+                        {
+                            ensure_stopped(cx, &vm).await?;
+                        }
+                        env.volumes
+                            .detach(
+                                &call(cx, step, format!("detach/{volume_id}/{holder}")),
+                                volume_id,
+                            )
+                            .await
+                            .map_err(|e| volume_error("detaching a replica", e))?;
+                    }
+                }
             }
             env.volumes
                 .attach(
@@ -192,7 +216,8 @@ pub(crate) async fn ensure_on_appliance(
                 .map_err(|e| volume_error("attaching a replica to the appliance", e))?;
         }
     }
-    env.volumes
+    match env
+        .volumes
         .wait_device(
             appliance_vm_id,
             volume_id,
@@ -200,8 +225,23 @@ pub(crate) async fn ensure_on_appliance(
             env.device_timeout,
         )
         .await
-        .map_err(|e| volume_error("waiting for the replica's disk in the appliance", e))?;
-    Ok(())
+    {
+        Ok(_) => Ok(true),
+        Err(volumed::Error::DeviceConflict { detail }) => {
+            let message = format!(
+                "replica {volume_id} is back on the appliance, but its disk there cannot be \
+                 told apart from another with the same serial ({detail}): its device path is \
+                 not recorded, and a failover of the VM is refused until only one disk on the \
+                 appliance has that serial — detach the other"
+            );
+            event(cx, "warn", step, &message).await;
+            Ok(true)
+        }
+        Err(e) => Err(volume_error(
+            "waiting for the replica's disk in the appliance",
+            e,
+        )),
+    }
 }
 
 /// Puts every replica of `plan` that is attached to nothing back on `vm` — the VM the
@@ -220,12 +260,15 @@ pub(crate) async fn put_back_detached_replicas(
     let env = cx.ctx;
     let mut adrift = Vec::new();
     for d in plan.disks() {
-        let volume = env
+        let Some(volume) = env
             .cloud
             .get_volume(&d.volume_id)
             .await
             .map_err(|e| cloud_error("looking up a replica", e))?
-            .ok_or_else(|| StepError::Definitive(format!("replica {} is gone", d.volume_id)))?;
+        else {
+            diverged(cx, cx.step, &d.volume_id, GONE).await?;
+            continue;
+        };
         if volume.virtualmachineid.is_none() {
             adrift.push(d);
         }
@@ -351,37 +394,43 @@ pub(crate) async fn run_snapshots(
 pub(crate) struct Reverted {
     pub reverted: Vec<(VolumeId, SnapshotId)>,
     /// Replicas that are detached (so may hold a test VM's writes) but whose snapshot
-    /// is gone.
+    /// is gone: marked diverged, not reverted.
     pub missing: Vec<VolumeId>,
 }
 
 /// Reverts, to the run's snapshot, every planned replica that is attached to no VM —
 /// the state a replica is in after a target VM let go of it and before it goes back to
-/// the appliance. A replica back on the appliance was reverted before it went there
-/// (by an earlier cleanup, or by an unwind), and its snapshot may be gone: it is
-/// skipped. CloudStack reverts only detached volumes or those of stopped VMs, so this
-/// is also the one moment a revert can happen without stopping the appliance.
+/// the appliance. A replica back on the appliance was reverted before ferry put it
+/// there (by an earlier cleanup, or by an unwind), and its snapshot may be gone: it is
+/// skipped. One that drift moved (to the appliance by hand, or to another VM) is
+/// detached first, so it is reverted too ([`free_moved_replicas`]). CloudStack reverts
+/// only detached volumes or those of stopped VMs, so this is also the one moment a
+/// revert can happen without stopping the appliance.
+///
+/// Drift does not stop it: a replica whose snapshot is gone keeps the drill's writes
+/// and is marked diverged, as is one gone from CloudStack (see [`crate::drift`]).
 pub(crate) async fn revert_detached_replicas(
     cx: &Cx<'_>,
     step: &str,
     input: &RunInput,
 ) -> Result<Reverted, StepError> {
     let env = cx.ctx;
+    let vm = protected_vm(cx).await?;
+    let appliance = appliance_vm_id(cx, &vm).await?;
+    free_moved_replicas(cx, step, input, &appliance).await?;
     // A detached replica's revert runs on its own CloudStack queue: all at once (each to
     // its end), since one after another would add a revert per disk that CloudStack
     // does not impose.
     let each = all_to_the_end(input.plan.disks().iter().map(|d| async move {
-        let volume = env
+        let Some(volume) = env
             .cloud
             .get_volume(&d.volume_id)
             .await
             .map_err(|e| cloud_error("looking up a replica", e))?
-            .ok_or_else(|| {
-                StepError::Definitive(format!(
-                    "replica volume {} no longer exists in CloudStack",
-                    d.volume_id
-                ))
-            })?;
+        else {
+            diverged(cx, step, &d.volume_id, GONE).await?;
+            return Ok(None);
+        };
         if volume.virtualmachineid.is_some() {
             return Ok(None);
         }
@@ -395,7 +444,15 @@ pub(crate) async fn revert_detached_replicas(
                     })?;
                 Ok(Some(Ok((d.volume_id.clone(), s.id))))
             }
-            None => Ok(Some(Err(d.volume_id.clone()))),
+            None => {
+                let reason = format!(
+                    "its snapshot {} was deleted behind ferry's back, so the test VM's writes \
+                     could not be reverted and are still on it",
+                    snapshot_name(&input.target_name, d.device_key)
+                );
+                diverged(cx, step, &d.volume_id, &reason).await?;
+                Ok(Some(Err(d.volume_id.clone())))
+            }
         }
     }))
     .await?;
@@ -410,16 +467,4 @@ pub(crate) async fn revert_detached_replicas(
         }
     }
     Ok(out)
-}
-
-/// Records an event in the run's log; a failure to record is logged, not fatal.
-pub(crate) async fn event(cx: &Cx<'_>, level: &str, step: &str, message: &str) {
-    if let Err(e) = cx
-        .ctx
-        .store
-        .add_event(&cx.run.id, level, Some(step), message, None)
-        .await
-    {
-        tracing::warn!(run = %cx.run.id, error = %e, "cannot record an event");
-    }
 }

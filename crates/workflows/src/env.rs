@@ -245,3 +245,15 @@ async fn unrecorded_job<T>(
             )
         }))
 }
+
+/// Records an event in the run's log; a failure to record is logged, not fatal.
+pub(crate) async fn event(cx: &Cx<'_>, level: &str, step: &str, message: &str) {
+    if let Err(e) = cx
+        .ctx
+        .store
+        .add_event(&cx.run.id, level, Some(step), message, None)
+        .await
+    {
+        tracing::warn!(run = %cx.run.id, error = %e, "cannot record an event");
+    }
+}

@@ -55,8 +55,23 @@ pub enum StartError {
         "{name} already has an active run ({run_id}); wait for it, cancel it, or resolve it if it is stuck"
     )]
     Busy { name: String, run_id: String },
+    /// Replicas of the VM are diverged from their source (see `crate::drift`).
+    #[error(
+        "{name} cannot fail over: {} diverged from the source and may not hold what it holds — {}. \
+         Have replication resynchronise {} from the source, then record it with `ferry vm resynced {name}`",
+        plural(replicas.len()), replicas.join("; "), if replicas.len() == 1 { "it" } else { "them" }
+    )]
+    Diverged { name: String, replicas: Vec<String> },
     #[error("the store failed")]
     Store(#[from] store::StoreError),
+}
+
+/// "replica" or "N replicas".
+fn plural(n: usize) -> String {
+    match n {
+        1 => "a replica".into(),
+        n => format!("{n} replicas"),
+    }
 }
 
 /// The protected VM named `vm_name`, for a workflow's start.
@@ -85,6 +100,21 @@ pub(crate) async fn start_failover(
         return Err(StartError::NotReady {
             name: vm.name,
             state: vm.state,
+        });
+    }
+    let diverged: Vec<String> = vm
+        .disks
+        .iter()
+        .filter_map(|d| {
+            d.diverged
+                .as_ref()
+                .map(|m| format!("{} ({})", d.disk.replica_volume_id, m.reason))
+        })
+        .collect();
+    if !diverged.is_empty() {
+        return Err(StartError::Diverged {
+            name: vm.name,
+            replicas: diverged,
         });
     }
     let plan = DevicePlan::new(&vm.disks, KVM_MAX_DATA_DISKS)?;

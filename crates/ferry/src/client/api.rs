@@ -163,6 +163,15 @@ impl Request {
         Request::get(format!("/v1/vms/{}", segment(name)))
     }
 
+    /// POST /v1/vms/{name}/resynced: `replicas` (every diverged one when empty) were
+    /// resynchronised from the source.
+    pub(crate) fn record_resync(name: &str, replicas: &[String]) -> Request {
+        Request::post(
+            format!("/v1/vms/{}/resynced", segment(name)),
+            Some(serde_json::json!({ "replicas": replicas })),
+        )
+    }
+
     /// `confirm`: remove it even if it has run history (its runs are kept).
     pub(crate) fn remove_vm(name: &str, confirm: bool) -> Request {
         let query = if confirm { "?confirm=true" } else { "" };

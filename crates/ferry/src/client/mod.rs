@@ -84,6 +84,18 @@ pub enum VmCommand {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Record that replication resynchronised a VM's diverged replicas from the source.
+    /// A replica is diverged when drift kept a cleanup or rollback from putting it back
+    /// as the source had it (its snapshot deleted by hand, say); the VM's failovers are
+    /// refused until this is recorded. `ferry vm show` lists them.
+    Resynced {
+        /// The protected VM's name.
+        name: String,
+        /// Only this replica volume (repeat for several); every diverged replica of
+        /// the VM when omitted.
+        #[arg(long = "replica", value_name = "VOLUME_ID")]
+        replicas: Vec<String>,
+    },
 }
 
 /// Follow the run until it ends, then print what happened; the exit code is the run's.
@@ -415,6 +427,18 @@ pub async fn vm(command: VmCommand, connection: &ConnectionArgs) -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             VmCommand::Remove { name, yes } => vm_remove(&api, &name, yes, output).await,
+            VmCommand::Resynced { name, replicas } => {
+                let (vm, raw) = api
+                    .typed::<VmDetail>(Request::record_resync(&name, &replicas))
+                    .await?;
+                print(output, &raw, || {
+                    format!(
+                        "Recorded: the resynchronised replicas of {name} are trusted again.\n\n{}",
+                        render::vm_table(&vm)
+                    )
+                });
+                Ok(ExitCode::SUCCESS)
+            }
         }
     })
     .await

@@ -140,9 +140,14 @@ pub(crate) fn vm_list(vms: &[VmSummary]) -> String {
         "ACTIVE RUN",
     ]);
     for vm in vms {
+        // A VM with diverged replicas says so where its state is: it cannot fail over.
+        let state = match vm.diverged {
+            0 => vm.state.clone(),
+            n => format!("{} (DIVERGED: {n})", vm.state),
+        };
         table.row(vec![
             vm.name.clone(),
-            vm.state.clone(),
+            state,
             vm.appliance.clone(),
             vm.disks.to_string(),
             gib(vm.capacity_bytes),
@@ -199,6 +204,32 @@ pub fn vm_table(vm: &VmDetail) -> String {
 
     out.push_str("\nDISKS\n");
     out.push_str(&disk_table(&vm.disks, vm.target.as_ref()));
+    let diverged: Vec<&DiskView> = vm.disks.iter().filter(|d| d.diverged.is_some()).collect();
+    if !diverged.is_empty() {
+        out.push_str(&format!(
+            "\nDIVERGED: {} of {}'s replicas no longer hold what the source holds; it cannot \
+             fail over until replication resynchronises them from the source and that is \
+             recorded with `ferry vm resynced {}`.\n",
+            diverged.len(),
+            vm.name,
+            vm.name
+        ));
+        for d in diverged {
+            if let Some(m) = &d.diverged {
+                out.push_str(&format!(
+                    "  {} (disk {}) since {}{}: {}\n",
+                    d.replica_volume_id,
+                    d.device_key,
+                    m.since,
+                    m.run_id
+                        .as_deref()
+                        .map(|r| format!(", run {r}"))
+                        .unwrap_or_default(),
+                    m.reason
+                ));
+            }
+        }
+    }
 
     out.push('\n');
     match &vm.active_run {

@@ -52,6 +52,9 @@ pub struct Server {
     pub url: String,
     /// cloudsim's admin URL (`…/sim`): faults, latencies.
     pub admin: String,
+    /// cloudsim's API endpoint and credentials, for a test to act as a person with
+    /// CloudStack access would ([`Server::cloud`]).
+    cloudstack: (String, String, String),
     children: Vec<Child>,
     /// How to start cloudsim again (its command), when it is restartable.
     cloudsim_again: Option<(String, f64)>,
@@ -129,6 +132,7 @@ impl Server {
             dir,
             url,
             admin,
+            cloudstack: (field("endpoint"), field("api_key"), field("secret_key")),
             children,
             cloudsim_again: options
                 .restartable_cloudsim
@@ -155,6 +159,18 @@ impl Server {
     }
 
     /// The test's directory (files written for `ferry vm add` go here).
+    /// A CloudStack client of the server's cloudsim: what someone with CloudStack
+    /// access uses behind ferry's back.
+    pub fn cloud(&self) -> cloudstack::Client {
+        let (endpoint, api_key, secret) = &self.cloudstack;
+        let config = cloudstack::Config::new(
+            endpoint.as_str(),
+            api_key.as_str(),
+            secrecy::SecretString::from(secret.clone()),
+        );
+        cloudstack::Client::new(config).expect("a CloudStack client")
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

@@ -38,6 +38,8 @@ pub(crate) fn disk(
             device_path: None,
             seen_at: None,
         },
+        diverged: None,
+        resynced_at: None,
     }
 }
 

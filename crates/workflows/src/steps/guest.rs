@@ -143,7 +143,9 @@ impl TypedStep<Env> for PrepareGuest {
         if !reverted_already(cx).await? {
             revert_boot_replica(cx, &input, &appliance).await?;
         }
-        ensure_on_appliance(cx, UNDO, &boot.volume_id, &appliance).await
+        ensure_on_appliance(cx, UNDO, &boot.volume_id, &appliance)
+            .await
+            .map(|_| ())
     }
 }
 

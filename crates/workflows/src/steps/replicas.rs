@@ -203,47 +203,40 @@ impl TypedStep<Env> for Attach {
         let env = cx.ctx;
         let step = format!("undo-{}", self.output().name());
         let input = input(cx)?;
-        let Some(target) = find_vm(env, &input.target_name).await? else {
-            return Ok(());
-        };
-        ensure_stopped(cx, &target).await?;
-        for v in env
-            .volumes
-            .list_vm_volumes(&target.id)
-            .await
-            .map_err(|e| volume_error("listing the target VM's volumes", e))?
-        {
-            let ours = match self.0 {
-                Mode::Replica => input.plan.by_volume(&v.id).is_some(),
-                Mode::Clone => is_clone(env, &input, &v.id, &v.name).await?,
-            };
-            if ours {
-                env.volumes
-                    .detach(&call(cx, &step, format!("{}/{}", v.id, target.id)), &v.id)
-                    .await
-                    .map_err(|e| {
-                        volume_error(
-                            &format!("detaching {} {} from the target VM", self.kind(), v.id),
-                            e,
-                        )
-                    })?;
+        // The target VM gone (expunged behind ferry's back) let go of the data replicas
+        // itself; they are still reverted below, and the boot replica went with it (it
+        // is marked diverged when it is found gone).
+        if let Some(target) = find_vm(env, &input.target_name).await? {
+            ensure_stopped(cx, &target).await?;
+            for v in env
+                .volumes
+                .list_vm_volumes(&target.id)
+                .await
+                .map_err(|e| volume_error("listing the target VM's volumes", e))?
+            {
+                let ours = match self.0 {
+                    Mode::Replica => input.plan.by_volume(&v.id).is_some(),
+                    Mode::Clone => is_clone(env, &input, &v.id, &v.name).await?,
+                };
+                if ours {
+                    env.volumes
+                        .detach(&call(cx, &step, format!("{}/{}", v.id, target.id)), &v.id)
+                        .await
+                        .map_err(|e| {
+                            volume_error(
+                                &format!("detaching {} {} from the target VM", self.kind(), v.id),
+                                e,
+                            )
+                        })?;
+                }
             }
         }
         if self.0 == Mode::Clone {
             return Ok(());
         }
-        let reverted = revert_detached_replicas(cx, &step, &input).await?;
-        if !reverted.missing.is_empty() {
-            return Err(StepError::Definitive(format!(
-                "cannot revert replicas {}: their snapshots are gone, so they may hold the target VM's writes; resynchronise them from the source, then abandon this run",
-                reverted
-                    .missing
-                    .iter()
-                    .map(VolumeId::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        // A replica whose snapshot is gone is marked diverged (see `crate::drift`): the
+        // unwind goes on, and puts it back on the appliance.
+        revert_detached_replicas(cx, &step, &input).await?;
         Ok(())
     }
 }
@@ -377,6 +370,9 @@ pub(crate) struct RevertReplicas;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RevertedReplicas {
     pub reverted: Vec<RevertedReplica>,
+    /// Detached replicas whose snapshot was gone: marked diverged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_reverted: Vec<VolumeId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -405,22 +401,13 @@ impl TypedStep<Env> for RevertReplicas {
         }
         let input = input(cx)?;
         // A replica already back on the appliance was reverted by an earlier cleanup
-        // (or unwind) and is skipped, so a cleanup is run again safely at any point.
+        // (or unwind) and is skipped, so a cleanup is run again safely at any point. One
+        // whose snapshot was deleted by hand keeps the drill's writes: it is marked
+        // diverged and named here, and the cleanup goes on (see `crate::drift`).
         let Reverted { reverted, missing } =
             revert_detached_replicas(cx, "revert-replicas", &input).await?;
-        if !missing.is_empty() {
-            // The drill's writes stay on these replicas; an operator must decide.
-            return Err(StepError::Definitive(format!(
-                "the snapshots of replicas {} are missing, so they cannot be reverted and still hold the test \
-                 VM's writes; resynchronise them from the source before the next failover",
-                missing
-                    .iter()
-                    .map(VolumeId::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
         Ok(OrSkipped::Done(RevertedReplicas {
+            not_reverted: missing,
             reverted: reverted
                 .into_iter()
                 .map(|(volume_id, snapshot_id)| RevertedReplica {

@@ -8,6 +8,7 @@ use ids::VolumeId;
 use ids::{NetworkId, VmId};
 use serde::{Deserialize, Serialize};
 
+use crate::drift::recover_destroyed_target;
 use crate::ensure::{
     destroy_vm_without_replicas, ensure_stopped, event, find_target, find_vm, live_vm, needs,
 };
@@ -397,7 +398,13 @@ impl TypedStep<Env> for StopTestVm {
     }
 
     async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
-        let stopped = match find_target(cx).await? {
+        // A test VM destroyed by hand (not expunged) still holds the replicas: it is
+        // recovered to give them back. Its name is the drill's own (it has a stamp).
+        let found = match find_target(cx).await? {
+            Some(vm) => Some(vm),
+            None => recover_destroyed_target(cx, STOP_TEST_VM.name(), &input(cx)?, None).await?,
+        };
+        let stopped = match found {
             Some(vm) => {
                 ensure_stopped(cx, &vm).await?;
                 Some(vm.id)
@@ -442,7 +449,19 @@ impl TypedStep<Env> for StopVm {
 
     async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
-        let Some(vm) = live_vm(cx).await? else {
+        let found = match live_vm(cx).await? {
+            Some(vm) => Some(vm),
+            // Destroyed by hand (not expunged) with the replicas on it: recovered, if it
+            // is the very VM the live failover recorded.
+            None => match protected_vm(cx).await?.target_vm_id {
+                Some(recorded) => {
+                    recover_destroyed_target(cx, STOP_VM.name(), &input(cx)?, Some(&recorded))
+                        .await?
+                }
+                None => None,
+            },
+        };
+        let Some(vm) = found else {
             return Ok(Stopped {
                 vm_id: None,
                 found: false,
