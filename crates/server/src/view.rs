@@ -456,7 +456,7 @@ fn story(run: &Run, vm: &str, steps: &[store::StepRecord]) -> (Vec<String>, Opti
             story.push(format!("It finished: all {done} steps done in {elapsed}."));
             // Drift it met and could not put right: the VM cannot fail over until a
             // resync is recorded.
-            let diverged = workflows::drift::diverged_at_end(steps);
+            let diverged = workflows::cleanup::diverged_at_end(steps);
             if !diverged.is_empty() {
                 story.push(format!(
                     "But {} of {vm}'s replicas diverged from the source: {}.",

@@ -66,6 +66,13 @@ pub async fn start(env: &Env, vm_name: &str) -> Result<store::Run, StartError> {
     create_run(env, &vm, Workflow::Cleanup, Some(mode.as_str()), &input).await
 }
 
+/// The replicas a finished cleanup or rollback left diverged from their source (see
+/// docs/operating.md §7.5), from its recorded steps: (volume id, why). Empty for any
+/// other run.
+pub fn diverged_at_end(steps: &[store::StepRecord]) -> Vec<(String, String)> {
+    crate::steps::record::diverged_at_end(steps)
+}
+
 /// The cleanup saga. Only `detach-from-test-vm` has an undo; the others leave the default,
 /// which does nothing: a forward workflow, the next cleanup finishes what this one left.
 pub fn saga() -> Saga<Env> {

@@ -18,12 +18,6 @@
 
 use ids::{VmId, VolumeId};
 
-/// The replicas a finished cleanup or rollback left diverged from their source, from
-/// its recorded steps: (volume id, why). Empty for any other run.
-pub fn diverged_at_end(steps: &[store::StepRecord]) -> Vec<(String, String)> {
-    crate::steps::record::diverged_at_end(steps)
-}
-
 use engine::StepError;
 use volumed::Presence;
 

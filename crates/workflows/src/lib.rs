@@ -23,7 +23,7 @@
 pub mod cleanup;
 pub mod commit;
 pub mod cost;
-pub mod drift;
+mod drift;
 mod ensure;
 mod env;
 pub mod guest_prep;
