@@ -165,6 +165,18 @@ pub(crate) async fn take_from_foreign(
             ),
         )
         .await?;
+        // The record says where it is now, so `vm show` points at it.
+        let seen = store::Attachment {
+            vm_id: Some(vm.id.clone()),
+            device_id: volume.deviceid,
+            device_path: None,
+            seen_at: None,
+        };
+        cx.ctx
+            .store
+            .record_attachment(volume_id, &seen)
+            .await
+            .map_err(|e| store_error("recording where a replica is", e))?;
         return Ok(false);
     }
     event(

@@ -123,8 +123,13 @@ async fn delete_snapshot_of(rig: &Rig, volume: &str) -> TestResult {
     Ok(())
 }
 
-/// A stopped VM that is not ferry's, for a replica to be attached to.
+/// A running VM that is not ferry's, for a replica to be attached to.
 async fn bystander(rig: &Rig) -> anyhow::Result<VmId> {
+    bystander_started(rig, true).await
+}
+
+/// A VM that is not ferry's, running or (with its placeholder ROOT) stopped.
+async fn bystander_started(rig: &Rig, start: bool) -> anyhow::Result<VmId> {
     let request = cloudstack::DeployVm {
         zone_id: ids::ZONE.into(),
         service_offering_id: ids::OFFERING_CUSTOM.into(),
@@ -137,7 +142,7 @@ async fn bystander(rig: &Rig) -> anyhow::Result<VmId> {
             network_id: ids::NETWORK_TEST.into(),
             ..Default::default()
         }],
-        start: true,
+        start,
         ..Default::default()
     };
     let job = rig.env.cloud.deploy_virtual_machine(&request).await?;
@@ -274,6 +279,66 @@ async fn a_replica_attached_to_another_vm_is_taken_back_and_reverted() -> TestRe
     .await?;
     rig.assert_at_rest_as(&base.before).await?;
     assert!(diverged(&rig).await?.is_empty(), "reverted, so trusted");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_replica_made_the_root_of_a_running_vm_is_left_there_and_marked() -> TestResult {
+    let (rig, _, _) = drifted(Flow::CleanupReplica, |rig| async move {
+        let other = bystander_started(&rig, false).await?;
+        let placeholder = rig.volumes_on(&other).await?.pop().expect("its ROOT");
+        detach(&rig, placeholder.id.as_str()).await?;
+        detach(&rig, DATA).await?;
+        let job = rig
+            .env
+            .cloud
+            .attach_volume(&VolumeId::from(DATA), &other, Some(0))
+            .await?;
+        rig.env.cloud.wait(&job).await?;
+        let job = rig.env.cloud.start_virtual_machine(&other).await?;
+        rig.env.cloud.wait(&job).await?;
+        Ok(rig)
+    })
+    .await?;
+    let data = rig.replica(DATA).await?;
+    let holder = data.virtualmachineid.expect("still held");
+    let other = rig
+        .env
+        .cloud
+        .get_virtual_machine(&holder)
+        .await?
+        .expect("the VM");
+    assert_eq!(
+        (other.name.as_str(), other.state.as_str()),
+        ("bystander", "Running"),
+        "ferry does not stop a VM it did not create"
+    );
+    let marks = diverged(&rig).await?;
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert!(
+        marks[0].1.contains("ROOT disk of VM bystander"),
+        "{marks:?}"
+    );
+    let vm = rig.env.store.vm("pgtest1").await?.expect("registered");
+    let record = vm
+        .disks
+        .iter()
+        .find(|d| d.disk.replica_volume_id.as_str() == DATA)
+        .expect("disk");
+    assert_eq!(
+        record.attachment.vm_id.as_ref(),
+        Some(&holder),
+        "the record says where it is"
+    );
+    // The boot replica came back, reverted.
+    assert_eq!(
+        rig.replica(BOOT)
+            .await?
+            .virtualmachineid
+            .as_ref()
+            .map(|id| id.as_str()),
+        Some(ids::APPLIANCE_OMA)
+    );
     Ok(())
 }
 
