@@ -35,6 +35,17 @@ pub enum ChangeKind {
     Changed,
 }
 
+impl ChangeKind {
+    /// As it is written in JSON: `added`, `removed` or `changed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Removed => "removed",
+            ChangeKind::Changed => "changed",
+        }
+    }
+}
+
 /// Every change from the registered `old` to `new`, in the order of the definition
 /// file: the VM's own fields, its spec, its NICs, then its disks (those it had, in
 /// controller order, then the new ones in the file's order).
