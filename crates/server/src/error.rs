@@ -174,11 +174,11 @@ impl From<inventory::UpdateError> for ApiError {
                 state,
                 active_run: None,
             } => ApiError::Conflict(format!(
-                "{e}: {}. Nothing was changed",
+                "{e}: {}. Nothing was changed.",
                 workflows::what_first(name, state)
             )),
             U::NotAtRest { .. } | U::Refused(_) => {
-                ApiError::Conflict(format!("{e}. Nothing was changed"))
+                ApiError::Conflict(format!("{e}. Nothing was changed."))
             }
             U::Invalid(problems) => ApiError::Invalid {
                 message: format!(
