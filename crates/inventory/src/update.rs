@@ -30,11 +30,12 @@ pub enum UpdateError {
     #[error("no protected VM named {0} is registered: register it with `ferry vm add FILE`")]
     NotRegistered(String),
     /// The VM is not at rest: a run of it is active, or it is not `ready_for_failover`.
-    #[error("{}", not_at_rest(.name, *.state, .active_run.as_ref()))]
+    #[error("{}", not_at_rest(.name, *.state, .active_run.as_deref()))]
     NotAtRest {
         name: String,
         state: VmState,
-        active_run: Option<Run>,
+        /// The run that holds the VM, if one does.
+        active_run: Option<Box<Run>>,
     },
     #[error("the VM definition was refused and nothing was changed:\n{}", list(.0))]
     Invalid(Vec<Problem>),
@@ -140,7 +141,7 @@ async fn at_rest(store: &Store, name: &str) -> Result<ProtectedVm, UpdateError> 
         .vm(name)
         .await?
         .ok_or_else(|| UpdateError::NotRegistered(name.to_string()))?;
-    let active_run = store.active_run(&vm.id).await?;
+    let active_run = store.active_run(&vm.id).await?.map(Box::new);
     if active_run.is_some() || vm.state != VmState::ReadyForFailover {
         return Err(UpdateError::NotAtRest {
             name: vm.name,
