@@ -82,7 +82,8 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        insert_parts(&mut tx, &id, vm, |_| new_id(), |disk| sighting(seen, disk)).await?;
+        let attachment = |disk: &Disk| sighting(seen, disk).unwrap_or_default();
+        insert_parts(&mut tx, &id, vm, |_| new_id(), attachment).await?;
         tx.commit().await?;
         self.vm_by_id(&ProtectedVmId::from(&id))
             .await?
@@ -97,8 +98,8 @@ impl Store {
     ///
     /// Where each replica volume is attached is the volume daemon's record (with the
     /// device path it found on the appliance, which no CloudStack list tells), so a
-    /// replica the VM already had keeps its record while `seen` agrees with it (the
-    /// same VM and device id). A new replica, or one CloudStack now sees elsewhere, is
+    /// replica the VM already had keeps its record unless `seen` contradicts it (another
+    /// VM or device id). A new replica, or one CloudStack now sees elsewhere, is
     /// recorded as `seen` has it, as at registration.
     ///
     /// Refused ([`StoreError::Refused`]) unless the VM is `ready_for_failover` and no
@@ -153,18 +154,19 @@ impl Store {
                 .map_or_else(new_id, |o| o.id.clone())
         };
         let attachment = |disk: &Disk| {
-            let now = sighting(seen, disk);
-            match old
+            let kept = old
                 .iter()
                 .find(|o| o.disk.replica_volume_id == disk.replica_volume_id)
-            {
-                Some(o)
-                    if o.attachment.vm_id == now.vm_id
-                        && o.attachment.device_id == now.device_id =>
+                .map(|o| &o.attachment);
+            match (kept, sighting(seen, disk)) {
+                (Some(kept), Some(now))
+                    if kept.vm_id == now.vm_id && kept.device_id == now.device_id =>
                 {
-                    o.attachment.clone()
+                    kept.clone()
                 }
-                _ => now,
+                (_, Some(now)) => now,
+                (Some(kept), None) => kept.clone(),
+                (None, None) => Attachment::default(),
             }
         };
         insert_parts(&mut tx, id.as_str(), vm, disk_id, attachment).await?;
@@ -403,12 +405,11 @@ impl Store {
 /// The transaction a multi-statement write runs in.
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
-/// Where `seen` says the disk's replica volume is; nowhere if it does not say.
-fn sighting(seen: &[(VolumeId, Attachment)], disk: &Disk) -> Attachment {
+/// Where `seen` says the disk's replica volume is, if it says.
+fn sighting(seen: &[(VolumeId, Attachment)], disk: &Disk) -> Option<Attachment> {
     seen.iter()
         .find(|(v, _)| *v == disk.replica_volume_id)
         .map(|(_, a)| a.clone())
-        .unwrap_or_default()
 }
 
 /// Writes VM `vm_id`'s NICs, disks and replica volumes from `vm`: each disk under the

@@ -593,8 +593,14 @@ async fn an_update_at_rest_keeps_the_vm_its_runs_and_its_replicas_records(
     assert_eq!(by_key(2001).disk.replica_volume_id.as_str(), "a");
     assert_eq!(by_key(2001).attachment, on_oma(5, None));
     assert!(!store.is_replica(&"d".into()).await?);
+    // Where nothing is seen, nothing contradicts the records: they are kept.
+    let again = store.update_vm(&vm.id, &swapped, &[], "[]").await?;
+    let records = |vm: &ProtectedVm| -> Vec<Attachment> {
+        vm.disks.iter().map(|d| d.attachment.clone()).collect()
+    };
+    assert_eq!(records(&again), records(&updated));
     let updates = store.vm_updates(&vm.id).await?;
-    assert_eq!(updates.len(), 2);
+    assert_eq!(updates.len(), 3);
     assert!(updates[0].id < updates[1].id, "oldest first");
     Ok(())
 }
