@@ -285,8 +285,6 @@ async fn networks(
             }
         }
     }
-
-    // Replica volumes: exist, sit on the appliance, have the disk's size, belong to no
     Ok(resolved)
 }
 
