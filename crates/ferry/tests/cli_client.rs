@@ -186,6 +186,243 @@ fn a_refused_definition_lists_every_problem() {
     assert_eq!(missing.json()["error"]["code"], "unreadable_file");
 }
 
+/// pgtest1 with its boot disk only: docs/examples/pgtest1.toml without its last disk.
+fn pgtest1_boot_disk_only() -> String {
+    let text = pgtest1();
+    let last_disk = text.rfind("[[disks]]").expect("pgtest1 has disks");
+    text[..last_disk].to_string()
+}
+
+/// A server with pgtest1 registered on its boot disk only.
+fn with_pgtest1_boot_disk_only() -> Server {
+    let server = Server::start();
+    let file = server.write("pgtest1.toml", &pgtest1_boot_disk_only());
+    server.ferry().args(["vm", "add"]).args([&file]).run().ok();
+    server
+}
+
+/// `vm update` adds a disk and changes a NIC of a VM with run history: the dry run
+/// says what would change and writes nothing; the update keeps the VM, its runs and
+/// its boot replica's device path; the same file again changes nothing; and the
+/// updated VM fails over with both disks.
+#[test]
+fn vm_update_adds_a_disk_and_changes_a_nic_keeping_the_history() {
+    let server = with_pgtest1_boot_disk_only();
+    for command in ["test", "cleanup"] {
+        server
+            .ferry()
+            .args(["failover", command, "pgtest1", "--wait"])
+            .run()
+            .ok();
+    }
+    let before = server.json(["vm", "show", "pgtest1"]);
+    let runs_before = server.json(["run", "list", "--vm", "pgtest1"]);
+    assert_eq!(runs_before.as_array().map(Vec::len), Some(2));
+    let boot_path = before["disks"][0]["device_path"].clone();
+    assert!(
+        boot_path.is_string(),
+        "cleanup found the boot replica: {before:#}"
+    );
+
+    let updated_text = pgtest1()
+        .replace("00:50:56:8a:11:01", "00:50:56:8a:11:02")
+        .replace("10.20.0.21", "10.20.0.22");
+    let file = server.write("pgtest1-new.toml", &updated_text);
+    let dry = server
+        .ferry()
+        .args(["vm", "update", "--dry-run"])
+        .args([&file])
+        .run();
+    golden("vm_update_dry_run.txt", &dry.ok().stdout);
+    assert_eq!(
+        server.json(["vm", "show", "pgtest1"]),
+        before,
+        "a dry run writes nothing"
+    );
+
+    let update = server.ferry().args(["vm", "update"]).args([&file]).run();
+    golden("vm_update.txt", &update.ok().stdout);
+    let after = server.json(["vm", "show", "pgtest1"]);
+    assert_eq!(after["id"], before["id"]);
+    assert_eq!(after["state"], "ready_for_failover");
+    assert_eq!(after["created_at"], before["created_at"]);
+    assert_eq!(after["nics"][0]["mac"], "00:50:56:8a:11:02");
+    assert_eq!(after["disks"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        after["disks"][0]["device_path"], boot_path,
+        "kept: {after:#}"
+    );
+    assert_eq!(
+        after["disks"][1]["attached_vm_id"],
+        cloudsim::world::ids::APPLIANCE_OMA
+    );
+    let updates = after["updates"].as_array().expect("updates");
+    assert_eq!(updates.len(), 1);
+    let fields: Vec<&str> = updates[0]["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter_map(|c| c["field"].as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        ["nics[0].mac", "nics[0].production_ip", "disks[key=2001]"]
+    );
+    assert_eq!(server.json(["run", "list", "--vm", "pgtest1"]), runs_before);
+    let shown = server.ferry().args(["vm", "show", "pgtest1"]).run();
+    golden("vm_show_updated.txt", &shown.ok().stdout);
+
+    // The same file again: nothing to change, nothing written.
+    let again = server.ferry().args(["vm", "update"]).args([&file]).run();
+    assert_eq!(
+        again.ok().stdout,
+        "pgtest1 is unchanged: the file is its registered definition. Nothing was written.\n"
+    );
+    let again = server.json(["vm", "update", file.to_str().expect("UTF-8")]);
+    assert_eq!(again["changes"], json!([]));
+    assert_eq!(again["updated"], false);
+    assert_eq!(
+        server.json(["vm", "show", "pgtest1"])["updates"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    // The VM as updated fails over whole.
+    server
+        .ferry()
+        .args(["failover", "test", "pgtest1", "--wait"])
+        .run()
+        .ok();
+    let vm = server.json(["vm", "show", "pgtest1"]);
+    assert_eq!(vm["target"]["verified"], true, "{vm:#}");
+    assert_eq!(vm["target"]["disks"].as_array().map(Vec::len), Some(2));
+}
+
+/// `vm update` refuses, exit 2 with nothing changed: an invalid file (every problem at
+/// once), another VM's MAC (naming it), a VM that is not registered, a file that names
+/// no VM, and a VM that is not at rest (saying what to do first).
+#[test]
+fn vm_update_refuses_what_it_cannot_do_and_changes_nothing() {
+    let server = with_pgtest1_boot_disk_only();
+    let other = server.write(
+        "other.toml",
+        &format!(
+            r#"name = "other"
+source_id = "other-source"
+appliance = "oma"
+
+[spec]
+vcpu = 1
+memory_mb = 1024
+firmware = "bios"
+guest_os = "linux"
+
+[[nics]]
+mac = "00:50:56:8a:22:01"
+source_network = "VM Network"
+test_network = "test"
+production_network = "production"
+
+[[disks]]
+key = 2000
+controller = "scsi"
+bus = 0
+unit = 0
+capacity_gib = 10
+boot = true
+replica_volume_id = "{}"
+"#,
+            cloudsim::world::ids::PGTEST1_DISK_2001
+        ),
+    );
+    server.ferry().args(["vm", "add"]).args([&other]).run().ok();
+    let before = server.json(["vm", "show", "pgtest1"]);
+
+    let bad = pgtest1_boot_disk_only()
+        .replace("00:50:56:8a:11:01", "00:50:56:8a:22:01")
+        .replace("test_network = \"test\"", "test_network = \"nowhere\"")
+        .replace("capacity_gib = 107", "capacity_gib = 100");
+    let file = server.write("bad.toml", &bad);
+    let refused = server.ferry().args(["vm", "update"]).args([&file]).run();
+    golden("vm_update_refused.txt", &refused.transcript());
+    refused.code(2);
+    assert!(refused.stdout.is_empty(), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains(
+            "  - nics[0].mac: 00:50:56:8a:22:01 is already the MAC of a NIC of the protected VM other"
+        ),
+        "{}",
+        refused.stderr
+    );
+    let refused = server
+        .ferry()
+        .args(["vm", "update", "--output", "json"])
+        .args([&file])
+        .run();
+    assert_eq!(refused.code(2).json()["error"]["code"], "invalid");
+    assert_eq!(
+        refused.json()["error"]["problems"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        refused.stdout
+    );
+
+    let unknown = server.write(
+        "pgtest9.toml",
+        &pgtest1_boot_disk_only().replace("name = \"pgtest1\"", "name = \"pgtest9\""),
+    );
+    let unknown = server.ferry().args(["vm", "update"]).args([&unknown]).run();
+    unknown.code(2);
+    assert!(
+        unknown
+            .stderr
+            .starts_with("error: no protected VM named `pgtest9` is registered")
+            && unknown.stderr.contains("`ferry vm add FILE` registers it"),
+        "{}",
+        unknown.stderr
+    );
+    let nameless = server.write("nameless.toml", "source_id = \"x\"\n");
+    let nameless = server
+        .ferry()
+        .args(["vm", "update", "-o", "json"])
+        .args([&nameless])
+        .run();
+    assert_eq!(nameless.code(2).json()["error"]["code"], "invalid");
+    assert!(
+        nameless.stderr.contains("has no `name`"),
+        "{}",
+        nameless.stderr
+    );
+    assert_eq!(server.json(["vm", "show", "pgtest1"]), before);
+
+    // Not at rest: after a test failover, the cleanup comes first.
+    server
+        .ferry()
+        .args(["failover", "test", "pgtest1", "--wait"])
+        .run()
+        .ok();
+    let test_failed_over = server.json(["vm", "show", "pgtest1"]);
+    let file = server.write(
+        "more-memory.toml",
+        &pgtest1_boot_disk_only().replace("memory_mb = 8192", "memory_mb = 16384"),
+    );
+    let busy = server
+        .ferry()
+        .args(["vm", "update", "--dry-run"])
+        .args([&file])
+        .run();
+    golden("vm_update_not_at_rest.txt", &busy.transcript());
+    busy.code(2);
+    let busy = server
+        .ferry()
+        .args(["vm", "update", "-o", "json"])
+        .args([&file])
+        .run();
+    assert_eq!(busy.code(2).json()["error"]["code"], "conflict");
+    assert_eq!(server.json(["vm", "show", "pgtest1"]), test_failed_over);
+}
+
 #[test]
 fn a_test_failover_waited_on_then_shown_then_cleaned_up() {
     let server = with_pgtest1();

@@ -2,67 +2,15 @@
 //! pgtest1, a six-disk VM whose boot disk is on a second controller, and every
 //! refusal with the field it names — and proof that a refusal wrote nothing.
 
+mod common;
+
 use std::path::PathBuf;
 
+use cloudsim::World;
 use cloudsim::world::{ApplianceDef, VolumeDef, ids};
-use cloudsim::{SimConfig, World};
+use common::{Env, GIB, TestResult, assert_problem, env, example};
 use inventory::{Format, Limits, Problem, RegisterError, VmDefinition, register};
-use secrecy::SecretString;
-use store::{Appliance, Controller, Store};
-
-type TestResult = anyhow::Result<()>;
-const GIB: i64 = 1 << 30;
-
-struct Env {
-    _sim: cloudsim::Running,
-    cloud: cloudstack::Client,
-    store: Store,
-    _dir: tempfile::TempDir,
-}
-
-async fn env(world: World) -> anyhow::Result<Env> {
-    let sim = cloudsim::start(
-        SimConfig {
-            world,
-            sysfs_root: None,
-            time_scale: 0.001,
-        },
-        "127.0.0.1:0".parse()?,
-    )
-    .await?;
-    let cloud = cloudstack::Client::new(cloudstack::Config::new(
-        sim.endpoint(),
-        ids::API_KEY,
-        SecretString::from(ids::SECRET_KEY.to_string()),
-    ))?;
-    let dir = tempfile::tempdir()?;
-    let store = Store::connect(dir.path().join("ferry.db").to_str().expect("utf-8")).await?;
-    for (name, vm_id) in &sim.announcement.appliances {
-        store
-            .upsert_appliance(&Appliance {
-                name: name.clone(),
-                vm_id: vm_id.clone().into(),
-                zone_id: sim.announcement.zone_id.clone().into(),
-                volumed_url: None,
-                sysfs_root: None,
-            })
-            .await?;
-    }
-    Ok(Env {
-        _sim: sim,
-        cloud,
-        store,
-        _dir: dir,
-    })
-}
-
-fn example() -> anyhow::Result<VmDefinition> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/pgtest1.toml");
-    Ok(VmDefinition::parse(
-        &std::fs::read_to_string(&path)?,
-        Format::of_path(&path),
-    )?)
-}
+use store::Controller;
 
 impl Env {
     /// Registration must fail; returns its problems after checking nothing was written.
@@ -82,16 +30,6 @@ impl Env {
             other => panic!("expected a refusal, got {other:?}"),
         }
     }
-}
-
-#[track_caller]
-fn assert_problem(problems: &[Problem], field: &str, text: &str) {
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.field == field && p.message.contains(text)),
-        "no problem on `{field}` containing `{text}` in {problems:#?}"
-    );
 }
 
 #[tokio::test]

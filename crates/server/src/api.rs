@@ -1,4 +1,5 @@
-//! The REST API: protected VMs, failover runs, health and metrics.
+//! The REST API: protected VMs (registered, updated at rest, removed), failover runs,
+//! health and metrics.
 //!
 //! Every route but `/health` and `/metrics` needs the bearer token. Request bodies are
 //! read as bytes and parsed here, so a body that is not valid JSON, or not the right
@@ -44,6 +45,7 @@ type ApiResult<T> = Result<T, ApiError>;
         list_vms,
         add_vm,
         show_vm,
+        update_vm,
         remove_vm,
         record_resync,
         start_test_failover,
@@ -92,7 +94,10 @@ pub fn openapi_json() -> String {
 pub fn router(state: AppState) -> Router {
     let authed = Router::new()
         .route("/v1/vms", get(list_vms).post(add_vm))
-        .route("/v1/vms/{name}", get(show_vm).delete(remove_vm))
+        .route(
+            "/v1/vms/{name}",
+            get(show_vm).put(update_vm).delete(remove_vm),
+        )
         .route("/v1/vms/{name}/resynced", post(record_resync))
         .route("/v1/vms/{name}/test-failover", post(start_test_failover))
         .route("/v1/vms/{name}/cleanup", post(start_cleanup))
@@ -253,6 +258,30 @@ async fn list_vms(State(state): State<AppState>) -> ApiResult<Json<Vec<VmSummary
     Ok(Json(out))
 }
 
+/// A definition file's text, parsed; refused with every problem the parser found,
+/// saying that nothing was `done` (`registered`, `changed`).
+fn parse_definition(
+    text: &str,
+    format: DefinitionFormat,
+    done: &str,
+) -> ApiResult<inventory::VmDefinition> {
+    let format = match format {
+        DefinitionFormat::Toml => inventory::Format::Toml,
+        DefinitionFormat::Json => inventory::Format::Json,
+    };
+    inventory::VmDefinition::parse(text, format).map_err(|e| ApiError::Invalid {
+        message: format!("the VM definition was refused and nothing was {done}: {e}"),
+        problems: e
+            .problems()
+            .into_iter()
+            .map(|p| Problem {
+                field: p.field,
+                message: p.message,
+            })
+            .collect(),
+    })
+}
+
 #[utoipa::path(post, path = "/v1/vms", tag = "vms", request_body = AddVm,
     responses((status = 201, description = "Registered", body = VmDetail),
               (status = 409, description = "Another registration of the same name or replicas won a race", body = ErrorBody),
@@ -263,23 +292,7 @@ async fn add_vm(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<VmDetail>)> {
     let request: AddVm = parse_body(&read_body(body)?, None)?;
-    let format = match request.format {
-        DefinitionFormat::Toml => inventory::Format::Toml,
-        DefinitionFormat::Json => inventory::Format::Json,
-    };
-    let definition = inventory::VmDefinition::parse(&request.definition, format).map_err(|e| {
-        ApiError::Invalid {
-            message: format!("the VM definition was refused and nothing was registered: {e}"),
-            problems: e
-                .problems()
-                .into_iter()
-                .map(|p| Problem {
-                    field: p.field,
-                    message: p.message,
-                })
-                .collect(),
-        }
-    })?;
+    let definition = parse_definition(&request.definition, request.format, "registered")?;
     let vm = match inventory::register(
         &state.env.store,
         &state.env.cloud,
@@ -328,6 +341,37 @@ async fn show_vm(
 ) -> ApiResult<Json<VmDetail>> {
     let vm = vm_by_name(&state, &name).await?;
     Ok(Json(view::vm_detail(&state, &vm).await?))
+}
+
+#[utoipa::path(put, path = "/v1/vms/{name}", tag = "vms", request_body = UpdateVm,
+    params(("name" = String, Path, description = "The protected VM's name; the definition must give the same one")),
+    responses((status = 200, description = "Checked, and written unless it was a dry run or changed nothing; `changes` says what changed (or would), `updated` whether it was written", body = VmUpdated),
+              (status = 404, description = "No protected VM of that name is registered (POST /v1/vms registers one)", body = ErrorBody),
+              (status = 409, description = "The VM is not at rest: a run of it is active (stuck included), or it is not ready_for_failover; the message says what to do first", body = ErrorBody),
+              (status = 422, description = "The definition was refused (including another name, or a MAC, replica or serial of another VM); `problems` lists every reason", body = ErrorBody),
+              (status = 503, description = "CloudStack could not be asked", body = ErrorBody)))]
+async fn update_vm(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<VmUpdated>> {
+    let request: UpdateVm = parse_body(&read_body(body)?, None)?;
+    let definition = parse_definition(&request.definition, request.format, "changed")?;
+    let updated = inventory::update(
+        &state.env.store,
+        &state.env.cloud,
+        &name,
+        &definition,
+        state.limits,
+        request.dry_run,
+    )
+    .await?;
+    Ok(Json(VmUpdated {
+        vm: view::vm_detail(&state, &updated.vm).await?,
+        changes: updated.changes.into_iter().map(view::change).collect(),
+        dry_run: request.dry_run,
+        updated: updated.written,
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -166,3 +166,44 @@ impl From<workflows::StartError> for ApiError {
         }
     }
 }
+
+impl From<inventory::UpdateError> for ApiError {
+    fn from(e: inventory::UpdateError) -> Self {
+        use inventory::UpdateError as U;
+        match e {
+            U::NotRegistered(name) => ApiError::NotFound(format!(
+                "no protected VM named `{name}` is registered, so there is nothing to update: \
+                 `ferry vm add FILE` registers it (`ferry vm list` shows the registered VMs)"
+            )),
+            U::NotAtRest {
+                ref name,
+                state,
+                active_run: None,
+            } => ApiError::Conflict(format!(
+                "{e}: {}. Nothing was changed.",
+                workflows::what_first(name, state)
+            )),
+            U::NotAtRest { .. } | U::Refused(_) => {
+                ApiError::Conflict(format!("{e}. Nothing was changed."))
+            }
+            U::Invalid(problems) => ApiError::Invalid {
+                message: format!(
+                    "the VM definition was refused and nothing was changed: {} problem(s)",
+                    problems.len()
+                ),
+                problems: problems
+                    .into_iter()
+                    .map(|p| Problem {
+                        field: p.field,
+                        message: p.message,
+                    })
+                    .collect(),
+            },
+            U::CloudStack(e) => ApiError::Unavailable(format!(
+                "cannot check the definition against CloudStack, so nothing was changed: {}",
+                chain(&e)
+            )),
+            U::Store(e) => e.into(),
+        }
+    }
+}

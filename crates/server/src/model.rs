@@ -59,6 +59,60 @@ pub struct AddVm {
     pub format: DefinitionFormat,
 }
 
+/// Changes a registered protected VM's definition at rest (docs/vm-definition.md): the
+/// same file as for registering it, naming the same VM.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVm {
+    /// The definition file's text.
+    pub definition: String,
+    #[serde(default)]
+    pub format: DefinitionFormat,
+    /// `true`: check the definition and say what it would change, writing nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// One change of a protected VM's definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Change {
+    /// What changed, named as in the definition file: `source_id`, `spec.memory_mb`,
+    /// `nics[0].mac`, `disks[key=2001].replica_volume_id`; a whole NIC (`nics[1]`) or
+    /// disk (`disks[key=2002]`) when it was added or removed. Disks are told apart by
+    /// their VMware device key, NICs by their position in the file.
+    pub field: String,
+    /// `changed`, `added` or `removed`.
+    pub change: String,
+    /// The value before, as stored (capacities in bytes, networks by CloudStack id); a
+    /// removed NIC or disk in words; null when added or when it was not set.
+    pub from: Option<String>,
+    /// The value after, likewise; null when removed or when it is no longer set.
+    pub to: Option<String>,
+}
+
+/// A change of a protected VM's definition at rest, as its history keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UpdateRecord {
+    /// When it was written.
+    pub at: String,
+    pub changes: Vec<Change>,
+}
+
+/// What `PUT /v1/vms/{name}` did: the VM as it is now (every field of VmDetail), and
+/// what the definition changed — or, with `dry_run`, would change.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VmUpdated {
+    #[serde(flatten)]
+    pub vm: VmDetail,
+    /// What changed, in the order of the definition file; empty when the definition is
+    /// the one registered.
+    pub changes: Vec<Change>,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Whether the changes were written: there were some and it was no dry run.
+    pub updated: bool,
+}
+
 /// A protected VM in a list.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct VmSummary {
@@ -99,6 +153,9 @@ pub struct VmDetail {
     pub disks: Vec<DiskView>,
     pub active_run: Option<RunSummary>,
     pub target: Option<TargetVm>,
+    /// Every change of its definition since it was registered (`PUT /v1/vms/{name}`),
+    /// oldest first. With its runs, this is its history.
+    pub updates: Vec<UpdateRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -85,7 +85,38 @@ pub async fn vm_detail(state: &AppState, vm: &ProtectedVm) -> Result<VmDetail, A
             .collect(),
         active_run: active.as_ref().map(|r| run_summary(r, &vm.name)),
         target,
+        updates: updates(state, vm).await?,
     })
+}
+
+/// One change as the API shows it.
+pub fn change(c: inventory::Change) -> Change {
+    Change {
+        field: c.field,
+        change: c.change.as_str().to_string(),
+        from: c.from,
+        to: c.to,
+    }
+}
+
+/// The VM's recorded updates, oldest first. The inventory wrote each one's changes as
+/// JSON of the same shape as [`Change`]; a record that does not read so is shown
+/// without its changes rather than failing the whole view.
+async fn updates(state: &AppState, vm: &ProtectedVm) -> Result<Vec<UpdateRecord>, ApiError> {
+    Ok(state
+        .env
+        .store
+        .vm_updates(&vm.id)
+        .await?
+        .into_iter()
+        .map(|u| UpdateRecord {
+            at: time(u.at),
+            changes: serde_json::from_str(&u.changes).unwrap_or_else(|e| {
+                tracing::warn!(vm = %vm.name, update = u.id, error = %e, "an update's record of its changes cannot be read");
+                Vec::new()
+            }),
+        })
+        .collect())
 }
 
 /// The target VM as CloudStack has it now, checked against the failover's plan.

@@ -60,6 +60,7 @@ async fn every_route_but_health_and_metrics_needs_the_token() -> TestResult {
         ("GET", "/v1/vms"),
         ("POST", "/v1/vms"),
         ("GET", "/v1/vms/pgtest1"),
+        ("PUT", "/v1/vms/pgtest1"),
         ("DELETE", "/v1/vms/pgtest1"),
         ("POST", "/v1/vms/pgtest1/test-failover"),
         ("POST", "/v1/vms/pgtest1/cleanup"),
@@ -653,6 +654,127 @@ async fn removing_a_vm_with_history_needs_a_confirmation_and_keeps_its_runs() ->
         .call(reqwest::Method::DELETE, "/v1/vms/pgtest1", None)
         .await?;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    Ok(())
+}
+
+/// `PUT /v1/vms/{name}`: what a definition changes, written only at rest and only when
+/// it changes something; every refusal is the API's JSON error with what to do.
+#[tokio::test]
+async fn a_vm_is_updated_at_rest_and_says_what_changed() -> TestResult {
+    let server = server().await?;
+    let added = server.add_pgtest1().await?;
+    let definition = pgtest1_definition()?;
+    let put = |definition: &str, dry_run: bool| json!({"definition": definition, "format": "toml", "dry_run": dry_run});
+    let more_memory = definition.replace("memory_mb = 8192", "memory_mb = 16384");
+    let memory_change = json!([{
+        "field": "spec.memory_mb", "change": "changed", "from": "8192", "to": "16384"
+    }]);
+
+    // The same definition: nothing to write.
+    let (status, same) = server
+        .call(
+            reqwest::Method::PUT,
+            "/v1/vms/pgtest1",
+            Some(put(&definition, false)),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{same}");
+    assert_eq!(same["changes"], json!([]));
+    assert_eq!(same["updated"], false);
+    assert_eq!(same["id"], added["id"]);
+    // A dry run says what would change and writes nothing.
+    let (status, dry) = server
+        .call(
+            reqwest::Method::PUT,
+            "/v1/vms/pgtest1",
+            Some(put(&more_memory, true)),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{dry}");
+    assert_eq!(dry["changes"], memory_change);
+    assert_eq!(
+        (&dry["dry_run"], &dry["updated"]),
+        (&json!(true), &json!(false))
+    );
+    assert_eq!(dry["memory_mb"], 8192);
+    // Written: the detail is the updated VM, with the update in its history.
+    let (status, done) = server
+        .call(
+            reqwest::Method::PUT,
+            "/v1/vms/pgtest1",
+            Some(put(&more_memory, false)),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["updated"], true);
+    assert_eq!(done["memory_mb"], 16384);
+    assert_eq!(done["id"], added["id"]);
+    assert_eq!(done["updates"].as_array().map(Vec::len), Some(1), "{done}");
+    assert_eq!(done["updates"][0]["changes"], memory_change);
+    let (_, shown) = server.get("/v1/vms/pgtest1").await?;
+    assert_eq!(shown["updates"], done["updates"]);
+
+    // Another name in the file: the name is the VM's identity.
+    let renamed = more_memory.replace("name = \"pgtest1\"", "name = \"pgtest2\"");
+    let (status, body) = server
+        .call(
+            reqwest::Method::PUT,
+            "/v1/vms/pgtest1",
+            Some(put(&renamed, false)),
+        )
+        .await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "nothing was changed",
+    );
+    assert_eq!(body["error"]["problems"][0]["field"], "name", "{body}");
+    // No such VM: register it instead.
+    let (status, body) = server
+        .call(
+            reqwest::Method::PUT,
+            "/v1/vms/pgtest2",
+            Some(put(&renamed, false)),
+        )
+        .await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "`ferry vm add FILE`",
+    );
+    // Not at rest: refused with what to do first.
+    let (status, run) = server.post("/v1/vms/pgtest1/test-failover", None).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+    let id = run["id"].as_str().expect("id").to_string();
+    let done = server.finish(&id, RUN_DEADLINE).await?;
+    assert_eq!(done["state"], "done", "{done}");
+    let (status, body) = server
+        .call(
+            reqwest::Method::PUT,
+            "/v1/vms/pgtest1",
+            Some(put(&definition, true)),
+        )
+        .await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "conflict",
+        "pgtest1 is test_failed_over, and a definition changes only at rest",
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`ferry failover cleanup pgtest1`")),
+        "{body}"
+    );
+    let (_, shown) = server.get("/v1/vms/pgtest1").await?;
+    assert_eq!(shown["memory_mb"], 16384);
+    assert_eq!(shown["updates"].as_array().map(Vec::len), Some(1));
     Ok(())
 }
 

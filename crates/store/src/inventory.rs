@@ -1,15 +1,19 @@
 //! The inventory's tables: appliances, protected VMs with their NICs and disks, and
 //! the replica volumes with where each was last seen. Registration writes a VM whole
-//! or not at all; the constraints that keep it whole (one replica per disk, one boot
-//! disk, unique identities, names and MACs, one device path per volume) are the
-//! schema's, and their violations come back as `StoreError::Constraint`.
+//! or not at all, and so does an update at rest, which replaces its NICs and disks but
+//! keeps the VM (and so its runs) and records what changed (`vm_updates`); the
+//! constraints that keep a VM whole (one replica per disk, one boot disk, unique
+//! identities, names and MACs, one device path per volume) are the schema's, and their
+//! violations come back as `StoreError::Constraint`.
 
 use sqlx::any::AnyRow;
 
 use ids::{ProtectedVmId, RunId, VmId, VolumeId};
 
 use crate::error::{Result, StoreError, found};
-use crate::model::{Appliance, Attachment, DiskRecord, NewVm, ProtectedVm, VmName, VmState};
+use crate::model::{
+    Appliance, Attachment, Disk, DiskRecord, NewVm, ProtectedVm, VmName, VmState, VmUpdate,
+};
 use crate::pool::Store;
 use crate::rows::{FromRow, Query, column, new_id, now_ms, protected_vm, text};
 
@@ -78,71 +82,138 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        for nic in &vm.nics {
-            sqlx::query(
-                "INSERT INTO nics (vm_id, position, mac, source_network, test_network_id, test_ip,
-                   production_network_id, production_ip)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&id)
-            .bind(nic.position)
-            .bind(nic.mac.to_lowercase())
-            .bind(&nic.source_network)
-            .bind(nic.test_network_id.as_str())
-            .bind(&nic.test_ip)
-            .bind(nic.production_network_id.as_str())
-            .bind(&nic.production_ip)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for disk in &vm.disks {
-            let disk_id = new_id();
-            sqlx::query(
-                "INSERT INTO disks (id, vm_id, device_key, controller_type, bus, unit, capacity_bytes,
-                   label, is_boot, boot_order)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(&disk_id)
-            .bind(&id)
-            .bind(disk.device_key)
-            .bind(disk.controller.as_str())
-            .bind(disk.bus)
-            .bind(disk.unit)
-            .bind(disk.capacity_bytes)
-            .bind(&disk.label)
-            .bind(disk.is_boot as i64)
-            .bind(disk.boot_order)
-            .execute(&mut *tx)
-            .await?;
-            let attachment = seen
-                .iter()
-                .find(|(v, _)| *v == disk.replica_volume_id)
-                .map(|(_, a)| a.clone())
-                .unwrap_or(Attachment {
-                    vm_id: None,
-                    device_id: None,
-                    device_path: None,
-                    seen_at: None,
-                });
-            sqlx::query(
-                "INSERT INTO replica_volumes (volume_id, disk_id, expected_size_bytes, attached_vm_id,
-                   device_id, device_path, seen_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(disk.replica_volume_id.as_str())
-            .bind(&disk_id)
-            .bind(disk.capacity_bytes)
-            .bind(text(&attachment.vm_id))
-            .bind(attachment.device_id)
-            .bind(&attachment.device_path)
-            .bind(attachment.seen_at)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let attachment = |disk: &Disk| sighting(seen, disk).unwrap_or_default();
+        insert_parts(&mut tx, &id, vm, |_| new_id(), attachment).await?;
         tx.commit().await?;
         self.vm_by_id(&ProtectedVmId::from(&id))
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("VM {id} vanished after registration")))
+    }
+
+    /// Changes a registered VM's definition at rest and records the change in its
+    /// history (`changes`, kept as given). The VM stays the same VM: its id, name,
+    /// state, runs and events are kept. In one transaction its row takes `vm`'s spec,
+    /// source id and appliance, and its NICs, disks and replica volumes are replaced by
+    /// `vm`'s; a disk keeps its id when the VM had a disk of the same device key.
+    ///
+    /// Where each replica volume is attached is the volume daemon's record (with the
+    /// device path it found on the appliance, which no CloudStack list tells), so a
+    /// replica the VM already had keeps its record unless `seen` contradicts it (another
+    /// VM or device id). A new replica, or one CloudStack now sees elsewhere, is
+    /// recorded as `seen` has it, as at registration.
+    ///
+    /// Refused ([`StoreError::Refused`]) unless the VM is `ready_for_failover` and no
+    /// run of it is active — checked by the same statement that writes its row, so a
+    /// run that started before cannot be missed — and when `vm.name` is not its name:
+    /// the name is a VM's identity and does not change.
+    pub async fn update_vm(
+        &self,
+        id: &ProtectedVmId,
+        vm: &NewVm,
+        seen: &[(VolumeId, Attachment)],
+        changes: &str,
+    ) -> Result<ProtectedVm> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE protected_vms SET source_id = $1, appliance = $2, vcpu = $3, memory_mb = $4,
+               cpu_speed_mhz = $5, firmware = $6, secure_boot = $7, guest_os = $8, guest_prep = $9
+             WHERE id = $10 AND name = $11 AND removed_at IS NULL AND state = 'ready_for_failover'
+               AND NOT EXISTS (SELECT 1 FROM runs WHERE vm_id = $10
+                                 AND state IN ('pending', 'running', 'unwinding', 'stuck'))",
+        )
+        .bind(&vm.source_id)
+        .bind(&vm.appliance)
+        .bind(vm.spec.vcpu)
+        .bind(vm.spec.memory_mb)
+        .bind(vm.spec.cpu_speed_mhz)
+        .bind(vm.spec.firmware.as_str())
+        .bind(vm.spec.secure_boot as i64)
+        .bind(vm.spec.guest_os.as_str())
+        .bind(vm.spec.guest_prep.as_str())
+        .bind(id.as_str())
+        .bind(&vm.name)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(not_at_rest(&mut tx, id, &vm.name).await);
+        }
+        let old = sqlx::query(
+            "SELECT d.*, r.volume_id, r.attached_vm_id, r.device_id, r.device_path, r.seen_at,
+                    r.diverged_at, r.diverged_reason, r.diverged_run_id, r.resynced_at
+             FROM disks d JOIN replica_volumes r ON r.disk_id = d.id WHERE d.vm_id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(DiskRecord::from_row)
+        .collect::<Result<Vec<DiskRecord>>>()?;
+        delete_parts(&mut tx, id.as_str()).await?;
+        let disk_id = |disk: &Disk| {
+            old.iter()
+                .find(|o| o.disk.device_key == disk.device_key)
+                .map_or_else(new_id, |o| o.id.clone())
+        };
+        let attachment = |disk: &Disk| {
+            let kept = old
+                .iter()
+                .find(|o| o.disk.replica_volume_id == disk.replica_volume_id)
+                .map(|o| &o.attachment);
+            match (kept, sighting(seen, disk)) {
+                (Some(kept), Some(now))
+                    if kept.vm_id == now.vm_id && kept.device_id == now.device_id =>
+                {
+                    kept.clone()
+                }
+                (_, Some(now)) => now,
+                (Some(kept), None) => kept.clone(),
+                (None, None) => Attachment::default(),
+            }
+        };
+        insert_parts(&mut tx, id.as_str(), vm, disk_id, attachment).await?;
+        // A replica the update keeps keeps its divergence mark and resync history: an
+        // update of the definition is no resync.
+        for o in &old {
+            let kept = vm
+                .disks
+                .iter()
+                .any(|d| d.replica_volume_id == o.disk.replica_volume_id);
+            if kept && (o.diverged.is_some() || o.resynced_at.is_some()) {
+                sqlx::query(
+                    "UPDATE replica_volumes SET diverged_at = $1, diverged_reason = $2,
+                       diverged_run_id = $3, resynced_at = $4
+                     WHERE volume_id = $5",
+                )
+                .bind(o.diverged.as_ref().map(|m| m.at))
+                .bind(o.diverged.as_ref().map(|m| m.reason.clone()))
+                .bind(
+                    o.diverged
+                        .as_ref()
+                        .and_then(|m| m.run_id.as_ref().map(|r| r.to_string())),
+                )
+                .bind(o.resynced_at)
+                .bind(o.disk.replica_volume_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        sqlx::query("INSERT INTO vm_updates (vm_id, at, changes) VALUES ($1, $2, $3)")
+            .bind(id.as_str())
+            .bind(now_ms())
+            .bind(changes)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.vm_by_id(id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("VM {id} vanished after its update")))
+    }
+
+    /// The VM's recorded updates, oldest first.
+    pub async fn vm_updates(&self, vm_id: &ProtectedVmId) -> Result<Vec<VmUpdate>> {
+        let query = sqlx::query("SELECT * FROM vm_updates WHERE vm_id = $1 ORDER BY id")
+            .bind(vm_id.as_str());
+        self.fetch_all(query).await
     }
 
     /// The registered VM of this name (never a removed one).
@@ -276,20 +347,7 @@ impl Store {
         if done.rows_affected() != 1 {
             return Err(not_found());
         }
-        sqlx::query(
-            "DELETE FROM replica_volumes WHERE disk_id IN (SELECT id FROM disks WHERE vm_id = $1)",
-        )
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM disks WHERE vm_id = $1")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM nics WHERE vm_id = $1")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
+        delete_parts(&mut tx, &id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -451,4 +509,153 @@ impl Store {
         .await?;
         row.map(|r| column(&r, "volume_id")).transpose()
     }
+}
+
+/// The transaction a multi-statement write runs in.
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+/// Where `seen` says the disk's replica volume is, if it says.
+fn sighting(seen: &[(VolumeId, Attachment)], disk: &Disk) -> Option<Attachment> {
+    seen.iter()
+        .find(|(v, _)| *v == disk.replica_volume_id)
+        .map(|(_, a)| a.clone())
+}
+
+/// Writes VM `vm_id`'s NICs, disks and replica volumes from `vm`: each disk under the
+/// id `disk_id` gives it, its replica volume with the record `attachment` gives it.
+async fn insert_parts(
+    tx: &mut Tx<'_>,
+    vm_id: &str,
+    vm: &NewVm,
+    disk_id: impl Fn(&Disk) -> String,
+    attachment: impl Fn(&Disk) -> Attachment,
+) -> Result<()> {
+    for nic in &vm.nics {
+        sqlx::query(
+            "INSERT INTO nics (vm_id, position, mac, source_network, test_network_id, test_ip,
+               production_network_id, production_ip)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(vm_id)
+        .bind(nic.position)
+        .bind(nic.mac.to_lowercase())
+        .bind(&nic.source_network)
+        .bind(nic.test_network_id.as_str())
+        .bind(&nic.test_ip)
+        .bind(nic.production_network_id.as_str())
+        .bind(&nic.production_ip)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for disk in &vm.disks {
+        let disk_id = disk_id(disk);
+        sqlx::query(
+            "INSERT INTO disks (id, vm_id, device_key, controller_type, bus, unit, capacity_bytes,
+               label, is_boot, boot_order)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&disk_id)
+        .bind(vm_id)
+        .bind(disk.device_key)
+        .bind(disk.controller.as_str())
+        .bind(disk.bus)
+        .bind(disk.unit)
+        .bind(disk.capacity_bytes)
+        .bind(&disk.label)
+        .bind(disk.is_boot as i64)
+        .bind(disk.boot_order)
+        .execute(&mut **tx)
+        .await?;
+        let attachment = attachment(disk);
+        sqlx::query(
+            "INSERT INTO replica_volumes (volume_id, disk_id, expected_size_bytes, attached_vm_id,
+               device_id, device_path, seen_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(disk.replica_volume_id.as_str())
+        .bind(&disk_id)
+        .bind(disk.capacity_bytes)
+        .bind(text(&attachment.vm_id))
+        .bind(attachment.device_id)
+        .bind(&attachment.device_path)
+        .bind(attachment.seen_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Deletes VM `vm_id`'s NICs, disks and replica volumes (not the VM's row).
+async fn delete_parts(tx: &mut Tx<'_>, vm_id: &str) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM replica_volumes WHERE disk_id IN (SELECT id FROM disks WHERE vm_id = $1)",
+    )
+    .bind(vm_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("DELETE FROM disks WHERE vm_id = $1")
+        .bind(vm_id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM nics WHERE vm_id = $1")
+        .bind(vm_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Why the update of VM `id`, named `name` by the caller, wrote nothing, in words: no
+/// such VM, another name, a state other than `ready_for_failover`, or an active run.
+async fn not_at_rest(tx: &mut Tx<'_>, id: &ProtectedVmId, name: &str) -> StoreError {
+    match why_not_at_rest(tx, id, name).await {
+        Ok(refusal) => refusal,
+        Err(e) => e,
+    }
+}
+
+async fn why_not_at_rest(tx: &mut Tx<'_>, id: &ProtectedVmId, name: &str) -> Result<StoreError> {
+    let not_found = || StoreError::NotFound {
+        what: "protected VM",
+        key: name.to_string(),
+    };
+    let Some(row) =
+        sqlx::query("SELECT name, state FROM protected_vms WHERE id = $1 AND removed_at IS NULL")
+            .bind(id.as_str())
+            .fetch_optional(&mut **tx)
+            .await?
+    else {
+        return Ok(not_found());
+    };
+    let registered: String = column(&row, "name")?;
+    if registered != name {
+        return Ok(StoreError::Refused(format!(
+            "cannot update {registered} as `{name}`: a protected VM's name is its identity and does not change"
+        )));
+    }
+    let state: VmState = column(&row, "state")?;
+    if state != VmState::ReadyForFailover {
+        return Ok(StoreError::Refused(format!(
+            "cannot update {name}: it is {state}, and a definition changes only at rest (ready_for_failover)"
+        )));
+    }
+    if let Some(run) = sqlx::query(
+        "SELECT id, workflow, state FROM runs WHERE vm_id = $1
+           AND state IN ('pending', 'running', 'unwinding', 'stuck')",
+    )
+    .bind(id.as_str())
+    .fetch_optional(&mut **tx)
+    .await?
+    {
+        let run_id: String = column(&run, "id")?;
+        let workflow: String = column(&run, "workflow")?;
+        let state: String = column(&run, "state")?;
+        return Ok(StoreError::Refused(format!(
+            "cannot update {name}: run {run_id} ({workflow}) is {state}; wait for it to end, \
+             or cancel it (`ferry run cancel {run_id}`) or abandon it if it is stuck"
+        )));
+    }
+    // At rest now: what stood in the way has just ended. The caller may try again.
+    Ok(StoreError::Refused(format!(
+        "cannot update {name}: it was not at rest a moment ago; try again"
+    )))
 }

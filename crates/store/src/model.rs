@@ -157,8 +157,8 @@ pub struct Disk {
     pub replica_volume_id: VolumeId,
 }
 
-/// Where ferry last saw a replica volume.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where ferry last saw a replica volume (all `None`: nowhere yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     /// The CloudStack VM the volume is attached to.
     pub vm_id: Option<VmId>,
@@ -245,6 +245,17 @@ pub struct VmName {
     pub name: String,
     /// When it was removed (ms since the epoch); `None` while registered.
     pub removed_at: Option<i64>,
+}
+
+/// A change of a protected VM's definition at rest, as recorded in its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmUpdate {
+    /// Increases with each update recorded.
+    pub id: i64,
+    /// When it was written (unix ms).
+    pub at: i64,
+    /// What changed, in the form the caller gave it (the inventory writes JSON).
+    pub changes: String,
 }
 
 /// A run of a workflow.

@@ -16,7 +16,7 @@ use crate::error::{Result, StoreError};
 use crate::model::{
     Appliance, Attachment, Controller, Disk, DiskRecord, Divergence, Event, Firmware, GuestOs,
     GuestPrep, Nic, OpState, ProtectedVm, Run, RunState, StepRecord, StepState, VmSpec, VmState,
-    VolumeOp, WorkerProcess, Workflow,
+    VmUpdate, VolumeOp, WorkerProcess, Workflow,
 };
 use crate::pool::Store;
 
@@ -245,6 +245,12 @@ impl FromRow for WorkerProcess {
 impl FromRow for Event {
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(from_row!(r => Event { id, at, level, step, message, fields }))
+    }
+}
+
+impl FromRow for VmUpdate {
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(from_row!(r => VmUpdate { id, at, changes }))
     }
 }
 

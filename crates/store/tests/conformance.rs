@@ -55,6 +55,9 @@ conformance!(
     concurrent_run_starts_for_one_vm_let_exactly_one_through,
     removing_a_vm_is_refused_while_a_run_is_active,
     removing_a_vm_keeps_its_runs_and_frees_its_name_macs_and_replicas,
+    an_update_at_rest_keeps_the_vm_its_runs_and_its_replicas_records,
+    an_update_is_refused_unless_the_vm_is_at_rest,
+    a_refused_update_changes_nothing,
     two_volumes_never_share_a_device_path,
     volume_ops_are_idempotent_by_key_and_listed_until_finished,
     stale_fencing_generations_are_refused,
@@ -485,6 +488,207 @@ async fn removing_a_vm_keeps_its_runs_and_frees_its_name_macs_and_replicas(
             .iter()
             .all(|n| n.name == "pgtest1" && n.removed_at.is_some())
     );
+    Ok(())
+}
+
+/// Where a replica sits on the appliance `vm-oma`, as the volume daemon records it
+/// (with a device path) or as registration sees it in CloudStack (without).
+fn on_oma(device_id: i64, path: Option<&str>) -> Attachment {
+    Attachment {
+        vm_id: Some("vm-oma".into()),
+        device_id: Some(device_id),
+        device_path: path.map(str::to_string),
+        seen_at: Some(1),
+    }
+}
+
+async fn an_update_at_rest_keeps_the_vm_its_runs_and_its_replicas_records(
+    fx: &Fixture,
+) -> TestResult {
+    let store = &fx.store;
+    let vm = registered(store).await?;
+    let path_a = "/dev/disk/by-id/virtio-a";
+    store
+        .record_attachment(&"a".into(), &on_oma(1, Some(path_a)))
+        .await?;
+    store
+        .record_attachment(&"b".into(), &on_oma(2, Some("/dev/disk/by-id/virtio-b")))
+        .await?;
+    let run = store
+        .create_run(&vm.id, Workflow::TestFailover, None)
+        .await?;
+    store
+        .add_event(&run.id, "info", None, "test failover done", None)
+        .await?;
+    store.set_run_state(&run.id, RunState::Done, None).await?;
+    let before = store.vm("pgtest1").await?.expect("registered");
+
+    // More memory, another MAC, disk 2001 on a new replica, and a new disk 2002.
+    let mut new = pgtest1("pgtest1", ["a", "c"], "00:50:56:00:00:02");
+    new.spec.memory_mb = 16384;
+    new.disks
+        .push(disk(2002, Controller::Scsi, 0, 2, 20, false, "d"));
+    let seen = [
+        ("a".into(), on_oma(1, None)),
+        ("c".into(), on_oma(3, None)),
+        ("d".into(), on_oma(4, None)),
+    ];
+    let updated = store
+        .update_vm(&vm.id, &new, &seen, r#"[{"field":"spec.memory_mb"}]"#)
+        .await?;
+
+    // The same VM, in the same state, with its runs and their events.
+    assert_eq!(updated.id, vm.id);
+    assert_eq!(updated.name, "pgtest1");
+    assert_eq!(updated.state, VmState::ReadyForFailover);
+    assert_eq!(updated.created_at, vm.created_at);
+    assert_eq!(store.runs(Some(&vm.id), 10).await?.len(), 1);
+    assert_eq!(store.events(&run.id).await?.len(), 1);
+    // The new definition.
+    assert_eq!(updated.spec.memory_mb, 16384);
+    assert_eq!(updated.nics.len(), 1);
+    assert_eq!(updated.nics[0].mac, "00:50:56:00:00:02");
+    let disks: Vec<(i64, &str)> = updated
+        .disks
+        .iter()
+        .map(|d| (d.disk.device_key, d.disk.replica_volume_id.as_str()))
+        .collect();
+    assert_eq!(disks, [(2000, "a"), (2001, "c"), (2002, "d")]);
+    // Disks keep their ids by device key; the unchanged replica keeps the daemon's
+    // record, device path and all; the new replicas are recorded as seen.
+    assert_eq!(updated.disks[0].id, before.disks[0].id);
+    assert_eq!(updated.disks[1].id, before.disks[1].id);
+    assert_eq!(updated.disks[0].attachment, before.disks[0].attachment);
+    assert_eq!(
+        updated.disks[0].attachment.device_path.as_deref(),
+        Some(path_a)
+    );
+    assert_eq!(updated.disks[1].attachment, on_oma(3, None));
+    assert_eq!(updated.disks[2].attachment, on_oma(4, None));
+    // The replaced replica and the old MAC are free again.
+    assert!(!store.is_replica(&"b".into()).await?);
+    assert_eq!(
+        store.replica(&"c".into()).await?.map(|(vm, _)| vm),
+        Some("pgtest1".into())
+    );
+    register(store, "other", ["b", "e"], "00:50:56:00:00:01").await?;
+    // Recorded in the VM's history.
+    let updates = store.vm_updates(&vm.id).await?;
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].changes, r#"[{"field":"spec.memory_mb"}]"#);
+    assert!(updates[0].at >= vm.created_at);
+
+    // Two replicas swap disks; CloudStack now shows `a` at another device id, so the
+    // daemon's record of it no longer holds and what is seen is recorded instead.
+    let swapped = pgtest1("pgtest1", ["c", "a"], "00:50:56:00:00:02");
+    let seen = [("a".into(), on_oma(5, None)), ("c".into(), on_oma(3, None))];
+    let updated = store.update_vm(&vm.id, &swapped, &seen, "[]").await?;
+    let by_key = |key: i64| {
+        updated
+            .disks
+            .iter()
+            .find(|d| d.disk.device_key == key)
+            .expect("the disk")
+    };
+    assert_eq!(by_key(2000).disk.replica_volume_id.as_str(), "c");
+    assert_eq!(by_key(2001).disk.replica_volume_id.as_str(), "a");
+    assert_eq!(by_key(2001).attachment, on_oma(5, None));
+    assert!(!store.is_replica(&"d".into()).await?);
+    // Where nothing is seen, nothing contradicts the records: they are kept.
+    let again = store.update_vm(&vm.id, &swapped, &[], "[]").await?;
+    let records = |vm: &ProtectedVm| -> Vec<Attachment> {
+        vm.disks.iter().map(|d| d.attachment.clone()).collect()
+    };
+    assert_eq!(records(&again), records(&updated));
+    let updates = store.vm_updates(&vm.id).await?;
+    assert_eq!(updates.len(), 3);
+    assert!(updates[0].id < updates[1].id, "oldest first");
+    Ok(())
+}
+
+async fn an_update_is_refused_unless_the_vm_is_at_rest(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    let vm = registered(store).await?;
+    let mut new = pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01");
+    new.spec.vcpu = 8;
+    #[track_caller]
+    fn refused(result: Result<ProtectedVm, StoreError>, says: &str) {
+        match result {
+            Err(StoreError::Refused(message)) => {
+                assert!(message.contains(says), "`{message}` should say `{says}`")
+            }
+            other => panic!("expected a refusal saying `{says}`, got {other:?}"),
+        }
+    }
+
+    let run = store
+        .create_run(&vm.id, Workflow::TestFailover, None)
+        .await?;
+    refused(
+        store.update_vm(&vm.id, &new, &[], "[]").await,
+        &format!("run {} (test_failover) is pending", run.id),
+    );
+    store
+        .set_run_state(&run.id, RunState::Stuck, Some("undo failed"))
+        .await?;
+    refused(store.update_vm(&vm.id, &new, &[], "[]").await, "is stuck");
+    store
+        .set_run_state(&run.id, RunState::Abandoned, None)
+        .await?;
+    store
+        .set_vm_state(&vm.id, VmState::TestFailedOver, Some(&"vm-test".into()))
+        .await?;
+    refused(
+        store.update_vm(&vm.id, &new, &[], "[]").await,
+        "it is test_failed_over",
+    );
+    store
+        .set_vm_state(&vm.id, VmState::ReadyForFailover, None)
+        .await?;
+    // The name is the VM's identity.
+    let renamed = pgtest1("pgtest2", ["a", "b"], "00:50:56:00:00:01");
+    refused(
+        store.update_vm(&vm.id, &renamed, &[], "[]").await,
+        "name is its identity",
+    );
+    assert!(matches!(
+        store.update_vm(&"no-such-vm".into(), &new, &[], "[]").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // None of it changed anything.
+    assert_eq!(store.vm("pgtest1").await?.expect("kept").spec.vcpu, 4);
+    assert!(store.vm_updates(&vm.id).await?.is_empty());
+    // At rest, it is updated.
+    assert_eq!(store.update_vm(&vm.id, &new, &[], "[]").await?.spec.vcpu, 8);
+    Ok(())
+}
+
+async fn a_refused_update_changes_nothing(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    let vm = registered(store).await?;
+    register(store, "other", ["c", "d"], "00:50:56:00:00:02").await?;
+    let before = store.vm("pgtest1").await?;
+    // Another VM's MAC, another VM's replica, two boot disks: the database refuses each
+    // mid-way, after the VM's parts were deleted, and the transaction takes it all back.
+    let taken_mac = pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:02");
+    assert_constraint(
+        store.update_vm(&vm.id, &taken_mac, &[], "[]").await,
+        "nics_mac_key",
+    );
+    let taken_replica = pgtest1("pgtest1", ["a", "d"], "00:50:56:00:00:01");
+    assert_constraint(
+        store.update_vm(&vm.id, &taken_replica, &[], "[]").await,
+        "replica_volumes_pkey",
+    );
+    let mut two_boots = pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01");
+    two_boots.spec.vcpu = 2;
+    two_boots.disks[1].is_boot = true;
+    assert_constraint(
+        store.update_vm(&vm.id, &two_boots, &[], "[]").await,
+        "disks_one_boot_per_vm",
+    );
+    assert_eq!(store.vm("pgtest1").await?, before);
+    assert!(store.vm_updates(&vm.id).await?.is_empty());
     Ok(())
 }
 
@@ -976,6 +1180,30 @@ async fn a_diverged_replica_keeps_its_first_mark_until_a_resync_is_recorded(
         .expect("disk");
     assert!(d.diverged.is_none());
     assert!(d.resynced_at.is_some(), "the resync is kept as history");
+    assert!(store.diverged_counts().await?.is_empty());
+
+    // An update of the definition is no resync: a replica it keeps keeps its mark and
+    // its history; a replica it replaces takes both with it.
+    assert!(
+        store
+            .mark_diverged(&data, Some(&run), "drift again")
+            .await?
+    );
+    let same = pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01");
+    let updated = store.update_vm(&vm.id, &same, &[], "[]").await?;
+    let d = updated
+        .disks
+        .iter()
+        .find(|d| d.disk.replica_volume_id == data)
+        .expect("disk");
+    assert_eq!(
+        d.diverged.as_ref().map(|m| m.reason.as_str()),
+        Some("drift again")
+    );
+    assert!(d.resynced_at.is_some());
+    let replaced = pgtest1("pgtest1", ["a", "z"], "00:50:56:00:00:01");
+    let updated = store.update_vm(&vm.id, &replaced, &[], "[]").await?;
+    assert!(updated.disks.iter().all(|d| d.diverged.is_none()));
     assert!(store.diverged_counts().await?.is_empty());
     Ok(())
 }

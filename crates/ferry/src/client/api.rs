@@ -16,8 +16,8 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use server::model::{
-    AddVm, ErrorBody, ErrorDetail, Health, RunDetail, RunSummary, StartTest, TestMode, VmDetail,
-    VmSummary,
+    AddVm, ErrorBody, ErrorDetail, Health, RunDetail, RunSummary, StartTest, TestMode, UpdateVm,
+    VmDetail, VmSummary, VmUpdated,
 };
 
 /// How long one request may take. Registering a VM asks CloudStack several things, so
@@ -172,6 +172,14 @@ impl Request {
         )
     }
 
+    pub(crate) fn update_vm(name: &str, request: &UpdateVm) -> Request {
+        Request {
+            method: Method::PUT,
+            path: format!("/v1/vms/{}", segment(name)),
+            body: Some(serde_json::to_value(request).expect("UpdateVm serializes")),
+        }
+    }
+
     /// `confirm`: remove it even if it has run history (its runs are kept).
     pub(crate) fn remove_vm(name: &str, confirm: bool) -> Request {
         let query = if confirm { "?confirm=true" } else { "" };
@@ -295,6 +303,16 @@ impl Api {
     /// GET /v1/vms/{name}.
     pub async fn show_vm(&self, name: &str) -> Result<VmDetail, ClientError> {
         self.call(Request::show_vm(name)).await
+    }
+
+    /// PUT /v1/vms/{name}: changes a VM's definition at rest (or, with `dry_run`, says
+    /// what it would change); a refusal (409 not at rest, 422 invalid) changes nothing.
+    pub async fn update_vm(
+        &self,
+        name: &str,
+        request: &UpdateVm,
+    ) -> Result<VmUpdated, ClientError> {
+        self.call(Request::update_vm(name, request)).await
     }
 
     /// DELETE /v1/vms/{name}: ferry forgets the VM; nothing in CloudStack changes. A VM

@@ -22,8 +22,8 @@ use std::process::ExitCode;
 
 use secrecy::SecretString;
 use server::model::{
-    AddVm, DefinitionFormat, ErrorBody, ErrorDetail, RunDetail, RunSummary, TestMode, VmDetail,
-    VmSummary,
+    AddVm, DefinitionFormat, ErrorBody, ErrorDetail, RunDetail, RunSummary, TestMode, UpdateVm,
+    VmDetail, VmSummary, VmUpdated,
 };
 
 use api::{Api, ClientError, Raw, Request};
@@ -63,6 +63,18 @@ pub enum VmCommand {
     Add {
         /// The VM definition file.
         file: PathBuf,
+    },
+    /// Change a registered VM's definition at rest, from its whole definition file (the
+    /// file's `name` says which VM; it cannot change). The same checks as `add`; only
+    /// while the VM is ready_for_failover with no active run. The VM keeps its id, state
+    /// and runs; what changed is printed and kept in its history. A file that changes
+    /// nothing writes nothing.
+    Update {
+        /// The VM definition file.
+        file: PathBuf,
+        /// Check the file and print what it would change, writing nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List the protected VMs.
     List,
@@ -416,6 +428,7 @@ pub async fn vm(command: VmCommand, connection: &ConnectionArgs) -> ExitCode {
     main_of(connection, |api| async move {
         match command {
             VmCommand::Add { file } => vm_add(&api, &file, output).await,
+            VmCommand::Update { file, dry_run } => vm_update(&api, &file, dry_run, output).await,
             VmCommand::List => {
                 let (vms, raw) = api.typed::<Vec<VmSummary>>(Request::list_vms()).await?;
                 print(output, &raw, || render::vm_list(&vms));
@@ -510,7 +523,8 @@ fn confirmed(question: &str) -> bool {
     }
 }
 
-async fn vm_add(api: &Api, file: &Path, output: Output) -> Outcome {
+/// A definition file's text and its format (JSON when its name ends in `.json`).
+fn read_definition(file: &Path) -> Result<(String, DefinitionFormat), Failure> {
     let definition = std::fs::read_to_string(file).map_err(|e| Failure::Local {
         code: "unreadable_file",
         message: format!("cannot read the VM definition file {}: {e}", file.display()),
@@ -519,6 +533,11 @@ async fn vm_add(api: &Api, file: &Path, output: Output) -> Outcome {
         Some(ext) if ext.eq_ignore_ascii_case("json") => DefinitionFormat::Json,
         _ => DefinitionFormat::Toml,
     };
+    Ok((definition, format))
+}
+
+async fn vm_add(api: &Api, file: &Path, output: Output) -> Outcome {
+    let (definition, format) = read_definition(file)?;
     let (vm, raw) = api
         .typed::<VmDetail>(Request::add_vm(&AddVm { definition, format }))
         .await?;
@@ -532,6 +551,47 @@ async fn vm_add(api: &Api, file: &Path, output: Output) -> Outcome {
         )
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry vm update FILE [--dry-run]`: the file goes to the VM it names, which the
+/// server checks it against (the client reads no more of it than the name).
+async fn vm_update(api: &Api, file: &Path, dry_run: bool, output: Output) -> Outcome {
+    let (definition, format) = read_definition(file)?;
+    let name = definition_name(&definition, format).map_err(|why| Failure::Local {
+        code: "invalid",
+        message: format!(
+            "the VM definition was refused and nothing was changed: {} {why}, so ferry cannot \
+             tell which VM it updates (docs/vm-definition.md)",
+            file.display()
+        ),
+    })?;
+    let request = UpdateVm {
+        definition,
+        format,
+        dry_run,
+    };
+    let (updated, raw) = api
+        .typed::<VmUpdated>(Request::update_vm(&name, &request))
+        .await?;
+    print(output, &raw, || render::vm_updated(&updated));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `name` a definition file gives, or why it gives none.
+fn definition_name(text: &str, format: DefinitionFormat) -> Result<String, String> {
+    let tree: serde_json::Value = match format {
+        DefinitionFormat::Toml => toml::from_str::<toml::Table>(text)
+            .map_err(|e| format!("is not TOML ({})", e.message()))
+            .and_then(|t| serde_json::to_value(t).map_err(|e| e.to_string()))?,
+        DefinitionFormat::Json => {
+            serde_json::from_str(text).map_err(|e| format!("is not JSON ({e})"))?
+        }
+    };
+    match tree.get("name") {
+        Some(serde_json::Value::String(name)) => Ok(name.clone()),
+        Some(_) => Err("has a `name` that is not a string".into()),
+        None => Err("has no `name`".into()),
+    }
 }
 
 /// `ferry failover …`.

@@ -2,7 +2,10 @@
 //! with spaces, no colors — so it reads the same in a terminal, a log and a golden file.
 //! (`--output json` prints the API's bodies instead; see docs/cli.md.)
 
-use server::model::{DiskView, RunDetail, RunSummary, StepView, TargetVm, VmDetail, VmSummary};
+use server::model::{
+    Change, DiskView, RunDetail, RunSummary, StepView, TargetVm, UpdateRecord, VmDetail, VmSummary,
+    VmUpdated,
+};
 
 /// Rows of cells aligned under a header; a note is a whole line after the row it
 /// explains and does not widen the columns.
@@ -246,7 +249,71 @@ pub fn vm_table(vm: &VmDetail) -> String {
         out.push('\n');
         out.push_str(&target_table(target));
     }
+    if !vm.updates.is_empty() {
+        out.push_str("\nUPDATES\n");
+        out.push_str(&update_history(&vm.updates));
+    }
     out
+}
+
+/// `ferry vm update`: what changed — or with `--dry-run` would change — or that
+/// nothing did.
+pub(crate) fn vm_updated(updated: &VmUpdated) -> String {
+    let name = &updated.vm.name;
+    let n = updated.changes.len();
+    if n == 0 {
+        return format!(
+            "{name} is unchanged: the file is its registered definition. Nothing was written.\n"
+        );
+    }
+    let head = if updated.updated {
+        format!(
+            "Updated {name}: {n} change(s). It keeps its id, state ({}) and runs; \
+             `ferry vm show {name}` shows it whole.\n",
+            updated.vm.state
+        )
+    } else {
+        format!("Dry run: updating {name} would make {n} change(s). Nothing was written.\n")
+    };
+    let mut table = Table::new(&["CHANGE", "FIELD", "FROM", "TO"]);
+    for change in &updated.changes {
+        table.row(change_cells(change));
+    }
+    format!("{head}\nCHANGES\n{}", table.render())
+}
+
+/// A VM's recorded updates, oldest first, each change a row under its time.
+fn update_history(updates: &[UpdateRecord]) -> String {
+    let mut table = Table::new(&["AT", "CHANGE", "FIELD", "FROM", "TO"]);
+    for update in updates {
+        for (i, change) in update.changes.iter().enumerate() {
+            let at = if i == 0 {
+                update.at.clone()
+            } else {
+                String::new()
+            };
+            table.row([vec![at], change_cells(change)].concat());
+        }
+    }
+    table.render()
+}
+
+/// A change as cells: what kind, the field, before and after (`-` when unset; sizes
+/// in GiB).
+fn change_cells(change: &Change) -> Vec<String> {
+    let value = |v: &Option<String>| match v {
+        Some(v) if change.field.ends_with(".capacity_bytes") => {
+            v.parse().map(gib).unwrap_or_else(|_| v.clone())
+        }
+        Some(v) => v.clone(),
+        None => "-".into(),
+    };
+    vec![
+        change.change.clone(),
+        change.field.clone(),
+        value(&change.from),
+        value(&change.to),
+    ]
 }
 
 fn disk_table(disks: &[DiskView], target: Option<&TargetVm>) -> String {
