@@ -503,7 +503,7 @@ fn story(run: &Run, vm: &str, steps: &[store::StepRecord]) -> (Vec<String>, Opti
                      full or delta resync in the replication product), then record it with \
                      `ferry vm resynced {vm}`: until then {vm}'s failovers are refused. If a \
                      replica no longer exists in CloudStack, replace it in {vm}'s definition \
-                     first."
+                     first (`ferry vm update FILE`)."
                 ));
             }
         }
