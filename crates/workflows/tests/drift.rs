@@ -176,6 +176,49 @@ async fn warnings(rig: &Rig, run: &store::Run) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
+/// Asserts that one of the run's `warn` events says each of `words`.
+async fn told(rig: &Rig, run: &store::Run, words: &[&str]) -> TestResult {
+    let warned = warnings(rig, run).await?;
+    assert!(
+        warned
+            .iter()
+            .any(|w| words.iter().all(|word| w.contains(word))),
+        "no warning says {words:?}: {warned:#?}"
+    );
+    Ok(())
+}
+
+/// Asserts that `volume` is pgtest1's only diverged replica, marked for a reason that
+/// says `why`.
+async fn assert_marked(rig: &Rig, volume: &str, why: &str) -> TestResult {
+    let marks = diverged(rig).await?;
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(marks[0].0, volume, "{marks:?}");
+    assert!(marks[0].1.contains(why), "{marks:?}");
+    Ok(())
+}
+
+/// Asserts that replica `volume` is attached to `vm`, as CloudStack has it.
+async fn assert_on(rig: &Rig, volume: &str, vm: &str) -> TestResult {
+    let v = rig.replica(volume).await?;
+    assert_eq!(
+        v.virtualmachineid.as_ref().map(|id| id.as_str()),
+        Some(vm),
+        "{volume}"
+    );
+    Ok(())
+}
+
+/// pgtest1's record of the disk whose replica is `volume`.
+async fn record_of(rig: &Rig, volume: &str) -> anyhow::Result<store::DiskRecord> {
+    let vm = rig.env.store.vm("pgtest1").await?.expect("registered");
+    Ok(vm
+        .disks
+        .into_iter()
+        .find(|d| d.disk.replica_volume_id.as_str() == volume)
+        .expect("the disk"))
+}
+
 /// The next failover is refused while `replica` is diverged, and taken once an operator
 /// records the resync.
 async fn refused_until_resynced(rig: &Rig, replica: &str) -> TestResult {
@@ -222,10 +265,7 @@ async fn a_snapshot_deleted_by_hand_leaves_its_replica_diverged_and_the_cleanup_
         now[DATA], base.before[DATA],
         "the data replica keeps the drill's writes"
     );
-    let marks = diverged(&rig).await?;
-    assert_eq!(marks.len(), 1);
-    assert_eq!(marks[0].0, DATA);
-    assert!(marks[0].1.contains("snapshot"), "{marks:?}");
+    assert_marked(&rig, DATA, "snapshot").await?;
     let warned = warnings(&rig, &run).await?;
     assert!(
         warned
@@ -258,13 +298,12 @@ async fn a_replica_put_on_the_appliance_by_hand_is_still_reverted() -> TestResul
     .await?;
     rig.assert_at_rest_as(&base.before).await?;
     assert!(diverged(&rig).await?.is_empty());
-    assert!(
-        warnings(&rig, &run)
-            .await?
-            .iter()
-            .any(|w| w.contains("attached to the appliance behind ferry's back")),
-        "the move is told"
-    );
+    told(
+        &rig,
+        &run,
+        &["attached to the appliance behind ferry's back"],
+    )
+    .await?;
     Ok(())
 }
 
@@ -313,18 +352,8 @@ async fn a_replica_made_the_root_of_a_running_vm_is_left_there_and_marked() -> T
         ("bystander", "Running"),
         "ferry does not stop a VM it did not create"
     );
-    let marks = diverged(&rig).await?;
-    assert_eq!(marks.len(), 1, "{marks:?}");
-    assert!(
-        marks[0].1.contains("ROOT disk of VM bystander"),
-        "{marks:?}"
-    );
-    let vm = rig.env.store.vm("pgtest1").await?.expect("registered");
-    let record = vm
-        .disks
-        .iter()
-        .find(|d| d.disk.replica_volume_id.as_str() == DATA)
-        .expect("disk");
+    assert_marked(&rig, DATA, "ROOT disk of VM bystander").await?;
+    let record = record_of(&rig, DATA).await?;
     assert_eq!(
         record.attachment.vm_id.as_ref(),
         Some(&holder),
@@ -363,13 +392,7 @@ async fn a_test_vm_destroyed_by_hand_is_recovered_then_cleaned_up() -> TestResul
     rig.assert_at_rest_as(&base.before).await?;
     assert!(rig.test_vms().await?.is_empty(), "recovered, then expunged");
     assert!(diverged(&rig).await?.is_empty());
-    assert!(
-        warnings(&rig, &run)
-            .await?
-            .iter()
-            .any(|w| w.contains("recovering it")),
-        "the recovery is told"
-    );
+    told(&rig, &run, &["recovering it"]).await?;
     Ok(())
 }
 
@@ -387,22 +410,14 @@ async fn a_test_vm_expunged_by_hand_took_the_boot_replica_which_is_marked() -> T
             .await?
             .is_none()
     );
-    let data = rig.replica(DATA).await?;
-    assert_eq!(
-        data.virtualmachineid.as_ref().map(|id| id.as_str()),
-        Some(ids::APPLIANCE_OMA),
-        "the data replica is back"
-    );
+    assert_on(&rig, DATA, ids::APPLIANCE_OMA).await?;
     assert_eq!(
         rig.generations().await?[DATA],
         base.before[DATA],
         "and reverted"
     );
     assert_eq!(rig.snapshots().await?, 0);
-    let marks = diverged(&rig).await?;
-    assert_eq!(marks.len(), 1);
-    assert_eq!(marks[0].0, BOOT);
-    assert!(marks[0].1.contains("no longer exists"), "{marks:?}");
+    assert_marked(&rig, BOOT, "no longer exists").await?;
     let refused = test_failover::start(&rig.env, "pgtest1").await.unwrap_err();
     assert!(matches!(refused, StartError::Diverged { .. }), "{refused}");
     Ok(())
@@ -426,13 +441,7 @@ async fn an_extra_volume_on_the_test_vm_is_reported_and_survives() -> TestResult
         twin.virtualmachineid, None,
         "detached when the test VM went"
     );
-    assert!(
-        warnings(&rig, &run)
-            .await?
-            .iter()
-            .any(|w| w.contains("unexpected volume") && w.contains(TWIN))
-    );
-    Ok(())
+    told(&rig, &run, &["unexpected volume", TWIN]).await
 }
 
 #[tokio::test]
@@ -442,29 +451,13 @@ async fn a_serial_collision_on_the_appliance_is_reported_not_a_wedge() -> TestRe
         Ok(rig)
     })
     .await?;
-    let data = rig.replica(DATA).await?;
-    assert_eq!(
-        data.virtualmachineid.as_ref().map(|id| id.as_str()),
-        Some(ids::APPLIANCE_OMA)
-    );
-    let vm = rig.env.store.vm("pgtest1").await?.expect("registered");
-    let record = vm
-        .disks
-        .iter()
-        .find(|d| d.disk.replica_volume_id.as_str() == DATA)
-        .expect("disk");
+    assert_on(&rig, DATA, ids::APPLIANCE_OMA).await?;
+    let record = record_of(&rig, DATA).await?;
     assert_eq!(
         record.attachment.device_path, None,
         "no path that might be the twin's"
     );
-    assert!(
-        warnings(&rig, &run)
-            .await?
-            .iter()
-            .any(|w| w.contains("cannot be told apart") && w.contains(DATA)),
-        "the collision is told"
-    );
-    Ok(())
+    told(&rig, &run, &["cannot be told apart", DATA]).await
 }
 
 // ---- cleanup after a clone-mode test failover -------------------------------------------
@@ -533,10 +526,7 @@ async fn rollback_takes_back_a_replica_from_another_vm_and_marks_it() -> TestRes
     })
     .await?;
     rig.assert_at_rest().await?;
-    let marks = diverged(&rig).await?;
-    assert_eq!(marks.len(), 1, "{marks:?}");
-    assert_eq!(marks[0].0, DATA);
-    assert!(marks[0].1.contains("bystander"), "{marks:?}");
+    assert_marked(&rig, DATA, "bystander").await?;
     refused_until_resynced(&rig, DATA).await
 }
 
@@ -547,13 +537,6 @@ async fn rollback_after_the_vm_was_expunged_marks_the_boot_replica_gone() -> Tes
         Ok(rig)
     })
     .await?;
-    let data = rig.replica(DATA).await?;
-    assert_eq!(
-        data.virtualmachineid.as_ref().map(|id| id.as_str()),
-        Some(ids::APPLIANCE_OMA)
-    );
-    let marks = diverged(&rig).await?;
-    assert_eq!(marks.len(), 1, "{marks:?}");
-    assert_eq!(marks[0].0, BOOT);
-    Ok(())
+    assert_on(&rig, DATA, ids::APPLIANCE_OMA).await?;
+    assert_marked(&rig, BOOT, "no longer exists").await
 }
