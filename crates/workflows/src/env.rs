@@ -159,7 +159,7 @@ pub(crate) async fn pending_or_done_job<T>(
 /// The last job of `command` this run's step recorded, with its state in CloudStack now
 /// — or, when none is recorded (a process killed after CloudStack accepted the command
 /// and before the run log had its id), a pending job of that command on `vm_id` that
-/// CloudStack lists.
+/// CloudStack lists. A recorded job CloudStack no longer knows counts as none.
 async fn recorded_job<T>(
     cx: &Cx<'_>,
     command: &str,
@@ -194,12 +194,27 @@ async fn recorded_job<T>(
         }
         return unrecorded_job(cx, command, vm_id).await;
     };
-    let state = cx
+    let state = match cx
         .ctx
         .cloud
         .query_async_job_result(&JobId::from(&job_id))
         .await
-        .map_err(|e| cloud_error(&format!("looking up CloudStack job {job_id}"), e))?;
+    {
+        Ok(state) => state,
+        // CloudStack no longer knows the job (its record purged, or its database
+        // restored from before it): it is pending no more, and what it did is what
+        // the VM shows — which the step looks at, as after a job that ended.
+        Err(e @ cloudstack::Error::JobUnknown { .. }) => {
+            tracing::warn!(run = %cx.run.id, step = cx.step, job_id, command, error = %e, "CloudStack no longer knows the recorded job; the VM's state tells what it did");
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(cloud_error(
+                &format!("looking up CloudStack job {job_id}"),
+                e,
+            ));
+        }
+    };
     if state.jobstatus == cloudstack::JobStatus::Pending {
         tracing::info!(run = %cx.run.id, step = cx.step, job_id, command, "resuming a CloudStack job in flight");
     }
