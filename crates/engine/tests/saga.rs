@@ -354,6 +354,79 @@ async fn an_undo_that_fails_leaves_the_run_stuck_until_retried() -> TestResult {
     Ok(())
 }
 
+/// A step whose action changes something no undo puts back (as an operator's hook
+/// powers the source VM off), and says so.
+struct PowerOff;
+
+#[async_trait]
+impl Step<World> for PowerOff {
+    fn name(&self) -> &str {
+        "power-off"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, World>) -> Result<Value, StepError> {
+        cx.ctx.record("run power-off");
+        Ok(json!({ "off": true }))
+    }
+
+    fn unwind_leaves(&self, output: &Value) -> Option<String> {
+        output["off"]
+            .as_bool()?
+            .then(|| "the source is powered off".to_string())
+    }
+}
+
+#[tokio::test]
+async fn what_no_undo_puts_back_is_in_the_error_however_the_unwind_ends() -> TestResult {
+    let (t, run, world) = fresh().await?;
+    let saga = Saga::new(vec![
+        Box::new(PowerOff) as Box<dyn Step<World>>,
+        Box::new(Make("create-vm")),
+        Box::new(Make("start")),
+    ]);
+    world.fault("start", Fault::Definitive);
+    world.fault("create-vm", Fault::UndoFails);
+    let engine = Engine::new(t.store.clone(), config("w"));
+    // Stuck at an undo that comes before power-off's.
+    let Outcome::Stuck { error } = engine.execute(&run, &saga, &world).await? else {
+        panic!("expected a stuck run");
+    };
+    assert!(
+        error.starts_with("undo of step create-vm failed")
+            && error.contains("step start failed: start refused; the source is powered off"),
+        "{error}"
+    );
+    let events = t.store.events(&run).await?;
+    assert!(
+        events.iter().any(|e| e.level == "warn"
+            && e.message == "the unwind will not undo this: the source is powered off"),
+        "{events:#?}"
+    );
+    // Unstuck, it unwinds to the end, and still says it.
+    world.heal("create-vm");
+    retry_stuck(&t.store, &run).await?;
+    let Outcome::Unwound { error } = engine.execute(&run, &saga, &world).await? else {
+        panic!("expected an unwound run");
+    };
+    assert_eq!(
+        error,
+        "step start failed: start refused; the source is powered off"
+    );
+    // A run that fails before the step's action finished says nothing of it.
+    let (t, run, world) = fresh().await?;
+    world.fault("create-vm", Fault::Definitive);
+    let saga = Saga::new(vec![
+        Box::new(Make("create-vm")) as Box<dyn Step<World>>,
+        Box::new(PowerOff),
+    ]);
+    let engine = Engine::new(t.store.clone(), config("w"));
+    let Outcome::Unwound { error } = engine.execute(&run, &saga, &world).await? else {
+        panic!("expected an unwound run");
+    };
+    assert_eq!(error, "step create-vm failed: create-vm refused");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_cancelled_run_unwinds_before_its_next_step() -> TestResult {
     let (t, run, world) = fresh().await?;

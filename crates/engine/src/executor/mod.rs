@@ -268,11 +268,28 @@ impl Engine {
                     return Ok(Outcome::Done);
                 }
                 Some(error) => {
+                    // What no undo will put back is said with the cause, so that the
+                    // run's error says it however the unwind ends — stuck at any undo
+                    // included — and the log says it once the unwind begins.
+                    let leaves = unwind_leaves(saga, &records);
+                    let error = match &leaves {
+                        Some(leaves) => format!("{error}; {leaves}"),
+                        None => error,
+                    };
                     self.store
                         .set_run_state_fenced(run_id, generation, RunState::Unwinding, Some(&error))
                         .await?;
                     self.event(run_id, "error", None, &format!("unwinding: {error}"))
                         .await;
+                    if let Some(leaves) = &leaves {
+                        self.event(
+                            run_id,
+                            "warn",
+                            None,
+                            &format!("the unwind will not undo this: {leaves}"),
+                        )
+                        .await;
+                    }
                     run = self.load(run_id).await?;
                 }
             }
@@ -573,6 +590,20 @@ impl Engine {
             .await;
         Ok(Outcome::Unwound { error: original })
     }
+}
+
+/// What the steps whose actions finished say an unwind leaves as it is
+/// ([`crate::step::Step::unwind_leaves`]), in their order, joined; `None` when nothing.
+fn unwind_leaves<C: Send + Sync>(saga: &Saga<C>, records: &[StepRecord]) -> Option<String> {
+    let said: Vec<String> = records
+        .iter()
+        .filter(|r| r.state == StepState::Done)
+        .filter_map(|r| {
+            let output: Value = serde_json::from_str(r.output.as_deref()?).ok()?;
+            saga.steps.get(r.position as usize)?.unwind_leaves(&output)
+        })
+        .collect();
+    (!said.is_empty()).then(|| said.join("; "))
 }
 
 /// Records in `ferry_step_duration_seconds` one attempt of a step's action or undo
