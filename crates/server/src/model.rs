@@ -269,6 +269,10 @@ pub struct JobView {
     pub state: String,
     pub error: Option<String>,
     pub at: String,
+    /// Set while the job runs far past what jobs of its command have lately taken (a
+    /// freeze?): how long it has run and what is usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdue: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

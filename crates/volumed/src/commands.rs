@@ -32,16 +32,7 @@ pub(crate) enum Submitted {
 
 /// The CloudStack command of an operation (for job resumption and messages).
 pub(crate) fn command_of(kind: OpKind) -> &'static str {
-    match kind {
-        OpKind::Attach | OpKind::AttachRoot => "attachVolume",
-        OpKind::Detach => "detachVolume",
-        OpKind::Snapshot => "createSnapshot",
-        OpKind::Revert => "revertSnapshot",
-        OpKind::DeleteSnapshot => "deleteSnapshot",
-        OpKind::CreateVolume => "createVolume",
-        OpKind::DeleteVolume => "deleteVolume",
-        OpKind::GuestPrep => "guest-prep",
-    }
+    kind.command()
 }
 
 /// Sends the CloudStack command of `request`. An error is CloudStack's, unclassified

@@ -441,6 +441,9 @@ pub(crate) fn run_detail(detail: &RunDetail) -> String {
             if let Some(error) = &job.error {
                 jobs.note(format!("error: {}", job_error(error)));
             }
+            if let Some(warning) = &job.overdue {
+                jobs.note(format!("warning: {warning}"));
+            }
         }
         out.push_str(&jobs.render());
     }
