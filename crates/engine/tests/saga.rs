@@ -272,8 +272,33 @@ async fn a_definitive_failure_at_any_step_unwinds_everything_in_reverse() -> Tes
             record.error.as_deref(),
             Some(format!("step {name} failed: {name} refused").as_str())
         );
-        let states: Vec<StepState> = t.store.steps(&run).await?.iter().map(|s| s.state).collect();
+        let steps = t.store.steps(&run).await?;
+        let states: Vec<StepState> = steps.iter().map(|s| s.state).collect();
         assert_eq!(states, vec![StepState::Undone; failing + 1]);
+        // Each step keeps its action's own times and has its undo's: the action ended
+        // before the next action began, its undo began after the later steps' undos
+        // ended (undos run in reverse) and after its own action ended.
+        for (i, step) in steps.iter().enumerate() {
+            let (Some(started), Some(finished), Some(undo_started), Some(undo_finished)) = (
+                step.started_at,
+                step.finished_at,
+                step.undo_started_at,
+                step.undo_finished_at,
+            ) else {
+                panic!("times missing: {step:?}");
+            };
+            assert!(
+                started <= finished && finished <= undo_started && undo_started <= undo_finished,
+                "{step:?}"
+            );
+            if let Some(next) = steps.get(i + 1) {
+                assert!(finished <= next.started_at.unwrap(), "{step:?} / {next:?}");
+                assert!(
+                    next.undo_finished_at.unwrap() <= undo_started,
+                    "{step:?} / {next:?}"
+                );
+            }
+        }
         assert!(
             t.store
                 .events(&run)
@@ -333,7 +358,16 @@ async fn an_undo_that_fails_leaves_the_run_stuck_until_retried() -> TestResult {
     );
     let record = t.store.run(&run).await?.unwrap();
     assert_eq!(record.state, RunState::Stuck);
-    assert_eq!(t.store.steps(&run).await?[1].state, StepState::UndoFailed);
+    let stuck = &t.store.steps(&run).await?[1];
+    assert_eq!(stuck.state, StepState::UndoFailed);
+    assert!(
+        stuck.undo_started_at.is_some() && stuck.undo_finished_at >= stuck.undo_started_at,
+        "the failed undo's own time: {stuck:?}"
+    );
+    assert!(
+        stuck.finished_at <= stuck.undo_started_at,
+        "the action's end is kept: {stuck:?}"
+    );
     // Still stuck when executed again: nothing runs by itself.
     assert!(matches!(
         engine.execute(&run, &saga(), &world).await?,
@@ -517,6 +551,8 @@ async fn a_dead_worker_is_resumed_where_it_was(t: TestStore) -> TestResult {
         error: Some("from a ghost".into()),
         started_at: None,
         finished_at: None,
+        undo_started_at: None,
+        undo_finished_at: None,
     };
     assert!(matches!(
         t.store.put_step(&run, a_generation, &stale).await,

@@ -239,11 +239,16 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
             started_at: None,
             finished_at: None,
             duration_ms: None,
+            undo_started_at: None,
+            undo_finished_at: None,
+            undo_duration_ms: None,
             error: None,
             overdue: None,
         })
         .collect();
+    let now = store::now_ms();
     for s in &recorded {
+        let (duration_ms, undo_duration_ms) = own_times(s, now);
         let view = StepView {
             position: s.position,
             name: s.name.clone(),
@@ -251,11 +256,10 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
             attempts: s.attempts,
             started_at: s.started_at.map(time),
             finished_at: s.finished_at.map(time),
-            duration_ms: match (s.started_at, s.finished_at) {
-                (Some(a), Some(b)) => Some((b - a).max(0)),
-                (Some(a), None) => Some((store::now_ms() - a).max(0)),
-                _ => None,
-            },
+            duration_ms,
+            undo_started_at: s.undo_started_at.map(time),
+            undo_finished_at: s.undo_finished_at.map(time),
+            undo_duration_ms,
             error: s.error.clone(),
             overdue: None,
         };
@@ -414,6 +418,25 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
         story,
         advice,
     })
+}
+
+/// A step's own times at `now`: its action's (from its start to its end, or to now
+/// while it runs) and its undo's (likewise), each measured from its own start — not
+/// from anything else that happened in between.
+fn own_times(s: &store::StepRecord, now: i64) -> (Option<i64>, Option<i64>) {
+    let span = |from: Option<i64>, to: Option<i64>, running: bool| match (from, to) {
+        (Some(a), Some(b)) => Some((b - a).max(0)),
+        (Some(a), None) if running => Some((now - a).max(0)),
+        _ => None,
+    };
+    (
+        span(s.started_at, s.finished_at, s.state == StepState::Running),
+        span(
+            s.undo_started_at,
+            s.undo_finished_at,
+            s.state == StepState::Undoing,
+        ),
+    )
 }
 
 /// A job CloudStack runs: its command and since when (Unix ms).
@@ -604,4 +627,56 @@ fn in_words(error: &str) -> String {
         .ok()
         .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_else(|| error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(state: StepState, times: [Option<i64>; 4]) -> store::StepRecord {
+        store::StepRecord {
+            position: 0,
+            name: "create-vm".into(),
+            state,
+            attempts: 1,
+            output: None,
+            error: None,
+            started_at: times[0],
+            finished_at: times[1],
+            undo_started_at: times[2],
+            undo_finished_at: times[3],
+        }
+    }
+
+    #[test]
+    fn a_step_shows_its_action_and_its_undo_each_from_its_own_start() {
+        let now = 100_000;
+        // Done at 2 s after 1.5 s; undone from 60 s to 61 s: not 59.5 s of anything.
+        let undone = record(
+            StepState::Undone,
+            [Some(500), Some(2_000), Some(60_000), Some(61_000)],
+        );
+        assert_eq!(own_times(&undone, now), (Some(1_500), Some(1_000)));
+        // Stuck: the failed undo's own time.
+        let stuck = record(
+            StepState::UndoFailed,
+            [Some(500), Some(2_000), Some(60_000), Some(90_000)],
+        );
+        assert_eq!(own_times(&stuck, now), (Some(1_500), Some(30_000)));
+        // Undoing: the undo runs to now; the action's time stands.
+        let undoing = record(
+            StepState::Undoing,
+            [Some(500), Some(2_000), Some(95_000), None],
+        );
+        assert_eq!(own_times(&undoing, now), (Some(1_500), Some(5_000)));
+        // Running: to now; no undo yet.
+        let running = record(StepState::Running, [Some(99_000), None, None, None]);
+        assert_eq!(own_times(&running, now), (Some(1_000), None));
+        // An action that never ended (its process died) has no time of its own.
+        let cut = record(
+            StepState::Undone,
+            [Some(500), None, Some(60_000), Some(61_000)],
+        );
+        assert_eq!(own_times(&cut, now), (None, Some(1_000)));
+    }
 }

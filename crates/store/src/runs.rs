@@ -380,12 +380,14 @@ impl Store {
     /// statement, so a worker that lost its lease cannot write.
     pub async fn put_step(&self, run_id: &RunId, generation: i64, step: &StepRecord) -> Result<()> {
         let done = sqlx::query(
-            "INSERT INTO steps (run_id, position, name, state, attempts, output, error, started_at, finished_at)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+            "INSERT INTO steps (run_id, position, name, state, attempts, output, error, started_at, finished_at,
+               undo_started_at, undo_finished_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $12
              WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND generation = $10)
              ON CONFLICT (run_id, position) DO UPDATE SET state = excluded.state,
                attempts = excluded.attempts, output = excluded.output, error = excluded.error,
-               started_at = excluded.started_at, finished_at = excluded.finished_at",
+               started_at = excluded.started_at, finished_at = excluded.finished_at,
+               undo_started_at = excluded.undo_started_at, undo_finished_at = excluded.undo_finished_at",
         )
         .bind(run_id.as_str())
         .bind(step.position)
@@ -397,6 +399,8 @@ impl Store {
         .bind(step.started_at)
         .bind(step.finished_at)
         .bind(generation)
+        .bind(step.undo_started_at)
+        .bind(step.undo_finished_at)
         .execute(&self.pool)
         .await?;
         fenced(done.rows_affected(), run_id, generation)

@@ -636,6 +636,8 @@ fn step(position: i64, state: StepState) -> StepRecord {
         error: None,
         started_at: Some(1),
         finished_at: None,
+        undo_started_at: None,
+        undo_finished_at: None,
     }
 }
 
@@ -737,6 +739,14 @@ async fn steps_and_events_are_recorded_in_order(fx: &Fixture) -> TestResult {
     assert_eq!(steps[1].state, StepState::Failed);
     assert_eq!(steps[1].attempts, 3);
     assert_eq!(steps[1].error.as_deref(), Some("boom"));
+    // An undo's own times are kept beside the action's.
+    let mut undone = steps[0].clone();
+    undone.state = StepState::Undone;
+    undone.finished_at = Some(2);
+    undone.undo_started_at = Some(1_700_000_000_000);
+    undone.undo_finished_at = Some(1_700_000_000_250);
+    store.put_step(&run.id, g, &undone).await?;
+    assert_eq!(store.steps(&run.id).await?[0], undone);
     store
         .add_event(&run.id, "info", Some("step-0"), "started", None)
         .await?;

@@ -352,6 +352,8 @@ impl Engine {
                 error: None,
                 started_at: Some(now_ms()),
                 finished_at: None,
+                undo_started_at: None,
+                undo_finished_at: None,
             });
             let mut outage = None;
             loop {
@@ -491,6 +493,12 @@ impl Engine {
                 .as_deref()
                 .filter(|_| record.state != StepState::Failed)
                 .and_then(|o| serde_json::from_str(o).ok());
+            // The undo's own time begins now — unless it was under way already (a run
+            // resumed mid-undo), and again when an operator retries a stuck one.
+            if record.state != StepState::Undoing || record.undo_started_at.is_none() {
+                record.undo_started_at = Some(now_ms());
+                record.undo_finished_at = None;
+            }
             let mut attempt = 0;
             let mut outage = None;
             loop {
@@ -543,7 +551,7 @@ impl Engine {
                 match result {
                     Ok(()) => {
                         record.state = StepState::Undone;
-                        record.finished_at = Some(now_ms());
+                        record.undo_finished_at = Some(now_ms());
                         self.store.put_step(&run.id, generation, &record).await?;
                         records[position] = record;
                         break;
@@ -566,6 +574,7 @@ impl Engine {
                         );
                         record.state = StepState::UndoFailed;
                         record.error = Some(e.to_string());
+                        record.undo_finished_at = Some(now_ms());
                         self.store.put_step(&run.id, generation, &record).await?;
                         records[position] = record;
                         self.store

@@ -259,9 +259,9 @@ fn step_line(step: &StepView, of: usize) -> String {
         step.state
     );
     if !matches!(step.state.as_str(), "running" | "undoing")
-        && let Some(ms) = step.duration_ms
+        && let Some(time) = render::step_time(step)
     {
-        line.push_str(&format!(" ({})", render::duration(ms)));
+        line.push_str(&format!(" ({time})"));
     }
     if matches!(step.state.as_str(), "failed" | "undo_failed")
         && let Some(error) = &step.error
@@ -455,8 +455,8 @@ impl Bars {
         let width = detail.steps.iter().map(|s| s.name.len()).max().unwrap_or(0);
         for (step, bar) in detail.steps.iter().zip(&self.steps) {
             let mut message = format!("{:<width$}  {}", step.name, step.state.replace('_', " "));
-            if let Some(ms) = step.duration_ms {
-                message.push_str(&format!("  {}", render::duration(ms)));
+            if let Some(time) = render::step_time(step) {
+                message.push_str(&format!("  {time}"));
             }
             if matches!(step.state.as_str(), "failed" | "undo_failed")
                 && let Some(error) = &step.error
