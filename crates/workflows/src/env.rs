@@ -65,17 +65,20 @@ pub(crate) fn call(cx: &Cx<'_>, step: &str, what: impl std::fmt::Display) -> Cal
 
 /// A volume-daemon error, by what it allows: unwind, try again (after looking), or
 /// wait out an outage.
+/// The words are the run's (`ferry run show` prints them), not the daemon API caller's:
+/// the step asks again with the key itself.
 pub(crate) fn volume_error(what: &str, e: volumed::Error) -> StepError {
+    let error = format!("{what}: {}", e.without_api_advice());
     if let Some(down) = e.unreachable() {
         return StepError::Unreachable {
             of: down.of.to_string(),
             reason: down.reason,
-            error: format!("{what}: {e}"),
+            error,
         };
     }
     match e.class() {
-        volumed::Class::Definitive => StepError::Definitive(format!("{what}: {e}")),
-        _ => StepError::Transient(format!("{what}: {e}")),
+        volumed::Class::Definitive => StepError::Definitive(error),
+        _ => StepError::Transient(error),
     }
 }
 
@@ -259,4 +262,25 @@ async fn unrecorded_job<T>(
                 cloudstack::JobStatus::Pending,
             )
         }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_volume_error_in_a_run_says_no_idempotency_key_to_send() {
+        let e = volumed::Error::OutcomeUnknown {
+            op_id: "op-1".into(),
+            detail: "attachVolume was sent again and again got no answer".into(),
+            unreachable: None,
+        };
+        let StepError::Transient(error) = volume_error("attaching the boot disk", e) else {
+            panic!("an unknown outcome is tried again");
+        };
+        assert_eq!(
+            error,
+            "attaching the boot disk: the outcome of operation op-1 is not known yet: attachVolume was sent again and again got no answer"
+        );
+    }
 }

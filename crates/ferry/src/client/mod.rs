@@ -286,8 +286,20 @@ enum Failure {
 }
 
 impl From<ClientError> for Failure {
+    /// The server's error, except where its message tells an API client what to send
+    /// (a header, a query parameter): an operator at the CLI is told what to set or
+    /// pass instead, under the API's code. (`confirmation_required` is `vm remove`'s.)
     fn from(e: ClientError) -> Self {
-        Failure::Client(e)
+        match &e {
+            ClientError::Api { body, .. } if body.error.code == "unauthorized" => Failure::Local {
+                code: "unauthorized",
+                message: "the server refused the API token: FERRY_TOKEN (or the file given \
+                          with --token-file) must hold the server's token — its FERRY_TOKEN, \
+                          or the file its config's server.token_file names"
+                    .to_string(),
+            },
+            _ => Failure::Client(e),
+        }
     }
 }
 
