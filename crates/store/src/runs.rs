@@ -95,6 +95,26 @@ impl Store {
         self.fetch_all(query).await
     }
 
+    /// Runs whose id starts with `prefix` (in any case: ids are lowercase), newest
+    /// first, at most `limit` — among all runs, however many there are. `%`, `_` and
+    /// `\` in `prefix` are themselves, not patterns.
+    pub async fn runs_by_id_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<Run>> {
+        let mut pattern = String::with_capacity(prefix.len() + 1);
+        for c in prefix.to_ascii_lowercase().chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
+        let query = sqlx::query(
+            "SELECT * FROM runs WHERE id LIKE $1 ESCAPE '\\' ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .bind(pattern)
+        .bind(limit.max(0));
+        self.fetch_all(query).await
+    }
+
     pub async fn active_run(&self, vm_id: &ProtectedVmId) -> Result<Option<Run>> {
         let query = sqlx::query(
             "SELECT * FROM runs WHERE vm_id = $1 AND state IN ('pending', 'running', 'unwinding', 'stuck')",
