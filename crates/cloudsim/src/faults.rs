@@ -14,6 +14,11 @@
 //!
 //! - `outage`: the management server stops answering for `seconds` (wall-clock, not
 //!   time-scaled), beginning with this call: see [`Outage`].
+//! - `forget_job`: the call is accepted and answered with its job id, and CloudStack
+//!   forgets the job at once — `queryAsyncJobResult` refuses its id (431) and it never
+//!   runs — as if its database had been restored from before it (see
+//!   `DELETE /sim/jobs/{id}` in docs/cloudsim.md). A call that makes no job is
+//!   answered as usual.
 //!
 //! A rule fires `times` times on consecutive calls (default once) and is then spent.
 //!
@@ -47,6 +52,7 @@ pub enum FaultKind {
         #[serde(default)]
         answer: OutageAnswer,
     },
+    ForgetJob,
 }
 
 /// How `/client/api` answers during an outage: as a management server that is down

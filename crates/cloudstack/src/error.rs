@@ -57,6 +57,17 @@ pub enum Error {
         errorcode: u16,
         errortext: String,
     },
+    /// CloudStack does not know the job: `queryAsyncJobResult` was refused with 431, as
+    /// `ParamProcessWorker` refuses an id that resolves to no async job — its record
+    /// purged (`job.expire.minutes` after it ended), or the management server's
+    /// database is not the one that accepted it (restored from a backup). Whether its
+    /// work happened is not known: look before doing it again.
+    #[error("CloudStack does not know job {job_id} ({command}): {errortext}")]
+    JobUnknown {
+        command: String,
+        job_id: JobId,
+        errortext: String,
+    },
     /// An HTTP error without a CloudStack error body: a proxy or load balancer spoke.
     #[error("{command}: HTTP {status} from the endpoint without a CloudStack error body: {body}")]
     Http {
@@ -121,6 +132,7 @@ impl Error {
                 ErrorClass::Unknown
             }
             Error::JobFailed { .. } => ErrorClass::Definitive,
+            Error::JobUnknown { .. } => ErrorClass::Unknown,
             Error::Http {
                 status, mutation, ..
             } => {
@@ -179,6 +191,7 @@ impl Error {
     pub fn errorcode(&self) -> Option<u16> {
         match self {
             Error::Api { errorcode, .. } | Error::JobFailed { errorcode, .. } => Some(*errorcode),
+            Error::JobUnknown { .. } => Some(431),
             _ => None,
         }
     }
@@ -186,7 +199,9 @@ impl Error {
     /// CloudStack's error text, where it gave one.
     pub fn errortext(&self) -> Option<&str> {
         match self {
-            Error::Api { errortext, .. } | Error::JobFailed { errortext, .. } => Some(errortext),
+            Error::Api { errortext, .. }
+            | Error::JobFailed { errortext, .. }
+            | Error::JobUnknown { errortext, .. } => Some(errortext),
             _ => None,
         }
     }
@@ -195,6 +210,7 @@ impl Error {
     pub fn job_id(&self) -> Option<&JobId> {
         match self {
             Error::JobFailed { job_id, .. }
+            | Error::JobUnknown { job_id, .. }
             | Error::JobTimeout { job_id, .. }
             | Error::PollRefused { job_id, .. } => Some(job_id),
             _ => None,
@@ -206,6 +222,7 @@ impl Error {
         match self {
             Error::Api { command, .. }
             | Error::JobFailed { command, .. }
+            | Error::JobUnknown { command, .. }
             | Error::Http { command, .. }
             | Error::Connect { command, .. }
             | Error::NoResponse { command, .. }
@@ -316,6 +333,18 @@ mod tests {
             };
             assert_eq!(e.class(), ErrorClass::Unknown, "{text}");
         }
+    }
+
+    #[test]
+    fn a_job_cloudstack_does_not_know_is_unknown_not_failed() {
+        let e = Error::JobUnknown {
+            command: "attachVolume".into(),
+            job_id: "j".into(),
+            errortext: "Invalid parameter jobid value=j".into(),
+        };
+        assert_eq!(e.class(), ErrorClass::Unknown);
+        assert_eq!(e.job_id().map(JobId::as_str), Some("j"));
+        assert!(e.unreachable().is_none(), "CloudStack answered");
     }
 
     #[test]

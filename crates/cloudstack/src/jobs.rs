@@ -100,7 +100,8 @@ impl Client {
         Ok(Job::resume(command, job_id, id))
     }
 
-    /// One `queryAsyncJobResult`.
+    /// One `queryAsyncJobResult`. A job CloudStack does not know (431) is
+    /// [`Error::JobUnknown`], with `queryAsyncJobResult` as its command.
     pub async fn query_async_job_result(&self, job_id: &JobId) -> Result<AsyncJob, Error> {
         let inner = self
             .call(
@@ -108,7 +109,20 @@ impl Client {
                 Kind::Read,
                 &[("jobid".into(), job_id.to_string())],
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                Error::Api {
+                    command,
+                    errorcode: 431,
+                    errortext,
+                    ..
+                } => Error::JobUnknown {
+                    command,
+                    job_id: job_id.clone(),
+                    errortext,
+                },
+                other => other,
+            })?;
         serde_json::from_value(inner.clone()).map_err(|e| Error::Decode {
             command: "queryAsyncJobResult".into(),
             mutation: false,
@@ -230,6 +244,14 @@ impl Client {
                         None => Some((Instant::now(), e)),
                     };
                     continue;
+                }
+                // CloudStack has no such job any more: what it did is not known.
+                Err(Error::JobUnknown { errortext, .. }) => {
+                    return Err(Error::JobUnknown {
+                        command: job.command.clone(),
+                        job_id: job.job_id.clone(),
+                        errortext,
+                    });
                 }
                 // The job's outcome is not known: it may still run and succeed.
                 Err(e) => {

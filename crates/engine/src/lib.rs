@@ -28,6 +28,11 @@
 //!   step and the reason, for an operator to [`retry_stuck`] (after fixing the cause)
 //!   or to abandon. A run ends `done`, `unwound` (with the error that caused it) or
 //!   `stuck` — never "done" when something failed.
+//! - A step whose action changes something no undo puts back (an operator's hook that
+//!   powered a VM off) says so ([`Step::unwind_leaves`]). When a run begins to unwind
+//!   after such a step finished, what it says is added to the run's error — the cause,
+//!   which the error keeps however the unwind ends, `stuck` at any undo included — and
+//!   to the log as a `warn` event.
 //! - Cancellation is a flag read before each step; a cancelled run unwinds.
 //! - A worker holds the run's lease while it executes, renewed in the background.
 //!   Taking a lease raises the run's generation, and every write the executor makes

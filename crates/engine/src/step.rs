@@ -140,6 +140,14 @@ pub trait Step<C: Send + Sync>: Send + Sync {
     ) -> Result<(), StepError> {
         Ok(())
     }
+
+    /// What an unwind leaves as it is after this step's action finished with `output`:
+    /// something outside the saga's reach that the undo cannot put back (an operator's
+    /// hook powered a VM off), in words for the run's error and log. `None`, the
+    /// default, when the undo puts back all the action did.
+    fn unwind_leaves(&self, _output: &Value) -> Option<String> {
+        None
+    }
 }
 
 /// A step whose output has a declared type: what a workflow implements. Every
@@ -164,6 +172,12 @@ pub trait TypedStep<C: Send + Sync>: Send + Sync {
         _output: Option<Self::Output>,
     ) -> Result<(), StepError> {
         Ok(())
+    }
+
+    /// What an unwind leaves as it is after the action returned `output` (see
+    /// [`Step::unwind_leaves`]); `None` by default.
+    fn unwind_leaves(&self, _output: &Self::Output) -> Option<String> {
+        None
     }
 }
 
@@ -194,6 +208,11 @@ impl<C: Send + Sync, S: TypedStep<C>> Step<C> for S {
             }
         });
         TypedStep::undo(self, cx, output).await
+    }
+
+    fn unwind_leaves(&self, output: &Value) -> Option<String> {
+        let output = self.output().read(output).ok()?;
+        TypedStep::unwind_leaves(self, &output)
     }
 }
 

@@ -272,8 +272,33 @@ async fn a_definitive_failure_at_any_step_unwinds_everything_in_reverse() -> Tes
             record.error.as_deref(),
             Some(format!("step {name} failed: {name} refused").as_str())
         );
-        let states: Vec<StepState> = t.store.steps(&run).await?.iter().map(|s| s.state).collect();
+        let steps = t.store.steps(&run).await?;
+        let states: Vec<StepState> = steps.iter().map(|s| s.state).collect();
         assert_eq!(states, vec![StepState::Undone; failing + 1]);
+        // Each step keeps its action's own times and has its undo's: the action ended
+        // before the next action began, its undo began after the later steps' undos
+        // ended (undos run in reverse) and after its own action ended.
+        for (i, step) in steps.iter().enumerate() {
+            let (Some(started), Some(finished), Some(undo_started), Some(undo_finished)) = (
+                step.started_at,
+                step.finished_at,
+                step.undo_started_at,
+                step.undo_finished_at,
+            ) else {
+                panic!("times missing: {step:?}");
+            };
+            assert!(
+                started <= finished && finished <= undo_started && undo_started <= undo_finished,
+                "{step:?}"
+            );
+            if let Some(next) = steps.get(i + 1) {
+                assert!(finished <= next.started_at.unwrap(), "{step:?} / {next:?}");
+                assert!(
+                    next.undo_finished_at.unwrap() <= undo_started,
+                    "{step:?} / {next:?}"
+                );
+            }
+        }
         assert!(
             t.store
                 .events(&run)
@@ -333,7 +358,16 @@ async fn an_undo_that_fails_leaves_the_run_stuck_until_retried() -> TestResult {
     );
     let record = t.store.run(&run).await?.unwrap();
     assert_eq!(record.state, RunState::Stuck);
-    assert_eq!(t.store.steps(&run).await?[1].state, StepState::UndoFailed);
+    let stuck = &t.store.steps(&run).await?[1];
+    assert_eq!(stuck.state, StepState::UndoFailed);
+    assert!(
+        stuck.undo_started_at.is_some() && stuck.undo_finished_at >= stuck.undo_started_at,
+        "the failed undo's own time: {stuck:?}"
+    );
+    assert!(
+        stuck.finished_at <= stuck.undo_started_at,
+        "the action's end is kept: {stuck:?}"
+    );
     // Still stuck when executed again: nothing runs by itself.
     assert!(matches!(
         engine.execute(&run, &saga(), &world).await?,
@@ -351,6 +385,79 @@ async fn an_undo_that_fails_leaves_the_run_stuck_until_retried() -> TestResult {
         retry_stuck(&t.store, &run).await.is_err(),
         "only a stuck run is retried"
     );
+    Ok(())
+}
+
+/// A step whose action changes something no undo puts back (as an operator's hook
+/// powers the source VM off), and says so.
+struct PowerOff;
+
+#[async_trait]
+impl Step<World> for PowerOff {
+    fn name(&self) -> &str {
+        "power-off"
+    }
+
+    async fn run(&self, cx: &StepContext<'_, World>) -> Result<Value, StepError> {
+        cx.ctx.record("run power-off");
+        Ok(json!({ "off": true }))
+    }
+
+    fn unwind_leaves(&self, output: &Value) -> Option<String> {
+        output["off"]
+            .as_bool()?
+            .then(|| "the source is powered off".to_string())
+    }
+}
+
+#[tokio::test]
+async fn what_no_undo_puts_back_is_in_the_error_however_the_unwind_ends() -> TestResult {
+    let (t, run, world) = fresh().await?;
+    let saga = Saga::new(vec![
+        Box::new(PowerOff) as Box<dyn Step<World>>,
+        Box::new(Make("create-vm")),
+        Box::new(Make("start")),
+    ]);
+    world.fault("start", Fault::Definitive);
+    world.fault("create-vm", Fault::UndoFails);
+    let engine = Engine::new(t.store.clone(), config("w"));
+    // Stuck at an undo that comes before power-off's.
+    let Outcome::Stuck { error } = engine.execute(&run, &saga, &world).await? else {
+        panic!("expected a stuck run");
+    };
+    assert!(
+        error.starts_with("undo of step create-vm failed")
+            && error.contains("step start failed: start refused; the source is powered off"),
+        "{error}"
+    );
+    let events = t.store.events(&run).await?;
+    assert!(
+        events.iter().any(|e| e.level == "warn"
+            && e.message == "the unwind will not undo this: the source is powered off"),
+        "{events:#?}"
+    );
+    // Unstuck, it unwinds to the end, and still says it.
+    world.heal("create-vm");
+    retry_stuck(&t.store, &run).await?;
+    let Outcome::Unwound { error } = engine.execute(&run, &saga, &world).await? else {
+        panic!("expected an unwound run");
+    };
+    assert_eq!(
+        error,
+        "step start failed: start refused; the source is powered off"
+    );
+    // A run that fails before the step's action finished says nothing of it.
+    let (t, run, world) = fresh().await?;
+    world.fault("create-vm", Fault::Definitive);
+    let saga = Saga::new(vec![
+        Box::new(Make("create-vm")) as Box<dyn Step<World>>,
+        Box::new(PowerOff),
+    ]);
+    let engine = Engine::new(t.store.clone(), config("w"));
+    let Outcome::Unwound { error } = engine.execute(&run, &saga, &world).await? else {
+        panic!("expected an unwound run");
+    };
+    assert_eq!(error, "step create-vm failed: create-vm refused");
     Ok(())
 }
 
@@ -444,6 +551,8 @@ async fn a_dead_worker_is_resumed_where_it_was(t: TestStore) -> TestResult {
         error: Some("from a ghost".into()),
         started_at: None,
         finished_at: None,
+        undo_started_at: None,
+        undo_finished_at: None,
     };
     assert!(matches!(
         t.store.put_step(&run, a_generation, &stale).await,

@@ -741,6 +741,14 @@ fn errors_say_what_is_wrong_and_exit_2() {
         .run();
     golden("error_unauthorized.txt", &wrong_token.transcript());
     wrong_token.code(2);
+    // Told what to set, not what HTTP header to send.
+    assert!(
+        wrong_token.stderr.contains("FERRY_TOKEN")
+            && !wrong_token.stderr.contains("Authorization")
+            && !wrong_token.stderr.contains("header"),
+        "{}",
+        wrong_token.stderr
+    );
     let wrong_token = server
         .ferry()
         .env("FERRY_TOKEN", "not-the-token")

@@ -563,6 +563,9 @@ async fn start_commit(
 pub struct RunQuery {
     /// Only the runs of this protected VM.
     pub vm: Option<String>,
+    /// Only the runs whose id starts with this (any case; 1 to 36 characters), among
+    /// all runs however old — how a run is named by the start of its id. Not with `vm`.
+    pub id_prefix: Option<String>,
     /// At most this many, newest first (default 50, at most 1000).
     pub limit: Option<i64>,
 }
@@ -582,15 +585,37 @@ async fn list_runs(
             "limit must be between 1 and 1000 (got {limit})"
         )));
     }
-    let vm = match &query.vm {
-        Some(name) => Some(vm_by_name(&state, name).await?),
-        None => None,
+    let runs = match (&query.vm, &query.id_prefix) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "give vm or id_prefix, not both: a run's id names it whatever its VM",
+            ));
+        }
+        (None, Some(prefix)) => {
+            if !(1..=36).contains(&prefix.chars().count()) {
+                return Err(ApiError::invalid(format!(
+                    "id_prefix must be 1 to 36 characters, the start of a run's id (got {} characters)",
+                    prefix.chars().count()
+                )));
+            }
+            state
+                .env
+                .store
+                .runs_by_id_prefix(&prefix.to_ascii_lowercase(), limit)
+                .await?
+        }
+        (vm, None) => {
+            let vm = match vm {
+                Some(name) => Some(vm_by_name(&state, name).await?),
+                None => None,
+            };
+            state
+                .env
+                .store
+                .runs(vm.as_ref().map(|v| &v.id), limit)
+                .await?
+        }
     };
-    let runs = state
-        .env
-        .store
-        .runs(vm.as_ref().map(|v| &v.id), limit)
-        .await?;
     let names = vm_names(&state).await?;
     Ok(Json(
         runs.iter()

@@ -11,6 +11,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod model;
+mod overdue;
 mod state;
 pub mod view;
 

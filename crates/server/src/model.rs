@@ -328,9 +328,20 @@ pub struct StepView {
     /// `waiting`, `running`, `done`, `failed`, `undoing`, `undone` or `undo_failed`.
     pub state: String,
     pub attempts: i64,
+    /// When the action began and ended.
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// The action's own time (to now while it runs).
     pub duration_ms: Option<i64>,
+    /// When the undo began and ended (undone, or failed), once the run unwound
+    /// through the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_finished_at: Option<String>,
+    /// The undo's own time (to now while it runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_duration_ms: Option<i64>,
     pub error: Option<String>,
     /// Set while the step runs far past its usual duration (a freeze?): how long it has
     /// run and what is usual.
@@ -355,6 +366,10 @@ pub struct JobView {
     pub state: String,
     pub error: Option<String>,
     pub at: String,
+    /// Set while the job runs far past what jobs of its command have lately taken (a
+    /// freeze?): how long it has run and what is usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdue: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -9,6 +9,7 @@ use store::{ProtectedVm, Run, RunState, StepState, Workflow};
 
 use crate::error::{ApiError, chain};
 use crate::model::*;
+use crate::overdue;
 use crate::state::AppState;
 
 /// Unix milliseconds as RFC 3339 in UTC with milliseconds.
@@ -204,32 +205,6 @@ async fn target_vm(state: &AppState, vm: &ProtectedVm) -> Result<Option<TargetVm
     }))
 }
 
-/// How many of a step's recent durations make its usual one.
-const USUAL_SAMPLE: i64 = 20;
-
-/// How far past its usual duration, at least, a step must run to be overdue.
-const OVERDUE_MARGIN_MS: i64 = 60_000;
-
-/// Whether a step that has run `ran_ms` is far past its `usual` durations (ms, most
-/// recent first): more than five times their median and more than a minute beyond
-/// it, with at least three to go by. The warning says how long and what is usual.
-fn overdue(ran_ms: i64, usual: &[i64]) -> Option<String> {
-    if usual.len() < 3 {
-        return None;
-    }
-    let mut sorted = usual.to_vec();
-    sorted.sort_unstable();
-    let median = sorted[sorted.len() / 2].max(0);
-    (ran_ms > median.saturating_mul(5) && ran_ms - median > OVERDUE_MARGIN_MS).then(|| {
-        format!(
-            "running for {} — far past its usual {} (median of its last {} runs); CloudStack or a hook may be stuck: look at its jobs and the events",
-            seconds(ran_ms),
-            seconds(median),
-            usual.len()
-        )
-    })
-}
-
 pub fn run_summary(run: &Run, vm_name: &str) -> RunSummary {
     let end = run.finished_at.unwrap_or_else(store::now_ms);
     RunSummary {
@@ -302,11 +277,16 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
             started_at: None,
             finished_at: None,
             duration_ms: None,
+            undo_started_at: None,
+            undo_finished_at: None,
+            undo_duration_ms: None,
             error: None,
             overdue: None,
         })
         .collect();
+    let now = store::now_ms();
     for s in &recorded {
+        let (duration_ms, undo_duration_ms) = own_times(s, now);
         let view = StepView {
             position: s.position,
             name: s.name.clone(),
@@ -314,11 +294,10 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
             attempts: s.attempts,
             started_at: s.started_at.map(time),
             finished_at: s.finished_at.map(time),
-            duration_ms: match (s.started_at, s.finished_at) {
-                (Some(a), Some(b)) => Some((b - a).max(0)),
-                (Some(a), None) => Some((store::now_ms() - a).max(0)),
-                _ => None,
-            },
+            duration_ms,
+            undo_started_at: s.undo_started_at.map(time),
+            undo_finished_at: s.undo_finished_at.map(time),
+            undo_duration_ms,
             error: s.error.clone(),
             overdue: None,
         };
@@ -334,25 +313,33 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
         for step in steps.iter_mut().filter(|s| s.state == "running") {
             // Nothing under a minute is overdue: spare every poll of a run (`--wait`
             // reads it five times a second) the look at its history.
-            let Some(ran) = step.duration_ms.filter(|ran| *ran > OVERDUE_MARGIN_MS) else {
+            let Some(ran) = step.duration_ms.filter(|ran| *ran > overdue::MARGIN_MS) else {
                 continue;
             };
             let usual = store
-                .recent_step_durations(run.workflow, &step.name, USUAL_SAMPLE)
+                .recent_step_durations(run.workflow, &step.name, overdue::USUAL_SAMPLE)
                 .await?;
-            step.overdue = overdue(ran, &usual);
+            step.overdue = overdue::step(ran, &usual);
         }
     }
 
     let events = store.events(&run.id).await?;
-    let mut jobs: Vec<(i64, JobView)> = store
+    // Each job with when it was listed, and — while CloudStack runs it — its command
+    // and since when (a volume operation's record was last written when its job was
+    // submitted; a VM command's event, when CloudStack accepted it).
+    let mut jobs: Vec<(i64, Option<Running>, JobView)> = store
         .ops_for_run(&run.id)
         .await?
         .into_iter()
         .map(|op| {
             let step = op.idempotency_key.split('/').nth(1).map(str::to_string);
+            let running = (op.state == store::OpState::Submitted)
+                .then(|| volumed::OpKind::parse(&op.kind))
+                .flatten()
+                .map(|kind| (kind.command(), op.updated_at));
             (
                 op.created_at,
+                running,
                 JobView {
                     step,
                     kind: op.kind,
@@ -362,6 +349,7 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
                     state: op.state.to_string(),
                     error: op.error.map(|e| in_words(&e)),
                     at: time(op.created_at),
+                    overdue: None,
                 },
             )
         })
@@ -390,8 +378,14 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
             Some(StepState::Failed | StepState::UndoFailed) => "ended",
             _ => "submitted",
         };
+        let running = (state == "submitted")
+            .then(|| fields.get("command").and_then(Value::as_str))
+            .flatten()
+            .and_then(vm_command)
+            .map(|command| (command, e.at));
         jobs.push((
             e.at,
+            running,
             JobView {
                 step: e.step.clone(),
                 kind: field("command").unwrap_or_else(|| "job".into()),
@@ -401,10 +395,24 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
                 state: state.into(),
                 error: None,
                 at: time(e.at),
+                overdue: None,
             },
         ));
     }
-    jobs.sort_by_key(|(at, _)| *at);
+    jobs.sort_by_key(|(at, _, _)| *at);
+    // A job far past what its command usually takes is flagged, unless the run says
+    // why (it waits out an outage).
+    if run.waiting_since.is_none() {
+        let now = store::now_ms();
+        for (_, running, job) in &mut jobs {
+            if let Some((command, since)) = *running {
+                job.overdue = overdue::job_since(command, since, now, |c| {
+                    state.env.cloud.learned_job_duration(c)
+                });
+            }
+        }
+    }
+    let jobs: Vec<JobView> = jobs.into_iter().map(|(_, _, job)| job).collect();
 
     let (mut story, advice) = story(run, vm_name, &recorded);
     for s in steps.iter().filter(|s| s.overdue.is_some()) {
@@ -415,6 +423,18 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
             s.overdue.as_deref().unwrap_or_default()
         ));
     }
+    for j in jobs.iter().filter(|j| j.overdue.is_some()) {
+        story.push(format!(
+            "CloudStack job {} ({}{}) is {}.",
+            j.job_id.as_deref().unwrap_or("-"),
+            j.kind,
+            j.step
+                .as_deref()
+                .map(|s| format!(", step {s}"))
+                .unwrap_or_default(),
+            j.overdue.as_deref().unwrap_or_default()
+        ));
+    }
     Ok(RunDetail {
         run: run_summary(run, vm_name),
         lease_owner: run
@@ -423,7 +443,7 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
             .and(run.lease_owner.clone()),
         generation: run.generation,
         steps,
-        jobs: jobs.into_iter().map(|(_, j)| j).collect(),
+        jobs,
         events: events
             .into_iter()
             .map(|e| EventView {
@@ -436,6 +456,41 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
         story,
         advice,
     })
+}
+
+/// A step's own times at `now`: its action's (from its start to its end, or to now
+/// while it runs) and its undo's (likewise), each measured from its own start — not
+/// from anything else that happened in between.
+fn own_times(s: &store::StepRecord, now: i64) -> (Option<i64>, Option<i64>) {
+    let span = |from: Option<i64>, to: Option<i64>, running: bool| match (from, to) {
+        (Some(a), Some(b)) => Some((b - a).max(0)),
+        (Some(a), None) if running => Some((now - a).max(0)),
+        _ => None,
+    };
+    (
+        span(s.started_at, s.finished_at, s.state == StepState::Running),
+        span(
+            s.undo_started_at,
+            s.undo_finished_at,
+            s.state == StepState::Undoing,
+        ),
+    )
+}
+
+/// A job CloudStack runs: its command and since when (Unix ms).
+type Running = (&'static str, i64);
+
+/// The VM commands whose jobs a run's log records, as the client names them (for
+/// what it learned of their durations).
+fn vm_command(command: &str) -> Option<&'static str> {
+    [
+        "deployVirtualMachine",
+        "startVirtualMachine",
+        "stopVirtualMachine",
+        "destroyVirtualMachine",
+    ]
+    .into_iter()
+    .find(|c| *c == command)
 }
 
 fn seconds(ms: i64) -> String {
@@ -636,28 +691,53 @@ fn in_words(error: &str) -> String {
 }
 
 #[cfg(test)]
-mod overdue_tests {
-    use super::overdue;
+mod tests {
+    use super::*;
+
+    fn record(state: StepState, times: [Option<i64>; 4]) -> store::StepRecord {
+        store::StepRecord {
+            position: 0,
+            name: "create-vm".into(),
+            state,
+            attempts: 1,
+            output: None,
+            error: None,
+            started_at: times[0],
+            finished_at: times[1],
+            undo_started_at: times[2],
+            undo_finished_at: times[3],
+        }
+    }
 
     #[test]
-    fn a_step_is_overdue_only_far_past_a_known_usual_duration() {
-        let usual = [2_000, 3_000, 2_500, 40_000];
-        // The median (3 s) five times over, and a minute beyond it.
-        let warning = overdue(64_000, &usual).expect("overdue");
-        assert!(
-            warning.contains("64.0 s")
-                && warning.contains("usual 3.0 s")
-                && warning.contains("last 4 runs"),
-            "{warning}"
+    fn a_step_shows_its_action_and_its_undo_each_from_its_own_start() {
+        let now = 100_000;
+        // Done at 2 s after 1.5 s; undone from 60 s to 61 s: not 59.5 s of anything.
+        let undone = record(
+            StepState::Undone,
+            [Some(500), Some(2_000), Some(60_000), Some(61_000)],
         );
-        assert_eq!(
-            overdue(62_000, &usual),
-            None,
-            "not a minute past the median"
+        assert_eq!(own_times(&undone, now), (Some(1_500), Some(1_000)));
+        // Stuck: the failed undo's own time.
+        let stuck = record(
+            StepState::UndoFailed,
+            [Some(500), Some(2_000), Some(60_000), Some(90_000)],
         );
-        assert_eq!(overdue(14_000, &usual), None, "not five times the median");
-        assert_eq!(overdue(600_000, &usual[..2]), None, "too few runs to know");
-        assert!(overdue(10 * 60_000, &[100_000; 3]).is_some());
-        assert_eq!(overdue(4 * 60_000, &[100_000; 3]), None);
+        assert_eq!(own_times(&stuck, now), (Some(1_500), Some(30_000)));
+        // Undoing: the undo runs to now; the action's time stands.
+        let undoing = record(
+            StepState::Undoing,
+            [Some(500), Some(2_000), Some(95_000), None],
+        );
+        assert_eq!(own_times(&undoing, now), (Some(1_500), Some(5_000)));
+        // Running: to now; no undo yet.
+        let running = record(StepState::Running, [Some(99_000), None, None, None]);
+        assert_eq!(own_times(&running, now), (Some(1_000), None));
+        // An action that never ended (its process died) has no time of its own.
+        let cut = record(
+            StepState::Undone,
+            [Some(500), None, Some(60_000), Some(61_000)],
+        );
+        assert_eq!(own_times(&cut, now), (None, Some(1_000)));
     }
 }

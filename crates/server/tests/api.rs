@@ -326,6 +326,22 @@ async fn bad_input_gets_a_json_error_that_says_what_was_wrong() -> TestResult {
         "not_found",
         "no protected VM named `nope`",
     );
+    let (status, body) = server.get("/v1/runs?id_prefix=").await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "id_prefix must be 1 to 36 characters",
+    );
+    let (status, body) = server.get("/v1/runs?vm=pgtest1&id_prefix=01").await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "give vm or id_prefix, not both",
+    );
 
     server.add_pgtest1().await?;
     let (status, body) = server
@@ -627,6 +643,16 @@ async fn removing_a_vm_with_history_needs_a_confirmation_and_keeps_its_runs() ->
         ],
         "newest first"
     );
+    // The older run, by the start of its id (in any case), though a page of one
+    // holds only the newer.
+    let prefix = runs[0][..30].to_uppercase();
+    let (status, found) = server
+        .get(&format!("/v1/runs?id_prefix={prefix}&limit=1"))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
+    assert_eq!(found[0]["id"], runs[0].as_str());
+    assert_eq!(found[0]["vm"], "pgtest1 (removed)");
     let (status, live) = server.get(&format!("/v1/runs/{}", runs[0])).await?;
     assert_eq!(status, StatusCode::OK, "{live}");
     assert_eq!(live["vm"], "pgtest1 (removed)");

@@ -313,8 +313,15 @@ pub struct StepRecord {
     /// The action's output (JSON), kept for the undo and for later steps.
     pub output: Option<String>,
     pub error: Option<String>,
+    /// When the action began and ended (failed, or done): the action's own time.
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// When the undo began and ended (undone, or failed: the run stuck): the undo's own
+    /// time. `None` until the run unwinds through the step.
+    #[serde(default)]
+    pub undo_started_at: Option<i64>,
+    #[serde(default)]
+    pub undo_finished_at: Option<i64>,
 }
 
 /// A `ferry serve` process as it recorded itself under its worker name.

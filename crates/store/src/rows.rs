@@ -232,6 +232,7 @@ impl FromRow for StepRecord {
     fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(from_row!(r => StepRecord {
             position, name, state, attempts, output, error, started_at, finished_at,
+            undo_started_at, undo_finished_at,
         }))
     }
 }

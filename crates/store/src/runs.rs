@@ -95,6 +95,26 @@ impl Store {
         self.fetch_all(query).await
     }
 
+    /// Runs whose id starts with `prefix` (in any case: ids are lowercase), newest
+    /// first, at most `limit` — among all runs, however many there are. `%`, `_` and
+    /// `\` in `prefix` are themselves, not patterns.
+    pub async fn runs_by_id_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<Run>> {
+        let mut pattern = String::with_capacity(prefix.len() + 1);
+        for c in prefix.to_ascii_lowercase().chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
+        let query = sqlx::query(
+            "SELECT * FROM runs WHERE id LIKE $1 ESCAPE '\\' ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .bind(pattern)
+        .bind(limit.max(0));
+        self.fetch_all(query).await
+    }
+
     pub async fn active_run(&self, vm_id: &ProtectedVmId) -> Result<Option<Run>> {
         let query = sqlx::query(
             "SELECT * FROM runs WHERE vm_id = $1 AND state IN ('pending', 'running', 'unwinding', 'stuck')",
@@ -380,12 +400,14 @@ impl Store {
     /// statement, so a worker that lost its lease cannot write.
     pub async fn put_step(&self, run_id: &RunId, generation: i64, step: &StepRecord) -> Result<()> {
         let done = sqlx::query(
-            "INSERT INTO steps (run_id, position, name, state, attempts, output, error, started_at, finished_at)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+            "INSERT INTO steps (run_id, position, name, state, attempts, output, error, started_at, finished_at,
+               undo_started_at, undo_finished_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $12
              WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND generation = $10)
              ON CONFLICT (run_id, position) DO UPDATE SET state = excluded.state,
                attempts = excluded.attempts, output = excluded.output, error = excluded.error,
-               started_at = excluded.started_at, finished_at = excluded.finished_at",
+               started_at = excluded.started_at, finished_at = excluded.finished_at,
+               undo_started_at = excluded.undo_started_at, undo_finished_at = excluded.undo_finished_at",
         )
         .bind(run_id.as_str())
         .bind(step.position)
@@ -397,6 +419,8 @@ impl Store {
         .bind(step.started_at)
         .bind(step.finished_at)
         .bind(generation)
+        .bind(step.undo_started_at)
+        .bind(step.undo_finished_at)
         .execute(&self.pool)
         .await?;
         fenced(done.rows_affected(), run_id, generation)

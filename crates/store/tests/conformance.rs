@@ -65,6 +65,7 @@ conformance!(
     a_worker_that_lost_its_lease_is_fenced_off,
     steps_and_events_are_recorded_in_order,
     runs_are_listed_newest_first_with_their_operations,
+    runs_are_found_by_the_start_of_their_id_among_all,
     a_wait_is_recorded_on_the_run_and_cleared_when_it_ends,
     a_steps_usual_duration_comes_from_its_recent_runs,
     a_worker_name_is_held_by_one_process_at_a_time,
@@ -841,6 +842,8 @@ fn step(position: i64, state: StepState) -> StepRecord {
         error: None,
         started_at: Some(1),
         finished_at: None,
+        undo_started_at: None,
+        undo_finished_at: None,
     }
 }
 
@@ -942,6 +945,14 @@ async fn steps_and_events_are_recorded_in_order(fx: &Fixture) -> TestResult {
     assert_eq!(steps[1].state, StepState::Failed);
     assert_eq!(steps[1].attempts, 3);
     assert_eq!(steps[1].error.as_deref(), Some("boom"));
+    // An undo's own times are kept beside the action's.
+    let mut undone = steps[0].clone();
+    undone.state = StepState::Undone;
+    undone.finished_at = Some(2);
+    undone.undo_started_at = Some(1_700_000_000_000);
+    undone.undo_finished_at = Some(1_700_000_000_250);
+    store.put_step(&run.id, g, &undone).await?;
+    assert_eq!(store.steps(&run.id).await?[0], undone);
     store
         .add_event(&run.id, "info", Some("step-0"), "started", None)
         .await?;
@@ -1016,6 +1027,72 @@ async fn runs_are_listed_newest_first_with_their_operations(fx: &Fixture) -> Tes
         .map(|op| op.idempotency_key)
         .collect::<Vec<_>>();
     assert_eq!(keys, ["k1", "k3"]);
+    Ok(())
+}
+
+async fn runs_are_found_by_the_start_of_their_id_among_all(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    let vm = registered(store).await?;
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let run = store
+            .create_run(&vm.id, Workflow::TestFailover, None)
+            .await?;
+        store.set_run_state(&run.id, RunState::Done, None).await?;
+        made.push(run.id);
+    }
+    let ids = |runs: Vec<store::Run>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let oldest = made[0].as_str();
+    // The oldest, by the start of its id, though newer runs fill a page of one.
+    assert_eq!(
+        ids(store.runs_by_id_prefix(&oldest[..30], 1).await?),
+        [made[0].clone()]
+    );
+    assert_eq!(
+        ids(store
+            .runs_by_id_prefix(&oldest[..30].to_uppercase(), 1)
+            .await?),
+        [made[0].clone()],
+        "in any case"
+    );
+    assert_eq!(
+        ids(store.runs_by_id_prefix(oldest, 5).await?),
+        [made[0].clone()]
+    );
+    // Ids made one after the other share their start (their time): all, newest first.
+    let shared: String =
+        made.iter()
+            .map(|id| id.as_str())
+            .fold(oldest.to_string(), |common, id| {
+                common
+                    .chars()
+                    .zip(id.chars())
+                    .take_while(|(a, b)| a == b)
+                    .map(|(a, _)| a)
+                    .collect()
+            });
+    assert!(!shared.is_empty());
+    assert_eq!(
+        ids(store.runs_by_id_prefix(&shared, 5).await?),
+        [made[2].clone(), made[1].clone(), made[0].clone()]
+    );
+    assert_eq!(
+        ids(store.runs_by_id_prefix(&shared, 2).await?),
+        [made[2].clone(), made[1].clone()]
+    );
+    // Pattern characters are themselves.
+    for pattern in [
+        "%",
+        "_",
+        "\\",
+        &format!("{}%", &oldest[..8]),
+        &format!("{}_", &oldest[..7]),
+    ] {
+        assert!(
+            store.runs_by_id_prefix(pattern, 5).await?.is_empty(),
+            "`{pattern}` matched"
+        );
+    }
     Ok(())
 }
 

@@ -159,13 +159,25 @@ impl<'a> Appliances<'a> {
             .into()
         };
         if let Some(started) = &op.job_id {
-            // Started by a daemon that is gone: it may have done any part of its work.
+            // Started by a daemon that is gone: it may have done any part of its work,
+            // and may still be at it. What of it still runs here is killed first.
+            let left = match guest_prep::kill_leftovers(&op.id).await {
+                Ok(killed) if killed.is_empty() => "nothing of it was left running".to_string(),
+                Ok(killed) => {
+                    tracing::warn!(
+                        ?killed,
+                        "killed what an interrupted guest preparation left running"
+                    );
+                    format!("what of it was left running was killed (process ids {killed:?})")
+                }
+                Err(why) => format!("what of it may be left running was not looked for: {why}"),
+            };
             return Err(failed(
                 &expected_path,
                 guest_prep::command_line(&prep.program, &prep.args_for(&expected_path)),
                 format!(
-                    "was interrupted: the volume daemon stopped while it ran ({started}), and it is never run twice for one request; \
-                     revert the disk to its snapshot and ask again with a new idempotency key"
+                    "was interrupted: the volume daemon stopped while it ran ({started}); {left}. It is never run twice \
+                     for one request: the disk may be partly changed, and is to be reverted to its snapshot"
                 ),
             ));
         }
@@ -174,7 +186,7 @@ impl<'a> Appliances<'a> {
                 &expected_path,
                 guest_prep::command_line(&prep.program, &prep.args_for(&expected_path)),
                 "was not run: the volume daemon restarted before it started, and it does not start a \
-                 command that changes a disk when nobody is waiting for it; ask again with a new idempotency key"
+                 command that changes a disk when nobody is waiting for it"
                     .to_string(),
             ));
         }
@@ -202,7 +214,7 @@ impl<'a> Appliances<'a> {
             .set_job(&op.id, &JobId::from("guest-prep:starting"), None)
             .await
             .map_err(Error::journal)?;
-        let started = guest_prep::start(&prep.program, &args)
+        let started = guest_prep::start(&prep.program, &args, &op.id)
             .map_err(|reason| failed(&device_path, command.clone(), reason))?;
         if let Some(pid) = started.pid() {
             let job = format!("guest-prep:pid:{pid}");

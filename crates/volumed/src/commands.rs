@@ -16,7 +16,7 @@ use cloudstack::{Client, Job, Snapshot, Success, Volume};
 use ids::JobId;
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Class, Error, Result};
 use crate::journal::{OpKind, OpRecord};
 use crate::types::{OpRequest, SnapshotInfo, VolumeInfo, to_json};
 
@@ -32,16 +32,7 @@ pub(crate) enum Submitted {
 
 /// The CloudStack command of an operation (for job resumption and messages).
 pub(crate) fn command_of(kind: OpKind) -> &'static str {
-    match kind {
-        OpKind::Attach | OpKind::AttachRoot => "attachVolume",
-        OpKind::Detach => "detachVolume",
-        OpKind::Snapshot => "createSnapshot",
-        OpKind::Revert => "revertSnapshot",
-        OpKind::DeleteSnapshot => "deleteSnapshot",
-        OpKind::CreateVolume => "createVolume",
-        OpKind::DeleteVolume => "deleteVolume",
-        OpKind::GuestPrep => "guest-prep",
-    }
+    kind.command()
 }
 
 /// Sends the CloudStack command of `request`. An error is CloudStack's, unclassified
@@ -99,7 +90,9 @@ pub(crate) async fn submit(
     })
 }
 
-/// other error leaves it unfinished, with its job id, to be waited on again.
+/// Waits on the job of `op` and reads its result. A failed job is CloudStack's
+/// answer, with its class; any other error leaves it unfinished, with its job id, to
+/// be waited on again.
 pub(crate) async fn wait_job(
     c: &Client,
     op: &OpRecord,
@@ -128,7 +121,12 @@ pub(crate) async fn wait_job(
         }
     };
     waited.map_err(|e| match e {
-        cloudstack::Error::JobFailed { .. } => Error::cloudstack(&e),
+        // A failed job, or one CloudStack no longer knows: CloudStack's answer, with
+        // its class (a job cut short by a restart, or unknown, is `Unknown` with the
+        // job id — the pipeline then looks at what it did; see [`lost_job`]).
+        cloudstack::Error::JobFailed { .. } | cloudstack::Error::JobUnknown { .. } => {
+            Error::cloudstack(&e)
+        }
         other => Error::OutcomeUnknown {
             op_id: op.id.clone(),
             detail: format!(
@@ -138,4 +136,19 @@ pub(crate) async fn wait_job(
             unreachable: other.unreachable(),
         },
     })
+}
+
+/// The job `job_id` if `error` says CloudStack cannot tell what that job did: it was
+/// cut short by a management-server restart, or CloudStack no longer knows it (its
+/// record purged, or a database restored from before it). Its outcome is then found
+/// by looking at CloudStack, never by waiting on it again.
+pub(crate) fn lost_job<'e>(error: &'e Error, job_id: &JobId) -> Option<&'e str> {
+    match error {
+        Error::CloudStack {
+            class: Class::Unknown,
+            job_id: Some(lost),
+            ..
+        } if lost == job_id.as_str() => Some(lost),
+        _ => None,
+    }
 }

@@ -269,6 +269,21 @@ impl Error {
         }
     }
 
+    /// The error in words for whoever reads it past the daemon's caller — a run's error
+    /// in `ferry run show`: without the advice to the API's caller (which idempotency
+    /// key to send), which ferry's steps follow by themselves.
+    pub fn without_api_advice(&self) -> String {
+        match self {
+            Error::OutcomeUnknown { op_id, detail, .. } => {
+                format!("the outcome of operation {op_id} is not known yet: {detail}")
+            }
+            Error::IdempotencyConflict { key, first } => {
+                format!("idempotency key {key:?} was first used for a different request ({first})")
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// What the caller may do next; see [`Class`].
     pub fn class(&self) -> Class {
         match self {
@@ -383,6 +398,31 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_api_advice_an_error_says_no_key_to_send() {
+        let unknown = Error::OutcomeUnknown {
+            op_id: "op-1".into(),
+            detail: "CloudStack shows nothing yet".into(),
+            unreachable: None,
+        };
+        assert!(
+            unknown
+                .to_string()
+                .contains("ask again with the same idempotency key")
+        );
+        assert_eq!(
+            unknown.without_api_advice(),
+            "the outcome of operation op-1 is not known yet: CloudStack shows nothing yet"
+        );
+        let conflict = Error::IdempotencyConflict {
+            key: "k".into(),
+            first: "attach {}".into(),
+        };
+        assert!(!conflict.without_api_advice().contains("use a new key"));
+        let other = Error::not_found("volume v");
+        assert_eq!(other.without_api_advice(), other.to_string());
+    }
 
     #[test]
     fn errors_round_trip_through_json_with_their_code() {

@@ -18,13 +18,20 @@
 //!
 //! The command runs without a shell, in its own process group, with stdin closed and
 //! stdout and stderr captured (their last [`TAIL_BYTES`] each are kept). When it ends
-//! — or when its timeout passes — its whole group is killed, so nothing it started
+//! — or when its timeout passes, or when the daemon lets go of it (the daemon stops,
+//! and its operations with it) — its whole group is killed, so nothing it started
 //! keeps writing to the disk after the preparation is over.
 //!
-//! TODO-robustness: a daemon killed while the command runs leaves the command
-//! running, unwatched (there is no parent-death signal without `unsafe`). The disk is
-//! safe all the same: the caller's unwind detaches it from the appliance before it
-//! reverts it.
+//! A daemon killed outright (SIGKILL, a crash) cannot kill anything (there is no
+//! parent-death signal without `unsafe`), so the command is marked: it and everything
+//! it starts inherit [`OP_ENV`]`=<operation id>` in their environment. When the
+//! operation is found interrupted after a restart, [`kill_leftovers`] finds the
+//! processes still carrying that mark (Linux: `/proc/<pid>/environ`) and kills them
+//! before the caller reverts the disk — whatever their process ids or groups have
+//! become, and never a process that is not the operation's. Only this host's processes
+//! can be seen: a preparation another host's daemon ran is left to that host (the
+//! caller's unwind detaches the disk from the appliance before it reverts it, so the
+//! disk is safe all the same).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -109,15 +116,22 @@ pub(crate) struct Failed {
     pub stderr_tail: String,
 }
 
-/// A started command.
+/// A started command. Dropped before [`Started::finish`] ended it (the daemon let go
+/// of it), it kills its process group.
 pub(crate) struct Started {
     child: tokio::process::Child,
     pid: Option<u32>,
+    /// Whether `finish` killed what was left of the group.
+    ended: bool,
     started: Instant,
     stdout: Arc<Mutex<Tail>>,
     stderr: Arc<Mutex<Tail>>,
     readers: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// The variable that marks a guest preparation's processes with its operation id (see
+/// the module doc); the command and all it starts inherit it.
+pub const OP_ENV: &str = "FERRY_GUEST_PREP_OP";
 
 /// The environment variables that carry ferry's secrets. Programs ferry runs for the
 /// operator (guest preparation, hooks) do not inherit them.
@@ -129,10 +143,11 @@ pub const SECRET_ENV: &[&str] = &[
     "PGPASSWORD",
 ];
 
-/// Starts `program` with `args` in its own process group. `Err` carries why it could
-/// not be started.
-pub(crate) fn start(program: &str, args: &[String]) -> Result<Started, String> {
+/// Starts `program` with `args` in its own process group, its processes marked with
+/// operation `op_id` ([`OP_ENV`]). `Err` carries why it could not be started.
+pub(crate) fn start(program: &str, args: &[String], op_id: &str) -> Result<Started, String> {
     let mut command = tokio::process::Command::new(program);
+    command.env(OP_ENV, op_id);
     // Its own process group: a timeout kills what it started too (a script's
     // children, virt-v2v's helper appliance).
     #[cfg(unix)]
@@ -162,6 +177,7 @@ pub(crate) fn start(program: &str, args: &[String]) -> Result<Started, String> {
     }
     Ok(Started {
         pid: child.id(),
+        ended: false,
         child,
         started,
         stdout,
@@ -181,6 +197,7 @@ impl Started {
     pub async fn finish(mut self, timeout: Duration) -> Result<Ran, Failed> {
         let waited = tokio::time::timeout(timeout, self.child.wait()).await;
         kill_group(self.pid).await;
+        self.ended = true;
         let failure = match waited {
             Ok(Ok(status)) if status.success() => None,
             Ok(Ok(status)) => Some(match status.code() {
@@ -220,6 +237,108 @@ impl Started {
             }),
         }
     }
+}
+
+impl Drop for Started {
+    /// The daemon let go of a command still running — its operation's task was
+    /// stopped, as when the daemon (or the server it runs in) stops: its whole group is
+    /// killed, not only the process `kill_on_drop` kills. Synchronously: there may be
+    /// no runtime left to wait on.
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let (false, Some(pid)) = (self.ended, self.pid) {
+            tracing::warn!(
+                pid,
+                "stopping a guest preparation still running: killing its process group"
+            );
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// How many times [`kill_leftovers`] looks and kills, at most, and how long it lets
+/// killed processes take to go between two looks.
+const LEFTOVER_ROUNDS: u32 = 100;
+const LEFTOVER_PAUSE: Duration = Duration::from_millis(10);
+
+/// Finds the processes marked with operation `op_id` ([`OP_ENV`]) that are still
+/// running on this host — what a command its daemon no longer watches left — and
+/// kills them, again until none is left (one may start another while it dies).
+/// Returns their process ids; `Err` when they cannot be looked for here.
+pub(crate) async fn kill_leftovers(op_id: &str) -> Result<Vec<u32>, String> {
+    let mark = format!("{OP_ENV}={op_id}");
+    let mut killed: Vec<u32> = Vec::new();
+    for round in 0..LEFTOVER_ROUNDS {
+        let found = marked_processes(&mark)?;
+        if found.is_empty() {
+            return Ok(killed);
+        }
+        if round > 0 {
+            // Killed already, not yet gone from /proc: a moment for the kernel.
+            tokio::time::sleep(LEFTOVER_PAUSE).await;
+        }
+        let _ = tokio::process::Command::new("kill")
+            .arg("-KILL")
+            .arg("--")
+            .args(found.iter().map(u32::to_string))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+        for pid in found {
+            if !killed.contains(&pid) {
+                killed.push(pid);
+            }
+        }
+    }
+    Err(format!(
+        "processes marked {mark} were still there after {LEFTOVER_ROUNDS} rounds of killing: {killed:?}"
+    ))
+}
+
+/// The live (not zombie) processes of this host whose environment holds `mark`.
+fn marked_processes(mark: &str) -> Result<Vec<u32>, String> {
+    let proc_dir = Path::new("/proc");
+    let entries = std::fs::read_dir(proc_dir)
+        .map_err(|e| format!("processes cannot be looked for on this host (no /proc: {e})"))?;
+    let own = std::process::id();
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        // Another user's process, or one that just ended, cannot be read: not ours.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if !environ.split(|b| *b == 0).any(|var| var == mark.as_bytes()) {
+            continue;
+        }
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st == "Z"))
+            })
+            .unwrap_or(true);
+        if !zombie {
+            found.push(pid);
+        }
+    }
+    Ok(found)
 }
 
 /// Kills process group `pid` (nothing if it has no members left). Without `unsafe`,
@@ -328,7 +447,7 @@ mod tests {
     #[tokio::test]
     async fn a_command_succeeds_fails_or_is_killed_with_its_group() {
         let sh = |script: &str| vec!["-c".to_string(), script.to_string()];
-        let ran = start("sh", &sh("echo out; echo err >&2"))
+        let ran = start("sh", &sh("echo out; echo err >&2"), "op-test")
             .unwrap()
             .finish(Duration::from_secs(10))
             .await
@@ -337,14 +456,16 @@ mod tests {
             (ran.stdout_tail.as_str(), ran.stderr_tail.as_str()),
             ("out", "err")
         );
-        let failed = start("sh", &sh("echo no virtio iso >&2; exit 3"))
+        let failed = start("sh", &sh("echo no virtio iso >&2; exit 3"), "op-test")
             .unwrap()
             .finish(Duration::from_secs(10))
             .await
             .unwrap_err();
         assert_eq!(failed.reason, "exited with status 3");
         assert_eq!(failed.stderr_tail, "no virtio iso");
-        let missing = start("/nonexistent/ferry-prep", &[]).err().unwrap();
+        let missing = start("/nonexistent/ferry-prep", &[], "op-test")
+            .err()
+            .unwrap();
         assert!(missing.starts_with("could not be started"), "{missing}");
         #[cfg(target_os = "linux")]
         {
@@ -352,7 +473,7 @@ mod tests {
             let pidfile = dir.path().join("pid");
             let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
             let begun = std::time::Instant::now();
-            let slow = start("sh", &sh(&script))
+            let slow = start("sh", &sh(&script), "op-test")
                 .unwrap()
                 .finish(Duration::from_secs(1))
                 .await

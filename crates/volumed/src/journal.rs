@@ -46,6 +46,21 @@ pub enum OpKind {
 }
 
 impl OpKind {
+    /// The CloudStack command the operation sends (`guest-prep`, the one that is no
+    /// CloudStack command, runs on the appliance).
+    pub fn command(self) -> &'static str {
+        match self {
+            OpKind::Attach | OpKind::AttachRoot => "attachVolume",
+            OpKind::Detach => "detachVolume",
+            OpKind::Snapshot => "createSnapshot",
+            OpKind::Revert => "revertSnapshot",
+            OpKind::DeleteSnapshot => "deleteSnapshot",
+            OpKind::CreateVolume => "createVolume",
+            OpKind::DeleteVolume => "deleteVolume",
+            OpKind::GuestPrep => "guest-prep",
+        }
+    }
+
     /// The name stored in `volume_ops.kind`.
     pub fn as_str(self) -> &'static str {
         match self {

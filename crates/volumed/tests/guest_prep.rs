@@ -3,7 +3,10 @@
 //! resolved it (under cloudsim's sysfs root), a failing or slow command is a
 //! definitive error with its output, a started command is never run again after a
 //! restart, tools are looked up where the daemon runs, and the REST API carries it
-//! all with the bearer token.
+//! all with the bearer token. A command the daemon lets go of is killed with all it
+//! started, and one a daemon killed outright left running is found by its mark and
+//! killed when the operation is found interrupted (the commands block on a FIFO
+//! nobody writes to, so they never end by themselves).
 //!
 //! The "command" is a small shell script in a temp dir that appends its arguments to
 //! a log file, so the test sees exactly how often, and with what, it ran.
@@ -559,4 +562,150 @@ async fn the_rest_api_carries_guest_prep_behind_the_token() -> Result {
 
 fn prep_body_json(prep: &GuestPrep) -> serde_json::Value {
     json!({"appliance_vm_id": ids::APPLIANCE_OMA, "volume_id": BOOT, "prep": prep})
+}
+
+// ---- what a preparation leaves running ----------------------------------------------
+
+/// Whether process `pid` runs (a zombie has ended: it only waits to be reaped).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            != Some("Z")
+    })
+}
+
+/// Waits (bounded) until `what` holds, looking every few milliseconds.
+async fn until(what: &str, mut holds: impl FnMut() -> bool) -> Result {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !holds() {
+        anyhow::ensure!(Instant::now() < deadline, "gave up waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// The process id written to `file`, once it is there.
+async fn pid_in(file: &Path) -> Result<u32> {
+    until(&format!("{} is written", file.display()), || {
+        std::fs::read_to_string(file).is_ok_and(|s| s.ends_with('\n'))
+    })
+    .await?;
+    Ok(std::fs::read_to_string(file)?.trim().parse()?)
+}
+
+/// A script body that starts a child blocked on a FIFO nobody writes to (it never ends
+/// by itself), writes the child's and its own process ids, and waits for the child.
+fn blocked_on_a_fifo(dir: &Path, name: &str) -> Result<(String, PathBuf, PathBuf)> {
+    let fifo = dir.join(format!("{name}.fifo"));
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+    anyhow::ensure!(status.success(), "mkfifo {}", fifo.display());
+    let (child, leader) = (
+        dir.join(format!("{name}.child")),
+        dir.join(format!("{name}.leader")),
+    );
+    let body = format!(
+        "cat '{}' > /dev/null &\necho $! > '{}'\necho $$ > '{}'\nwait",
+        fifo.display(),
+        child.display(),
+        leader.display()
+    );
+    Ok((body, child, leader))
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prep_its_daemon_lets_go_of_is_killed_with_what_it_started() -> Result {
+    let sim = Sim::start().await?;
+    let daemon = Arc::new(sim.local()?);
+    let (body, child_file, leader_file) = blocked_on_a_fifo(sim.tools.path(), "held")?;
+    let (script, _log) = sim.script("held", &body)?;
+    let prep = prep(&script, 600);
+    let caller = {
+        let daemon = Arc::clone(&daemon);
+        tokio::spawn(async move { prepare_boot(&*daemon, "held", &prep).await })
+    };
+    let (child, leader) = (pid_in(&child_file).await?, pid_in(&leader_file).await?);
+    assert!(alive(child) && alive(leader));
+    // The daemon stops (as the server it runs in does): its operations stop with it.
+    caller.abort();
+    assert!(caller.await.is_err(), "the caller was cancelled");
+    drop(Arc::into_inner(daemon).expect("the last reference"));
+    until("the command and its child are killed", || {
+        !alive(leader) && !alive(child)
+    })
+    .await?;
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prep_left_running_by_a_dead_daemon_is_found_and_killed_on_restart() -> Result {
+    use std::os::unix::process::CommandExt as _;
+    let sim = Sim::start().await?;
+    let (script, _log) = sim.script("prep", "true")?;
+    let prep = prep(&script, 30);
+    // What a daemon killed outright left: its command, marked with its operation, in a
+    // process group of its own, and the child it started — and, beside them, another
+    // operation's command, which must live.
+    let start = |name: &str, op: &str| -> Result<(std::process::Child, PathBuf, PathBuf)> {
+        let (body, child_file, leader_file) = blocked_on_a_fifo(sim.tools.path(), name)?;
+        let process = std::process::Command::new("sh")
+            .args(["-c", &body])
+            .env(volumed::guest_prep::OP_ENV, op)
+            .process_group(0)
+            .spawn()?;
+        Ok((process, leader_file, child_file))
+    };
+    let (mut left, leader, child) = start("left", "op-left")?;
+    let (leader, child) = (pid_in(&leader).await?, pid_in(&child).await?);
+    let (mut other, other_leader, other_child) = start("other", "op-other")?;
+    let (other_leader, other_child) = (pid_in(&other_leader).await?, pid_in(&other_child).await?);
+    sim.journal
+        .begin(NewOp {
+            id: "op-left".into(),
+            idempotency_key: "left".into(),
+            kind: OpKind::GuestPrep,
+            vm_id: Some(ids::APPLIANCE_OMA.into()),
+            volume_id: Some(BOOT.into()),
+            snapshot_id: None,
+            request: serde_json::to_value(OpRequest::GuestPrep {
+                appliance_vm_id: ids::APPLIANCE_OMA.into(),
+                volume_id: BOOT.into(),
+                prep: prep.clone(),
+            })?,
+            run_id: None,
+        })
+        .await?;
+    sim.journal
+        .set_job("op-left", &format!("guest-prep:pid:{leader}").into(), None)
+        .await?;
+
+    let daemon = sim.local()?;
+    let resumed = daemon.resume_unfinished().await?;
+    assert_eq!(resumed.len(), 1);
+    let Err(Error::GuestPrepFailed(failure)) = &resumed[0].outcome else {
+        panic!("{:?}", resumed[0].outcome);
+    };
+    assert!(
+        failure.reason.contains("was interrupted")
+            && failure.reason.contains("was left running was killed"),
+        "{}",
+        failure.reason
+    );
+    until("the left command and its child are killed", || {
+        !alive(leader) && !alive(child)
+    })
+    .await?;
+    left.wait()?;
+    assert!(
+        alive(other_leader) && alive(other_child),
+        "another operation's command is not touched"
+    );
+    other.kill()?;
+    other.wait()?;
+    std::process::Command::new("kill")
+        .args(["-KILL", &other_child.to_string()])
+        .status()?;
+    Ok(())
 }

@@ -65,17 +65,20 @@ pub(crate) fn call(cx: &Cx<'_>, step: &str, what: impl std::fmt::Display) -> Cal
 
 /// A volume-daemon error, by what it allows: unwind, try again (after looking), or
 /// wait out an outage.
+/// The words are the run's (`ferry run show` prints them), not the daemon API caller's:
+/// the step asks again with the key itself.
 pub(crate) fn volume_error(what: &str, e: volumed::Error) -> StepError {
+    let error = format!("{what}: {}", e.without_api_advice());
     if let Some(down) = e.unreachable() {
         return StepError::Unreachable {
             of: down.of.to_string(),
             reason: down.reason,
-            error: format!("{what}: {e}"),
+            error,
         };
     }
     match e.class() {
-        volumed::Class::Definitive => StepError::Definitive(format!("{what}: {e}")),
-        _ => StepError::Transient(format!("{what}: {e}")),
+        volumed::Class::Definitive => StepError::Definitive(error),
+        _ => StepError::Transient(error),
     }
 }
 
@@ -159,7 +162,7 @@ pub(crate) async fn pending_or_done_job<T>(
 /// The last job of `command` this run's step recorded, with its state in CloudStack now
 /// — or, when none is recorded (a process killed after CloudStack accepted the command
 /// and before the run log had its id), a pending job of that command on `vm_id` that
-/// CloudStack lists.
+/// CloudStack lists. A recorded job CloudStack no longer knows counts as none.
 async fn recorded_job<T>(
     cx: &Cx<'_>,
     command: &str,
@@ -194,12 +197,27 @@ async fn recorded_job<T>(
         }
         return unrecorded_job(cx, command, vm_id).await;
     };
-    let state = cx
+    let state = match cx
         .ctx
         .cloud
         .query_async_job_result(&JobId::from(&job_id))
         .await
-        .map_err(|e| cloud_error(&format!("looking up CloudStack job {job_id}"), e))?;
+    {
+        Ok(state) => state,
+        // CloudStack no longer knows the job (its record purged, or its database
+        // restored from before it): it is pending no more, and what it did is what
+        // the VM shows — which the step looks at, as after a job that ended.
+        Err(e @ cloudstack::Error::JobUnknown { .. }) => {
+            tracing::warn!(run = %cx.run.id, step = cx.step, job_id, command, error = %e, "CloudStack no longer knows the recorded job; the VM's state tells what it did");
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(cloud_error(
+                &format!("looking up CloudStack job {job_id}"),
+                e,
+            ));
+        }
+    };
     if state.jobstatus == cloudstack::JobStatus::Pending {
         tracing::info!(run = %cx.run.id, step = cx.step, job_id, command, "resuming a CloudStack job in flight");
     }
@@ -255,5 +273,26 @@ pub(crate) async fn event(cx: &Cx<'_>, level: &str, step: &str, message: &str) {
         .await
     {
         tracing::warn!(run = %cx.run.id, error = %e, "cannot record an event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_volume_error_in_a_run_says_no_idempotency_key_to_send() {
+        let e = volumed::Error::OutcomeUnknown {
+            op_id: "op-1".into(),
+            detail: "attachVolume was sent again and again got no answer".into(),
+            unreachable: None,
+        };
+        let StepError::Transient(error) = volume_error("attaching the boot disk", e) else {
+            panic!("an unknown outcome is tried again");
+        };
+        assert_eq!(
+            error,
+            "attaching the boot disk: the outcome of operation op-1 is not known yet: attachVolume was sent again and again got no answer"
+        );
     }
 }

@@ -331,10 +331,14 @@ async fn an_attach_found_done_on_a_retry_is_recorded() -> TestResult {
                             Box::pin(async move {
                                 if attempt == 1 {
                                     // The next poll — of the boot disk's attach — is refused.
+                                    // Not with 431: that says CloudStack does not know the
+                                    // job, which the volume daemon settles at once by
+                                    // looking (tests/forgotten_jobs.rs).
                                     reqwest::Client::new()
                                         .post(format!("{admin}/faults"))
                                         .json(&json!({"command": "queryAsyncJobResult",
-                                            "fault": fault_for("queryAsyncJobResult")}))
+                                            "fault": {"kind": "api_error", "errorcode": 401,
+                                                "errortext": format!("{INJECTED}: poll refused")}}))
                                         .send()
                                         .await
                                         .expect("armed");

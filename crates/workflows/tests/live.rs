@@ -521,6 +521,72 @@ async fn a_failed_attach_unwinds_the_live_failover() -> TestResult {
     Ok(())
 }
 
+/// A live failover that fails after its before_live hooks ran says in the run's error,
+/// and in its log as the unwind begins, that the source may be powered off — also when
+/// the unwind sticks at an undo that comes before the hooks step's (undos run in
+/// reverse), so that step's own warning is never reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_failover_stuck_after_its_hooks_says_the_source_may_be_off() -> TestResult {
+    let mut rig = rig().await?;
+    rig.env.hooks.before_live = vec![command("true", &["power-off"], 10)];
+    rig.fail_data_attach().await?;
+    // Destroying pgtest1 (create-vm's undo) fails: the unwind sticks there.
+    rig.arm(
+        json!({"command": "destroyVirtualMachine", "nth": 1, "times": 100,
+        "fault": {"kind": "job_error", "errorcode": 530, "errortext": "host unreachable"}}),
+    )
+    .await?;
+    let run = live::start(&rig.env, "pgtest1").await?;
+    let error = match rig.execute(&run, live::saga()).await? {
+        engine::Outcome::Stuck { error } => error,
+        outcome => panic!("expected a stuck run, got {outcome:?}"),
+    };
+    let says_off = |text: &str| {
+        text.contains("before_live hooks had run (command `true power-off`")
+            && text.contains("the source VM may be powered off")
+    };
+    assert!(error.contains("undo of step create-vm failed"), "{error}");
+    assert!(says_off(&error), "{error}");
+    let stored = rig.env.store.run(&run.id).await?.unwrap();
+    assert_eq!(stored.state, RunState::Stuck);
+    assert_eq!(stored.error.as_deref(), Some(error.as_str()));
+    let steps = rig.env.store.steps(&run.id).await?;
+    let hooks = steps.iter().find(|s| s.name == "run-hooks").unwrap();
+    assert_eq!(
+        hooks.state,
+        store::StepState::Done,
+        "the hooks step's undo was not reached"
+    );
+    let events = rig.env.store.events(&RunId::from(&run.id)).await?;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.level == "warn" && e.step.is_none() && says_off(&e.message)),
+        "the log says it as the unwind begins: {events:#?}"
+    );
+    Ok(())
+}
+
+/// An unwind that completes says it too, in the run's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_failover_unwound_after_its_hooks_says_the_source_may_be_off() -> TestResult {
+    let mut rig = rig().await?;
+    rig.env.hooks.before_live = vec![command("true", &[], 10)];
+    let (run, error) = rig.unwound_by_a_failed_data_attach(Flow::Live).await?;
+    assert!(
+        error.contains("attach-replicas") && error.contains("the source VM may be powered off"),
+        "{error}"
+    );
+    let stored = rig.env.store.run(&run.id).await?.unwrap();
+    assert_eq!(stored.error.as_deref(), Some(error.as_str()));
+    rig.assert_at_rest().await?;
+    // Without hooks nothing is said.
+    rig.env.hooks.before_live.clear();
+    let (_, error) = rig.unwound_by_a_failed_data_attach(Flow::Live).await?;
+    assert!(!error.contains("powered off"), "{error}");
+    Ok(())
+}
+
 /// A rollback is forward: interrupted by a failure (here destroying the VM), it is
 /// started again and finishes what the first left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,13 @@
 //! The `/sim/` admin endpoints, which no CloudStack has: the accounting
 //! (`/sim/stats`), fault rules (`/sim/faults`), latencies (`/sim/latency`), settings
-//! (`/sim/settings`), and every volume with its simulated content (`/sim/volumes`).
+//! (`/sim/settings`), every volume with its simulated content (`/sim/volumes`), and
+//! forgetting an async job (`/sim/jobs/{id}`).
 
 use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -151,4 +152,18 @@ pub async fn volumes(State(inner): State<Shared>) -> Json<Value> {
             }))
             .collect::<Vec<_>>()
     ))
+}
+
+/// `DELETE /sim/jobs/{id}`: CloudStack forgets the async job, as when its `async_job`
+/// row is purged or the database is restored from before it. `queryAsyncJobResult`
+/// then refuses its id (431, as `ParamProcessWorker` does) and `listAsyncJobs` leaves
+/// it out. A job that has not reached the head of its queue never runs; one that is
+/// running runs on to its end, unseen. 204, or 404 for an id cloudsim does not know.
+pub async fn forget_job(State(inner): State<Shared>, Path(job_id): Path<String>) -> StatusCode {
+    if inner.forget_job(&job_id) {
+        crate::persist::save_now(&inner);
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
 }

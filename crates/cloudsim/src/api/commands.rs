@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::api::params::Params;
 use crate::error::CsError;
-use crate::jobs::op::Op;
+use crate::jobs::op::{JobFault, Op};
 use crate::sim::Shared;
 use crate::state::entities::{DeployRequest, Job, Snapshot, State, Vm, Volume};
 
@@ -71,7 +71,7 @@ pub fn dispatch(
     command: &str,
     class: &str,
     p: &Params,
-    fault: Option<CsError>,
+    fault: Option<JobFault>,
 ) -> Result<Value, CsError> {
     let mut s = inner.state.lock().expect("poisoned");
     // ParamProcessWorker: ids that do not resolve are refused before anything runs.

@@ -14,6 +14,7 @@ use crate::api::commands::dispatch;
 use crate::api::params::Params;
 use crate::error::CsError;
 use crate::faults::{FaultKind, Outage, OutageAnswer};
+use crate::jobs::op::JobFault;
 use crate::sim::Shared;
 
 /// The commands cloudsim implements: lower-case name → (canonical name, Java class).
@@ -251,12 +252,13 @@ async fn handle(inner: Shared, params: Params) -> Response {
             errorcode,
             errortext,
         }) => {
-            job_fault = Some(CsError {
+            job_fault = Some(JobFault::Fail(CsError {
                 code: errorcode,
                 cs_code: 4250,
                 text: errortext,
-            })
+            }))
         }
+        Some(FaultKind::ForgetJob) => job_fault = Some(JobFault::Forget),
         None => {}
     }
 

@@ -1,5 +1,5 @@
 //! The HTTP surface: CloudStack's `/client/api`, and cloudsim's own `/sim/` admin
-//! endpoints (faults, latency, settings, stats, volume contents).
+//! endpoints (faults, latency, settings, stats, volume contents, forgetting a job).
 //!
 //! The files: `endpoint` is `/client/api` as a whole — the command table, signature
 //! checks, injected call faults and CloudStack's response and error envelopes;
@@ -13,7 +13,7 @@ mod endpoint;
 mod params;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::sim::Shared;
 
@@ -42,5 +42,6 @@ pub fn router(inner: Shared) -> Router {
             get(admin::get_settings).post(admin::set_settings),
         )
         .route("/sim/volumes", get(admin::volumes))
+        .route("/sim/jobs/{id}", delete(admin::forget_job))
         .with_state(inner)
 }

@@ -105,6 +105,15 @@ impl<'de> serde::Deserialize<'de> for CommandName {
     }
 }
 
+/// A fault injected into an async job when it is submitted.
+#[derive(Debug, Clone)]
+pub enum JobFault {
+    /// The job fails with this after its latency, changing nothing.
+    Fail(CsError),
+    /// CloudStack forgets the job as soon as it has given out its id: it never runs.
+    Forget,
+}
+
 /// A job on its queue, waiting for the queue's worker.
 pub struct QueuedJob {
     pub job_id: String,

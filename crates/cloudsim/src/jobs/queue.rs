@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::error::CsError;
 use crate::hotplug;
-use crate::jobs::op::{Op, QueuedJob};
+use crate::jobs::op::{JobFault, Op, QueuedJob};
 use crate::sim::Inner;
 use crate::state::entities::{Job, State, now};
 use crate::world::default_latency_ms;
@@ -36,7 +36,7 @@ impl Inner {
         instance: (&str, &str),
         queue: String,
         op: Op,
-        fault: Option<CsError>,
+        fault: Option<JobFault>,
     ) -> String {
         let job_id = uuid::Uuid::new_v4().to_string();
         {
@@ -68,6 +68,7 @@ impl Inner {
                 created: now.clone(),
                 completed: None,
                 polls: 0,
+                begun: false,
             };
             if let Some(e) = &refused {
                 record.status = 2;
@@ -76,6 +77,10 @@ impl Inner {
                 record.completed = Some(now);
             }
             state.jobs.insert(job_id.clone(), record);
+            if matches!(fault, Some(JobFault::Forget)) && refused.is_none() {
+                forget(&mut state, &job_id);
+                return job_id;
+            }
             if refused.is_some() {
                 self.stats
                     .lock()
@@ -97,7 +102,10 @@ impl Inner {
             job_id: job_id.clone(),
             queue: queue.clone(),
             op,
-            fault,
+            fault: match fault {
+                Some(JobFault::Fail(e)) => Some(e),
+                Some(JobFault::Forget) | None => None,
+            },
         };
         let mut queues = self.queues.lock().expect("poisoned");
         let sender = queues.entry(queue).or_insert_with(|| {
@@ -122,7 +130,24 @@ impl Inner {
         job_id
     }
 
+    /// Forgets the job `job_id` (`DELETE /sim/jobs/{id}`): its record goes, so that
+    /// CloudStack's API no longer knows it. Its work still runs if it has begun; a job
+    /// still waiting in its queue is dropped when it reaches the head (see `run`).
+    /// Whether there was such a job.
+    pub fn forget_job(&self, job_id: &str) -> bool {
+        forget(&mut self.state.lock().expect("poisoned"), job_id)
+    }
+
     async fn run(self: &Arc<Self>, job: QueuedJob) {
+        {
+            // A job forgotten before it reached the head of its queue never runs (what
+            // its submission allocated went when it was forgotten).
+            let mut state = self.state.lock().expect("poisoned");
+            match state.jobs.get_mut(&job.job_id) {
+                Some(record) => record.begun = true,
+                None => return,
+            }
+        }
         let started = Instant::now();
         {
             let mut stats = self.stats.lock().expect("poisoned");
@@ -344,6 +369,28 @@ impl Inner {
             tracing::error!(error = %e, serial, "hot-unplug emulation failed");
         }
     }
+}
+
+/// Removes the record of job `job_id`; whether there was one. A job that has not
+/// begun is as if never submitted: the snapshot or volume its submission allocated
+/// goes with it (a VM a deployVirtualMachine allocated stays, as it was allocated).
+fn forget(state: &mut State, job_id: &str) -> bool {
+    let Some(job) = state.jobs.remove(job_id) else {
+        return false;
+    };
+    if job.status == 0
+        && !job.begun
+        && let Some(id) = &job.instance_id
+    {
+        match &*job.command {
+            "createsnapshot" => {
+                state.snapshots.remove(id);
+            }
+            "createvolume" => state.abort_create_volume(id),
+            _ => {}
+        }
+    }
+    true
 }
 
 /// What validation at the head of the queue established.

@@ -149,6 +149,10 @@ pub struct Job {
     pub created: String,
     pub completed: Option<String>,
     pub polls: u64,
+    /// Whether its queue's worker has taken it up (a job refused when it was
+    /// submitted never is).
+    #[serde(default)]
+    pub begun: bool,
 }
 
 /// Everything in the simulated cloud.

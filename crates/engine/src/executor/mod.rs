@@ -268,11 +268,28 @@ impl Engine {
                     return Ok(Outcome::Done);
                 }
                 Some(error) => {
+                    // What no undo will put back is said with the cause, so that the
+                    // run's error says it however the unwind ends — stuck at any undo
+                    // included — and the log says it once the unwind begins.
+                    let leaves = unwind_leaves(saga, &records);
+                    let error = match &leaves {
+                        Some(leaves) => format!("{error}; {leaves}"),
+                        None => error,
+                    };
                     self.store
                         .set_run_state_fenced(run_id, generation, RunState::Unwinding, Some(&error))
                         .await?;
                     self.event(run_id, "error", None, &format!("unwinding: {error}"))
                         .await;
+                    if let Some(leaves) = &leaves {
+                        self.event(
+                            run_id,
+                            "warn",
+                            None,
+                            &format!("the unwind will not undo this: {leaves}"),
+                        )
+                        .await;
+                    }
                     run = self.load(run_id).await?;
                 }
             }
@@ -335,6 +352,8 @@ impl Engine {
                 error: None,
                 started_at: Some(now_ms()),
                 finished_at: None,
+                undo_started_at: None,
+                undo_finished_at: None,
             });
             let mut outage = None;
             loop {
@@ -474,6 +493,12 @@ impl Engine {
                 .as_deref()
                 .filter(|_| record.state != StepState::Failed)
                 .and_then(|o| serde_json::from_str(o).ok());
+            // The undo's own time begins now — unless it was under way already (a run
+            // resumed mid-undo), and again when an operator retries a stuck one.
+            if record.state != StepState::Undoing || record.undo_started_at.is_none() {
+                record.undo_started_at = Some(now_ms());
+                record.undo_finished_at = None;
+            }
             let mut attempt = 0;
             let mut outage = None;
             loop {
@@ -526,7 +551,7 @@ impl Engine {
                 match result {
                     Ok(()) => {
                         record.state = StepState::Undone;
-                        record.finished_at = Some(now_ms());
+                        record.undo_finished_at = Some(now_ms());
                         self.store.put_step(&run.id, generation, &record).await?;
                         records[position] = record;
                         break;
@@ -549,6 +574,7 @@ impl Engine {
                         );
                         record.state = StepState::UndoFailed;
                         record.error = Some(e.to_string());
+                        record.undo_finished_at = Some(now_ms());
                         self.store.put_step(&run.id, generation, &record).await?;
                         records[position] = record;
                         self.store
@@ -573,6 +599,20 @@ impl Engine {
             .await;
         Ok(Outcome::Unwound { error: original })
     }
+}
+
+/// What the steps whose actions finished say an unwind leaves as it is
+/// ([`crate::step::Step::unwind_leaves`]), in their order, joined; `None` when nothing.
+fn unwind_leaves<C: Send + Sync>(saga: &Saga<C>, records: &[StepRecord]) -> Option<String> {
+    let said: Vec<String> = records
+        .iter()
+        .filter(|r| r.state == StepState::Done)
+        .filter_map(|r| {
+            let output: Value = serde_json::from_str(r.output.as_deref()?).ok()?;
+            saga.steps.get(r.position as usize)?.unwind_leaves(&output)
+        })
+        .collect();
+    (!said.is_empty()).then(|| said.join("; "))
 }
 
 /// Records in `ferry_step_duration_seconds` one attempt of a step's action or undo

@@ -203,6 +203,14 @@ impl Request {
         Request::post(format!("/v1/vms/{}/{workflow}", segment(name)), None)
     }
 
+    /// The runs whose id starts with `prefix`, at most `limit`, newest first.
+    pub(crate) fn runs_by_id_prefix(prefix: &str, limit: i64) -> Request {
+        let mut query = form_query();
+        query.append_pair("id_prefix", prefix);
+        query.append_pair("limit", &limit.to_string());
+        Request::get(format!("/v1/runs?{}", query.finish()))
+    }
+
     pub(crate) fn list_runs(vm: Option<&str>, limit: Option<i64>) -> Request {
         let mut query = form_query();
         if let Some(vm) = vm {
@@ -544,5 +552,9 @@ mod tests {
             "/v1/runs?vm=pg+test&limit=5"
         );
         assert_eq!(Request::list_runs(None, None).path, "/v1/runs");
+        assert_eq!(
+            Request::runs_by_id_prefix("01a&b", 11).path,
+            "/v1/runs?id_prefix=01a%26b&limit=11"
+        );
     }
 }

@@ -236,12 +236,12 @@ pub enum RunCommand {
     },
 }
 
-/// How many of the newest runs a prefix is looked for in (the API's largest page).
-const PREFIX_SCOPE: i64 = 1000;
+/// How many of the runs an ambiguous prefix names are listed.
+const AMBIGUOUS_SHOWN: usize = 10;
 
-/// The run `run` names: an id as it is, the one run among the newest
-/// [`PREFIX_SCOPE`] whose id starts with a prefix, or a VM's latest run. An unknown
-/// prefix or an ambiguous one is refused with what matched.
+/// The run `run` names: an id as it is, the one run whose id starts with a prefix
+/// (the server looks among all runs), or a VM's latest run. An unknown prefix or an
+/// ambiguous one is refused with what matched.
 async fn resolve(api: &Api, run: RunRef) -> Result<String, Failure> {
     if let Some(vm) = run.vm {
         let (runs, _) = api
@@ -266,31 +266,35 @@ async fn resolve(api: &Api, run: RunRef) -> Result<String, Failure> {
             message: "an empty run id; give a run's id or the start of it".into(),
         });
     }
-    let (runs, _) = api
-        .typed::<Vec<RunSummary>>(Request::list_runs(None, Some(PREFIX_SCOPE)))
+    // One more than are shown: enough to tell one from several, and whether more
+    // than are shown match.
+    let (mut matches, _) = api
+        .typed::<Vec<RunSummary>>(Request::runs_by_id_prefix(
+            &prefix,
+            AMBIGUOUS_SHOWN as i64 + 1,
+        ))
         .await?;
-    let mut matches: Vec<RunSummary> = runs
-        .into_iter()
-        .filter(|r| r.id.to_ascii_lowercase().starts_with(&prefix))
-        .collect();
     match matches.len() {
         0 => Err(Failure::Local {
             code: "not_found",
             message: format!(
-                "no run {id}: no run's id starts with `{id}` (of the newest {PREFIX_SCOPE}); \
-                 `ferry run list` lists the runs"
+                "no run {id}: no run's id starts with `{id}`; `ferry run list` lists the runs"
             ),
         }),
         1 => Ok(matches.remove(0).id),
         n => {
-            const SHOWN: usize = 10;
-            let mut message =
-                format!("`{id}` is the start of {n} runs' ids; give more of it to name one:");
-            for r in matches.iter().take(SHOWN) {
+            let mut message = if n > AMBIGUOUS_SHOWN {
+                format!(
+                    "`{id}` is the start of more than {AMBIGUOUS_SHOWN} runs' ids; give more of it to name one:"
+                )
+            } else {
+                format!("`{id}` is the start of {n} runs' ids; give more of it to name one:")
+            };
+            for r in matches.iter().take(AMBIGUOUS_SHOWN) {
                 message.push_str(&format!("\n  {}", render::run_line(r)));
             }
-            if n > SHOWN {
-                message.push_str(&format!("\n  … and {} more", n - SHOWN));
+            if n > AMBIGUOUS_SHOWN {
+                message.push_str("\n  … and more");
             }
             Err(Failure::Local {
                 code: "ambiguous",
@@ -310,8 +314,20 @@ enum Failure {
 }
 
 impl From<ClientError> for Failure {
+    /// The server's error, except where its message tells an API client what to send
+    /// (a header, a query parameter): an operator at the CLI is told what to set or
+    /// pass instead, under the API's code. (`confirmation_required` is `vm remove`'s.)
     fn from(e: ClientError) -> Self {
-        Failure::Client(e)
+        match &e {
+            ClientError::Api { body, .. } if body.error.code == "unauthorized" => Failure::Local {
+                code: "unauthorized",
+                message: "the server refused the API token: FERRY_TOKEN (or the file given \
+                          with --token-file) must hold the server's token — its FERRY_TOKEN, \
+                          or the file its config's server.token_file names"
+                    .to_string(),
+            },
+            _ => Failure::Client(e),
+        }
     }
 }
 

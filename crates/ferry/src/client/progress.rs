@@ -259,9 +259,9 @@ fn step_line(step: &StepView, of: usize) -> String {
         step.state
     );
     if !matches!(step.state.as_str(), "running" | "undoing")
-        && let Some(ms) = step.duration_ms
+        && let Some(time) = render::step_time(step)
     {
-        line.push_str(&format!(" ({})", render::duration(ms)));
+        line.push_str(&format!(" ({time})"));
     }
     if matches!(step.state.as_str(), "failed" | "undo_failed")
         && let Some(error) = &step.error
@@ -281,6 +281,8 @@ struct Plain {
     waiting: Option<String>,
     /// The steps already said to be overdue.
     overdue: std::collections::HashSet<i64>,
+    /// The CloudStack jobs already said to be overdue.
+    overdue_jobs: std::collections::HashSet<String>,
     steps: Vec<String>,
 }
 
@@ -349,6 +351,13 @@ impl Plain {
                 && self.overdue.insert(step.position)
             {
                 outln!("  warning: {} is {warning}", step.name);
+            }
+        }
+        for job in &detail.jobs {
+            if let (Some(warning), Some(id)) = (&job.overdue, &job.job_id)
+                && self.overdue_jobs.insert(id.clone())
+            {
+                outln!("  warning: CloudStack job {id} ({}) is {warning}", job.kind);
             }
         }
         // Before the undos it causes. (Why is in the failed step's line, when a poll saw
@@ -446,8 +455,8 @@ impl Bars {
         let width = detail.steps.iter().map(|s| s.name.len()).max().unwrap_or(0);
         for (step, bar) in detail.steps.iter().zip(&self.steps) {
             let mut message = format!("{:<width$}  {}", step.name, step.state.replace('_', " "));
-            if let Some(ms) = step.duration_ms {
-                message.push_str(&format!("  {}", render::duration(ms)));
+            if let Some(time) = render::step_time(step) {
+                message.push_str(&format!("  {time}"));
             }
             if matches!(step.state.as_str(), "failed" | "undo_failed")
                 && let Some(error) = &step.error
@@ -565,6 +574,9 @@ fn job_message(job: &JobView) -> String {
     if let Some(error) = &job.error {
         message.push_str(&format!(": {}", render::job_error(error)));
     }
+    if let Some(warning) = &job.overdue {
+        message.push_str(&format!("  ⚠ {warning}"));
+    }
     message
 }
 
@@ -612,7 +624,19 @@ mod tests {
             state: "succeeded".into(),
             error: None,
             at: "2026-01-01T00:00:00.000Z".into(),
+            overdue: None,
         }
+    }
+
+    #[test]
+    fn an_overdue_job_says_so_on_its_line() {
+        let mut frozen = job("attach-replicas", "attach");
+        frozen.state = "submitted".into();
+        frozen.overdue = Some("running for 5 min 00 s — far past …".into());
+        assert_eq!(
+            job_message(&frozen),
+            "attach  volume vol-1  job job-1  submitted  ⚠ running for 5 min 00 s — far past …"
+        );
     }
 
     #[test]

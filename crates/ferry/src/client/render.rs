@@ -510,7 +510,7 @@ pub(crate) fn run_detail(detail: &RunDetail) -> String {
                 .as_deref()
                 .map(|at| offset(&run.created_at, at))
                 .unwrap_or_else(|| "-".into()),
-            step.duration_ms.map(duration).unwrap_or_else(|| "-".into()),
+            step_time(step).unwrap_or_else(|| "-".into()),
         ]);
         if let Some(error) = &step.error {
             steps.note(format!("error: {error}"));
@@ -538,6 +538,9 @@ pub(crate) fn run_detail(detail: &RunDetail) -> String {
             ]);
             if let Some(error) = &job.error {
                 jobs.note(format!("error: {}", job_error(error)));
+            }
+            if let Some(warning) = &job.overdue {
+                jobs.note(format!("warning: {warning}"));
             }
         }
         out.push_str(&jobs.render());
@@ -578,9 +581,45 @@ pub(crate) fn story(detail: &RunDetail) -> String {
     out
 }
 
+/// A step's own times: its action's, and its undo's once it was undone (or is being
+/// undone, or its undo failed) — `1.2 s, undo 0.8 s`; each from its own start.
+pub(crate) fn step_time(step: &StepView) -> Option<String> {
+    match (step.duration_ms, step.undo_duration_ms) {
+        (Some(action), Some(undo)) => {
+            Some(format!("{}, undo {}", duration(action), duration(undo)))
+        }
+        (Some(action), None) => Some(duration(action)),
+        (None, Some(undo)) => Some(format!("undo {}", duration(undo))),
+        (None, None) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_undone_step_shows_its_action_and_its_undo_each_its_own() {
+        let mut step = StepView {
+            position: 2,
+            name: "create-vm".into(),
+            state: "undone".into(),
+            attempts: 1,
+            started_at: None,
+            finished_at: None,
+            duration_ms: Some(1_200),
+            undo_started_at: None,
+            undo_finished_at: None,
+            undo_duration_ms: Some(800),
+            error: None,
+            overdue: None,
+        };
+        assert_eq!(step_time(&step).as_deref(), Some("1.2 s, undo 0.8 s"));
+        step.undo_duration_ms = None;
+        assert_eq!(step_time(&step).as_deref(), Some("1.2 s"));
+        step.duration_ms = None;
+        assert_eq!(step_time(&step), None);
+    }
 
     #[test]
     fn columns_line_up_and_lines_have_no_trailing_spaces() {

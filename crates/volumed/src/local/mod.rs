@@ -17,15 +17,18 @@
 //! 4. Errors are handled by class. *Definitive*: the operation failed; that is
 //!    recorded and returned to every later request with the key. *Transient* on
 //!    submission: nothing happened; resubmit a bounded number of times with backoff.
-//!    *Unknown* (timeout, lost response): look at CloudStack first (see
-//!    [`crate::look`]); submit again — once — only if looking shows that nothing
-//!    happened and no job for it is pending.
+//!    *Unknown* (timeout, lost response, or a job CloudStack cannot tell the end of:
+//!    cut short by a management-server restart, or no longer known to it): look at
+//!    CloudStack first (see [`crate::look`]); submit again — once — only if looking
+//!    shows that nothing happened and no job for it is pending.
 //!
 //! An operation whose outcome is still unknown, or whose submission kept failing
 //! transiently, stays *unfinished* in the journal and the caller gets an error of
 //! class unknown or transient. Asking again with the same key, or
 //! [`Local::resume_unfinished`] after a restart, picks it up: with a job id, by
-//! waiting on that job (never a second submission); without one, by looking first.
+//! waiting on that job (never a second submission while CloudStack can say how it
+//! ends); without one, or when CloudStack answers that it does not know the job, by
+//! looking first.
 //!
 //! # Races this module is written against
 //!
@@ -69,7 +72,7 @@ use tracing::Instrument;
 use crate::appliance::Appliances;
 use crate::commands::{self, Submitted, command_of};
 use crate::device::{self, Device, PollSteps, Presence};
-use crate::error::{Class, Error, Result, chain};
+use crate::error::{Error, Result, chain};
 use crate::journal::{
     Begun, DeviceRecord, Journal, JournalError, NewOp, OpKind, OpRecord, Outcome,
 };
@@ -395,15 +398,12 @@ impl Inner {
             }
             (_, Some(job_id)) => {
                 match commands::wait_job(&self.client, &op, job_id, op.entity_id.clone()).await {
-                    // The job ended failed without knowing what it did — cut short by a
-                    // management-server restart (the one failed job that is not
-                    // definitive): look at CloudStack, and send again what is not done.
-                    Err(Error::CloudStack {
-                        class: Class::Unknown,
-                        job_id: Some(failed),
-                        ..
-                    }) if failed == job_id.as_str() => {
-                        tracing::info!(%job_id, "the job was cut short by a restart of CloudStack; looking before sending it again");
+                    // CloudStack cannot tell what the job did — it was cut short by a
+                    // management-server restart, or CloudStack no longer knows it (its
+                    // record purged, a database restored from before it): look at
+                    // CloudStack, and send again only what looking shows not done.
+                    Err(e) if commands::lost_job(&e, job_id).is_some() => {
+                        tracing::info!(%job_id, error = %e, "CloudStack cannot tell what the recorded job did; looking before sending it again");
                         self.submit_and_wait(&op, &request, Origin::Recovered).await
                     }
                     other => other,

@@ -35,7 +35,34 @@ impl Inner {
                         .await
                         .map_err(Error::journal)?;
                     self.note_entity(op, request, entity_id.as_deref()).await?;
-                    return commands::wait_job(&self.client, op, &job_id, entity_id).await;
+                    let waited = commands::wait_job(&self.client, op, &job_id, entity_id).await;
+                    let lost = match &waited {
+                        Err(e) if commands::lost_job(e, &job_id).is_some() => e.clone(),
+                        _ => return waited,
+                    };
+                    // CloudStack cannot tell what the job did (a restart cut it short,
+                    // or it no longer knows the job): look, as after a lost answer.
+                    tracing::warn!(%job_id, error = %lost, "CloudStack cannot tell what the job did; looking at CloudStack");
+                    match self.look_settled(op, request).await? {
+                        Some(done) => return done,
+                        None if may_resubmit => {
+                            tracing::info!(
+                                "nothing happened and nothing is pending; resubmitting once"
+                            );
+                            may_resubmit = false;
+                            continue;
+                        }
+                        None => {
+                            return Err(Error::OutcomeUnknown {
+                                op_id: op.id.clone(),
+                                detail: format!(
+                                    "{} was sent again after CloudStack could not tell what its job did, and again CloudStack cannot tell ({lost}); it shows nothing done",
+                                    command_of(op.kind),
+                                ),
+                                unreachable: None,
+                            });
+                        }
+                    }
                 }
                 Err(e) => e,
             };

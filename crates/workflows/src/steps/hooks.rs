@@ -59,6 +59,16 @@ impl TypedStep<Env> for BeforeLiveHooks {
         Ok(report)
     }
 
+    /// The hooks that ran may have powered the source off; no undo powers it on.
+    fn unwind_leaves(&self, report: &HookReport) -> Option<String> {
+        (!report.ran.is_empty()).then(|| {
+            format!(
+                "its before_live hooks had run ({}): the source VM may be powered off and serving nothing — power it on (the after_rollback hooks do) if it must serve until the failover is tried again",
+                report.ran.join("; ")
+            )
+        })
+    }
+
     /// Nothing in CloudStack to undo; what the hooks did to the source is left as it is
     /// (see the module doc), and said so.
     async fn undo(&self, cx: &Cx<'_>, _output: Option<Self::Output>) -> Result<(), StepError> {
