@@ -455,6 +455,53 @@ async fn a_serial_collision_on_the_appliance_is_reported_not_a_wedge() -> TestRe
     told(&rig, &run, &["cannot be told apart", DATA]).await
 }
 
+// ---- a test failover's own unwind -------------------------------------------------------
+
+#[tokio::test]
+async fn a_test_failover_unwinding_after_a_snapshot_was_deleted_marks_that_replica() -> TestResult {
+    let rig = drift_rig().await?;
+    let before = rig.generations().await?;
+    // The start runs long enough to delete a snapshot by hand meanwhile, then fails:
+    // the run unwinds through attach-replicas' undo, which reverts the replicas.
+    rig.latency(serde_json::json!({"startVirtualMachine": 3_000_000}))
+        .await?;
+    rig.arm(serde_json::json!({"command": "startVirtualMachine", "times": 10,
+        "fault": {"kind": "job_error", "errorcode": 530, "errortext": "Unable to start VM: agent error"}}))
+        .await?;
+    let run = test_failover::start(&rig.env, "pgtest1").await?;
+    let saga = test_failover::saga();
+    let executing = rig.engine.execute(&run.id, &saga, &rig.env);
+    let drift = async {
+        loop {
+            let steps = rig.env.store.steps(&run.id).await?;
+            if steps
+                .iter()
+                .any(|s| s.name == "start-vm" && s.state == store::StepState::Running)
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        delete_snapshot_of(&rig, DATA).await
+    };
+    let (outcome, drifted) = tokio::join!(executing, drift);
+    drifted?;
+    assert!(
+        matches!(outcome?, Outcome::Unwound { .. }),
+        "the failed start unwinds the run"
+    );
+    // Everything is back on the appliance; the boot replica reverted, the data replica
+    // with the test VM's writes and marked.
+    assert_on(&rig, BOOT, ids::APPLIANCE_OMA).await?;
+    assert_on(&rig, DATA, ids::APPLIANCE_OMA).await?;
+    assert!(rig.test_vms().await?.is_empty());
+    assert_eq!(rig.generations().await?[BOOT], before[BOOT]);
+    assert_marked(&rig, DATA, "snapshot").await?;
+    let vm = rig.env.store.vm("pgtest1").await?.expect("registered");
+    assert_eq!(vm.state, store::VmState::ReadyForFailover);
+    refused_until_resynced(&rig, DATA).await
+}
+
 // ---- cleanup after a clone-mode test failover -------------------------------------------
 
 #[tokio::test]
