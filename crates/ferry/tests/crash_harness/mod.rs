@@ -735,6 +735,13 @@ async fn step_by_freezing(
         serve.freeze()?;
         let recorded = match recorded(sim, db, id, point, k).await {
             Ok(recorded) => recorded,
+            // Frozen in the middle of a SQLite write, the process holds the database's
+            // lock: let it finish, and freeze it again at another moment.
+            Err(e) if holds_the_lock(&e) && Instant::now() < deadline => {
+                serve.thaw()?;
+                tokio::task::yield_now().await;
+                continue;
+            }
             Err(e) => {
                 serve.thaw()?;
                 return Err(e.context(format!("reading run {id} while its process was frozen")));
@@ -758,6 +765,16 @@ async fn step_by_freezing(
         );
         tokio::task::yield_now().await;
     }
+}
+
+/// Whether reading failed because the frozen process holds SQLite's lock (SQLITE_BUSY,
+/// SQLITE_LOCKED, or SQLITE_PROTOCOL when it holds the WAL's), which says nothing of
+/// where it is.
+fn holds_the_lock(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let text = cause.to_string();
+        text.contains("locking protocol") || text.contains("database is locked")
+    })
 }
 
 /// Where the (frozen) process is with respect to `point`, by what it recorded: the
