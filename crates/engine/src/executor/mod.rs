@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use store::{Run, RunState, StepRecord, StepState, Store, StoreError, now_ms};
-use tracing::Instrument as _;
 
 use crate::step::{Saga, StepContext, StepError};
 
@@ -383,26 +382,13 @@ impl Engine {
                     attempt: record.attempts,
                     step: step.name(),
                 };
-                let started = Instant::now();
-                let result = step
-                    .run(&cx)
-                    .instrument(tracing::info_span!(
-                        "step",
-                        step = step.name(),
-                        phase = "action",
-                        attempt = record.attempts
-                    ))
-                    .await;
-                observe_step(run, step.name(), "action", result.is_ok(), started);
                 let Some(result) = self
-                    .settle(
-                        run,
-                        generation,
-                        step.name(),
+                    .attempt(
+                        (run, generation, step.name()),
+                        ("action", record.attempts),
                         &mut outage,
-                        result,
                         lost,
-                        true,
+                        step.run(&cx),
                     )
                     .await?
                 else {
@@ -522,26 +508,13 @@ impl Engine {
                     attempt,
                     step: step.name(),
                 };
-                let started = Instant::now();
-                let result = step
-                    .undo(&cx, output.as_ref())
-                    .instrument(tracing::info_span!(
-                        "step",
-                        step = step.name(),
-                        phase = "undo",
-                        attempt
-                    ))
-                    .await;
-                observe_step(run, step.name(), "undo", result.is_ok(), started);
                 let Some(result) = self
-                    .settle(
-                        run,
-                        generation,
-                        step.name(),
+                    .attempt(
+                        (run, generation, step.name()),
+                        ("undo", attempt),
                         &mut outage,
-                        result,
                         lost,
-                        false,
+                        step.undo(&cx, output.as_ref()),
                     )
                     .await?
                 else {

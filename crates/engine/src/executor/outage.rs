@@ -9,16 +9,46 @@ use std::time::{Duration, Instant};
 
 use store::{Run, now_ms};
 
-use super::{Engine, Outcome, Stop};
+use tracing::Instrument;
+
+use super::{Engine, Outcome, Stop, observe_step};
 use crate::step::StepError;
 
 impl Engine {
+    /// One attempt of a step's action or undo (`phase`): run under its span, its
+    /// duration observed, and an outage it met waited out — `None` then, for another
+    /// attempt that does not count. Only an action can be cancelled while it waits.
+    pub(super) async fn attempt<T>(
+        &self,
+        (run, generation, step): (&Run, i64, &str),
+        (phase, attempt): (&'static str, i64),
+        outage: &mut Option<Outage>,
+        lost: &AtomicBool,
+        work: impl std::future::Future<Output = Result<T, StepError>>,
+    ) -> Result<Option<Result<T, StepError>>, Stop> {
+        let started = Instant::now();
+        let result = work
+            .instrument(tracing::info_span!("step", step, phase, attempt))
+            .await;
+        observe_step(run, step, phase, result.is_ok(), started);
+        self.settle(
+            run,
+            generation,
+            step,
+            outage,
+            result,
+            lost,
+            phase == "action",
+        )
+        .await
+    }
+
     /// What an attempt of an action or undo came to, outages accounted for: `None`
     /// when it met an outage and waited a while ([`Self::wait_out`]) — try again, not
     /// counting the attempt; else its result, an outage past the tolerance as a
     /// definitive failure. Any result but an outage ends the wait, if there was one.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn settle<T>(
+    async fn settle<T>(
         &self,
         run: &Run,
         generation: i64,
