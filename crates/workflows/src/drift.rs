@@ -19,9 +19,8 @@
 use ids::{VmId, VolumeId};
 
 use engine::StepError;
-use volumed::Presence;
 
-use crate::env::{Cx, call, cloud_error, event, store_error, volume_error};
+use crate::env::{Cx, call, cloud_error, event, leave_appliance, store_error, volume_error};
 use crate::run::RunInput;
 
 /// Marks replica `volume_id` as diverged from its source for `reason` (the first mark
@@ -59,86 +58,67 @@ pub(crate) fn is_run_target(input: &RunInput, vm: &cloudstack::VirtualMachine) -
     vm.name == input.target_name
 }
 
-/// Before the replicas that are attached to no VM are reverted to the drill's
-/// snapshots (a cleanup, or a test failover's unwind), detaches the ones drift moved,
-/// so they are reverted with the others:
-/// - a replica on the appliance that ferry did not put back there (its record says
-///   otherwise): someone attached it by hand, and the drill's writes are still on it;
-/// - a replica on a VM that is neither the appliance nor the run's target, as a data
-///   disk or as the ROOT of a stopped VM.
+/// Whether replica `volume` (as CloudStack has it now) is attached to no VM and so can
+/// be reverted to the drill's snapshot (a cleanup, or a test failover's unwind) —
+/// after it is detached, if drift moved it:
+/// - on the appliance, but not put back there by ferry (its record says otherwise):
+///   someone attached it by hand, and the drill's writes are still on it;
+/// - on a VM that is neither the appliance nor the run's target, as a data disk or as
+///   the ROOT of a stopped VM.
 ///
-/// A replica that is the ROOT disk of a running VM ferry does not own is left there:
-/// ferry does not stop what it did not create. It is marked diverged.
-pub(crate) async fn free_moved_replicas(
+/// `false` for a replica ferry put back on the appliance (reverted before), one on the
+/// run's target (its detach step's business), and one that is the ROOT disk of a
+/// running VM ferry does not own: ferry does not stop what it did not create, and it
+/// is marked diverged.
+pub(crate) async fn detached_for_revert(
     cx: &Cx<'_>,
     step: &str,
     input: &RunInput,
+    volume: &cloudstack::Volume,
     appliance: &VmId,
-) -> Result<(), StepError> {
+) -> Result<bool, StepError> {
     let env = cx.ctx;
-    for d in input.plan.disks() {
-        let Some(volume) = env
-            .cloud
-            .get_volume(&d.volume_id)
+    let Some(holder) = &volume.virtualmachineid else {
+        return Ok(true);
+    };
+    if holder == appliance {
+        let recorded = env
+            .store
+            .replica(&volume.id)
             .await
-            .map_err(|e| cloud_error("looking up a replica", e))?
-        else {
-            continue;
-        };
-        let Some(holder) = volume.virtualmachineid.clone() else {
-            continue;
-        };
-        if &holder == appliance {
-            let recorded = env
-                .store
-                .replica(&d.volume_id)
-                .await
-                .map_err(|e| store_error("reading a replica's record", e))?
-                .and_then(|(_, r)| r.attachment.vm_id);
-            if recorded.as_ref() == Some(appliance) {
-                // Put back by ferry, after its revert.
-                continue;
-            }
-            event(
-                cx,
-                "warn",
-                step,
-                &format!(
-                    "replica {} was attached to the appliance behind ferry's back, with the \
-                     drill's writes on it: detaching it to revert it",
-                    d.volume_id
-                ),
-            )
-            .await;
-            detach_from(cx, step, &d.volume_id, &holder).await?;
-            env.volumes
-                .wait_device(
-                    appliance,
-                    &d.volume_id,
-                    Presence::Disappears,
-                    env.device_timeout,
-                )
-                .await
-                .map_err(|e| {
-                    volume_error("waiting for the replica's disk to leave the appliance", e)
-                })?;
-            continue;
+            .map_err(|e| store_error("reading a replica's record", e))?
+            .and_then(|(_, r)| r.attachment.vm_id);
+        if recorded.as_ref() == Some(appliance) {
+            // Put back by ferry, after its revert.
+            return Ok(false);
         }
-        let Some(vm) = env
-            .cloud
-            .get_virtual_machine(&holder)
-            .await
-            .map_err(|e| cloud_error("looking up the VM holding a replica", e))?
-        else {
-            continue;
-        };
-        if is_run_target(input, &vm) {
-            // The detach step's business.
-            continue;
-        }
-        take_from_foreign(cx, step, &d.volume_id, &volume, &vm).await?;
+        event(
+            cx,
+            "warn",
+            step,
+            &format!(
+                "replica {} was attached to the appliance behind ferry's back, with the \
+                 drill's writes on it: detaching it to revert it",
+                volume.id
+            ),
+        )
+        .await;
+        let key = call(cx, step, format!("drift-detach/{}/{holder}", volume.id));
+        leave_appliance(cx, &key, &volume.id, appliance).await?;
+        return Ok(true);
     }
-    Ok(())
+    let Some(vm) = env
+        .cloud
+        .get_virtual_machine(holder)
+        .await
+        .map_err(|e| cloud_error("looking up the VM holding a replica", e))?
+    else {
+        return Ok(false);
+    };
+    if is_run_target(input, &vm) {
+        return Ok(false);
+    }
+    take_from_foreign(cx, step, &volume.id, volume, &vm).await
 }
 
 /// Takes replica `volume_id` (as `volume`) off `vm`, a VM that ferry did not create

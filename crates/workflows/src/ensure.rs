@@ -5,7 +5,7 @@ use engine::StepError;
 use ids::{SnapshotId, VmId, VolumeId};
 use volumed::Presence;
 
-use crate::drift::{GONE, diverged, free_moved_replicas, is_run_target, take_from_foreign};
+use crate::drift::{GONE, detached_for_revert, diverged, is_run_target, take_from_foreign};
 pub(crate) use crate::env::event;
 use crate::env::{
     Cx, Env, call, cloud_error, pending_job, pending_or_done_job, record_job, store_error,
@@ -403,7 +403,7 @@ pub(crate) struct Reverted {
 /// the appliance. A replica back on the appliance was reverted before ferry put it
 /// there (by an earlier cleanup, or by an unwind), and its snapshot may be gone: it is
 /// skipped. One that drift moved (to the appliance by hand, or to another VM) is
-/// detached first, so it is reverted too ([`free_moved_replicas`]). CloudStack reverts
+/// detached first, so it is reverted too ([`detached_for_revert`]). CloudStack reverts
 /// only detached volumes or those of stopped VMs, so this is also the one moment a
 /// revert can happen without stopping the appliance.
 ///
@@ -417,7 +417,7 @@ pub(crate) async fn revert_detached_replicas(
     let env = cx.ctx;
     let vm = protected_vm(cx).await?;
     let appliance = appliance_vm_id(cx, &vm).await?;
-    free_moved_replicas(cx, step, input, &appliance).await?;
+    let appliance = &appliance;
     // A detached replica's revert runs on its own CloudStack queue: all at once (each to
     // its end), since one after another would add a revert per disk that CloudStack
     // does not impose.
@@ -431,7 +431,7 @@ pub(crate) async fn revert_detached_replicas(
             diverged(cx, step, &d.volume_id, GONE).await?;
             return Ok(None);
         };
-        if volume.virtualmachineid.is_some() {
+        if !detached_for_revert(cx, step, input, &volume, appliance).await? {
             return Ok(None);
         }
         match run_snapshots(env, input, d).await?.into_iter().next() {

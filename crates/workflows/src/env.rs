@@ -1,6 +1,6 @@
 //! What every workflow step works with, and the small helpers they share.
 
-use ids::{JobId, ServiceOfferingId, TemplateId, VmId, ZoneId};
+use ids::{JobId, ServiceOfferingId, TemplateId, VmId, VolumeId, ZoneId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -262,6 +262,33 @@ async fn unrecorded_job<T>(
                 cloudstack::JobStatus::Pending,
             )
         }))
+}
+
+/// Detaches replica `volume_id` from the appliance `appliance` with the volume-daemon
+/// call `key`, and waits for its disk to leave the appliance.
+pub(crate) async fn leave_appliance(
+    cx: &Cx<'_>,
+    key: &Call,
+    volume_id: &VolumeId,
+    appliance: &VmId,
+) -> Result<(), StepError> {
+    let env = cx.ctx;
+    env.volumes.detach(key, volume_id).await.map_err(|e| {
+        volume_error(
+            &format!("detaching replica {volume_id} from the appliance"),
+            e,
+        )
+    })?;
+    env.volumes
+        .wait_device(
+            appliance,
+            volume_id,
+            volumed::Presence::Disappears,
+            env.device_timeout,
+        )
+        .await
+        .map_err(|e| volume_error("waiting for the replica's disk to leave the appliance", e))?;
+    Ok(())
 }
 
 /// Records an event in the run's log; a failure to record is logged, not fatal.

@@ -15,13 +15,12 @@ use async_trait::async_trait;
 use engine::{Output, StepError, TypedStep};
 use ids::{SnapshotId, VolumeId};
 use serde::{Deserialize, Serialize};
-use volumed::Presence;
 
 use crate::ensure::{
     Reverted, all_to_the_end, ensure_on_appliance, ensure_stopped, event, find_vm,
     put_back_detached_replicas, revert_detached_replicas,
 };
-use crate::env::{Cx, Env, call, volume_error};
+use crate::env::{Cx, Env, call, leave_appliance, volume_error};
 use crate::jobs::Queue::{Appliance, Own, Target};
 use crate::jobs::Times::PerDisk;
 use crate::jobs::{Job, WorkflowStep, job};
@@ -62,34 +61,14 @@ impl TypedStep<Env> for DetachReplicas {
 
     async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         refuse_in_clone_mode(cx, self.output().name())?;
-        let env = cx.ctx;
         let input = input(cx)?;
         let vm = protected_vm(cx).await?;
         let appliance = appliance_vm_id(cx, &vm).await?;
         all_to_the_end(input.plan.disks().iter().map(|d| {
             let appliance = appliance.clone();
             async move {
-                env.volumes
-                    .detach(&call(cx, "detach-replicas", &d.volume_id), &d.volume_id)
-                    .await
-                    .map_err(|e| {
-                        volume_error(
-                            &format!("detaching replica {} from the appliance", d.volume_id),
-                            e,
-                        )
-                    })?;
-                env.volumes
-                    .wait_device(
-                        &appliance,
-                        &d.volume_id,
-                        Presence::Disappears,
-                        env.device_timeout,
-                    )
-                    .await
-                    .map_err(|e| {
-                        volume_error("waiting for the replica's disk to leave the appliance", e)
-                    })?;
-                Ok::<_, StepError>(())
+                let key = call(cx, "detach-replicas", &d.volume_id);
+                leave_appliance(cx, &key, &d.volume_id, &appliance).await
             }
         }))
         .await?;
