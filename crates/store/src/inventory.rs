@@ -83,7 +83,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let attachment = |disk: &Disk| sighting(seen, disk).unwrap_or_default();
-        insert_parts(&mut tx, &id, vm, |_| new_id(), attachment).await?;
+        insert_parts(&mut tx, &id, vm, |_| new_id(), attachment, |_| None).await?;
         tx.commit().await?;
         self.vm_by_id(&ProtectedVmId::from(&id))
             .await?
@@ -170,33 +170,13 @@ impl Store {
                 (None, None) => Attachment::default(),
             }
         };
-        insert_parts(&mut tx, id.as_str(), vm, disk_id, attachment).await?;
         // A replica the update keeps keeps its divergence mark and resync history: an
         // update of the definition is no resync.
-        for o in &old {
-            let kept = vm
-                .disks
-                .iter()
-                .any(|d| d.replica_volume_id == o.disk.replica_volume_id);
-            if kept && (o.diverged.is_some() || o.resynced_at.is_some()) {
-                sqlx::query(
-                    "UPDATE replica_volumes SET diverged_at = $1, diverged_reason = $2,
-                       diverged_run_id = $3, resynced_at = $4
-                     WHERE volume_id = $5",
-                )
-                .bind(o.diverged.as_ref().map(|m| m.at))
-                .bind(o.diverged.as_ref().map(|m| m.reason.clone()))
-                .bind(
-                    o.diverged
-                        .as_ref()
-                        .and_then(|m| m.run_id.as_ref().map(|r| r.to_string())),
-                )
-                .bind(o.resynced_at)
-                .bind(o.disk.replica_volume_id.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
+        let kept = |disk: &Disk| {
+            old.iter()
+                .find(|o| o.disk.replica_volume_id == disk.replica_volume_id)
+        };
+        insert_parts(&mut tx, id.as_str(), vm, disk_id, attachment, kept).await?;
         sqlx::query("INSERT INTO vm_updates (vm_id, at, changes) VALUES ($1, $2, $3)")
             .bind(id.as_str())
             .bind(now_ms())
@@ -523,12 +503,13 @@ fn sighting(seen: &[(VolumeId, Attachment)], disk: &Disk) -> Option<Attachment> 
 
 /// Writes VM `vm_id`'s NICs, disks and replica volumes from `vm`: each disk under the
 /// id `disk_id` gives it, its replica volume with the record `attachment` gives it.
-async fn insert_parts(
+async fn insert_parts<'k>(
     tx: &mut Tx<'_>,
     vm_id: &str,
     vm: &NewVm,
     disk_id: impl Fn(&Disk) -> String,
     attachment: impl Fn(&Disk) -> Attachment,
+    kept: impl Fn(&Disk) -> Option<&'k DiskRecord>,
 ) -> Result<()> {
     for nic in &vm.nics {
         sqlx::query(
@@ -567,10 +548,13 @@ async fn insert_parts(
         .execute(&mut **tx)
         .await?;
         let attachment = attachment(disk);
+        let kept = kept(disk);
+        let mark = kept.and_then(|k| k.diverged.as_ref());
         sqlx::query(
             "INSERT INTO replica_volumes (volume_id, disk_id, expected_size_bytes, attached_vm_id,
-               device_id, device_path, seen_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+               device_id, device_path, seen_at, diverged_at, diverged_reason, diverged_run_id,
+               resynced_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(disk.replica_volume_id.as_str())
         .bind(&disk_id)
@@ -579,6 +563,10 @@ async fn insert_parts(
         .bind(attachment.device_id)
         .bind(&attachment.device_path)
         .bind(attachment.seen_at)
+        .bind(mark.map(|m| m.at))
+        .bind(mark.map(|m| m.reason.clone()))
+        .bind(mark.and_then(|m| m.run_id.as_ref().map(|r| r.to_string())))
+        .bind(kept.and_then(|k| k.resynced_at))
         .execute(&mut **tx)
         .await?;
     }
