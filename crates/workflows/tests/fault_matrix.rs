@@ -29,25 +29,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::flows::{Flow, assert_invariants, run_matrix};
+use common::flows::{ASYNC_COMMANDS, Flow, assert_invariants, run_matrix};
 use common::{TestResult, rig};
 use engine::Outcome;
 use futures::FutureExt;
 use serde_json::{Value, json};
-
-/// Commands CloudStack runs as async jobs: those fail inside their job.
-const ASYNC: [&str; 10] = [
-    "deployVirtualMachine",
-    "startVirtualMachine",
-    "stopVirtualMachine",
-    "destroyVirtualMachine",
-    "attachVolume",
-    "detachVolume",
-    "createVolume",
-    "createSnapshot",
-    "revertSnapshot",
-    "deleteSnapshot",
-];
 
 const INJECTED: &str = "injected by the fault matrix";
 
@@ -62,7 +48,7 @@ fn parallel() -> usize {
 /// How the matrix fails a call: an async command's job fails; a synchronous one is
 /// refused.
 fn fault_for(command: &str) -> Value {
-    if ASYNC.contains(&command) {
+    if ASYNC_COMMANDS.contains(&command) {
         job_failed(command)
     } else {
         refused(command)
@@ -81,7 +67,7 @@ fn refused(command: &str) -> Value {
 /// the command refused before CloudStack accepted a job; a synchronous command
 /// refused.
 fn faults_for(command: &str) -> Vec<(&'static str, Value)> {
-    if ASYNC.contains(&command) {
+    if ASYNC_COMMANDS.contains(&command) {
         vec![("job", job_failed(command)), ("call", refused(command))]
     } else {
         vec![("call", refused(command))]

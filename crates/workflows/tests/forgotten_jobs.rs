@@ -14,27 +14,10 @@
 
 mod common;
 
-use std::time::Instant;
-
-use common::flows::{Census, Flow, census, run_matrix};
+use common::flows::{ASYNC_COMMANDS, Census, Flow, each_call_of};
 use common::{RigOptions, TestResult, rig_with};
 use engine::Outcome;
-use futures::FutureExt;
 use serde_json::json;
-
-/// The async commands the workflows send (deleteVolume is synchronous: no job).
-const ASYNC_COMMANDS: [&str; 10] = [
-    "deployVirtualMachine",
-    "startVirtualMachine",
-    "stopVirtualMachine",
-    "destroyVirtualMachine",
-    "attachVolume",
-    "detachVolume",
-    "createVolume",
-    "createSnapshot",
-    "revertSnapshot",
-    "deleteSnapshot",
-];
 
 async fn case(flow: Flow, clean: Census, command: String, nth: u64) -> TestResult {
     let rig = rig_with(RigOptions::default()).await?;
@@ -78,27 +61,13 @@ async fn case(flow: Flow, clean: Census, command: String, nth: u64) -> TestResul
 }
 
 async fn forget_each_job_of(flow: Flow) -> TestResult {
-    let started = Instant::now();
-    let clean = census(flow, RigOptions::default()).await?;
-    let mut cases = Vec::new();
-    for (command, n) in &clean.calls {
-        if ASYNC_COMMANDS.contains(&command.as_str()) {
-            for nth in 1..=*n {
-                cases.push((
-                    format!("{command} #{nth}"),
-                    case(flow, clean.clone(), command.clone(), nth).boxed(),
-                ));
-            }
-        }
-    }
-    run_matrix(
-        "forgotten-jobs",
+    each_call_of(
         flow,
-        started,
-        cases,
-        4,
-        |_| format!("jobs={:?}", clean.jobs),
-        &format!("forgotten jobs in {} went wrong", flow.name()),
+        "forgotten-jobs",
+        RigOptions::default(),
+        &ASYNC_COMMANDS,
+        case,
+        "forgotten jobs",
     )
     .await
 }

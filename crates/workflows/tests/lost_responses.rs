@@ -13,12 +13,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::flows::{Census, Flow, MUTATIONS, census, run_matrix};
+use common::flows::{Census, Flow, MUTATIONS, each_call_of};
 use common::{RigOptions, TestResult, rig_with};
 use engine::Outcome;
-use futures::FutureExt;
 use serde_json::json;
 
 /// A lost response costs the client its whole request timeout: short here, long
@@ -78,27 +77,13 @@ async fn case(flow: Flow, clean: Census, command: String, nth: u64) -> TestResul
 }
 
 async fn lose_each_response_of(flow: Flow) -> TestResult {
-    let started = Instant::now();
-    let clean = census(flow, options()).await?;
-    let mut cases = Vec::new();
-    for (command, n) in &clean.calls {
-        if MUTATIONS.contains(&command.as_str()) {
-            for nth in 1..=*n {
-                cases.push((
-                    format!("{command} #{nth}"),
-                    case(flow, clean.clone(), command.clone(), nth).boxed(),
-                ));
-            }
-        }
-    }
-    run_matrix(
-        "lost-responses",
+    each_call_of(
         flow,
-        started,
-        cases,
-        4,
-        |_| format!("jobs={:?}", clean.jobs),
-        &format!("lost responses in {} went wrong", flow.name()),
+        "lost-responses",
+        options(),
+        &MUTATIONS,
+        case,
+        "lost responses",
     )
     .await
 }

@@ -486,6 +486,62 @@ pub async fn census(flow: Flow, options: RigOptions) -> anyhow::Result<Census> {
     Ok(rig.census_now().await?.since(&before))
 }
 
+/// The commands CloudStack runs as async jobs among those the workflows call: every
+/// mutation but deleteVolume, which is synchronous. Their failures and their loss
+/// happen inside a job.
+pub const ASYNC_COMMANDS: [&str; 10] = [
+    "deployVirtualMachine",
+    "startVirtualMachine",
+    "stopVirtualMachine",
+    "destroyVirtualMachine",
+    "attachVolume",
+    "detachVolume",
+    "createVolume",
+    "createSnapshot",
+    "revertSnapshot",
+    "deleteSnapshot",
+];
+
+/// One case per call of `commands` that a clean run of `flow` (on a rig made with
+/// `options`) made — `case(flow, clean census, command, nth)` — run four at a time as
+/// the matrix `suite`; `what` says what went wrong when a case fails.
+pub async fn each_call_of<Fut>(
+    flow: Flow,
+    suite: &str,
+    options: RigOptions,
+    commands: &[&str],
+    case: impl Fn(Flow, Census, String, u64) -> Fut,
+    what: &str,
+) -> TestResult
+where
+    Fut: std::future::Future<Output = TestResult> + Send + 'static,
+{
+    use futures::FutureExt;
+    let started = Instant::now();
+    let clean = census(flow, options).await?;
+    let mut cases = Vec::new();
+    for (command, n) in &clean.calls {
+        if commands.contains(&command.as_str()) {
+            for nth in 1..=*n {
+                cases.push((
+                    format!("{command} #{nth}"),
+                    case(flow, clean.clone(), command.clone(), nth).boxed(),
+                ));
+            }
+        }
+    }
+    run_matrix(
+        suite,
+        flow,
+        started,
+        cases,
+        4,
+        |_| format!("jobs={:?}", clean.jobs),
+        &format!("{what} in {} went wrong", flow.name()),
+    )
+    .await
+}
+
 /// CloudStack's mutating commands among those the workflows call: each changes the
 /// cloud, so a suite that disturbs a call tries every occurrence of these.
 pub const MUTATIONS: [&str; 11] = [
