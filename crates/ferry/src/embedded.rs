@@ -34,6 +34,7 @@ impl Embedded {
             config,
             cloudstack_secret: SecretString::from(cloudstack_secret.to_string()),
             api_token: SecretString::from(token.clone()),
+            agent_tokens: Default::default(),
         };
         let shutdown = CancellationToken::new();
         let running = server::start(settings, listener, shutdown.clone()).await?;

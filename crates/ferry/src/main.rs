@@ -116,6 +116,16 @@ struct VolumedArgs {
     /// it at start.
     #[arg(long, default_value = "ferry-volumed.db")]
     database: String,
+    /// PEM certificate chain to serve HTTPS with (with --tls-key). Without them the
+    /// daemon serves plain HTTP, which it allows on a loopback address only.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The agent API revision to claim (tests of the engine's refusal only).
+    #[arg(long, hide = true)]
+    api_revision: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -279,9 +289,22 @@ async fn volumed(args: VolumedArgs) -> anyhow::Result<()> {
         cloudstack_secret,
     ))
     .context("cannot build the CloudStack client")?;
+    let tls = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
+    anyhow::ensure!(
+        tls.is_some() || args.listen.ip().is_loopback(),
+        "refusing to serve plain HTTP on {}: the token and the appliance's volume commands \
+         would cross the network in clear. Give --tls-cert and --tls-key, or listen on a \
+         loopback address (127.0.0.1) behind your own TLS proxy",
+        args.listen
+    );
     let mut config = volumed::LocalConfig::default();
+    let mut identity = volumed::server::Identity::new(Vec::new());
     if let Some(vm) = args.appliance_vm_id {
+        identity.serves.push(vm.as_str().into());
         config.appliances.insert(vm, args.sysfs_root);
+    }
+    if let Some(revision) = args.api_revision {
+        identity.api_revision = revision;
     }
     let store = store::Store::connect(&args.database)
         .await
@@ -313,10 +336,16 @@ async fn volumed(args: VolumedArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    println!("{}", serde_json::json!({ "url": format!("http://{addr}") }));
-    volumed::server::serve(listener, service, token, shutdown::signal())
-        .await
-        .context("the volume daemon stopped with an error")
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("{}", serde_json::json!({ "url": format!("{scheme}://{addr}") }));
+    match tls {
+        Some(files) => {
+            volumed::server::serve_tls(listener, service, token, identity, files, shutdown::signal())
+                .await
+        }
+        None => volumed::server::serve(listener, service, token, identity, shutdown::signal()).await,
+    }
+    .context("the volume daemon stopped with an error")
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub struct Settings {
     pub config: Config,
     pub cloudstack_secret: SecretString,
     pub api_token: SecretString,
+    /// The token of each appliance's volume agent, by appliance name.
+    pub agent_tokens: std::collections::BTreeMap<String, SecretString>,
 }
 
 impl Settings {
@@ -28,10 +30,12 @@ impl Settings {
         let lookup = |name: &str| std::env::var(name).ok();
         let cloudstack_secret = config.cloudstack_secret(lookup)?;
         let api_token = config.api_token(lookup)?;
+        let agent_tokens = config.agent_tokens(lookup)?;
         Ok(Settings {
             config,
             cloudstack_secret,
             api_token,
+            agent_tokens,
         })
     }
 }
@@ -167,6 +171,10 @@ pub async fn start(
         cloudstack::Client::new(client_config).map_err(|e| StartError::Client(e.to_string()))?;
 
     let mut daemon = volumed::LocalConfig::default();
+    // The engine's registry (replicas, created volumes, attachments), which the
+    // in-process daemon and every remote agent's client keep.
+    let journal: Arc<dyn volumed::Journal> = Arc::new(volumed::StoreJournal::new(store.clone()));
+    let mut agents: Vec<(String, Arc<dyn volumed::VolumeService>)> = Vec::new();
     for a in &config.appliances {
         store
             .upsert_appliance(&store::Appliance {
@@ -177,24 +185,44 @@ pub async fn start(
                         .clone()
                         .unwrap_or_else(|| config.target.zone_id.clone()),
                 ),
-                volumed_url: None,
-                sysfs_root: Some(a.sysfs_root.display().to_string()),
+                volumed_url: a.volumed_url.clone(),
+                sysfs_root: a
+                    .volumed_url
+                    .is_none()
+                    .then(|| a.sysfs_root.display().to_string()),
             })
             .await
             .map_err(|source| StartError::Appliance {
                 name: a.name.clone(),
                 source,
             })?;
-        daemon
-            .appliances
-            .insert(a.vm_id.clone(), PathBuf::from(&a.sysfs_root));
+        match &a.volumed_url {
+            None => {
+                daemon
+                    .appliances
+                    .insert(a.vm_id.clone(), PathBuf::from(&a.sysfs_root));
+            }
+            Some(url) => {
+                let token = settings.agent_tokens.get(&a.name).cloned().ok_or_else(|| {
+                    StartError::Client(format!("appliance {}: no volume agent token", a.name))
+                })?;
+                let mut http = volumed::HttpClientConfig::new(url, token);
+                http.ca_file = a.volumed_ca_file.clone();
+                let agent =
+                    volumed::Agent::new(&a.name, VmId::from(&a.vm_id), http, journal.clone())
+                        .map_err(|e| {
+                            StartError::Client(format!("appliance {}'s volume agent: {e}", a.name))
+                        })?;
+                agents.push((a.name.clone(), Arc::new(agent)));
+            }
+        }
     }
-    let journal: Arc<dyn volumed::Journal> = Arc::new(volumed::StoreJournal::new(store.clone()));
     let local = Arc::new(volumed::Local::new(cloud.clone(), journal, daemon));
     let env = workflows::Env {
         store: store.clone(),
         cloud,
         volumes: local.clone(),
+        agents: workflows::Agents::new(agents),
         target: workflows::Target {
             zone_id: ZoneId::from(&config.target.zone_id),
             service_offering_id: ServiceOfferingId::from(&config.target.service_offering_id),

@@ -148,9 +148,63 @@ pub struct ApplianceSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_id: Option<String>,
     /// Where its `/sys/block` and `/dev/disk/by-id` are seen from this process: `/`
-    /// when `ferry serve` runs on the appliance.
+    /// when `ferry serve` runs on the appliance. Unused when it has a `volumed_url`.
     #[serde(default = "default_sysfs_root")]
     pub sysfs_root: PathBuf,
+    /// Its volume agent: the `ferry volumed` on the appliance, `https://host:port`
+    /// (`http://` only to a loopback address). Every volume command, device wait and
+    /// guest preparation of this appliance goes there. Omitted: this process serves
+    /// the appliance in-process, seeing its disks under `sysfs_root`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumed_url: Option<String>,
+    /// The file holding the agent's bearer token (else `FERRY_VOLUMED_TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumed_token_file: Option<PathBuf>,
+    /// PEM file of the certificate authority the agent's TLS certificate must chain
+    /// to — or the agent's self-signed certificate itself, which pins it. Omitted: the
+    /// system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumed_ca_file: Option<PathBuf>,
+}
+
+/// The agent token's name, environment variable and config key, for messages.
+const VOLUMED_TOKEN: SecretSource = SecretSource {
+    what: "volume agent token",
+    env: "FERRY_VOLUMED_TOKEN",
+    key: "appliances.volumed_token_file",
+};
+
+/// Whether `url` is an http(s) URL, and plain http only to a loopback host.
+fn agent_url_problem(url: &str) -> Option<String> {
+    let rest = if let Some(rest) = url.strip_prefix("https://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        let host = rest.split('/').next().unwrap_or_default();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.split(']').next())
+            .unwrap_or_else(|| host.rsplit_once(':').map_or(host, |(h, _)| h));
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Some(format!(
+                "`{url}` is plain http to a host that is not loopback: the agent's token and \
+                 commands would cross the network in clear; use https:// (ferry volumed --tls-cert)"
+            ));
+        }
+        rest
+    } else {
+        return Some(format!(
+            "`{url}` is not an http(s) URL: use e.g. https://oma1.example.com:8091"
+        ));
+    };
+    rest.split('/')
+        .next()
+        .filter(|h| !h.is_empty())
+        .is_none()
+        .then(|| format!("`{url}` names no host"))
 }
 
 fn default_sysfs_root() -> PathBuf {
@@ -354,6 +408,22 @@ impl Config {
                     a.name
                 ));
             }
+            match &a.volumed_url {
+                Some(url) => {
+                    if let Some(problem) = agent_url_problem(url) {
+                        problems.push(format!("appliances[{i}].volumed_url {problem}"));
+                    }
+                }
+                None => {
+                    if a.volumed_token_file.is_some() || a.volumed_ca_file.is_some() {
+                        problems.push(format!(
+                            "appliances[{i}] (`{}`) has volumed_token_file or volumed_ca_file \
+                             but no volumed_url: name its agent, or remove them to serve it in-process",
+                            a.name
+                        ));
+                    }
+                }
+            }
         }
         if self.engine.concurrency == 0 {
             problems.push("engine.concurrency must be at least 1".into());
@@ -454,6 +524,29 @@ impl Config {
         secret(&API_TOKEN, self.server.token_file.as_deref(), lookup)
     }
 
+    /// The bearer token of each appliance's volume agent, by appliance name: from
+    /// its `volumed_token_file`, else `FERRY_VOLUMED_TOKEN`.
+    pub fn agent_tokens(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<std::collections::BTreeMap<String, SecretString>, ConfigError> {
+        let mut tokens = std::collections::BTreeMap::new();
+        for a in self.appliances.iter().filter(|a| a.volumed_url.is_some()) {
+            let token = match &a.volumed_token_file {
+                Some(file) => secret(&VOLUMED_TOKEN, Some(file), |_| None),
+                None => secret(&VOLUMED_TOKEN, None, &lookup),
+            }
+            .map_err(|e| match e {
+                ConfigError::Invalid(m) => {
+                    ConfigError::Invalid(format!("appliance `{}`: {m}", a.name))
+                }
+                other => other,
+            })?;
+            tokens.insert(a.name.clone(), token);
+        }
+        Ok(tokens)
+    }
+
     /// The client's async-job polling.
     pub fn poll_policy(&self) -> cloudstack::PollPolicy {
         cloudstack::PollPolicy {
@@ -541,6 +634,31 @@ impl Builder {
             vm_id: vm_id.into(),
             zone_id: None,
             sysfs_root: sysfs_root.into(),
+            volumed_url: None,
+            volumed_token_file: None,
+            volumed_ca_file: None,
+        });
+        self
+    }
+
+    /// One more `[[appliances]]`, in the target zone, served by its volume agent at
+    /// `url` with the token in `token_file` (and `ca_file` to trust its certificate).
+    pub fn appliance_with_agent(
+        mut self,
+        name: impl Into<String>,
+        vm_id: impl Into<String>,
+        url: impl Into<String>,
+        token_file: impl Into<PathBuf>,
+        ca_file: Option<PathBuf>,
+    ) -> Builder {
+        self.config.appliances.push(ApplianceSection {
+            name: name.into(),
+            vm_id: vm_id.into(),
+            zone_id: None,
+            sysfs_root: default_sysfs_root(),
+            volumed_url: Some(url.into()),
+            volumed_token_file: Some(token_file.into()),
+            volumed_ca_file: ca_file,
         });
         self
     }

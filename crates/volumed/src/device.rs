@@ -39,6 +39,10 @@ pub struct Device {
     pub kernel_name: String,
     /// The virtio serial.
     pub serial: String,
+    /// CloudStack's device id of the disk on the appliance, when the daemon read it
+    /// while waiting for the disk to appear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<i64>,
 }
 
 impl Device {
@@ -97,6 +101,7 @@ pub fn scan(root: &Path, serial: &str) -> Scan {
             path: Device::path_of(serial),
             kernel_name,
             serial: serial.to_string(),
+            device_id: None,
         }),
         (block, linked) => Scan::Partial(format!(
             "sys/block has {}, by-id link points at {}",
@@ -227,6 +232,7 @@ mod tests {
                 path: PathBuf::from("/dev/disk/by-id/virtio-aaaa"),
                 kernel_name: "vdb".into(),
                 serial: "aaaa".into(),
+                device_id: None,
             })
         );
         assert_eq!(scan_all(root).len(), 1);

@@ -37,7 +37,7 @@ pub enum Class {
 /// Who did not answer, and why: see [`Error::unreachable`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unreachable {
-    pub of: &'static str,
+    pub of: String,
     pub reason: String,
 }
 
@@ -154,6 +154,25 @@ pub enum Error {
         /// Whether the request may have reached the daemon.
         maybe_sent: bool,
         detail: String,
+        /// The appliance whose agent it is, when the client knows.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        appliance: Option<String>,
+    },
+    /// The request was meant for another appliance's agent: the engine's
+    /// `[[appliances]]` entry names the wrong `volumed_url`.
+    #[error(
+        "this volume agent serves appliance VM {serves}, not {asked}: check the volumed_url of that appliance in the engine's configuration"
+    )]
+    WrongAppliance { serves: String, asked: String },
+    /// The engine and the agent speak different revisions of the agent API.
+    #[error(
+        "version mismatch: this side is ferry {ours} (agent API revision {ours_revision}), the other is ferry {theirs} (revision {theirs_revision}); run the same ferry release on the engine and on every appliance's agent"
+    )]
+    VersionMismatch {
+        ours: String,
+        ours_revision: u32,
+        theirs: String,
+        theirs_revision: u32,
     },
     /// A bug or a stopped daemon; never bad input.
     #[error("internal error: {detail}")]
@@ -209,11 +228,19 @@ impl Error {
                 unreachable: Some(reason),
                 ..
             } => Some(Unreachable {
-                of: "CloudStack",
+                of: "CloudStack".into(),
                 reason: reason.clone(),
             }),
-            Error::Transport { url, detail, .. } => Some(Unreachable {
-                of: "the volume daemon",
+            Error::Transport {
+                url,
+                detail,
+                appliance,
+                ..
+            } => Some(Unreachable {
+                of: match appliance {
+                    Some(a) => format!("the volume agent on {a}"),
+                    None => "the volume daemon".into(),
+                },
                 reason: format!("{url}: {detail}"),
             }),
             _ => None,
@@ -265,6 +292,8 @@ impl Error {
             Error::GuestPrepFailed(_) => "guest_prep_failed",
             Error::Journal { .. } => "journal",
             Error::Transport { .. } => "transport",
+            Error::WrongAppliance { .. } => "wrong_appliance",
+            Error::VersionMismatch { .. } => "version_mismatch",
             Error::Internal { .. } => "internal",
         }
     }
@@ -307,7 +336,9 @@ impl Error {
             | Error::NotCreatedByFerry { .. }
             | Error::Conflict { .. }
             | Error::DeviceConflict { .. }
-            | Error::GuestPrepFailed(_) => Class::Definitive,
+            | Error::GuestPrepFailed(_)
+            | Error::WrongAppliance { .. }
+            | Error::VersionMismatch { .. } => Class::Definitive,
         }
     }
 
@@ -327,7 +358,9 @@ impl Error {
             Error::IdempotencyConflict { .. }
             | Error::Fenced { .. }
             | Error::Conflict { .. }
-            | Error::DeviceConflict { .. } => 409,
+            | Error::DeviceConflict { .. }
+            | Error::VersionMismatch { .. } => 409,
+            Error::WrongAppliance { .. } => 421,
             Error::ReplicaVolume { .. }
             | Error::NotCreatedByFerry { .. }
             | Error::Unprocessable { .. }

@@ -18,18 +18,39 @@ use serde_json::{Value, json};
 use crate::device::Device;
 use crate::error::{Error, Result, chain};
 use crate::presence::Presence;
-use crate::server::IDEMPOTENCY_HEADER;
+use crate::server::{APPLIANCE_HEADER, IDEMPOTENCY_HEADER, REVISION_HEADER, VERSION_HEADER};
 use crate::service::VolumeService;
 use crate::types::{
-    Call, GuestPrep, GuestPrepOutcome, SnapshotInfo, VolumeInfo, non_empty, to_json,
+    API_REVISION, AgentStatus, Call, GuestPrep, GuestPrepOutcome, SnapshotInfo, VERSION,
+    VolumeInfo, non_empty, to_json,
 };
+
+/// The appliances a daemon says it serves, for a message.
+fn served(status: &AgentStatus) -> String {
+    match status.appliances.as_slice() {
+        [] => "no appliance".into(),
+        all => all
+            .iter()
+            .map(|a| a.vm_id.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
 
 /// How to reach a `ferry volumed` server.
 #[derive(Clone)]
 pub struct HttpClientConfig {
-    /// `http://host:port` (no trailing path).
+    /// `https://host:port` (or `http://` on loopback; no trailing path).
     pub base_url: String,
     pub token: SecretString,
+    /// The appliance the daemon serves, by name (for messages: "waiting for the volume
+    /// agent on NAME") and by VM id (sent with every request as `Ferry-Appliance`; the
+    /// daemon refuses a request meant for another appliance).
+    pub appliance: Option<(String, VmId)>,
+    /// PEM file of the certificate authority (or the self-signed certificate itself)
+    /// the daemon's TLS certificate must chain to; only it is trusted. `None`: the
+    /// platform's usual roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Time allowed for one request. A call lasts as long as its CloudStack job, so
     /// this is long.
     pub request_timeout: Duration,
@@ -42,6 +63,8 @@ impl HttpClientConfig {
         HttpClientConfig {
             base_url: base_url.into(),
             token,
+            appliance: None,
+            ca_file: None,
             request_timeout: Duration::from_secs(3600),
             attempts: 3,
         }
@@ -53,6 +76,8 @@ impl std::fmt::Debug for HttpClientConfig {
         f.debug_struct("HttpClientConfig")
             .field("base_url", &self.base_url)
             .field("token", &"[redacted]")
+            .field("appliance", &self.appliance)
+            .field("ca_file", &self.ca_file)
             .field("request_timeout", &self.request_timeout)
             .field("attempts", &self.attempts)
             .finish()
@@ -68,12 +93,71 @@ pub struct HttpClient {
 
 impl HttpClient {
     pub fn new(config: HttpClientConfig) -> Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(config.request_timeout)
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::bad_request(format!(
+                    "cannot read the volume agent's CA file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::bad_request(format!(
+                    "the volume agent's CA file {} holds no PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
+            if certificates.is_empty() {
+                return Err(Error::bad_request(format!(
+                    "the volume agent's CA file {} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| Error::internal(format!("cannot build an HTTP client: {e}")))?;
         Ok(HttpClient { config, http })
+    }
+
+    /// The daemon's version, API revision, appliances and backlog, checked against
+    /// this build's: a daemon of another API revision is
+    /// [`Error::VersionMismatch`], one that does not serve the configured appliance
+    /// [`Error::WrongAppliance`].
+    pub async fn hello(&self) -> Result<AgentStatus> {
+        let status: AgentStatus = self.send(Method::GET, "/v1/hello", None, None).await?;
+        if status.api_revision != API_REVISION {
+            return Err(Error::VersionMismatch {
+                ours: VERSION.to_string(),
+                ours_revision: API_REVISION,
+                theirs: status.version,
+                theirs_revision: status.api_revision,
+            });
+        }
+        if let Some((_, vm_id)) = &self.config.appliance
+            && !status.appliances.iter().any(|a| &a.vm_id == vm_id)
+        {
+            return Err(Error::WrongAppliance {
+                serves: served(&status),
+                asked: vm_id.to_string(),
+            });
+        }
+        Ok(status)
+    }
+
+    fn transport(&self, url: &str, maybe_sent: bool, detail: String) -> Error {
+        Error::Transport {
+            url: url.to_string(),
+            maybe_sent,
+            detail,
+            appliance: self.config.appliance.as_ref().map(|(name, _)| name.clone()),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -95,7 +179,12 @@ impl HttpClient {
             let mut request = self
                 .http
                 .request(method.clone(), &url)
-                .bearer_auth(self.config.token.expose_secret());
+                .bearer_auth(self.config.token.expose_secret())
+                .header(VERSION_HEADER, VERSION)
+                .header(REVISION_HEADER, API_REVISION.to_string());
+            if let Some((_, vm_id)) = &self.config.appliance {
+                request = request.header(APPLIANCE_HEADER, vm_id.as_str());
+            }
             if let Some(call) = call {
                 request = request.header(IDEMPOTENCY_HEADER, &call.idempotency_key);
             }
@@ -107,11 +196,7 @@ impl HttpClient {
                     Err(e @ Error::Transport { .. }) => e,
                     other => return other,
                 },
-                Err(e) => Error::Transport {
-                    url: url.clone(),
-                    maybe_sent: !e.is_connect(),
-                    detail: chain(&e),
-                },
+                Err(e) => self.transport(&url, !e.is_connect(), chain(&e)),
             };
             // Only a mutation with a key, or a read, is safe to send again.
             if attempt >= self.config.attempts.max(1) {
@@ -130,16 +215,17 @@ impl HttpClient {
         response: reqwest::Response,
     ) -> Result<T> {
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| Error::Transport {
-            url: url.to_string(),
-            maybe_sent: true,
-            detail: format!("reading the answer: {}", chain(&e)),
-        })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport(url, true, format!("reading the answer: {}", chain(&e))))?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| Error::Transport {
-                url: url.to_string(),
-                maybe_sent: true,
-                detail: format!("the answer is not what was expected: {e}"),
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                self.transport(
+                    url,
+                    true,
+                    format!("the answer is not what was expected: {e}"),
+                )
             });
         }
         let body: Option<Value> = serde_json::from_slice(&bytes).ok();
@@ -149,17 +235,17 @@ impl HttpClient {
             .map(|e| serde_json::from_value::<Error>(e.clone()))
         {
             Some(Ok(e)) => Err(e),
-            _ => Err(Error::Transport {
-                url: url.to_string(),
-                maybe_sent: true,
-                detail: format!(
+            _ => Err(self.transport(
+                url,
+                true,
+                format!(
                     "HTTP {status} without an error body: {}",
                     String::from_utf8_lossy(&bytes)
                         .chars()
                         .take(200)
                         .collect::<String>()
                 ),
-            }),
+            )),
         }
     }
 
@@ -270,6 +356,16 @@ impl VolumeService for HttpClient {
         let path = format!("/v1/volumes/{}", seg(volume_id));
         let _: Value = self.mutate(Method::DELETE, &path, call, json!({})).await?;
         Ok(())
+    }
+
+    async fn vouch_created(&self, call: &Call, volume_id: &VolumeId) -> Result<()> {
+        let path = format!("/v1/volumes/{}/vouch", seg(volume_id));
+        let _: Value = self.mutate(Method::POST, &path, call, json!({})).await?;
+        Ok(())
+    }
+
+    async fn status(&self) -> Result<AgentStatus> {
+        self.hello().await
     }
 
     async fn list_vm_volumes(&self, vm_id: &VmId) -> Result<Vec<VolumeInfo>> {

@@ -57,7 +57,11 @@
 //! # Map
 //!
 //! - [`VolumeService`]: the one trait callers use; [`Local`] (in-process, talks to
-//!   CloudStack) and [`HttpClient`] (talks to a `ferry volumed` server) implement it.
+//!   CloudStack) and [`HttpClient`] (talks to a `ferry volumed` server) implement it,
+//!   and so does [`Agent`]: the engine's side of an appliance's remote volume agent,
+//!   an [`HttpClient`] that checks the agent's API revision and appliance first and
+//!   keeps the engine's registry (replicas, created volumes, attachments) from its
+//!   answers.
 //! - [`Journal`]: the persistence the daemon needs, kept small and free of SQL so that
 //!   `crates/store` can implement it; [`MemoryJournal`] for tests.
 //! - [`server::serve`]: the REST API (axum) in front of any [`VolumeService`].
@@ -77,6 +81,7 @@
 //! Architecture invariant: this crate knows nothing of workflows, runs or SQL. It knows
 //! CloudStack (through the `cloudstack` client) and the appliance's `/sys` and `/dev`.
 
+mod agent;
 mod appliance;
 mod commands;
 pub mod device;
@@ -93,6 +98,7 @@ mod service;
 mod store_journal;
 mod types;
 
+pub use agent::Agent;
 pub use device::Device;
 pub use error::{Class, Error, GuestPrepFailure, Result, Unreachable};
 pub use http_client::{HttpClient, HttpClientConfig};
@@ -105,6 +111,6 @@ pub use presence::Presence;
 pub use service::VolumeService;
 pub use store_journal::StoreJournal;
 pub use types::{
-    Call, DEVICE_PLACEHOLDER, Fence, GuestPrep, GuestPrepOutcome, MAX_GUEST_PREP_SECS, OpRequest,
-    SnapshotInfo, VolumeInfo,
+    API_REVISION, AgentStatus, ApplianceSeen, Call, DEVICE_PLACEHOLDER, Fence, GuestPrep,
+    GuestPrepOutcome, MAX_GUEST_PREP_SECS, OpRequest, SnapshotInfo, VERSION, VolumeInfo,
 };

@@ -22,8 +22,24 @@
 //! | `GET /v1/appliances/{vm_id}/devices/{volume_id}?presence=appears&timeout_ms=N` | — | `{"device": Device \| null}` |
 //! | `POST /v1/guest-prep` | `appliance_vm_id`, `volume_id`, `prep` ([`crate::GuestPrep`]) | [`crate::GuestPrepOutcome`] |
 //! | `GET /v1/appliances/{vm_id}/tools?program=P` | — | `{"program": P, "available": bool}` |
+//! | `POST /v1/volumes/{id}/vouch` | — | `{}` (the engine vouches that ferry created the volume) |
+//! | `GET /v1/hello` | — | [`crate::AgentStatus`] |
 //!
 //! Every mutating body may also carry `fence: {"run_id", "generation"}`.
+//!
+//! # Who may ask
+//!
+//! Besides the token, an engine sends with every request the agent API revision it
+//! speaks (`Ferry-Api-Revision`, with `Ferry-Version`) and the appliance VM it means
+//! (`Ferry-Appliance`). A request of another revision is refused with 409
+//! `version_mismatch`, one meant for an appliance this daemon does not serve with 421
+//! `wrong_appliance` — before anything is done. (Without the headers — `curl`, an
+//! operator — only the token is checked.)
+//!
+//! # TLS
+//!
+//! [`serve_tls`] serves the same API over TLS (rustls) from a PEM certificate chain
+//! and key; plain HTTP ([`serve`]) is for loopback, which `ferry volumed` enforces.
 
 use ids::{SnapshotId, VmId, VolumeId, ZoneId};
 use std::future::Future;
@@ -47,10 +63,34 @@ use subtle::ConstantTimeEq;
 use crate::error::Error;
 use crate::presence::Presence;
 use crate::service::VolumeService;
-use crate::types::{Call, Fence, GuestPrep};
+use crate::types::{API_REVISION, Call, Fence, GuestPrep, VERSION};
 
 /// The header that carries the idempotency key.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// The header that names the appliance VM a request is meant for.
+pub const APPLIANCE_HEADER: &str = "ferry-appliance";
+/// The header that carries the caller's ferry version.
+pub const VERSION_HEADER: &str = "ferry-version";
+/// The header that carries the agent API revision the caller speaks.
+pub const REVISION_HEADER: &str = "ferry-api-revision";
+
+/// Who this daemon is: the appliances it serves and the API revision it speaks.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// A request naming another appliance (`Ferry-Appliance`) is refused.
+    pub serves: Vec<VmId>,
+    /// [`crate::API_REVISION`]; only tests of the refusal change it.
+    pub api_revision: u32,
+}
+
+impl Identity {
+    pub fn new(serves: Vec<VmId>) -> Self {
+        Identity {
+            serves,
+            api_revision: API_REVISION,
+        }
+    }
+}
 
 /// The longest device wait a request may ask for.
 pub const MAX_DEVICE_WAIT: Duration = Duration::from_secs(600);
@@ -59,25 +99,62 @@ pub const MAX_DEVICE_WAIT: Duration = Duration::from_secs(600);
 struct AppState {
     service: Arc<dyn VolumeService>,
     token_digest: [u8; 20],
+    identity: Arc<Identity>,
 }
 
-/// Serves the REST API on `listener` until `shutdown` completes.
+/// Serves the REST API over plain HTTP on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: Arc<dyn VolumeService>,
     token: SecretString,
+    identity: Identity,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(service, token))
+    axum::serve(listener, router(service, token, identity))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
+/// Serves the REST API over TLS on `listener` until `shutdown` completes: `cert` is a
+/// PEM certificate chain (the daemon's first), `key` its PEM private key.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    service: Arc<dyn VolumeService>,
+    token: SecretString,
+    identity: Identity,
+    (cert, key): (&std::path::Path, &std::path::Path),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot use the TLS certificate {} and key {}: {e}",
+                    cert.display(),
+                    key.display()
+                ),
+            )
+        })?;
+    let handle = axum_server::Handle::new();
+    let stopping = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopping.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    axum_server::from_tcp_rustls(listener.into_std()?, tls)
+        .handle(handle)
+        .serve(router(service, token, identity).into_make_service())
+        .await
+}
+
 /// The API as an axum router (for embedding in another server).
-pub fn router(service: Arc<dyn VolumeService>, token: SecretString) -> Router {
+pub fn router(service: Arc<dyn VolumeService>, token: SecretString, identity: Identity) -> Router {
     let state = AppState {
         service,
         token_digest: digest(token.expose_secret().as_bytes()),
+        identity: Arc::new(identity),
     };
     Router::new()
         .route("/v1/attach", post(attach))
@@ -88,6 +165,8 @@ pub fn router(service: Arc<dyn VolumeService>, token: SecretString) -> Router {
         .route("/v1/snapshots/{id}", delete(delete_snapshot))
         .route("/v1/volumes", post(create_volume))
         .route("/v1/volumes/{id}", delete(delete_volume))
+        .route("/v1/volumes/{id}/vouch", post(vouch_created))
+        .route("/v1/hello", get(hello))
         .route("/v1/vms/{vm_id}/volumes", get(list_vm_volumes))
         .route(
             "/v1/appliances/{vm_id}/devices/{volume_id}",
@@ -97,6 +176,7 @@ pub fn router(service: Arc<dyn VolumeService>, token: SecretString) -> Router {
         .route("/v1/appliances/{vm_id}/tools", get(tool_available))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), check_caller))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
@@ -126,6 +206,47 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         );
         response
     }
+}
+
+/// Refuses a request of another API revision, or meant for another appliance (see
+/// the module documentation). Runs after [`authenticate`].
+async fn check_caller(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match refusal(&state.identity, request.headers()) {
+        Some(e) => error_response(&e),
+        None => next.run(request).await,
+    }
+}
+
+fn refusal(identity: &Identity, headers: &HeaderMap) -> Option<Error> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("(not ASCII)").to_string())
+    };
+    if let Some(revision) = header(REVISION_HEADER) {
+        let theirs_revision = revision.trim().parse::<u32>().unwrap_or(0);
+        if theirs_revision != identity.api_revision {
+            return Some(Error::VersionMismatch {
+                ours: VERSION.to_string(),
+                ours_revision: identity.api_revision,
+                theirs: header(VERSION_HEADER).unwrap_or_else(|| "unknown".into()),
+                theirs_revision,
+            });
+        }
+    }
+    let asked = header(APPLIANCE_HEADER)?;
+    if identity.serves.iter().any(|vm| vm.as_str() == asked) {
+        return None;
+    }
+    let serves = match identity.serves.as_slice() {
+        [] => "no appliance".to_string(),
+        all => all
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    Some(Error::WrongAppliance { serves, asked })
 }
 
 /// The JSON error body of `e`.
@@ -399,6 +520,19 @@ async fn delete_volume(State(s): State<AppState>, m: IdMutation) -> ApiResult {
         .delete_volume(&m.call, &VolumeId::from(&m.id))
         .await?;
     ok(&json!({}))
+}
+
+async fn vouch_created(State(s): State<AppState>, m: IdMutation) -> ApiResult {
+    s.service
+        .vouch_created(&m.call, &VolumeId::from(&m.id))
+        .await?;
+    ok(&json!({}))
+}
+
+async fn hello(State(s): State<AppState>) -> ApiResult {
+    let mut status = s.service.status().await?;
+    status.api_revision = s.identity.api_revision;
+    ok(&status)
 }
 
 async fn list_vm_volumes(State(s): State<AppState>, Path(vm_id): Path<VmId>) -> ApiResult {

@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::device::Device;
 use crate::error::Result;
 use crate::presence::Presence;
-use crate::types::{Call, GuestPrep, GuestPrepOutcome, SnapshotInfo, VolumeInfo};
+use crate::types::{AgentStatus, Call, GuestPrep, GuestPrepOutcome, SnapshotInfo, VolumeInfo};
 
 #[async_trait::async_trait]
 pub trait VolumeService: Send + Sync {
@@ -71,6 +71,17 @@ pub trait VolumeService: Send + Sync {
     /// Deletes a detached volume ferry created. A registered replica volume is refused
     /// with [`crate::Error::ReplicaVolume`], whatever its state.
     async fn delete_volume(&self, call: &Call, volume_id: &VolumeId) -> Result<()>;
+
+    /// Records that ferry created `volume_id` outside this daemon (the placeholder ROOT
+    /// volume the engine's `deployVirtualMachine` made), so that [`Self::delete_volume`]
+    /// may delete it. The engine, which keeps the registry of what ferry created,
+    /// vouches for it before it asks a remote agent to delete it; a volume the daemon
+    /// knows as a replica is refused with [`crate::Error::ReplicaVolume`].
+    async fn vouch_created(&self, call: &Call, volume_id: &VolumeId) -> Result<()>;
+
+    /// The daemon's version, API revision, appliances (with the disks it sees) and
+    /// journal backlog.
+    async fn status(&self) -> Result<AgentStatus>;
 
     /// The volumes attached to a VM, by device id; for an appliance of this daemon each
     /// visible disk carries its [`Device`].

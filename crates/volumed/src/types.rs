@@ -366,6 +366,34 @@ impl From<&cloudstack::Snapshot> for SnapshotInfo {
 
 /// `value` as JSON, for the journal and the wire; a value that cannot be written as
 /// JSON (none of the types here) is `null`.
+/// The revision of the agent API this build speaks. The engine and an agent must
+/// speak the same one: each refuses the other's requests or answers otherwise (see
+/// [`crate::server`]). Raise it with every change to a route, a body or an answer.
+pub const API_REVISION: u32 = 1;
+
+/// This build's ferry version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What a volume daemon says about itself (`GET /v1/hello`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub version: String,
+    pub api_revision: u32,
+    /// The appliances it serves, with the disks it sees on each.
+    pub appliances: Vec<ApplianceSeen>,
+    /// Operations in its journal that are not finished.
+    pub backlog: u64,
+}
+
+/// One appliance as its daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplianceSeen {
+    pub vm_id: VmId,
+    /// Disks with a virtio serial under its `/sys/block`; `None` when they cannot be
+    /// counted (the root is not readable).
+    pub devices: Option<u64>,
+}
+
 pub(crate) fn to_json<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }

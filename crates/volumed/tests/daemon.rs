@@ -830,6 +830,7 @@ impl Server {
             listener,
             service,
             SecretString::from(token.to_string()),
+            volumed::server::Identity::new(vec![ids::APPLIANCE_OMA.into()]),
             async move {
                 let _ = stopped.await;
             },

@@ -71,6 +71,7 @@ impl Site {
             listener,
             Arc::new(local),
             SecretString::from(TOKEN.to_string()),
+            volumed::server::Identity::new(vec![ids::APPLIANCE_OMA.into()]),
             std::future::pending(),
         ));
         Ok((url, task))

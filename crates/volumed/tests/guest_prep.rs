@@ -446,6 +446,7 @@ async fn the_rest_api_carries_guest_prep_behind_the_token() -> Result {
         listener,
         local,
         SecretString::from(token.to_string()),
+        volumed::server::Identity::new(vec![ids::APPLIANCE_OMA.into()]),
         async move {
             let _ = stopped.await;
         },

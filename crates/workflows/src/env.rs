@@ -26,8 +26,13 @@ pub struct Env {
     pub store: Store,
     /// For VM commands (deploy, start, stop, destroy) and reads.
     pub cloud: cloudstack::Client,
-    /// For every volume command: the volume daemon.
+    /// For every volume command: the volume daemon. In the [`Env`] a run's steps see
+    /// ([`Env::for_vm`]) it is the daemon of the run's appliance — its remote agent
+    /// when it has one; elsewhere it is the in-process daemon.
     pub volumes: Arc<dyn VolumeService>,
+    /// The remote volume agents, by appliance name (appliances with a `volumed_url`);
+    /// an appliance without one is served by [`Env::volumes`] in-process.
+    pub agents: Agents,
     pub target: Target,
     /// How long to wait for a disk to appear in, or leave, the appliance.
     pub device_timeout: Duration,
@@ -38,6 +43,47 @@ pub struct Env {
     /// [`crate::guest_prep`]). `None` (the default): not configured, and a VM that
     /// needs preparation is refused by validation.
     pub guest_prep: Option<volumed::GuestPrep>,
+}
+
+/// The remote volume agents of the appliances that have one, by appliance name.
+#[derive(Clone, Default)]
+pub struct Agents(Arc<std::collections::BTreeMap<String, Arc<dyn VolumeService>>>);
+
+impl Agents {
+    pub fn new(agents: impl IntoIterator<Item = (String, Arc<dyn VolumeService>)>) -> Self {
+        Agents(Arc::new(agents.into_iter().collect()))
+    }
+
+    /// The agent of `appliance`, if it has one.
+    pub fn get(&self, appliance: &str) -> Option<&Arc<dyn VolumeService>> {
+        self.0.get(appliance)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<dyn VolumeService>)> {
+        self.0.iter()
+    }
+}
+
+impl Env {
+    /// The volume daemon of `appliance`: its agent, or the in-process daemon.
+    pub fn volumes_of(&self, appliance: &str) -> Arc<dyn VolumeService> {
+        self.agents
+            .get(appliance)
+            .cloned()
+            .unwrap_or_else(|| self.volumes.clone())
+    }
+
+    /// The world of a run of protected VM `vm_id`: every volume call goes to the
+    /// daemon of the VM's appliance. (A VM no longer registered keeps the in-process
+    /// daemon; its steps stop on their own reading of the VM.) A store that cannot be
+    /// read is an error, never a silent fallback to the in-process daemon.
+    pub async fn for_vm(&self, vm_id: &ids::ProtectedVmId) -> Result<Env, store::StoreError> {
+        let mut env = self.clone();
+        if let Some(vm) = self.store.vm_by_id(vm_id).await? {
+            env.volumes = self.volumes_of(&vm.appliance);
+        }
+        Ok(env)
+    }
 }
 
 /// What a workflow step sees: the engine's context over [`Env`].

@@ -90,7 +90,7 @@ pub async fn check_guest_prep(env: &Env, vm: &store::ProtectedVm) -> Result<(), 
         .map_err(|e| format!("reading appliance {}: {e}", vm.appliance))?
         .ok_or_else(|| format!("appliance {} is not configured", vm.appliance))?;
     match env
-        .volumes
+        .volumes_of(&vm.appliance)
         .tool_available(&appliance.vm_id, &prep.program)
         .await
     {
@@ -194,6 +194,7 @@ mod tests {
             store: t.store.clone(),
             cloud,
             volumes,
+            agents: Default::default(),
             target: crate::env::Target {
                 zone_id: "zone".into(),
                 service_offering_id: "offering".into(),

@@ -38,7 +38,7 @@ pub mod target;
 pub mod test_failover;
 pub mod worker;
 
-pub use env::{Env, Target};
+pub use env::{Agents, Env, Target};
 pub use hooks::{Hook, Hooks};
 pub use run::{RunInput, StartError, what_first};
 pub use worker::{Worker, WorkerConfig, saga_for};

@@ -136,7 +136,9 @@ impl Inner {
             Ok(Some(run)) => (
                 run.workflow.as_str(),
                 match saga_for(&run) {
-                    Ok(saga) => {
+                    Ok(saga) => match self.env.for_vm(&run.vm_id).await {
+                        Err(e) => Err(engine::EngineError::Store(e)),
+                        Ok(env) => {
                         // Every log line of the run carries its id, workflow and VM.
                         let span = tracing::info_span!(
                             "run",
@@ -144,11 +146,12 @@ impl Inner {
                             workflow = run.workflow.as_str(),
                             vm = %run.vm_id,
                         );
-                        self.engine
-                            .execute(&run_id, &saga, &self.env)
-                            .instrument(span)
-                            .await
-                    }
+                            self.engine
+                                .execute(&run_id, &saga, &env)
+                                .instrument(span)
+                                .await
+                        }
+                    },
                     Err(e) => Err(engine::EngineError::Store(store::StoreError::Corrupt(
                         format!("run {run_id}: {e}"),
                     ))),

@@ -126,6 +126,7 @@ fn process(rig: &Rig) -> (Env, Arc<volumed::Local>) {
     let local = rig.restarted_local();
     let env = Env {
         volumes: local.clone(),
+        agents: Default::default(),
         ..rig.env.clone()
     };
     (env, local)

@@ -211,6 +211,7 @@ pub async fn server_with_hooks(
         config,
         cloudstack_secret: SecretString::from(ids::SECRET_KEY.to_string()),
         api_token: SecretString::from(TOKEN.to_string()),
+        agent_tokens: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let shutdown = CancellationToken::new();

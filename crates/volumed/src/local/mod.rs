@@ -82,7 +82,8 @@ use crate::service::VolumeService;
 mod submit;
 
 use crate::types::{
-    Call, GuestPrep, GuestPrepOutcome, OpRequest, SnapshotInfo, VolumeInfo, non_empty, to_json,
+    API_REVISION, AgentStatus, ApplianceSeen, Call, GuestPrep, GuestPrepOutcome, OpRequest,
+    SnapshotInfo, VERSION, VolumeInfo, non_empty, to_json,
 };
 
 /// How a [`Local`] daemon behaves.
@@ -591,6 +592,53 @@ impl VolumeService for Local {
         self.execute_value(call, request).await.map(|_| ())
     }
 
+    async fn vouch_created(&self, call: &Call, volume_id: &VolumeId) -> Result<()> {
+        call.validate()?;
+        non_empty("volume_id", volume_id)?;
+        let journal = &self.inner.journal;
+        if journal.is_replica(volume_id).await.map_err(Error::journal)? {
+            return Err(Error::ReplicaVolume {
+                volume_id: volume_id.to_string(),
+            });
+        }
+        let run_id = call.fence.as_ref().map(|f| &f.run_id);
+        journal
+            .record_created_volume(volume_id, None, run_id)
+            .await
+            .map_err(Error::journal)
+    }
+
+    async fn status(&self) -> Result<AgentStatus> {
+        let backlog = self
+            .inner
+            .journal
+            .unfinished()
+            .await
+            .map_err(Error::journal)?
+            .len() as u64;
+        let mut appliances = Vec::new();
+        for (vm_id, root) in &self.inner.config.appliances {
+            let root = root.clone();
+            let devices = tokio::task::spawn_blocking(move || {
+                root.join("sys/block")
+                    .is_dir()
+                    .then(|| device::scan_all(&root).len() as u64)
+            })
+            .await
+            .map_err(|e| Error::internal(format!("counting the appliance's disks: {e}")))?;
+            appliances.push(ApplianceSeen {
+                vm_id: VmId::from(vm_id),
+                devices,
+            });
+        }
+        Ok(AgentStatus {
+            version: VERSION.to_string(),
+            api_revision: API_REVISION,
+            appliances,
+            backlog,
+        })
+    }
+
     async fn tool_available(&self, appliance_vm_id: &VmId, program: &str) -> Result<bool> {
         non_empty("appliance_vm_id", appliance_vm_id)?;
         self.inner
@@ -654,6 +702,7 @@ impl VolumeService for Local {
             inner.config.device_poll,
         )
         .await?;
+        let found = found.map(|d| Device { device_id, ..d });
         if let Some(device) = &found {
             inner
                 .journal

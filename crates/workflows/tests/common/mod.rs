@@ -129,6 +129,7 @@ pub fn env(
         store,
         cloud,
         volumes,
+        agents: Default::default(),
         target: Target {
             zone_id: ids::ZONE.into(),
             service_offering_id: ids::OFFERING_CUSTOM.into(),
