@@ -337,13 +337,25 @@ async fn volumed(args: VolumedArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    println!("{}", serde_json::json!({ "url": format!("{scheme}://{addr}") }));
+    println!(
+        "{}",
+        serde_json::json!({ "url": format!("{scheme}://{addr}") })
+    );
     match tls {
         Some(files) => {
-            volumed::server::serve_tls(listener, service, token, identity, files, shutdown::signal())
-                .await
+            volumed::server::serve_tls(
+                listener,
+                service,
+                token,
+                identity,
+                files,
+                shutdown::signal(),
+            )
+            .await
         }
-        None => volumed::server::serve(listener, service, token, identity, shutdown::signal()).await,
+        None => {
+            volumed::server::serve(listener, service, token, identity, shutdown::signal()).await
+        }
     }
     .context("the volume daemon stopped with an error")
 }

@@ -161,6 +161,7 @@ impl From<workflows::StartError> for ApiError {
                 ApiError::Conflict(e.to_string())
             }
             S::Diverged { .. } => ApiError::Diverged(e.to_string()),
+            S::AgentDown { .. } => ApiError::Unavailable(e.to_string()),
             S::Plan(_) => ApiError::invalid(e.to_string()),
             S::Store(s) => s.into(),
         }

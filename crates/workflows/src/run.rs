@@ -62,8 +62,61 @@ pub enum StartError {
         plural(replicas.len()), replicas.join("; "), if replicas.len() == 1 { "it" } else { "them" }
     )]
     Diverged { name: String, replicas: Vec<String> },
+    /// The appliance's volume agent does not answer, or answers that it cannot serve:
+    /// nothing was started.
+    #[error(
+        "{name} cannot fail over now: the volume agent of appliance {appliance} {problem}. \
+         Nothing was changed. Check that `ferry volumed` runs on the appliance and that this \
+         engine reaches it (`ferry appliance show {appliance}`), then start the failover again"
+    )]
+    AgentDown {
+        name: String,
+        appliance: String,
+        problem: String,
+    },
     #[error("the store failed")]
     Store(#[from] store::StoreError),
+}
+
+/// How long the check of an appliance's agent before a failover waits for its answer.
+const AGENT_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Refuses a failover of `vm` when its appliance's remote volume agent does not answer,
+/// speaks another API revision, serves another appliance, or cannot see the
+/// appliance's disks. An appliance served in-process has nothing to check.
+async fn check_agent(env: &Env, vm: &store::ProtectedVm) -> Result<(), StartError> {
+    let Some(agent) = env.agents.get(&vm.appliance) else {
+        return Ok(());
+    };
+    let down = |problem: String| StartError::AgentDown {
+        name: vm.name.clone(),
+        appliance: vm.appliance.clone(),
+        problem,
+    };
+    let status = match tokio::time::timeout(AGENT_CHECK_TIMEOUT, agent.status()).await {
+        Err(_) => {
+            return Err(down(format!(
+                "did not answer within {} s",
+                AGENT_CHECK_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(Err(e)) => {
+            return Err(down(format!(
+                "refused or failed: {}",
+                e.without_api_advice()
+            )));
+        }
+        Ok(Ok(status)) => status,
+    };
+    match status.appliances.first() {
+        Some(seen) if seen.devices.is_some() => Ok(()),
+        Some(_) => Err(down(
+            "cannot read the appliance's /sys/block (its --sysfs-root)".into(),
+        )),
+        None => Err(down(
+            "serves no appliance (start it with --appliance-vm-id)".into(),
+        )),
+    }
 }
 
 /// "replica" or "N replicas".
@@ -118,6 +171,7 @@ pub(crate) async fn start_failover(
         });
     }
     let plan = DevicePlan::new(&vm.disks, KVM_MAX_DATA_DISKS)?;
+    check_agent(env, &vm).await?;
     let input = RunInput {
         target_name: target_name(&vm.name),
         plan,

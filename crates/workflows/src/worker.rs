@@ -139,13 +139,13 @@ impl Inner {
                     Ok(saga) => match self.env.for_vm(&run.vm_id).await {
                         Err(e) => Err(engine::EngineError::Store(e)),
                         Ok(env) => {
-                        // Every log line of the run carries its id, workflow and VM.
-                        let span = tracing::info_span!(
-                            "run",
-                            run = %run_id,
-                            workflow = run.workflow.as_str(),
-                            vm = %run.vm_id,
-                        );
+                            // Every log line of the run carries its id, workflow and VM.
+                            let span = tracing::info_span!(
+                                "run",
+                                run = %run_id,
+                                workflow = run.workflow.as_str(),
+                                vm = %run.vm_id,
+                            );
                             self.engine
                                 .execute(&run_id, &saga, &env)
                                 .instrument(span)

@@ -596,7 +596,11 @@ impl VolumeService for Local {
         call.validate()?;
         non_empty("volume_id", volume_id)?;
         let journal = &self.inner.journal;
-        if journal.is_replica(volume_id).await.map_err(Error::journal)? {
+        if journal
+            .is_replica(volume_id)
+            .await
+            .map_err(Error::journal)?
+        {
             return Err(Error::ReplicaVolume {
                 volume_id: volume_id.to_string(),
             });
