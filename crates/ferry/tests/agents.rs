@@ -516,3 +516,50 @@ fn a_network_cut_between_the_engine_and_an_agent_is_waited_out() {
     assert_eq!(failover(&t, 0, "cleanup", "cache")["state"], "done");
     assert_at_rest(&t, &BTreeMap::new());
 }
+
+#[test]
+fn an_agent_killed_during_guest_preparation_never_runs_it_twice_and_the_run_unwinds_cleanly() {
+    let marks = tempfile::tempdir().expect("a directory");
+    let started = marks.path().join("started");
+    // The preparation notes each start, then works for a while: time to kill the agent.
+    let script = format!("echo \"$0\" >> {}; sleep 30", started.display());
+    let prep = volumed::GuestPrep::new("/bin/sh", ["-c", script.as_str(), "{device}"]);
+    let mut proxies = BTreeMap::new();
+    let mut t = Topology::start(
+        Setup {
+            workers: 1,
+            guest_prep: Some((prep, vec!["cache"])),
+            ..Setup::default()
+        },
+        &mut proxies,
+    );
+    t.register_all();
+    let ferry = t.ferry(0);
+    let drill = std::thread::spawn(move || {
+        ferry
+            .args(["failover", "test", "cache", "--wait", "--output", "json"])
+            .run()
+    });
+    eventually(
+        "the preparation to start on the appliance",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&started)
+                .ok()
+                .filter(|s| !s.is_empty())
+        },
+    );
+    t.restart_agent("oma-c");
+    let drilled = drill.join().expect("joined");
+    let run = drilled.json();
+    // The preparation was interrupted: it is not run again, the disk it may have
+    // changed is reverted to the drill's snapshot, and everything is put back.
+    assert_eq!(run["state"], "unwound", "{run}\n{}", t.logs());
+    assert!(
+        run["error"].as_str().unwrap_or_default().contains("guest"),
+        "{run}"
+    );
+    let starts = std::fs::read_to_string(&started).expect("the marks");
+    assert_eq!(starts.lines().count(), 1, "started once: {starts}");
+    assert_at_rest(&t, &BTreeMap::new());
+}

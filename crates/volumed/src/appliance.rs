@@ -89,13 +89,10 @@ impl<'a> Appliances<'a> {
                 .map_err(|e| Error::internal(format!("device scan task: {e}")))?;
             for info in infos {
                 let serial = cloudstack::volume_serial(&info.id);
-                info.device = devices
-                    .iter()
-                    .find(|d| d.serial == serial)
-                    .map(|d| Device {
-                        device_id: info.device_id,
-                        ..d.clone()
-                    });
+                info.device = devices.iter().find(|d| d.serial == serial).map(|d| Device {
+                    device_id: info.device_id,
+                    ..d.clone()
+                });
             }
         }
         Ok(())

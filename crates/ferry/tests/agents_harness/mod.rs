@@ -256,6 +256,8 @@ pub struct Topology {
     pub database: String,
     /// Where the engine reaches each agent (its URL, or a proxy's), by appliance.
     pub agent_urls: BTreeMap<String, String>,
+    /// The VMs registered with guest preparation.
+    prepared: Vec<&'static str>,
     _schema: store::testing::TestStore,
 }
 
@@ -272,6 +274,8 @@ pub struct Setup {
     pub swapped: Vec<(&'static str, &'static str)>,
     /// Appliance → extra flags of its agent.
     pub agent_flags: Vec<(&'static str, Vec<String>)>,
+    /// The engine's `[guest_prep]` command, and the VMs whose policy asks for it.
+    pub guest_prep: Option<(volumed::GuestPrep, Vec<&'static str>)>,
 }
 
 impl Default for Setup {
@@ -283,6 +287,7 @@ impl Default for Setup {
             engine_token: AGENT_TOKEN,
             swapped: Vec::new(),
             agent_flags: Vec::new(),
+            guest_prep: None,
         }
     }
 }
@@ -379,6 +384,11 @@ impl Topology {
             workers: Vec::new(),
             database: schema.url.clone(),
             agent_urls,
+            prepared: setup
+                .guest_prep
+                .as_ref()
+                .map(|(_, vms)| vms.clone())
+                .unwrap_or_default(),
             _schema: schema,
         };
         for i in 0..setup.workers {
@@ -400,6 +410,9 @@ impl Topology {
                 outage_tolerance_s: setup.outage_tolerance_s,
                 ..EngineSection::default()
             });
+            if let Some((prep, _)) = &setup.guest_prep {
+                config = config.guest_prep(prep.clone());
+            }
             for a in APPLIANCES {
                 config = config.appliance_with_agent(
                     a,
@@ -459,7 +472,14 @@ impl Topology {
     pub fn register_all(&self) {
         for (i, vm) in vms().iter().enumerate() {
             let path = self.dir.path().join(format!("{}.toml", vm.name));
-            std::fs::write(&path, definition(vm, i)).expect("written");
+            let mut text = definition(vm, i);
+            if self.prepared.contains(&vm.name.as_str()) {
+                text = text.replace(
+                    "guest_prep = \"skip\"",
+                    "guest_prep = \"virt-v2v-in-place\"",
+                );
+            }
+            std::fs::write(&path, text).expect("written");
             self.ferry(0)
                 .args(["vm".as_ref(), "add".as_ref(), path.as_os_str()])
                 .run()
