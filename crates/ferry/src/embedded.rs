@@ -30,11 +30,14 @@ impl Embedded {
         listener: tokio::net::TcpListener,
     ) -> anyhow::Result<Embedded> {
         let token = uuid::Uuid::new_v4().simple().to_string();
+        // The appliances' agents, if any, are reached with the tokens their entries
+        // name (`ferry bench --agents`).
+        let agent_tokens = config.agent_tokens(|name| std::env::var(name).ok())?;
         let settings = server::Settings {
             config,
             cloudstack_secret: SecretString::from(cloudstack_secret.to_string()),
             api_token: SecretString::from(token.clone()),
-            agent_tokens: Default::default(),
+            agent_tokens,
         };
         let shutdown = CancellationToken::new();
         let running = server::start(settings, listener, shutdown.clone()).await?;

@@ -68,6 +68,9 @@ enum Command {
     /// Runs of workflows: list, show, watch, cancel, retry, abandon.
     #[command(subcommand)]
     Run(client::RunCommand),
+    /// Appliances and their volume agents: list, show.
+    #[command(subcommand)]
+    Appliance(client::ApplianceCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Run cloudsim, a CloudStack API simulator, until SIGTERM or SIGINT.
@@ -173,6 +176,7 @@ fn main() -> ExitCode {
             Command::Vm(command) => Ok(client::vm(command, &connection).await),
             Command::Failover(command) => Ok(client::failover(command, &connection).await),
             Command::Run(command) => Ok(client::run(command, &connection).await),
+            Command::Appliance(command) => Ok(client::appliance(command, &connection).await),
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,

@@ -114,6 +114,48 @@ fn a_small_bench_reports_every_figure_and_never_beats_its_bound() {
 }
 
 #[test]
+fn a_bench_with_an_agent_per_appliance_ends_every_run_done_and_never_beats_its_bound() {
+    let output = Ferry::bare()
+        .args([
+            "bench",
+            "--agents",
+            "--vms",
+            "2",
+            "--disks",
+            "2",
+            "--appliances",
+            "2",
+            "--time-scale",
+            "0.01",
+            "--output",
+            "json",
+        ])
+        .run();
+    output.code(0);
+    let last = output.stdout.lines().last().expect("a line of output");
+    let report: Value = serde_json::from_str(last).expect("the last line is one JSON object");
+    assert_eq!(report["agents"], true, "{report}");
+    assert_eq!(report["runs_done"], 4, "{report}");
+    assert!(
+        report["ratio"].as_f64().is_some_and(|r| r >= 1.0),
+        "the makespan is never below the bound: {report}"
+    );
+    // Two agent processes of their own: their memory is reported beside the engine's.
+    assert!(
+        report["agents_peak_rss_mib"]
+            .as_f64()
+            .is_some_and(|agents| agents > 0.0),
+        "{report}"
+    );
+    // Every replica moved by an agent: attaches to the test VMs and back, once each.
+    assert_eq!(
+        report["calls_per_command"]["attachVolume"],
+        2 * 2 * 2,
+        "{report}"
+    );
+}
+
+#[test]
 fn more_replicas_than_an_appliance_takes_are_refused_with_what_fits() {
     let output = Ferry::bare()
         .args(["bench", "--vms", "100", "--disks", "4", "--appliances", "2"])

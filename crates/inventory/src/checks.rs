@@ -66,7 +66,7 @@ pub(crate) async fn check(
 ) -> Result<Checked, Refusal> {
     let mut p = Problems::default();
     p.extend(check_definition(def, limits));
-    held_by_others(store, def, this, &mut p).await?;
+    held_by_others(store, def, this, limits, &mut p).await?;
     identity(store, def, this, &mut p).await?;
     let Some(appliance) = appliance(store, def, &mut p).await? else {
         return Err(Refusal::Invalid(p.into_vec()));
@@ -82,11 +82,13 @@ pub(crate) async fn check(
     })
 }
 
-/// What other registered VMs hold: MACs anywhere, replica serials on this appliance.
+/// What other registered VMs hold: MACs anywhere, replica serials and data-volume
+/// slots on this appliance.
 async fn held_by_others(
     store: &Store,
     def: &VmDefinition,
     this: Option<&ProtectedVm>,
+    limits: Limits,
     p: &mut Problems,
 ) -> Result<(), Refusal> {
     let others: Vec<ProtectedVm> = store
@@ -107,6 +109,28 @@ async fn held_by_others(
                 taken_serials.insert(serial_of(id.as_str()), (&vm.name, id, d.disk.device_key));
             }
         }
+    }
+    // At rest every replica of every VM of an appliance is attached to it, and
+    // CloudStack attaches at most `max_data_disks` data volumes to one VM.
+    let held: usize = others
+        .iter()
+        .filter(|vm| vm.appliance == def.appliance)
+        .map(|vm| vm.disks.len())
+        .sum();
+    if held + def.disks.len() > limits.max_data_disks {
+        p.add(
+            "appliance",
+            format!(
+                "appliance {} already holds {held} replica volumes of other protected VMs and \
+                 {} needs {} more, but CloudStack attaches at most {} data volumes to one VM \
+                 (the appliance too): replicate it to an appliance with room (`ferry appliance \
+                 list` shows each one's free slots), or remove a VM from this one",
+                def.appliance,
+                def.name,
+                def.disks.len(),
+                limits.max_data_disks
+            ),
+        );
     }
     for (i, nic) in def.nics.iter().enumerate() {
         if let Some(owner) = taken_macs.get(&nic.mac.to_lowercase()) {

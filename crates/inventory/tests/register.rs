@@ -659,3 +659,54 @@ fn a_guest_needing_preparation_without_a_command_is_refused() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_vm_whose_replicas_would_not_fit_its_appliance_is_refused_with_the_counts() -> TestResult
+{
+    // pgtest1's two replicas, and two more volumes of the same sizes on the same appliance.
+    let mut world = World::default();
+    let oma = &mut world.appliances[0];
+    let copies: Vec<VolumeDef> = oma
+        .volumes
+        .iter()
+        .zip([
+            "a7a7a7a7-0001-4e00-8000-000000000001",
+            "b7b7b7b7-0002-4e00-8000-000000000002",
+        ])
+        .map(|(v, id)| VolumeDef {
+            id: Some(id.to_string()),
+            name: format!("{}-copy", v.name),
+            ..v.clone()
+        })
+        .collect();
+    oma.volumes.extend(copies.clone());
+    let env = env(world).await?;
+    // An appliance that takes three data volumes: pgtest1's two fit, two more do not.
+    let limits = Limits {
+        max_data_disks: 3,
+        ..Limits::default()
+    };
+    register(&env.store, &env.cloud, &example()?, limits).await?;
+    let mut second = example()?;
+    second.name = "pgtest2".into();
+    second.source_id = "vm-second".into();
+    second.nics[0].mac = "00:50:56:8a:11:02".into();
+    for (disk, copy) in second.disks.iter_mut().zip(&copies) {
+        disk.replica_volume_id = copy.id.clone().expect("an id");
+    }
+    let before = env.store.vms().await?;
+    let Err(RegisterError::Invalid(problems)) =
+        register(&env.store, &env.cloud, &second, limits).await
+    else {
+        panic!("expected a refusal");
+    };
+    assert_problem(
+        &problems,
+        "appliance",
+        "appliance oma already holds 2 replica volumes of other protected VMs and pgtest2 needs 2 more, but CloudStack attaches at most 3 data volumes",
+    );
+    assert_eq!(env.store.vms().await?, before, "nothing was registered");
+    // With CloudStack's real limit it fits.
+    register(&env.store, &env.cloud, &second, Limits::default()).await?;
+    Ok(())
+}

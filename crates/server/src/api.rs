@@ -58,6 +58,8 @@ type ApiResult<T> = Result<T, ApiError>;
         cancel_run,
         retry_run,
         abandon_run,
+        list_appliances,
+        show_appliance,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -65,6 +67,7 @@ type ApiResult<T> = Result<T, ApiError>;
         (name = "vms", description = "Protected VMs"),
         (name = "failover", description = "Starting workflows"),
         (name = "runs", description = "Runs of workflows"),
+        (name = "appliances", description = "Appliances and their volume agents"),
         (name = "ops", description = "Health and metrics")
     )
 )]
@@ -104,6 +107,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/vms/{name}/live-failover", post(start_live_failover))
         .route("/v1/vms/{name}/rollback", post(start_rollback))
         .route("/v1/vms/{name}/commit", post(start_commit))
+        .route("/v1/appliances", get(list_appliances))
+        .route("/v1/appliances/{name}", get(show_appliance))
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(show_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
@@ -218,6 +223,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "cannot count diverged replicas for /metrics"),
     }
+    match crate::appliances::list(&state).await {
+        Ok(views) => crate::appliances::gauges(&views),
+        Err(e) => tracing::warn!(error = ?e, "cannot read the appliances for /metrics"),
+    }
     let text = state
         .metrics
         .as_ref()
@@ -231,6 +240,26 @@ async fn metrics(State(state): State<AppState>) -> Response {
         text,
     )
         .into_response()
+}
+
+#[utoipa::path(get, path = "/v1/appliances", tag = "appliances",
+    responses((status = 200, description = "Every appliance with its volume agent, replicas and free slots, by name", body = Vec<crate::appliances::ApplianceView>),
+              (status = 401, body = ErrorBody)))]
+async fn list_appliances(
+    State(state): State<AppState>,
+) -> ApiResult<Json<Vec<crate::appliances::ApplianceView>>> {
+    Ok(Json(crate::appliances::list(&state).await?))
+}
+
+#[utoipa::path(get, path = "/v1/appliances/{name}", tag = "appliances",
+    params(("name" = String, Path, description = "The appliance's name")),
+    responses((status = 200, body = crate::appliances::ApplianceView),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn show_appliance(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<crate::appliances::ApplianceView>> {
+    Ok(Json(crate::appliances::show(&state, &name).await?))
 }
 
 async fn openapi() -> Response {

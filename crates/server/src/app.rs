@@ -109,6 +109,26 @@ fn describe_metrics() {
     );
     describe_gauge!("ferry_runs_executing", "Runs this process is executing now");
     describe_gauge!(
+        "ferry_appliance_agent_up",
+        "1 when the appliance's volume daemon (its agent, or the in-process one) answered at the last scrape, else 0"
+    );
+    describe_gauge!(
+        "ferry_appliance_agent_backlog",
+        "Operations in the appliance's volume daemon journal not finished yet (NaN when it did not answer)"
+    );
+    describe_gauge!(
+        "ferry_appliance_replicas",
+        "Replica volumes registered on the appliance"
+    );
+    describe_gauge!(
+        "ferry_appliance_free_slots",
+        "Data-volume slots CloudStack still has free on the appliance VM (NaN when CloudStack could not be read)"
+    );
+    describe_gauge!(
+        "ferry_appliance_devices",
+        "Disks the appliance's volume daemon sees on it (NaN when it did not answer)"
+    );
+    describe_gauge!(
         "ferry_runs",
         "Runs in the database in each state, counted at each scrape"
     );

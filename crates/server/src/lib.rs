@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod app;
+pub mod appliances;
 pub mod config;
 pub mod error;
 pub mod model;

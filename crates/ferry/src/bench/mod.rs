@@ -38,6 +38,7 @@
 //! turns what was measured into the figures above and prints them. This file takes the
 //! arguments and puts the parts in order.
 
+mod agents;
 mod bound;
 mod report;
 mod run;
@@ -84,6 +85,11 @@ pub struct BenchArgs {
     /// each command's jobs take, as a `ferry serve` that has run a drill before does.
     #[arg(long)]
     warmup: bool,
+    /// Runs one `ferry volumed` process per appliance (each seeing only its own
+    /// appliance's disks, journaling in its own SQLite file), as a real installation
+    /// does, and an engine that sees no disks and reaches the agents over HTTP.
+    #[arg(long)]
+    agents: bool,
 }
 
 pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
@@ -139,6 +145,7 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
         concurrency,
         ..EngineSection::default()
     });
+    let mut appliances = Vec::new();
     for a in &world.appliances {
         let vm_id = announcement
             .appliances
@@ -148,17 +155,47 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
             .sysfs_roots
             .get(&a.name)
             .with_context(|| format!("cloudsim has no guest view of appliance {}", a.name))?;
-        config = config.appliance(&a.name, vm_id, root);
+        appliances.push((a.name.clone(), vm_id.clone(), root.clone()));
     }
+    let agents = if args.agents {
+        let token_file = dir.path().join("agent.token");
+        std::fs::write(&token_file, uuid::Uuid::new_v4().simple().to_string())?;
+        let agents = agents::Agents::spawn(
+            &appliances,
+            (
+                &announcement.endpoint,
+                &announcement.api_key,
+                &announcement.secret_key,
+            ),
+            &token_file,
+            dir.path(),
+        )
+        .await?;
+        for (agent, (name, vm_id, _)) in agents.iter().zip(&appliances) {
+            debug_assert_eq!(&agent.appliance, name);
+            config = config.appliance_with_agent(name, vm_id, &agent.url, &token_file, None);
+        }
+        Some(agents)
+    } else {
+        for (name, vm_id, root) in &appliances {
+            config = config.appliance(name, vm_id, root);
+        }
+        None
+    };
     let config = config.build().context("the bench's config")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let server = Embedded::start(config, &announcement.secret_key, listener).await?;
     let api = &server.api;
     say(format!(
-        "ferry bench: {} VM(s) × {} disk(s) on {} appliance(s), cloudsim at {}× real time, engine concurrency {concurrency}",
+        "ferry bench: {} VM(s) × {} disk(s) on {} appliance(s){}, cloudsim at {}× real time, engine concurrency {concurrency}",
         shape.vms,
         shape.disks,
         shape.appliances,
+        if agents.is_some() {
+            ", one volume agent (ferry volumed) each"
+        } else {
+            ""
+        },
         format_speed(scale),
     ));
 
@@ -213,8 +250,12 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
         cleanup.seconds()?
     ));
     let peak_rss_mib = report::peak_rss_mib()?;
+    let agents_peak_rss_mib = agents.as_ref().and_then(agents::Agents::peak_rss_mib);
 
     server.stop().await;
+    if let Some(agents) = agents {
+        agents.stop().await;
+    }
     sim.stop().await;
 
     let setup = Setup {
@@ -222,6 +263,7 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
         time_scale: scale,
         engine_concurrency: concurrency,
         warmup: args.warmup,
+        agents: args.agents,
     };
     let report = Report::new(
         setup,
@@ -229,7 +271,7 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
         [&stats_before, &stats_between, &stats_after],
         &test_failover,
         &cleanup,
-        peak_rss_mib,
+        (peak_rss_mib, agents_peak_rss_mib),
     )?;
     if json {
         println!("{}", serde_json::to_string(&report)?);

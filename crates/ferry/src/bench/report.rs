@@ -28,6 +28,8 @@ pub(super) struct Report {
     engine_concurrency: usize,
     /// Whether a drill ran first, unmeasured (`--warmup`).
     warmup: bool,
+    /// Whether every appliance had its own volume agent process (`--agents`).
+    agents: bool,
     makespan_s: f64,
     lower_bound_s: f64,
     ratio: f64,
@@ -45,7 +47,10 @@ pub(super) struct Report {
     calls_total: u64,
     calls_per_vm: f64,
     calls_per_command: BTreeMap<String, u64>,
+    /// This process's: the engine (and, without `--agents`, the volume daemon).
     peak_rss_mib: f64,
+    /// With `--agents`: the agents' peaks, summed.
+    agents_peak_rss_mib: Option<f64>,
     runs_done: usize,
     runs_not_done: Vec<NotDone>,
     machine: Machine,
@@ -135,6 +140,7 @@ pub(super) struct Setup {
     pub(super) time_scale: f64,
     pub(super) engine_concurrency: usize,
     pub(super) warmup: bool,
+    pub(super) agents: bool,
 }
 
 impl Report {
@@ -146,13 +152,14 @@ impl Report {
         [stats_before, stats_between, stats_after]: [&cloudsim::Stats; 3],
         tf: &Observed,
         cu: &Observed,
-        peak_rss_mib: f64,
+        (peak_rss_mib, agents_peak_rss_mib): (f64, Option<f64>),
     ) -> anyhow::Result<Report> {
         let Setup {
             shape,
             time_scale,
             engine_concurrency,
             warmup,
+            agents,
         } = setup;
         let durations = Durations::new(stats_after, time_scale);
         let test_failover = Phase::of(
@@ -200,6 +207,7 @@ impl Report {
             time_scale,
             engine_concurrency,
             warmup,
+            agents,
             makespan_s,
             lower_bound_s,
             ratio: makespan_s / lower_bound_s,
@@ -218,6 +226,7 @@ impl Report {
             calls_per_vm: calls_total as f64 / f64::from(shape.vms),
             calls_per_command,
             peak_rss_mib,
+            agents_peak_rss_mib,
             runs_done: tf
                 .runs
                 .iter()
@@ -319,7 +328,13 @@ impl Report {
         line(
             &mut out,
             "peak memory (VmHWM)",
-            format!("{:.1} MiB", self.peak_rss_mib),
+            match self.agents_peak_rss_mib {
+                Some(agents) => format!(
+                    "{:.1} MiB engine, {agents:.1} MiB the {} agents together",
+                    self.peak_rss_mib, self.appliances
+                ),
+                None => format!("{:.1} MiB", self.peak_rss_mib),
+            },
         );
         line(
             &mut out,

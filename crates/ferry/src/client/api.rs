@@ -159,6 +159,14 @@ impl Request {
         )
     }
 
+    pub(crate) fn list_appliances() -> Request {
+        Request::get("/v1/appliances".into())
+    }
+
+    pub(crate) fn show_appliance(name: &str) -> Request {
+        Request::get(format!("/v1/appliances/{}", segment(name)))
+    }
+
     pub(crate) fn show_vm(name: &str) -> Request {
         Request::get(format!("/v1/vms/{}", segment(name)))
     }

@@ -2,6 +2,7 @@
 //! with spaces, no colors — so it reads the same in a terminal, a log and a golden file.
 //! (`--output json` prints the API's bodies instead; see docs/cli.md.)
 
+use server::appliances::ApplianceView;
 use server::model::{
     Change, DiskView, RunDetail, RunSummary, StepView, TargetVm, UpdateRecord, VmDetail, VmSummary,
     VmUpdated,
@@ -656,4 +657,98 @@ mod tests {
         );
         assert_eq!(job_error("plain words"), "plain words");
     }
+}
+
+/// `ferry appliance list`.
+pub(crate) fn appliance_list(all: &[ApplianceView]) -> String {
+    if all.is_empty() {
+        return "No appliances. Name them in the [[appliances]] of ferry serve's config.\n".into();
+    }
+    let mut table = Table::new(&[
+        "NAME",
+        "AGENT",
+        "STATUS",
+        "VERSION",
+        "BACKLOG",
+        "VMS",
+        "REPLICAS",
+        "FREE SLOTS",
+        "DEVICES",
+    ]);
+    for a in all {
+        let count = |n: Option<u64>| n.map_or_else(|| "?".to_string(), |n| n.to_string());
+        table.row(vec![
+            a.name.clone(),
+            a.agent_url.clone().unwrap_or_else(|| "in-process".into()),
+            if a.reachable {
+                "reachable"
+            } else {
+                "UNREACHABLE"
+            }
+            .to_string(),
+            or_dash(a.version.as_deref()),
+            count(a.backlog),
+            a.vms.to_string(),
+            a.replicas.to_string(),
+            match a.free_slots {
+                Some(free) => format!("{free} of {}", a.data_volume_limit),
+                None => "?".into(),
+            },
+            count(a.devices),
+        ]);
+        if let Some(error) = &a.error {
+            table.note(error.clone());
+        }
+    }
+    table.render()
+}
+
+/// `ferry appliance show NAME`.
+pub(crate) fn appliance_table(a: &ApplianceView) -> String {
+    let unknown = |n: Option<u64>| n.map_or_else(|| "unknown".to_string(), |n| n.to_string());
+    let mut out = format!("Appliance {}\n", a.name);
+    for (key, value) in [
+        ("vm id", a.vm_id.clone()),
+        ("zone", a.zone_id.clone()),
+        (
+            "agent",
+            a.agent_url
+                .clone()
+                .unwrap_or_else(|| "in-process (ferry serve)".into()),
+        ),
+        (
+            "status",
+            match (&a.error, a.reachable) {
+                (_, true) => "reachable".into(),
+                (Some(error), false) => format!("UNREACHABLE: {error}"),
+                (None, false) => "UNREACHABLE".into(),
+            },
+        ),
+        (
+            "version",
+            match (&a.version, a.api_revision) {
+                (Some(v), Some(r)) => format!("ferry {v}, agent API revision {r}"),
+                _ => "unknown".into(),
+            },
+        ),
+        ("backlog", unknown(a.backlog)),
+        (
+            "protected",
+            format!("{} VM(s), {} replica volume(s)", a.vms, a.replicas),
+        ),
+        (
+            "slots",
+            match (a.data_volumes_attached, a.free_slots) {
+                (Some(used), Some(free)) => format!(
+                    "{used} of {} data volumes attached, {free} free",
+                    a.data_volume_limit
+                ),
+                _ => format!("unknown (limit {})", a.data_volume_limit),
+            },
+        ),
+        ("devices", unknown(a.devices)),
+    ] {
+        out.push_str(&format!("  {key:<10} {value}\n"));
+    }
+    out
 }

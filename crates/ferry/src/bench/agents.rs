@@ -1,0 +1,123 @@
+//! `ferry bench --agents`: the deployed topology on one machine — one `ferry volumed`
+//! child per appliance, each seeing only its own appliance's emulated disks and
+//! journaling in its own SQLite file, and the engine (this process) seeing none.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::AsyncBufReadExt as _;
+
+/// The running agents, killed when dropped (also when the bench fails half-way).
+pub(super) struct Agents {
+    agents: Vec<Agent>,
+}
+
+/// One appliance's agent.
+pub(super) struct Agent {
+    pub(super) appliance: String,
+    pub(super) url: String,
+    child: tokio::process::Child,
+}
+
+impl Agents {
+    /// Starts an agent for every `(name, vm_id, sysfs_root)`, all at once, and waits
+    /// for each one's announcement. The token is in `token_file`.
+    pub(super) async fn spawn(
+        appliances: &[(String, String, std::path::PathBuf)],
+        cloudstack: (&str, &str, &str),
+        token_file: &Path,
+        dir: &Path,
+    ) -> anyhow::Result<Agents> {
+        let starts = appliances
+            .iter()
+            .map(|(name, vm_id, root)| spawn_one(name, vm_id, root, cloudstack, token_file, dir));
+        let agents = futures::future::try_join_all(starts).await?;
+        Ok(Agents { agents })
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Agent> {
+        self.agents.iter()
+    }
+
+    /// The agents' peak resident memory, summed, in MiB (`VmHWM` of each), read before
+    /// they are stopped.
+    pub(super) fn peak_rss_mib(&self) -> Option<f64> {
+        let mut total = 0.0;
+        for agent in &self.agents {
+            let pid = agent.child.id()?;
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let kib: f64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            total += kib / 1024.0;
+        }
+        Some(total)
+    }
+
+    pub(super) async fn stop(mut self) {
+        for agent in &mut self.agents {
+            let _ = agent.child.start_kill();
+            let _ = agent.child.wait().await;
+        }
+    }
+}
+
+async fn spawn_one(
+    name: &str,
+    vm_id: &str,
+    root: &Path,
+    (endpoint, api_key, secret_key): (&str, &str, &str),
+    token_file: &Path,
+    dir: &Path,
+) -> anyhow::Result<Agent> {
+    let exe = std::env::current_exe().context("cannot find the ferry binary")?;
+    let log = std::fs::File::create(dir.join(format!("agent-{name}.log")))
+        .with_context(|| format!("cannot create the log of {name}'s agent"))?;
+    let mut child = tokio::process::Command::new(exe)
+        .args(["volumed", "--listen", "127.0.0.1:0"])
+        .args(["--cloudstack-endpoint", endpoint, "--api-key", api_key])
+        .args(["--appliance-vm-id", vm_id])
+        .arg("--sysfs-root")
+        .arg(root)
+        .arg("--token-file")
+        .arg(token_file)
+        .arg("--database")
+        .arg(dir.join(format!("agent-{name}.db")))
+        .env("FERRY_CLOUDSTACK_SECRET", secret_key)
+        .env("FERRY_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start the agent of {name}"))?;
+    let stdout = child.stdout.take().context("the agent's stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .with_context(|| format!("the agent of {name} did not announce itself within 60 s"))??
+        .with_context(|| {
+            format!(
+                "the agent of {name} exited without announcing itself (see {})",
+                dir.join(format!("agent-{name}.log")).display()
+            )
+        })?;
+    let announced: serde_json::Value = serde_json::from_str(&line)
+        .with_context(|| format!("the agent of {name} announced {line:?}"))?;
+    let url = announced["url"]
+        .as_str()
+        .with_context(|| format!("the agent of {name} announced no url: {line}"))?
+        .to_string();
+    Ok(Agent {
+        appliance: name.to_string(),
+        url,
+        child,
+    })
+}
