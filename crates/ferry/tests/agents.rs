@@ -122,6 +122,37 @@ fn every_workflow_runs_through_the_agents_of_three_appliances_and_two_workers() 
     t.register_all();
     let all = vms();
 
+    // Each appliance as the engine sees it: its agent, reachable, with the replicas
+    // registered on it, the disks it sees and the slots CloudStack has left.
+    let listed = t
+        .ferry(0)
+        .args(["appliance", "list", "--output", "json"])
+        .run();
+    let listed = listed.ok().json();
+    for vm in &all {
+        let a = listed
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|a| a["name"] == vm.appliance.as_str())
+            .expect("every appliance is listed");
+        assert_eq!(a["agent_url"], t.agent_urls[&vm.appliance].as_str(), "{a}");
+        assert_eq!(a["reachable"], true, "{a}");
+        assert_eq!(a["api_revision"], volumed::API_REVISION, "{a}");
+        assert_eq!(a["replicas"], vm.replicas.len(), "{a}");
+        assert_eq!(a["data_volumes_attached"], vm.replicas.len(), "{a}");
+        assert_eq!(a["free_slots"], 32 - vm.replicas.len(), "{a}");
+        // The appliance's own disk and its replicas, seen by its agent only.
+        assert_eq!(a["devices"], vm.replicas.len() + 1, "{a}");
+        assert_eq!(a["backlog"], 0, "{a}");
+    }
+    let table = t.ferry(1).args(["appliance", "list"]).run();
+    assert!(
+        table.ok().stdout.contains("reachable") && table.stdout.contains("of 32"),
+        "{}",
+        table.stdout
+    );
+
     // Drills on every appliance at once, spread over both workers.
     let drills: Vec<Value> = std::thread::scope(|s| {
         let handles: Vec<_> = all
@@ -295,6 +326,43 @@ fn an_agent_down_is_refused_at_start_and_a_stale_generation_is_fenced() {
     );
     t.register_all();
     t.agent("oma-b").kill();
+    let shown = t
+        .ferry(0)
+        .args(["appliance", "show", "oma-b", "--output", "json"])
+        .run();
+    let shown = shown.ok().json();
+    assert_eq!(shown["reachable"], false, "{shown}");
+    assert!(
+        shown["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("127.0.0.1")),
+        "{shown}"
+    );
+    assert_eq!(shown["replicas"], 3, "known from the store: {shown}");
+    assert_eq!(shown["free_slots"], 29, "known from CloudStack: {shown}");
+    let metrics = block_on(async {
+        reqwest::get(format!("{}/metrics", t.workers[0].url))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    });
+    for line in [
+        "ferry_appliance_agent_up{appliance=\"oma-b\"} 0",
+        "ferry_appliance_agent_up{appliance=\"oma-a\"} 1",
+        "ferry_appliance_replicas{appliance=\"oma-b\"} 3",
+        "ferry_appliance_free_slots{appliance=\"oma-a\"} 30",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    let unknown = t.ferry(0).args(["appliance", "show", "oma-z"]).run();
+    assert_ne!(unknown.code, 0);
+    assert!(
+        unknown.stderr.contains("no appliance named `oma-z`"),
+        "{}",
+        unknown.stderr
+    );
     let refused = t.ferry(0).args(["failover", "test", "db"]).run();
     assert_ne!(refused.code, 0);
     assert!(
