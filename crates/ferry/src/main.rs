@@ -126,6 +126,18 @@ struct VolumedArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// First poll of a CloudStack async job after this many ms (as
+    /// `cloudstack.poll_first_ms` of `ferry serve`); the client then learns each
+    /// command's usual duration.
+    #[arg(long, default_value_t = 500)]
+    poll_first_ms: u64,
+    /// Polls of one job at most this many ms apart (`cloudstack.poll_max_ms`).
+    #[arg(long, default_value_t = 5_000)]
+    poll_max_ms: u64,
+    /// Give up waiting on one job after this long (`cloudstack.job_deadline_secs`); the
+    /// operation stays unfinished and is looked at again.
+    #[arg(long, default_value_t = 1_800)]
+    job_deadline_secs: u64,
     /// The agent API revision to claim (tests of the engine's refusal only).
     #[arg(long, hide = true)]
     api_revision: Option<u32>,
@@ -287,12 +299,26 @@ async fn volumed(args: VolumedArgs) -> anyhow::Result<()> {
         "FERRY_VOLUMED_TOKEN",
         args.token_file.as_ref(),
     )?;
-    let client = cloudstack::Client::new(cloudstack::Config::new(
-        &args.cloudstack_endpoint,
-        &args.api_key,
-        cloudstack_secret,
-    ))
-    .context("cannot build the CloudStack client")?;
+    anyhow::ensure!(
+        args.poll_first_ms >= 1
+            && args.poll_max_ms >= args.poll_first_ms
+            && args.job_deadline_secs >= 1,
+        "--poll-first-ms must be at least 1, --poll-max-ms at least --poll-first-ms, and \
+         --job-deadline-secs at least 1 (got {}, {}, {})",
+        args.poll_first_ms,
+        args.poll_max_ms,
+        args.job_deadline_secs
+    );
+    let mut client_config =
+        cloudstack::Config::new(&args.cloudstack_endpoint, &args.api_key, cloudstack_secret);
+    client_config.poll = cloudstack::PollPolicy {
+        first: std::time::Duration::from_millis(args.poll_first_ms),
+        max: std::time::Duration::from_millis(args.poll_max_ms),
+        deadline: std::time::Duration::from_secs(args.job_deadline_secs),
+        ..cloudstack::PollPolicy::default()
+    };
+    let client =
+        cloudstack::Client::new(client_config).context("cannot build the CloudStack client")?;
     let tls = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
     anyhow::ensure!(
         tls.is_some() || args.listen.ip().is_loopback(),

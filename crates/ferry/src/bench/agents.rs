@@ -24,15 +24,17 @@ pub(super) struct Agent {
 impl Agents {
     /// Starts an agent for every `(name, vm_id, sysfs_root)`, all at once, and waits
     /// for each one's announcement. The token is in `token_file`.
+    /// `poll_ms` is the engine's polling (first, max), which the agents get too.
     pub(super) async fn spawn(
         appliances: &[(String, String, std::path::PathBuf)],
         cloudstack: (&str, &str, &str),
+        poll_ms: (u64, u64),
         token_file: &Path,
         dir: &Path,
     ) -> anyhow::Result<Agents> {
-        let starts = appliances
-            .iter()
-            .map(|(name, vm_id, root)| spawn_one(name, vm_id, root, cloudstack, token_file, dir));
+        let starts = appliances.iter().map(|(name, vm_id, root)| {
+            spawn_one(name, vm_id, root, (cloudstack, poll_ms), token_file, dir)
+        });
         let agents = futures::future::try_join_all(starts).await?;
         Ok(Agents { agents })
     }
@@ -73,7 +75,10 @@ async fn spawn_one(
     name: &str,
     vm_id: &str,
     root: &Path,
-    (endpoint, api_key, secret_key): (&str, &str, &str),
+    ((endpoint, api_key, secret_key), (poll_first_ms, poll_max_ms)): (
+        (&str, &str, &str),
+        (u64, u64),
+    ),
     token_file: &Path,
     dir: &Path,
 ) -> anyhow::Result<Agent> {
@@ -84,6 +89,8 @@ async fn spawn_one(
         .args(["volumed", "--listen", "127.0.0.1:0"])
         .args(["--cloudstack-endpoint", endpoint, "--api-key", api_key])
         .args(["--appliance-vm-id", vm_id])
+        .args(["--poll-first-ms", &poll_first_ms.to_string()])
+        .args(["--poll-max-ms", &poll_max_ms.to_string()])
         .arg("--sysfs-root")
         .arg(root)
         .arg("--token-file")

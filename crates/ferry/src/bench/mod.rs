@@ -167,6 +167,7 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
                 &announcement.api_key,
                 &announcement.secret_key,
             ),
+            (poll_first_ms, poll_max_ms),
             &token_file,
             dir.path(),
         )

@@ -179,6 +179,7 @@ impl Agent {
             .args(["--cloudstack-endpoint", &cloud.endpoint])
             .args(["--api-key", &cloud.api_key])
             .args(["--appliance-vm-id", &self.vm_id])
+            .args(["--poll-first-ms", "5", "--poll-max-ms", "50"])
             .arg("--sysfs-root")
             .arg(&self.root)
             .arg("--database")
