@@ -595,70 +595,6 @@ pub(crate) fn step_time(step: &StepView) -> Option<String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_undone_step_shows_its_action_and_its_undo_each_its_own() {
-        let mut step = StepView {
-            position: 2,
-            name: "create-vm".into(),
-            state: "undone".into(),
-            attempts: 1,
-            started_at: None,
-            finished_at: None,
-            duration_ms: Some(1_200),
-            undo_started_at: None,
-            undo_finished_at: None,
-            undo_duration_ms: Some(800),
-            error: None,
-            overdue: None,
-        };
-        assert_eq!(step_time(&step).as_deref(), Some("1.2 s, undo 0.8 s"));
-        step.undo_duration_ms = None;
-        assert_eq!(step_time(&step).as_deref(), Some("1.2 s"));
-        step.duration_ms = None;
-        assert_eq!(step_time(&step), None);
-    }
-
-    #[test]
-    fn columns_line_up_and_lines_have_no_trailing_spaces() {
-        let mut t = Table::new(&["A", "LONGER", "C"]);
-        t.row(vec!["wide cell".into(), "x".into(), "".into()]);
-        t.note("error: below the row".into());
-        t.row(vec!["y".into(), "z".into(), "last".into()]);
-        assert_eq!(
-            t.render(),
-            "A          LONGER  C\nwide cell  x\n    error: below the row\ny          z       last\n"
-        );
-    }
-
-    #[test]
-    fn sizes_and_durations_read_as_an_operator_would_say_them() {
-        assert_eq!(gib(107 << 30), "107 GiB");
-        assert_eq!(gib(1 << 29), "0.5 GiB");
-        assert_eq!(duration(1234), "1.2 s");
-        assert_eq!(duration(65_000), "1 min 05 s");
-        assert_eq!(duration(7_380_000), "2 h 03 min");
-        assert_eq!(
-            offset("2026-01-01T00:00:00.000Z", "2026-01-01T00:00:01.500Z"),
-            "+1.5 s"
-        );
-    }
-
-    #[test]
-    fn a_job_error_recorded_as_json_reads_as_its_detail() {
-        assert_eq!(
-            job_error(
-                r#"{"class":"definitive","detail":"CloudStack job j (attachVolume) failed"}"#
-            ),
-            "CloudStack job j (attachVolume) failed"
-        );
-        assert_eq!(job_error("plain words"), "plain words");
-    }
-}
-
 /// `ferry appliance list`.
 pub(crate) fn appliance_list(all: &[ApplianceView]) -> String {
     if all.is_empty() {
@@ -751,4 +687,68 @@ pub(crate) fn appliance_table(a: &ApplianceView) -> String {
         out.push_str(&format!("  {key:<10} {value}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_undone_step_shows_its_action_and_its_undo_each_its_own() {
+        let mut step = StepView {
+            position: 2,
+            name: "create-vm".into(),
+            state: "undone".into(),
+            attempts: 1,
+            started_at: None,
+            finished_at: None,
+            duration_ms: Some(1_200),
+            undo_started_at: None,
+            undo_finished_at: None,
+            undo_duration_ms: Some(800),
+            error: None,
+            overdue: None,
+        };
+        assert_eq!(step_time(&step).as_deref(), Some("1.2 s, undo 0.8 s"));
+        step.undo_duration_ms = None;
+        assert_eq!(step_time(&step).as_deref(), Some("1.2 s"));
+        step.duration_ms = None;
+        assert_eq!(step_time(&step), None);
+    }
+
+    #[test]
+    fn columns_line_up_and_lines_have_no_trailing_spaces() {
+        let mut t = Table::new(&["A", "LONGER", "C"]);
+        t.row(vec!["wide cell".into(), "x".into(), "".into()]);
+        t.note("error: below the row".into());
+        t.row(vec!["y".into(), "z".into(), "last".into()]);
+        assert_eq!(
+            t.render(),
+            "A          LONGER  C\nwide cell  x\n    error: below the row\ny          z       last\n"
+        );
+    }
+
+    #[test]
+    fn sizes_and_durations_read_as_an_operator_would_say_them() {
+        assert_eq!(gib(107 << 30), "107 GiB");
+        assert_eq!(gib(1 << 29), "0.5 GiB");
+        assert_eq!(duration(1234), "1.2 s");
+        assert_eq!(duration(65_000), "1 min 05 s");
+        assert_eq!(duration(7_380_000), "2 h 03 min");
+        assert_eq!(
+            offset("2026-01-01T00:00:00.000Z", "2026-01-01T00:00:01.500Z"),
+            "+1.5 s"
+        );
+    }
+
+    #[test]
+    fn a_job_error_recorded_as_json_reads_as_its_detail() {
+        assert_eq!(
+            job_error(
+                r#"{"class":"definitive","detail":"CloudStack job j (attachVolume) failed"}"#
+            ),
+            "CloudStack job j (attachVolume) failed"
+        );
+        assert_eq!(job_error("plain words"), "plain words");
+    }
 }
