@@ -110,6 +110,22 @@ fn assert_at_rest(t: &Topology, committed: &BTreeMap<String, String>) {
     });
 }
 
+/// Run `run_id` once it has ended, as worker `i` shows it.
+fn ended(t: &Topology, i: usize, run_id: &str) -> Value {
+    eventually("the run to end", Duration::from_secs(120), || {
+        let run = t
+            .ferry(i)
+            .args(["run", "show", run_id, "--output", "json"])
+            .run()
+            .json();
+        matches!(
+            run["state"].as_str(),
+            Some("done" | "failed" | "stuck" | "unwound")
+        )
+        .then_some(run)
+    })
+}
+
 /// The calls cloudsim counted for `command`.
 fn calls(t: &Topology, command: &str) -> u64 {
     t.cloud.stats()["calls"][command].as_u64().unwrap_or(0)
@@ -494,22 +510,7 @@ fn a_worker_and_an_agent_killed_together_are_taken_over_and_resumed() {
     );
     t.kill_worker(0);
     t.restart_agent("oma-b");
-    let run = eventually(
-        "the other worker to finish the run",
-        Duration::from_secs(120),
-        || {
-            let out = t
-                .ferry(1)
-                .args(["run", "show", &run_id, "--output", "json"])
-                .run();
-            let run = out.json();
-            matches!(
-                run["state"].as_str(),
-                Some("done" | "failed" | "stuck" | "unwound")
-            )
-            .then_some(run)
-        },
-    );
+    let run = ended(&t, 1, &run_id);
     assert_eq!(run["state"], "done", "{run}\n{}", t.logs());
     assert_eq!(calls(&t, "attachVolume"), 3, "nothing attached twice");
     assert_eq!(failover(&t, 1, "cleanup", "db")["state"], "done");
@@ -563,18 +564,7 @@ fn a_network_cut_between_the_engine_and_an_agent_is_waited_out() {
     );
     eprintln!("{waiting}");
     proxy.restore();
-    let run = eventually("the run to finish", Duration::from_secs(120), || {
-        let run = t
-            .ferry(0)
-            .args(["run", "show", &run_id, "--output", "json"])
-            .run()
-            .json();
-        matches!(
-            run["state"].as_str(),
-            Some("done" | "failed" | "stuck" | "unwound")
-        )
-        .then_some(run)
-    });
+    let run = ended(&t, 0, &run_id);
     assert_eq!(run["state"], "done", "{run}\n{}", t.logs());
     assert_eq!(
         calls(&t, "createSnapshot"),

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
+use crate::deletion;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::http_client::{HttpClient, HttpClientConfig};
@@ -194,26 +195,7 @@ impl VolumeService for Agent {
 
     async fn delete_volume(&self, call: &Call, volume_id: &VolumeId) -> Result<()> {
         call.validate()?;
-        if self
-            .registry
-            .is_replica(volume_id)
-            .await
-            .map_err(Error::journal)?
-        {
-            return Err(Error::ReplicaVolume {
-                volume_id: volume_id.to_string(),
-            });
-        }
-        if !self
-            .registry
-            .is_created_volume(volume_id)
-            .await
-            .map_err(Error::journal)?
-        {
-            return Err(Error::NotCreatedByFerry {
-                volume_id: volume_id.to_string(),
-            });
-        }
+        deletion::may_delete(self.registry.as_ref(), volume_id).await?;
         self.greet().await?;
         let vouch = Call {
             idempotency_key: format!("{}/vouch", call.idempotency_key),

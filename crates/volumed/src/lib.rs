@@ -84,6 +84,7 @@
 mod agent;
 mod appliance;
 mod commands;
+mod deletion;
 pub mod device;
 mod error;
 pub mod guest_prep;

@@ -71,6 +71,7 @@ use tracing::Instrument;
 
 use crate::appliance::Appliances;
 use crate::commands::{self, Submitted, command_of};
+use crate::deletion;
 use crate::device::{self, Device, PollSteps, Presence};
 use crate::error::{Error, Result, chain};
 use crate::journal::{

@@ -152,25 +152,7 @@ impl Inner {
     /// and is the answer to every request with the key.
     pub(super) async fn may_submit(&self, request: &OpRequest) -> Result<()> {
         if let OpRequest::DeleteVolume { volume_id } = request {
-            let journal = &self.journal;
-            if journal
-                .is_replica(volume_id)
-                .await
-                .map_err(Error::journal)?
-            {
-                return Err(Error::ReplicaVolume {
-                    volume_id: volume_id.to_string(),
-                });
-            }
-            if !journal
-                .is_created_volume(volume_id)
-                .await
-                .map_err(Error::journal)?
-            {
-                return Err(Error::NotCreatedByFerry {
-                    volume_id: volume_id.to_string(),
-                });
-            }
+            deletion::may_delete(self.journal.as_ref(), volume_id).await?;
         }
         Ok(())
     }
