@@ -17,7 +17,9 @@ use ids::{NetworkId, VolumeId};
 use std::collections::{BTreeMap, HashMap};
 
 use cloudstack::{Client, VolumeFilter};
-use store::{Appliance, Attachment, Disk, NewVm, Nic, ProtectedVm, Store, StoreError, VmSpec};
+use store::{
+    Appliance, Attachment, Disk, NewVm, Nic, ProtectedVm, Store, StoreError, VmSpec, VmState,
+};
 
 use crate::definition::VmDefinition;
 use crate::problem::{Problem, Problems};
@@ -111,13 +113,18 @@ async fn held_by_others(
         }
     }
     // At rest every replica of every VM of an appliance is attached to it, and
-    // CloudStack attaches at most `max_data_disks` data volumes to one VM.
+    // CloudStack attaches at most `max_data_disks` data volumes to one VM. A committed
+    // VM's replicas are its new VM's disks for good: they hold no slot here. An update
+    // is refused only when it would hold more slots than the VM holds now.
     let held: usize = others
         .iter()
-        .filter(|vm| vm.appliance == def.appliance)
+        .filter(|vm| vm.appliance == def.appliance && vm.state != VmState::Committed)
         .map(|vm| vm.disks.len())
         .sum();
-    if held + def.disks.len() > limits.max_data_disks {
+    let holds_now = this
+        .filter(|vm| vm.appliance == def.appliance && vm.state != VmState::Committed)
+        .map_or(0, |vm| vm.disks.len());
+    if held + def.disks.len() > limits.max_data_disks && def.disks.len() > holds_now {
         p.add(
             "appliance",
             format!(

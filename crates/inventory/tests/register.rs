@@ -686,7 +686,7 @@ async fn a_vm_whose_replicas_would_not_fit_its_appliance_is_refused_with_the_cou
         max_data_disks: 3,
         ..Limits::default()
     };
-    register(&env.store, &env.cloud, &example()?, limits).await?;
+    let first = register(&env.store, &env.cloud, &example()?, limits).await?;
     let mut second = example()?;
     second.name = "pgtest2".into();
     second.source_id = "vm-second".into();
@@ -706,7 +706,10 @@ async fn a_vm_whose_replicas_would_not_fit_its_appliance_is_refused_with_the_cou
         "appliance oma already holds 2 replica volumes of other protected VMs and pgtest2 needs 2 more, but CloudStack attaches at most 3 data volumes",
     );
     assert_eq!(env.store.vms().await?, before, "nothing was registered");
-    // With CloudStack's real limit it fits.
-    register(&env.store, &env.cloud, &second, Limits::default()).await?;
+    // A committed VM's replicas are its new VM's disks for good: they hold no slot.
+    env.store
+        .set_vm_state(&first.id, store::VmState::Committed, None)
+        .await?;
+    register(&env.store, &env.cloud, &second, limits).await?;
     Ok(())
 }

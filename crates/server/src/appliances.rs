@@ -32,7 +32,8 @@ pub struct ApplianceView {
     pub agent_url: Option<String>,
     /// Whether its volume daemon answered (within 5 s).
     pub reachable: bool,
-    /// Why it did not, in words (never a secret).
+    /// Why it did not answer, or why CloudStack could not be read, in words (never a
+    /// secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The daemon's ferry version and agent API revision.
@@ -85,7 +86,7 @@ async fn view(state: &AppState, a: &store::Appliance, vms: &[store::ProtectedVm]
     };
     let (status, attached) = tokio::join!(
         tokio::time::timeout(AGENT_TIMEOUT, daemon.status()),
-        state.env.cloud.list_volumes(&on_appliance),
+        tokio::time::timeout(AGENT_TIMEOUT, state.env.cloud.list_volumes(&on_appliance)),
     );
     let (status, error) = match status {
         Ok(Ok(status)) => (Some(status), None),
@@ -103,9 +104,25 @@ async fn view(state: &AppState, a: &store::Appliance, vms: &[store::ProtectedVm]
     });
     let on_it: Vec<&store::ProtectedVm> = vms.iter().filter(|v| v.appliance == a.name).collect();
     let limit = workflows::plan::KVM_MAX_DATA_DISKS as u64;
-    let data_volumes_attached = attached
-        .ok()
-        .map(|vols| vols.iter().filter(|v| v.volume_type != "ROOT").count() as u64);
+    let (data_volumes_attached, cloudstack_error) = match attached {
+        Ok(Ok(volumes)) => (
+            Some(volumes.iter().filter(|v| v.volume_type != "ROOT").count() as u64),
+            None,
+        ),
+        Ok(Err(e)) => (None, Some(format!("CloudStack: {e}"))),
+        Err(_) => (
+            None,
+            Some(format!(
+                "CloudStack did not answer within {} s",
+                AGENT_TIMEOUT.as_secs()
+            )),
+        ),
+    };
+    // Both reasons, when both failed.
+    let error = match (error, cloudstack_error) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    };
     ApplianceView {
         name: a.name.clone(),
         vm_id: a.vm_id.to_string(),

@@ -655,7 +655,8 @@ pub(crate) fn appliance_table(a: &ApplianceView) -> String {
         (
             "status",
             match (&a.error, a.reachable) {
-                (_, true) => "reachable".into(),
+                (Some(error), true) => format!("reachable ({error})"),
+                (None, true) => "reachable".into(),
                 (Some(error), false) => format!("UNREACHABLE: {error}"),
                 (None, false) => "UNREACHABLE".into(),
             },
