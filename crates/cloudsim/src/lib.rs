@@ -30,6 +30,7 @@ mod jobs;
 pub mod persist;
 mod sim;
 mod state;
+mod throttle;
 pub mod world;
 
 use std::collections::{BTreeMap, HashMap};
@@ -199,6 +200,11 @@ pub async fn start_with_state_file(
         hotplug,
         shutdown: shutdown.clone(),
         state_file: state_file.clone(),
+        throttle: config
+            .world
+            .settings
+            .api_throttling
+            .map(|t| Mutex::new(throttle::Throttle::new(&t, config.time_scale))),
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -34,6 +34,8 @@ pub(crate) struct Inner {
     pub shutdown: CancellationToken,
     /// `--state-file`: where the cloud is kept (see `persist`).
     pub state_file: Option<std::path::PathBuf>,
+    /// The API rate limit, when the world turns it on.
+    pub throttle: Option<Mutex<crate::throttle::Throttle>>,
 }
 
 impl Inner {

@@ -61,6 +61,38 @@ pub struct Settings {
     pub max_data_volumes: u32,
     /// Milliseconds after an attach job completes before the appliance sees the disk.
     pub hotplug_delay_ms: u64,
+    /// `api.throttling.enabled` with its `max` and `interval`; off (`None`) by default,
+    /// as in CloudStack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_throttling: Option<ApiThrottling>,
+}
+
+/// CloudStack's API rate limit per account: at most `max` calls per `interval_s`
+/// seconds (CloudStack's defaults: 25 per 1).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiThrottling {
+    #[serde(default = "default_throttling_max")]
+    pub max: u32,
+    #[serde(default = "default_throttling_interval_s")]
+    pub interval_s: u64,
+}
+
+fn default_throttling_max() -> u32 {
+    25
+}
+
+fn default_throttling_interval_s() -> u64 {
+    1
+}
+
+impl Default for ApiThrottling {
+    fn default() -> Self {
+        ApiThrottling {
+            max: default_throttling_max(),
+            interval_s: default_throttling_interval_s(),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -69,6 +101,7 @@ impl Default for Settings {
             kvm_snapshot_enabled: true,
             max_data_volumes: 32,
             hotplug_delay_ms: 200,
+            api_throttling: None,
         }
     }
 }

@@ -16,9 +16,27 @@
 //!   whether it ended in success, failure or timeout (recorded in `jobs`).
 //! - `ferry_cloudstack_job_polls{command}`: how many `queryAsyncJobResult` polls each
 //!   wait made (recorded in `jobs`).
+//! - `ferry_cloudstack_throttled_total{command}`: calls CloudStack refused for the
+//!   account's API rate limit (each was sent again after the wait it named).
+//!
+//! # The API rate limit
+//!
+//! CloudStack can limit the API calls of an account (`api.throttling.enabled`, at most
+//! `api.throttling.max` calls — 25 by default — per `api.throttling.interval` seconds,
+//! 1 by default; every command counts, `queryAsyncJobResult` too, and root admins are
+//! exempt). Over the limit it refuses the call before looking at the command: HTTP 429,
+//! errorcode 429, cserrorcode 9999, "The given user has reached his/her account api
+//! limit, please retry after [N] ms." (`ApiRateLimitServiceImpl`, `ApiServer`). So a
+//! throttled call did nothing, a mutation too, and is sent again after those N ms: a
+//! throttle is back-pressure, never a failure. To be throttled rarely, the client
+//! spreads its own calls under [`crate::RateLimit`] (one limiter shared by every clone
+//! of a [`Client`], so by everything in the process that calls CloudStack).
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota};
 
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -42,6 +60,23 @@ pub struct Client {
     http: reqwest::Client,
     /// How long each command's jobs have lately taken, shared by the clones.
     pub(crate) timings: Arc<Timings>,
+    /// The process's own pace ([`Config::rate_limit`]), shared by the clones.
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+}
+
+/// How often one call is sent again when CloudStack keeps throttling it; past that its
+/// 429 is returned (a transient error, which callers wait out as an outage).
+const THROTTLED_RESENDS: u32 = 100;
+
+/// The wait a throttled call's error text names ("please retry after [N] ms"), else
+/// `fallback`; at most a minute.
+fn retry_after(errortext: &str, fallback: Duration) -> Duration {
+    let named = errortext
+        .split_once("retry after [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .and_then(|(ms, _)| ms.trim().parse::<u64>().ok())
+        .map(Duration::from_millis);
+    named.unwrap_or(fallback).min(Duration::from_secs(60))
 }
 
 impl std::fmt::Debug for Client {
@@ -58,10 +93,22 @@ impl Client {
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
             .build()?;
+        // Evenly spread: one call every interval / calls, no burst, so that no window
+        // of CloudStack's (which starts at any call) sees more than `calls`.
+        let limiter = config.rate_limit.and_then(|limit| {
+            let calls = NonZeroU32::new(limit.calls)?;
+            let period = (limit.interval / calls.get()).max(Duration::from_nanos(1));
+            Quota::with_period(period).map(|q| {
+                Arc::new(governor::RateLimiter::direct(
+                    q.allow_burst(NonZeroU32::MIN),
+                ))
+            })
+        });
         Ok(Client {
             config: Arc::new(config),
             http,
             timings: Arc::default(),
+            limiter,
         })
     }
 
@@ -117,20 +164,46 @@ impl Client {
         }
     }
 
-    /// Sends one request, counting it and, if it fails, its error.
+    /// Sends one request at the process's pace, counting it and, if it fails, its
+    /// error; a call CloudStack throttles is sent again after the wait it names.
     async fn call_once(
         &self,
         command: &str,
         kind: Kind,
         params: &[(String, String)],
     ) -> Result<Value, Error> {
-        metrics::counter!("ferry_cloudstack_calls_total", "command" => command.to_string())
-            .increment(1);
-        let result = self.send(command, kind, params).await;
-        if let Err(e) = &result {
-            count_error(command, e);
+        let mut resends = 0;
+        loop {
+            if let Some(limiter) = &self.limiter {
+                limiter.until_ready().await;
+            }
+            metrics::counter!("ferry_cloudstack_calls_total", "command" => command.to_string())
+                .increment(1);
+            let result = self.send(command, kind, params).await;
+            match &result {
+                Err(Error::Api {
+                    errorcode: 429,
+                    errortext,
+                    ..
+                }) if resends < THROTTLED_RESENDS => {
+                    metrics::counter!("ferry_cloudstack_throttled_total", "command" => command.to_string())
+                        .increment(1);
+                    let wait = retry_after(errortext, Duration::from_millis(100));
+                    tracing::debug!(
+                        command,
+                        wait_ms = wait.as_millis() as u64,
+                        "throttled by CloudStack; sending again"
+                    );
+                    tokio::time::sleep(wait).await;
+                    resends += 1;
+                }
+                Err(e) => {
+                    count_error(command, e);
+                    return result;
+                }
+                Ok(_) => return result,
+            }
         }
-        result
     }
 
     /// Sends one request and returns the content of its `<command>response` object.
@@ -280,4 +353,27 @@ fn envelope(value: &Value) -> Option<&Value> {
         .map(|(_, v)| v);
     let first = values.next()?;
     values.next().is_none().then_some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_a_throttled_call_names_is_read_from_cloudstacks_text() {
+        let text =
+            "The given user has reached his/her account api limit, please retry after [734] ms.";
+        assert_eq!(
+            retry_after(text, Duration::from_millis(5)),
+            Duration::from_millis(734)
+        );
+        assert_eq!(
+            retry_after("throttled", Duration::from_millis(5)),
+            Duration::from_millis(5)
+        );
+        assert_eq!(
+            retry_after("please retry after [99999999] ms.", Duration::ZERO),
+            Duration::from_secs(60)
+        );
+    }
 }

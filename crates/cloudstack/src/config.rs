@@ -26,6 +26,19 @@ pub struct Config {
     /// the job up as of unknown outcome, for the caller to wait the outage out where
     /// it shows (a run says what it waits for) and to look again afterwards.
     pub unreachable_grace: Duration,
+    /// The most calls this process sends in `interval`, polls included, spread evenly
+    /// (`None`: no limit). Set it to the cloud's `api.throttling.max` calls per
+    /// `api.throttling.interval` for the account, divided among the processes that
+    /// use the account; a call CloudStack throttles anyway is sent again after the
+    /// wait it names (see [`crate::client`]).
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A rate of API calls: `calls` per `interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub calls: u32,
+    pub interval: Duration,
 }
 
 impl Config {
@@ -44,6 +57,7 @@ impl Config {
             poll: PollPolicy::default(),
             read_attempts: 4,
             unreachable_grace: Duration::from_secs(5),
+            rate_limit: None,
         }
     }
 }
@@ -56,6 +70,7 @@ impl std::fmt::Debug for Config {
             .field("secret_key", &"[redacted]")
             .field("request_timeout", &self.request_timeout)
             .field("poll", &self.poll)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }

@@ -28,7 +28,7 @@ pub mod types;
 
 pub use api::{DeployVm, Firmware, NicRequest, VmFilter, VolumeFilter, VolumeSource};
 pub use client::{Client, Kind};
-pub use config::Config;
+pub use config::{Config, RateLimit};
 pub use error::{Error, ErrorClass};
 pub use jobs::{Job, JobOutput, Success};
 pub use polling::PollPolicy;

@@ -138,6 +138,13 @@ struct VolumedArgs {
     /// operation stays unfinished and is looked at again.
     #[arg(long, default_value_t = 1_800)]
     job_deadline_secs: u64,
+    /// At most this many CloudStack API calls (polls included) per
+    /// --rate-limit-interval-ms, spread evenly; 0 sets no limit (as
+    /// `cloudstack.rate_limit_calls` of `ferry serve`).
+    #[arg(long, default_value_t = 0)]
+    rate_limit_calls: u32,
+    #[arg(long, default_value_t = 1_000)]
+    rate_limit_interval_ms: u64,
     /// The agent API revision to claim (tests of the engine's refusal only).
     #[arg(long, hide = true)]
     api_revision: Option<u32>,
@@ -317,6 +324,14 @@ async fn volumed(args: VolumedArgs) -> anyhow::Result<()> {
         deadline: std::time::Duration::from_secs(args.job_deadline_secs),
         ..cloudstack::PollPolicy::default()
     };
+    anyhow::ensure!(
+        args.rate_limit_interval_ms >= 1,
+        "--rate-limit-interval-ms must be at least 1"
+    );
+    client_config.rate_limit = (args.rate_limit_calls > 0).then(|| cloudstack::RateLimit {
+        calls: args.rate_limit_calls,
+        interval: std::time::Duration::from_millis(args.rate_limit_interval_ms),
+    });
     let client =
         cloudstack::Client::new(client_config).context("cannot build the CloudStack client")?;
     let tls = args.tls_cert.as_deref().zip(args.tls_key.as_deref());

@@ -115,6 +115,20 @@ pub struct CloudStackSection {
     /// before doing anything else.
     #[serde(default = "default_job_deadline_secs")]
     pub job_deadline_secs: u64,
+    /// At most this many API calls (polls included) per `rate_limit_interval_ms`, spread
+    /// evenly; 0, the default, sets no limit. With CloudStack's `api.throttling.enabled`
+    /// on, use its `api.throttling.max` per `api.throttling.interval` (25 per 1000 ms
+    /// by default) divided among the processes that share the account (every `ferry
+    /// serve` and `ferry volumed`). A call CloudStack throttles anyway is sent again
+    /// after the wait it names.
+    #[serde(default)]
+    pub rate_limit_calls: u32,
+    #[serde(default = "default_rate_limit_interval_ms")]
+    pub rate_limit_interval_ms: u64,
+}
+
+fn default_rate_limit_interval_ms() -> u64 {
+    1_000
 }
 
 fn default_poll_first_ms() -> u64 {
@@ -470,6 +484,15 @@ impl Config {
                 self.engine.outage_tolerance_s
             ));
         }
+        if self.cloudstack.rate_limit_interval_ms == 0
+            || self.cloudstack.rate_limit_interval_ms > DAY_SECS * 1000
+        {
+            problems.push(format!(
+                "cloudstack.rate_limit_interval_ms must be between 1 and {} (a day; got {})",
+                DAY_SECS * 1000,
+                self.cloudstack.rate_limit_interval_ms
+            ));
+        }
         if self.cloudstack.poll_first_ms == 0
             || self.cloudstack.poll_max_ms < self.cloudstack.poll_first_ms
         {
@@ -547,6 +570,14 @@ impl Config {
         Ok(tokens)
     }
 
+    /// The client's own API rate limit (`None`: none).
+    pub fn rate_limit(&self) -> Option<cloudstack::RateLimit> {
+        (self.cloudstack.rate_limit_calls > 0).then(|| cloudstack::RateLimit {
+            calls: self.cloudstack.rate_limit_calls,
+            interval: Duration::from_millis(self.cloudstack.rate_limit_interval_ms),
+        })
+    }
+
     /// The client's async-job polling.
     pub fn poll_policy(&self) -> cloudstack::PollPolicy {
         cloudstack::PollPolicy {
@@ -587,6 +618,8 @@ impl Builder {
                     poll_first_ms: default_poll_first_ms(),
                     poll_max_ms: default_poll_max_ms(),
                     job_deadline_secs: default_job_deadline_secs(),
+                    rate_limit_calls: 0,
+                    rate_limit_interval_ms: default_rate_limit_interval_ms(),
                 },
                 target,
                 appliances: Vec::new(),
@@ -613,6 +646,13 @@ impl Builder {
     pub fn poll_ms(mut self, first: u64, max: u64) -> Builder {
         self.config.cloudstack.poll_first_ms = first;
         self.config.cloudstack.poll_max_ms = max;
+        self
+    }
+
+    /// `cloudstack.rate_limit_calls` per `cloudstack.rate_limit_interval_ms`.
+    pub fn rate_limit(mut self, calls: u32, interval_ms: u64) -> Builder {
+        self.config.cloudstack.rate_limit_calls = calls;
+        self.config.cloudstack.rate_limit_interval_ms = interval_ms;
         self
     }
 

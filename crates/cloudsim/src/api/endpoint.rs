@@ -199,6 +199,18 @@ async fn handle(inner: Shared, params: Params) -> Response {
     if let Err(e) = crate::auth::verify(&params.pairs, &inner.world.credentials) {
         return fail(e, false);
     }
+    // The account's API rate limit, checked before the command is looked at.
+    if let Some(throttle) = &inner.throttle {
+        let account = params.get("apikey").unwrap_or_default().to_string();
+        let counted = throttle
+            .lock()
+            .expect("poisoned")
+            .count(&account, std::time::Instant::now());
+        if let Err(e) = counted {
+            inner.stats.lock().expect("poisoned").count_throttled();
+            return fail(e, true);
+        }
+    }
     let Some((command, class)) = known else {
         let e = CsError {
             code: 432,

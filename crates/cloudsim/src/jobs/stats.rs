@@ -40,12 +40,20 @@ pub struct StatsInner {
     pub max_concurrency_per_queue: u32,
     /// Calls that came during an outage and got no answer from CloudStack.
     pub unanswered: u64,
+    /// Calls refused by the API rate limit.
+    pub throttled: u64,
 }
 
 impl StatsInner {
     /// Counts one call that came during an outage.
     pub fn count_unanswered(&mut self) {
         self.unanswered += 1;
+    }
+
+    /// Counts one call refused by the API rate limit (also counted as a call and as
+    /// an error of its command).
+    pub fn count_throttled(&mut self) {
+        self.throttled += 1;
     }
 
     /// Counts one API call of `command`.
@@ -79,6 +87,10 @@ pub struct Stats {
     /// not answered; they are in no other count.
     #[serde(default)]
     pub unanswered: u64,
+    /// Calls refused by the API rate limit (`api_throttling`), also counted in
+    /// `calls` and `errors`.
+    #[serde(default)]
+    pub throttled: u64,
     /// `queryAsyncJobResult` calls per finished job.
     pub polls_per_job: PollStats,
     /// The same, per command (lower case).
@@ -146,6 +158,7 @@ pub fn report(stats: &StatsInner, jobs: &BTreeMap<String, Job>) -> Stats {
         commands: stats.commands.clone(),
         max_concurrency_per_queue: stats.max_concurrency_per_queue,
         unanswered: stats.unanswered,
+        throttled: stats.throttled,
         polls_per_job,
         polls_per_command,
         polls_histogram,

@@ -29,11 +29,19 @@ impl Agents {
         appliances: &[(String, String, std::path::PathBuf)],
         cloudstack: (&str, &str, &str),
         poll_ms: (u64, u64),
+        rate_limit: Option<(u32, u64)>,
         token_file: &Path,
         dir: &Path,
     ) -> anyhow::Result<Agents> {
         let starts = appliances.iter().map(|(name, vm_id, root)| {
-            spawn_one(name, vm_id, root, (cloudstack, poll_ms), token_file, dir)
+            spawn_one(
+                name,
+                vm_id,
+                root,
+                (cloudstack, poll_ms, rate_limit),
+                token_file,
+                dir,
+            )
         });
         let agents = futures::future::try_join_all(starts).await?;
         Ok(Agents { agents })
@@ -75,9 +83,10 @@ async fn spawn_one(
     name: &str,
     vm_id: &str,
     root: &Path,
-    ((endpoint, api_key, secret_key), (poll_first_ms, poll_max_ms)): (
+    ((endpoint, api_key, secret_key), (poll_first_ms, poll_max_ms), rate_limit): (
         (&str, &str, &str),
         (u64, u64),
+        Option<(u32, u64)>,
     ),
     token_file: &Path,
     dir: &Path,
@@ -85,12 +94,15 @@ async fn spawn_one(
     let exe = std::env::current_exe().context("cannot find the ferry binary")?;
     let log = std::fs::File::create(dir.join(format!("agent-{name}.log")))
         .with_context(|| format!("cannot create the log of {name}'s agent"))?;
+    let (rate_calls, rate_interval_ms) = rate_limit.unwrap_or((0, 1000));
     let mut child = tokio::process::Command::new(exe)
         .args(["volumed", "--listen", "127.0.0.1:0"])
         .args(["--cloudstack-endpoint", endpoint, "--api-key", api_key])
         .args(["--appliance-vm-id", vm_id])
         .args(["--poll-first-ms", &poll_first_ms.to_string()])
         .args(["--poll-max-ms", &poll_max_ms.to_string()])
+        .args(["--rate-limit-calls", &rate_calls.to_string()])
+        .args(["--rate-limit-interval-ms", &rate_interval_ms.to_string()])
         .arg("--sysfs-root")
         .arg(root)
         .arg("--token-file")

@@ -90,6 +90,12 @@ pub struct BenchArgs {
     /// does, and an engine that sees no disks and reaches the agents over HTTP.
     #[arg(long)]
     agents: bool,
+    /// Turns CloudStack's API rate limit on at its defaults (`api.throttling.max` 25
+    /// calls per `api.throttling.interval` 1 s, scaled like every latency), and gives
+    /// ferry's processes a client-side limit that shares it; reports the bound the rate
+    /// limit sets.
+    #[arg(long)]
+    throttle: bool,
 }
 
 pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
@@ -116,7 +122,8 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
     let scale = args.time_scale;
 
     let dir = tempfile::Builder::new().prefix("ferry-bench-").tempdir()?;
-    let world = World::new(&shape, args.warmup);
+    let throttling = args.throttle.then(cloudsim::world::ApiThrottling::default);
+    let world = World::new(&shape, args.warmup, throttling);
     let world_path = dir.path().join("world.toml");
     std::fs::write(&world_path, world.toml())?;
     let sysfs = dir.path().join("appliances");
@@ -145,6 +152,18 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
         concurrency,
         ..EngineSection::default()
     });
+    // One account, shared by the engine and (with --agents) every agent: each process
+    // gets its share of CloudStack's limit, its interval scaled like every latency.
+    let processes = if args.agents {
+        1 + u64::from(shape.appliances)
+    } else {
+        1
+    };
+    let rate_limit_interval_ms = throttling
+        .map(|t| ((t.interval_s as f64 * 1000.0 * scale * processes as f64).round() as u64).max(1));
+    if let (Some(t), Some(interval_ms)) = (throttling, rate_limit_interval_ms) {
+        config = config.rate_limit(t.max, interval_ms);
+    }
     let mut appliances = Vec::new();
     for a in &world.appliances {
         let vm_id = announcement
@@ -168,6 +187,9 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
                 &announcement.secret_key,
             ),
             (poll_first_ms, poll_max_ms),
+            throttling
+                .zip(rate_limit_interval_ms)
+                .map(|(t, ms)| (t.max, ms)),
             &token_file,
             dir.path(),
         )
@@ -265,6 +287,7 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
         engine_concurrency: concurrency,
         warmup: args.warmup,
         agents: args.agents,
+        throttling,
     };
     let report = Report::new(
         setup,

@@ -30,6 +30,11 @@ pub(super) struct Report {
     warmup: bool,
     /// Whether every appliance had its own volume agent process (`--agents`).
     agents: bool,
+    /// CloudStack's API rate limit, when on (`--throttle`).
+    throttling: Option<Throttling>,
+    /// Calls CloudStack refused for the rate limit during the two phases (each was
+    /// sent again).
+    throttled_calls: u64,
     makespan_s: f64,
     lower_bound_s: f64,
     ratio: f64,
@@ -74,6 +79,11 @@ struct Phase {
     max_concurrent_runs: usize,
     /// How long each step of the workflow took across the phase's runs, in order.
     steps: Vec<StepTimes>,
+    /// CloudStack API calls in the phase.
+    calls: u64,
+    /// With the API rate limit on: the least time those calls take at `max` per
+    /// interval — a bound beside the queues' and the chain's.
+    rate_bound_s: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,6 +144,12 @@ struct Machine {
     memory_mib: Option<u64>,
 }
 
+#[derive(Debug, Serialize)]
+struct Throttling {
+    max: u32,
+    interval_s: u64,
+}
+
 /// What the bench was asked to run.
 pub(super) struct Setup {
     pub(super) shape: Shape,
@@ -141,6 +157,7 @@ pub(super) struct Setup {
     pub(super) engine_concurrency: usize,
     pub(super) warmup: bool,
     pub(super) agents: bool,
+    pub(super) throttling: Option<cloudsim::world::ApiThrottling>,
 }
 
 impl Report {
@@ -160,7 +177,10 @@ impl Report {
             engine_concurrency,
             warmup,
             agents,
+            throttling,
         } = setup;
+        // The rate limit's own bound: the phase's calls, `max` per (scaled) interval.
+        let rate = throttling.map(|t| (t.max, t.interval_s as f64 * time_scale));
         let durations = Durations::new(stats_after, time_scale);
         let test_failover = Phase::of(
             tf,
@@ -168,6 +188,7 @@ impl Report {
             stats_between,
             durations.test_failover(shape.disks),
             world,
+            rate,
         )?;
         let cleanup = Phase::of(
             cu,
@@ -175,6 +196,7 @@ impl Report {
             stats_after,
             durations.cleanup(shape.disks),
             world,
+            rate,
         )?;
         let running_after: Vec<f64> = tf
             .details
@@ -208,6 +230,11 @@ impl Report {
             engine_concurrency,
             warmup,
             agents,
+            throttling: throttling.map(|t| Throttling {
+                max: t.max,
+                interval_s: t.interval_s,
+            }),
+            throttled_calls: stats_after.throttled - stats_before.throttled,
             makespan_s,
             lower_bound_s,
             ratio: makespan_s / lower_bound_s,
@@ -253,8 +280,14 @@ impl Report {
                 &mut out,
                 name,
                 format!(
-                    "{:.3} s, bound {:.3} s ({}), ratio {:.3}",
-                    p.makespan_s, p.lower_bound_s, p.bound_by, p.ratio
+                    "{:.3} s, bound {:.3} s ({}), ratio {:.3}{}",
+                    p.makespan_s,
+                    p.lower_bound_s,
+                    p.bound_by,
+                    p.ratio,
+                    p.rate_bound_s
+                        .map(|r| format!("; the rate limit's bound {r:.3} s ({} calls)", p.calls))
+                        .unwrap_or_default()
                 ),
             );
             let q = &p.busiest_queue;
@@ -325,6 +358,16 @@ impl Report {
         for (command, n) in &self.calls_per_command {
             line(&mut out, &format!("  {command}"), n.to_string());
         }
+        if let Some(t) = &self.throttling {
+            line(
+                &mut out,
+                "API rate limit",
+                format!(
+                    "{} calls per {} s (scaled ×{}); {} calls throttled and sent again",
+                    t.max, t.interval_s, self.time_scale, self.throttled_calls
+                ),
+            );
+        }
         line(
             &mut out,
             "peak memory (VmHWM)",
@@ -393,6 +436,7 @@ impl Phase {
         after: &cloudsim::Stats,
         chain: Chain,
         world: &World,
+        rate: Option<(u32, f64)>,
     ) -> anyhow::Result<Phase> {
         let details = &observed.details;
         let makespan_s = if observed.runs.is_empty() {
@@ -454,7 +498,10 @@ impl Phase {
             })
             .filter(|(_, n)| *n > 0)
             .collect();
+        let calls: u64 = diff(&before.calls, &after.calls).values().sum();
         Ok(Phase {
+            calls,
+            rate_bound_s: rate.map(|(max, interval_s)| calls as f64 / f64::from(max) * interval_s),
             makespan_s,
             lower_bound_s,
             ratio: if lower_bound_s > 0.0 {

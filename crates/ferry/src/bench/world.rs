@@ -74,6 +74,8 @@ pub(super) struct World {
     pub(super) vms: Vec<VmDef>,
     /// The unmeasured VM of `--warmup`, on an appliance of its own.
     pub(super) warmup: Option<VmDef>,
+    /// CloudStack's API rate limit (`--throttle`): `max` calls per `interval_s`.
+    pub(super) throttling: Option<cloudsim::world::ApiThrottling>,
 }
 
 pub(super) struct ApplianceDef {
@@ -94,7 +96,11 @@ fn new_id() -> String {
 }
 
 impl World {
-    pub(super) fn new(shape: &Shape, warmup: bool) -> World {
+    pub(super) fn new(
+        shape: &Shape,
+        warmup: bool,
+        throttling: Option<cloudsim::world::ApiThrottling>,
+    ) -> World {
         let mut appliances: Vec<ApplianceDef> = (0..shape.appliances)
             .map(|a| ApplianceDef {
                 name: format!("oma-{}", a + 1),
@@ -139,6 +145,7 @@ impl World {
             appliances,
             vms,
             warmup,
+            throttling,
         }
     }
 
@@ -159,7 +166,7 @@ secret_key = "{secret_key}"
 kvm_snapshot_enabled = true
 max_data_volumes = {MAX_DATA_VOLUMES}
 hotplug_delay_ms = {HOTPLUG_DELAY_MS}
-
+{throttling}
 [[zones]]
 id = "{zone}"
 name = "bench"
@@ -189,6 +196,13 @@ cidr = "10.20.0.0/16"
             zone = self.zone,
             offering = self.offering,
             template = self.template,
+            throttling = self
+                .throttling
+                .map(|t| format!(
+                    "api_throttling = {{ max = {}, interval_s = {} }}\n",
+                    t.max, t.interval_s
+                ))
+                .unwrap_or_default(),
         );
         for a in &self.appliances {
             text.push_str(&format!(
@@ -353,7 +367,7 @@ mod tests {
     #[test]
     fn vms_are_spread_round_robin() {
         let s = shape(5, 2, 2);
-        let w = World::new(&s, false);
+        let w = World::new(&s, false, None);
         let on: Vec<&str> = w.vms.iter().map(|v| v.appliance.as_str()).collect();
         assert_eq!(on, ["oma-1", "oma-2", "oma-1", "oma-2", "oma-1"]);
         assert_eq!(s.most_on_one_appliance(), 6);
@@ -367,7 +381,7 @@ mod tests {
 
     #[test]
     fn the_warmup_vm_has_an_appliance_of_its_own() {
-        let w = World::new(&shape(2, 3, 1), true);
+        let w = World::new(&shape(2, 3, 1), true, None);
         assert_eq!(w.vms.len(), 2);
         let warmup = w.warmup.as_ref().expect("a warm-up VM");
         assert_eq!(warmup.appliance, "oma-warmup");
@@ -383,7 +397,7 @@ mod tests {
 
     #[test]
     fn definitions_parse_with_every_disk_on_its_own_slot() {
-        let w = World::new(&shape(1, 20, 1), false);
+        let w = World::new(&shape(1, 20, 1), false, None);
         let text = w.vms[0].definition();
         let parsed: toml::Value = toml::from_str(&text).expect("TOML");
         let disks = parsed["disks"].as_array().expect("disks");
