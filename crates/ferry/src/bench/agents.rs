@@ -21,28 +21,30 @@ pub(super) struct Agent {
     child: tokio::process::Child,
 }
 
+/// What every agent is started with.
+pub(super) struct Common<'a> {
+    /// CloudStack's endpoint, API key and secret key.
+    pub(super) cloudstack: (&'a str, &'a str, &'a str),
+    /// The engine's polling (first, max, in ms), which the agents get too.
+    pub(super) poll_ms: (u64, u64),
+    /// Each agent's share of the API rate limit: calls per ms, if on.
+    pub(super) rate_limit: Option<(u32, u64)>,
+    /// The file holding the agents' token.
+    pub(super) token_file: &'a Path,
+    /// Where their journals and logs go.
+    pub(super) dir: &'a Path,
+}
+
 impl Agents {
     /// Starts an agent for every `(name, vm_id, sysfs_root)`, all at once, and waits
-    /// for each one's announcement. The token is in `token_file`.
-    /// `poll_ms` is the engine's polling (first, max), which the agents get too.
+    /// for each one's announcement.
     pub(super) async fn spawn(
         appliances: &[(String, String, std::path::PathBuf)],
-        cloudstack: (&str, &str, &str),
-        poll_ms: (u64, u64),
-        rate_limit: Option<(u32, u64)>,
-        token_file: &Path,
-        dir: &Path,
+        common: &Common<'_>,
     ) -> anyhow::Result<Agents> {
-        let starts = appliances.iter().map(|(name, vm_id, root)| {
-            spawn_one(
-                name,
-                vm_id,
-                root,
-                (cloudstack, poll_ms, rate_limit),
-                token_file,
-                dir,
-            )
-        });
+        let starts = appliances
+            .iter()
+            .map(|(name, vm_id, root)| spawn_one(name, vm_id, root, common));
         let agents = futures::future::try_join_all(starts).await?;
         Ok(Agents { agents })
     }
@@ -83,14 +85,15 @@ async fn spawn_one(
     name: &str,
     vm_id: &str,
     root: &Path,
-    ((endpoint, api_key, secret_key), (poll_first_ms, poll_max_ms), rate_limit): (
-        (&str, &str, &str),
-        (u64, u64),
-        Option<(u32, u64)>,
-    ),
-    token_file: &Path,
-    dir: &Path,
+    common: &Common<'_>,
 ) -> anyhow::Result<Agent> {
+    let Common {
+        cloudstack: (endpoint, api_key, secret_key),
+        poll_ms: (poll_first_ms, poll_max_ms),
+        rate_limit,
+        token_file,
+        dir,
+    } = *common;
     let exe = std::env::current_exe().context("cannot find the ferry binary")?;
     let log = std::fs::File::create(dir.join(format!("agent-{name}.log")))
         .with_context(|| format!("cannot create the log of {name}'s agent"))?;

@@ -181,17 +181,19 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
         std::fs::write(&token_file, uuid::Uuid::new_v4().simple().to_string())?;
         let agents = agents::Agents::spawn(
             &appliances,
-            (
-                &announcement.endpoint,
-                &announcement.api_key,
-                &announcement.secret_key,
-            ),
-            (poll_first_ms, poll_max_ms),
-            throttling
-                .zip(rate_limit_interval_ms)
-                .map(|(t, ms)| (t.max, ms)),
-            &token_file,
-            dir.path(),
+            &agents::Common {
+                cloudstack: (
+                    &announcement.endpoint,
+                    &announcement.api_key,
+                    &announcement.secret_key,
+                ),
+                poll_ms: (poll_first_ms, poll_max_ms),
+                rate_limit: throttling
+                    .zip(rate_limit_interval_ms)
+                    .map(|(t, ms)| (t.max, ms)),
+                token_file: &token_file,
+                dir: dir.path(),
+            },
         )
         .await?;
         for (agent, (name, vm_id, _)) in agents.iter().zip(&appliances) {
