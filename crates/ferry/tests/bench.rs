@@ -156,6 +156,40 @@ fn a_bench_with_an_agent_per_appliance_ends_every_run_done_and_never_beats_its_b
 }
 
 #[test]
+fn a_bench_under_cloudstacks_api_rate_limit_ends_every_run_done_and_reports_its_bound() {
+    let output = Ferry::bare()
+        .args([
+            "bench",
+            "--throttle",
+            "--vms",
+            "2",
+            "--disks",
+            "2",
+            "--time-scale",
+            "0.01",
+            "--output",
+            "json",
+        ])
+        .run();
+    output.code(0);
+    let last = output.stdout.lines().last().expect("a line of output");
+    let report: Value = serde_json::from_str(last).expect("the last line is one JSON object");
+    assert_eq!(report["throttling"]["max"], 25, "{report}");
+    assert_eq!(report["runs_done"], 4, "{report}");
+    for phase in ["test_failover", "cleanup"] {
+        let calls = report[phase]["calls"].as_f64().expect("calls");
+        let bound = report[phase]["rate_bound_s"]
+            .as_f64()
+            .expect("the rate bound");
+        // 25 calls per (scaled) second: the bound is what those calls take at that rate.
+        assert!(
+            (bound - calls / 25.0 * 0.01).abs() < 1e-9,
+            "{phase}: {report}"
+        );
+    }
+}
+
+#[test]
 fn more_replicas_than_an_appliance_takes_are_refused_with_what_fits() {
     let output = Ferry::bare()
         .args(["bench", "--vms", "100", "--disks", "4", "--appliances", "2"])
