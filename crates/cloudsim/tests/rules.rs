@@ -1544,3 +1544,41 @@ async fn a_deleted_snapshot_vanishes_from_list_snapshots() -> TestResult {
     assert_eq!(err.errorcode(), Some(431));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_clients_probes_of_ip_and_nat_lists_answer_empty_and_an_id_is_refused() -> TestResult {
+    let sim = start().await?;
+    for command in [
+        "listPublicIpAddresses",
+        "listPortForwardingRules",
+        "listIpForwardingRules",
+    ] {
+        // CloudStack's empty list: the envelope with nothing in it, no count.
+        let empty = sim
+            .client
+            .call(command, cloudstack::Kind::Read, &[])
+            .await?;
+        assert_eq!(empty, serde_json::json!({}), "{command}");
+        let err = sim
+            .client
+            .call(
+                command,
+                cloudstack::Kind::Read,
+                &[("id".to_string(), extra_id(1))],
+            )
+            .await
+            .unwrap_err();
+        assert_sync(
+            &err,
+            431,
+            &format!(
+                "Unable to execute API command {} due to invalid value. Invalid parameter id value={} \
+                 due to incorrect long value format, or entity does not exist or due to incorrect \
+                 parameter annotation for the field in api cmd class.",
+                command.to_lowercase(),
+                extra_id(1)
+            ),
+        );
+    }
+    Ok(())
+}

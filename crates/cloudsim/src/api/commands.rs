@@ -143,6 +143,15 @@ pub fn dispatch(
                 .collect();
             Ok(list_body("network", items, p))
         }
+        // A world has no public IPs and no NAT or port-forwarding rules: the lists are
+        // empty, as CloudStack's are for an account without them; an id, which can
+        // name none of them, is refused as every unknown id is.
+        "listPublicIpAddresses" | "listPortForwardingRules" | "listIpForwardingRules" => {
+            if let Some(id) = p.get("id") {
+                return Err(CsError::bad_id(command, "id", id));
+            }
+            Ok(list_body("none", Vec::new(), p))
+        }
         "listVirtualMachines" => {
             let vms: Vec<&Vm> = s
                 .vms

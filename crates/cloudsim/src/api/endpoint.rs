@@ -44,6 +44,18 @@ const COMMANDS: &[(&str, &str)] = &[
         "org.apache.cloudstack.api.command.user.vm.ListVMsCmd",
     ),
     (
+        "listPublicIpAddresses",
+        "org.apache.cloudstack.api.command.user.address.ListPublicIpAddressesCmd",
+    ),
+    (
+        "listPortForwardingRules",
+        "org.apache.cloudstack.api.command.user.firewall.ListPortForwardingRulesCmd",
+    ),
+    (
+        "listIpForwardingRules",
+        "org.apache.cloudstack.api.command.user.nat.ListIpForwardingRulesCmd",
+    ),
+    (
         "deployVirtualMachine",
         "org.apache.cloudstack.api.command.admin.vm.DeployVMCmdByAdmin",
     ),
