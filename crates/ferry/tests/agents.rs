@@ -417,16 +417,21 @@ fn an_agent_down_is_refused_at_start_and_a_stale_generation_is_fenced() {
 /// Kills `appliance`'s agent once cloudsim has counted one more `command` than
 /// `before`, starts it again, and returns how many were counted when it was killed.
 fn kill_agent_during(t: &mut Topology, appliance: &str, command: &str, before: u64) -> u64 {
-    let at = eventually(
+    let at = until_called(t, command, before);
+    t.restart_agent(appliance);
+    at
+}
+
+/// Waits until cloudsim has counted more `command` calls than `before`: how many.
+fn until_called(t: &Topology, command: &str, before: u64) -> u64 {
+    eventually(
         &format!("a {command} to reach CloudStack"),
         Duration::from_secs(60),
         || {
             let n = calls(t, command);
             (n > before).then_some(n)
         },
-    );
-    t.restart_agent(appliance);
-    at
+    )
 }
 
 #[test]
@@ -436,16 +441,11 @@ fn an_agent_killed_in_the_middle_of_an_attach_a_detach_and_a_revert_finishes_the
     t.register_all();
     let db: Vm = vms().into_iter().find(|v| v.name == "db").expect("db");
     // Slow jobs (seconds at cloudsim's time scale): time to kill the agent mid-job.
-    cli_harness::admin_call(
-        &t.cloud.admin,
-        reqwest::Method::POST,
-        "latency",
-        Some(serde_json::json!({
-            "attachVolume": 1_500_000,
-            "detachVolume": 1_500_000,
-            "revertSnapshot": 1_500_000,
-        })),
-    );
+    t.slow(serde_json::json!({
+        "attachVolume": 1_500_000,
+        "detachVolume": 1_500_000,
+        "revertSnapshot": 1_500_000,
+    }));
     let ferry = t.ferry(0);
     let drill = std::thread::spawn(move || {
         ferry
@@ -489,25 +489,9 @@ fn a_worker_and_an_agent_killed_together_are_taken_over_and_resumed() {
     let mut proxies = BTreeMap::new();
     let mut t = Topology::start(Setup::default(), &mut proxies);
     t.register_all();
-    cli_harness::admin_call(
-        &t.cloud.admin,
-        reqwest::Method::POST,
-        "latency",
-        Some(serde_json::json!({"attachVolume": 1_000_000})),
-    );
-    let started = t
-        .ferry(0)
-        .args(["failover", "test", "db", "--output", "json"])
-        .run();
-    let run_id = started.ok().json()["id"]
-        .as_str()
-        .expect("run id")
-        .to_string();
-    eventually(
-        "an attach to reach CloudStack",
-        Duration::from_secs(60),
-        || (calls(&t, "attachVolume") > 0).then_some(()),
-    );
+    t.slow(serde_json::json!({"attachVolume": 1_000_000}));
+    let run_id = t.start_run(0, "test", "db");
+    until_called(&t, "attachVolume", 0);
     t.kill_worker(0);
     t.restart_agent("oma-b");
     let run = ended(&t, 1, &run_id);
@@ -530,25 +514,9 @@ fn a_network_cut_between_the_engine_and_an_agent_is_waited_out() {
     );
     t.register_all();
     let proxy = &proxies["oma-c"];
-    cli_harness::admin_call(
-        &t.cloud.admin,
-        reqwest::Method::POST,
-        "latency",
-        Some(serde_json::json!({"createSnapshot": 500_000})),
-    );
-    let started = t
-        .ferry(0)
-        .args(["failover", "test", "cache", "--output", "json"])
-        .run();
-    let run_id = started.ok().json()["id"]
-        .as_str()
-        .expect("run id")
-        .to_string();
-    eventually(
-        "the snapshot to reach CloudStack",
-        Duration::from_secs(60),
-        || (calls(&t, "createSnapshot") > 0).then_some(()),
-    );
+    t.slow(serde_json::json!({"createSnapshot": 500_000}));
+    let run_id = t.start_run(0, "test", "cache");
+    until_called(&t, "createSnapshot", 0);
     proxy.cut();
     // Longer than the client's own retries: the run says what it waits for.
     let waiting = eventually(

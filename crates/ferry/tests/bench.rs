@@ -7,26 +7,22 @@ mod cli_harness;
 use cli_harness::Ferry;
 use serde_json::Value;
 
-#[test]
-fn a_small_bench_reports_every_figure_and_never_beats_its_bound() {
+/// `ferry bench ARGS --time-scale 0.01 --output json`, which must exit 0: its report,
+/// the last line of its output.
+fn bench_report(args: &[&str]) -> Value {
     let output = Ferry::bare()
-        .args([
-            "bench",
-            "--vms",
-            "3",
-            "--disks",
-            "2",
-            "--appliances",
-            "2",
-            "--time-scale",
-            "0.01",
-            "--output",
-            "json",
-        ])
+        .args(["bench"])
+        .args(args)
+        .args(["--time-scale", "0.01", "--output", "json"])
         .run();
     output.code(0);
     let last = output.stdout.lines().last().expect("a line of output");
-    let report: Value = serde_json::from_str(last).expect("the last line is one JSON object");
+    serde_json::from_str(last).expect("the last line is one JSON object")
+}
+
+#[test]
+fn a_small_bench_reports_every_figure_and_never_beats_its_bound() {
+    let report = bench_report(&["--vms", "3", "--disks", "2", "--appliances", "2"]);
 
     for key in [
         "makespan_s",
@@ -122,25 +118,15 @@ fn a_small_bench_reports_every_figure_and_never_beats_its_bound() {
 
 #[test]
 fn a_bench_with_an_agent_per_appliance_ends_every_run_done_and_never_beats_its_bound() {
-    let output = Ferry::bare()
-        .args([
-            "bench",
-            "--agents",
-            "--vms",
-            "2",
-            "--disks",
-            "2",
-            "--appliances",
-            "2",
-            "--time-scale",
-            "0.01",
-            "--output",
-            "json",
-        ])
-        .run();
-    output.code(0);
-    let last = output.stdout.lines().last().expect("a line of output");
-    let report: Value = serde_json::from_str(last).expect("the last line is one JSON object");
+    let report = bench_report(&[
+        "--agents",
+        "--vms",
+        "2",
+        "--disks",
+        "2",
+        "--appliances",
+        "2",
+    ]);
     assert_eq!(report["agents"], true, "{report}");
     assert_eq!(report["runs_done"], 4, "{report}");
     assert!(
@@ -164,23 +150,7 @@ fn a_bench_with_an_agent_per_appliance_ends_every_run_done_and_never_beats_its_b
 
 #[test]
 fn a_bench_under_cloudstacks_api_rate_limit_ends_every_run_done_and_reports_its_bound() {
-    let output = Ferry::bare()
-        .args([
-            "bench",
-            "--throttle",
-            "--vms",
-            "2",
-            "--disks",
-            "2",
-            "--time-scale",
-            "0.01",
-            "--output",
-            "json",
-        ])
-        .run();
-    output.code(0);
-    let last = output.stdout.lines().last().expect("a line of output");
-    let report: Value = serde_json::from_str(last).expect("the last line is one JSON object");
+    let report = bench_report(&["--throttle", "--vms", "2", "--disks", "2"]);
     assert_eq!(report["throttling"]["max"], 25, "{report}");
     assert_eq!(report["runs_done"], 4, "{report}");
     for phase in ["test_failover", "cleanup"] {

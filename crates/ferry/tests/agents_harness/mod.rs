@@ -469,6 +469,29 @@ impl Topology {
             .dir(self.dir.path())
     }
 
+    /// Slows CloudStack's commands (milliseconds before cloudsim's time scale), to
+    /// give a test time to act in the middle of one.
+    pub fn slow(&self, latencies: Value) {
+        crate::cli_harness::admin_call(
+            &self.cloud.admin,
+            reqwest::Method::POST,
+            "latency",
+            Some(latencies),
+        );
+    }
+
+    /// Starts `workflow` of `vm` on worker `i` without waiting: the run's id.
+    pub fn start_run(&self, i: usize, workflow: &str, vm: &str) -> String {
+        let started = self
+            .ferry(i)
+            .args(["failover", workflow, vm, "--output", "json"])
+            .run();
+        started.ok().json()["id"]
+            .as_str()
+            .expect("run id")
+            .to_string()
+    }
+
     /// Registers every VM of the world.
     pub fn register_all(&self) {
         for (i, vm) in vms().iter().enumerate() {
