@@ -9,7 +9,6 @@
 //! also when the agent is down). Every agent is asked at once, each for at most
 //! [`AGENT_TIMEOUT`], so one dead agent does not slow the list.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -148,12 +147,11 @@ pub fn gauges(views: &[ApplianceView]) {
         let labels = [("appliance", v.name.clone())];
         metrics::gauge!("ferry_appliance_agent_up", &labels).set(f64::from(u8::from(v.reachable)));
         metrics::gauge!("ferry_appliance_replicas", &labels).set(v.replicas as f64);
-        let optional: BTreeMap<&str, Option<u64>> = BTreeMap::from([
+        for (name, value) in [
             ("ferry_appliance_agent_backlog", v.backlog),
             ("ferry_appliance_devices", v.devices),
             ("ferry_appliance_free_slots", v.free_slots),
-        ]);
-        for (name, value) in optional {
+        ] {
             // An unknown figure is NaN, never a stale value or a made-up 0.
             metrics::gauge!(name, &labels).set(value.map_or(f64::NAN, |v| v as f64));
         }

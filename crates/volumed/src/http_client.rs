@@ -22,20 +22,8 @@ use crate::server::{APPLIANCE_HEADER, IDEMPOTENCY_HEADER, REVISION_HEADER, VERSI
 use crate::service::VolumeService;
 use crate::types::{
     API_REVISION, AgentStatus, Call, GuestPrep, GuestPrepOutcome, SnapshotInfo, VERSION,
-    VolumeInfo, non_empty, to_json,
+    VolumeInfo, appliances_named, non_empty, to_json,
 };
-
-/// The appliances a daemon says it serves, for a message.
-fn served(status: &AgentStatus) -> String {
-    match status.appliances.as_slice() {
-        [] => "no appliance".into(),
-        all => all
-            .iter()
-            .map(|a| a.vm_id.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-    }
-}
 
 /// How to reach a `ferry volumed` server.
 #[derive(Clone)]
@@ -144,7 +132,7 @@ impl HttpClient {
             && !status.appliances.iter().any(|a| &a.vm_id == vm_id)
         {
             return Err(Error::WrongAppliance {
-                serves: served(&status),
+                serves: appliances_named(status.appliances.iter().map(|a| &a.vm_id)),
                 asked: vm_id.to_string(),
             });
         }

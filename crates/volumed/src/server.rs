@@ -63,7 +63,7 @@ use subtle::ConstantTimeEq;
 use crate::error::Error;
 use crate::presence::Presence;
 use crate::service::VolumeService;
-use crate::types::{API_REVISION, Call, Fence, GuestPrep, VERSION};
+use crate::types::{API_REVISION, Call, Fence, GuestPrep, VERSION, appliances_named};
 
 /// The header that carries the idempotency key.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -238,15 +238,10 @@ fn refusal(identity: &Identity, headers: &HeaderMap) -> Option<Error> {
     if identity.serves.iter().any(|vm| vm.as_str() == asked) {
         return None;
     }
-    let serves = match identity.serves.as_slice() {
-        [] => "no appliance".to_string(),
-        all => all
-            .iter()
-            .map(|v| v.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-    };
-    Some(Error::WrongAppliance { serves, asked })
+    Some(Error::WrongAppliance {
+        serves: appliances_named(&identity.serves),
+        asked,
+    })
 }
 
 /// The JSON error body of `e`.

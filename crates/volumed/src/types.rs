@@ -385,6 +385,16 @@ pub struct AgentStatus {
     pub backlog: u64,
 }
 
+/// The appliance VMs a daemon serves, for a message: "a, b", or "no appliance".
+pub(crate) fn appliances_named<'a>(vm_ids: impl IntoIterator<Item = &'a VmId>) -> String {
+    let names: Vec<&str> = vm_ids.into_iter().map(VmId::as_str).collect();
+    if names.is_empty() {
+        "no appliance".into()
+    } else {
+        names.join(", ")
+    }
+}
+
 /// One appliance as its daemon sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplianceSeen {
