@@ -7,7 +7,7 @@
 //! - `ferry serve`: the REST API, the engine worker and the in-process volume daemon;
 //! - `ferry vm …`, `ferry failover …`, `ferry run …`: clients of a server's API
 //!   ([`client`]);
-//! - `ferry volumed`: the volume daemon alone, for an appliance;
+//! - `ferry volumed`: the volume agent of one appliance;
 //! - `ferry cloudsim`: the CloudStack simulator ferry is tested against;
 //! - `ferry completions SHELL`.
 //!
@@ -57,7 +57,8 @@ enum Command {
     /// failover and cleanup, the makespan against the lower bound CloudStack's queues
     /// allow (docs/benchmarks.md). Exit 1 if a run did not end done.
     Bench(bench::BenchArgs),
-    /// Serve the REST API with the engine worker and the in-process volume daemon.
+    /// Serve the REST API with the engine worker (and the in-process volume daemon for
+    /// appliances without an agent).
     Serve(serve::ServeArgs),
     /// Protected VMs: add, list, show, remove.
     #[command(subcommand)]
