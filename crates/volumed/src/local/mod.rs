@@ -597,15 +597,7 @@ impl VolumeService for Local {
         call.validate()?;
         non_empty("volume_id", volume_id)?;
         let journal = &self.inner.journal;
-        if journal
-            .is_replica(volume_id)
-            .await
-            .map_err(Error::journal)?
-        {
-            return Err(Error::ReplicaVolume {
-                volume_id: volume_id.to_string(),
-            });
-        }
+        deletion::refuse_replica(journal.as_ref(), volume_id).await?;
         let run_id = call.fence.as_ref().map(|f| &f.run_id);
         journal
             .record_created_volume(volume_id, None, run_id)
