@@ -7,34 +7,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use crate::api::lists;
 use crate::api::params::Params;
 use crate::error::CsError;
 use crate::jobs::op::{JobFault, Op};
 use crate::sim::Shared;
-use crate::state::entities::{DeployRequest, Job, Snapshot, State, Vm, Volume};
-
-fn list_body(key: &str, items: Vec<Value>, params: &Params) -> Value {
-    if items.is_empty() {
-        return json!({});
-    }
-    let count = items.len();
-    let page = params
-        .get("page")
-        .and_then(|p| p.parse::<usize>().ok())
-        .unwrap_or(1)
-        .max(1);
-    let size = params
-        .get("pagesize")
-        .and_then(|p| p.parse::<usize>().ok())
-        .unwrap_or(500)
-        .max(1);
-    let page_items: Vec<Value> = items
-        .into_iter()
-        .skip((page - 1) * size)
-        .take(size)
-        .collect();
-    json!({ "count": count, key: page_items })
-}
+use crate::state::entities::{DeployRequest, State};
 
 /// `ParamProcessWorker`: the id in parameter `name`, refused before anything runs when
 /// it names no entity (`exists` says whether one has it).
@@ -52,20 +30,6 @@ fn resolve(
     }
 }
 
-/// Entities in creation order, as CloudStack lists them, each rendered.
-fn by_seq<T>(
-    mut items: Vec<&T>,
-    seq: impl Fn(&T) -> u64,
-    render: impl Fn(&T) -> Value,
-) -> Vec<Value> {
-    items.sort_by_key(|x| seq(x));
-    items.into_iter().map(render).collect()
-}
-
-fn matches(filter: Option<&str>, value: &str) -> bool {
-    filter.is_none_or(|f| f == value)
-}
-
 pub fn dispatch(
     inner: &Shared,
     command: &str,
@@ -74,6 +38,9 @@ pub fn dispatch(
     fault: Option<JobFault>,
 ) -> Result<Value, CsError> {
     let mut s = inner.state.lock().expect("poisoned");
+    if lists::is_list(command) {
+        return lists::answer(&s, command, p);
+    }
     // ParamProcessWorker: ids that do not resolve are refused before anything runs.
     let vm_param = |s: &State, name: &str| resolve(p, command, name, |id| s.vms.contains_key(id));
     let volume_param =
@@ -96,102 +63,6 @@ pub fn dispatch(
     };
 
     match command {
-        "listZones" => {
-            let items = s
-                .zones
-                .iter()
-                .filter(|z| matches(p.get("id"), &z.id) && matches(p.get("name"), &z.name))
-                .map(|z| s.zone_json(z))
-                .collect();
-            Ok(list_body("zone", items, p))
-        }
-        "listServiceOfferings" => {
-            let items = s
-                .offerings
-                .iter()
-                .filter(|o| matches(p.get("id"), &o.id) && matches(p.get("name"), &o.def.name))
-                .map(|o| s.offering_json(o))
-                .collect();
-            Ok(list_body("serviceoffering", items, p))
-        }
-        "listDiskOfferings" => {
-            let items = s
-                .disk_offerings
-                .iter()
-                .filter(|o| matches(p.get("id"), &o.id) && matches(p.get("name"), &o.name))
-                .map(|o| s.disk_offering_json(o))
-                .collect();
-            Ok(list_body("diskoffering", items, p))
-        }
-        "listTemplates" => {
-            p.require(command, "templatefilter")?;
-            let zone = s.zones[0].clone();
-            let items = s
-                .templates
-                .iter()
-                .filter(|t| matches(p.get("id"), &t.id) && matches(p.get("zoneid"), &zone.id))
-                .map(|t| s.template_json(t, &zone))
-                .collect();
-            Ok(list_body("template", items, p))
-        }
-        "listNetworks" => {
-            let items = s
-                .networks
-                .iter()
-                .filter(|n| matches(p.get("id"), &n.id) && matches(p.get("zoneid"), &n.zone_id))
-                .map(|n| s.network_json(n))
-                .collect();
-            Ok(list_body("network", items, p))
-        }
-        // A world has no public IPs and no NAT or port-forwarding rules: the lists are
-        // empty, as CloudStack's are for an account without them; an id, which can
-        // name none of them, is refused as every unknown id is.
-        "listPublicIpAddresses" | "listPortForwardingRules" | "listIpForwardingRules" => {
-            if let Some(id) = p.get("id") {
-                return Err(CsError::bad_id(command, "id", id));
-            }
-            Ok(list_body("none", Vec::new(), p))
-        }
-        "listVirtualMachines" => {
-            let vms: Vec<&Vm> = s
-                .vms
-                .values()
-                .filter(|v| {
-                    matches(p.get("id"), &v.id)
-                        && matches(p.get("zoneid"), &v.zone_id)
-                        && p.get("name").is_none_or(|n| v.name.contains(n))
-                        && p.get("state")
-                            .is_none_or(|st| v.state.eq_ignore_ascii_case(st))
-                })
-                .collect();
-            let items = by_seq(vms, |v| v.seq, |v| s.vm_json(&v.id));
-            Ok(list_body("virtualmachine", items, p))
-        }
-        "listVolumes" => {
-            let vols: Vec<&Volume> = s
-                .volumes
-                .values()
-                .filter(|v| {
-                    matches(p.get("id"), &v.id)
-                        && matches(p.get("zoneid"), &v.zone_id)
-                        && p.get("virtualmachineid")
-                            .is_none_or(|vm| v.vm_id.as_deref() == Some(vm))
-                        && p.get("type").is_none_or(|t| v.kind.eq_ignore_ascii_case(t))
-                        && p.get("name").is_none_or(|n| v.name.contains(n))
-                })
-                .collect();
-            let items = by_seq(vols, |v| v.seq, |v| s.volume_json(&v.id));
-            Ok(list_body("volume", items, p))
-        }
-        "listSnapshots" => {
-            let snaps: Vec<&Snapshot> = s
-                .snapshots
-                .values()
-                .filter(|x| matches(p.get("id"), &x.id) && matches(p.get("volumeid"), &x.volume_id))
-                .collect();
-            let items = by_seq(snaps, |x| x.seq, |x| s.snapshot_json(&x.id));
-            Ok(list_body("snapshot", items, p))
-        }
         "queryAsyncJobResult" => {
             let id = p.require(command, "jobid")?.to_string();
             let job = s
@@ -200,11 +71,6 @@ pub fn dispatch(
                 .ok_or_else(|| CsError::bad_id(command, "jobid", &id))?;
             job.polls += 1;
             Ok(s.job_json(&id))
-        }
-        "listAsyncJobs" => {
-            let jobs: Vec<&Job> = s.jobs.values().collect();
-            let items = by_seq(jobs, |j| j.seq, |j| s.job_json(&j.id));
-            Ok(list_body("asyncjobs", items, p))
         }
         "deployVirtualMachine" => {
             let zone_id = zone_param(&s, "zoneid")?;

@@ -4,12 +4,15 @@
 //! The files: `endpoint` is `/client/api` as a whole — the command table, signature
 //! checks, injected call faults and CloudStack's response and error envelopes;
 //! `commands` turns each command's parameters into calls on the state and the job
-//! queues; `params` reads a request's parameters the way CloudStack does; `admin` is
+//! queues; `lists` answers the list commands, whose id parameters `ids` translates
+//! as CloudStack's `ParamProcessWorker` does; `params` reads a request's parameters the way CloudStack does; `admin` is
 //! the `/sim/` surface, which no CloudStack has. This file only routes.
 
 mod admin;
 mod commands;
 mod endpoint;
+mod ids;
+mod lists;
 mod params;
 
 use axum::Router;

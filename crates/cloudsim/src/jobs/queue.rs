@@ -386,7 +386,10 @@ fn forget(state: &mut State, job_id: &str) -> bool {
             "createsnapshot" => {
                 state.snapshots.remove(id);
             }
-            "createvolume" => state.abort_create_volume(id),
+            // As if never submitted: the id was never given a row of its own.
+            "createvolume" => {
+                state.volumes.remove(id);
+            }
             _ => {}
         }
     }

@@ -6,7 +6,7 @@
 //! change them live beside this file, one per resource (`vms`, `volumes`,
 //! `snapshots`); what the API returns for them is in `render`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -170,6 +170,21 @@ pub struct State {
     pub snapshots: BTreeMap<String, Snapshot>,
     pub jobs: BTreeMap<String, Job>,
     pub(crate) next_mac: u32,
+    /// The ids of the entities that are gone (an expunged VM, a deleted volume or
+    /// snapshot), which CloudStack's database still has as removed rows.
+    #[serde(default)]
+    pub removed: Removed,
+}
+
+/// The ids of removed entities, by kind. CloudStack marks a row removed rather than
+/// deleting it, and `ParamProcessWorker` resolves an id with
+/// `findByUuidIncludingRemoved`: a removed entity's id still resolves, so a list
+/// filtered by it is empty instead of refused (see `api::ids`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Removed {
+    pub vms: BTreeSet<String>,
+    pub volumes: BTreeSet<String>,
+    pub snapshots: BTreeSet<String>,
 }
 
 /// Parameters of a `deployVirtualMachine` call, already resolved.
@@ -244,6 +259,27 @@ impl State {
     pub fn set_vm_state(&mut self, vm_id: &str, state: &str) {
         if let Some(vm) = self.vms.get_mut(vm_id) {
             vm.state = state.into();
+        }
+    }
+
+    /// Removes the VM `vm_id`, keeping its id among the removed ones.
+    pub fn remove_vm(&mut self, vm_id: &str) {
+        if self.vms.remove(vm_id).is_some() {
+            self.removed.vms.insert(vm_id.to_string());
+        }
+    }
+
+    /// Removes the volume `volume_id`, keeping its id among the removed ones.
+    pub fn remove_volume(&mut self, volume_id: &str) {
+        if self.volumes.remove(volume_id).is_some() {
+            self.removed.volumes.insert(volume_id.to_string());
+        }
+    }
+
+    /// Removes the snapshot `snapshot_id`, keeping its id among the removed ones.
+    pub fn remove_snapshot(&mut self, snapshot_id: &str) {
+        if self.snapshots.remove(snapshot_id).is_some() {
+            self.removed.snapshots.insert(snapshot_id.to_string());
         }
     }
 

@@ -24,12 +24,15 @@
 //!   stop and destroy;
 //! - `volumes`: attach, detach, `createVolume` and `deleteVolume`;
 //! - `snapshots`: create, revert and delete;
-//! - `render`: the JSON objects CloudStack returns for each entity.
+//! - `render`: the JSON objects CloudStack returns for each entity;
+//! - [`fixed`]: the host, storage pool, physical network, network offerings and
+//!   guest OS types those objects name, which no world file describes.
 //!
 //! This module holds no items of its own: its files use [`entities`] and each other,
 //! never their parent.
 
 pub mod entities;
+pub mod fixed;
 mod render;
 mod seed;
 mod snapshots;

@@ -26,6 +26,7 @@ impl State {
             snapshots: BTreeMap::new(),
             jobs: BTreeMap::new(),
             next_mac: 1,
+            removed: Default::default(),
         };
         if world.zones.is_empty() {
             return Err("the world needs at least one zone".into());

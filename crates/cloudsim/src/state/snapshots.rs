@@ -163,7 +163,7 @@ impl State {
     }
 
     pub fn finish_delete_snapshot(&mut self, snapshot_id: &str) -> Value {
-        self.snapshots.remove(snapshot_id);
+        self.remove_snapshot(snapshot_id);
         json!({ "success": true })
     }
 }

@@ -318,14 +318,14 @@ impl State {
             for id in attached {
                 let v = self.volumes.get_mut(&id).expect("listed");
                 if v.kind == "ROOT" {
-                    self.volumes.remove(&id);
+                    self.remove_volume(&id);
                 } else {
                     v.vm_id = None;
                     v.device_id = None;
                     v.attached = None;
                 }
             }
-            self.vms.remove(vm_id);
+            self.remove_vm(vm_id);
             response["state"] = json!("Expunging");
         } else {
             self.set_vm_state(vm_id, "Destroyed");

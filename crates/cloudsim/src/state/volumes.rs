@@ -290,7 +290,7 @@ impl State {
 
     /// A failed createVolume job leaves nothing behind.
     pub fn abort_create_volume(&mut self, volume_id: &str) {
-        self.volumes.remove(volume_id);
+        self.remove_volume(volume_id);
     }
 
     /// `deleteVolume` (synchronous).
@@ -317,7 +317,7 @@ impl State {
                 vol.name, vol.state
             )));
         }
-        self.volumes.remove(volume_id);
+        self.remove_volume(volume_id);
         Ok(())
     }
 }
