@@ -8,19 +8,81 @@ use serde_json::{Value, json};
 use crate::state::entities::{
     ACCOUNT_ID, DOMAIN_ID, DiskOffering, Network, Offering, State, Template, USER_ID, Zone,
 };
+use crate::state::fixed;
 
 impl State {
+    /// `ZoneResponse`: an Advanced core zone with the fields CloudStack fills for one.
     pub fn zone_json(&self, z: &Zone) -> Value {
-        json!({"id": z.id, "name": z.name, "networktype": "Advanced", "allocationstate": "Enabled", "securitygroupsenabled": false, "localstorageenabled": false, "tags": []})
+        json!({
+            "id": z.id,
+            "name": z.name,
+            "dns1": fixed::DNS1,
+            "internaldns1": fixed::INTERNAL_DNS1,
+            "guestcidraddress": "10.1.1.0/24",
+            "networktype": "Advanced",
+            "securitygroupsenabled": false,
+            "allocationstate": "Enabled",
+            "zonetoken": fixed::zone_token(&z.id),
+            "dhcpprovider": "VirtualRouter",
+            "localstorageenabled": false,
+            "tags": [],
+            "allowuserspecifyvrmtu": false,
+            "routerprivateinterfacemaxmtu": 1500,
+            "routerpublicinterfacemaxmtu": 1500,
+            "type": "Core",
+            "nsxenabled": false,
+            "multiarch": false,
+            "routedmodeenabled": false,
+            "hasannotations": false,
+        })
     }
 
     pub fn disk_offering_json(&self, o: &DiskOffering) -> Value {
-        json!({"id": o.id, "name": o.name, "displaytext": o.name, "disksize": o.size_gb, "iscustomized": o.size_gb == 0, "storagetype": "shared", "provisioningtype": "thin", "created": "2026-01-01T00:00:00+0000", "displayoffering": true})
+        json!({"id": o.id, "name": o.name, "displaytext": o.name, "disksize": o.size_gb, "iscustomized": o.size_gb == 0, "storagetype": "shared", "provisioningtype": "thin", "cacheMode": "none", "created": "2026-01-01T00:00:00+0000", "displayoffering": true})
     }
 
-    /// A template, as listed in `zone` (cloudsim has its templates in every zone).
+    /// A template, as listed in `zone` (cloudsim has its templates in every zone):
+    /// `TemplateResponse`, with the fields of the `registerTemplate` fixture.
     pub fn template_json(&self, t: &Template, zone: &Zone) -> Value {
-        json!({"id": t.id, "name": t.name, "displaytext": t.name, "isready": true, "ispublic": true, "isfeatured": true, "format": "QCOW2", "hypervisor": "KVM", "ostypename": t.os, "size": t.size, "zoneid": zone.id, "zonename": zone.name, "status": "Download Complete", "templatetype": "USER", "created": "2026-01-01T00:00:00+0000", "tags": []})
+        json!({
+            "id": t.id,
+            "name": t.name,
+            "displaytext": t.name,
+            "ispublic": true,
+            "created": "2026-01-01T00:00:00+0000",
+            "isready": true,
+            "passwordenabled": false,
+            "format": "QCOW2",
+            "isfeatured": true,
+            "crossZones": false,
+            "ostypeid": fixed::os_type_id(&t.os),
+            "ostypename": t.os,
+            "account": "admin",
+            "zoneid": zone.id,
+            "zonename": zone.name,
+            "status": "Download Complete",
+            "size": t.size,
+            "physicalsize": t.size,
+            "templatetype": "USER",
+            "hypervisor": "KVM",
+            "domain": "ROOT",
+            "domainid": DOMAIN_ID,
+            "isextractable": false,
+            "details": {},
+            "downloaddetails": [{
+                "downloadState": "DOWNLOADED",
+                "datastore": "secondary-nfs-1",
+                "downloadPercent": "100",
+            }],
+            "bits": 64,
+            "sshkeyenabled": false,
+            "isdynamicallyscalable": false,
+            "directdownload": false,
+            "deployasis": false,
+            "requireshvm": true,
+            "url": format!("http://images.cloudsim.invalid/{}.qcow2", t.name),
+            "tags": [],
+        })
     }
 
     pub fn vm_json(&self, vm_id: &str) -> Value {
@@ -30,13 +92,15 @@ impl State {
         let offering = self.offerings.iter().find(|o| o.id == vm.offering_id);
         let template = self.templates.iter().find(|t| t.id == vm.template_id);
         let root = self.volumes_of(vm_id).find(|v| v.device_id == Some(0));
+        let running = vm.state == "Running";
         let nics: Vec<Value> = vm
             .nics
             .iter()
             .enumerate()
             .map(|(i, n)| {
-                let network = self.networks.iter().find(|x| x.id == n.network_id);
-                json!({
+                let index = self.networks.iter().position(|x| x.id == n.network_id);
+                let network = index.map(|i| &self.networks[i]);
+                let mut nic = json!({
                     "id": n.id,
                     "networkid": n.network_id,
                     "networkname": network.map(|x| x.name.clone()),
@@ -46,10 +110,19 @@ impl State {
                     "deviceid": i.to_string(),
                     "traffictype": "Guest",
                     "type": network.map(|x| x.kind.clone()),
-                    "netmask": "255.255.255.0",
+                    "netmask": network.map(|x| netmask(&x.cidr)),
+                    "gateway": network.map(|x| gateway(&x.cidr)),
                     "secondaryip": [],
                     "extradhcpoption": [],
-                })
+                });
+                // An implemented NIC (its VM running) carries its VLAN.
+                if running && let Some(i) = index {
+                    let vlan = format!("vlan://{}", 1000 + i);
+                    nic["broadcasturi"] = json!(vlan);
+                    nic["isolationuri"] = json!(vlan);
+                }
+                strip_nulls(&mut nic);
+                nic
             })
             .collect();
         let mut v = json!({
@@ -76,7 +149,8 @@ impl State {
             "cpunumber": vm.cpu_number,
             "cpuspeed": vm.cpu_speed,
             "memory": vm.memory,
-            "guestosid": template.map(|t| t.id.clone()),
+            "guestosid": template.map(|t| fixed::os_type_id(&t.os)),
+            "ostypeid": template.map(|t| fixed::os_type_id(&t.os)),
             "osdisplayname": template.map(|t| t.os.clone()),
             "hypervisor": "KVM",
             "instancename": format!("i-2-{}-VM", vm.seq),
@@ -90,6 +164,25 @@ impl State {
             "boottype": vm.boot_type,
             "bootmode": vm.boot_mode,
         });
+        // The statistics `listVirtualMachines` returns by default (`details=all`).
+        v["cpuused"] = json!("0%");
+        for stat in [
+            "diskioread",
+            "diskiowrite",
+            "diskkbsread",
+            "diskkbswrite",
+            "memoryintfreekbs",
+            "memorykbs",
+            "memorytargetkbs",
+            "networkkbsread",
+            "networkkbswrite",
+        ] {
+            v[stat] = json!(0);
+        }
+        if running || vm.state == "Stopping" {
+            v["hostid"] = json!(fixed::HOST_ID);
+            v["hostname"] = json!(fixed::HOST_NAME);
+        }
         if let Some(root) = root {
             v["rootdeviceid"] = json!(0);
             v["rootdevicetype"] = json!(root.kind);
@@ -117,7 +210,7 @@ impl State {
             "hypervisor": "KVM",
             "provisioningtype": "thin",
             "storagetype": "shared",
-            "storage": if vol.state == "Allocated" { "none".to_string() } else { "primary-nfs-1".to_string() },
+            "storage": if vol.state == "Allocated" { "none" } else { fixed::STORAGE_POOL_NAME },
             "path": if vol.state == "Allocated" { Value::Null } else { json!(vol.id) },
             "isextractable": false,
             "displayvolume": true,
@@ -125,13 +218,43 @@ impl State {
             "templateid": vol.template_id,
             "diskofferingid": vol.disk_offering_id,
             "quiescevm": false,
+            "supportsstoragesnapshot": false,
+            "domainpath": "/",
+            "tags": [],
         });
+        if vol.state != "Allocated" {
+            // On the primary storage pool: where it is, and how big.
+            v["storageid"] = json!(fixed::STORAGE_POOL_ID);
+            v["podid"] = json!(fixed::POD_ID);
+            v["podname"] = json!(fixed::POD_NAME);
+            v["clusterid"] = json!(fixed::CLUSTER_ID);
+            v["clustername"] = json!(fixed::CLUSTER_NAME);
+            v["physicalsize"] = json!(vol.size);
+            v["virtualsize"] = json!(vol.size);
+        }
+        if let Some(o) = vol
+            .disk_offering_id
+            .as_ref()
+            .and_then(|id| self.disk_offerings.iter().find(|o| &o.id == id))
+        {
+            v["diskofferingname"] = json!(o.name);
+            v["diskofferingdisplaytext"] = json!(o.name);
+        }
+        if let Some(t) = vol
+            .template_id
+            .as_ref()
+            .and_then(|id| self.templates.iter().find(|t| &t.id == id))
+        {
+            v["templatename"] = json!(t.name);
+            v["templatedisplaytext"] = json!(t.name);
+        }
         if let Some(vm) = vol.vm_id.as_ref().and_then(|id| self.vms.get(id)) {
             if vol.state != "Destroy" {
                 v["virtualmachineid"] = json!(vm.id);
                 v["vmname"] = json!(vm.name);
                 v["vmdisplayname"] = json!(vm.display_name);
                 v["vmstate"] = json!(vm.state);
+                v["vmtype"] = json!("User");
             }
             v["deviceid"] = json!(vol.device_id);
             v["attached"] = json!(vol.attached);
@@ -140,16 +263,22 @@ impl State {
             && let Some(vm) = vol.vm_id.as_ref().and_then(|id| self.vms.get(id))
         {
             v["serviceofferingid"] = json!(vm.offering_id);
+            if let Some(o) = self.offerings.iter().find(|o| o.id == vm.offering_id) {
+                v["serviceofferingname"] = json!(o.def.name);
+                v["serviceofferingdisplaytext"] = json!(o.def.name);
+            }
         }
         strip_nulls(&mut v);
         v
     }
 
+    /// `SnapshotResponse`; the OS of a ROOT volume's template, if the volume is still
+    /// there to tell it.
     pub fn snapshot_json(&self, snapshot_id: &str) -> Value {
         let Some(s) = self.snapshots.get(snapshot_id) else {
             return Value::Null;
         };
-        json!({
+        let mut v = json!({
             "id": s.id,
             "name": s.name,
             "volumeid": s.volume_id,
@@ -161,14 +290,27 @@ impl State {
             "virtualsize": s.size,
             "physicalsize": s.size,
             "zoneid": s.zone_id,
+            "zonename": self.zone_name(&s.zone_id),
             "created": s.created,
             "account": "admin",
             "domainid": DOMAIN_ID,
             "domain": "ROOT",
             "revertable": true,
             "locationtype": "PRIMARY",
+            "datastoretype": "Primary",
             "tags": [],
-        })
+        });
+        if let Some(t) = self
+            .volumes
+            .get(&s.volume_id)
+            .filter(|vol| vol.kind == "ROOT")
+            .and_then(|vol| vol.template_id.as_ref())
+            .and_then(|id| self.templates.iter().find(|t| &t.id == id))
+        {
+            v["ostypeid"] = json!(fixed::os_type_id(&t.os));
+            v["osdisplayname"] = json!(t.os);
+        }
+        v
     }
 
     pub fn job_json(&self, job_id: &str) -> Value {
@@ -232,27 +374,74 @@ impl State {
         v
     }
 
+    /// `NetworkResponse`, with the fields of the `listNetworks` fixture: the offering
+    /// it was created from (`fixed::network_offering`), its gateway and mask from its
+    /// CIDR, the zone's DNS and physical network.
     pub fn network_json(&self, n: &Network) -> Value {
+        let offering = fixed::network_offering(&n.kind);
         json!({
             "id": n.id,
             "name": n.name,
             "displaytext": n.name,
             "broadcastdomaintype": "Vlan",
             "traffictype": "Guest",
+            "gateway": gateway(&n.cidr),
+            "netmask": netmask(&n.cidr),
             "cidr": n.cidr,
             "zoneid": n.zone_id,
             "zonename": self.zone_name(&n.zone_id),
-            "type": n.kind,
-            "state": "Implemented",
+            "networkofferingid": offering.id,
+            "networkofferingname": offering.name,
+            "networkofferingdisplaytext": offering.display_text,
+            "networkofferingconservemode": offering.conserve_mode,
+            "networkofferingavailability": offering.availability,
             "issystem": false,
+            "state": "Implemented",
+            "related": n.id,
+            "dns1": fixed::DNS1,
+            "type": n.kind,
             "acltype": "Account",
             "account": "admin",
             "domainid": DOMAIN_ID,
             "domain": "ROOT",
             "service": [],
+            "networkdomain": fixed::NETWORK_DOMAIN,
+            "physicalnetworkid": fixed::PHYSICAL_NETWORK_ID,
+            "restartrequired": false,
+            "specifyipranges": n.kind.eq_ignore_ascii_case("shared"),
+            "canusefordeploy": true,
+            "ispersistent": false,
             "tags": [],
+            "details": {},
+            "displaynetwork": true,
+            "strechedl2subnet": false,
+            "redundantrouter": false,
         })
     }
+}
+
+/// The first host address of `cidr` (`10.1.1.0/24` → `10.1.1.1`), a network's gateway.
+fn gateway(cidr: &str) -> String {
+    let base = cidr.split('/').next().unwrap_or(cidr);
+    match base.parse::<std::net::Ipv4Addr>() {
+        Ok(ip) => std::net::Ipv4Addr::from(u32::from(ip).wrapping_add(1)).to_string(),
+        Err(_) => base.to_string(),
+    }
+}
+
+/// The netmask of `cidr` (`/24` → `255.255.255.0`).
+fn netmask(cidr: &str) -> String {
+    let bits = cidr
+        .split_once('/')
+        .and_then(|(_, b)| b.parse::<u32>().ok())
+        .unwrap_or(24)
+        .min(32);
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
+    std::net::Ipv4Addr::from(mask).to_string()
 }
 
 fn strip_nulls(v: &mut Value) {

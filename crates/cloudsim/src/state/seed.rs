@@ -169,7 +169,14 @@ impl State {
                 vm_id: on.map(|(vm, _)| vm.to_string()),
                 device_id: on.map(|(_, d)| d),
                 disk_offering_id: None,
-                template_id: None,
+                // A ROOT volume was made from its VM's template.
+                template_id: (kind == "ROOT")
+                    .then(|| {
+                        on.and_then(|(vm, _)| self.vms.get(vm))
+                            .map(|vm| vm.template_id.clone())
+                            .or_else(|| self.templates.first().map(|t| t.id.clone()))
+                    })
+                    .flatten(),
                 created: now(),
                 attached: on.map(|_| now()),
                 generation: 1,
