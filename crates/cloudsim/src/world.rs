@@ -225,10 +225,11 @@ pub fn default_latency_ms(command: &str) -> u64 {
 
 /// The default latency profile: each async command's job duration at real pace, in
 /// milliseconds (a KVM cloud on shared storage). Commands not listed take no time.
-pub const DEFAULT_LATENCY_MS: [(&str, u64); 10] = [
+pub const DEFAULT_LATENCY_MS: [(&str, u64); 11] = [
     ("deployVirtualMachine", 6_000),
     ("startVirtualMachine", 15_000),
     ("stopVirtualMachine", 8_000),
+    ("rebootVirtualMachine", 10_000),
     ("destroyVirtualMachine", 5_000),
     ("attachVolume", 3_000),
     ("detachVolume", 3_000),

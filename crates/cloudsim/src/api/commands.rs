@@ -165,6 +165,18 @@ pub fn dispatch(
                 None,
             ))
         }
+        "rebootVirtualMachine" => {
+            let vm_id = vm_param(&s, "id")?;
+            Ok(async_job(
+                s,
+                ("VirtualMachine", &vm_id),
+                format!("vm:{vm_id}"),
+                Op::Reboot {
+                    vm_id: vm_id.clone(),
+                },
+                None,
+            ))
+        }
         "destroyVirtualMachine" => {
             let vm_id = vm_param(&s, "id")?;
             let expunge = p.bool("expunge", false);

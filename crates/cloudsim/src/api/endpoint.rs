@@ -68,6 +68,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "org.apache.cloudstack.api.command.admin.vm.StopVMCmdByAdmin",
     ),
     (
+        "rebootVirtualMachine",
+        "org.apache.cloudstack.api.command.admin.vm.RebootVMCmdByAdmin",
+    ),
+    (
         "destroyVirtualMachine",
         "org.apache.cloudstack.api.command.admin.vm.DestroyVMCmdByAdmin",
     ),

@@ -16,6 +16,9 @@ pub enum Op {
     Stop {
         vm_id: String,
     },
+    Reboot {
+        vm_id: String,
+    },
     Destroy {
         vm_id: String,
         expunge: bool,
@@ -50,6 +53,7 @@ impl Op {
             Op::Deploy { .. } => "deployvirtualmachine",
             Op::Start { .. } => "startvirtualmachine",
             Op::Stop { .. } => "stopvirtualmachine",
+            Op::Reboot { .. } => "rebootvirtualmachine",
             Op::Destroy { .. } => "destroyvirtualmachine",
             Op::Attach { .. } => "attachvolume",
             Op::Detach { .. } => "detachvolume",
@@ -62,10 +66,11 @@ impl Op {
 }
 
 /// Every async command's lower-case name, as [`Op::command`] gives it.
-pub const COMMANDS: [&str; 10] = [
+pub const COMMANDS: [&str; 11] = [
     "deployvirtualmachine",
     "startvirtualmachine",
     "stopvirtualmachine",
+    "rebootvirtualmachine",
     "destroyvirtualmachine",
     "attachvolume",
     "detachvolume",

@@ -181,7 +181,16 @@ impl Inner {
         if let Some(record) = state.jobs.get_mut(&job.job_id) {
             record.completed = Some(now());
             match outcome {
-                Ok(result) => {
+                Ok(mut result) => {
+                    // The entity in a job's result carries the job that made it, still
+                    // pending when the object was built (`BaseResponse.jobid`,
+                    // `jobstatus` 0), as the fixtures of deploy, start and stop show.
+                    for key in ["virtualmachine", "volume", "snapshot"] {
+                        if let Some(entity) = result.get_mut(key).and_then(Value::as_object_mut) {
+                            entity.insert("jobid".into(), Value::from(job.job_id.as_str()));
+                            entity.insert("jobstatus".into(), Value::from(0));
+                        }
+                    }
                     record.status = 1;
                     record.result_code = 0;
                     record.result = Some(result);
@@ -215,6 +224,7 @@ impl Inner {
                     let prior = s.vm(vm_id).map(|v| v.state.clone())?;
                     s.begin_stop(vm_id).map(|_| Begun::Prior(prior))
                 }
+                Op::Reboot { vm_id } => s.begin_reboot(vm_id).map(|_| Begun::Nothing),
                 Op::Destroy { vm_id, .. } => s.begin_destroy(vm_id).map(Begun::Prior),
                 Op::Attach {
                     volume_id,
@@ -284,6 +294,7 @@ impl Inner {
             }
             (Op::Start { vm_id }, _) => s.finish_start(vm_id),
             (Op::Stop { vm_id }, _) => s.finish_stop(vm_id),
+            (Op::Reboot { vm_id }, _) => s.finish_reboot(vm_id),
             (Op::Destroy { vm_id, expunge }, _) => {
                 let attached: Vec<String> = s
                     .volumes

@@ -289,6 +289,32 @@ impl State {
         json!({ "virtualmachine": self.vm_json(vm_id) })
     }
 
+    /// `rebootVirtualMachine` at the head of the VM's queue. CloudStack
+    /// (`UserVmManagerImpl.rebootVirtualMachine(userId, vmId, enterSetup, forced)`)
+    /// reboots only a Running VM with a host and otherwise returns null, which
+    /// `RebootVMCmd.execute()` turns into `ServerApiException(INTERNAL_ERROR, "Failed to
+    /// reboot vm instance")`: the job fails with 530. The VM stays Running throughout
+    /// (CloudStack has no rebooting state).
+    pub fn begin_reboot(&mut self, vm_id: &str) -> Result<(), CsError> {
+        if self.vm_in(vm_id, "Running") {
+            Ok(())
+        } else {
+            Err(CsError::internal("Failed to reboot vm instance"))
+        }
+    }
+
+    /// A rebooted guest boots again and writes to its disks.
+    pub fn finish_reboot(&mut self, vm_id: &str) -> Value {
+        for v in self
+            .volumes
+            .values_mut()
+            .filter(|v| v.vm_id.as_deref() == Some(vm_id))
+        {
+            v.generation += 1;
+        }
+        json!({ "virtualmachine": self.vm_json(vm_id) })
+    }
+
     pub fn begin_destroy(&mut self, vm_id: &str) -> Result<String, CsError> {
         let vm = self.vm(vm_id)?;
         let prior = vm.state.clone();
