@@ -229,11 +229,11 @@ impl Client {
             id: Some(id.clone()),
             ..Default::default()
         };
-        Ok(self
-            .list_virtual_machines(&filter)
-            .await?
-            .into_iter()
-            .next())
+        match self.list_virtual_machines(&filter).await {
+            Ok(vms) => Ok(vms.into_iter().next()),
+            Err(e) if names_unknown_id(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn list_volumes(&self, filter: &VolumeFilter) -> Result<Vec<Volume>, Error> {
@@ -252,7 +252,11 @@ impl Client {
             id: Some(id.clone()),
             ..Default::default()
         };
-        Ok(self.list_volumes(&filter).await?.into_iter().next())
+        match self.list_volumes(&filter).await {
+            Ok(volumes) => Ok(volumes.into_iter().next()),
+            Err(e) if names_unknown_id(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn list_snapshots(
@@ -399,6 +403,15 @@ impl Client {
     pub async fn delete_snapshot(&self, id: &SnapshotId) -> Result<Job<Success>, Error> {
         self.submit("deleteSnapshot", &[param("id", id)]).await
     }
+}
+
+/// Whether CloudStack refused a list's `id` because no such entity ever existed: its
+/// API layer translates an id parameter to the entity (removed ones included, so an
+/// entity deleted since answers an empty list) and refuses an id it cannot find with
+/// 431 "… Invalid parameter id value=… entity does not exist …".
+fn names_unknown_id(e: &Error) -> bool {
+    matches!(e, Error::Api { errorcode: 431, errortext, .. }
+        if errortext.contains("Invalid parameter id value="))
 }
 
 #[cfg(test)]
