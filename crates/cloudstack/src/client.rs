@@ -104,10 +104,11 @@ impl Client {
                 ))
             })
         });
+        let timings = Arc::new(Timings::new(config.job_priors.clone()));
         Ok(Client {
             config: Arc::new(config),
             http,
-            timings: Arc::default(),
+            timings,
             limiter,
         })
     }
@@ -179,6 +180,7 @@ impl Client {
             }
             metrics::counter!("ferry_cloudstack_calls_total", "command" => command.to_string())
                 .increment(1);
+            tracing::trace!(command, ?params, "calling CloudStack");
             let result = self.send(command, kind, params).await;
             match &result {
                 Err(Error::Api {
