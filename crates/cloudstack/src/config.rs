@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::polling::PollPolicy;
+use crate::polling::{JobPriors, PollPolicy};
 
 /// How to reach CloudStack and how patiently to wait for it.
 #[derive(Clone)]
@@ -20,6 +20,8 @@ pub struct Config {
     /// How long a signed request stays valid (`expires`, signature version 3).
     pub signature_ttl: Duration,
     pub poll: PollPolicy,
+    /// When to poll first a job of a command no job of which has finished yet.
+    pub job_priors: JobPriors,
     /// Attempts for a read that fails transiently (a mutation is never re-sent).
     pub read_attempts: u32,
     /// How long a job's polls may find CloudStack unreachable before the wait gives
@@ -55,6 +57,7 @@ impl Config {
             request_timeout: Duration::from_secs(60),
             signature_ttl: Duration::from_secs(600),
             poll: PollPolicy::default(),
+            job_priors: JobPriors::none(),
             read_attempts: 4,
             unreachable_grace: Duration::from_secs(5),
             rate_limit: None,

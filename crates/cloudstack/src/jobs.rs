@@ -76,7 +76,7 @@ impl Client {
     /// How long jobs of `command` have lately taken, as this client (and its clones)
     /// learned from waiting on them; `None` before one finished.
     pub fn learned_job_duration(&self, command: &str) -> Option<Duration> {
-        self.timings.estimate(command)
+        self.timings.learned(command)
     }
 
     /// Submits an async command; returns once CloudStack has accepted it.

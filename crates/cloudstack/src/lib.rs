@@ -31,7 +31,7 @@ pub use client::{Client, Kind};
 pub use config::{Config, RateLimit};
 pub use error::{Error, ErrorClass};
 pub use jobs::{Job, JobOutput, Success};
-pub use polling::PollPolicy;
+pub use polling::{JobPriors, PollPolicy, TYPICAL_JOB_DURATIONS_MS};
 pub use types::*;
 
 /// The ids the client's calls and types speak, re-exported so that a caller of the

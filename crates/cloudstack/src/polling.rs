@@ -11,10 +11,14 @@
 //! Jobs of a command not learned yet that are waited on together — a wave, such as every
 //! VM of a drill stopped at once — are taken as alike: one wait polls by the policy, the
 //! others back off (to eight times the policy's cap) until it ends, then poll by what it
-//! learned. Nothing here knows any command's duration in advance.
+//! learned. Before any job of a command has finished, its first poll comes at the
+//! command's [`JobPriors`] duration (what it takes on a typical KVM cloud, scaled to
+//! this one by configuration), so the first drill of a process polls about as little as
+//! later ones; a wait that finds the prior too long looks a quarter earlier next time.
 //!
-//! [`PollPolicy`] is the configured policy; `Schedule` is one wait's delays; `Timings`
-//! is what a client learned, per command, and who leads each wave. The polling loop
+//! [`PollPolicy`] is the configured policy; [`JobPriors`] the expected durations;
+//! `Schedule` is one wait's delays; `Timings` is what a client learned, per command,
+//! and who leads each wave. The polling loop
 //! itself is `Client::wait_with`, in `jobs`.
 
 use std::collections::HashMap;
@@ -50,6 +54,65 @@ impl PollPolicy {
     /// The interval after `current`.
     pub fn next(&self, current: Duration) -> Duration {
         current.mul_f64(self.factor).min(self.max)
+    }
+}
+
+/// How long a job of each command usually takes on a KVM cloud with shared primary
+/// storage, in milliseconds: attach and detach a few seconds, a snapshot or a start
+/// ten or more (the same profile docs/cloudsim.md gives for its simulated latencies).
+/// Commands not listed have no prior: they are polled by the policy until learned.
+pub const TYPICAL_JOB_DURATIONS_MS: [(&str, u64); 11] = [
+    ("deployVirtualMachine", 6_000),
+    ("startVirtualMachine", 15_000),
+    ("stopVirtualMachine", 8_000),
+    ("rebootVirtualMachine", 10_000),
+    ("destroyVirtualMachine", 5_000),
+    ("attachVolume", 3_000),
+    ("detachVolume", 3_000),
+    ("createSnapshot", 12_000),
+    ("revertSnapshot", 10_000),
+    ("deleteSnapshot", 2_000),
+    ("createVolume", 8_000),
+];
+
+/// What a job of each command is expected to take before the client has seen one
+/// finish: the first poll of such a job comes then. A guess, replaced by what the
+/// client learns from the first job that ends.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobPriors {
+    by_command: HashMap<String, Duration>,
+}
+
+impl JobPriors {
+    /// No priors: every command is polled by the policy until learned.
+    pub fn none() -> JobPriors {
+        JobPriors::default()
+    }
+
+    /// [`TYPICAL_JOB_DURATIONS_MS`], each multiplied by `scale` (2: this cloud's jobs
+    /// take twice as long as a typical one's). `scale` must be finite and > 0.
+    pub fn typical(scale: f64) -> JobPriors {
+        JobPriors {
+            by_command: TYPICAL_JOB_DURATIONS_MS
+                .iter()
+                .map(|&(command, ms)| {
+                    (
+                        command.to_string(),
+                        Duration::from_millis(ms).mul_f64(scale),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The same, with `command` expected to take `duration`.
+    pub fn with(mut self, command: impl Into<String>, duration: Duration) -> JobPriors {
+        self.by_command.insert(command.into(), duration);
+        self
+    }
+
+    pub fn get(&self, command: &str) -> Option<Duration> {
+        self.by_command.get(command).copied()
     }
 }
 
@@ -132,6 +195,7 @@ pub(crate) struct Observed {
 /// How long each command's jobs have lately taken (see the module's documentation).
 #[derive(Debug, Default)]
 pub(crate) struct Timings {
+    priors: JobPriors,
     by_command: std::sync::Mutex<HashMap<String, Duration>>,
     /// Per command not learned yet: the wait that polls for the others (its id, and a
     /// channel closed when it ends).
@@ -174,6 +238,13 @@ impl Drop for Leader {
 }
 
 impl Timings {
+    pub(crate) fn new(priors: JobPriors) -> Timings {
+        Timings {
+            priors,
+            ..Timings::default()
+        }
+    }
+
     /// The part a wait on a job of `command` takes: alone when the command's duration
     /// is learned; else the leader of its wave, or a follower of the one there is.
     pub(crate) fn join_wave(self: &Arc<Self>, command: &str) -> Wave {
@@ -200,7 +271,14 @@ impl Timings {
         }
     }
 
+    /// When a job of `command` is expected to be done: what was learned, else the
+    /// prior.
     pub(crate) fn estimate(&self, command: &str) -> Option<Duration> {
+        self.learned(command).or_else(|| self.priors.get(command))
+    }
+
+    /// What waits on jobs of `command` have learned (`None` before one finished).
+    pub(crate) fn learned(&self, command: &str) -> Option<Duration> {
         self.by_command
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -211,7 +289,14 @@ impl Timings {
     pub(crate) fn learn(&self, command: &str, seen: Observed) {
         let mut by_command = self.by_command.lock().unwrap_or_else(|e| e.into_inner());
         let previous = by_command.get(command).copied();
-        by_command.insert(command.to_string(), next_estimate(previous, seen));
+        let next = match previous {
+            // The first job of the command, polled first at its prior and found done
+            // then: it may have ended well before; look a quarter earlier next time.
+            None if seen.learned && seen.last_pending.is_zero() => seen.done - seen.done / 4,
+            None => next_estimate(None, seen),
+            Some(_) => next_estimate(previous, seen),
+        };
+        by_command.insert(command.to_string(), next);
     }
 }
 
@@ -369,6 +454,30 @@ mod tests {
             timings.join_wave("revertSnapshot"),
             Wave::Leading { .. }
         ));
+    }
+
+    #[test]
+    fn a_prior_is_the_first_estimate_until_a_job_ends() {
+        let priors = JobPriors::typical(0.5).with("attachVolume", ms(1_000));
+        assert_eq!(priors.get("startVirtualMachine"), Some(ms(7_500)));
+        assert_eq!(priors.get("listVolumes"), None);
+        let timings = Arc::new(Timings::new(priors));
+        assert_eq!(timings.estimate("attachVolume"), Some(ms(1_000)));
+        assert_eq!(timings.learned("attachVolume"), None);
+        // A command with a prior polls alone, never as a wave's follower.
+        assert!(matches!(timings.join_wave("attachVolume"), Wave::Alone));
+        // Polled first at the prior and found done: the job may have ended well
+        // before; a quarter earlier next time.
+        timings.learn("attachVolume", seen(1_000, 0, true));
+        assert_eq!(timings.learned("attachVolume"), Some(ms(750)));
+        // Found pending at the prior, done a few short steps later: that long.
+        timings.learn("createSnapshot", seen(6_400, 6_300, true));
+        assert_eq!(timings.estimate("createSnapshot"), Some(ms(6_400)));
+        // No priors: nothing is assumed.
+        assert_eq!(
+            Timings::new(JobPriors::none()).estimate("attachVolume"),
+            None
+        );
     }
 
     #[test]

@@ -94,6 +94,7 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
     )
     .database(database.display().to_string())
     .poll_ms(poll_first_ms, poll_first_ms * 10)
+    .job_duration_scale(args.time_scale)
     .appliance("oma", ids::APPLIANCE_OMA, &sysfs)
     .engine(EngineSection {
         worker_name: Some("demo".into()),

@@ -146,6 +146,11 @@ struct VolumedArgs {
     rate_limit_calls: u32,
     #[arg(long, default_value_t = 1_000)]
     rate_limit_interval_ms: u64,
+    /// How long this cloud's async jobs take compared with a typical KVM cloud's (as
+    /// `cloudstack.job_duration_scale` of `ferry serve`): when a job of a command not
+    /// seen to finish yet is first polled.
+    #[arg(long, default_value_t = 1.0)]
+    job_duration_scale: f64,
     /// The agent API revision to claim (tests of the engine's refusal only).
     #[arg(long, hide = true)]
     api_revision: Option<u32>,
@@ -325,6 +330,15 @@ async fn volumed(args: VolumedArgs) -> anyhow::Result<()> {
         deadline: std::time::Duration::from_secs(args.job_deadline_secs),
         ..cloudstack::PollPolicy::default()
     };
+    anyhow::ensure!(
+        args.job_duration_scale.is_finite()
+            && args.job_duration_scale > 0.0
+            && args.job_duration_scale <= 1_000.0,
+        "--job-duration-scale must be a number > 0 and ≤ 1000 (got {}); 1 is a typical KVM \
+         cloud's pace",
+        args.job_duration_scale
+    );
+    client_config.job_priors = cloudstack::JobPriors::typical(args.job_duration_scale);
     anyhow::ensure!(
         args.rate_limit_interval_ms >= 1,
         "--rate-limit-interval-ms must be at least 1"

@@ -187,6 +187,7 @@ pub async fn start(
         settings.cloudstack_secret.clone(),
     );
     client_config.poll = config.poll_policy();
+    client_config.job_priors = config.job_priors();
     client_config.rate_limit = config.rate_limit();
     let cloud =
         cloudstack::Client::new(client_config).map_err(|e| StartError::Client(e.to_string()))?;

@@ -32,6 +32,7 @@ secret_key_file = "/etc/ferry/cloudstack-secret"
 poll_first_ms = 500
 poll_max_ms = 5000
 job_deadline_secs = 1800
+job_duration_scale = 1.5
 
 [target]
 zone_id = "zone"
@@ -80,6 +81,7 @@ const KEYS: &[&str] = &[
     "cloudstack.poll_first_ms",
     "cloudstack.poll_max_ms",
     "cloudstack.job_deadline_secs",
+    "cloudstack.job_duration_scale",
     "target",
     "target.zone_id",
     "target.service_offering_id",

@@ -27,6 +27,8 @@ pub(super) struct Common<'a> {
     pub(super) cloudstack: (&'a str, &'a str, &'a str),
     /// The engine's polling (first, max, in ms), which the agents get too.
     pub(super) poll_ms: (u64, u64),
+    /// The engine's `cloudstack.job_duration_scale`, which the agents get too.
+    pub(super) job_duration_scale: f64,
     /// Each agent's share of the API rate limit: calls per ms, if on.
     pub(super) rate_limit: Option<(u32, u64)>,
     /// The file holding the agents' token.
@@ -90,6 +92,7 @@ async fn spawn_one(
     let Common {
         cloudstack: (endpoint, api_key, secret_key),
         poll_ms: (poll_first_ms, poll_max_ms),
+        job_duration_scale,
         rate_limit,
         token_file,
         dir,
@@ -104,6 +107,7 @@ async fn spawn_one(
         .args(["--appliance-vm-id", vm_id])
         .args(["--poll-first-ms", &poll_first_ms.to_string()])
         .args(["--poll-max-ms", &poll_max_ms.to_string()])
+        .args(["--job-duration-scale", &job_duration_scale.to_string()])
         .args(["--rate-limit-calls", &rate_calls.to_string()])
         .args(["--rate-limit-interval-ms", &rate_interval_ms.to_string()])
         .arg("--sysfs-root")

@@ -131,11 +131,13 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
     let sim = Cloudsim::spawn(&world_path, &sysfs, scale).await?;
     let announcement = &sim.announcement;
 
-    // Polling paced to the simulated cloud: the first poll of a command not seen yet
-    // comes after 100 ms of CloudStack time, and polls are never more than 250 ms
-    // apart until the client has learned how long the command's jobs take.
+    // Polling paced to the simulated cloud, as an operator sets it for a real one:
+    // the typical job durations scaled to its pace (`job_duration_scale`), so every
+    // command is first polled at what its jobs usually take; polls of a job found
+    // pending then come in growing steps, at most 1 s of CloudStack time apart; a
+    // command without a prior is polled first after 100 ms of CloudStack time.
     let poll_first_ms = ((100.0 * scale).round() as u64).max(1);
-    let poll_max_ms = ((250.0 * scale).round() as u64).max(poll_first_ms);
+    let poll_max_ms = ((1_000.0 * scale).round() as u64).max(poll_first_ms);
     let mut config = Builder::new(
         &announcement.endpoint,
         &announcement.api_key,
@@ -147,6 +149,7 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
     )
     .database(dir.path().join("ferry.db").display().to_string())
     .poll_ms(poll_first_ms, poll_max_ms)
+    .job_duration_scale(scale)
     .engine(EngineSection {
         worker_name: Some("bench".into()),
         concurrency,
@@ -188,6 +191,7 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
                     &announcement.secret_key,
                 ),
                 poll_ms: (poll_first_ms, poll_max_ms),
+                job_duration_scale: scale,
                 rate_limit: throttling
                     .zip(rate_limit_interval_ms)
                     .map(|(t, ms)| (t.max, ms)),

@@ -180,6 +180,7 @@ impl Agent {
             .args(["--api-key", &cloud.api_key])
             .args(["--appliance-vm-id", &self.vm_id])
             .args(["--poll-first-ms", "5", "--poll-max-ms", "50"])
+            .args(["--job-duration-scale", "0.001"])
             .arg("--sysfs-root")
             .arg(&self.root)
             .arg("--database")
@@ -404,6 +405,7 @@ impl Topology {
             )
             .database(topology.database.clone())
             .poll_ms(5, 50)
+            .job_duration_scale(0.001)
             .engine(EngineSection {
                 worker_name: Some(format!("worker-{i}")),
                 claim_interval_ms: 100,

@@ -281,6 +281,7 @@ pub fn serve_config(endpoint: &str, api_key: &str, dir: &Path, sysfs: &Path) -> 
     )
     .database(dir.join("ferry.db").display().to_string())
     .poll_ms(5, 50)
+    .job_duration_scale(0.001)
     .appliance("oma", ids::APPLIANCE_OMA, sysfs)
     .engine(EngineSection {
         claim_interval_ms: 100,

@@ -44,6 +44,8 @@ pub struct Sim {
     pub running: cloudsim::Running,
     pub sysfs: tempfile::TempDir,
     pub cloud: cloudstack::Client,
+    /// cloudsim's time scale, which the workers' job priors follow.
+    pub time_scale: f64,
     http: reqwest::Client,
 }
 
@@ -82,6 +84,7 @@ pub async fn sim(time_scale: f64) -> anyhow::Result<Sim> {
         running,
         sysfs,
         cloud,
+        time_scale,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?,
@@ -228,6 +231,7 @@ impl Site {
         .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
         .database(&self.database)
         .poll_ms(5, 20)
+        .job_duration_scale(sim.time_scale)
         .job_deadline_secs(60)
         .appliance("oma", ids::APPLIANCE_OMA, sim.sysfs.path())
         .engine(EngineSection {

@@ -134,6 +134,24 @@ fn a_built_config_is_checked() {
 }
 
 #[test]
+fn the_job_duration_scale_sets_the_priors_and_must_be_a_pace() {
+    let config = built().job_duration_scale(2.0).build().expect("valid");
+    assert_eq!(
+        config.job_priors().get("attachVolume"),
+        Some(std::time::Duration::from_secs(6))
+    );
+    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 5_000.0] {
+        let error = built().job_duration_scale(bad).toml().expect_err("invalid");
+        assert!(
+            error
+                .to_string()
+                .contains("cloudstack.job_duration_scale must be"),
+            "{bad}: {error}"
+        );
+    }
+}
+
+#[test]
 fn secrets_come_from_the_environment_or_a_file_and_are_required() {
     use secrecy::ExposeSecret;
     let dir = tempfile::tempdir().expect("tempdir");

@@ -196,6 +196,7 @@ pub async fn server_with_hooks(
     )
     .database(dir.path().join("ferry.db").display().to_string())
     .poll_ms(5, 50)
+    .job_duration_scale(0.001)
     .engine(engine)
     .hooks(hooks);
     for (name, id) in &appliances {
