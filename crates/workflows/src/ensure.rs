@@ -8,8 +8,8 @@ use volumed::Presence;
 use crate::drift::{GONE, detached_for_revert, diverged, is_run_target, take_from_foreign};
 pub(crate) use crate::env::event;
 use crate::env::{
-    Cx, Env, call, cloud_error, pending_job, pending_or_done_job, record_job, store_error,
-    volume_error,
+    Cx, Env, InFlight, call, cloud_error, job_in_flight, pending_or_done_job, record_job,
+    store_error, volume_error,
 };
 use crate::plan::{DevicePlan, PlannedDisk};
 use crate::run::{RunInput, appliance_vm_id, input, protected_vm, snapshot_name};
@@ -106,14 +106,12 @@ pub(crate) async fn ensure_stopped(
     if vm.state == "Stopped" {
         return Ok(());
     }
-    let job = match pending_job(cx, "stopVirtualMachine", Some(&vm.id)).await? {
-        Some(job) => job,
-        None => {
-            // A stop this step recorded may have ended since `vm` was read: look again,
-            // after the job, before sending another.
-            if !needs(env, &vm.id, "Stopped").await? {
-                return Ok(());
-            }
+    let job = match job_in_flight(cx, "stopVirtualMachine", Some(&vm.id)).await? {
+        InFlight::Pending(job) => job,
+        // A stop this step sent may have ended since `vm` was read: look again, after
+        // the job, before sending another.
+        InFlight::Ended if !needs(env, &vm.id, "Stopped").await? => return Ok(()),
+        InFlight::Ended | InFlight::NoneSent => {
             let job = env
                 .cloud
                 .stop_virtual_machine(&vm.id, true)

@@ -191,6 +191,33 @@ pub(crate) async fn pending_job<T>(
     })
 }
 
+/// Where the last job of `command` this step sent stands, for a step that looked at
+/// the VM before asking: a job still running is waited on; one that ended may have
+/// changed the VM since it was looked at, so it is looked at again; and when nothing
+/// can have been sent (a first attempt that recorded none), what was seen stands —
+/// no second look, no extra call.
+pub(crate) enum InFlight<T> {
+    Pending(cloudstack::Job<T>),
+    Ended,
+    NoneSent,
+}
+
+pub(crate) async fn job_in_flight<T>(
+    cx: &Cx<'_>,
+    command: &str,
+    vm_id: Option<&VmId>,
+) -> Result<InFlight<T>, StepError> {
+    if cx.attempt <= 1 && recorded_job_id(cx, command).await?.is_none() {
+        return Ok(InFlight::NoneSent);
+    }
+    Ok(match recorded_job(cx, command, vm_id).await? {
+        Some((job, cloudstack::JobStatus::Pending)) => InFlight::Pending(job),
+        // Ended, forgotten by CloudStack, or perhaps sent by an earlier attempt that
+        // did not get to record it: the VM tells.
+        _ => InFlight::Ended,
+    })
+}
+
 /// Like [`pending_job`], but also a job that has succeeded: for a command whose effect
 /// cannot be seen once done (a destroy: the VM is gone, and a second destroy fails).
 /// A VM found before such a job ended must not be destroyed again.
@@ -214,28 +241,7 @@ async fn recorded_job<T>(
     command: &str,
     vm_id: Option<&VmId>,
 ) -> Result<Option<(cloudstack::Job<T>, cloudstack::JobStatus)>, StepError> {
-    let events = cx
-        .ctx
-        .store
-        .events(&cx.run.id)
-        .await
-        .map_err(|e| store_error("reading the run's log", e))?;
-    let recorded = events.iter().rev().find_map(|e| {
-        if e.step.as_deref() != Some(cx.step) {
-            return None;
-        }
-        let fields: serde_json::Value = serde_json::from_str(e.fields.as_deref()?).ok()?;
-        if fields.get("command")?.as_str()? != command {
-            return None;
-        }
-        let job_id = fields.get("job_id")?.as_str()?.to_string();
-        let vm_id = fields
-            .get("vm_id")
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
-        Some((job_id, vm_id))
-    });
-    let Some((job_id, vm_id)) = recorded else {
+    let Some((job_id, vm_id)) = recorded_job_id(cx, command).await? else {
         // Only a step tried before (a crash, a retry) can have sent a command it did
         // not get to record; a first attempt has nothing to look for.
         if cx.attempt <= 1 {
@@ -271,6 +277,34 @@ async fn recorded_job<T>(
         cloudstack::Job::resume(command, job_id, vm_id),
         state.jobstatus,
     )))
+}
+
+/// The id (and VM) of the last job of `command` this run's step recorded.
+async fn recorded_job_id(
+    cx: &Cx<'_>,
+    command: &str,
+) -> Result<Option<(String, Option<String>)>, StepError> {
+    let events = cx
+        .ctx
+        .store
+        .events(&cx.run.id)
+        .await
+        .map_err(|e| store_error("reading the run's log", e))?;
+    Ok(events.iter().rev().find_map(|e| {
+        if e.step.as_deref() != Some(cx.step) {
+            return None;
+        }
+        let fields: serde_json::Value = serde_json::from_str(e.fields.as_deref()?).ok()?;
+        if fields.get("command")?.as_str()? != command {
+            return None;
+        }
+        let job_id = fields.get("job_id")?.as_str()?.to_string();
+        let vm_id = fields
+            .get("vm_id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        Some((job_id, vm_id))
+    }))
 }
 
 /// A pending job of `command` on VM `vm_id` that CloudStack lists (`listAsyncJobs`).

@@ -12,7 +12,10 @@ use crate::drift::recover_destroyed_target;
 use crate::ensure::{
     destroy_vm_without_replicas, ensure_stopped, event, find_target, find_vm, live_vm, needs,
 };
-use crate::env::{Cx, Env, call, cloud_error, pending_job, record_job, store_error, volume_error};
+use crate::env::{
+    Cx, Env, InFlight, call, cloud_error, job_in_flight, pending_job, record_job, store_error,
+    volume_error,
+};
 use crate::jobs::Queue::Target;
 use crate::jobs::Times::Once;
 use crate::jobs::{Job, WorkflowStep, job};
@@ -330,16 +333,16 @@ impl TypedStep<Env> for StartVm {
             .map_err(|e| cloud_error("looking up the target VM", e))?
             .ok_or_else(|| StepError::Definitive(format!("target VM {target} is gone")))?;
         if vm.state != "Running" {
-            let job = match pending_job(cx, "startVirtualMachine", Some(&target)).await? {
-                Some(job) => job,
-                // A start this step recorded may have ended since the VM was read.
-                None if !needs(env, &target, "Running").await? => {
+            let job = match job_in_flight(cx, "startVirtualMachine", Some(&target)).await? {
+                InFlight::Pending(job) => job,
+                // A start this step sent may have ended since the VM was read.
+                InFlight::Ended if !needs(env, &target, "Running").await? => {
                     return Ok(Started {
                         vm_id: target,
                         state: "Running".into(),
                     });
                 }
-                None => {
+                InFlight::Ended | InFlight::NoneSent => {
                     let job = env
                         .cloud
                         .start_virtual_machine(&target)
@@ -472,11 +475,14 @@ impl TypedStep<Env> for StopVm {
             return Ok(stopped(&vm.id, false));
         }
         // Gracefully: the guest's writes are kept (see the module doc).
-        let pending = pending_job(cx, "stopVirtualMachine", Some(&vm.id)).await?;
-        // A stop this step recorded may have ended since the VM was read.
-        if pending.is_none() && !needs(env, &vm.id, "Stopped").await? {
-            return Ok(stopped(&vm.id, false));
-        }
+        let pending = match job_in_flight(cx, "stopVirtualMachine", Some(&vm.id)).await? {
+            InFlight::Pending(job) => Some(job),
+            // A stop this step sent may have ended since the VM was read.
+            InFlight::Ended if !needs(env, &vm.id, "Stopped").await? => {
+                return Ok(stopped(&vm.id, false));
+            }
+            InFlight::Ended | InFlight::NoneSent => None,
+        };
         let graceful = async {
             let job = match pending {
                 Some(job) => job,
