@@ -116,6 +116,40 @@ fn a_small_bench_reports_every_figure_and_never_beats_its_bound() {
     assert_eq!(report["runs_not_done"], serde_json::json!([]), "{report}");
 }
 
+/// The CloudStack calls other than polls that one VM of two disks costs, drill and
+/// cleanup: 19 async commands, `deleteVolume` (the placeholder ROOT), and the reads
+/// each step makes to look before it acts (docs/benchmarks.md lists them). They do not
+/// depend on timing, so any increase is a change to the workflows — make it on purpose,
+/// and update this figure and docs/benchmarks.md with it.
+const CALLS_WITHOUT_POLLS_1_VM_2_DISKS: f64 = 54.0;
+
+#[test]
+fn the_calls_other_than_polls_of_one_vm_do_not_grow() {
+    let report = bench_report(&["--vms", "1", "--disks", "2"]);
+    assert_eq!(report["runs_done"], 2, "{report}");
+    assert_eq!(report["async_jobs"], 19, "{report}");
+    let without_polls = report["calls_per_vm_without_polls"]
+        .as_f64()
+        .expect("a number");
+    assert!(
+        without_polls <= CALLS_WITHOUT_POLLS_1_VM_2_DISKS,
+        "one VM of 2 disks now costs {without_polls} calls other than polls (was \
+         {CALLS_WITHOUT_POLLS_1_VM_2_DISKS}): {}",
+        report["calls_per_command"]
+    );
+    // Reads only ever shrink: the async commands themselves are all still there.
+    let calls = &report["calls_per_command"];
+    for (command, n) in [
+        ("createSnapshot", 2),
+        ("detachVolume", 5),
+        ("attachVolume", 4),
+        ("revertSnapshot", 2),
+        ("deleteSnapshot", 2),
+    ] {
+        assert_eq!(calls[command], n, "{command}: {report}");
+    }
+}
+
 #[test]
 fn a_bench_with_an_agent_per_appliance_ends_every_run_done_and_never_beats_its_bound() {
     let report = bench_report(&[
