@@ -383,6 +383,41 @@ fn oma_queue() -> String {
     format!("vm:{}", ids::APPLIANCE_OMA)
 }
 
+// ---- reads ----------------------------------------------------------------------
+
+/// `get_volumes` reads several volumes in one `listVolumes ids=…`: a volume deleted
+/// since is left out, and `get_volume` of an id CloudStack never knew is `None` (the
+/// list is refused with 431, as CloudStack's id translation refuses it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_volumes_are_read_in_one_call_and_a_deleted_one_is_left_out() -> Result {
+    let sim = Sim::start(quick_world(1), 0.01).await?;
+    let a = VolumeId::from(sim.new_volume("read-a").await?);
+    let b = VolumeId::from(sim.new_volume("read-b").await?);
+    let gone = VolumeId::from(sim.new_volume("read-gone").await?);
+    sim.client.delete_volume(&gone).await?;
+    let calls = |stats: &Value| stats["calls"]["listVolumes"].as_u64().unwrap_or(0);
+    let before = calls(&sim.stats().await?);
+    let seen = sim
+        .client
+        .get_volumes(&[a.clone(), b.clone(), gone.clone()])
+        .await?;
+    assert_eq!(calls(&sim.stats().await?), before + 1, "one call");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[&a].name, "read-a");
+    assert_eq!(seen[&b].name, "read-b");
+    assert!(!seen.contains_key(&gone));
+    assert!(sim.client.get_volumes(&[]).await?.is_empty());
+    assert_eq!(calls(&sim.stats().await?), before + 1, "none for no ids");
+    // Deleted since: not there. Never known: not there either, not an error.
+    assert!(sim.client.get_volume(&gone).await?.is_none());
+    let never = VolumeId::from("9b3f6d0e-0000-4000-8000-000000000000");
+    assert!(sim.client.get_volume(&never).await?.is_none());
+    // But a list that names a never-known volume among others is refused whole.
+    let err = sim.client.get_volumes(&[a, never]).await.unwrap_err();
+    assert!(err.to_string().contains("431"), "{err}");
+    Ok(())
+}
+
 // ---- 1. per-VM serialization ------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

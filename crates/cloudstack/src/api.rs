@@ -259,6 +259,27 @@ impl Client {
         }
     }
 
+    /// The volumes of `ids` CloudStack has, in one `listVolumes ids=…` (CloudStack 4.9
+    /// and later): a volume deleted since is left out. An id CloudStack never knew
+    /// makes it refuse the whole list (431); ferry asks only about volumes it saw.
+    pub async fn get_volumes(
+        &self,
+        ids: &[VolumeId],
+    ) -> Result<std::collections::HashMap<VolumeId, Volume>, Error> {
+        if ids.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let joined = ids
+            .iter()
+            .map(VolumeId::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
+        let volumes: Vec<Volume> = self
+            .list("listVolumes", "volume", vec![("ids".into(), joined)])
+            .await?;
+        Ok(volumes.into_iter().map(|v| (v.id.clone(), v)).collect())
+    }
+
     pub async fn list_snapshots(
         &self,
         volume_id: Option<&VolumeId>,

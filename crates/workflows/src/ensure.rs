@@ -156,13 +156,27 @@ pub(crate) async fn ensure_on_appliance(
     volume_id: &VolumeId,
     appliance_vm_id: &VmId,
 ) -> Result<bool, StepError> {
-    let env = cx.ctx;
-    let Some(volume) = env
+    let volume = cx
+        .ctx
         .cloud
         .get_volume(volume_id)
         .await
-        .map_err(|e| cloud_error("looking up a replica volume", e))?
-    else {
+        .map_err(|e| cloud_error("looking up a replica volume", e))?;
+    ensure_seen_on_appliance(cx, step, volume_id, volume, appliance_vm_id).await
+}
+
+/// [`ensure_on_appliance`] for a replica the step has just looked at (`volume`, `None`
+/// when CloudStack no longer has it): a step that handles every replica reads them
+/// all in one call.
+pub(crate) async fn ensure_seen_on_appliance(
+    cx: &Cx<'_>,
+    step: &str,
+    volume_id: &VolumeId,
+    volume: Option<cloudstack::Volume>,
+    appliance_vm_id: &VmId,
+) -> Result<bool, StepError> {
+    let env = cx.ctx;
+    let Some(volume) = volume else {
         diverged(cx, step, volume_id, GONE).await?;
         return Ok(false);
     };
@@ -256,14 +270,10 @@ pub(crate) async fn put_back_detached_replicas(
     vm: Option<&cloudstack::VirtualMachine>,
 ) -> Result<Vec<VolumeId>, StepError> {
     let env = cx.ctx;
+    let seen = plan_replicas_as_they_are(env, plan).await?;
     let mut adrift = Vec::new();
     for d in plan.disks() {
-        let Some(volume) = env
-            .cloud
-            .get_volume(&d.volume_id)
-            .await
-            .map_err(|e| cloud_error("looking up a replica", e))?
-        else {
+        let Some(volume) = seen.get(&d.volume_id) else {
             diverged(cx, cx.step, &d.volume_id, GONE).await?;
             continue;
         };
@@ -369,6 +379,27 @@ pub(crate) async fn destroy_vm_without_replicas(
     Ok(())
 }
 
+/// Every replica of the run's plan as CloudStack has it now, in one call (a replica
+/// CloudStack no longer has is missing).
+pub(crate) async fn replicas_as_they_are(
+    env: &Env,
+    input: &RunInput,
+) -> Result<std::collections::HashMap<VolumeId, cloudstack::Volume>, StepError> {
+    plan_replicas_as_they_are(env, &input.plan).await
+}
+
+/// Every replica of `plan` as CloudStack has it now, in one call.
+async fn plan_replicas_as_they_are(
+    env: &Env,
+    plan: &DevicePlan,
+) -> Result<std::collections::HashMap<VolumeId, cloudstack::Volume>, StepError> {
+    let ids: Vec<VolumeId> = plan.disks().iter().map(|d| d.volume_id.clone()).collect();
+    env.cloud
+        .get_volumes(&ids)
+        .await
+        .map_err(|e| cloud_error("looking up the replicas", e))
+}
+
 /// The run's snapshots of disk `disk`'s replica, found by name (`<target>-disk-<key>`):
 /// whatever a step recorded, and whether or not the step that took them finished.
 /// There is one, unless a snapshot step was interrupted and CloudStack made another.
@@ -416,16 +447,12 @@ pub(crate) async fn revert_detached_replicas(
     let vm = protected_vm(cx).await?;
     let appliance = appliance_vm_id(cx, &vm).await?;
     let appliance = &appliance;
+    let seen = &replicas_as_they_are(env, input).await?;
     // A detached replica's revert runs on its own CloudStack queue: all at once (each to
     // its end), since one after another would add a revert per disk that CloudStack
     // does not impose.
     let each = all_to_the_end(input.plan.disks().iter().map(|d| async move {
-        let Some(volume) = env
-            .cloud
-            .get_volume(&d.volume_id)
-            .await
-            .map_err(|e| cloud_error("looking up a replica", e))?
-        else {
+        let Some(volume) = seen.get(&d.volume_id).cloned() else {
             diverged(cx, step, &d.volume_id, GONE).await?;
             return Ok(None);
         };

@@ -17,8 +17,8 @@ use ids::{SnapshotId, VolumeId};
 use serde::{Deserialize, Serialize};
 
 use crate::ensure::{
-    Reverted, all_to_the_end, ensure_on_appliance, ensure_stopped, event, find_vm,
-    put_back_detached_replicas, revert_detached_replicas,
+    Reverted, all_to_the_end, ensure_on_appliance, ensure_seen_on_appliance, ensure_stopped, event,
+    find_vm, put_back_detached_replicas, replicas_as_they_are, revert_detached_replicas,
 };
 use crate::env::{Cx, Env, call, leave_appliance, volume_error};
 use crate::jobs::Queue::{Appliance, Own, Target};
@@ -440,8 +440,13 @@ impl TypedStep<Env> for ReattachReplicas {
         let input = input(cx)?;
         let vm = protected_vm(cx).await?;
         let appliance = appliance_vm_id(cx, &vm).await?;
+        // One look at every replica; each is then attached in turn (the appliance's
+        // queue runs one attach at a time anyway).
+        let mut seen = replicas_as_they_are(cx.ctx, &input).await?;
         for d in input.plan.disks() {
-            ensure_on_appliance(cx, "reattach-replicas", &d.volume_id, &appliance).await?;
+            let volume = seen.remove(&d.volume_id);
+            ensure_seen_on_appliance(cx, "reattach-replicas", &d.volume_id, volume, &appliance)
+                .await?;
         }
         let vm = protected_vm(cx).await?;
         Ok(Reattached {
