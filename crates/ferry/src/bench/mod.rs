@@ -96,6 +96,12 @@ pub struct BenchArgs {
     /// limit sets.
     #[arg(long)]
     throttle: bool,
+    /// The client's `cloudstack.job_duration_scale`: when a command's first jobs are
+    /// polled (its typical duration times this). The time scale by default, as an
+    /// operator sets it from their cloud's pace; a tiny value (0.000001) polls first
+    /// drills as if ferry expected nothing, to see what the priors buy.
+    #[arg(long)]
+    job_duration_scale: Option<f64>,
 }
 
 pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
@@ -120,6 +126,11 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
     };
     let concurrency = args.engine_concurrency.unwrap_or(args.vms as usize).max(1);
     let scale = args.time_scale;
+    let job_duration_scale = args.job_duration_scale.unwrap_or(scale);
+    anyhow::ensure!(
+        job_duration_scale.is_finite() && job_duration_scale > 0.0 && job_duration_scale <= 1_000.0,
+        "--job-duration-scale must be a number > 0 and ≤ 1000 (got {job_duration_scale})"
+    );
 
     let dir = tempfile::Builder::new().prefix("ferry-bench-").tempdir()?;
     let throttling = args.throttle.then(cloudsim::world::ApiThrottling::default);
@@ -149,7 +160,7 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
     )
     .database(dir.path().join("ferry.db").display().to_string())
     .poll_ms(poll_first_ms, poll_max_ms)
-    .job_duration_scale(scale)
+    .job_duration_scale(job_duration_scale)
     .engine(EngineSection {
         worker_name: Some("bench".into()),
         concurrency,
@@ -191,7 +202,7 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
                     &announcement.secret_key,
                 ),
                 poll_ms: (poll_first_ms, poll_max_ms),
-                job_duration_scale: scale,
+                job_duration_scale,
                 rate_limit: throttling
                     .zip(rate_limit_interval_ms)
                     .map(|(t, ms)| (t.max, ms)),
