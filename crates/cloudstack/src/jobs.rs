@@ -45,6 +45,15 @@ impl JobOutput for Success {
     const KEY: &'static str = "";
 }
 
+/// How long a job of a command is expected to take, and whence that is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// What the client's waits on jobs of the command have lately seen.
+    Learned(Duration),
+    /// The command's prior: a typical cloud's duration times `job_duration_scale`.
+    Typical(Duration),
+}
+
 /// An accepted async job: its id, and for create-style commands the new entity's id,
 /// known before the job finishes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -77,6 +86,15 @@ impl Client {
     /// learned from waiting on them; `None` before one finished.
     pub fn learned_job_duration(&self, command: &str) -> Option<Duration> {
         self.timings.learned(command)
+    }
+
+    /// How long a job of `command` is expected to take: what this client learned, or
+    /// before one finished the command's prior (`None`: neither).
+    pub fn expected_job_duration(&self, command: &str) -> Option<Expected> {
+        match self.timings.learned(command) {
+            Some(d) => Some(Expected::Learned(d)),
+            None => self.config().job_priors.get(command).map(Expected::Typical),
+        }
     }
 
     /// Submits an async command; returns once CloudStack has accepted it.

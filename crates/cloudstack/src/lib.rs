@@ -30,7 +30,7 @@ pub use api::{DeployVm, Firmware, NicRequest, VmFilter, VolumeFilter, VolumeSour
 pub use client::{Client, Kind};
 pub use config::{Config, RateLimit};
 pub use error::{Error, ErrorClass};
-pub use jobs::{Job, JobOutput, Success};
+pub use jobs::{Expected, Job, JobOutput, Success};
 pub use polling::{JobPriors, PollPolicy, TYPICAL_JOB_DURATIONS_MS};
 pub use types::*;
 

@@ -15,8 +15,6 @@
 //! until a job of that command has ended since the server started, and nothing for
 //! the volume commands of a volume daemon in another process).
 
-use std::time::Duration;
-
 /// How many of a step's recent durations make its usual one.
 pub const USUAL_SAMPLE: i64 = 20;
 
@@ -56,12 +54,20 @@ pub fn step(ran_ms: i64, usual: &[i64]) -> Option<String> {
 }
 
 /// Whether a CloudStack job of `command` that has run `ran_ms` is far past `usual`,
-/// how long such jobs lately took (`None`: not known, never overdue).
-pub fn job(command: &str, ran_ms: i64, usual: Option<Duration>) -> Option<String> {
-    let usual_ms = i64::try_from(usual?.as_millis()).unwrap_or(i64::MAX);
+/// how long such jobs lately took or, before one ended, usually take (`None`: not
+/// known, never overdue).
+pub fn job(command: &str, ran_ms: i64, usual: Option<cloudstack::Expected>) -> Option<String> {
+    let (usual, whence) = match usual? {
+        cloudstack::Expected::Learned(d) => (d, "have lately taken"),
+        cloudstack::Expected::Typical(d) => (
+            d,
+            "usually take (a typical cloud's, times job_duration_scale)",
+        ),
+    };
+    let usual_ms = i64::try_from(usual.as_millis()).unwrap_or(i64::MAX);
     far_past(ran_ms, usual_ms).then(|| {
         format!(
-            "running for {} — far past the {} that {command} jobs have lately taken; CloudStack may be stuck on it: look at the job in CloudStack",
+            "running for {} — far past the {} that {command} jobs {whence}; CloudStack may be stuck on it: look at the job in CloudStack",
             seconds(ran_ms),
             seconds(usual_ms),
         )
@@ -75,7 +81,7 @@ pub fn job_since(
     command: &str,
     since: i64,
     now: i64,
-    usual: impl FnOnce(&str) -> Option<Duration>,
+    usual: impl FnOnce(&str) -> Option<cloudstack::Expected>,
 ) -> Option<String> {
     let ran = now - since;
     (ran > MARGIN_MS)
@@ -86,6 +92,7 @@ pub fn job_since(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_step_is_overdue_only_far_past_a_known_usual_duration() {
@@ -107,7 +114,7 @@ mod tests {
 
     #[test]
     fn a_job_is_overdue_only_far_past_what_its_command_lately_took() {
-        let usual = Some(Duration::from_secs(2));
+        let usual = Some(cloudstack::Expected::Learned(Duration::from_secs(2)));
         let warning = job("attachVolume", 63_000, usual).expect("overdue");
         assert!(
             warning.contains("63.0 s")
@@ -119,7 +126,7 @@ mod tests {
             None,
             "not a minute past"
         );
-        let slow = Some(Duration::from_secs(100));
+        let slow = Some(cloudstack::Expected::Learned(Duration::from_secs(100)));
         assert_eq!(
             job("startVirtualMachine", 400_000, slow),
             None,
@@ -131,17 +138,26 @@ mod tests {
             None,
             "nothing to go by"
         );
+        // Before a job of the command ended, its prior is what is usual.
+        let typical = Some(cloudstack::Expected::Typical(Duration::from_secs(15)));
+        let warning = job("startVirtualMachine", 76_000, typical).expect("overdue");
+        assert!(
+            warning.contains("the 15.0 s that startVirtualMachine jobs usually take"),
+            "{warning}"
+        );
+        assert_eq!(job("startVirtualMachine", 74_000, typical), None);
     }
 
     #[test]
     fn a_young_job_costs_no_look_at_what_is_usual() {
         let now = 1_000_000_000;
-        let never = |_: &str| -> Option<Duration> { panic!("looked up for a young job") };
+        let never =
+            |_: &str| -> Option<cloudstack::Expected> { panic!("looked up for a young job") };
         assert_eq!(job_since("attachVolume", now - 59_000, now, never), None);
         let asked = std::cell::Cell::new(None);
         let warning = job_since("detachVolume", now - 120_000, now, |c| {
             asked.set(Some(c.to_string()));
-            Some(Duration::from_secs(3))
+            Some(cloudstack::Expected::Learned(Duration::from_secs(3)))
         });
         assert_eq!(asked.take().as_deref(), Some("detachVolume"));
         assert!(warning.is_some_and(|w| w.starts_with("running for 120.0 s")));

@@ -407,7 +407,7 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
         for (_, running, job) in &mut jobs {
             if let Some((command, since)) = *running {
                 job.overdue = overdue::job_since(command, since, now, |c| {
-                    state.env.cloud.learned_job_duration(c)
+                    state.env.cloud.expected_job_duration(c)
                 });
             }
         }
