@@ -6,10 +6,8 @@
 // These tests drive cloudsim with ferry's real client.
 #![allow(clippy::disallowed_methods)]
 
-use std::time::Duration;
-
+use cloudsim::World;
 use cloudsim::world::{VolumeDef, ids};
-use cloudsim::{SimConfig, World};
 use cloudstack::{Client, Error, Kind, VmId, VolumeId};
 use serde_json::{Value, json};
 
@@ -36,23 +34,7 @@ fn world() -> World {
 async fn start(
     state_file: Option<std::path::PathBuf>,
 ) -> anyhow::Result<(cloudsim::Running, Client)> {
-    let running = cloudsim::start_with_state_file(
-        SimConfig {
-            world: world(),
-            sysfs_root: None,
-            time_scale: 0.001,
-        },
-        "127.0.0.1:0".parse()?,
-        state_file,
-    )
-    .await?;
-    let client = common::client(
-        running.endpoint(),
-        ids::API_KEY,
-        ids::SECRET_KEY,
-        Duration::from_secs(60),
-    )?;
-    Ok((running, client))
+    common::start_world(world(), state_file).await
 }
 
 /// A list call's answer (the object inside `<command>response`).

@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+use cloudsim::World;
 use cloudsim::world::ids;
-use cloudsim::{SimConfig, World};
 use cloudstack::{Client, Error, Kind, VirtualMachine, VmId, VolumeId};
 use serde_json::{Value, json};
 
@@ -62,22 +62,7 @@ fn fields(names: &[&str]) -> BTreeSet<String> {
 }
 
 async fn start() -> anyhow::Result<(cloudsim::Running, Client)> {
-    let running = cloudsim::start(
-        SimConfig {
-            world: World::default(),
-            sysfs_root: None,
-            time_scale: 0.001,
-        },
-        "127.0.0.1:0".parse()?,
-    )
-    .await?;
-    let client = common::client(
-        running.endpoint(),
-        ids::API_KEY,
-        ids::SECRET_KEY,
-        Duration::from_secs(60),
-    )?;
-    Ok((running, client))
+    common::start_world(World::default(), None).await
 }
 
 async fn call(client: &Client, command: &str, params: &[(&str, &str)]) -> Result<Value, Error> {

@@ -25,6 +25,32 @@ pub fn client(
     Ok(Client::new(config)?)
 }
 
+/// cloudsim with `world` at a thousandth of real pace (persisting to `state_file` if
+/// given), and a client for it.
+#[allow(dead_code)] // not every test binary starts its own world
+pub async fn start_world(
+    world: cloudsim::world::World,
+    state_file: Option<std::path::PathBuf>,
+) -> anyhow::Result<(cloudsim::Running, Client)> {
+    let running = cloudsim::start_with_state_file(
+        cloudsim::SimConfig {
+            world,
+            sysfs_root: None,
+            time_scale: 0.001,
+        },
+        "127.0.0.1:0".parse()?,
+        state_file,
+    )
+    .await?;
+    let client = client(
+        running.endpoint(),
+        ids::API_KEY,
+        ids::SECRET_KEY,
+        Duration::from_secs(60),
+    )?;
+    Ok((running, client))
+}
+
 /// A VM with the custom offering (2 vCPU, 1000 MHz, 2 GiB) on the `test` network.
 pub fn deploy_request(name: &str, start: bool) -> DeployVm {
     DeployVm {
