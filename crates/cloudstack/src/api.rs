@@ -229,11 +229,7 @@ impl Client {
             id: Some(id.clone()),
             ..Default::default()
         };
-        match self.list_virtual_machines(&filter).await {
-            Ok(vms) => Ok(vms.into_iter().next()),
-            Err(e) if names_unknown_id(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
+        first_known(self.list_virtual_machines(&filter).await)
     }
 
     pub async fn list_volumes(&self, filter: &VolumeFilter) -> Result<Vec<Volume>, Error> {
@@ -252,11 +248,7 @@ impl Client {
             id: Some(id.clone()),
             ..Default::default()
         };
-        match self.list_volumes(&filter).await {
-            Ok(volumes) => Ok(volumes.into_iter().next()),
-            Err(e) if names_unknown_id(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
+        first_known(self.list_volumes(&filter).await)
     }
 
     /// The volumes of `ids` CloudStack has, in one `listVolumes ids=…` (CloudStack 4.9
@@ -426,13 +418,21 @@ impl Client {
     }
 }
 
-/// Whether CloudStack refused a list's `id` because no such entity ever existed: its
-/// API layer translates an id parameter to the entity (removed ones included, so an
-/// entity deleted since answers an empty list) and refuses an id it cannot find with
-/// 431 "… Invalid parameter id value=… entity does not exist …".
-fn names_unknown_id(e: &Error) -> bool {
-    matches!(e, Error::Api { errorcode: 431, errortext, .. }
-        if errortext.contains("Invalid parameter id value="))
+/// The entity a list filtered by `id` found, or `None` — also when CloudStack refused
+/// the `id` because no such entity ever existed: its API layer translates an id
+/// parameter to the entity (removed ones included, so an entity deleted since answers
+/// an empty list) and refuses an id it cannot find with 431 "… Invalid parameter id
+/// value=… entity does not exist …".
+fn first_known<T>(listed: Result<Vec<T>, Error>) -> Result<Option<T>, Error> {
+    match listed {
+        Ok(found) => Ok(found.into_iter().next()),
+        Err(Error::Api {
+            errorcode: 431,
+            errortext,
+            ..
+        }) if errortext.contains("Invalid parameter id value=") => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ impl Client {
     pub fn expected_job_duration(&self, command: &str) -> Option<Expected> {
         match self.timings.learned(command) {
             Some(d) => Some(Expected::Learned(d)),
-            None => self.config().job_priors.get(command).map(Expected::Typical),
+            None => self.timings.prior(command).map(Expected::Typical),
         }
     }
 

@@ -274,7 +274,12 @@ impl Timings {
     /// When a job of `command` is expected to be done: what was learned, else the
     /// prior.
     pub(crate) fn estimate(&self, command: &str) -> Option<Duration> {
-        self.learned(command).or_else(|| self.priors.get(command))
+        self.learned(command).or_else(|| self.prior(command))
+    }
+
+    /// What `command`'s jobs are expected to take before one has finished.
+    pub(crate) fn prior(&self, command: &str) -> Option<Duration> {
+        self.priors.get(command)
     }
 
     /// What waits on jobs of `command` have learned (`None` before one finished).

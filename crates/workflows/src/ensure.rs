@@ -270,7 +270,7 @@ pub(crate) async fn put_back_detached_replicas(
     vm: Option<&cloudstack::VirtualMachine>,
 ) -> Result<Vec<VolumeId>, StepError> {
     let env = cx.ctx;
-    let seen = plan_replicas_as_they_are(env, plan).await?;
+    let seen = replicas_as_they_are(env, plan).await?;
     let mut adrift = Vec::new();
     for d in plan.disks() {
         let Some(volume) = seen.get(&d.volume_id) else {
@@ -379,17 +379,9 @@ pub(crate) async fn destroy_vm_without_replicas(
     Ok(())
 }
 
-/// Every replica of the run's plan as CloudStack has it now, in one call (a replica
-/// CloudStack no longer has is missing).
+/// Every replica of `plan` as CloudStack has it now, in one call (a replica CloudStack
+/// no longer has is missing).
 pub(crate) async fn replicas_as_they_are(
-    env: &Env,
-    input: &RunInput,
-) -> Result<std::collections::HashMap<VolumeId, cloudstack::Volume>, StepError> {
-    plan_replicas_as_they_are(env, &input.plan).await
-}
-
-/// Every replica of `plan` as CloudStack has it now, in one call.
-async fn plan_replicas_as_they_are(
     env: &Env,
     plan: &DevicePlan,
 ) -> Result<std::collections::HashMap<VolumeId, cloudstack::Volume>, StepError> {
@@ -447,7 +439,7 @@ pub(crate) async fn revert_detached_replicas(
     let vm = protected_vm(cx).await?;
     let appliance = appliance_vm_id(cx, &vm).await?;
     let appliance = &appliance;
-    let seen = &replicas_as_they_are(env, input).await?;
+    let seen = &replicas_as_they_are(env, &input.plan).await?;
     // A detached replica's revert runs on its own CloudStack queue: all at once (each to
     // its end), since one after another would add a revert per disk that CloudStack
     // does not impose.

@@ -207,10 +207,11 @@ pub(crate) async fn job_in_flight<T>(
     command: &str,
     vm_id: Option<&VmId>,
 ) -> Result<InFlight<T>, StepError> {
-    if cx.attempt <= 1 && recorded_job_id(cx, command).await?.is_none() {
+    let recorded = recorded_job_id(cx, command).await?;
+    if cx.attempt <= 1 && recorded.is_none() {
         return Ok(InFlight::NoneSent);
     }
-    Ok(match recorded_job(cx, command, vm_id).await? {
+    Ok(match job_state(cx, command, vm_id, recorded).await? {
         Some((job, cloudstack::JobStatus::Pending)) => InFlight::Pending(job),
         // Ended, forgotten by CloudStack, or perhaps sent by an earlier attempt that
         // did not get to record it: the VM tells.
@@ -241,7 +242,19 @@ async fn recorded_job<T>(
     command: &str,
     vm_id: Option<&VmId>,
 ) -> Result<Option<(cloudstack::Job<T>, cloudstack::JobStatus)>, StepError> {
-    let Some((job_id, vm_id)) = recorded_job_id(cx, command).await? else {
+    let recorded = recorded_job_id(cx, command).await?;
+    job_state(cx, command, vm_id, recorded).await
+}
+
+/// [`recorded_job`] for the job the run's log names (`recorded`, as
+/// [`recorded_job_id`] found it).
+async fn job_state<T>(
+    cx: &Cx<'_>,
+    command: &str,
+    vm_id: Option<&VmId>,
+    recorded: Option<(String, Option<String>)>,
+) -> Result<Option<(cloudstack::Job<T>, cloudstack::JobStatus)>, StepError> {
+    let Some((job_id, vm_id)) = recorded else {
         // Only a step tried before (a crash, a retry) can have sent a command it did
         // not get to record; a first attempt has nothing to look for.
         if cx.attempt <= 1 {

@@ -442,7 +442,7 @@ impl TypedStep<Env> for ReattachReplicas {
         let appliance = appliance_vm_id(cx, &vm).await?;
         // One look at every replica; each is then attached in turn (the appliance's
         // queue runs one attach at a time anyway).
-        let mut seen = replicas_as_they_are(cx.ctx, &input).await?;
+        let mut seen = replicas_as_they_are(cx.ctx, &input.plan).await?;
         for d in input.plan.disks() {
             let volume = seen.remove(&d.volume_id);
             ensure_seen_on_appliance(cx, "reattach-replicas", &d.volume_id, volume, &appliance)
