@@ -200,6 +200,7 @@ impl VolumeService for Agent {
         let vouch = Call {
             idempotency_key: format!("{}/vouch", call.idempotency_key),
             fence: call.fence.clone(),
+            seen: None,
         };
         self.http.vouch_created(&vouch, volume_id).await?;
         self.http.delete_volume(call, volume_id).await?;

@@ -245,8 +245,13 @@ impl HttpClient {
         mut body: Value,
     ) -> Result<T> {
         call.validate()?;
-        if let (Some(fence), Some(map)) = (&call.fence, body.as_object_mut()) {
-            map.insert("fence".into(), to_json(fence));
+        if let Some(map) = body.as_object_mut() {
+            if let Some(fence) = &call.fence {
+                map.insert("fence".into(), to_json(fence));
+            }
+            if let Some(seen) = &call.seen {
+                map.insert("seen".into(), to_json(seen));
+            }
         }
         self.send(method, path, Some(call), Some(body)).await
     }

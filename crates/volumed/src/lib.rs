@@ -113,5 +113,5 @@ pub use service::VolumeService;
 pub use store_journal::StoreJournal;
 pub use types::{
     API_REVISION, AgentStatus, ApplianceSeen, Call, DEVICE_PLACEHOLDER, Fence, GuestPrep,
-    GuestPrepOutcome, MAX_GUEST_PREP_SECS, OpRequest, SnapshotInfo, VERSION, VolumeInfo,
+    GuestPrepOutcome, MAX_GUEST_PREP_SECS, OpRequest, Seen, SnapshotInfo, VERSION, VolumeInfo,
 };

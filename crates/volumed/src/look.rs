@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::error::{Class, Error, Result};
 use crate::journal::OpRecord;
-use crate::types::{OpRequest, SnapshotInfo, VolumeInfo, to_json};
+use crate::types::{OpRequest, Seen, SnapshotInfo, VolumeInfo, to_json};
 
 /// Whether an operation is new (submit it) or was found unfinished (look first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,11 +69,30 @@ fn settled<T>(read: Result<T, cloudstack::Error>) -> Result<Option<T>> {
 /// succeeded (a detach, and the clone has since been deleted) must still get its
 /// recorded answer. What cannot be found is left out; CloudStack itself refuses a
 /// new operation on it, definitively.
+///
+/// What the caller saw moments before ([`Seen`]) stands for the read: the VM of the
+/// volume a detach or snapshot concerns, and for a revert the snapshot's volume and
+/// its VM. (A caller's claim about another volume than the request's is ignored.)
 pub(crate) async fn subjects(
     c: &Client,
     request: &OpRequest,
+    seen: Option<&Seen>,
 ) -> Result<(Option<VmId>, Option<VolumeId>, Option<SnapshotId>)> {
     Ok(match request {
+        OpRequest::Detach { volume_id } | OpRequest::Snapshot { volume_id, .. }
+            if seen.is_some_and(|s| &s.volume_id == volume_id) =>
+        {
+            (
+                seen.and_then(|s| s.vm_id.clone()),
+                Some(volume_id.clone()),
+                None,
+            )
+        }
+        OpRequest::Revert { snapshot_id } if let Some(s) = seen => (
+            s.vm_id.clone(),
+            Some(s.volume_id.clone()),
+            Some(snapshot_id.clone()),
+        ),
         OpRequest::Attach {
             volume_id, vm_id, ..
         }

@@ -25,7 +25,9 @@
 //! | `POST /v1/volumes/{id}/vouch` | — | `{}` (the engine vouches that ferry created the volume) |
 //! | `GET /v1/hello` | — | [`crate::AgentStatus`] |
 //!
-//! Every mutating body may also carry `fence: {"run_id", "generation"}`.
+//! Every mutating body may also carry `fence: {"run_id", "generation"}`, and
+//! `seen: {"volume_id", "vm_id"}` — what the caller read of the operation's volume
+//! moments before (see [`crate::Seen`]), so that the daemon need not read it again.
 //!
 //! # Who may ask
 //!
@@ -63,7 +65,7 @@ use subtle::ConstantTimeEq;
 use crate::error::Error;
 use crate::presence::Presence;
 use crate::service::VolumeService;
-use crate::types::{API_REVISION, Call, Fence, GuestPrep, VERSION, appliances_named};
+use crate::types::{API_REVISION, Call, Fence, GuestPrep, Seen, VERSION, appliances_named};
 
 /// The header that carries the idempotency key.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -315,11 +317,12 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 }
 
 /// The `Call` of a mutating request: the key from the header or the body.
-fn call_of(
-    headers: &HeaderMap,
-    body_key: Option<String>,
-    fence: Option<Fence>,
-) -> Result<Call, ApiError> {
+fn call_of(headers: &HeaderMap, meta: CallMeta) -> Result<Call, ApiError> {
+    let CallMeta {
+        idempotency_key: body_key,
+        fence,
+        seen,
+    } = meta;
     let header_key = match headers.get(IDEMPOTENCY_HEADER) {
         None => None,
         Some(v) => Some(
@@ -340,20 +343,28 @@ fn call_of(
     let call = Call {
         idempotency_key: key,
         fence,
+        seen,
     };
     call.validate()?;
     Ok(call)
 }
 
-/// What every mutating body carries besides its arguments: an idempotency key (the
-/// header may carry it instead) and a fencing token, both optional.
-trait MutationBody: DeserializeOwned {
-    fn take_key_and_fence(&mut self) -> (Option<String>, Option<Fence>);
+/// What every mutating body carries besides its arguments, all optional: an
+/// idempotency key (the header may carry it instead), a fencing token, and what the
+/// caller has just seen of the operation's volume.
+struct CallMeta {
+    idempotency_key: Option<String>,
+    fence: Option<Fence>,
+    seen: Option<Seen>,
 }
 
-/// Declares the JSON body of a mutating call: its arguments, then `idempotency_key`
-/// and `fence` (in that order, the order serde names the fields in when it refuses an
-/// unknown one).
+trait MutationBody: DeserializeOwned {
+    fn take_meta(&mut self) -> CallMeta;
+}
+
+/// Declares the JSON body of a mutating call: its arguments, then `idempotency_key`,
+/// `fence` and `seen` (in that order, the order serde names the fields in when it
+/// refuses an unknown one).
 macro_rules! mutation_body {
     ($(#[$doc:meta])* struct $name:ident { $($(#[$attr:meta])* $field:ident: $ty:ty,)* }) => {
         $(#[$doc])*
@@ -365,11 +376,17 @@ macro_rules! mutation_body {
             idempotency_key: Option<String>,
             #[serde(default)]
             fence: Option<Fence>,
+            #[serde(default)]
+            seen: Option<Seen>,
         }
 
         impl MutationBody for $name {
-            fn take_key_and_fence(&mut self) -> (Option<String>, Option<Fence>) {
-                (self.idempotency_key.take(), self.fence.take())
+            fn take_meta(&mut self) -> CallMeta {
+                CallMeta {
+                    idempotency_key: self.idempotency_key.take(),
+                    fence: self.fence.take(),
+                    seen: self.seen.take(),
+                }
             }
         }
     };
@@ -438,8 +455,7 @@ impl<B: MutationBody> FromRequest<AppState> for Mutation<B> {
             .await
             .map_err(IntoResponse::into_response)?;
         let mut b: B = parse(&body).map_err(IntoResponse::into_response)?;
-        let (key, fence) = b.take_key_and_fence();
-        let call = call_of(&headers, key, fence).map_err(IntoResponse::into_response)?;
+        let call = call_of(&headers, b.take_meta()).map_err(IntoResponse::into_response)?;
         Ok(Mutation(call, b))
     }
 }

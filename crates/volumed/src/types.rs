@@ -23,6 +23,20 @@ pub struct Fence {
     pub generation: i64,
 }
 
+/// What the caller read in CloudStack moments before asking: the volume an operation
+/// concerns (for a revert, the snapshot's volume) and the VM it was attached to
+/// (`None`: attached to none). A detach, snapshot or revert records that VM as the
+/// operation's — the key of its serialization and what a look after an unknown outcome
+/// compares with — instead of reading the volume again. Only a caller that has just
+/// looked may say so (ferry's steps look before they act); without it the daemon reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seen {
+    pub volume_id: VolumeId,
+    #[serde(default)]
+    pub vm_id: Option<VmId>,
+}
+
 /// What every mutating request carries besides its arguments.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Call {
@@ -31,6 +45,10 @@ pub struct Call {
     pub idempotency_key: String,
     #[serde(default)]
     pub fence: Option<Fence>,
+    /// What the caller has just seen of the operation's volume; not part of what is
+    /// asked (a repeated request may see otherwise and is still the same request).
+    #[serde(default)]
+    pub seen: Option<Seen>,
 }
 
 impl Call {
@@ -38,6 +56,7 @@ impl Call {
         Call {
             idempotency_key: idempotency_key.into(),
             fence: None,
+            seen: None,
         }
     }
 
@@ -45,7 +64,18 @@ impl Call {
         Call {
             idempotency_key: idempotency_key.into(),
             fence: Some(fence),
+            seen: None,
         }
+    }
+
+    /// The same call, telling the daemon that `volume_id` was just seen attached to
+    /// `vm_id` (`None`: to no VM).
+    pub fn seeing(mut self, volume_id: &VolumeId, vm_id: Option<&VmId>) -> Self {
+        self.seen = Some(Seen {
+            volume_id: volume_id.clone(),
+            vm_id: vm_id.cloned(),
+        });
+        self
     }
 
     /// Refuses keys that are empty, too long, or not printable ASCII (they travel in an
@@ -369,7 +399,7 @@ impl From<&cloudstack::Snapshot> for SnapshotInfo {
 /// The revision of the agent API this build speaks. The engine and an agent must
 /// speak the same one: each refuses the other's requests or answers otherwise (see
 /// [`crate::server`]). Raise it with every change to a route, a body or an answer.
-pub const API_REVISION: u32 = 1;
+pub const API_REVISION: u32 = 2;
 
 /// This build's ferry version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -106,6 +106,17 @@ pub(crate) fn call(cx: &Cx<'_>, step: &str, what: impl std::fmt::Display) -> Cal
             run_id: cx.run.id.clone(),
             generation: cx.generation,
         }),
+        seen: None,
+    }
+}
+
+/// `key`, telling the daemon what the step has just read of the operation's volume
+/// (where it is attached), so that the daemon does not read it again; unchanged when
+/// the step found no such volume (the daemon then reads, and CloudStack refuses).
+pub(crate) fn having_read(key: Call, volume: Option<&cloudstack::Volume>) -> Call {
+    match volume {
+        Some(v) => key.seeing(&v.id, v.virtualmachineid.as_ref()),
+        None => key,
     }
 }
 

@@ -261,7 +261,8 @@ impl Local {
                 .await
                 .map_err(Error::journal)?;
         }
-        let (vm_id, volume_id, snapshot_id) = look::subjects(&self.inner.client, &request).await?;
+        let (vm_id, volume_id, snapshot_id) =
+            look::subjects(&self.inner.client, &request, call.seen.as_ref()).await?;
         let new = NewOp {
             id: uuid::Uuid::new_v4().to_string(),
             idempotency_key: call.idempotency_key.clone(),
