@@ -418,6 +418,46 @@ async fn several_volumes_are_read_in_one_call_and_a_deleted_one_is_left_out() ->
     Ok(())
 }
 
+/// `listSnapshots name=` matches a part of the name (CloudStack's `LIKE '%name%'`), so
+/// one call finds a run's snapshots of every volume; `keyword` the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_listed_by_a_part_of_their_name() -> Result {
+    let sim = Sim::start(quick_world(1), 0.01).await?;
+    // The replicas of pgtest1: Ready, on the appliance.
+    let a = VolumeId::from(ids::PGTEST1_DISK_2000);
+    let b = VolumeId::from(ids::PGTEST1_DISK_2001);
+    for (volume, name) in [
+        (&a, "drill-7-disk-2000"),
+        (&b, "drill-7-disk-2001"),
+        (&b, "drill-70-disk-2001"),
+        (&a, "other-disk-2000"),
+    ] {
+        let job = sim.client.create_snapshot(volume, Some(name)).await?;
+        sim.client.wait(&job).await?;
+    }
+    let mut names: Vec<String> = sim
+        .client
+        .list_snapshots_named("drill-7-disk-")
+        .await?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["drill-7-disk-2000", "drill-7-disk-2001"]);
+    // A substring anywhere, as SQL's LIKE '%…%': "disk-2001" is in two names.
+    let by_keyword: Vec<cloudstack::Snapshot> = sim
+        .client
+        .list(
+            "listSnapshots",
+            "snapshot",
+            vec![("keyword".into(), "disk-2001".into())],
+        )
+        .await?;
+    assert_eq!(by_keyword.len(), 2, "{by_keyword:?}");
+    assert!(sim.client.list_snapshots_named("no-such").await?.is_empty());
+    Ok(())
+}
+
 // ---- 1. per-VM serialization ------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -287,6 +287,14 @@ impl Client {
         self.list("listSnapshots", "snapshot", p).await
     }
 
+    /// The snapshots whose name contains `name`: CloudStack filters `name` as SQL's
+    /// `LIKE '%name%'` (`_` matching any character too), so the caller compares names
+    /// exactly. One call for what `volumeid` would need one call per volume for.
+    pub async fn list_snapshots_named(&self, name: &str) -> Result<Vec<Snapshot>, Error> {
+        self.list("listSnapshots", "snapshot", vec![param("name", name)])
+            .await
+    }
+
     pub async fn list_async_jobs(&self) -> Result<Vec<AsyncJob>, Error> {
         self.list("listAsyncJobs", "asyncjobs", vec![]).await
     }

@@ -103,7 +103,8 @@ pub(crate) async fn detached_for_revert(
             ),
         )
         .await;
-        let key = call(cx, step, format!("drift-detach/{}/{holder}", volume.id));
+        let key = call(cx, step, format!("drift-detach/{}/{holder}", volume.id))
+            .seeing(&volume.id, Some(holder));
         leave_appliance(cx, &key, &volume.id, appliance).await?;
         return Ok(true);
     }
@@ -184,7 +185,9 @@ async fn detach_from(
     cx.ctx
         .volumes
         .detach(
-            &call(cx, step, format!("drift-detach/{volume_id}/{holder}")),
+            // The caller has just seen it there.
+            &call(cx, step, format!("drift-detach/{volume_id}/{holder}"))
+                .seeing(volume_id, Some(holder)),
             volume_id,
         )
         .await

@@ -12,7 +12,7 @@ use crate::env::{
     store_error, volume_error,
 };
 use crate::plan::{DevicePlan, PlannedDisk};
-use crate::run::{RunInput, appliance_vm_id, input, protected_vm, snapshot_name};
+use crate::run::{RunInput, appliance_vm_id, input, protected_vm, snapshot_name, snapshot_prefix};
 
 /// Runs every one of `operations` to its end and returns their outputs, or the first
 /// error. Unlike `try_join_all`, a failure does not stop waiting for the others: the
@@ -207,11 +207,11 @@ pub(crate) async fn ensure_seen_on_appliance(
                         {
                             ensure_stopped(cx, &vm).await?;
                         }
+                        // Just read: the volume is on `holder`.
+                        let key = call(cx, step, format!("detach/{volume_id}/{holder}"))
+                            .seeing(volume_id, Some(holder));
                         env.volumes
-                            .detach(
-                                &call(cx, step, format!("detach/{volume_id}/{holder}")),
-                                volume_id,
-                            )
+                            .detach(&key, volume_id)
                             .await
                             .map_err(|e| volume_error("detaching a replica", e))?;
                     }
@@ -392,23 +392,33 @@ pub(crate) async fn replicas_as_they_are(
         .map_err(|e| cloud_error("looking up the replicas", e))
 }
 
-/// The run's snapshots of disk `disk`'s replica, found by name (`<target>-disk-<key>`):
-/// whatever a step recorded, and whether or not the step that took them finished.
-/// There is one, unless a snapshot step was interrupted and CloudStack made another.
-pub(crate) async fn run_snapshots(
-    env: &Env,
-    input: &RunInput,
-    disk: &PlannedDisk,
-) -> Result<Vec<cloudstack::Snapshot>, StepError> {
-    let name = snapshot_name(&input.target_name, disk.device_key);
-    Ok(env
-        .cloud
-        .list_snapshots(Some(&disk.volume_id), None)
-        .await
-        .map_err(|e| cloud_error("listing snapshots", e))?
-        .into_iter()
-        .filter(|s| s.name == name)
-        .collect())
+/// The run's snapshots, found by name (`<target>-disk-<key>`) in one call: whatever a
+/// step recorded, and whether or not the step that took them finished. See
+/// [`RunSnapshots::of`] for one disk's.
+pub(crate) async fn run_snapshots(env: &Env, input: &RunInput) -> Result<RunSnapshots, StepError> {
+    Ok(RunSnapshots(
+        env.cloud
+            .list_snapshots_named(&snapshot_prefix(&input.target_name))
+            .await
+            .map_err(|e| cloud_error("listing snapshots", e))?,
+    ))
+}
+
+/// Every snapshot whose name contains the run's snapshot prefix.
+pub(crate) struct RunSnapshots(Vec<cloudstack::Snapshot>);
+
+impl RunSnapshots {
+    /// The run's snapshots of disk `disk`'s replica: named exactly for the disk, of its
+    /// replica. There is one, unless a snapshot step was interrupted and CloudStack
+    /// made another.
+    pub(crate) fn of(&self, input: &RunInput, disk: &PlannedDisk) -> Vec<cloudstack::Snapshot> {
+        let name = snapshot_name(&input.target_name, disk.device_key);
+        self.0
+            .iter()
+            .filter(|s| s.name == name && s.volumeid.as_ref() == Some(&disk.volume_id))
+            .cloned()
+            .collect()
+    }
 }
 
 /// What [`revert_detached_replicas`] did.
@@ -440,6 +450,7 @@ pub(crate) async fn revert_detached_replicas(
     let appliance = appliance_vm_id(cx, &vm).await?;
     let appliance = &appliance;
     let seen = &replicas_as_they_are(env, &input.plan).await?;
+    let snapshots = &run_snapshots(env, input).await?;
     // A detached replica's revert runs on its own CloudStack queue: all at once (each to
     // its end), since one after another would add a revert per disk that CloudStack
     // does not impose.
@@ -451,14 +462,13 @@ pub(crate) async fn revert_detached_replicas(
         if !detached_for_revert(cx, step, input, &volume, appliance).await? {
             return Ok(None);
         }
-        match run_snapshots(env, input, d).await?.into_iter().next() {
+        match snapshots.of(input, d).into_iter().next() {
             Some(s) => {
-                env.volumes
-                    .revert(&call(cx, step, format!("revert/{}", s.id)), &s.id)
-                    .await
-                    .map_err(|e| {
-                        volume_error(&format!("reverting replica {} to {}", d.volume_id, s.id), e)
-                    })?;
+                // Listed by the replica's id, and detached now.
+                let key = call(cx, step, format!("revert/{}", s.id)).seeing(&d.volume_id, None);
+                env.volumes.revert(&key, &s.id).await.map_err(|e| {
+                    volume_error(&format!("reverting replica {} to {}", d.volume_id, s.id), e)
+                })?;
                 Ok(Some(Ok((d.volume_id.clone(), s.id))))
             }
             None => {

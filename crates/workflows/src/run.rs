@@ -376,7 +376,12 @@ pub(crate) async fn appliance_vm_id(
 
 /// The snapshot a test failover takes of one replica.
 pub(crate) fn snapshot_name(target: &str, device_key: i64) -> String {
-    format!("{target}-disk-{device_key}")
+    format!("{}{device_key}", snapshot_prefix(target))
+}
+
+/// What the names of every snapshot of a run whose target is `target` begin with.
+pub(crate) fn snapshot_prefix(target: &str) -> String {
+    format!("{target}-disk-")
 }
 
 /// The volume a clone-mode test failover makes from one replica's snapshot. Volume

@@ -201,6 +201,9 @@ pub fn answer(s: &State, command: &str, p: &Params) -> Result<Value, CsError> {
                     by_id(&r, &x.id)
                         && r.admits("volumeid", &x.volume_id)
                         && r.admits("zoneid", &x.zone_id)
+                        // Both `LIKE '%…%'` on the name, as SnapshotManagerImpl has them.
+                        && p.get("name").is_none_or(|n| x.name.contains(n))
+                        && p.get("keyword").is_none_or(|k| x.name.contains(k))
                 })
                 .collect();
             let items = by_seq(snaps, |x| x.seq, |x| s.snapshot_json(&x.id));

@@ -240,15 +240,11 @@ pub(crate) async fn delete_clones(
                         if v.deviceid == Some(0) {
                             ensure_stopped(cx, t).await?;
                         }
-                        env.volumes
-                            .detach(&call(cx, step, format!("detach/{}/{holder}", v.id)), &v.id)
-                            .await
-                            .map_err(|e| {
-                                volume_error(
-                                    &format!("detaching clone {} from the test VM", v.id),
-                                    e,
-                                )
-                            })?;
+                        let key = call(cx, step, format!("detach/{}/{holder}", v.id))
+                            .seeing(&v.id, Some(&t.id));
+                        env.volumes.detach(&key, &v.id).await.map_err(|e| {
+                            volume_error(&format!("detaching clone {} from the test VM", v.id), e)
+                        })?;
                     }
                     _ => {
                         return Err(StepError::Definitive(format!(

@@ -177,8 +177,9 @@ async fn revert_boot_replica(
     let env = cx.ctx;
     let boot = input.plan.boot();
     let name = snapshot_name(&input.target_name, boot.device_key);
-    let snapshot = run_snapshots(env, input, boot)
+    let snapshot = run_snapshots(env, input)
         .await?
+        .of(input, boot)
         .into_iter()
         .next()
         .ok_or_else(|| {
@@ -206,7 +207,8 @@ async fn revert_boot_replica(
             // appliance, so this key is never asked for a second detach.
             env.volumes
                 .detach(
-                    &call(cx, UNDO, format!("detach/{}", boot.volume_id)),
+                    &call(cx, UNDO, format!("detach/{}", boot.volume_id))
+                        .seeing(&boot.volume_id, Some(appliance)),
                     &boot.volume_id,
                 )
                 .await
@@ -235,7 +237,8 @@ async fn revert_boot_replica(
     }
     env.volumes
         .revert(
-            &call(cx, UNDO, format!("revert/{}", snapshot.id)),
+            // Its snapshot was listed by the replica's id, and the replica is detached.
+            &call(cx, UNDO, format!("revert/{}", snapshot.id)).seeing(&boot.volume_id, None),
             &snapshot.id,
         )
         .await

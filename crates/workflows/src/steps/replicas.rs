@@ -20,7 +20,7 @@ use crate::ensure::{
     Reverted, all_to_the_end, ensure_on_appliance, ensure_seen_on_appliance, ensure_stopped, event,
     find_vm, put_back_detached_replicas, replicas_as_they_are, revert_detached_replicas,
 };
-use crate::env::{Cx, Env, call, leave_appliance, volume_error};
+use crate::env::{Cx, Env, call, having_read, leave_appliance, volume_error};
 use crate::jobs::Queue::{Appliance, Own, Target};
 use crate::jobs::Times::PerDisk;
 use crate::jobs::{Job, WorkflowStep, job};
@@ -64,10 +64,15 @@ impl TypedStep<Env> for DetachReplicas {
         let input = input(cx)?;
         let vm = protected_vm(cx).await?;
         let appliance = appliance_vm_id(cx, &vm).await?;
+        // One read of every replica, for the daemon (see `having_read`).
+        let seen = &replicas_as_they_are(cx.ctx, &input.plan).await?;
         all_to_the_end(input.plan.disks().iter().map(|d| {
             let appliance = appliance.clone();
             async move {
-                let key = call(cx, "detach-replicas", &d.volume_id);
+                let key = having_read(
+                    call(cx, "detach-replicas", &d.volume_id),
+                    seen.get(&d.volume_id),
+                );
                 leave_appliance(cx, &key, &d.volume_id, &appliance).await
             }
         }))
@@ -198,15 +203,14 @@ impl TypedStep<Env> for Attach {
                     Mode::Clone => is_clone(env, &input, &v.id, &v.name).await?,
                 };
                 if ours {
-                    env.volumes
-                        .detach(&call(cx, &step, format!("{}/{}", v.id, target.id)), &v.id)
-                        .await
-                        .map_err(|e| {
-                            volume_error(
-                                &format!("detaching {} {} from the target VM", self.kind(), v.id),
-                                e,
-                            )
-                        })?;
+                    let key = call(cx, &step, format!("{}/{}", v.id, target.id))
+                        .seeing(&v.id, Some(&target.id));
+                    env.volumes.detach(&key, &v.id).await.map_err(|e| {
+                        volume_error(
+                            &format!("detaching {} {} from the target VM", self.kind(), v.id),
+                            e,
+                        )
+                    })?;
                 }
             }
         }
@@ -309,12 +313,10 @@ impl TypedStep<Env> for DetachFrom {
                 });
                 continue;
             }
-            env.volumes
-                .detach(&call(cx, step, format!("{}/{}", v.id, vm.id)), &v.id)
-                .await
-                .map_err(|e| {
-                    volume_error(&format!("detaching {what} {} from {the_vm}", v.id), e)
-                })?;
+            let key = call(cx, step, format!("{}/{}", v.id, vm.id)).seeing(&v.id, Some(&vm.id));
+            env.volumes.detach(&key, &v.id).await.map_err(|e| {
+                volume_error(&format!("detaching {what} {} from {the_vm}", v.id), e)
+            })?;
             detached.push(v.id);
         }
         Ok(DetachedFrom {

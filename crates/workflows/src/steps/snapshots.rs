@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use engine::{Output, StepError, TypedStep};
 use serde::{Deserialize, Serialize};
 
-use crate::ensure::{all_to_the_end, run_snapshots};
-use crate::env::{Cx, Env, call, volume_error};
+use crate::ensure::{all_to_the_end, replicas_as_they_are, run_snapshots};
+use crate::env::{Cx, Env, call, having_read, volume_error};
 use crate::jobs::Queue::{Appliance, Own};
 use crate::jobs::Times::PerDisk;
 use crate::jobs::{Job, WorkflowStep, job};
@@ -38,12 +38,16 @@ impl TypedStep<Env> for Snapshot {
     async fn run(&self, cx: &Cx<'_>) -> Result<Self::Output, StepError> {
         let env = cx.ctx;
         let input = input(cx)?;
+        // One read of every replica tells the daemon which VM each snapshot's job
+        // queues on (instead of a read per replica there).
+        let seen = &replicas_as_they_are(env, &input.plan).await?;
         let taken = all_to_the_end(input.plan.disks().iter().map(|d| {
             let name = snapshot_name(&input.target_name, d.device_key);
+            let key = having_read(call(cx, "snapshot", &d.volume_id), seen.get(&d.volume_id));
             async move {
                 let snap = env
                     .volumes
-                    .snapshot(&call(cx, "snapshot", &d.volume_id), &d.volume_id, &name)
+                    .snapshot(&key, &d.volume_id, &name)
                     .await
                     .map_err(|e| {
                         volume_error(&format!("snapshotting replica {}", d.volume_id), e)
@@ -74,12 +78,13 @@ impl WorkflowStep for Snapshot {
 pub(crate) async fn delete_run_snapshots(cx: &Cx<'_>, step: &str) -> Result<(), StepError> {
     let env = cx.ctx;
     let input = input(cx)?;
+    let snapshots = &run_snapshots(env, &input).await?;
     // Each snapshot is deleted on its own CloudStack queue: all at once (each to its
     // end).
     all_to_the_end(input.plan.disks().iter().map(|d| {
         let input = &input;
         async move {
-            for s in run_snapshots(env, input, d).await? {
+            for s in snapshots.of(input, d) {
                 env.volumes
                     .delete_snapshot(&call(cx, step, s.id.as_str()), &s.id)
                     .await

@@ -242,11 +242,11 @@ impl TypedStep<Env> for RemovePlaceholderRoot {
         let mut removed = Vec::new();
         for (id, attached) in placeholders {
             if attached {
+                // Just listed on the target VM.
+                let key = call(cx, "remove-placeholder-root", format!("detach/{id}"))
+                    .seeing(&id, Some(&target));
                 env.volumes
-                    .detach(
-                        &call(cx, "remove-placeholder-root", format!("detach/{id}")),
-                        &id,
-                    )
+                    .detach(&key, &id)
                     .await
                     .map_err(|e| volume_error("detaching the placeholder ROOT", e))?;
             }
