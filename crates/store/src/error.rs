@@ -132,6 +132,8 @@ fn constraint_name(named: Option<&str>, message: &str) -> String {
         ),
         ("runs.vm_id", "runs_one_active_per_vm"),
         ("created_volumes.volume_id", "created_volumes_pkey"),
+        ("plans.name", "plans_one_name"),
+        ("plan_vms.plan_id, plan_vms.vm_id", "plan_vms_pkey"),
     ];
     known
         .iter()

@@ -314,6 +314,22 @@ impl Store {
                  or cancel it (`ferry run cancel {run_id}`) or abandon it if it is stuck"
             )));
         }
+        let plans: Vec<String> = sqlx::query(
+            "SELECT p.name FROM plan_vms v JOIN plans p ON p.id = v.plan_id
+             WHERE v.vm_id = $1 AND p.removed_at IS NULL ORDER BY p.name",
+        )
+        .bind(&id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| column(r, "name"))
+        .collect::<Result<_>>()?;
+        if !plans.is_empty() {
+            return Err(StoreError::Refused(format!(
+                "cannot remove {name}: recovery plan(s) {} name it; take it out of them                  (`ferry plan update FILE`) or remove them first",
+                plans.join(", ")
+            )));
+        }
         // Only one removal of the row wins: a second one, racing, finds it removed.
         let done = sqlx::query(
             "UPDATE protected_vms SET removed_at = $1, removed_name = name, name = $2

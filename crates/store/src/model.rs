@@ -379,3 +379,36 @@ pub struct NewVolumeOp {
     pub request: String,
     pub run_id: Option<RunId>,
 }
+
+/// A recovery plan as stored (see the `plans` table family).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub id: String,
+    pub name: String,
+    /// The definition as the plans crate checked it (JSON).
+    pub definition: String,
+    /// SHA-256 of the definition: another digest is another version of the plan.
+    pub digest: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The VMs it names, by tier then name.
+    pub members: Vec<PlanMember>,
+}
+
+/// A protected VM a plan names, and in which tier (0 = the first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanMember {
+    pub vm_id: ProtectedVmId,
+    pub vm_name: String,
+    pub tier: i64,
+}
+
+/// A plan to add, or the new version of one to update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPlan {
+    pub name: String,
+    pub definition: String,
+    pub digest: String,
+    /// Each VM it names, with its tier.
+    pub members: Vec<(ProtectedVmId, i64)>,
+}

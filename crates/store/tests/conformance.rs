@@ -70,6 +70,8 @@ conformance!(
     a_steps_usual_duration_comes_from_its_recent_runs,
     a_worker_name_is_held_by_one_process_at_a_time,
     a_diverged_replica_keeps_its_first_mark_until_a_resync_is_recorded,
+    a_plan_round_trips_and_its_name_is_unique,
+    a_vm_a_plan_names_cannot_be_removed,
 );
 
 const GIB: i64 = 1 << 30;
@@ -1282,5 +1284,86 @@ async fn a_diverged_replica_keeps_its_first_mark_until_a_resync_is_recorded(
     let updated = store.update_vm(&vm.id, &replaced, &[], "[]").await?;
     assert!(updated.disks.iter().all(|d| d.diverged.is_none()));
     assert!(store.diverged_counts().await?.is_empty());
+    Ok(())
+}
+
+fn plan(name: &str, definition: &str, members: &[(&ProtectedVm, i64)]) -> NewPlan {
+    NewPlan {
+        name: name.into(),
+        definition: definition.into(),
+        digest: format!("digest of {definition}"),
+        members: members
+            .iter()
+            .map(|(vm, tier)| (vm.id.clone(), *tier))
+            .collect(),
+    }
+}
+
+async fn a_plan_round_trips_and_its_name_is_unique(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    let db = registered(store).await?;
+    let web = register(store, "web1", ["c", "d"], "00:50:56:00:00:02").await?;
+    let added = store
+        .add_plan(&plan("shop", "v1", &[(&web, 1), (&db, 0)]))
+        .await?;
+    assert_eq!(added.name, "shop");
+    assert_eq!(added.definition, "v1");
+    let members: Vec<(&str, i64)> = added
+        .members
+        .iter()
+        .map(|m| (m.vm_name.as_str(), m.tier))
+        .collect();
+    assert_eq!(members, [("pgtest1", 0), ("web1", 1)], "by tier");
+    assert_constraint(
+        store.add_plan(&plan("shop", "v1", &[(&db, 0)])).await,
+        "plans_one_name",
+    );
+    // A VM is in a plan once.
+    assert_constraint(
+        store
+            .add_plan(&plan("twice", "v1", &[(&db, 0), (&db, 1)]))
+            .await,
+        "plan_vms_pkey",
+    );
+    assert!(store.plan("twice").await?.is_none(), "nothing written");
+
+    let updated = store.update_plan(&plan("shop", "v2", &[(&db, 0)])).await?;
+    assert_eq!(updated.id, added.id, "an update keeps the plan");
+    assert_eq!(updated.digest, "digest of v2");
+    assert_eq!(updated.members.len(), 1);
+    assert!(updated.updated_at >= added.updated_at);
+    assert_eq!(store.plans_of_vm(&db.id).await?, ["shop"]);
+    assert!(store.plans_of_vm(&web.id).await?.is_empty());
+    assert!(matches!(
+        store.update_plan(&plan("nope", "v1", &[])).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    store.remove_plan("shop").await?;
+    assert!(store.plan("shop").await?.is_none());
+    assert!(store.plans().await?.is_empty());
+    assert!(matches!(
+        store.remove_plan("shop").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // The name is free again.
+    store.add_plan(&plan("shop", "v3", &[(&web, 0)])).await?;
+    assert_eq!(store.plans().await?.len(), 1);
+    Ok(())
+}
+
+async fn a_vm_a_plan_names_cannot_be_removed(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    let db = registered(store).await?;
+    store.add_plan(&plan("shop", "v1", &[(&db, 0)])).await?;
+    match store.remove_vm("pgtest1").await {
+        Err(StoreError::Refused(message)) => {
+            assert!(message.contains("shop"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(store.vm("pgtest1").await?.is_some(), "still registered");
+    store.remove_plan("shop").await?;
+    store.remove_vm("pgtest1").await?;
     Ok(())
 }

@@ -1,0 +1,18 @@
+//! Recovery plans (issue #15): an application failed over as ordered boot tiers of
+//! protected VMs. The plan file ([`definition`]) is checked by itself
+//! ([`check_plan`]) and against the store ([`catalog`]: every VM it names
+//! registered), and written only when all of it holds.
+//!
+//! Architecture invariant: this crate neither reads nor changes CloudStack; it keeps
+//! plans in the store. Running a plan is the engine's, tier by tier, through the
+//! workflows each VM already has.
+
+pub mod catalog;
+pub mod definition;
+mod rules;
+
+pub use catalog::{PlanError, Stored, Updated};
+pub use definition::{OnFailure, ParseError, PlanDefinition, PlanHook, Policy, Scope, Tier, When};
+pub use rules::{
+    MAX_DELAY_SECS, MAX_DRILL_INTERVAL_DAYS, MAX_HOOK_TIMEOUT_SECS, MAX_PLAN_NAME_LEN, check_plan,
+};
