@@ -36,15 +36,23 @@
 
 mod attempt;
 mod command;
+mod definition;
 mod gate;
 mod http;
 mod outcome;
+mod problem;
 mod seen;
 mod tcp;
 mod wait;
 
+pub use definition::{
+    DEFAULT_COMMAND_TIMEOUT_SECS, DEFAULT_DEADLINE_SECS, DEFAULT_HTTP_TIMEOUT_SECS,
+    DEFAULT_INTERVAL_SECS, DEFAULT_TCP_TIMEOUT_SECS, DefinitionError, GateSpec, GatesFile, parse,
+    to_gates, validate,
+};
 pub use gate::{
     Check, CommandCheck, FailoverKind, Gate, HttpCheck, RunningState, Subject, VmState,
 };
 pub use outcome::{GateOutcome, Readiness, Verdict};
+pub use problem::Problem;
 pub use wait::wait_ready;

@@ -4,6 +4,7 @@
 //! about how long something took, so a slow machine makes a test slower, not red.
 
 mod command;
+mod definition;
 mod http;
 mod running;
 mod tcp;
