@@ -201,14 +201,27 @@ fn gate(spec: &GateSpec, at: &str, problems: &mut Vec<Problem>) -> Option<Gate> 
     if let (Some(deadline), Some(interval)) = (deadline, interval)
         && interval >= deadline
     {
-        problems.push(Problem::new(
-            field("interval_secs"),
-            format!(
-                "must be shorter than the deadline ({}s), or the gate is tried only once: \
-                 make it shorter or deadline_secs longer",
-                deadline.as_secs()
-            ),
-        ));
+        // Said of the field the author wrote: an interval left to its default is not
+        // one they chose.
+        problems.push(if spec.interval_secs.is_some() {
+            Problem::new(
+                field("interval_secs"),
+                format!(
+                    "must be shorter than the deadline ({}s), or the gate is tried only once: \
+                     make it shorter or deadline_secs longer",
+                    deadline.as_secs()
+                ),
+            )
+        } else {
+            Problem::new(
+                field("deadline_secs"),
+                format!(
+                    "must be longer than the interval ({}s by default), or the gate is tried \
+                     only once: make it longer or set a shorter interval_secs",
+                    interval.as_secs()
+                ),
+            )
+        });
     }
     let (kind, fields) = kind?;
     for name in spec.fields_set() {

@@ -135,6 +135,10 @@ fn every_problem_is_reported_at_once_with_its_field() {
         [[gates]]
         kind = "http"
         expect = []
+
+        [[gates]]
+        kind = "running"
+        deadline_secs = 5
         "#;
     let Err(DefinitionError::Invalid(problems)) = readiness::parse(text) else {
         panic!("the gates are refused");
@@ -158,6 +162,7 @@ fn every_problem_is_reported_at_once_with_its_field() {
             "gates[5].timeout_secs: a running gate has no timeout_secs (only tcp, http and command gates do): remove it",
             "gates[6].port: missing: an http gate needs the port to connect to (1–65535)",
             "gates[6].expect: names no status, so nothing would pass: list the statuses that mean ready (expect = [200])",
+            "gates[7].deadline_secs: must be longer than the interval (5s by default), or the gate is tried only once: make it longer or set a shorter interval_secs",
         ]
     );
     let specs: readiness::GatesFile = toml::from_str(text).expect("readable");
@@ -170,7 +175,7 @@ fn every_problem_is_reported_at_once_with_its_field() {
     });
     let message = DefinitionError::Invalid(problems).to_string();
     assert!(
-        message.starts_with("the gates have 15 problem(s):\n  - gates[0].deadline_secs:"),
+        message.starts_with("the gates have 16 problem(s):\n  - gates[0].deadline_secs:"),
         "{message}"
     );
 }
