@@ -72,6 +72,10 @@ enum Command {
     /// Appliances and their volume agents: list, show.
     #[command(subcommand)]
     Appliance(client::ApplianceCommand),
+    /// Recovery plans: applications as boot tiers of protected VMs — add, update, list,
+    /// show, remove.
+    #[command(subcommand)]
+    Plan(client::plans::PlanCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Run cloudsim, a CloudStack API simulator, until SIGTERM or SIGINT.
@@ -202,6 +206,7 @@ fn main() -> ExitCode {
             Command::Failover(command) => Ok(client::failover(command, &connection).await),
             Command::Run(command) => Ok(client::run(command, &connection).await),
             Command::Appliance(command) => Ok(client::appliance(command, &connection).await),
+            Command::Plan(command) => Ok(client::plans::plan(command, &connection).await),
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,

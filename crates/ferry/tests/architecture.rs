@@ -48,6 +48,21 @@ const ALLOWED: &[(&str, &[&str], &[&str])] = &[
         &["cloudstack", "engine", "ids", "store", "volumed"],
         &["cloudsim", "inventory"],
     ),
+    // Recovery plans: definitions checked against the store, run tier by tier through
+    // the workflows each VM has, each VM's readiness checked by the gates.
+    (
+        "plans",
+        &[
+            "cloudstack",
+            "engine",
+            "ids",
+            "inventory",
+            "readiness",
+            "store",
+            "workflows",
+        ],
+        &["cloudsim"],
+    ),
     // The server wires everything; it adds no failover logic of its own.
     (
         "server",
@@ -56,6 +71,7 @@ const ALLOWED: &[(&str, &[&str], &[&str])] = &[
             "engine",
             "ids",
             "inventory",
+            "plans",
             "store",
             "volumed",
             "workflows",
@@ -601,8 +617,8 @@ macro_rules! no_import_cycles {
 }
 
 no_import_cycles!(
-    ids, cloudstack, cloudsim, store, inventory, volumed, engine, readiness, workflows, server,
-    ferry
+    ids, cloudstack, cloudsim, store, inventory, volumed, engine, readiness, workflows, plans,
+    server, ferry
 );
 
 #[test]
@@ -617,6 +633,7 @@ fn every_crate_is_checked_for_import_cycles() {
         "engine",
         "readiness",
         "workflows",
+        "plans",
         "server",
         "ferry",
     ];

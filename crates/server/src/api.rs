@@ -1,5 +1,5 @@
 //! The REST API: protected VMs (registered, updated at rest, removed), failover runs,
-//! health and metrics.
+//! recovery plans (their routes are in `plans`), health and metrics.
 //!
 //! Every route but `/health` and `/metrics` needs the bearer token. Request bodies are
 //! read as bytes and parsed here, so a body that is not valid JSON, or not the right
@@ -24,6 +24,7 @@ use store::{ProtectedVm, Run, RunState};
 use subtle::ConstantTimeEq;
 use utoipa::OpenApi;
 
+use crate::body::{parse_body, read_body};
 use crate::error::{ApiError, chain};
 use crate::model::*;
 pub use crate::state::AppState;
@@ -60,6 +61,11 @@ type ApiResult<T> = Result<T, ApiError>;
         abandon_run,
         list_appliances,
         show_appliance,
+        crate::plans::list_plans,
+        crate::plans::add_plan,
+        crate::plans::show_plan,
+        crate::plans::update_plan,
+        crate::plans::remove_plan,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -68,6 +74,7 @@ type ApiResult<T> = Result<T, ApiError>;
         (name = "failover", description = "Starting workflows"),
         (name = "runs", description = "Runs of workflows"),
         (name = "appliances", description = "Appliances and their volume agents"),
+        (name = "plans", description = "Recovery plans: applications as boot tiers of protected VMs"),
         (name = "ops", description = "Health and metrics")
     )
 )]
@@ -114,6 +121,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/runs/{id}/retry", post(retry_run))
         .route("/v1/runs/{id}/abandon", post(abandon_run))
+        .route(
+            "/v1/plans",
+            get(crate::plans::list_plans).post(crate::plans::add_plan),
+        )
+        .route(
+            "/v1/plans/{name}",
+            get(crate::plans::show_plan)
+                .put(crate::plans::update_plan)
+                .delete(crate::plans::remove_plan),
+        )
         .route("/v1/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -154,40 +171,6 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// Parses a JSON body; an empty body is `T::default()` where `default` is given.
-/// The request's body, or the JSON error every other refusal has (axum's own answer to
-/// a body over its limit is plain text).
-fn read_body(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
-    body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
-            "the request body is larger than the server reads (2 MiB): {}",
-            e.body_text()
-        )),
-        _ => ApiError::BadRequest(format!(
-            "the request body could not be read: {}",
-            e.body_text()
-        )),
-    })
-}
-
-fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes, default: Option<T>) -> ApiResult<T> {
-    let trimmed = body.trim_ascii();
-    if (trimmed.is_empty() || trimmed == b"null")
-        && let Some(default) = default
-    {
-        return Ok(default);
-    }
-    // Every body is a JSON object: serde would read a struct from an array too (`[]`
-    // as an empty StartTest), which is no request anyone meant.
-    if !trimmed.starts_with(b"{") {
-        return Err(ApiError::invalid(
-            "the request body must be a JSON object (`{...}`), as docs/openapi.json shows",
-        ));
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid(format!("the request body is not acceptable JSON: {e}")))
 }
 
 #[utoipa::path(get, path = "/health", tag = "ops", security(()),

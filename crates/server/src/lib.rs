@@ -9,10 +9,13 @@
 pub mod api;
 pub mod app;
 pub mod appliances;
+mod body;
 pub mod config;
 pub mod error;
 pub mod model;
 mod overdue;
+pub mod plan_model;
+mod plans;
 mod state;
 pub mod view;
 

@@ -326,7 +326,7 @@ impl Store {
         .collect::<Result<_>>()?;
         if !plans.is_empty() {
             return Err(StoreError::Refused(format!(
-                "cannot remove {name}: recovery plan(s) {} name it; take it out of them                  (`ferry plan update FILE`) or remove them first",
+                "cannot remove {name}: recovery plan(s) {} name it; take it out of them (`ferry plan update FILE`) or remove them first",
                 plans.join(", ")
             )));
         }

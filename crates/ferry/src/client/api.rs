@@ -159,6 +159,37 @@ impl Request {
         )
     }
 
+    pub(crate) fn list_plans() -> Request {
+        Request::get("/v1/plans".into())
+    }
+
+    pub(crate) fn add_plan(request: &server::plan_model::AddPlan) -> Request {
+        Request::post(
+            "/v1/plans".into(),
+            Some(serde_json::to_value(request).expect("AddPlan serializes")),
+        )
+    }
+
+    pub(crate) fn show_plan(name: &str) -> Request {
+        Request::get(format!("/v1/plans/{}", segment(name)))
+    }
+
+    pub(crate) fn update_plan(name: &str, request: &server::plan_model::UpdatePlan) -> Request {
+        Request {
+            method: Method::PUT,
+            path: format!("/v1/plans/{}", segment(name)),
+            body: Some(serde_json::to_value(request).expect("UpdatePlan serializes")),
+        }
+    }
+
+    pub(crate) fn remove_plan(name: &str) -> Request {
+        Request {
+            method: Method::DELETE,
+            path: format!("/v1/plans/{}", segment(name)),
+            body: None,
+        }
+    }
+
     pub(crate) fn list_appliances() -> Request {
         Request::get("/v1/appliances".into())
     }

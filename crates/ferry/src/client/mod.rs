@@ -1,5 +1,5 @@
-//! The client commands: `ferry vm …`, `ferry failover …`, `ferry run …` against a
-//! server's REST API (docs/cli.md is the operator's reference).
+//! The client commands: `ferry vm …`, `ferry failover …`, `ferry run …`, `ferry plan …`
+//! (in [`plans`]) against a server's REST API (docs/cli.md is the operator's reference).
 //!
 //! - [`api`]: a typed client of the REST API, one method per route;
 //! - [`render`]: the tables `--output table` prints;
@@ -14,6 +14,7 @@
 
 pub mod api;
 mod output;
+pub mod plans;
 pub mod progress;
 pub mod render;
 

@@ -1,0 +1,219 @@
+//! `ferry plan …`: recovery plans (docs/recovery-plans.md) — add, update, list, show,
+//! remove — against the server's REST API, printed as tables or as the API's JSON.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use server::plan_model::{AddPlan, PlanDetail, PlanHookView, PlanSummary, PlanUpdated, UpdatePlan};
+
+use super::api::{Api, Request};
+use super::output::outln;
+use super::{
+    ConnectionArgs, Failure, Outcome, Output, definition_name, main_of, print, read_definition,
+};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PlanCommand {
+    /// Add a recovery plan from its file (docs/recovery-plans.md; JSON when the name ends
+    /// in .json, else TOML): boot tiers of registered protected VMs. Every problem is
+    /// reported; nothing is added unless all checks pass.
+    Add {
+        /// The plan file.
+        file: PathBuf,
+    },
+    /// Change a plan from its whole file (the file's `name` says which plan). The same
+    /// checks as `add`; what changes is printed. A file that changes nothing writes nothing.
+    Update {
+        /// The plan file.
+        file: PathBuf,
+        /// Check the file and print what it would change, writing nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List the recovery plans.
+    List,
+    /// Show a recovery plan: its tiers, their VMs, delays and hooks, and its policy.
+    Show {
+        /// The plan's name.
+        name: String,
+    },
+    /// Remove a recovery plan from ferry (its VMs stay registered; nothing in
+    /// CloudStack changes).
+    Remove {
+        /// The plan's name.
+        name: String,
+    },
+}
+
+/// `ferry plan …`.
+pub async fn plan(command: PlanCommand, connection: &ConnectionArgs) -> ExitCode {
+    let output = connection.output;
+    main_of(connection, |api| async move {
+        match command {
+            PlanCommand::Add { file } => add(&api, &file, output).await,
+            PlanCommand::Update { file, dry_run } => update(&api, &file, dry_run, output).await,
+            PlanCommand::List => {
+                let (plans, raw) = api.typed::<Vec<PlanSummary>>(Request::list_plans()).await?;
+                print(output, &raw, || list(&plans));
+                Ok(ExitCode::SUCCESS)
+            }
+            PlanCommand::Show { name } => {
+                let (plan, raw) = api.typed::<PlanDetail>(Request::show_plan(&name)).await?;
+                print(output, &raw, || table(&plan));
+                Ok(ExitCode::SUCCESS)
+            }
+            PlanCommand::Remove { name } => {
+                api.send(Request::remove_plan(&name)).await?;
+                match output {
+                    // The API answers 204 without a body; this is the CLI's own document.
+                    Output::Json => outln!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({ "removed": name }))
+                            .expect("JSON prints")
+                    ),
+                    Output::Table => outln!(
+                        "Removed plan {name}. Its VMs stay registered; nothing in CloudStack changed."
+                    ),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+    .await
+}
+
+async fn add(api: &Api, file: &Path, output: Output) -> Outcome {
+    let (definition, format) = read_definition(file)?;
+    let (plan, raw) = api
+        .typed::<PlanDetail>(Request::add_plan(&AddPlan { definition, format }))
+        .await?;
+    print(output, &raw, || {
+        format!(
+            "Added plan {} with {} tier(s).\n\n{}",
+            plan.name,
+            plan.tiers.len(),
+            table(&plan)
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn update(api: &Api, file: &Path, dry_run: bool, output: Output) -> Outcome {
+    let (definition, format) = read_definition(file)?;
+    let name = definition_name(&definition, format).map_err(|why| Failure::Local {
+        code: "invalid",
+        message: format!(
+            "the recovery plan was refused and nothing was changed: {} {why}, so ferry cannot \
+             tell which plan it updates (docs/recovery-plans.md)",
+            file.display()
+        ),
+    })?;
+    let request = UpdatePlan {
+        definition,
+        format,
+        dry_run,
+    };
+    let (updated, raw) = api
+        .typed::<PlanUpdated>(Request::update_plan(&name, &request))
+        .await?;
+    print(output, &raw, || updated_text(&updated));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn updated_text(u: &PlanUpdated) -> String {
+    let name = &u.plan.name;
+    let head = match (u.changes.is_empty(), u.dry_run) {
+        (true, _) => format!("Plan {name} is already as the file says: nothing to change.\n"),
+        (false, true) => format!("Dry run: plan {name} would change (nothing was written):\n"),
+        (false, false) => format!("Updated plan {name}:\n"),
+    };
+    let changes: String = u.changes.iter().map(|c| format!("  {c}\n")).collect();
+    format!("{head}{changes}\n{}", table(&u.plan))
+}
+
+fn list(plans: &[PlanSummary]) -> String {
+    if plans.is_empty() {
+        return "No recovery plans. Add one with `ferry plan add FILE` (docs/recovery-plans.md).\n"
+            .into();
+    }
+    let mut out = format!(
+        "{:<24} {:>5} {:>4}  {:<14} {}\n",
+        "NAME", "TIERS", "VMS", "DRILL EVERY", "DESCRIPTION"
+    );
+    for p in plans {
+        let every = p
+            .drill_interval_days
+            .map_or_else(|| "-".to_string(), |d| format!("{d} days"));
+        out.push_str(&format!(
+            "{:<24} {:>5} {:>4}  {:<14} {}\n",
+            p.name, p.tiers, p.vms, every, p.description
+        ));
+    }
+    out
+}
+
+fn table(p: &PlanDetail) -> String {
+    let mut out = format!("Plan:         {}\n", p.name);
+    if !p.description.is_empty() {
+        out.push_str(&format!("Description:  {}\n", p.description));
+    }
+    out.push_str(&format!(
+        "Drill every:  {}\n",
+        p.drill_interval_days.map_or_else(
+            || "- (only changes call for a drill)".to_string(),
+            |d| format!("{d} days")
+        )
+    ));
+    out.push_str(&format!(
+        "On failure:   test: {}, live: {} (of a VM of a tier)\n",
+        p.on_failure.test, p.on_failure.live
+    ));
+    out.push_str(&format!("Digest:       {}\n", p.digest));
+    out.push_str(&format!("Updated:      {}\n", p.updated_at));
+    for h in &p.hooks {
+        out.push_str(&format!("Plan hook:    {}\n", hook(h)));
+    }
+    out.push('\n');
+    for (i, t) in p.tiers.iter().enumerate() {
+        out.push_str(&format!(
+            "Tier {} — {}: {}\n",
+            i + 1,
+            t.name,
+            t.vms.join(", ")
+        ));
+        if t.delay_after_secs > 0 {
+            out.push_str(&format!("  then wait {} s\n", t.delay_after_secs));
+        }
+        for h in &t.hooks {
+            out.push_str(&format!("  hook: {}\n", hook(h)));
+        }
+    }
+    out
+}
+
+fn hook(h: &PlanHookView) -> String {
+    let what = match h.run.get("kind").and_then(|k| k.as_str()) {
+        Some("command") => {
+            let program = h.run.get("program").and_then(|v| v.as_str()).unwrap_or("?");
+            let args: Vec<&str> = h
+                .run
+                .get("args")
+                .and_then(|a| a.as_array())
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            format!("run {program} {}", args.join(" "))
+                .trim_end()
+                .to_string()
+        }
+        Some("http") => format!(
+            "{} {}",
+            h.run
+                .get("method")
+                .and_then(|v| v.as_str())
+                .unwrap_or("POST"),
+            h.run.get("url").and_then(|v| v.as_str()).unwrap_or("?")
+        ),
+        _ => h.run.to_string(),
+    };
+    format!("{} ({}): {what}", h.when, h.scope)
+}

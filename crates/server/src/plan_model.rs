@@ -1,0 +1,99 @@
+//! What the REST API sends and receives about recovery plans (docs/recovery-plans.md):
+//! like [`crate::model`], the JSON contract of the API and of the CLI's
+//! `--output json`. Fields are only ever added.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::model::DefinitionFormat;
+
+/// Adds a recovery plan from its file.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddPlan {
+    /// The plan file's text.
+    pub definition: String,
+    #[serde(default)]
+    pub format: DefinitionFormat,
+}
+
+/// Changes a recovery plan: the same file as for adding it, naming the same plan.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePlan {
+    /// The plan file's text.
+    pub definition: String,
+    #[serde(default)]
+    pub format: DefinitionFormat,
+    /// `true`: check the file and say what it would change, writing nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// A recovery plan in a list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlanSummary {
+    pub name: String,
+    pub description: String,
+    /// How many boot tiers, and VMs in all of them.
+    pub tiers: usize,
+    pub vms: usize,
+    pub drill_interval_days: Option<u32>,
+    pub updated_at: String,
+}
+
+/// A recovery plan as ferry keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlanDetail {
+    pub name: String,
+    pub description: String,
+    /// SHA-256 of the plan as stored: another digest is another version of it.
+    pub digest: String,
+    pub drill_interval_days: Option<u32>,
+    /// What a plan run does when a VM of a tier fails: `stop` or `continue`.
+    pub on_failure: PlanPolicyView,
+    /// Hooks of the whole plan (before its first tier, after its last).
+    pub hooks: Vec<PlanHookView>,
+    /// The boot tiers, in order.
+    pub tiers: Vec<TierView>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlanPolicyView {
+    pub test: String,
+    pub live: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TierView {
+    pub name: String,
+    /// Its protected VMs, as the file names them.
+    pub vms: Vec<String>,
+    pub delay_after_secs: u64,
+    pub hooks: Vec<PlanHookView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlanHookView {
+    /// `before` or `after`.
+    pub when: String,
+    /// `test`, `live` or `both`.
+    pub scope: String,
+    /// The hook as the file gives it (`kind` `command` or `http`, …).
+    #[schema(value_type = Object)]
+    pub run: serde_json::Value,
+}
+
+/// What `PUT /v1/plans/{name}` did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlanUpdated {
+    #[serde(flatten)]
+    pub plan: PlanDetail,
+    /// What changed, one line each; empty when the file is the plan as stored.
+    pub changes: Vec<String>,
+    pub dry_run: bool,
+    /// Whether the changes were written: there were some and it was no dry run.
+    pub updated: bool,
+}

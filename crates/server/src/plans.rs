@@ -1,0 +1,209 @@
+//! The REST API of recovery plans: add, show, list, update (with a dry run) and remove
+//! (docs/recovery-plans.md). A plan file is parsed and checked by the `plans` crate;
+//! every problem comes back in `problems`, and nothing is written unless all hold.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use plans::{PlanDefinition, PlanError, PlanHook, Policy, Stored};
+
+use crate::body::{parse_body, read_body};
+use crate::error::ApiError;
+use crate::model::{DefinitionFormat, ErrorBody, Problem};
+use crate::plan_model::*;
+use crate::state::AppState;
+use crate::view::time;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+#[utoipa::path(get, path = "/v1/plans", tag = "plans",
+    responses((status = 200, description = "Every recovery plan, by name", body = Vec<PlanSummary>)))]
+pub(crate) async fn list_plans(State(state): State<AppState>) -> ApiResult<Json<Vec<PlanSummary>>> {
+    let plans = plans::catalog::list(&state.env.store).await?;
+    Ok(Json(plans.iter().map(summary).collect()))
+}
+
+#[utoipa::path(post, path = "/v1/plans", tag = "plans", request_body = AddPlan,
+    responses((status = 201, description = "Added", body = PlanDetail),
+              (status = 409, description = "Another plan of that name was added at the same time", body = ErrorBody),
+              (status = 422, description = "The plan was refused (including a name in use, or a VM that is not registered); `problems` lists every reason", body = ErrorBody)))]
+pub(crate) async fn add_plan(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<PlanDetail>)> {
+    let request: AddPlan = parse_body(&read_body(body)?, None)?;
+    let plan = parse(&request.definition, request.format, "added")?;
+    let stored = plans::catalog::add(&state.env.store, &plan)
+        .await
+        .map_err(|e| refused(e, "added"))?;
+    tracing::info!(plan = %stored.plan.name, tiers = stored.definition.tiers.len(), "added a recovery plan");
+    Ok((StatusCode::CREATED, Json(detail(&stored))))
+}
+
+#[utoipa::path(get, path = "/v1/plans/{name}", tag = "plans",
+    params(("name" = String, Path, description = "The plan's name")),
+    responses((status = 200, body = PlanDetail), (status = 404, body = ErrorBody)))]
+pub(crate) async fn show_plan(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<PlanDetail>> {
+    let stored = plans::catalog::get(&state.env.store, &name)
+        .await?
+        .ok_or_else(|| not_found(&name))?;
+    Ok(Json(detail(&stored)))
+}
+
+#[utoipa::path(put, path = "/v1/plans/{name}", tag = "plans", request_body = UpdatePlan,
+    params(("name" = String, Path, description = "The plan's name; the file must give the same one")),
+    responses((status = 200, description = "Checked, and written unless it was a dry run or changed nothing", body = PlanUpdated),
+              (status = 404, body = ErrorBody),
+              (status = 422, description = "The plan was refused (including another name); `problems` lists every reason", body = ErrorBody)))]
+pub(crate) async fn update_plan(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<PlanUpdated>> {
+    let request: UpdatePlan = parse_body(&read_body(body)?, None)?;
+    let plan = parse(&request.definition, request.format, "changed")?;
+    if plan.name != name {
+        return Err(ApiError::Invalid {
+            message: format!(
+                "the file names plan {}, not {name}: a plan's name is its identity; to rename it, add the plan under the new name and remove {name}",
+                plan.name
+            ),
+            problems: vec![Problem {
+                field: "name".into(),
+                message: format!("must be {name}"),
+            }],
+        });
+    }
+    let updated = plans::catalog::update(&state.env.store, &plan, request.dry_run)
+        .await
+        .map_err(|e| refused(e, "changed"))?;
+    if updated.written {
+        tracing::info!(plan = %name, changes = updated.changes.len(), "updated a recovery plan");
+    }
+    Ok(Json(PlanUpdated {
+        plan: detail(&updated.stored),
+        changes: updated.changes,
+        dry_run: request.dry_run,
+        updated: updated.written,
+    }))
+}
+
+#[utoipa::path(delete, path = "/v1/plans/{name}", tag = "plans",
+    params(("name" = String, Path, description = "The plan's name")),
+    responses((status = 204, description = "Removed (its VMs are not touched)"),
+              (status = 404, body = ErrorBody)))]
+pub(crate) async fn remove_plan(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    state
+        .env
+        .store
+        .remove_plan(&name)
+        .await
+        .map_err(|e| match e {
+            store::StoreError::NotFound { .. } => not_found(&name),
+            other => other.into(),
+        })?;
+    tracing::info!(plan = %name, "removed a recovery plan");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "no recovery plan named `{name}`: `ferry plan list` shows them"
+    ))
+}
+
+fn parse(text: &str, format: DefinitionFormat, done: &str) -> ApiResult<PlanDefinition> {
+    let format = match format {
+        DefinitionFormat::Toml => inventory::Format::Toml,
+        DefinitionFormat::Json => inventory::Format::Json,
+    };
+    PlanDefinition::parse(text, format).map_err(|e| ApiError::Invalid {
+        message: format!("the recovery plan was refused and nothing was {done}: {e}"),
+        problems: problems(e.problems()),
+    })
+}
+
+fn refused(e: PlanError, done: &str) -> ApiError {
+    match e {
+        PlanError::Invalid(list) => ApiError::Invalid {
+            message: format!(
+                "the recovery plan was refused and nothing was {done}: {} problem(s)",
+                list.len()
+            ),
+            problems: problems(list),
+        },
+        PlanError::Store(e) => e.into(),
+    }
+}
+
+fn problems(list: Vec<inventory::Problem>) -> Vec<Problem> {
+    list.into_iter()
+        .map(|p| Problem {
+            field: p.field,
+            message: p.message,
+        })
+        .collect()
+}
+
+fn summary(s: &Stored) -> PlanSummary {
+    PlanSummary {
+        name: s.plan.name.clone(),
+        description: s.definition.description.clone(),
+        tiers: s.definition.tiers.len(),
+        vms: s.definition.tiers.iter().map(|t| t.vms.len()).sum(),
+        drill_interval_days: s.definition.drill_interval_days,
+        updated_at: time(s.plan.updated_at),
+    }
+}
+
+fn detail(s: &Stored) -> PlanDetail {
+    let d = &s.definition;
+    PlanDetail {
+        name: s.plan.name.clone(),
+        description: d.description.clone(),
+        digest: s.plan.digest.clone(),
+        drill_interval_days: d.drill_interval_days,
+        on_failure: PlanPolicyView {
+            test: policy(d.on_failure.test),
+            live: policy(d.on_failure.live),
+        },
+        hooks: d.hooks.iter().map(hook).collect(),
+        tiers: d
+            .tiers
+            .iter()
+            .map(|t| TierView {
+                name: t.name.clone(),
+                vms: t.vms.clone(),
+                delay_after_secs: t.delay_after_secs,
+                hooks: t.hooks.iter().map(hook).collect(),
+            })
+            .collect(),
+        created_at: time(s.plan.created_at),
+        updated_at: time(s.plan.updated_at),
+    }
+}
+
+fn policy(p: Policy) -> String {
+    match p {
+        Policy::Stop => "stop",
+        Policy::Continue => "continue",
+    }
+    .into()
+}
+
+fn hook(h: &PlanHook) -> PlanHookView {
+    let word = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    PlanHookView {
+        when: word(serde_json::to_value(h.when).unwrap_or_default()),
+        scope: word(serde_json::to_value(h.scope).unwrap_or_default()),
+        run: serde_json::to_value(&h.run).unwrap_or_default(),
+    }
+}
