@@ -10,11 +10,16 @@
 //! round to the first address after the gateway; an address a NIC of the network
 //! already holds (an explicit `ipaddress`, say) is skipped, and when every one is held
 //! the deploy is refused as CloudStack refuses it, with 533.
+//!
+//! A guest is emulated on real sockets (`guests`), so only loopback addresses may
+//! ever be bound: [`State::guest_vm`] gives a guest the addresses of its VM's NICs on
+//! networks whose whole CIDR lies in `127.0.0.0/8`, and nothing else.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use crate::error::CsError;
+use crate::guests::registry::GuestVm;
 use crate::state::entities::State;
 
 /// A network's IPv4 range, `a.b.c.d/n`, its address a network address.
@@ -70,6 +75,16 @@ impl Cidr {
     fn hosts(&self) -> u64 {
         self.size() - 3
     }
+
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        let offset = u64::from(u32::from(ip).wrapping_sub(u32::from(self.nth(0))));
+        offset < self.size()
+    }
+
+    /// Whether the whole range is loopback (inside `127.0.0.0/8`).
+    pub fn is_loopback(&self) -> bool {
+        self.prefix >= 8 && self.network.is_loopback()
+    }
 }
 
 impl State {
@@ -107,6 +122,28 @@ impl State {
             "Insufficient address capacity: every address of network {network_id} ({}) is in use",
             network.cidr
         )))
+    }
+
+    /// VM `vm_id` as its emulated guest needs it (if the VM exists): its name, and the
+    /// addresses of its NICs the guest may listen on — those in `127.0.0.0/8` on a
+    /// network whose CIDR lies inside it and contains them.
+    pub fn guest_vm(&self, vm_id: &str) -> Option<GuestVm> {
+        let vm = self.vms.get(vm_id)?;
+        let addresses = vm
+            .nics
+            .iter()
+            .filter_map(|nic| {
+                let network = self.networks.iter().find(|n| n.id == nic.network_id)?;
+                let cidr = Cidr::parse(&network.cidr).ok()?;
+                let ip: Ipv4Addr = nic.ip.parse().ok()?;
+                (cidr.is_loopback() && ip.is_loopback() && cidr.contains(ip)).then_some(ip)
+            })
+            .collect();
+        Some(GuestVm {
+            id: vm.id.clone(),
+            name: vm.name.clone(),
+            addresses,
+        })
     }
 }
 
@@ -187,6 +224,46 @@ mod tests {
     }
 
     #[test]
+    fn a_guest_gets_only_loopback_addresses_inside_a_loopback_network() {
+        let network = |id: &str, cidr: &str| crate::world::NetworkDef {
+            id: Some(id.into()),
+            name: id.into(),
+            zone: None,
+            kind: "Isolated".into(),
+            cidr: cidr.into(),
+        };
+        let mut state = State::from_world(&crate::world::World {
+            networks: vec![
+                network("lo", "127.77.3.0/24"),
+                network("lan", "10.10.0.0/24"),
+            ],
+            ..crate::world::World::default()
+        })
+        .expect("a world");
+        let vm = state.vms.values_mut().next().expect("the appliance");
+        let id = vm.id.clone();
+        for (network_id, ip) in [
+            ("lo", "127.77.3.20"),
+            // Outside its network's range, or a loopback address on another network:
+            // never bound.
+            ("lo", "127.78.0.1"),
+            ("lan", "127.0.0.9"),
+            ("lan", "10.10.0.20"),
+        ] {
+            vm.nics.push(crate::state::entities::Nic {
+                id: format!("{network_id}-{ip}"),
+                network_id: network_id.into(),
+                ip: ip.into(),
+                mac: "02:00:00:00:00:01".into(),
+                default: false,
+            });
+        }
+        let guest = state.guest_vm(&id).expect("the VM");
+        assert_eq!(guest.addresses, [Ipv4Addr::new(127, 77, 3, 20)]);
+        assert!(state.guest_vm("no such VM").is_none());
+    }
+
+    #[test]
     fn cidrs_are_checked() {
         assert!(Cidr::parse("127.77.0.0/24").is_ok());
         for bad in [
@@ -198,5 +275,10 @@ mod tests {
         ] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }
+        assert!(Cidr::parse("127.77.0.0/24").unwrap().is_loopback());
+        assert!(!Cidr::parse("10.0.0.0/8").unwrap().is_loopback());
+        // A range that reaches out of 127/8 is not loopback, though it starts inside.
+        assert!(!Cidr::parse("0.0.0.0/0").unwrap().is_loopback());
+        assert!(!Cidr::parse("126.0.0.0/7").unwrap().is_loopback());
     }
 }

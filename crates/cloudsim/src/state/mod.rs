@@ -21,7 +21,8 @@
 //!   jobs) and the lookups every rule shares;
 //! - `seed`: the cloud a world file describes, as it is when cloudsim starts;
 //! - `vms`: `deployVirtualMachine` (with its validation), start, stop and destroy;
-//! - `addresses`: a network's CIDR and the NIC addresses allocated from it;
+//! - `addresses`: a network's CIDR, the NIC addresses allocated from it, and which of a
+//!   VM's addresses its emulated guest may listen on;
 //! - `volumes`: attach, detach, `createVolume` and `deleteVolume`;
 //! - `snapshots`: create, revert and delete;
 //! - `render`: the JSON objects CloudStack returns for each entity;
