@@ -186,6 +186,8 @@ pub struct NetworkDef {
     pub zone: Option<String>,
     #[serde(default = "isolated")]
     pub kind: String,
+    /// Its range, `a.b.c.d/n` (n ≤ 30, the host bits zero), which NIC addresses are
+    /// allocated from; a range inside `127.0.0.0/8` gets emulated guests (`guests`).
     #[serde(default = "cidr")]
     pub cidr: String,
 }

@@ -661,6 +661,8 @@ async fn bad_rules_are_refused_when_the_world_is_read_and_when_put() -> Result {
     assert_eq!(good.guests.rules().len(), 1);
     assert_eq!(good.guests.rules()[0].tcp_ports, [5432]);
     assert!(!good.guests.rules()[0].never);
+    // A world written out reads back the same, its rules too.
+    assert_eq!(World::from_toml(&toml::to_string(&good)?)?, good);
 
     for (guests, reason) in [
         (
