@@ -27,6 +27,16 @@ impl CsError {
         }
     }
 
+    /// `InsufficientCapacityException` (an `InsufficientAddressCapacityException`, say):
+    /// 533, cserrorcode 4325.
+    pub fn insufficient_capacity(text: impl Into<String>) -> Self {
+        CsError {
+            code: 533,
+            cs_code: 4325,
+            text: text.into(),
+        }
+    }
+
     /// `ParamProcessWorker` refusing an id that does not resolve to an entity.
     pub fn bad_id(command: &str, name: &str, value: &str) -> Self {
         CsError {

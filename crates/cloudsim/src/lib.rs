@@ -15,7 +15,9 @@
 //! the JSON CloudStack returns), `api` (the HTTP surface: `/client/api` and the `/sim/`
 //! admin endpoints), `jobs` (per-VM queues, latency and accounting), `sim` (the shared
 //! simulator the API and the queues hold), [`faults`], `hotplug` (the appliance's
-//! `/sys/block` and `/dev/disk/by-id`, and the disk serial), `auth` (signature checks).
+//! `/sys/block` and `/dev/disk/by-id`, and the disk serial), [`guests`] (what a VM's
+//! guest shows the network: ports that open after its boot time), `auth` (signature
+//! checks).
 //! This file only starts a simulator: no module uses anything defined here.
 //!
 //! Architecture invariant: ferry's real client code (`cloudstack` crate) never knows
@@ -25,6 +27,7 @@ mod api;
 mod auth;
 pub mod error;
 pub mod faults;
+pub mod guests;
 mod hotplug;
 mod jobs;
 pub mod persist;
@@ -38,6 +41,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use guests::registry::{GuestVm, Guests};
 use hotplug::{Hotplug, volume_serial};
 use sim::Inner;
 use state::entities::{State, Vm};
@@ -198,6 +202,11 @@ pub async fn start_with_state_file(
         stats: Mutex::new(jobs::stats::StatsInner::default()),
         queues: Mutex::new(HashMap::new()),
         hotplug,
+        guests: Guests::new(
+            config.world.guests.clone(),
+            config.time_scale,
+            shutdown.clone(),
+        ),
         shutdown: shutdown.clone(),
         state_file: state_file.clone(),
         throttle: config
@@ -210,13 +219,31 @@ pub async fn start_with_state_file(
         .await
         .map_err(StartError::Bind)?;
     let addr = listener.local_addr().map_err(StartError::Bind)?;
+    // A VM running when cloudsim starts (from a state file, or a world's appliance)
+    // boots its guest now: cloudsim's own restart stands for its guests' too.
+    let running: Vec<GuestVm> = {
+        let state = inner.state.lock().expect("poisoned");
+        state
+            .vms
+            .values()
+            .filter(|vm| vm.state == "Running")
+            .filter_map(|vm| state.guest_vm(&vm.id))
+            .collect()
+    };
+    for vm in running {
+        inner.guests.boot(vm).await;
+    }
     let saver = state_file.map(|path| persist::spawn_saver(inner.clone(), path));
     let router = api::router(inner.clone());
     let token = shutdown.clone();
+    let guests_of = inner.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { token.cancelled().await })
             .await;
+        // Every guest port closed before the simulator is said to have stopped, so
+        // that one started again at once can bind them.
+        guests_of.guests.close_all().await;
         // The state file's last write, after the last request.
         if let Some(saver) = saver {
             let _ = saver.await;

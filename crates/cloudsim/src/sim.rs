@@ -1,7 +1,7 @@
 //! The shared simulator: what every request handler and every queue worker holds (as
 //! [`Shared`]) — the cloud's state, the world it started from, latencies, armed
-//! faults, the accounting, the job queues, the appliances' sysfs trees and the token
-//! that stops it all.
+//! faults, the accounting, the job queues, the appliances' sysfs trees, the emulated
+//! guests and the token that stops it all.
 //!
 //! It lives apart from the crate root so that the modules that use it (`api`,
 //! `jobs`) and the root that builds it (`start`) do not depend on each other.
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::faults::Faults;
+use crate::guests::registry::Guests;
 use crate::hotplug::Hotplug;
 use crate::jobs::op::QueuedJob;
 use crate::jobs::stats::{self, Stats, StatsInner};
@@ -31,6 +32,7 @@ pub(crate) struct Inner {
     pub stats: Mutex<StatsInner>,
     pub queues: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<QueuedJob>>>,
     pub hotplug: Hotplug,
+    pub guests: Guests,
     pub shutdown: CancellationToken,
     /// `--state-file`: where the cloud is kept (see `persist`).
     pub state_file: Option<std::path::PathBuf>,

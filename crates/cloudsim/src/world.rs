@@ -1,16 +1,18 @@
 //! The world file: what exists in the simulated cloud when cloudsim starts.
 //!
 //! A TOML file seeds zones, offerings, templates, networks, appliance VMs with their
-//! replica volumes, the API credentials, settings and latencies. [`World::default`] is
-//! the built-in world: one zone, a custom-CPU/memory service offering, a custom-size
-//! disk offering, a template, a `test` and a `production` network, and the appliance
-//! `oma` with the two replica volumes of the job sheet's `pgtest1` (107 GiB boot disk,
-//! 10 GiB data disk) attached. Its ids are fixed so that documents and demos can name
-//! them.
+//! replica volumes, the API credentials, settings, latencies, faults and the emulated
+//! guests' rules. [`World::default`] is the built-in world: one zone, a
+//! custom-CPU/memory service offering, a custom-size disk offering, a template, a
+//! `test` and a `production` network, and the appliance `oma` with the two replica
+//! volumes of the job sheet's `pgtest1` (107 GiB boot disk, 10 GiB data disk)
+//! attached. Its ids are fixed so that documents and demos can name them.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::guests::rules::GuestRules;
 
 /// The whole world file. A field that is an `Option` may be left out (serde reads a
 /// missing `Option` as `None`); every other field that may be left out says its default.
@@ -41,6 +43,10 @@ pub struct World {
     /// Faults armed at start (the same rules `/sim/faults` takes).
     #[serde(default)]
     pub faults: Vec<crate::faults::FaultRule>,
+    /// Emulated guests (`[[guests]]`, the rules `PUT /sim/guests` takes): checked as
+    /// they are read, so a world with a bad rule is refused with the reason.
+    #[serde(default, skip_serializing_if = "GuestRules::is_empty")]
+    pub guests: GuestRules,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,6 +186,8 @@ pub struct NetworkDef {
     pub zone: Option<String>,
     #[serde(default = "isolated")]
     pub kind: String,
+    /// Its range, `a.b.c.d/n` (n ≤ 30, the host bits zero), which NIC addresses are
+    /// allocated from; a range inside `127.0.0.0/8` gets emulated guests (`guests`).
     #[serde(default = "cidr")]
     pub cidr: String,
 }
@@ -349,6 +357,7 @@ impl Default for World {
             volumes: vec![],
             latency_ms: BTreeMap::new(),
             faults: vec![],
+            guests: GuestRules::default(),
         }
     }
 }

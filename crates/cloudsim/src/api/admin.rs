@@ -1,7 +1,8 @@
 //! The `/sim/` admin endpoints, which no CloudStack has: the accounting
 //! (`/sim/stats`), fault rules (`/sim/faults`), latencies (`/sim/latency`), settings
-//! (`/sim/settings`), every volume with its simulated content (`/sim/volumes`), and
-//! forgetting an async job (`/sim/jobs/{id}`).
+//! (`/sim/settings`), every volume with its simulated content (`/sim/volumes`),
+//! forgetting an async job (`/sim/jobs/{id}`), and the emulated guests
+//! (`/sim/guests`).
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::faults::{FaultRule, Outage, OutageAnswer};
+use crate::guests::rules::GuestRules;
 use crate::jobs::stats::Stats;
 use crate::sim::Shared;
 use crate::state::entities::Volume;
@@ -165,5 +167,29 @@ pub async fn forget_job(State(inner): State<Shared>, Path(job_id): Path<String>)
         StatusCode::NO_CONTENT
     } else {
         StatusCode::NOT_FOUND
+    }
+}
+
+/// `GET /sim/guests`: the rules, and each VM's guest with its state (`booting`, `up`,
+/// `down`, `never`), its addresses, the ports listening and the ports that could not
+/// be bound, with the reason.
+pub async fn guests(State(inner): State<Shared>) -> Json<Value> {
+    Json(inner.guests.report())
+}
+
+/// `PUT /sim/guests` with a list of rules (the world file's `[[guests]]` as JSON):
+/// they replace the rules, for the guests that boot from now on (a guest booting or
+/// up keeps its rule). 422 with the reason for a list that is not sound.
+pub async fn set_guests(State(inner): State<Shared>, body: Bytes) -> Response {
+    match serde_json::from_slice::<GuestRules>(&body) {
+        Ok(rules) => {
+            inner.guests.set_rules(rules.clone());
+            (StatusCode::OK, Json(json!({ "rules": rules }))).into_response()
+        }
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": format!("not a list of guest rules: {e}") })),
+        )
+            .into_response(),
     }
 }

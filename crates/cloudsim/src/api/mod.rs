@@ -1,5 +1,6 @@
 //! The HTTP surface: CloudStack's `/client/api`, and cloudsim's own `/sim/` admin
-//! endpoints (faults, latency, settings, stats, volume contents, forgetting a job).
+//! endpoints (faults, latency, settings, stats, volume contents, forgetting a job,
+//! emulated guests).
 //!
 //! The files: `endpoint` is `/client/api` as a whole — the command table, signature
 //! checks, injected call faults and CloudStack's response and error envelopes;
@@ -46,5 +47,6 @@ pub fn router(inner: Shared) -> Router {
         )
         .route("/sim/volumes", get(admin::volumes))
         .route("/sim/jobs/{id}", delete(admin::forget_job))
+        .route("/sim/guests", get(admin::guests).put(admin::set_guests))
         .with_state(inner)
 }

@@ -2,7 +2,10 @@
 //! order, each in three phases — validation at the head of the queue, the command's
 //! latency, then the effect (or, when a fault fails the job, the undo of what the
 //! validation began) — and records each job's time for the accounting. An attach to a
-//! running appliance, or a detach from it, is shown in its sysfs tree (`hotplug`).
+//! running appliance, or a detach from it, is shown in its sysfs tree (`hotplug`); a
+//! VM's start, stop, reboot or destroy is passed on to its emulated guest (`guests`)
+//! before the job is marked done, so that a client that sees the job end finds the
+//! guest's ports already closed (or its boot already begun).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::error::CsError;
+use crate::guests::registry::GuestChange;
 use crate::hotplug;
 use crate::jobs::op::{JobFault, Op, QueuedJob};
 use crate::sim::Inner;
@@ -156,7 +160,11 @@ impl Inner {
             let now_running = *running;
             stats.max_concurrency_per_queue = stats.max_concurrency_per_queue.max(now_running);
         }
-        let outcome = self.execute(&job).await;
+        let mut guest = None;
+        let outcome = self.execute(&job, &mut guest).await;
+        if let Some(change) = guest {
+            self.guests.apply(change).await;
+        }
         let ended = Instant::now();
         {
             let mut stats = self.stats.lock().expect("poisoned");
@@ -206,7 +214,13 @@ impl Inner {
         }
     }
 
-    async fn execute(self: &Arc<Self>, job: &QueuedJob) -> Result<Value, CsError> {
+    /// Runs the job's three phases; what it did to a VM's guest is left in `guest`
+    /// (the caller applies it, as it cannot be awaited while the state is locked).
+    async fn execute(
+        self: &Arc<Self>,
+        job: &QueuedJob,
+        guest: &mut Option<GuestChange>,
+    ) -> Result<Value, CsError> {
         let latency = self.latency(job.op.command());
         // Phase 1: validation at the head of the queue.
         let begun: Result<Begun, CsError> = {
@@ -258,6 +272,10 @@ impl Inner {
                 return Err(e);
             }
         };
+        // A reboot takes the guest down as it begins; it boots again when the job ends.
+        if let Op::Reboot { vm_id } = &job.op {
+            self.guests.down(vm_id, false).await;
+        }
         // Phase 2: the work takes time.
         tokio::select! {
             _ = tokio::time::sleep(latency) => {}
@@ -280,10 +298,27 @@ impl Inner {
                     }
                 }
                 (Op::CreateVolume { volume_id, .. }, _) => s.abort_create_volume(volume_id),
+                // The VM still runs: the guest the reboot took down boots again.
+                (Op::Reboot { vm_id }, _) => *guest = s.guest_vm(vm_id).map(GuestChange::Boot),
                 _ => {}
             }
             return Err(fault.clone());
         }
+        *guest = match &job.op {
+            Op::Deploy { vm_id, start: true } | Op::Start { vm_id } | Op::Reboot { vm_id } => {
+                s.guest_vm(vm_id).map(GuestChange::Boot)
+            }
+            Op::Stop { vm_id }
+            | Op::Destroy {
+                vm_id,
+                expunge: false,
+            } => Some(GuestChange::Down(vm_id.clone())),
+            Op::Destroy {
+                vm_id,
+                expunge: true,
+            } => Some(GuestChange::Gone(vm_id.clone())),
+            _ => None,
+        };
         let result = match (&job.op, begun) {
             (Op::Deploy { vm_id, start }, _) => {
                 if *start {

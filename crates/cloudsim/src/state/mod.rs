@@ -20,8 +20,9 @@
 //! - [`entities`]: the records (zones, offerings, networks, VMs, volumes, snapshots,
 //!   jobs) and the lookups every rule shares;
 //! - `seed`: the cloud a world file describes, as it is when cloudsim starts;
-//! - `vms`: `deployVirtualMachine` (with its validation and address allocation), start,
-//!   stop and destroy;
+//! - `vms`: `deployVirtualMachine` (with its validation), start, stop and destroy;
+//! - `addresses`: a network's CIDR, the NIC addresses allocated from it, and which of a
+//!   VM's addresses its emulated guest may listen on;
 //! - `volumes`: attach, detach, `createVolume` and `deleteVolume`;
 //! - `snapshots`: create, revert and delete;
 //! - `render`: the JSON objects CloudStack returns for each entity;
@@ -31,6 +32,7 @@
 //! This module holds no items of its own: its files use [`entities`] and each other,
 //! never their parent.
 
+mod addresses;
 pub mod entities;
 pub mod fixed;
 mod render;

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::state::addresses::Cidr;
 use crate::state::entities::{
     DiskOffering, GIB, Network, Offering, State, Template, Vm, Volume, Zone, new_id, now,
 };
@@ -71,6 +72,7 @@ impl State {
         }
         for n in &world.networks {
             let zone_id = zone_of(&s, &n.zone)?;
+            Cidr::parse(&n.cidr).map_err(|e| format!("network `{}`: {e}", n.name))?;
             s.networks.push(Network {
                 id: n.id.clone().unwrap_or_else(new_id),
                 name: n.name.clone(),

@@ -1,8 +1,8 @@
 //! The rules of VM commands: `deployVirtualMachine` (`deploy_create`, with
 //! CloudStack's validation of the offering's custom values, the host name, the
-//! firmware and each NIC, and the allocation of addresses), `startVirtualMachine`,
-//! `stopVirtualMachine` and `destroyVirtualMachine` (`begin_*`, `finish_*`, and
-//! `abort_vm` for a job failed by a fault).
+//! firmware and each NIC, and the allocation of addresses, which `addresses` does),
+//! `startVirtualMachine`, `stopVirtualMachine` and `destroyVirtualMachine` (`begin_*`,
+//! `finish_*`, and `abort_vm` for a job failed by a fault).
 
 use std::collections::BTreeMap;
 
@@ -121,7 +121,7 @@ impl State {
         for (i, (network_id, ip, mac)) in req.nics.iter().enumerate() {
             let ip = match ip {
                 Some(ip) => ip.clone(),
-                None => self.allocate_ip(network_id),
+                None => self.allocate_ip(network_id)?,
             };
             let mac = match mac {
                 Some(m) => m.to_lowercase(),
@@ -179,30 +179,6 @@ impl State {
             },
         );
         Ok(vm_id)
-    }
-
-    fn allocate_ip(&mut self, network_id: &str) -> String {
-        let network = self
-            .networks
-            .iter_mut()
-            .find(|n| n.id == network_id)
-            .expect("network checked");
-        let base: Vec<&str> = network
-            .cidr
-            .split('/')
-            .next()
-            .unwrap_or("10.0.0.0")
-            .split('.')
-            .collect();
-        let host = network.next_host;
-        network.next_host += 1;
-        format!(
-            "{}.{}.{}.{}",
-            base[0],
-            base[1],
-            (host / 250) % 256,
-            10 + host % 240
-        )
     }
 
     fn allocate_mac(&mut self) -> String {
