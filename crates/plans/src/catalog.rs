@@ -179,6 +179,9 @@ pub fn changes(old: &PlanDefinition, new: &PlanDefinition) -> Vec<String> {
             if before.hooks != tier.hooks {
                 out.push(format!("tier {}: hooks changed", tier.name));
             }
+            if before.gates != tier.gates {
+                out.push(format!("tier {}: gates changed", tier.name));
+            }
         }
     }
     for tier in &new.tiers {
@@ -189,6 +192,14 @@ pub fn changes(old: &PlanDefinition, new: &PlanDefinition) -> Vec<String> {
                     out.push(format!("{vm}: tier {was} → {}", tier.name))
                 }
                 Some(_) => {}
+            }
+        }
+    }
+    for tier in &new.tiers {
+        for vm in &tier.vms {
+            let before = old.tier_of(vm).and_then(|i| old.tiers[i].vm_gates.get(vm));
+            if before != tier.vm_gates.get(vm) {
+                out.push(format!("{vm}: own gates changed"));
             }
         }
     }

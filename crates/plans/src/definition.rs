@@ -4,7 +4,10 @@
 //! silently drop a setting. `docs/recovery-plans.md` documents it, and
 //! `docs/examples/shop.toml` is parsed by a test.
 
+use std::collections::BTreeMap;
+
 use inventory::{Format, Problem};
+use readiness::GateSpec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use workflows::Hook;
@@ -46,6 +49,12 @@ pub struct Tier {
     /// Hooks of this tier: `before` runs before its VMs start, `after` once all are ready.
     #[serde(default)]
     pub hooks: Vec<PlanHook>,
+    /// The readiness gates of the tier's VMs (docs/readiness.md); none: the VM Running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateSpec>,
+    /// A VM's own gates instead of the tier's, by VM name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vm_gates: BTreeMap<String, Vec<GateSpec>>,
 }
 
 /// What a plan run does when a VM of a tier fails, per kind of failover.
@@ -146,6 +155,20 @@ impl PlanDefinition {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+
+    /// The gates `vm` must pass to be ready: its own, else its tier's, else the VM
+    /// Running in CloudStack. `None` for a VM the plan does not name.
+    pub fn gates_of(&self, vm: &str) -> Option<Vec<GateSpec>> {
+        let tier = &self.tiers[self.tier_of(vm)?];
+        Some(match tier.vm_gates.get(vm) {
+            Some(own) => own.clone(),
+            None if !tier.gates.is_empty() => tier.gates.clone(),
+            None => vec![GateSpec {
+                kind: Some("running".into()),
+                ..GateSpec::default()
+            }],
+        })
     }
 
     /// The tier (its index) that names `vm`.

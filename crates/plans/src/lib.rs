@@ -3,12 +3,15 @@
 //! ([`check_plan`]) and against the store ([`catalog`]: every VM it names
 //! registered), and written only when all of it holds.
 //!
-//! Architecture invariant: this crate neither reads nor changes CloudStack; it keeps
-//! plans in the store. Running a plan is the engine's, tier by tier, through the
-//! workflows each VM already has.
+//! [`ready`] asks CloudStack whether a failed-over VM passes its gates.
+//!
+//! Architecture invariant: this crate never changes CloudStack; it keeps plans in the
+//! store and reads CloudStack only to check a VM's readiness. Running a plan is the
+//! engine's, tier by tier, through the workflows each VM already has.
 
 pub mod catalog;
 pub mod definition;
+pub mod ready;
 mod rules;
 
 pub use catalog::{PlanError, Stored, Updated};

@@ -99,6 +99,23 @@ pub fn check_plan(plan: &PlanDefinition) -> Vec<Problem> {
             );
         }
         check_hooks(&format!("{at}.hooks"), &tier.hooks, &mut add);
+        for p in readiness::validate(&tier.gates, &format!("{at}.gates")) {
+            add(p.field, p.message);
+        }
+        for (vm, gates) in &tier.vm_gates {
+            let field = format!("{at}.vm_gates.{vm}");
+            if !tier.vms.contains(vm) {
+                add(
+                    field.clone(),
+                    format!(
+                        "{vm} is not a VM of this tier; give a VM its gates in the tier that names it"
+                    ),
+                );
+            }
+            for p in readiness::validate(gates, &field) {
+                add(p.field, p.message);
+            }
+        }
     }
     problems
 }

@@ -87,6 +87,19 @@ fn the_example_parses_and_is_valid_by_itself() {
     assert_eq!(plan.on_failure.test, Policy::Stop);
     assert_eq!(plan.tiers[1].hooks.len(), 1);
     assert_eq!(check_plan(&plan), []);
+    // Gates: the tier's, a VM's own, and `running` where the file gives none.
+    let kinds = |vm: &str| -> Vec<String> {
+        plan.gates_of(vm)
+            .unwrap()
+            .into_iter()
+            .map(|g| g.kind.unwrap())
+            .collect()
+    };
+    assert_eq!(kinds("pgtest1"), ["running", "tcp"]);
+    assert_eq!(kinds("orders1"), ["running"]);
+    assert_eq!(kinds("web1"), ["http"]);
+    assert_eq!(plan.gates_of("web2").unwrap()[0].port, Some(8443));
+    assert!(plan.gates_of("nobody").is_none());
     // The same plan as JSON reads the same, and the stored form reads back.
     let json = serde_json::to_string(&plan).unwrap();
     assert_eq!(PlanDefinition::parse(&json, Format::Json).unwrap(), plan);
@@ -112,6 +125,11 @@ fn every_problem_of_a_plan_is_reported_at_once() {
         [[tiers.hooks]]
         when = "after"
         run = { kind = "command", program = " ", timeout_secs = 0 }
+        [[tiers.gates]]
+        kind = "tcp"
+        port = 70000
+        [[tiers.vm_gates.pgtest1]]
+        kind = "http"
     "#;
     let plan = PlanDefinition::parse(text, Format::Toml).unwrap();
     let fields: Vec<String> = check_plan(&plan).into_iter().map(|p| p.field).collect();
@@ -126,6 +144,9 @@ fn every_problem_of_a_plan_is_reported_at_once() {
             "tiers[1].vms",
             "tiers[1].hooks[0].run.program",
             "tiers[1].hooks[0].run.timeout_secs",
+            "tiers[1].gates[0].port",
+            "tiers[1].vm_gates.pgtest1",
+            "tiers[1].vm_gates.pgtest1[0].port",
         ]
     );
     // An unknown field is refused, naming it.
@@ -165,12 +186,16 @@ async fn plans_are_checked_against_the_store_and_kept(fx: TestStore) -> Result {
     next.tiers[2].vms.retain(|v| v != "web2");
     next.tiers[1].vms.push("web2".into());
     next.tiers[0].delay_after_secs = 30;
+    next.tiers[0].gates.pop();
+    let own = next.tiers[2].vm_gates.remove("web2").unwrap();
+    next.tiers[1].vm_gates.insert("web2".into(), own);
     let dry = catalog::update(store, &next, true).await?;
     assert!(!dry.written);
     assert_eq!(
         dry.changes,
         [
             "tier database: delay after 60 s → 30 s",
+            "tier database: gates changed",
             "web2: tier web → services",
         ]
     );

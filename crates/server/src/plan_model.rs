@@ -73,6 +73,10 @@ pub struct TierView {
     pub vms: Vec<String>,
     pub delay_after_secs: u64,
     pub hooks: Vec<PlanHookView>,
+    /// The readiness gates of each VM of the tier (docs/readiness.md), by VM name, as
+    /// the file gives them: a VM's own, else the tier's, else `running`.
+    #[schema(value_type = Object)]
+    pub gates: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

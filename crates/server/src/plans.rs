@@ -184,6 +184,15 @@ fn detail(s: &Stored) -> PlanDetail {
                 vms: t.vms.clone(),
                 delay_after_secs: t.delay_after_secs,
                 hooks: t.hooks.iter().map(hook).collect(),
+                gates: t
+                    .vms
+                    .iter()
+                    .map(|vm| {
+                        let gates = d.gates_of(vm).unwrap_or_default();
+                        (vm.clone(), serde_json::to_value(gates).unwrap_or_default())
+                    })
+                    .collect::<serde_json::Map<_, _>>()
+                    .into(),
             })
             .collect(),
         created_at: time(s.plan.created_at),

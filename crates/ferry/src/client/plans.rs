@@ -184,11 +184,49 @@ fn table(p: &PlanDetail) -> String {
         if t.delay_after_secs > 0 {
             out.push_str(&format!("  then wait {} s\n", t.delay_after_secs));
         }
+        for vm in &t.vms {
+            out.push_str(&format!(
+                "  {vm} is ready when: {}\n",
+                gates(t.gates.get(vm))
+            ));
+        }
         for h in &t.hooks {
             out.push_str(&format!("  hook: {}\n", hook(h)));
         }
     }
     out
+}
+
+/// A VM's gates in words: `running, tcp 5432, http 8080 /health`.
+fn gates(list: Option<&serde_json::Value>) -> String {
+    let Some(list) = list.and_then(|l| l.as_array()) else {
+        return "?".into();
+    };
+    let field = |g: &serde_json::Value, k: &str| {
+        g.get(k)
+            .map(|v| v.to_string().trim_matches('"').to_string())
+    };
+    list.iter()
+        .map(|g| {
+            let kind = field(g, "kind").unwrap_or_else(|| "?".into());
+            match kind.as_str() {
+                "tcp" => format!("tcp {}", field(g, "port").unwrap_or_default()),
+                "http" => format!(
+                    "{} {} {}",
+                    if g.get("https").and_then(|v| v.as_bool()) == Some(true) {
+                        "https"
+                    } else {
+                        "http"
+                    },
+                    field(g, "port").unwrap_or_default(),
+                    field(g, "path").unwrap_or_else(|| "/".into())
+                ),
+                "command" => format!("command {}", field(g, "program").unwrap_or_default()),
+                other => other.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn hook(h: &PlanHookView) -> String {
