@@ -243,6 +243,18 @@ async fn the_documented_example_world_starts_with_two_appliances() {
     assert_eq!(faults[0]["rule"]["nth"], 3);
     let zones = sim.client().list_zones().await.expect("listZones");
     assert_eq!(zones[0].name, "dc-west");
+    let guests: serde_json::Value = reqwest::get(format!("{admin}/guests"))
+        .await
+        .expect("admin answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(guests["rules"][0]["vm"], "web01*", "{guests}");
+    assert_eq!(
+        guests["rules"][0]["tcp_ports"],
+        serde_json::json!([5432]),
+        "{guests}"
+    );
 }
 
 /// A `ferry volumed` process journaling into `database`, killed on drop.
