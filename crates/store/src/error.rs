@@ -134,6 +134,11 @@ fn constraint_name(named: Option<&str>, message: &str) -> String {
         ("created_volumes.volume_id", "created_volumes_pkey"),
         ("plans.name", "plans_one_name"),
         ("plan_vms.plan_id, plan_vms.vm_id", "plan_vms_pkey"),
+        ("plan_runs.plan_id", "plan_runs_one_active_per_plan"),
+        (
+            "plan_run_vms.plan_run_id, plan_run_vms.vm_id",
+            "plan_run_vms_pkey",
+        ),
     ];
     known
         .iter()

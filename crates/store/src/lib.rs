@@ -27,7 +27,8 @@
 //! One file per table family, each adding its methods to [`Store`]: `inventory`
 //! (appliances, protected VMs, replica volumes), `runs` (runs and their leases,
 //! steps, events), `journal` (the volume daemon's operations, fences, the volumes
-//! ferry created) and `plans` (recovery plans and the VMs they name). Under them, `pool` opens the database, `rows` reads rows into the
+//! ferry created), `plans` (recovery plans and the VMs they name) and `plan_runs` (runs of
+//! plans and where each of their VMs is). Under them, `pool` opens the database, `rows` reads rows into the
 //! `model` types, `error` says what went wrong and `backend` which database a URL
 //! names. This file only declares them and names the public API, so no module needs
 //! to import from it (and none does: no circle of imports).
@@ -37,6 +38,7 @@ mod error;
 mod inventory;
 mod journal;
 mod model;
+mod plan_runs;
 mod plans;
 mod pool;
 mod rows;

@@ -412,3 +412,86 @@ pub struct NewPlan {
     /// Each VM it names, with its tier.
     pub members: Vec<(ProtectedVmId, i64)>,
 }
+
+text_enum!(
+    /// A plan run is `pending` until its driver takes it, `running` while tiers go,
+    /// and ends `done` (every tier's VMs ready, or for a cleanup or rollback every VM
+    /// through), `stopped` (a VM failed and the plan's policy stopped it before the next
+    /// tier; what came up stays) or `failed` (it could not go on: the reason in `error`).
+    PlanRunState {
+        Pending = "pending",
+        Running = "running",
+        Stopped = "stopped",
+        Done = "done",
+        Failed = "failed",
+    }
+);
+text_enum!(
+    /// Where a VM of a plan run is: `waiting` for its tier, `starting` (its run is being
+    /// asked for), `running` (its run under way), `checking` (its run done, its
+    /// readiness gates being tried), `ready`, `failed` (its run did not end done, or a
+    /// gate did not pass), `skipped` (its tier was never reached).
+    PlanVmState {
+        Waiting = "waiting",
+        Starting = "starting",
+        Running = "running",
+        Checking = "checking",
+        Ready = "ready",
+        Failed = "failed",
+        Skipped = "skipped",
+    }
+);
+
+impl PlanRunState {
+    pub fn is_active(self) -> bool {
+        matches!(self, PlanRunState::Pending | PlanRunState::Running)
+    }
+}
+
+/// A run of a recovery plan, with its VMs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRun {
+    pub id: String,
+    pub plan_id: String,
+    pub plan_name: String,
+    /// The workflow each VM's run is.
+    pub workflow: Workflow,
+    pub state: PlanRunState,
+    /// The plan as it was run, and its digest.
+    pub definition: String,
+    pub digest: String,
+    /// The tier under way (0 = the first in the order the workflow takes them).
+    pub tier: i64,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+    /// Its VMs, by tier then name.
+    pub vms: Vec<PlanRunVm>,
+}
+
+/// One VM of a plan run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRunVm {
+    pub vm_id: ProtectedVmId,
+    pub vm_name: String,
+    pub tier: i64,
+    pub state: PlanVmState,
+    pub run_id: Option<RunId>,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub ready_at: Option<i64>,
+    /// What its readiness gates saw (JSON, as the readiness crate writes it).
+    pub readiness: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// A plan run to create: the plan (as it is now), the workflow, and each VM's tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPlanRun {
+    pub plan_id: String,
+    pub workflow: Workflow,
+    pub definition: String,
+    pub digest: String,
+    pub vms: Vec<(ProtectedVmId, i64)>,
+}

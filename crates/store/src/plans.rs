@@ -108,8 +108,9 @@ impl Store {
         .await
     }
 
-    /// Removes the plan: its row stays (marked removed, its name freed), its members
-    /// are forgotten. The VMs are not touched.
+    /// Removes the plan: its row stays (marked removed, its name freed; its runs keep
+    /// naming it), its members are forgotten. The VMs are not touched. Refused while a
+    /// run of the plan is active.
     pub async fn remove_plan(&self, name: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query("SELECT id FROM plans WHERE name = $1 AND removed_at IS NULL")
@@ -120,6 +121,18 @@ impl Store {
             return found(0, "recovery plan", name);
         };
         let id: String = column(&row, "id")?;
+        if let Some(run) = sqlx::query(
+            "SELECT id FROM plan_runs WHERE plan_id = $1 AND state IN ('pending', 'running')",
+        )
+        .bind(&id)
+        .fetch_optional(&mut *tx)
+        .await?
+        {
+            let run_id: String = column(&run, "id")?;
+            return Err(StoreError::Refused(format!(
+                "cannot remove plan {name}: its run {run_id} is under way; wait for it to end"
+            )));
+        }
         sqlx::query("DELETE FROM plan_vms WHERE plan_id = $1")
             .bind(&id)
             .execute(&mut *tx)

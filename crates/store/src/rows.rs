@@ -15,8 +15,8 @@ use sqlx::any::AnyRow;
 use crate::error::{Result, StoreError};
 use crate::model::{
     Appliance, Attachment, Controller, Disk, DiskRecord, Divergence, Event, Firmware, GuestOs,
-    GuestPrep, Nic, OpState, ProtectedVm, Run, RunState, StepRecord, StepState, VmSpec, VmState,
-    VmUpdate, VolumeOp, WorkerProcess, Workflow,
+    GuestPrep, Nic, OpState, PlanRunState, PlanVmState, ProtectedVm, Run, RunState, StepRecord,
+    StepState, VmSpec, VmState, VmUpdate, VolumeOp, WorkerProcess, Workflow,
 };
 use crate::pool::Store;
 
@@ -104,7 +104,17 @@ macro_rules! text {
     };
 }
 text!(
-    Firmware, GuestOs, GuestPrep, Controller, VmState, Workflow, RunState, StepState, OpState
+    Firmware,
+    GuestOs,
+    GuestPrep,
+    Controller,
+    VmState,
+    Workflow,
+    RunState,
+    StepState,
+    OpState,
+    PlanRunState,
+    PlanVmState
 );
 
 /// Builds the struct `$ty` from `$row`: each field listed before `;` from the column of

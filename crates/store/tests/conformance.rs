@@ -72,6 +72,7 @@ conformance!(
     a_diverged_replica_keeps_its_first_mark_until_a_resync_is_recorded,
     a_plan_round_trips_and_its_name_is_unique,
     a_vm_a_plan_names_cannot_be_removed,
+    a_plan_run_moves_only_from_where_it_was_read,
 );
 
 const GIB: i64 = 1 << 30;
@@ -1365,5 +1366,130 @@ async fn a_vm_a_plan_names_cannot_be_removed(fx: &Fixture) -> TestResult {
     assert!(store.vm("pgtest1").await?.is_some(), "still registered");
     store.remove_plan("shop").await?;
     store.remove_vm("pgtest1").await?;
+    Ok(())
+}
+
+async fn a_plan_run_moves_only_from_where_it_was_read(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    let db = registered(store).await?;
+    let web = register(store, "web1", ["c", "d"], "00:50:56:00:00:02").await?;
+    let plan = store
+        .add_plan(&plan("shop", "v1", &[(&db, 0), (&web, 1)]))
+        .await?;
+    let new = NewPlanRun {
+        plan_id: plan.id.clone(),
+        workflow: Workflow::TestFailover,
+        definition: "v1".into(),
+        digest: plan.digest.clone(),
+        vms: vec![(db.id.clone(), 0), (web.id.clone(), 1)],
+    };
+    let run = store.create_plan_run(&new).await?;
+    assert_eq!(run.plan_name, "shop");
+    assert_eq!(run.state, PlanRunState::Pending);
+    let states: Vec<(&str, i64, PlanVmState)> = run
+        .vms
+        .iter()
+        .map(|v| (v.vm_name.as_str(), v.tier, v.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("pgtest1", 0, PlanVmState::Waiting),
+            ("web1", 1, PlanVmState::Waiting)
+        ]
+    );
+    // One active run per plan.
+    assert_constraint(
+        store.create_plan_run(&new).await,
+        "plan_runs_one_active_per_plan",
+    );
+    assert_eq!(store.active_plan_runs().await?.len(), 1);
+
+    // A move from where it was read: the first wins, a second from there does not.
+    let pending = (PlanRunState::Pending, 0);
+    let running = (PlanRunState::Running, 0);
+    assert!(store.move_plan_run(&run.id, pending, running, None).await?);
+    assert!(!store.move_plan_run(&run.id, pending, running, None).await?);
+
+    // A VM: starting (before its run is asked for), then running with its run.
+    let mut vm = run.vms[0].clone();
+    vm.state = PlanVmState::Starting;
+    vm.started_at = Some(1);
+    assert!(
+        store
+            .set_plan_run_vm(&run.id, &vm, PlanVmState::Waiting)
+            .await?
+    );
+    assert!(
+        !store
+            .set_plan_run_vm(&run.id, &vm, PlanVmState::Waiting)
+            .await?,
+        "not from a state it is no longer in"
+    );
+    let vm_run = store
+        .create_run(&db.id, Workflow::TestFailover, Some("replica"))
+        .await?;
+    vm.state = PlanVmState::Ready;
+    vm.run_id = Some(vm_run.id.clone());
+    vm.ready_at = Some(2);
+    vm.readiness = Some("{\"ready\":true}".into());
+    assert!(
+        store
+            .set_plan_run_vm(&run.id, &vm, PlanVmState::Starting)
+            .await?
+    );
+    let read = store.plan_run(&run.id).await?.expect("plan run");
+    assert_eq!(read.vms[0], vm);
+    assert_eq!(read.state, PlanRunState::Running);
+    assert!(read.finished_at.is_none());
+
+    // It ends: finished, not active, the last done drill of the plan; a new one may start.
+    assert!(
+        store
+            .move_plan_run(&run.id, running, (PlanRunState::Done, 1), None)
+            .await?
+    );
+    let done = store.plan_run(&run.id).await?.expect("plan run");
+    assert_eq!((done.state, done.tier), (PlanRunState::Done, 1));
+    assert!(done.finished_at.is_some());
+    assert!(store.active_plan_runs().await?.is_empty());
+    assert_eq!(
+        store
+            .last_done_plan_run(&plan.id, Workflow::TestFailover)
+            .await?
+            .map(|r| r.id),
+        Some(run.id.clone())
+    );
+    assert!(
+        store
+            .last_done_plan_run(&plan.id, Workflow::LiveFailover)
+            .await?
+            .is_none()
+    );
+    let next = store.create_plan_run(&new).await?;
+    match store.remove_plan("shop").await {
+        Err(StoreError::Refused(message)) => assert!(message.contains(&next.id), "{message}"),
+        other => panic!("expected a refusal while a run is active, got {other:?}"),
+    }
+    let of_plan: Vec<String> = store
+        .plan_runs_of(&plan.id, 10)
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(of_plan, [next.id, run.id], "newest first");
+    // A stopped run keeps its reason.
+    assert!(
+        store
+            .move_plan_run(
+                &of_plan[0],
+                pending,
+                (PlanRunState::Stopped, 0),
+                Some("web1 did not become ready")
+            )
+            .await?
+    );
+    let stopped = store.plan_run(&of_plan[0]).await?.expect("plan run");
+    assert_eq!(stopped.error.as_deref(), Some("web1 did not become ready"));
     Ok(())
 }
