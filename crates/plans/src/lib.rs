@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod definition;
 pub mod ready;
 mod rules;
+pub mod runner;
 
 pub use catalog::{PlanError, Stored, Updated};
 pub use definition::{OnFailure, ParseError, PlanDefinition, PlanHook, Policy, Scope, Tier, When};

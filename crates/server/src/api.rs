@@ -66,6 +66,12 @@ type ApiResult<T> = Result<T, ApiError>;
         crate::plans::show_plan,
         crate::plans::update_plan,
         crate::plans::remove_plan,
+        crate::plan_runs::start_plan_test,
+        crate::plan_runs::start_plan_cleanup,
+        crate::plan_runs::start_plan_live,
+        crate::plan_runs::start_plan_rollback,
+        crate::plan_runs::start_plan_commit,
+        crate::plan_runs::show_plan_run,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -131,6 +137,27 @@ pub fn router(state: AppState) -> Router {
                 .put(crate::plans::update_plan)
                 .delete(crate::plans::remove_plan),
         )
+        .route(
+            "/v1/plans/{name}/test-failover",
+            post(crate::plan_runs::start_plan_test),
+        )
+        .route(
+            "/v1/plans/{name}/cleanup",
+            post(crate::plan_runs::start_plan_cleanup),
+        )
+        .route(
+            "/v1/plans/{name}/live-failover",
+            post(crate::plan_runs::start_plan_live),
+        )
+        .route(
+            "/v1/plans/{name}/rollback",
+            post(crate::plan_runs::start_plan_rollback),
+        )
+        .route(
+            "/v1/plans/{name}/commit",
+            post(crate::plan_runs::start_plan_commit),
+        )
+        .route("/v1/plan-runs/{id}", get(crate::plan_runs::show_plan_run))
         .route("/v1/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

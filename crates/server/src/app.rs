@@ -278,6 +278,7 @@ pub async fn start(
             claim_interval: Duration::from_millis(config.engine.claim_interval_ms),
         },
     );
+    let plan_driver = plans::runner::Driver::new(env.clone(), worker.clone(), PLAN_STEP);
     let state = AppState {
         env,
         worker: worker.clone(),
@@ -287,11 +288,13 @@ pub async fn start(
             guest_prep_configured: Some(config.guest_prep.is_some()),
             ..inventory::Limits::default()
         },
+        plans: crate::plan_driving::PlanDriving::new(plan_driver, shutdown.clone()),
     };
     let addr = listener
         .local_addr()
         .expect("a bound listener has an address");
     let app = router(state.clone());
+    let state_for_plans = state.clone();
     let task = tokio::spawn(async move {
         let worker_shutdown = shutdown.clone();
         // The volume operations a previous process left in flight are settled first
@@ -302,6 +305,14 @@ pub async fn start(
                 .resume_and_run(&local, worker_shutdown.cancelled_owned())
                 .await;
         });
+        // Plan runs active when the server starts (or left by a process that stopped)
+        // are taken up again.
+        tokio::spawn(
+            state_for_plans
+                .plans
+                .clone()
+                .sweep(state_for_plans.env.store.clone(), PLAN_SWEEP),
+        );
         tracing::info!(%addr, worker = %owner, "ferry serves");
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -314,6 +325,11 @@ pub async fn start(
     });
     Ok(Running { addr, state, task })
 }
+
+/// How often a plan run under way is looked at again.
+const PLAN_STEP: Duration = Duration::from_millis(200);
+/// How often the active plan runs no task of this process drives are looked for.
+const PLAN_SWEEP: Duration = Duration::from_secs(5);
 
 /// This process, recorded under its worker name while it runs.
 struct WorkerName {

@@ -101,3 +101,47 @@ pub struct PlanUpdated {
     /// Whether the changes were written: there were some and it was no dry run.
     pub updated: bool,
 }
+
+/// A run of a recovery plan (`POST /v1/plans/{name}/test-failover`, `cleanup`,
+/// `live-failover`, `rollback`, `commit`): where it is, and each VM.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlanRunView {
+    pub id: String,
+    pub plan: String,
+    /// The workflow each VM's run is: `test_failover`, `cleanup`, `live_failover`,
+    /// `rollback` or `commit`.
+    pub workflow: String,
+    /// `pending`, `running`, `stopped` (a VM failed and the policy stopped the plan
+    /// before its next tier), `done` or `failed` (it ended with VMs that did not come
+    /// through; `error` names them).
+    pub state: String,
+    /// The tier under way (1 = the first the workflow takes; a cleanup or rollback
+    /// takes the plan's last tier first), and how many there are.
+    pub tier: i64,
+    pub tiers: i64,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    /// Request → the last VM ready, in milliseconds (the plan's RTO), once every VM is.
+    pub rto_ms: Option<i64>,
+    pub vms: Vec<PlanRunVmView>,
+}
+
+/// One VM of a plan run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlanRunVmView {
+    pub name: String,
+    /// Its tier, 1 = the first the workflow takes.
+    pub tier: i64,
+    /// `waiting`, `starting`, `running`, `checking` (its readiness gates), `ready`,
+    /// `failed` or `skipped`.
+    pub state: String,
+    /// Its own run (`ferry run show`).
+    pub run_id: Option<String>,
+    /// Request of the plan run → this VM ready, in milliseconds (its RTO).
+    pub rto_ms: Option<i64>,
+    pub detail: Option<String>,
+    /// What its readiness gates saw (docs/readiness.md), once tried.
+    #[schema(value_type = Object)]
+    pub readiness: Option<serde_json::Value>,
+}

@@ -11,4 +11,6 @@ pub struct AppState {
     pub token: std::sync::Arc<SecretString>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub limits: inventory::Limits,
+    /// Runs of recovery plans: started here, driven by tasks of this process.
+    pub plans: crate::plan_driving::PlanDriving,
 }

@@ -1,0 +1,698 @@
+//! Running a recovery plan (docs/decisions/0002-plan-runs.md): a plan run drives the
+//! VMs' own runs tier by tier, from what the store holds, so that it resumes wherever
+//! a crash left it.
+//!
+//! [`Driver::start`] checks the whole plan before anything changes (every VM
+//! registered, in the state the workflow starts from, in no other run) and creates the
+//! plan run. [`Driver::drive`] then repeats [`Driver::advance`] until it ends; each
+//! advance reads the plan run and makes the next moves, every one a compare-and-set
+//! on what it read:
+//!
+//! - a tier starts with its `before` hooks, then each VM's run is asked for (the VM
+//!   marked `starting` first, so that a driver resumed after a crash in between adopts
+//!   the run rather than asking twice — the store refuses a second active run of a VM
+//!   anyway);
+//! - a VM whose run ends `done` is `checking` after a failover (its readiness gates,
+//!   against the target VM CloudStack has) or `ready` after a cleanup, rollback or
+//!   commit; one whose run unwinds, sticks or is abandoned, or whose gates do not pass,
+//!   is `failed`;
+//! - when every VM of the tier is ready or failed: with a failure and the plan's
+//!   policy `stop` (for a test or live failover), the later tiers are `skipped` and the
+//!   plan run `stopped`; otherwise the tier's `after` hooks run, its delay passes, and
+//!   the next tier starts. A cleanup or rollback takes the tiers in reverse order and
+//!   always goes on to the end, VM by VM.
+//!
+//! Hooks are idempotent (see `workflows::hooks`): one that ran just before a crash runs
+//! again when the plan run resumes.
+
+use std::time::Duration;
+
+use cloudstack::VmFilter;
+use inventory::Problem;
+use readiness::FailoverKind;
+use store::{
+    NewPlanRun, PlanRun, PlanRunState, PlanRunVm, PlanVmState, RunState, Store, StoreError,
+    VmState, Workflow,
+};
+use tokio_util::sync::CancellationToken;
+use workflows::hooks::HookContext;
+use workflows::{Env, StartError, Worker};
+
+use crate::definition::{PlanDefinition, PlanHook, Policy, Scope, When};
+
+/// Why a plan run was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanStartError {
+    #[error("no recovery plan named `{0}`: `ferry plan list` shows them")]
+    NoPlan(String),
+    /// The plan cannot run now: every reason, by VM.
+    #[error("the plan cannot run now: {} problem(s)", .0.len())]
+    Preflight(Vec<Problem>),
+    #[error("plan {plan} is already running ({run_id}); wait for it to end")]
+    Busy { plan: String, run_id: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs plans: starts them and drives them to their end.
+#[derive(Clone)]
+pub struct Driver {
+    env: Env,
+    worker: Worker,
+    /// How often a plan run under way is looked at again.
+    step: Duration,
+}
+
+/// The state a VM must be in for `workflow` to start on it.
+fn wanted(workflow: Workflow) -> VmState {
+    match workflow {
+        Workflow::TestFailover | Workflow::LiveFailover => VmState::ReadyForFailover,
+        Workflow::Cleanup => VmState::TestFailedOver,
+        Workflow::Rollback | Workflow::Commit => VmState::FailedOver,
+    }
+}
+
+/// Whether `workflow` takes the tiers last first: undoing, the web tier goes before
+/// the database it needs.
+fn reversed(workflow: Workflow) -> bool {
+    matches!(workflow, Workflow::Cleanup | Workflow::Rollback)
+}
+
+/// The kind of failover whose VMs are checked by their gates; none for the workflows
+/// that take a failover back or make it final.
+fn failover_kind(workflow: Workflow) -> Option<FailoverKind> {
+    match workflow {
+        Workflow::TestFailover => Some(FailoverKind::Test),
+        Workflow::LiveFailover => Some(FailoverKind::Live),
+        _ => None,
+    }
+}
+
+/// The plan's policy for a VM that fails in `workflow`: a cleanup, rollback or commit
+/// always goes on.
+fn policy(plan: &PlanDefinition, workflow: Workflow) -> Policy {
+    match workflow {
+        Workflow::TestFailover => plan.on_failure.test,
+        Workflow::LiveFailover => plan.on_failure.live,
+        _ => Policy::Continue,
+    }
+}
+
+fn now_ms() -> i64 {
+    store::now_ms()
+}
+
+impl Driver {
+    pub fn new(env: Env, worker: Worker, step: Duration) -> Driver {
+        Driver { env, worker, step }
+    }
+
+    fn store(&self) -> &Store {
+        &self.env.store
+    }
+
+    /// Checks the whole plan — every VM registered, in the state `workflow` starts
+    /// from, in no other run — and creates its run, pending; nothing changes unless
+    /// every VM passes.
+    pub async fn start(&self, plan: &str, workflow: Workflow) -> Result<PlanRun, PlanStartError> {
+        let stored = crate::catalog::get(self.store(), plan)
+            .await?
+            .ok_or_else(|| PlanStartError::NoPlan(plan.to_string()))?;
+        let definition = &stored.definition;
+        let mut problems = Vec::new();
+        let mut vms = Vec::new();
+        // A cleanup or rollback skips a VM that never failed over (its tier was not
+        // reached): there is nothing of it to take back.
+        let mut untouched = Vec::new();
+        let count = definition.tiers.len();
+        for (t, tier) in definition.tiers.iter().enumerate() {
+            let order = if reversed(workflow) { count - 1 - t } else { t };
+            for (v, name) in tier.vms.iter().enumerate() {
+                let field = format!("tiers[{t}].vms[{v}]");
+                let Some(vm) = self.store().vm(name).await? else {
+                    problems.push(Problem {
+                        field,
+                        message: format!("{name} is not a registered protected VM"),
+                    });
+                    continue;
+                };
+                if let Some(run) = self.store().active_run(&vm.id).await? {
+                    problems.push(Problem {
+                        field,
+                        message: format!(
+                            "{name} is in run {} ({}, {}); wait for it to end, or resolve it",
+                            run.id, run.workflow, run.state
+                        ),
+                    });
+                } else if reversed(workflow) && vm.state == VmState::ReadyForFailover {
+                    untouched.push(vm.id.clone());
+                } else if vm.state != wanted(workflow) {
+                    problems.push(Problem {
+                        field,
+                        message: format!(
+                            "{name} is {}, not {}: {}",
+                            vm.state,
+                            wanted(workflow),
+                            workflows::what_first(name, vm.state)
+                        ),
+                    });
+                }
+                vms.push((vm.id, order as i64));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(PlanStartError::Preflight(problems));
+        }
+        let new = NewPlanRun {
+            plan_id: stored.plan.id.clone(),
+            workflow,
+            definition: stored.plan.definition.clone(),
+            digest: stored.plan.digest.clone(),
+            vms,
+        };
+        match self.store().create_plan_run(&new).await {
+            Err(StoreError::Constraint { constraint, .. })
+                if constraint == "plan_runs_one_active_per_plan" =>
+            {
+                let run_id = self
+                    .store()
+                    .active_plan_runs()
+                    .await?
+                    .into_iter()
+                    .find(|r| r.plan_id == stored.plan.id)
+                    .map(|r| r.id)
+                    .unwrap_or_default();
+                Err(PlanStartError::Busy {
+                    plan: plan.to_string(),
+                    run_id,
+                })
+            }
+            Ok(created) => {
+                for vm in created.vms.iter().filter(|v| untouched.contains(&v.vm_id)) {
+                    let mut skipped = vm.clone();
+                    skipped.state = PlanVmState::Skipped;
+                    skipped.detail = Some(format!(
+                        "{} never failed over: nothing to take back",
+                        vm.vm_name
+                    ));
+                    self.store()
+                        .set_plan_run_vm(&created.id, &skipped, PlanVmState::Waiting)
+                        .await?;
+                }
+                Ok(self.store().plan_run(&created.id).await?.unwrap_or(created))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Advances plan run `id` until it ends, or until `cancel`; its last state.
+    pub async fn drive(&self, id: &str, cancel: &CancellationToken) -> Result<PlanRun, StoreError> {
+        loop {
+            let run = self
+                .store()
+                .plan_run(id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "plan run",
+                    key: id.to_string(),
+                })?;
+            if !run.state.is_active() || cancel.is_cancelled() {
+                return Ok(run);
+            }
+            let moved = match self.advance(&run, cancel).await {
+                Ok(moved) => moved,
+                Err(e) => {
+                    tracing::warn!(plan_run = %id, error = %e, "a plan run could not advance; trying again");
+                    false
+                }
+            };
+            if !moved {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.step) => {}
+                    _ = cancel.cancelled() => {}
+                }
+            }
+        }
+    }
+
+    /// Makes the next moves of `run` from what it says; whether anything moved.
+    pub async fn advance(
+        &self,
+        run: &PlanRun,
+        cancel: &CancellationToken,
+    ) -> Result<bool, StoreError> {
+        let plan = PlanDefinition::from_stored(&run.definition)
+            .map_err(|e| StoreError::Corrupt(format!("plan run {}'s plan: {e}", run.id)))?;
+        match run.state {
+            PlanRunState::Pending => {
+                if let Some(failure) = self.hooks(run, &plan, None, When::Before).await {
+                    return self.stop(run, &failure, &plan).await;
+                }
+                self.store()
+                    .move_plan_run(
+                        &run.id,
+                        (PlanRunState::Pending, 0),
+                        (PlanRunState::Running, 0),
+                        None,
+                    )
+                    .await
+            }
+            PlanRunState::Running => self.advance_tier(run, &plan, cancel).await,
+            _ => Ok(false),
+        }
+    }
+
+    async fn advance_tier(
+        &self,
+        run: &PlanRun,
+        plan: &PlanDefinition,
+        cancel: &CancellationToken,
+    ) -> Result<bool, StoreError> {
+        let t = run.tier;
+        let tier: Vec<&PlanRunVm> = run.vms.iter().filter(|v| v.tier == t).collect();
+        let mut moved = false;
+        if tier.iter().all(|v| v.state == PlanVmState::Waiting)
+            && let Some(failure) = self.hooks(run, plan, Some(t), When::Before).await
+        {
+            return self.stop(run, &failure, plan).await;
+        }
+        let mut checking = Vec::new();
+        for vm in &tier {
+            moved |= match vm.state {
+                PlanVmState::Waiting => self.start_vm(run, vm).await?,
+                PlanVmState::Starting => self.adopt_or_retry(run, vm).await?,
+                PlanVmState::Running => self.follow(run, vm).await?,
+                PlanVmState::Checking => {
+                    checking.push(*vm);
+                    false
+                }
+                _ => false,
+            };
+        }
+        if !checking.is_empty() {
+            let checks = checking.iter().map(|vm| self.check(run, plan, vm, cancel));
+            for moved_one in futures::future::join_all(checks).await {
+                moved |= moved_one?;
+            }
+        }
+        if moved {
+            return Ok(true);
+        }
+        // Nothing moved: is the tier through?
+        if !tier.iter().all(|v| {
+            matches!(
+                v.state,
+                PlanVmState::Ready | PlanVmState::Failed | PlanVmState::Skipped
+            )
+        }) {
+            return Ok(false);
+        }
+        let failed: Vec<&&PlanRunVm> = tier
+            .iter()
+            .filter(|v| v.state == PlanVmState::Failed)
+            .collect();
+        if !failed.is_empty() && policy(plan, run.workflow) == Policy::Stop {
+            let why = failed
+                .iter()
+                .map(|v| format!("{}: {}", v.vm_name, v.detail.as_deref().unwrap_or("failed")))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return self.stop(run, &why, plan).await;
+        }
+        if let Some(failure) = self.hooks(run, plan, Some(t), When::After).await
+            && policy(plan, run.workflow) == Policy::Stop
+        {
+            return self.stop(run, &failure, plan).await;
+        }
+        let last = run.vms.iter().map(|v| v.tier).max().unwrap_or(0);
+        if t == last {
+            let _ = self.hooks(run, plan, None, When::After).await;
+            let failed_all: Vec<&str> = run
+                .vms
+                .iter()
+                .filter(|v| v.state == PlanVmState::Failed)
+                .map(|v| v.vm_name.as_str())
+                .collect();
+            let (state, error) = if failed_all.is_empty() {
+                (PlanRunState::Done, None)
+            } else {
+                (
+                    PlanRunState::Failed,
+                    Some(format!(
+                        "not every VM came through: {}",
+                        failed_all.join(", ")
+                    )),
+                )
+            };
+            return self
+                .store()
+                .move_plan_run(
+                    &run.id,
+                    (PlanRunState::Running, t),
+                    (state, t),
+                    error.as_deref(),
+                )
+                .await;
+        }
+        // The tier's delay, from when its last VM was through.
+        let delay = self
+            .tier_of_order(plan, run.workflow, t)
+            .map_or(0, |i| plan.tiers[i].delay_after_secs);
+        let through = tier
+            .iter()
+            .filter_map(|v| v.ready_at.or(v.ended_at))
+            .max()
+            .unwrap_or(0);
+        if now_ms() < through + (delay as i64) * 1000 {
+            return Ok(false);
+        }
+        self.store()
+            .move_plan_run(
+                &run.id,
+                (PlanRunState::Running, t),
+                (PlanRunState::Running, t + 1),
+                None,
+            )
+            .await
+    }
+
+    /// The index in the plan file of the tier that comes `order`th in `workflow`.
+    fn tier_of_order(
+        &self,
+        plan: &PlanDefinition,
+        workflow: Workflow,
+        order: i64,
+    ) -> Option<usize> {
+        let count = plan.tiers.len();
+        let order = usize::try_from(order).ok().filter(|o| *o < count)?;
+        Some(if reversed(workflow) {
+            count - 1 - order
+        } else {
+            order
+        })
+    }
+
+    /// Stops the plan run at its tier with `why`; the VMs of later tiers are skipped.
+    async fn stop(
+        &self,
+        run: &PlanRun,
+        why: &str,
+        plan: &PlanDefinition,
+    ) -> Result<bool, StoreError> {
+        let _ = plan;
+        for vm in run
+            .vms
+            .iter()
+            .filter(|v| v.tier > run.tier && v.state == PlanVmState::Waiting)
+        {
+            let mut skipped = vm.clone();
+            skipped.state = PlanVmState::Skipped;
+            skipped.detail = Some("its tier was not reached".into());
+            self.store()
+                .set_plan_run_vm(&run.id, &skipped, PlanVmState::Waiting)
+                .await?;
+        }
+        self.store()
+            .move_plan_run(
+                &run.id,
+                (run.state, run.tier),
+                (PlanRunState::Stopped, run.tier),
+                Some(why),
+            )
+            .await
+    }
+
+    /// Asks for the VM's run: marked `starting` first, then `running` with the run.
+    async fn start_vm(&self, run: &PlanRun, vm: &PlanRunVm) -> Result<bool, StoreError> {
+        let mut starting = vm.clone();
+        starting.state = PlanVmState::Starting;
+        starting.started_at = Some(now_ms());
+        if !self
+            .store()
+            .set_plan_run_vm(&run.id, &starting, PlanVmState::Waiting)
+            .await?
+        {
+            return Ok(false);
+        }
+        match start_workflow(&self.env, run.workflow, &vm.vm_name).await {
+            Ok(started) => {
+                self.worker.wake();
+                let mut running = starting.clone();
+                running.state = PlanVmState::Running;
+                running.run_id = Some(started.id);
+                self.store()
+                    .set_plan_run_vm(&run.id, &running, PlanVmState::Starting)
+                    .await
+            }
+            Err(StartError::Store(e)) => Err(e),
+            Err(e) => {
+                // Another run of the VM may be ours, asked for just before a crash.
+                if self.adopt(run, &starting).await? {
+                    return Ok(true);
+                }
+                let mut failed = starting.clone();
+                failed.state = PlanVmState::Failed;
+                failed.detail = Some(format!("its {} could not start: {e}", run.workflow));
+                self.store()
+                    .set_plan_run_vm(&run.id, &failed, PlanVmState::Starting)
+                    .await
+            }
+        }
+    }
+
+    /// A VM found `starting` (a driver stopped between marking it and recording its
+    /// run): its run if there is one since, else it is asked for again.
+    async fn adopt_or_retry(&self, run: &PlanRun, vm: &PlanRunVm) -> Result<bool, StoreError> {
+        if self.adopt(run, vm).await? {
+            return Ok(true);
+        }
+        let mut waiting = vm.clone();
+        waiting.state = PlanVmState::Waiting;
+        self.store()
+            .set_plan_run_vm(&run.id, &waiting, PlanVmState::Starting)
+            .await
+    }
+
+    /// Records as the VM's run its newest run of the plan run's workflow created since
+    /// the VM was marked `starting`; whether there was one.
+    async fn adopt(&self, run: &PlanRun, vm: &PlanRunVm) -> Result<bool, StoreError> {
+        let since = vm.started_at.unwrap_or(i64::MAX);
+        let newest = self
+            .store()
+            .runs(Some(&vm.vm_id), 1)
+            .await?
+            .into_iter()
+            .next();
+        match newest {
+            Some(r) if r.workflow == run.workflow && r.created_at >= since => {
+                let mut running = vm.clone();
+                running.state = PlanVmState::Running;
+                running.run_id = Some(r.id);
+                self.store()
+                    .set_plan_run_vm(&run.id, &running, PlanVmState::Starting)
+                    .await
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// A VM whose run is under way: when it ends, `checking` (or `ready`) or `failed`.
+    async fn follow(&self, run: &PlanRun, vm: &PlanRunVm) -> Result<bool, StoreError> {
+        let Some(run_id) = &vm.run_id else {
+            return Ok(false);
+        };
+        let Some(its) = self.store().run(run_id).await? else {
+            return Ok(false);
+        };
+        let mut next = vm.clone();
+        match its.state {
+            RunState::Done => {
+                next.ended_at = Some(its.finished_at.unwrap_or_else(now_ms));
+                if failover_kind(run.workflow).is_some() {
+                    next.state = PlanVmState::Checking;
+                } else {
+                    next.state = PlanVmState::Ready;
+                    next.ready_at = next.ended_at;
+                }
+            }
+            RunState::Unwound | RunState::Abandoned | RunState::Stuck => {
+                next.ended_at = Some(its.finished_at.unwrap_or_else(now_ms));
+                next.state = PlanVmState::Failed;
+                let advice = if its.state == RunState::Stuck {
+                    " (`ferry run show` says what to do)"
+                } else {
+                    ""
+                };
+                next.detail = Some(format!(
+                    "its run {} is {}{advice}: {}",
+                    its.id,
+                    its.state,
+                    its.error.as_deref().unwrap_or("no error recorded")
+                ));
+            }
+            _ => return Ok(false),
+        }
+        self.store()
+            .set_plan_run_vm(&run.id, &next, PlanVmState::Running)
+            .await
+    }
+
+    /// Tries the VM's readiness gates against its target VM; `ready` or `failed`.
+    async fn check(
+        &self,
+        run: &PlanRun,
+        plan: &PlanDefinition,
+        vm: &PlanRunVm,
+        cancel: &CancellationToken,
+    ) -> Result<bool, StoreError> {
+        let mut next = vm.clone();
+        let verdict = self.readiness(run, plan, vm, cancel).await;
+        match verdict {
+            Ok(readiness) => {
+                next.readiness = serde_json::to_string(&readiness).ok();
+                if readiness.ready {
+                    next.state = PlanVmState::Ready;
+                    next.ready_at = Some(now_ms());
+                } else {
+                    next.state = PlanVmState::Failed;
+                    next.detail = Some(match readiness.first_unready() {
+                        Some(g) => format!(
+                            "not ready: gate {} did not pass ({})",
+                            g.check,
+                            g.last_seen.as_deref().unwrap_or("nothing seen")
+                        ),
+                        None => "not ready".into(),
+                    });
+                }
+            }
+            Err(why) => {
+                next.state = PlanVmState::Failed;
+                next.detail = Some(format!("its readiness could not be checked: {why}"));
+            }
+        }
+        if cancel.is_cancelled() {
+            return Ok(false);
+        }
+        self.store()
+            .set_plan_run_vm(&run.id, &next, PlanVmState::Checking)
+            .await
+    }
+
+    async fn readiness(
+        &self,
+        run: &PlanRun,
+        plan: &PlanDefinition,
+        vm: &PlanRunVm,
+        cancel: &CancellationToken,
+    ) -> Result<readiness::Readiness, String> {
+        let kind = failover_kind(run.workflow).ok_or("no failover to check")?;
+        let gates = plan.gates_of(&vm.vm_name).unwrap_or_default();
+        let run_id = vm.run_id.clone().ok_or("no run recorded")?;
+        let its = self
+            .store()
+            .run(&run_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("its run is gone")?;
+        let target = workflows::target::TargetPlan::of_run(self.store(), &its)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("its run recorded no target VM")?
+            .target_name;
+        let found = self
+            .env
+            .cloud
+            .list_virtual_machines(&VmFilter {
+                name: Some(target.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let target_vm = found
+            .into_iter()
+            .find(|v| v.name == target)
+            .ok_or_else(|| format!("CloudStack has no VM named {target}"))?;
+        crate::ready::check(
+            &self.env.cloud,
+            &target_vm.id,
+            &gates,
+            &run_id,
+            kind,
+            cancel,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// Runs the hooks of the plan (`tier` None) or of the tier `tier` (in the
+    /// workflow's order) that are for `when` and this kind of failover; the first
+    /// failure, in words.
+    async fn hooks(
+        &self,
+        run: &PlanRun,
+        plan: &PlanDefinition,
+        tier: Option<i64>,
+        when: When,
+    ) -> Option<String> {
+        let (hooks, name, vms): (&[PlanHook], String, String) = match tier {
+            None => (
+                &plan.hooks,
+                format!("plan {}", run.plan_name),
+                run.plan_name.clone(),
+            ),
+            Some(order) => {
+                let i = self.tier_of_order(plan, run.workflow, order)?;
+                let t = &plan.tiers[i];
+                (&t.hooks, format!("tier {}", t.name), t.vms.join(","))
+            }
+        };
+        let scope = match failover_kind(run.workflow) {
+            Some(FailoverKind::Live) => Scope::Live,
+            Some(FailoverKind::Test) => Scope::Test,
+            // A cleanup belongs to a test, a rollback or commit to a live failover.
+            None if run.workflow == Workflow::Cleanup => Scope::Test,
+            None => Scope::Live,
+        };
+        let point = match when {
+            When::Before => "before",
+            When::After => "after",
+        };
+        let label = format!(
+            "plan_{point}_{}",
+            if tier.is_some() { "tier" } else { "plan" }
+        );
+        let run_id = ids::RunId::from(run.id.as_str());
+        for hook in hooks
+            .iter()
+            .filter(|h| h.when == when && (h.scope == Scope::Both || h.scope == scope))
+        {
+            let context = HookContext {
+                hook: &label,
+                vm: &vms,
+                run_id: &run_id,
+            };
+            if let Err(e) = hook.run.run(&context).await {
+                return Some(format!(
+                    "the {point} hook of {name} ({}) failed: {e}",
+                    hook.run
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// Asks for `workflow`'s run of VM `name` (a test failover in replica mode).
+async fn start_workflow(
+    env: &Env,
+    workflow: Workflow,
+    name: &str,
+) -> Result<store::Run, StartError> {
+    match workflow {
+        Workflow::TestFailover => workflows::test_failover::start(env, name).await,
+        Workflow::Cleanup => workflows::cleanup::start(env, name).await,
+        Workflow::LiveFailover => workflows::live::start(env, name).await,
+        Workflow::Rollback => workflows::rollback::start(env, name).await,
+        Workflow::Commit => workflows::commit::start(env, name).await,
+    }
+}

@@ -1,0 +1,237 @@
+//! Recovery plans run through the API against cloudsim's emulated guests on a loopback
+//! test network: a two-tier drill whose second tier starts only once the first tier's
+//! VM is ready (its port accepts), each VM's readiness and RTO recorded, then the
+//! plan's cleanup, last tier first; and a drill whose first-tier guest never comes up:
+//! stopped before the second tier, which is skipped, and a cleanup that takes back
+//! what came up and skips the rest.
+
+mod common;
+
+use std::time::Duration;
+
+use cloudsim::guests::rules::{GuestRule, GuestRules};
+use cloudsim::world::ids;
+use common::{Server, TestResult};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use server::config::EngineSection;
+
+const PLAN_DEADLINE: Duration = Duration::from_secs(90);
+
+/// A port nothing listens on now: the kernel's pick for 127.0.0.1, let go.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Three VMs of 2 disks (vm000 … vm002) on a loopback test network `127.78.<net>.0/24`;
+/// vm000's guest listens on `tcp` (never, if `db_never`), the others answer HTTP on
+/// `http`, 0.3 s after they run.
+async fn server(net: u8, tcp: u16, http: u16, db_never: bool) -> anyhow::Result<Server> {
+    let (mut world, vms) = common::world(3, 2);
+    let test = world
+        .networks
+        .iter_mut()
+        .find(|n| n.id.as_deref() == Some(ids::NETWORK_TEST))
+        .expect("a test network");
+    test.cidr = format!("127.78.{net}.0/24");
+    world.guests = GuestRules::new(vec![
+        GuestRule {
+            vm: "vm000-test-*".into(),
+            boot_ms: 300_000,
+            tcp_ports: vec![tcp],
+            http_ports: vec![],
+            never: db_never,
+        },
+        GuestRule {
+            vm: "vm*".into(),
+            boot_ms: 300_000,
+            tcp_ports: vec![],
+            http_ports: vec![http],
+            never: false,
+        },
+    ])?;
+    let server = common::server(
+        world,
+        EngineSection {
+            claim_interval_ms: 50,
+            ..EngineSection::default()
+        },
+    )
+    .await?;
+    for vm in &vms {
+        server.add(&vm.definition()).await?;
+    }
+    Ok(server)
+}
+
+fn plan(tcp: u16, http: u16) -> String {
+    format!(
+        r#"
+name = "shop"
+[[tiers]]
+name = "database"
+vms = ["vm000"]
+[[tiers.gates]]
+kind = "running"
+[[tiers.gates]]
+kind = "tcp"
+port = {tcp}
+deadline_secs = 4
+interval_secs = 1
+
+[[tiers]]
+name = "web"
+vms = ["vm001", "vm002"]
+[[tiers.gates]]
+kind = "http"
+port = {http}
+path = "/health"
+deadline_secs = 10
+interval_secs = 1
+"#
+    )
+}
+
+/// Polls the plan run until it is no longer pending or running.
+async fn finish(server: &Server, id: &str) -> anyhow::Result<Value> {
+    let started = std::time::Instant::now();
+    loop {
+        let (status, run) = server.get(&format!("/v1/plan-runs/{id}")).await?;
+        anyhow::ensure!(status == StatusCode::OK, "{status} {run}");
+        if !matches!(run["state"].as_str(), Some("pending" | "running")) {
+            return Ok(run);
+        }
+        anyhow::ensure!(
+            started.elapsed() < PLAN_DEADLINE,
+            "plan run still going: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn vm<'a>(run: &'a Value, name: &str) -> &'a Value {
+    run["vms"]
+        .as_array()
+        .and_then(|vms| vms.iter().find(|v| v["name"] == name))
+        .unwrap_or_else(|| panic!("{name} in {run}"))
+}
+
+async fn run_of(server: &Server, id: &Value) -> anyhow::Result<Value> {
+    let (_, run) = server
+        .get(&format!("/v1/runs/{}", id.as_str().unwrap_or_default()))
+        .await?;
+    Ok(run)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_goes_tier_by_tier_and_its_cleanup_takes_the_last_tier_first() -> TestResult {
+    let (tcp, http) = (free_port(), free_port());
+    let server = server(1, tcp, http, false).await?;
+    let (status, _) = server
+        .post("/v1/plans", Some(json!({ "definition": plan(tcp, http) })))
+        .await?;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let (status, started) = server.post("/v1/plans/shop/test-failover", None).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+    // One plan run at a time.
+    let (status, busy) = server.post("/v1/plans/shop/test-failover", None).await?;
+    assert!(
+        status == StatusCode::CONFLICT || status == StatusCode::UNPROCESSABLE_ENTITY,
+        "{status} {busy}"
+    );
+
+    let done = finish(&server, &id).await?;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["tiers"], 2);
+    for name in ["vm000", "vm001", "vm002"] {
+        let v = vm(&done, name);
+        assert_eq!(v["state"], "ready", "{v}");
+        assert!(v["rto_ms"].as_i64().unwrap() > 0, "{v}");
+        assert_eq!(v["readiness"]["ready"], true, "{v}");
+    }
+    assert_eq!(vm(&done, "vm000")["tier"], 1);
+    assert_eq!(vm(&done, "vm001")["tier"], 2);
+    let tcp_gate = &vm(&done, "vm000")["readiness"]["gates"][1];
+    assert_eq!(tcp_gate["verdict"], "passed", "{tcp_gate}");
+    assert!(
+        tcp_gate["last_seen"]
+            .as_str()
+            .unwrap()
+            .contains("127.78.1."),
+        "{tcp_gate}"
+    );
+    // The web tier was asked for only once the database was ready.
+    let db = run_of(&server, &vm(&done, "vm000")["run_id"]).await?;
+    let web = run_of(&server, &vm(&done, "vm001")["run_id"]).await?;
+    assert_eq!(db["state"], "done");
+    assert_eq!(web["workflow"], "test_failover");
+    assert!(
+        web["created_at"].as_str().unwrap() > db["finished_at"].as_str().unwrap(),
+        "web {} before the database ended {}",
+        web["created_at"],
+        db["finished_at"]
+    );
+    let plan_rto = done["rto_ms"]
+        .as_i64()
+        .expect("an RTO once every VM is ready");
+    assert!(plan_rto >= vm(&done, "vm001")["rto_ms"].as_i64().unwrap());
+
+    // The cleanup: the web tier first, then the database.
+    let (status, started) = server.post("/v1/plans/shop/cleanup", None).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let cleaned = finish(&server, started["id"].as_str().unwrap()).await?;
+    assert_eq!(cleaned["state"], "done", "{cleaned}");
+    assert_eq!(vm(&cleaned, "vm001")["tier"], 1, "the web tier goes first");
+    assert_eq!(vm(&cleaned, "vm000")["tier"], 2);
+    let web_clean = run_of(&server, &vm(&cleaned, "vm001")["run_id"]).await?;
+    let db_clean = run_of(&server, &vm(&cleaned, "vm000")["run_id"]).await?;
+    assert!(db_clean["created_at"].as_str() > web_clean["finished_at"].as_str());
+    for name in ["vm000", "vm001", "vm002"] {
+        let (_, v) = server.get(&format!("/v1/vms/{name}")).await?;
+        assert_eq!(v["state"], "ready_for_failover", "{v}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_that_never_passes_stops_the_drill_before_the_next_tier() -> TestResult {
+    let (tcp, http) = (free_port(), free_port());
+    let server = server(2, tcp, http, true).await?;
+    server
+        .post("/v1/plans", Some(json!({ "definition": plan(tcp, http) })))
+        .await?;
+    let (_, started) = server.post("/v1/plans/shop/test-failover", None).await?;
+    let stopped = finish(&server, started["id"].as_str().unwrap()).await?;
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    let db = vm(&stopped, "vm000");
+    assert_eq!(db["state"], "failed", "{db}");
+    assert!(db["detail"].as_str().unwrap().contains("tcp"), "{db}");
+    assert!(
+        stopped["error"].as_str().unwrap().contains("vm000"),
+        "{stopped}"
+    );
+    for name in ["vm001", "vm002"] {
+        assert_eq!(vm(&stopped, name)["state"], "skipped", "{stopped}");
+        assert_eq!(vm(&stopped, name)["run_id"], Value::Null);
+    }
+    assert_eq!(stopped["rto_ms"], Value::Null);
+    // What came up stays for inspection: the database's test VM.
+    let (_, v) = server.get("/v1/vms/vm000").await?;
+    assert_eq!(v["state"], "test_failed_over", "{v}");
+
+    // The plan's cleanup takes back the database and skips the web tier.
+    let (status, started) = server.post("/v1/plans/shop/cleanup", None).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let cleaned = finish(&server, started["id"].as_str().unwrap()).await?;
+    assert_eq!(cleaned["state"], "done", "{cleaned}");
+    assert_eq!(vm(&cleaned, "vm000")["state"], "ready");
+    assert_eq!(vm(&cleaned, "vm001")["state"], "skipped");
+    let (_, v) = server.get("/v1/vms/vm000").await?;
+    assert_eq!(v["state"], "ready_for_failover", "{v}");
+    Ok(())
+}
