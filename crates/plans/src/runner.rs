@@ -160,6 +160,15 @@ impl Driver {
                 vms.push((vm.id, order as i64));
             }
         }
+        if problems.is_empty() && !vms.is_empty() && untouched.len() == vms.len() {
+            problems.push(Problem {
+                field: "tiers".into(),
+                message: format!(
+                    "no VM of plan {plan} is {}: there is nothing to take back",
+                    wanted(workflow)
+                ),
+            });
+        }
         if !problems.is_empty() {
             return Err(PlanStartError::Preflight(problems));
         }

@@ -122,7 +122,8 @@ pub struct PlanRunView {
     pub error: Option<String>,
     pub created_at: String,
     pub finished_at: Option<String>,
-    /// Request → the last VM ready, in milliseconds (the plan's RTO), once every VM is.
+    /// Request → the last VM ready, in milliseconds (the plan's RTO), once every VM of
+    /// a test or live failover is.
     pub rto_ms: Option<i64>,
     pub vms: Vec<PlanRunVmView>,
 }
@@ -138,7 +139,7 @@ pub struct PlanRunVmView {
     pub state: String,
     /// Its own run (`ferry run show`).
     pub run_id: Option<String>,
-    /// Request of the plan run → this VM ready, in milliseconds (its RTO).
+    /// Request of the plan run → this VM ready, in milliseconds (its RTO; failovers only).
     pub rto_ms: Option<i64>,
     pub detail: Option<String>,
     /// What its readiness gates saw (docs/readiness.md), once tried.

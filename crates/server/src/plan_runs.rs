@@ -114,8 +114,14 @@ pub(crate) async fn show_plan_run(
 
 fn view(run: &PlanRun) -> PlanRunView {
     let tiers = run.vms.iter().map(|v| v.tier).max().map_or(0, |t| t + 1);
-    let all_ready =
-        !run.vms.is_empty() && run.vms.iter().all(|v| v.state == store::PlanVmState::Ready);
+    // An RTO is a failover's: request → ready.
+    let failover = matches!(
+        run.workflow,
+        Workflow::TestFailover | Workflow::LiveFailover
+    );
+    let all_ready = failover
+        && !run.vms.is_empty()
+        && run.vms.iter().all(|v| v.state == store::PlanVmState::Ready);
     let rto = |at: Option<i64>| at.map(|t| t - run.created_at);
     PlanRunView {
         id: run.id.clone(),
@@ -140,7 +146,7 @@ fn view(run: &PlanRun) -> PlanRunView {
                 tier: v.tier + 1,
                 state: v.state.to_string(),
                 run_id: v.run_id.as_ref().map(|r| r.to_string()),
-                rto_ms: rto(v.ready_at),
+                rto_ms: if failover { rto(v.ready_at) } else { None },
                 detail: v.detail.clone(),
                 readiness: v
                     .readiness

@@ -1,9 +1,10 @@
-//! Recovery plans run through the API against cloudsim's emulated guests on a loopback
-//! test network: a two-tier drill whose second tier starts only once the first tier's
-//! VM is ready (its port accepts), each VM's readiness and RTO recorded, then the
-//! plan's cleanup, last tier first; and a drill whose first-tier guest never comes up:
-//! stopped before the second tier, which is skipped, and a cleanup that takes back
-//! what came up and skips the rest.
+//! Recovery plans run through the API against cloudsim's emulated guests on loopback
+//! networks: a two-tier drill whose second tier starts only once the first tier's VM is
+//! ready (its port accepts), each VM's readiness and RTO recorded, then the plan's
+//! cleanup, last tier first; a cleanup with nothing failed over refused; a live
+//! failover and its rollback the same way; and a drill whose first-tier guest never
+//! comes up: stopped before the second tier, which is skipped, and a cleanup that takes
+//! back what came up and skips the rest.
 
 mod common;
 
@@ -26,8 +27,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Three VMs of 2 disks (vm000 … vm002) on a loopback test network `127.78.<net>.0/24`;
-/// vm000's guest listens on `tcp` (never, if `db_never`), the others answer HTTP on
+/// Three VMs of 2 disks (vm000 … vm002) on loopback networks (test `127.78.<net>.0/24`,
+/// production `127.79.<net>.0/24`); vm000's guest listens on `tcp` (never, if `db_never`), the others answer HTTP on
 /// `http`, 0.3 s after they run.
 async fn server(net: u8, tcp: u16, http: u16, db_never: bool) -> anyhow::Result<Server> {
     let (mut world, vms) = common::world(3, 2);
@@ -37,9 +38,15 @@ async fn server(net: u8, tcp: u16, http: u16, db_never: bool) -> anyhow::Result<
         .find(|n| n.id.as_deref() == Some(ids::NETWORK_TEST))
         .expect("a test network");
     test.cidr = format!("127.78.{net}.0/24");
+    let production = world
+        .networks
+        .iter_mut()
+        .find(|n| n.id.as_deref() == Some(ids::NETWORK_PRODUCTION))
+        .expect("a production network");
+    production.cidr = format!("127.79.{net}.0/24");
     world.guests = GuestRules::new(vec![
         GuestRule {
-            vm: "vm000-test-*".into(),
+            vm: "vm000*".into(),
             boot_ms: 300_000,
             tcp_ports: vec![tcp],
             http_ports: vec![],
@@ -127,7 +134,7 @@ async fn run_of(server: &Server, id: &Value) -> anyhow::Result<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drill_goes_tier_by_tier_and_its_cleanup_takes_the_last_tier_first() -> TestResult {
+async fn a_drill_and_a_live_failover_go_tier_by_tier_and_come_back_last_tier_first() -> TestResult {
     let (tcp, http) = (free_port(), free_port());
     let server = server(1, tcp, http, false).await?;
     let (status, _) = server
@@ -191,6 +198,32 @@ async fn a_drill_goes_tier_by_tier_and_its_cleanup_takes_the_last_tier_first() -
     let web_clean = run_of(&server, &vm(&cleaned, "vm001")["run_id"]).await?;
     let db_clean = run_of(&server, &vm(&cleaned, "vm000")["run_id"]).await?;
     assert!(db_clean["created_at"].as_str() > web_clean["finished_at"].as_str());
+    assert_eq!(cleaned["rto_ms"], Value::Null, "an RTO is a failover's");
+    for name in ["vm000", "vm001", "vm002"] {
+        let (_, v) = server.get(&format!("/v1/vms/{name}")).await?;
+        assert_eq!(v["state"], "ready_for_failover", "{v}");
+    }
+    // Nothing is failed over now: a cleanup is refused, naming why, and starts nothing.
+    let (status, refused) = server.post("/v1/plans/shop/cleanup", None).await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert!(
+        refused["error"]["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to take back"),
+        "{refused}"
+    );
+    // A live failover and its rollback go the same way, tier by tier and back.
+    let (status, started) = server.post("/v1/plans/shop/live-failover", None).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let live = finish(&server, started["id"].as_str().unwrap()).await?;
+    assert_eq!(live["state"], "done", "{live}");
+    let (_, v) = server.get("/v1/vms/vm002").await?;
+    assert_eq!(v["state"], "failed_over", "{v}");
+    let (_, started) = server.post("/v1/plans/shop/rollback", None).await?;
+    let rolled = finish(&server, started["id"].as_str().unwrap()).await?;
+    assert_eq!(rolled["state"], "done", "{rolled}");
+    assert_eq!(vm(&rolled, "vm001")["tier"], 1, "the web tier first");
     for name in ["vm000", "vm001", "vm002"] {
         let (_, v) = server.get(&format!("/v1/vms/{name}")).await?;
         assert_eq!(v["state"], "ready_for_failover", "{v}");

@@ -190,6 +190,16 @@ impl Request {
         }
     }
 
+    /// `workflow` is the path's last segment: `test-failover`, `cleanup`,
+    /// `live-failover`, `rollback` or `commit`.
+    pub(crate) fn start_plan(name: &str, workflow: &str) -> Request {
+        Request::post(format!("/v1/plans/{}/{workflow}", segment(name)), None)
+    }
+
+    pub(crate) fn show_plan_run(id: &str) -> Request {
+        Request::get(format!("/v1/plan-runs/{}", segment(id)))
+    }
+
     pub(crate) fn list_appliances() -> Request {
         Request::get("/v1/appliances".into())
     }

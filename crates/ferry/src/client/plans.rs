@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use server::plan_model::{AddPlan, PlanDetail, PlanHookView, PlanSummary, PlanUpdated, UpdatePlan};
+use server::plan_model::{
+    AddPlan, PlanDetail, PlanHookView, PlanRunView, PlanSummary, PlanUpdated, UpdatePlan,
+};
 
 use super::api::{Api, Request};
 use super::output::outln;
@@ -43,6 +45,32 @@ pub enum PlanCommand {
         /// The plan's name.
         name: String,
     },
+    /// Drill the plan: test failovers tier by tier, the next tier once every VM of the
+    /// one before is ready (its gates pass). Every VM is checked first; nothing changes
+    /// unless all can start.
+    Test(PlanStart),
+    /// Clean up the plan's drill, last tier first; VMs that never failed over are skipped.
+    Cleanup(PlanStart),
+    /// Fail the plan over for real, tier by tier, each VM's gates checked.
+    Live(PlanStart),
+    /// Roll the plan's live failover back, last tier first.
+    Rollback(PlanStart),
+    /// Make the plan's live failover final.
+    Commit(PlanStart),
+    /// Show a run of a plan: its tiers, each VM's state, run, readiness and RTO.
+    Run {
+        /// The plan run's id.
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanStart {
+    /// The plan's name.
+    name: String,
+    /// Follow the plan run until it ends, then print it; exit 0 if it is done, 1 if not.
+    #[arg(long)]
+    wait: bool,
 }
 
 /// `ferry plan …`.
@@ -60,6 +88,16 @@ pub async fn plan(command: PlanCommand, connection: &ConnectionArgs) -> ExitCode
             PlanCommand::Show { name } => {
                 let (plan, raw) = api.typed::<PlanDetail>(Request::show_plan(&name)).await?;
                 print(output, &raw, || table(&plan));
+                Ok(ExitCode::SUCCESS)
+            }
+            PlanCommand::Test(s) => start(&api, s, "test-failover", output).await,
+            PlanCommand::Cleanup(s) => start(&api, s, "cleanup", output).await,
+            PlanCommand::Live(s) => start(&api, s, "live-failover", output).await,
+            PlanCommand::Rollback(s) => start(&api, s, "rollback", output).await,
+            PlanCommand::Commit(s) => start(&api, s, "commit", output).await,
+            PlanCommand::Run { id } => {
+                let (run, raw) = api.typed::<PlanRunView>(Request::show_plan_run(&id)).await?;
+                print(output, &raw, || run_table(&run));
                 Ok(ExitCode::SUCCESS)
             }
             PlanCommand::Remove { name } => {
@@ -80,6 +118,89 @@ pub async fn plan(command: PlanCommand, connection: &ConnectionArgs) -> ExitCode
         }
     })
     .await
+}
+
+/// Starts a plan run; with `--wait`, follows it (a look every half second) until it ends.
+async fn start(api: &Api, s: PlanStart, workflow: &str, output: Output) -> Outcome {
+    let (mut run, mut raw) = api
+        .typed::<PlanRunView>(Request::start_plan(&s.name, workflow))
+        .await?;
+    if !s.wait {
+        print(output, &raw, || {
+            format!(
+                "Started plan run {} ({} of {}). Follow it with `ferry plan run {}`.\n",
+                run.id, run.workflow, run.plan, run.id
+            )
+        });
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut shown = String::new();
+    while matches!(run.state.as_str(), "pending" | "running") {
+        if output == Output::Table {
+            let line = progress(&run);
+            if line != shown {
+                outln!("{line}");
+                shown = line;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        (run, raw) = api
+            .typed::<PlanRunView>(Request::show_plan_run(&run.id))
+            .await?;
+    }
+    print(output, &raw, || run_table(&run));
+    Ok(if run.state == "done" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// One line of a plan run under way: its tier and each VM's state.
+fn progress(run: &PlanRunView) -> String {
+    let vms: Vec<String> = run
+        .vms
+        .iter()
+        .filter(|v| v.tier == run.tier)
+        .map(|v| format!("{} {}", v.name, v.state))
+        .collect();
+    format!("  tier {}/{}: {}", run.tier, run.tiers, vms.join(", "))
+}
+
+fn run_table(run: &PlanRunView) -> String {
+    let mut out = format!(
+        "Plan run {} — {} of plan {}: {}\n",
+        run.id, run.workflow, run.plan, run.state
+    );
+    if let Some(error) = &run.error {
+        out.push_str(&format!("  {error}\n"));
+    }
+    if let Some(rto) = run.rto_ms {
+        out.push_str(&format!(
+            "  RTO (request → last VM ready): {:.1} s\n",
+            rto as f64 / 1000.0
+        ));
+    }
+    out.push_str(&format!(
+        "\n{:<5} {:<20} {:<9} {:>8}  {:<38} {}\n",
+        "TIER", "VM", "STATE", "RTO", "RUN", "DETAIL"
+    ));
+    for v in &run.vms {
+        let rto = v.rto_ms.map_or_else(
+            || "-".to_string(),
+            |ms| format!("{:.1} s", ms as f64 / 1000.0),
+        );
+        out.push_str(&format!(
+            "{:<5} {:<20} {:<9} {:>8}  {:<38} {}\n",
+            v.tier,
+            v.name,
+            v.state,
+            rto,
+            v.run_id.as_deref().unwrap_or("-"),
+            v.detail.as_deref().unwrap_or("")
+        ));
+    }
+    out
 }
 
 async fn add(api: &Api, file: &Path, output: Output) -> Outcome {
