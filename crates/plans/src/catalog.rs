@@ -216,3 +216,64 @@ pub fn changes(old: &PlanDefinition, new: &PlanDefinition) -> Vec<String> {
 fn days(d: Option<u32>) -> String {
     d.map_or_else(|| "none".into(), |d| format!("{d} days"))
 }
+
+/// Whether a plan needs a drill, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillStatus {
+    /// When its last drill that ended `done` finished (unix ms).
+    pub last_drill_at: Option<i64>,
+    /// Every reason it needs one; empty: it does not.
+    pub reasons: Vec<String>,
+}
+
+impl DrillStatus {
+    pub fn needs_drill(&self) -> bool {
+        !self.reasons.is_empty()
+    }
+}
+
+/// A plan needs a drill when it was never drilled, when the plan or one of its VMs'
+/// definitions changed since its last drill that ended `done`, or when that drill is
+/// older than the plan's `drill_interval_days`. `now` is unix ms.
+pub async fn drill_status(store: &Store, s: &Stored, now: i64) -> Result<DrillStatus, StoreError> {
+    const DAY_MS: i64 = 86_400_000;
+    let last = store
+        .last_done_plan_run(&s.plan.id, store::Workflow::TestFailover)
+        .await?;
+    let Some(last) = last else {
+        return Ok(DrillStatus {
+            last_drill_at: None,
+            reasons: vec!["it was never drilled".into()],
+        });
+    };
+    let at = last.finished_at.unwrap_or(last.created_at);
+    let mut reasons = Vec::new();
+    if last.digest != s.plan.digest {
+        reasons.push("the plan changed since its last drill".to_string());
+    }
+    for member in &s.plan.members {
+        let changed = store
+            .vm_updates(&member.vm_id)
+            .await?
+            .iter()
+            .any(|u| u.at > last.created_at);
+        if changed {
+            reasons.push(format!(
+                "{}'s definition changed since the last drill",
+                member.vm_name
+            ));
+        }
+    }
+    if let Some(days) = s.definition.drill_interval_days {
+        let age = (now - at) / DAY_MS;
+        if now - at > i64::from(days) * DAY_MS {
+            reasons.push(format!(
+                "its last drill is {age} days old, more than its interval of {days} days"
+            ));
+        }
+    }
+    Ok(DrillStatus {
+        last_drill_at: Some(at),
+        reasons,
+    })
+}

@@ -15,7 +15,7 @@ pub mod ready;
 mod rules;
 pub mod runner;
 
-pub use catalog::{PlanError, Stored, Updated};
+pub use catalog::{DrillStatus, PlanError, Stored, Updated};
 pub use definition::{OnFailure, ParseError, PlanDefinition, PlanHook, Policy, Scope, Tier, When};
 pub use rules::{
     MAX_DELAY_SECS, MAX_DRILL_INTERVAL_DAYS, MAX_HOOK_TIMEOUT_SECS, MAX_PLAN_NAME_LEN, check_plan,

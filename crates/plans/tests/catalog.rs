@@ -228,3 +228,69 @@ async fn on_sqlite_plans_are_checked_against_the_store_and_kept() -> Result {
 async fn on_postgres_plans_are_checked_against_the_store_and_kept() -> Result {
     plans_are_checked_against_the_store_and_kept(store::testing::postgres().await?).await
 }
+
+#[tokio::test]
+async fn a_plan_needs_a_drill_until_one_is_done_and_again_when_something_changes() -> Result {
+    const DAY: i64 = 86_400_000;
+    let fx = with_vms(store::testing::sqlite().await?, &["pgtest1", "orders1"]).await?;
+    let store: &Store = &fx.store;
+    let text = "name = \"pg\"\ndrill_interval_days = 30\n[[tiers]]\nname = \"db\"\nvms = [\"pgtest1\"]\n[[tiers]]\nname = \"app\"\nvms = [\"orders1\"]\n";
+    let plan = PlanDefinition::parse(text, Format::Toml)?;
+    let stored = catalog::add(store, &plan).await?;
+    let now = store::now_ms();
+    let status = catalog::drill_status(store, &stored, now).await?;
+    assert_eq!(status.reasons, ["it was never drilled"]);
+    assert_eq!(status.last_drill_at, None);
+
+    // A drill that ended done.
+    let run = store
+        .create_plan_run(&store::NewPlanRun {
+            plan_id: stored.plan.id.clone(),
+            workflow: store::Workflow::TestFailover,
+            definition: stored.plan.definition.clone(),
+            digest: stored.plan.digest.clone(),
+            vms: stored
+                .plan
+                .members
+                .iter()
+                .map(|m| (m.vm_id.clone(), m.tier))
+                .collect(),
+        })
+        .await?;
+    use store::PlanRunState::{Done, Pending, Running};
+    assert!(
+        store
+            .move_plan_run(&run.id, (Pending, 0), (Running, 0), None)
+            .await?
+    );
+    assert!(
+        store
+            .move_plan_run(&run.id, (Running, 0), (Done, 1), None)
+            .await?
+    );
+    let status = catalog::drill_status(store, &stored, store::now_ms()).await?;
+    assert!(!status.needs_drill(), "{status:?}");
+    assert!(status.last_drill_at.is_some());
+    // Older than the interval.
+    let later = catalog::drill_status(store, &stored, store::now_ms() + 31 * DAY).await?;
+    assert_eq!(later.reasons.len(), 1, "{later:?}");
+    assert!(later.reasons[0].contains("31 days old"), "{later:?}");
+    // A VM's definition changed since.
+    let orders = store.vm("orders1").await?.expect("registered");
+    let mut changed = vm("orders1", 1);
+    changed.spec.memory_mb = 4096;
+    store
+        .update_vm(
+            &orders.id,
+            &changed,
+            &[],
+            "[{\"field\":\"spec.memory_mb\"}]",
+        )
+        .await?;
+    let status = catalog::drill_status(store, &stored, store::now_ms()).await?;
+    assert_eq!(
+        status.reasons,
+        ["orders1's definition changed since the last drill"]
+    );
+    Ok(())
+}

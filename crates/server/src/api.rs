@@ -233,6 +233,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "cannot count diverged replicas for /metrics"),
     }
+    crate::plans::gauges(&state).await;
     match crate::appliances::list(&state).await {
         Ok(views) => crate::appliances::gauges(&views),
         Err(e) => tracing::warn!(error = ?e, "cannot read the appliances for /metrics"),

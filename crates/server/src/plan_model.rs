@@ -40,6 +40,10 @@ pub struct PlanSummary {
     pub vms: usize,
     pub drill_interval_days: Option<u32>,
     pub updated_at: String,
+    /// Whether the plan needs a drill (see `drill_reasons` in its detail).
+    pub needs_drill: bool,
+    /// When its last drill that ended done finished.
+    pub last_drill_at: Option<String>,
 }
 
 /// A recovery plan as ferry keeps it.
@@ -58,6 +62,13 @@ pub struct PlanDetail {
     pub tiers: Vec<TierView>,
     pub created_at: String,
     pub updated_at: String,
+    /// Whether the plan needs a drill: never drilled, the plan or one of its VMs
+    /// changed since its last drill that ended done, or that drill is older than
+    /// `drill_interval_days`.
+    pub needs_drill: bool,
+    /// Why, one reason each.
+    pub drill_reasons: Vec<String>,
+    pub last_drill_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -22,7 +22,11 @@ type ApiResult<T> = Result<T, ApiError>;
     responses((status = 200, description = "Every recovery plan, by name", body = Vec<PlanSummary>)))]
 pub(crate) async fn list_plans(State(state): State<AppState>) -> ApiResult<Json<Vec<PlanSummary>>> {
     let plans = plans::catalog::list(&state.env.store).await?;
-    Ok(Json(plans.iter().map(summary).collect()))
+    let mut out = Vec::with_capacity(plans.len());
+    for s in &plans {
+        out.push(summary(&state, s).await?);
+    }
+    Ok(Json(out))
 }
 
 #[utoipa::path(post, path = "/v1/plans", tag = "plans", request_body = AddPlan,
@@ -39,7 +43,7 @@ pub(crate) async fn add_plan(
         .await
         .map_err(|e| refused(e, "added"))?;
     tracing::info!(plan = %stored.plan.name, tiers = stored.definition.tiers.len(), "added a recovery plan");
-    Ok((StatusCode::CREATED, Json(detail(&stored))))
+    Ok((StatusCode::CREATED, Json(detail(&state, &stored).await?)))
 }
 
 #[utoipa::path(get, path = "/v1/plans/{name}", tag = "plans",
@@ -52,7 +56,7 @@ pub(crate) async fn show_plan(
     let stored = plans::catalog::get(&state.env.store, &name)
         .await?
         .ok_or_else(|| not_found(&name))?;
-    Ok(Json(detail(&stored)))
+    Ok(Json(detail(&state, &stored).await?))
 }
 
 #[utoipa::path(put, path = "/v1/plans/{name}", tag = "plans", request_body = UpdatePlan,
@@ -86,7 +90,7 @@ pub(crate) async fn update_plan(
         tracing::info!(plan = %name, changes = updated.changes.len(), "updated a recovery plan");
     }
     Ok(Json(PlanUpdated {
-        plan: detail(&updated.stored),
+        plan: detail(&state, &updated.stored).await?,
         changes: updated.changes,
         dry_run: request.dry_run,
         updated: updated.written,
@@ -153,20 +157,28 @@ fn problems(list: Vec<inventory::Problem>) -> Vec<Problem> {
         .collect()
 }
 
-fn summary(s: &Stored) -> PlanSummary {
-    PlanSummary {
+async fn drill(state: &AppState, s: &Stored) -> ApiResult<plans::DrillStatus> {
+    Ok(plans::catalog::drill_status(&state.env.store, s, store::now_ms()).await?)
+}
+
+async fn summary(state: &AppState, s: &Stored) -> ApiResult<PlanSummary> {
+    let drill = drill(state, s).await?;
+    Ok(PlanSummary {
         name: s.plan.name.clone(),
         description: s.definition.description.clone(),
         tiers: s.definition.tiers.len(),
         vms: s.definition.tiers.iter().map(|t| t.vms.len()).sum(),
         drill_interval_days: s.definition.drill_interval_days,
         updated_at: time(s.plan.updated_at),
-    }
+        needs_drill: drill.needs_drill(),
+        last_drill_at: drill.last_drill_at.map(time),
+    })
 }
 
-fn detail(s: &Stored) -> PlanDetail {
+async fn detail(state: &AppState, s: &Stored) -> ApiResult<PlanDetail> {
+    let drill = drill(state, s).await?;
     let d = &s.definition;
-    PlanDetail {
+    Ok(PlanDetail {
         name: s.plan.name.clone(),
         description: d.description.clone(),
         digest: s.plan.digest.clone(),
@@ -197,7 +209,10 @@ fn detail(s: &Stored) -> PlanDetail {
             .collect(),
         created_at: time(s.plan.created_at),
         updated_at: time(s.plan.updated_at),
-    }
+        needs_drill: drill.needs_drill(),
+        last_drill_at: drill.last_drill_at.map(time),
+        drill_reasons: drill.reasons,
+    })
 }
 
 fn policy(p: Policy) -> String {
@@ -214,5 +229,37 @@ fn hook(h: &PlanHook) -> PlanHookView {
         when: word(serde_json::to_value(h.when).unwrap_or_default()),
         scope: word(serde_json::to_value(h.scope).unwrap_or_default()),
         run: serde_json::to_value(&h.run).unwrap_or_default(),
+    }
+}
+
+/// `ferry_plan_needs_drill{plan}` (1 or 0) and `ferry_plan_rto_seconds{plan}` (of its
+/// last drill that ended done), read at scrape time.
+pub(crate) async fn gauges(state: &AppState) {
+    let plans = match plans::catalog::list(&state.env.store).await {
+        Ok(plans) => plans,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the plans for /metrics");
+            return;
+        }
+    };
+    for s in &plans {
+        let name = s.plan.name.clone();
+        match plans::catalog::drill_status(&state.env.store, s, store::now_ms()).await {
+            Ok(drill) => metrics::gauge!("ferry_plan_needs_drill", "plan" => name.clone())
+                .set(if drill.needs_drill() { 1.0 } else { 0.0 }),
+            Err(e) => {
+                tracing::warn!(plan = %name, error = %e, "cannot tell whether a plan needs a drill")
+            }
+        }
+        if let Ok(Some(last)) = state
+            .env
+            .store
+            .last_done_plan_run(&s.plan.id, store::Workflow::TestFailover)
+            .await
+            && let Some(ready) = last.vms.iter().filter_map(|v| v.ready_at).max()
+        {
+            metrics::gauge!("ferry_plan_rto_seconds", "plan" => name)
+                .set((ready - last.created_at) as f64 / 1000.0);
+        }
     }
 }

@@ -141,6 +141,9 @@ async fn a_drill_and_a_live_failover_go_tier_by_tier_and_come_back_last_tier_fir
         .post("/v1/plans", Some(json!({ "definition": plan(tcp, http) })))
         .await?;
     assert_eq!(status, StatusCode::CREATED);
+    let (_, shown) = server.get("/v1/plans/shop").await?;
+    assert_eq!(shown["needs_drill"], true, "{shown}");
+    assert_eq!(shown["drill_reasons"], json!(["it was never drilled"]));
 
     let (status, started) = server.post("/v1/plans/shop/test-failover", None).await?;
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
@@ -187,6 +190,40 @@ async fn a_drill_and_a_live_failover_go_tier_by_tier_and_come_back_last_tier_fir
         .as_i64()
         .expect("an RTO once every VM is ready");
     assert!(plan_rto >= vm(&done, "vm001")["rto_ms"].as_i64().unwrap());
+    // Drilled: no drill needed, and /metrics says so with the drill's RTO.
+    let (_, listed) = server.get("/v1/plans").await?;
+    assert_eq!(listed[0]["needs_drill"], false, "{listed}");
+    assert!(listed[0]["last_drill_at"].is_string(), "{listed}");
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("ferry_plan_needs_drill{plan=\"shop\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferry_plan_rto_seconds{plan=\"shop\"}"),
+        "{metrics}"
+    );
+    // A change to the plan calls for a drill again.
+    let changed = plan(tcp, http).replace("name = \"web\"", "name = \"front\"");
+    let (status, updated) = server
+        .call(
+            reqwest::Method::PUT,
+            "/v1/plans/shop",
+            Some(json!({ "definition": changed })),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["needs_drill"], true, "{updated}");
+    assert_eq!(
+        updated["drill_reasons"],
+        json!(["the plan changed since its last drill"])
+    );
 
     // The cleanup: the web tier first, then the database.
     let (status, started) = server.post("/v1/plans/shop/cleanup", None).await?;

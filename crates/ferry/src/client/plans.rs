@@ -258,16 +258,17 @@ fn list(plans: &[PlanSummary]) -> String {
             .into();
     }
     let mut out = format!(
-        "{:<24} {:>5} {:>4}  {:<14} {}\n",
-        "NAME", "TIERS", "VMS", "DRILL EVERY", "DESCRIPTION"
+        "{:<24} {:>5} {:>4}  {:<14} {:<11} {}\n",
+        "NAME", "TIERS", "VMS", "DRILL EVERY", "NEEDS DRILL", "DESCRIPTION"
     );
     for p in plans {
         let every = p
             .drill_interval_days
             .map_or_else(|| "-".to_string(), |d| format!("{d} days"));
+        let needs = if p.needs_drill { "YES" } else { "no" };
         out.push_str(&format!(
-            "{:<24} {:>5} {:>4}  {:<14} {}\n",
-            p.name, p.tiers, p.vms, every, p.description
+            "{:<24} {:>5} {:>4}  {:<14} {:<11} {}\n",
+            p.name, p.tiers, p.vms, every, needs, p.description
         ));
     }
     out
@@ -289,6 +290,13 @@ fn table(p: &PlanDetail) -> String {
         "On failure:   test: {}, live: {} (of a VM of a tier)\n",
         p.on_failure.test, p.on_failure.live
     ));
+    out.push_str(&format!(
+        "Last drill:   {}\n",
+        p.last_drill_at.as_deref().unwrap_or("never")
+    ));
+    if p.needs_drill {
+        out.push_str(&format!("NEEDS A DRILL: {}\n", p.drill_reasons.join("; ")));
+    }
     out.push_str(&format!("Digest:       {}\n", p.digest));
     out.push_str(&format!("Updated:      {}\n", p.updated_at));
     for h in &p.hooks {
