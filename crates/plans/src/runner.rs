@@ -22,10 +22,17 @@
 //!   the next tier starts. A cleanup or rollback takes the tiers in reverse order and
 //!   always goes on to the end, VM by VM.
 //!
+//! A VM's gates run in a task of their own (one VM's slow gates never hold back
+//! another's readiness); the rest of an advance is quick.
+//!
 //! Hooks are idempotent (see `workflows::hooks`): one that ran just before a crash runs
 //! again when the plan run resumes.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use ids::ProtectedVmId;
 
 use cloudstack::VmFilter;
 use inventory::Problem;
@@ -61,6 +68,10 @@ pub struct Driver {
     worker: Worker,
     /// How often a plan run under way is looked at again.
     step: Duration,
+    /// The VMs (plan run, VM) whose gates a task of this driver is trying: each VM's
+    /// gates run on their own, so that one VM's slow or failing gates never hold back
+    /// another's (its `ready_at`, its RTO).
+    checking: Arc<Mutex<HashSet<(String, ProtectedVmId)>>>,
 }
 
 /// The state a VM must be in for `workflow` to start on it.
@@ -104,7 +115,12 @@ fn now_ms() -> i64 {
 
 impl Driver {
     pub fn new(env: Env, worker: Worker, step: Duration) -> Driver {
-        Driver { env, worker, step }
+        Driver {
+            env,
+            worker,
+            step,
+            checking: Arc::default(),
+        }
     }
 
     fn store(&self) -> &Store {
@@ -285,24 +301,17 @@ impl Driver {
         {
             return self.stop(run, &failure, plan).await;
         }
-        let mut checking = Vec::new();
         for vm in &tier {
             moved |= match vm.state {
                 PlanVmState::Waiting => self.start_vm(run, vm).await?,
                 PlanVmState::Starting => self.adopt_or_retry(run, vm).await?,
                 PlanVmState::Running => self.follow(run, vm).await?,
                 PlanVmState::Checking => {
-                    checking.push(*vm);
+                    self.spawn_check(run, plan, vm, cancel);
                     false
                 }
                 _ => false,
             };
-        }
-        if !checking.is_empty() {
-            let checks = checking.iter().map(|vm| self.check(run, plan, vm, cancel));
-            for moved_one in futures::future::join_all(checks).await {
-                moved |= moved_one?;
-            }
         }
         if moved {
             return Ok(true);
@@ -544,6 +553,42 @@ impl Driver {
         self.store()
             .set_plan_run_vm(&run.id, &next, PlanVmState::Running)
             .await
+    }
+
+    /// Tries the VM's gates in a task of its own, unless one of this driver already
+    /// does; the task records `ready` or `failed`, which a later advance sees.
+    fn spawn_check(
+        &self,
+        run: &PlanRun,
+        plan: &PlanDefinition,
+        vm: &PlanRunVm,
+        cancel: &CancellationToken,
+    ) {
+        let key = (run.id.clone(), vm.vm_id.clone());
+        if !self
+            .checking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone())
+        {
+            return;
+        }
+        let (this, run, plan, vm, cancel) = (
+            self.clone(),
+            run.clone(),
+            plan.clone(),
+            vm.clone(),
+            cancel.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = this.check(&run, &plan, &vm, &cancel).await {
+                tracing::warn!(plan_run = %run.id, vm = %vm.vm_name, error = %e, "a VM's readiness could not be recorded; it is tried again");
+            }
+            this.checking
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        });
     }
 
     /// Tries the VM's readiness gates against its target VM; `ready` or `failed`.
