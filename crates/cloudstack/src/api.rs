@@ -223,6 +223,23 @@ impl Client {
         self.list("listVirtualMachines", "virtualmachine", p).await
     }
 
+    /// The VMs named exactly `name` that are not being destroyed (CloudStack's `name`
+    /// filter matches substrings; a Destroyed or Expunging VM keeps its name a while).
+    pub async fn live_virtual_machine_named(
+        &self,
+        name: &str,
+    ) -> Result<Option<VirtualMachine>, Error> {
+        let filter = VmFilter {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        Ok(self
+            .list_virtual_machines(&filter)
+            .await?
+            .into_iter()
+            .find(|v| v.name == name && v.state != "Destroyed" && v.state != "Expunging"))
+    }
+
     /// The VM with `id`, or `None` if CloudStack does not know it (any more).
     pub async fn get_virtual_machine(&self, id: &VmId) -> Result<Option<VirtualMachine>, Error> {
         let filter = VmFilter {

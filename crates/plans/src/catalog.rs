@@ -224,6 +224,8 @@ pub struct DrillStatus {
     pub last_drill_at: Option<i64>,
     /// Every reason it needs one; empty: it does not.
     pub reasons: Vec<String>,
+    /// The plan's recovery time in that drill (request → last VM ready), in ms.
+    pub last_drill_rto_ms: Option<i64>,
 }
 
 impl DrillStatus {
@@ -244,6 +246,7 @@ pub async fn drill_status(store: &Store, s: &Stored, now: i64) -> Result<DrillSt
         return Ok(DrillStatus {
             last_drill_at: None,
             reasons: vec!["it was never drilled".into()],
+            last_drill_rto_ms: None,
         });
     };
     let at = last.finished_at.unwrap_or(last.created_at);
@@ -275,5 +278,6 @@ pub async fn drill_status(store: &Store, s: &Stored, now: i64) -> Result<DrillSt
     Ok(DrillStatus {
         last_drill_at: Some(at),
         reasons,
+        last_drill_rto_ms: last.rto_ms(),
     })
 }

@@ -111,6 +111,37 @@ pub enum Scope {
     Both,
 }
 
+impl Policy {
+    /// The word the file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Stop => "stop",
+            Policy::Continue => "continue",
+        }
+    }
+}
+
+impl When {
+    /// The word the file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            When::Before => "before",
+            When::After => "after",
+        }
+    }
+}
+
+impl Scope {
+    /// The word the file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Test => "test",
+            Scope::Live => "live",
+            Scope::Both => "both",
+        }
+    }
+}
+
 /// Why a plan file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {

@@ -56,6 +56,27 @@ pub fn addresses(vm: &cloudstack::VirtualMachine) -> Vec<IpAddr> {
         .collect()
 }
 
+/// [`check`] of the VM named exactly `name` (a failover's target, as its run recorded
+/// it).
+pub async fn check_named(
+    client: &Client,
+    name: &str,
+    gates: &[GateSpec],
+    run_id: &RunId,
+    kind: FailoverKind,
+    cancel: &CancellationToken,
+) -> Result<Readiness, ReadyError> {
+    let vm = client
+        .live_virtual_machine_named(name)
+        .await
+        .map_err(|source| ReadyError::CloudStack {
+            vm_id: VmId::from(name),
+            source,
+        })?
+        .ok_or_else(|| ReadyError::NoVm(VmId::from(name)))?;
+    check(client, &vm.id, gates, run_id, kind, cancel).await
+}
+
 /// Waits until CloudStack's VM `vm_id` passes `gates` (in order, each to its deadline)
 /// or one does not; the outcome says what each gate saw.
 pub async fn check(

@@ -34,12 +34,11 @@ use std::time::Duration;
 
 use ids::ProtectedVmId;
 
-use cloudstack::VmFilter;
 use inventory::Problem;
 use readiness::FailoverKind;
 use store::{
     NewPlanRun, PlanRun, PlanRunState, PlanRunVm, PlanVmState, RunState, Store, StoreError,
-    VmState, Workflow,
+    VmState, Workflow, now_ms,
 };
 use tokio_util::sync::CancellationToken;
 use workflows::hooks::HookContext;
@@ -89,6 +88,17 @@ fn reversed(workflow: Workflow) -> bool {
     matches!(workflow, Workflow::Cleanup | Workflow::Rollback)
 }
 
+/// The index in the plan file of the tier that comes `order`th in `workflow`.
+fn tier_of_order(plan: &PlanDefinition, workflow: Workflow, order: i64) -> Option<usize> {
+    let count = plan.tiers.len();
+    let order = usize::try_from(order).ok().filter(|o| *o < count)?;
+    Some(if reversed(workflow) {
+        count - 1 - order
+    } else {
+        order
+    })
+}
+
 /// The kind of failover whose VMs are checked by their gates; none for the workflows
 /// that take a failover back or make it final.
 fn failover_kind(workflow: Workflow) -> Option<FailoverKind> {
@@ -107,10 +117,6 @@ fn policy(plan: &PlanDefinition, workflow: Workflow) -> Policy {
         Workflow::LiveFailover => plan.on_failure.live,
         _ => Policy::Continue,
     }
-}
-
-fn now_ms() -> i64 {
-    store::now_ms()
 }
 
 impl Driver {
@@ -140,9 +146,9 @@ impl Driver {
         // A cleanup or rollback skips a VM that never failed over (its tier was not
         // reached): there is nothing of it to take back.
         let mut untouched = Vec::new();
-        let count = definition.tiers.len();
         for (t, tier) in definition.tiers.iter().enumerate() {
-            let order = if reversed(workflow) { count - 1 - t } else { t };
+            // The order is its own inverse: the tier taken `t`th is the file's `order`th.
+            let order = tier_of_order(definition, workflow, t as i64).unwrap_or(t);
             for (v, name) in tier.vms.iter().enumerate() {
                 let field = format!("tiers[{t}].vms[{v}]");
                 let Some(vm) = self.store().vm(name).await? else {
@@ -271,7 +277,7 @@ impl Driver {
         match run.state {
             PlanRunState::Pending => {
                 if let Some(failure) = self.hooks(run, &plan, None, When::Before).await {
-                    return self.stop(run, &failure, &plan).await;
+                    return self.stop(run, &failure).await;
                 }
                 self.store()
                     .move_plan_run(
@@ -299,7 +305,7 @@ impl Driver {
         if tier.iter().all(|v| v.state == PlanVmState::Waiting)
             && let Some(failure) = self.hooks(run, plan, Some(t), When::Before).await
         {
-            return self.stop(run, &failure, plan).await;
+            return self.stop(run, &failure).await;
         }
         for vm in &tier {
             moved |= match vm.state {
@@ -335,12 +341,12 @@ impl Driver {
                 .map(|v| format!("{}: {}", v.vm_name, v.detail.as_deref().unwrap_or("failed")))
                 .collect::<Vec<_>>()
                 .join("; ");
-            return self.stop(run, &why, plan).await;
+            return self.stop(run, &why).await;
         }
         if let Some(failure) = self.hooks(run, plan, Some(t), When::After).await
             && policy(plan, run.workflow) == Policy::Stop
         {
-            return self.stop(run, &failure, plan).await;
+            return self.stop(run, &failure).await;
         }
         let last = run.vms.iter().map(|v| v.tier).max().unwrap_or(0);
         if t == last {
@@ -373,9 +379,8 @@ impl Driver {
                 .await;
         }
         // The tier's delay, from when its last VM was through.
-        let delay = self
-            .tier_of_order(plan, run.workflow, t)
-            .map_or(0, |i| plan.tiers[i].delay_after_secs);
+        let delay =
+            tier_of_order(plan, run.workflow, t).map_or(0, |i| plan.tiers[i].delay_after_secs);
         let through = tier
             .iter()
             .filter_map(|v| v.ready_at.or(v.ended_at))
@@ -394,30 +399,8 @@ impl Driver {
             .await
     }
 
-    /// The index in the plan file of the tier that comes `order`th in `workflow`.
-    fn tier_of_order(
-        &self,
-        plan: &PlanDefinition,
-        workflow: Workflow,
-        order: i64,
-    ) -> Option<usize> {
-        let count = plan.tiers.len();
-        let order = usize::try_from(order).ok().filter(|o| *o < count)?;
-        Some(if reversed(workflow) {
-            count - 1 - order
-        } else {
-            order
-        })
-    }
-
     /// Stops the plan run at its tier with `why`; the VMs of later tiers are skipped.
-    async fn stop(
-        &self,
-        run: &PlanRun,
-        why: &str,
-        plan: &PlanDefinition,
-    ) -> Result<bool, StoreError> {
-        let _ = plan;
+    async fn stop(&self, run: &PlanRun, why: &str) -> Result<bool, StoreError> {
         for vm in run
             .vms
             .iter()
@@ -653,29 +636,9 @@ impl Driver {
             .map_err(|e| e.to_string())?
             .ok_or("its run recorded no target VM")?
             .target_name;
-        let found = self
-            .env
-            .cloud
-            .list_virtual_machines(&VmFilter {
-                name: Some(target.clone()),
-                ..Default::default()
-            })
+        crate::ready::check_named(&self.env.cloud, &target, &gates, &run_id, kind, cancel)
             .await
-            .map_err(|e| e.to_string())?;
-        let target_vm = found
-            .into_iter()
-            .find(|v| v.name == target)
-            .ok_or_else(|| format!("CloudStack has no VM named {target}"))?;
-        crate::ready::check(
-            &self.env.cloud,
-            &target_vm.id,
-            &gates,
-            &run_id,
-            kind,
-            cancel,
-        )
-        .await
-        .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())
     }
 
     /// Runs the hooks of the plan (`tier` None) or of the tier `tier` (in the
@@ -695,7 +658,7 @@ impl Driver {
                 run.plan_name.clone(),
             ),
             Some(order) => {
-                let i = self.tier_of_order(plan, run.workflow, order)?;
+                let i = tier_of_order(plan, run.workflow, order)?;
                 let t = &plan.tiers[i];
                 (&t.hooks, format!("tier {}", t.name), t.vms.join(","))
             }
@@ -707,10 +670,7 @@ impl Driver {
             None if run.workflow == Workflow::Cleanup => Scope::Test,
             None => Scope::Live,
         };
-        let point = match when {
-            When::Before => "before",
-            When::After => "after",
-        };
+        let point = when.as_str();
         let label = format!(
             "plan_{point}_{}",
             if tier.is_some() { "tier" } else { "plan" }

@@ -114,15 +114,6 @@ pub(crate) async fn show_plan_run(
 
 fn view(run: &PlanRun) -> PlanRunView {
     let tiers = run.vms.iter().map(|v| v.tier).max().map_or(0, |t| t + 1);
-    // An RTO is a failover's: request → ready.
-    let failover = matches!(
-        run.workflow,
-        Workflow::TestFailover | Workflow::LiveFailover
-    );
-    let all_ready = failover
-        && !run.vms.is_empty()
-        && run.vms.iter().all(|v| v.state == store::PlanVmState::Ready);
-    let rto = |at: Option<i64>| at.map(|t| t - run.created_at);
     PlanRunView {
         id: run.id.clone(),
         plan: run.plan_name.clone(),
@@ -133,11 +124,7 @@ fn view(run: &PlanRun) -> PlanRunView {
         error: run.error.clone(),
         created_at: time(run.created_at),
         finished_at: run.finished_at.map(time),
-        rto_ms: if all_ready {
-            rto(run.vms.iter().filter_map(|v| v.ready_at).max())
-        } else {
-            None
-        },
+        rto_ms: run.rto_ms(),
         vms: run
             .vms
             .iter()
@@ -146,7 +133,7 @@ fn view(run: &PlanRun) -> PlanRunView {
                 tier: v.tier + 1,
                 state: v.state.to_string(),
                 run_id: v.run_id.as_ref().map(|r| r.to_string()),
-                rto_ms: if failover { rto(v.ready_at) } else { None },
+                rto_ms: run.vm_rto_ms(v),
                 detail: v.detail.clone(),
                 readiness: v
                     .readiness

@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use plans::{PlanDefinition, PlanError, PlanHook, Policy, Stored};
+use plans::{PlanDefinition, PlanError, PlanHook, Stored};
 
 use crate::body::{parse_body, read_body};
 use crate::error::ApiError;
@@ -184,8 +184,8 @@ async fn detail(state: &AppState, s: &Stored) -> ApiResult<PlanDetail> {
         digest: s.plan.digest.clone(),
         drill_interval_days: d.drill_interval_days,
         on_failure: PlanPolicyView {
-            test: policy(d.on_failure.test),
-            live: policy(d.on_failure.live),
+            test: d.on_failure.test.as_str().into(),
+            live: d.on_failure.live.as_str().into(),
         },
         hooks: d.hooks.iter().map(hook).collect(),
         tiers: d
@@ -215,19 +215,10 @@ async fn detail(state: &AppState, s: &Stored) -> ApiResult<PlanDetail> {
     })
 }
 
-fn policy(p: Policy) -> String {
-    match p {
-        Policy::Stop => "stop",
-        Policy::Continue => "continue",
-    }
-    .into()
-}
-
 fn hook(h: &PlanHook) -> PlanHookView {
-    let word = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
     PlanHookView {
-        when: word(serde_json::to_value(h.when).unwrap_or_default()),
-        scope: word(serde_json::to_value(h.scope).unwrap_or_default()),
+        when: h.when.as_str().into(),
+        scope: h.scope.as_str().into(),
         run: serde_json::to_value(&h.run).unwrap_or_default(),
     }
 }
@@ -245,21 +236,17 @@ pub(crate) async fn gauges(state: &AppState) {
     for s in &plans {
         let name = s.plan.name.clone();
         match plans::catalog::drill_status(&state.env.store, s, store::now_ms()).await {
-            Ok(drill) => metrics::gauge!("ferry_plan_needs_drill", "plan" => name.clone())
-                .set(if drill.needs_drill() { 1.0 } else { 0.0 }),
+            Ok(drill) => {
+                metrics::gauge!("ferry_plan_needs_drill", "plan" => name.clone())
+                    .set(if drill.needs_drill() { 1.0 } else { 0.0 });
+                if let Some(rto) = drill.last_drill_rto_ms {
+                    metrics::gauge!("ferry_plan_rto_seconds", "plan" => name)
+                        .set(rto as f64 / 1000.0);
+                }
+            }
             Err(e) => {
                 tracing::warn!(plan = %name, error = %e, "cannot tell whether a plan needs a drill")
             }
-        }
-        if let Ok(Some(last)) = state
-            .env
-            .store
-            .last_done_plan_run(&s.plan.id, store::Workflow::TestFailover)
-            .await
-            && let Some(ready) = last.vms.iter().filter_map(|v| v.ready_at).max()
-        {
-            metrics::gauge!("ferry_plan_rto_seconds", "plan" => name)
-                .set((ready - last.created_at) as f64 / 1000.0);
         }
     }
 }

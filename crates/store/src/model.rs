@@ -470,6 +470,35 @@ pub struct PlanRun {
     pub vms: Vec<PlanRunVm>,
 }
 
+impl PlanRun {
+    /// Whether its VMs fail over (and so are made ready), rather than come back.
+    pub fn is_failover(&self) -> bool {
+        matches!(
+            self.workflow,
+            Workflow::TestFailover | Workflow::LiveFailover
+        )
+    }
+
+    /// A VM's recovery time: the plan run's request → the VM ready, in ms (failovers).
+    pub fn vm_rto_ms(&self, vm: &PlanRunVm) -> Option<i64> {
+        self.is_failover()
+            .then_some(vm.ready_at)
+            .flatten()
+            .map(|at| at - self.created_at)
+    }
+
+    /// The plan's recovery time: the request → its last VM ready, in ms, once every
+    /// VM of a failover is ready.
+    pub fn rto_ms(&self) -> Option<i64> {
+        let all_ready =
+            !self.vms.is_empty() && self.vms.iter().all(|v| v.state == PlanVmState::Ready);
+        if !all_ready {
+            return None;
+        }
+        self.vms.iter().filter_map(|v| self.vm_rto_ms(v)).max()
+    }
+}
+
 /// One VM of a plan run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanRunVm {

@@ -36,17 +36,10 @@ pub(crate) async fn find_vm(
     env: &Env,
     name: &str,
 ) -> Result<Option<cloudstack::VirtualMachine>, StepError> {
-    let filter = cloudstack::VmFilter {
-        name: Some(name.to_string()),
-        ..Default::default()
-    };
-    Ok(env
-        .cloud
-        .list_virtual_machines(&filter)
+    env.cloud
+        .live_virtual_machine_named(name)
         .await
-        .map_err(|e| cloud_error("listing VMs", e))?
-        .into_iter()
-        .find(|v| v.name == name && v.state != "Destroyed" && v.state != "Expunging"))
+        .map_err(|e| cloud_error("listing VMs", e))
 }
 
 /// The run's target VM (named as the run's input says), if CloudStack has it.

@@ -602,18 +602,10 @@ async fn vm_add(api: &Api, file: &Path, output: Output) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `ferry vm update FILE [--dry-run]`: the file goes to the VM it names, which the
-/// server checks it against (the client reads no more of it than the name).
+/// `ferry vm update FILE [--dry-run]`: the file goes to the VM it names.
 async fn vm_update(api: &Api, file: &Path, dry_run: bool, output: Output) -> Outcome {
-    let (definition, format) = read_definition(file)?;
-    let name = definition_name(&definition, format).map_err(|why| Failure::Local {
-        code: "invalid",
-        message: format!(
-            "the VM definition was refused and nothing was changed: {} {why}, so ferry cannot \
-             tell which VM it updates (docs/vm-definition.md)",
-            file.display()
-        ),
-    })?;
+    let (definition, format, name) =
+        named_definition(file, "the VM definition", "VM", "docs/vm-definition.md")?;
     let request = UpdateVm {
         definition,
         format,
@@ -624,6 +616,25 @@ async fn vm_update(api: &Api, file: &Path, dry_run: bool, output: Output) -> Out
         .await?;
     print(output, &raw, || render::vm_updated(&updated));
     Ok(ExitCode::SUCCESS)
+}
+
+/// An update's file: its text, format and `name` (all the client reads of it).
+fn named_definition(
+    file: &Path,
+    what: &str,
+    kind: &str,
+    doc: &str,
+) -> Result<(String, DefinitionFormat, String), Failure> {
+    let (definition, format) = read_definition(file)?;
+    let name = definition_name(&definition, format).map_err(|why| Failure::Local {
+        code: "invalid",
+        message: format!(
+            "{what} was refused and nothing was changed: {} {why}, so ferry cannot tell \
+             which {kind} it updates ({doc})",
+            file.display()
+        ),
+    })?;
+    Ok((definition, format, name))
 }
 
 /// The `name` a definition file gives, or why it gives none.

@@ -10,9 +10,7 @@ use server::plan_model::{
 
 use super::api::{Api, Request};
 use super::output::outln;
-use super::{
-    ConnectionArgs, Failure, Outcome, Output, definition_name, main_of, print, read_definition,
-};
+use super::{ConnectionArgs, Outcome, Output, main_of, named_definition, print, read_definition};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PlanCommand {
@@ -220,15 +218,8 @@ async fn add(api: &Api, file: &Path, output: Output) -> Outcome {
 }
 
 async fn update(api: &Api, file: &Path, dry_run: bool, output: Output) -> Outcome {
-    let (definition, format) = read_definition(file)?;
-    let name = definition_name(&definition, format).map_err(|why| Failure::Local {
-        code: "invalid",
-        message: format!(
-            "the recovery plan was refused and nothing was changed: {} {why}, so ferry cannot \
-             tell which plan it updates (docs/recovery-plans.md)",
-            file.display()
-        ),
-    })?;
+    let (definition, format, name) =
+        named_definition(file, "the recovery plan", "plan", "docs/recovery-plans.md")?;
     let request = UpdatePlan {
         definition,
         format,
