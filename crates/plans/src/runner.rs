@@ -25,12 +25,22 @@
 //! A VM's gates run in a task of their own (one VM's slow gates never hold back
 //! another's readiness); the rest of an advance is quick.
 //!
+//! A driver drives a plan run under a lease (the engine's kind, with its owner name
+//! and time to live): it takes the lease before the first advance and renews it a
+//! third of the way through; each taking raises the plan run's generation, and every
+//! write carries the generation the driver read, so a driver whose lease was taken
+//! over (its process frozen past the lease, then thawed) moves nothing and stops. A
+//! plan run whose driver died is taken up by another worker's sweep once the lease
+//! has run out — at once by a restarted process of the same worker name.
+//!
 //! Hooks are idempotent (see `workflows::hooks`): one that ran just before a crash runs
 //! again when the plan run resumes.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use ids::ProtectedVmId;
 
@@ -60,13 +70,23 @@ pub enum PlanStartError {
     Store(#[from] StoreError),
 }
 
+/// How a driver drives plan runs.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// The worker name its leases are taken under (the engine's).
+    pub owner: String,
+    /// How long a lease lasts unless renewed.
+    pub lease: Duration,
+    /// How often a plan run under way is looked at again.
+    pub step: Duration,
+}
+
 /// Runs plans: starts them and drives them to their end.
 #[derive(Clone)]
 pub struct Driver {
     env: Env,
     worker: Worker,
-    /// How often a plan run under way is looked at again.
-    step: Duration,
+    config: DriverConfig,
     /// The VMs (plan run, VM) whose gates a task of this driver is trying: each VM's
     /// gates run on their own, so that one VM's slow or failing gates never hold back
     /// another's (its `ready_at`, its RTO).
@@ -89,7 +109,7 @@ fn reversed(workflow: Workflow) -> bool {
 }
 
 /// The index in the plan file of the tier that comes `order`th in `workflow`.
-fn tier_of_order(plan: &PlanDefinition, workflow: Workflow, order: i64) -> Option<usize> {
+pub fn tier_of_order(plan: &PlanDefinition, workflow: Workflow, order: i64) -> Option<usize> {
     let count = plan.tiers.len();
     let order = usize::try_from(order).ok().filter(|o| *o < count)?;
     Some(if reversed(workflow) {
@@ -120,17 +140,22 @@ fn policy(plan: &PlanDefinition, workflow: Workflow) -> Policy {
 }
 
 impl Driver {
-    pub fn new(env: Env, worker: Worker, step: Duration) -> Driver {
+    pub fn new(env: Env, worker: Worker, config: DriverConfig) -> Driver {
         Driver {
             env,
             worker,
-            step,
+            config,
             checking: Arc::default(),
         }
     }
 
     fn store(&self) -> &Store {
         &self.env.store
+    }
+
+    /// The worker name its leases are taken under.
+    pub fn owner(&self) -> &str {
+        &self.config.owner
     }
 
     /// Checks the whole plan — every VM registered, in the state `workflow` starts
@@ -167,7 +192,7 @@ impl Driver {
                         ),
                     });
                 } else if reversed(workflow) && vm.state == VmState::ReadyForFailover {
-                    untouched.push(vm.id.clone());
+                    untouched.push((vm.id.clone(), vm.name.clone()));
                 } else if vm.state != wanted(workflow) {
                     problems.push(Problem {
                         field,
@@ -199,6 +224,15 @@ impl Driver {
             workflow,
             definition: stored.plan.definition.clone(),
             digest: stored.plan.digest.clone(),
+            skipped: untouched
+                .into_iter()
+                .map(|(id, name)| {
+                    (
+                        id,
+                        format!("{name} never failed over: nothing to take back"),
+                    )
+                })
+                .collect(),
             vms,
         };
         match self.store().create_plan_run(&new).await {
@@ -218,27 +252,51 @@ impl Driver {
                     run_id,
                 })
             }
-            Ok(created) => {
-                for vm in created.vms.iter().filter(|v| untouched.contains(&v.vm_id)) {
-                    let mut skipped = vm.clone();
-                    skipped.state = PlanVmState::Skipped;
-                    skipped.detail = Some(format!(
-                        "{} never failed over: nothing to take back",
-                        vm.vm_name
-                    ));
-                    self.store()
-                        .set_plan_run_vm(&created.id, &skipped, PlanVmState::Waiting)
-                        .await?;
-                }
-                Ok(self.store().plan_run(&created.id).await?.unwrap_or(created))
-            }
+            Ok(created) => Ok(created),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Advances plan run `id` until it ends, or until `cancel`; its last state.
-    pub async fn drive(&self, id: &str, cancel: &CancellationToken) -> Result<PlanRun, StoreError> {
+    /// Takes plan run `id`'s lease and advances the plan run until it ends, or until
+    /// `cancel`; its last state. `None` when another worker holds it, or took it over
+    /// meanwhile: that worker drives it.
+    pub async fn drive(
+        &self,
+        id: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<PlanRun>, StoreError> {
+        let lease = self.config.lease;
+        let ttl = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let owner = &self.config.owner;
+        let Some(generation) = self.store().acquire_plan_run(id, owner, ttl).await? else {
+            return Ok(None);
+        };
+        tracing::info!(plan_run = %id, worker = %owner, generation, "driving a plan run");
+        // The gate tasks of this drive stop with it.
+        let mine = cancel.child_token();
+        let _gates = mine.clone().drop_guard();
+        let mut renewed = Instant::now();
         loop {
+            if renewed.elapsed() >= lease / 3 {
+                match self
+                    .store()
+                    .renew_plan_run(id, owner, generation, ttl)
+                    .await
+                {
+                    Ok(()) => renewed = Instant::now(),
+                    Err(StoreError::Fenced { .. }) => {
+                        tracing::warn!(plan_run = %id, generation, "the plan run was taken over; another worker drives it");
+                        return Ok(None);
+                    }
+                    Err(e) if renewed.elapsed() >= lease => {
+                        tracing::warn!(plan_run = %id, error = %e, "the plan run's lease could not be renewed in time; leaving it to whoever takes it");
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        tracing::warn!(plan_run = %id, error = %e, "the plan run's lease could not be renewed; trying again")
+                    }
+                }
+            }
             let run = self
                 .store()
                 .plan_run(id)
@@ -247,10 +305,15 @@ impl Driver {
                     what: "plan run",
                     key: id.to_string(),
                 })?;
-            if !run.state.is_active() || cancel.is_cancelled() {
-                return Ok(run);
+            if run.generation != generation {
+                tracing::warn!(plan_run = %id, generation, now = run.generation, "the plan run was taken over; another worker drives it");
+                return Ok(None);
             }
-            let moved = match self.advance(&run, cancel).await {
+            if !run.state.is_active() || cancel.is_cancelled() {
+                self.store().release_plan_run(id, generation).await?;
+                return Ok(Some(run));
+            }
+            let moved = match self.advance(&run, &mine).await {
                 Ok(moved) => moved,
                 Err(e) => {
                     tracing::warn!(plan_run = %id, error = %e, "a plan run could not advance; trying again");
@@ -259,7 +322,7 @@ impl Driver {
             };
             if !moved {
                 tokio::select! {
-                    _ = tokio::time::sleep(self.step) => {}
+                    _ = tokio::time::sleep(self.config.step) => {}
                     _ = cancel.cancelled() => {}
                 }
             }
@@ -282,6 +345,7 @@ impl Driver {
                 self.store()
                     .move_plan_run(
                         &run.id,
+                        run.generation,
                         (PlanRunState::Pending, 0),
                         (PlanRunState::Running, 0),
                         None,
@@ -372,6 +436,7 @@ impl Driver {
                 .store()
                 .move_plan_run(
                     &run.id,
+                    run.generation,
                     (PlanRunState::Running, t),
                     (state, t),
                     error.as_deref(),
@@ -392,6 +457,7 @@ impl Driver {
         self.store()
             .move_plan_run(
                 &run.id,
+                run.generation,
                 (PlanRunState::Running, t),
                 (PlanRunState::Running, t + 1),
                 None,
@@ -410,12 +476,13 @@ impl Driver {
             skipped.state = PlanVmState::Skipped;
             skipped.detail = Some("its tier was not reached".into());
             self.store()
-                .set_plan_run_vm(&run.id, &skipped, PlanVmState::Waiting)
+                .set_plan_run_vm(&run.id, run.generation, &skipped, PlanVmState::Waiting)
                 .await?;
         }
         self.store()
             .move_plan_run(
                 &run.id,
+                run.generation,
                 (run.state, run.tier),
                 (PlanRunState::Stopped, run.tier),
                 Some(why),
@@ -430,7 +497,7 @@ impl Driver {
         starting.started_at = Some(now_ms());
         if !self
             .store()
-            .set_plan_run_vm(&run.id, &starting, PlanVmState::Waiting)
+            .set_plan_run_vm(&run.id, run.generation, &starting, PlanVmState::Waiting)
             .await?
         {
             return Ok(false);
@@ -442,7 +509,7 @@ impl Driver {
                 running.state = PlanVmState::Running;
                 running.run_id = Some(started.id);
                 self.store()
-                    .set_plan_run_vm(&run.id, &running, PlanVmState::Starting)
+                    .set_plan_run_vm(&run.id, run.generation, &running, PlanVmState::Starting)
                     .await
             }
             Err(StartError::Store(e)) => Err(e),
@@ -455,7 +522,7 @@ impl Driver {
                 failed.state = PlanVmState::Failed;
                 failed.detail = Some(format!("its {} could not start: {e}", run.workflow));
                 self.store()
-                    .set_plan_run_vm(&run.id, &failed, PlanVmState::Starting)
+                    .set_plan_run_vm(&run.id, run.generation, &failed, PlanVmState::Starting)
                     .await
             }
         }
@@ -470,7 +537,7 @@ impl Driver {
         let mut waiting = vm.clone();
         waiting.state = PlanVmState::Waiting;
         self.store()
-            .set_plan_run_vm(&run.id, &waiting, PlanVmState::Starting)
+            .set_plan_run_vm(&run.id, run.generation, &waiting, PlanVmState::Starting)
             .await
     }
 
@@ -490,7 +557,7 @@ impl Driver {
                 running.state = PlanVmState::Running;
                 running.run_id = Some(r.id);
                 self.store()
-                    .set_plan_run_vm(&run.id, &running, PlanVmState::Starting)
+                    .set_plan_run_vm(&run.id, run.generation, &running, PlanVmState::Starting)
                     .await
             }
             _ => Ok(false),
@@ -534,7 +601,7 @@ impl Driver {
             _ => return Ok(false),
         }
         self.store()
-            .set_plan_run_vm(&run.id, &next, PlanVmState::Running)
+            .set_plan_run_vm(&run.id, run.generation, &next, PlanVmState::Running)
             .await
     }
 
@@ -611,7 +678,7 @@ impl Driver {
             return Ok(false);
         }
         self.store()
-            .set_plan_run_vm(&run.id, &next, PlanVmState::Checking)
+            .set_plan_run_vm(&run.id, run.generation, &next, PlanVmState::Checking)
             .await
     }
 

@@ -255,17 +255,18 @@ async fn a_plan_needs_a_drill_until_one_is_done_and_again_when_something_changes
                 .iter()
                 .map(|m| (m.vm_id.clone(), m.tier))
                 .collect(),
+            skipped: Vec::new(),
         })
         .await?;
     use store::PlanRunState::{Done, Pending, Running};
     assert!(
         store
-            .move_plan_run(&run.id, (Pending, 0), (Running, 0), None)
+            .move_plan_run(&run.id, 0, (Pending, 0), (Running, 0), None)
             .await?
     );
     assert!(
         store
-            .move_plan_run(&run.id, (Running, 0), (Done, 1), None)
+            .move_plan_run(&run.id, 0, (Running, 0), (Done, 1), None)
             .await?
     );
     let status = catalog::drill_status(store, &stored, store::now_ms()).await?;

@@ -72,6 +72,7 @@ type ApiResult<T> = Result<T, ApiError>;
         crate::plan_runs::start_plan_rollback,
         crate::plan_runs::start_plan_commit,
         crate::plan_runs::show_plan_run,
+        crate::plan_runs::list_plan_runs,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -156,6 +157,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/plans/{name}/commit",
             post(crate::plan_runs::start_plan_commit),
+        )
+        .route(
+            "/v1/plans/{name}/runs",
+            get(crate::plan_runs::list_plan_runs),
         )
         .route("/v1/plan-runs/{id}", get(crate::plan_runs::show_plan_run))
         .route("/v1/openapi.json", get(openapi))

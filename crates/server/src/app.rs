@@ -278,7 +278,15 @@ pub async fn start(
             claim_interval: Duration::from_millis(config.engine.claim_interval_ms),
         },
     );
-    let plan_driver = plans::runner::Driver::new(env.clone(), worker.clone(), PLAN_STEP);
+    let plan_driver = plans::runner::Driver::new(
+        env.clone(),
+        worker.clone(),
+        plans::runner::DriverConfig {
+            owner: owner.clone(),
+            lease: Duration::from_secs(config.engine.lease_secs),
+            step: PLAN_STEP,
+        },
+    );
     let state = AppState {
         env,
         worker: worker.clone(),
@@ -295,6 +303,8 @@ pub async fn start(
         .expect("a bound listener has an address");
     let app = router(state.clone());
     let state_for_plans = state.clone();
+    // Plan runs are looked for as often as runs are claimed (a query of ids only).
+    let plan_sweep = Duration::from_millis(config.engine.claim_interval_ms);
     let task = tokio::spawn(async move {
         let worker_shutdown = shutdown.clone();
         // The volume operations a previous process left in flight are settled first
@@ -311,7 +321,7 @@ pub async fn start(
             state_for_plans
                 .plans
                 .clone()
-                .sweep(state_for_plans.env.store.clone(), PLAN_SWEEP),
+                .sweep(state_for_plans.env.store.clone(), plan_sweep),
         );
         tracing::info!(%addr, worker = %owner, "ferry serves");
         let served = axum::serve(listener, app)
@@ -328,8 +338,6 @@ pub async fn start(
 
 /// How often a plan run under way is looked at again.
 const PLAN_STEP: Duration = Duration::from_millis(200);
-/// How often the active plan runs no task of this process drives are looked for.
-const PLAN_SWEEP: Duration = Duration::from_secs(5);
 
 /// This process, recorded under its worker name while it runs.
 struct WorkerName {

@@ -310,6 +310,9 @@ pub struct RunDetail {
     pub lease_owner: Option<String>,
     /// Raised each time a worker takes the run over.
     pub generation: i64,
+    /// The plan run that started it, when one did (`ferry plan run ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_run: Option<PlanRunRef>,
     /// Every step of the workflow, in order; steps not reached have state `waiting`.
     pub steps: Vec<StepView>,
     /// The CloudStack jobs the run submitted, oldest first.
@@ -319,6 +322,13 @@ pub struct RunDetail {
     pub story: Vec<String>,
     /// What an operator should do now, when anything.
     pub advice: Option<String>,
+}
+
+/// A plan run, named from one of its VMs' runs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlanRunRef {
+    pub id: String,
+    pub plan: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

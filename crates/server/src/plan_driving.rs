@@ -1,7 +1,7 @@
 //! The tasks that drive plan runs (docs/decisions/0002-plan-runs.md): a plan run
 //! started through the API is driven by this process at once; the plan runs that are
-//! active when the server starts, or that no task of this process drives, are taken up
-//! by a sweep. A leaf of the crate: the handlers' state holds it.
+//! active and free when the server starts, or whose driver died (its lease ran out),
+//! are taken up by a sweep. A leaf of the crate: the handlers' state holds it.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -40,7 +40,10 @@ impl PlanDriving {
         let this = self.clone();
         tokio::spawn(async move {
             match this.driver.drive(&id, &this.shutdown).await {
-                Ok(run) => tracing::info!(plan_run = %id, state = %run.state, "plan run driven"),
+                Ok(Some(run)) => {
+                    tracing::info!(plan_run = %id, state = %run.state, "plan run driven")
+                }
+                Ok(None) => tracing::debug!(plan_run = %id, "another worker drives the plan run"),
                 Err(e) => tracing::warn!(plan_run = %id, error = %e, "driving a plan run stopped"),
             }
             this.driving
@@ -50,11 +53,12 @@ impl PlanDriving {
         });
     }
 
-    /// Takes up every active plan run, now and every `every`, until shutdown.
+    /// Takes up every active plan run no live worker drives, now and every `every`,
+    /// until shutdown.
     pub async fn sweep(self, store: store::Store, every: Duration) {
         loop {
-            match store.active_plan_runs().await {
-                Ok(runs) => runs.into_iter().for_each(|r| self.drive(r.id)),
+            match store.claimable_plan_runs(self.driver.owner()).await {
+                Ok(runs) => runs.into_iter().for_each(|id| self.drive(id)),
                 Err(e) => tracing::warn!(error = %e, "cannot list the active plan runs"),
             }
             tokio::select! {

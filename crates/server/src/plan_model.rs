@@ -136,7 +136,32 @@ pub struct PlanRunView {
     /// Request → the last VM ready, in milliseconds (the plan's RTO), once every VM of
     /// a test or live failover is.
     pub rto_ms: Option<i64>,
+    /// The worker driving it (holding its lease), while one does, and the fencing
+    /// generation: raised each time a worker takes the plan run over.
+    pub worker: Option<String>,
+    pub generation: i64,
+    /// Each tier in the order the workflow takes them, with its times.
+    pub tier_timings: Vec<PlanRunTierView>,
     pub vms: Vec<PlanRunVmView>,
+}
+
+/// A tier of a plan run and its times; a tier not reached has none.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlanRunTierView {
+    /// 1 = the first the workflow takes.
+    pub tier: i64,
+    pub name: String,
+    /// The plan run moved to it: its `before` hooks, then its VMs' runs.
+    pub started_at: Option<String>,
+    /// Every VM of it ready, failed or skipped (its runs and readiness gates through).
+    pub through_at: Option<String>,
+    /// The plan run moved past it, or stopped or ended at it: its `after` hooks and
+    /// its delay done.
+    pub ended_at: Option<String>,
+    /// started → through, in milliseconds: what its VMs took.
+    pub vms_ms: Option<i64>,
+    /// started → ended (to now while under way), in milliseconds: the whole tier.
+    pub ms: Option<i64>,
 }
 
 /// One VM of a plan run.

@@ -2,14 +2,16 @@
 //! process, `plan_driving`) and showing it (docs/decisions/0002-plan-runs.md).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use plans::PlanDefinition;
 use plans::runner::PlanStartError;
-use store::{PlanRun, Workflow};
+use serde::Deserialize;
+use store::{PlanRun, PlanVmState, Workflow};
 
 use crate::error::ApiError;
 use crate::model::{ErrorBody, Problem};
-use crate::plan_model::{PlanRunView, PlanRunVmView};
+use crate::plan_model::{PlanRunTierView, PlanRunView, PlanRunVmView};
 use crate::state::AppState;
 use crate::view::time;
 
@@ -112,7 +114,41 @@ pub(crate) async fn show_plan_run(
     Ok(Json(view(&run)))
 }
 
-fn view(run: &PlanRun) -> PlanRunView {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRunQuery {
+    /// At most this many, newest first (default 20, at most 1000).
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/plans/{name}/runs", tag = "plans",
+    params(("name" = String, Path, description = "The plan's name"), PlanRunQuery),
+    responses((status = 200, description = "The plan's runs, newest first", body = Vec<PlanRunView>),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn list_plan_runs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<PlanRunQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<PlanRunView>>> {
+    let Query(query) =
+        query.map_err(|e| ApiError::invalid(format!("bad query: {}", e.body_text())))?;
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(format!(
+            "limit must be between 1 and 1000 (got {limit})"
+        )));
+    }
+    let plan = state.env.store.plan(&name).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no recovery plan named `{name}`: `ferry plan list` shows them"
+        ))
+    })?;
+    let runs = state.env.store.plan_runs_of(&plan.id, limit).await?;
+    Ok(Json(runs.iter().map(view).collect()))
+}
+
+pub(crate) fn view(run: &PlanRun) -> PlanRunView {
     let tiers = run.vms.iter().map(|v| v.tier).max().map_or(0, |t| t + 1);
     PlanRunView {
         id: run.id.clone(),
@@ -125,6 +161,12 @@ fn view(run: &PlanRun) -> PlanRunView {
         created_at: time(run.created_at),
         finished_at: run.finished_at.map(time),
         rto_ms: run.rto_ms(),
+        worker: run
+            .lease_expires_at
+            .filter(|&t| t > store::now_ms() && run.state.is_active())
+            .and(run.lease_owner.clone()),
+        generation: run.generation,
+        tier_timings: tier_timings(run, tiers),
         vms: run
             .vms
             .iter()
@@ -142,4 +184,45 @@ fn view(run: &PlanRun) -> PlanRunView {
             })
             .collect(),
     }
+}
+
+/// Each tier of `run` (`count` of them) in the order its workflow takes them, with
+/// when it began, when its VMs were through and when it ended.
+fn tier_timings(run: &PlanRun, count: i64) -> Vec<PlanRunTierView> {
+    let plan = PlanDefinition::from_stored(&run.definition).ok();
+    let now = store::now_ms();
+    (0..count)
+        .map(|t| {
+            let name = plan
+                .as_ref()
+                .and_then(|p| {
+                    plans::runner::tier_of_order(p, run.workflow, t)
+                        .map(|i| p.tiers[i].name.clone())
+                })
+                .unwrap_or_else(|| format!("tier {}", t + 1));
+            let times = run.tiers.iter().find(|x| x.tier == t);
+            let started = times.map(|x| x.started_at);
+            let ended = times.and_then(|x| x.ended_at);
+            let vms: Vec<_> = run.vms.iter().filter(|v| v.tier == t).collect();
+            let through = started
+                .filter(|_| {
+                    vms.iter().all(|v| {
+                        matches!(
+                            v.state,
+                            PlanVmState::Ready | PlanVmState::Failed | PlanVmState::Skipped
+                        )
+                    })
+                })
+                .and_then(|_| vms.iter().filter_map(|v| v.ready_at.or(v.ended_at)).max());
+            PlanRunTierView {
+                tier: t + 1,
+                name,
+                started_at: started.map(time),
+                through_at: through.map(time),
+                ended_at: ended.map(time),
+                vms_ms: started.zip(through).map(|(s, e)| e - s),
+                ms: started.map(|s| ended.unwrap_or(now) - s),
+            }
+        })
+        .collect()
 }

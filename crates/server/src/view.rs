@@ -442,6 +442,12 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
             .filter(|&t| t > store::now_ms() && run.state.is_active())
             .and(run.lease_owner.clone()),
         generation: run.generation,
+        plan_run: state
+            .env
+            .store
+            .plan_run_of_run(run.id.as_str())
+            .await?
+            .map(|(id, plan)| crate::model::PlanRunRef { id, plan }),
         steps,
         jobs,
         events: events

@@ -186,6 +186,34 @@ async fn a_drill_and_a_live_failover_go_tier_by_tier_and_come_back_last_tier_fir
         web["created_at"],
         db["finished_at"]
     );
+    // Each VM's run names the plan run that started it.
+    assert_eq!(db["plan_run"], json!({ "id": id, "plan": "shop" }), "{db}");
+    // Per-tier times: in order, the second begun once the first ended, each tier's VMs
+    // through within the tier.
+    let timings = done["tier_timings"].as_array().expect("tier timings");
+    let names: Vec<&str> = timings
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["database", "web"], "{done}");
+    for t in timings {
+        let (vms, whole) = (t["vms_ms"].as_i64().unwrap(), t["ms"].as_i64().unwrap());
+        assert!(vms > 0 && vms <= whole, "{t}");
+        assert!(t["through_at"].as_str() <= t["ended_at"].as_str(), "{t}");
+    }
+    assert!(
+        timings[1]["started_at"].as_str() >= timings[0]["ended_at"].as_str(),
+        "{done}"
+    );
+    // The web tier waited for the database's gate: the database's port opens 0.3 s
+    // after it runs, so its tier took at least that.
+    assert!(timings[0]["vms_ms"].as_i64().unwrap() >= 300, "{done}");
+    assert_eq!(
+        done["worker"],
+        Value::Null,
+        "an ended plan run is driven by no one"
+    );
+    assert!(done["generation"].as_i64().unwrap() >= 1, "{done}");
     let plan_rto = done["rto_ms"]
         .as_i64()
         .expect("an RTO once every VM is ready");
@@ -265,6 +293,25 @@ async fn a_drill_and_a_live_failover_go_tier_by_tier_and_come_back_last_tier_fir
         let (_, v) = server.get(&format!("/v1/vms/{name}")).await?;
         assert_eq!(v["state"], "ready_for_failover", "{v}");
     }
+    // The plan's runs, newest first.
+    let (status, runs) = server.get("/v1/plans/shop/runs").await?;
+    assert_eq!(status, StatusCode::OK, "{runs}");
+    let workflows: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["workflow"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        workflows,
+        ["rollback", "live_failover", "cleanup", "test_failover"]
+    );
+    let (status, _) = server.get("/v1/plans/shop/runs?limit=1").await?;
+    assert_eq!(status, StatusCode::OK);
+    let (status, bad) = server.get("/v1/plans/shop/runs?limit=0").await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    let (status, none) = server.get("/v1/plans/nope/runs").await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{none}");
     Ok(())
 }
 
@@ -289,6 +336,10 @@ async fn a_gate_that_never_passes_stops_the_drill_before_the_next_tier() -> Test
         assert_eq!(vm(&stopped, name)["state"], "skipped", "{stopped}");
         assert_eq!(vm(&stopped, name)["run_id"], Value::Null);
     }
+    // The tier it stopped at ended with the stop; the web tier never began.
+    let timings = &stopped["tier_timings"];
+    assert!(timings[0]["ended_at"].is_string(), "{stopped}");
+    assert_eq!(timings[1]["started_at"], Value::Null, "{stopped}");
     assert_eq!(stopped["rto_ms"], Value::Null);
     // What came up stays for inspection: the database's test VM.
     let (_, v) = server.get("/v1/vms/vm000").await?;

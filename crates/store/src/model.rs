@@ -466,8 +466,15 @@ pub struct PlanRun {
     pub created_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
+    /// The worker driving it, and until when (ms since the epoch), while it does.
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    /// The fencing generation: raised each time a worker takes the plan run's lease.
+    pub generation: i64,
     /// Its VMs, by tier then name.
     pub vms: Vec<PlanRunVm>,
+    /// The tiers it reached, in the order it took them.
+    pub tiers: Vec<PlanRunTier>,
 }
 
 impl PlanRun {
@@ -499,6 +506,16 @@ impl PlanRun {
     }
 }
 
+/// When a tier of a plan run began (the plan run moved to it) and ended (it moved
+/// past it, or stopped or ended at it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRunTier {
+    /// 0 = the first in the order the workflow takes them.
+    pub tier: i64,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+}
+
 /// One VM of a plan run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanRunVm {
@@ -515,7 +532,8 @@ pub struct PlanRunVm {
     pub detail: Option<String>,
 }
 
-/// A plan run to create: the plan (as it is now), the workflow, and each VM's tier.
+/// A plan run to create: the plan (as it is now), the workflow, each VM's tier, and
+/// the VMs it skips from the start, each with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPlanRun {
     pub plan_id: String,
@@ -523,4 +541,5 @@ pub struct NewPlanRun {
     pub definition: String,
     pub digest: String,
     pub vms: Vec<(ProtectedVmId, i64)>,
+    pub skipped: Vec<(ProtectedVmId, String)>,
 }

@@ -73,6 +73,7 @@ conformance!(
     a_plan_round_trips_and_its_name_is_unique,
     a_vm_a_plan_names_cannot_be_removed,
     a_plan_run_moves_only_from_where_it_was_read,
+    a_plan_run_is_driven_under_a_lease_and_its_tiers_timed,
 );
 
 const GIB: i64 = 1 << 30;
@@ -1382,6 +1383,7 @@ async fn a_plan_run_moves_only_from_where_it_was_read(fx: &Fixture) -> TestResul
         definition: "v1".into(),
         digest: plan.digest.clone(),
         vms: vec![(db.id.clone(), 0), (web.id.clone(), 1)],
+        skipped: Vec::new(),
     };
     let run = store.create_plan_run(&new).await?;
     assert_eq!(run.plan_name, "shop");
@@ -1408,8 +1410,20 @@ async fn a_plan_run_moves_only_from_where_it_was_read(fx: &Fixture) -> TestResul
     // A move from where it was read: the first wins, a second from there does not.
     let pending = (PlanRunState::Pending, 0);
     let running = (PlanRunState::Running, 0);
-    assert!(store.move_plan_run(&run.id, pending, running, None).await?);
-    assert!(!store.move_plan_run(&run.id, pending, running, None).await?);
+    assert!(
+        store
+            .move_plan_run(&run.id, 0, pending, running, None)
+            .await?
+    );
+    assert!(
+        !store
+            .move_plan_run(&run.id, 0, pending, running, None)
+            .await?
+    );
+    // Tier 0 began with the move.
+    let read = store.plan_run(&run.id).await?.expect("plan run");
+    assert_eq!(read.tiers.len(), 1, "{:?}", read.tiers);
+    assert_eq!((read.tiers[0].tier, read.tiers[0].ended_at), (0, None));
 
     // A VM: starting (before its run is asked for), then running with its run.
     let mut vm = run.vms[0].clone();
@@ -1417,12 +1431,12 @@ async fn a_plan_run_moves_only_from_where_it_was_read(fx: &Fixture) -> TestResul
     vm.started_at = Some(1);
     assert!(
         store
-            .set_plan_run_vm(&run.id, &vm, PlanVmState::Waiting)
+            .set_plan_run_vm(&run.id, 0, &vm, PlanVmState::Waiting)
             .await?
     );
     assert!(
         !store
-            .set_plan_run_vm(&run.id, &vm, PlanVmState::Waiting)
+            .set_plan_run_vm(&run.id, 0, &vm, PlanVmState::Waiting)
             .await?,
         "not from a state it is no longer in"
     );
@@ -1435,7 +1449,7 @@ async fn a_plan_run_moves_only_from_where_it_was_read(fx: &Fixture) -> TestResul
     vm.readiness = Some("{\"ready\":true}".into());
     assert!(
         store
-            .set_plan_run_vm(&run.id, &vm, PlanVmState::Starting)
+            .set_plan_run_vm(&run.id, 0, &vm, PlanVmState::Starting)
             .await?
     );
     let read = store.plan_run(&run.id).await?.expect("plan run");
@@ -1446,7 +1460,7 @@ async fn a_plan_run_moves_only_from_where_it_was_read(fx: &Fixture) -> TestResul
     // It ends: finished, not active, the last done drill of the plan; a new one may start.
     assert!(
         store
-            .move_plan_run(&run.id, running, (PlanRunState::Done, 1), None)
+            .move_plan_run(&run.id, 0, running, (PlanRunState::Done, 1), None)
             .await?
     );
     let done = store.plan_run(&run.id).await?.expect("plan run");
@@ -1483,6 +1497,7 @@ async fn a_plan_run_moves_only_from_where_it_was_read(fx: &Fixture) -> TestResul
         store
             .move_plan_run(
                 &of_plan[0],
+                0,
                 pending,
                 (PlanRunState::Stopped, 0),
                 Some("web1 did not become ready")
@@ -1491,5 +1506,144 @@ async fn a_plan_run_moves_only_from_where_it_was_read(fx: &Fixture) -> TestResul
     );
     let stopped = store.plan_run(&of_plan[0]).await?.expect("plan run");
     assert_eq!(stopped.error.as_deref(), Some("web1 did not become ready"));
+    Ok(())
+}
+
+async fn a_plan_run_is_driven_under_a_lease_and_its_tiers_timed(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    let db = registered(store).await?;
+    let web = register(store, "web1", ["c", "d"], "00:50:56:00:00:02").await?;
+    let plan = store
+        .add_plan(&plan("shop", "v1", &[(&db, 0), (&web, 1)]))
+        .await?;
+    let run = store
+        .create_plan_run(&NewPlanRun {
+            plan_id: plan.id.clone(),
+            workflow: Workflow::Cleanup,
+            definition: "v1".into(),
+            digest: plan.digest.clone(),
+            vms: vec![(db.id.clone(), 0), (web.id.clone(), 1)],
+            skipped: vec![(web.id.clone(), "web1 never failed over".into())],
+        })
+        .await?;
+    // Skipped from the start, with why.
+    let web_vm = run.vms.iter().find(|v| v.vm_name == "web1").expect("web1");
+    assert_eq!(web_vm.state, PlanVmState::Skipped);
+    assert_eq!(web_vm.detail.as_deref(), Some("web1 never failed over"));
+    assert_eq!((run.generation, run.lease_owner.as_deref()), (0, None));
+
+    // worker-a takes the lease; worker-b cannot while it lives.
+    assert_eq!(
+        store.claimable_plan_runs("worker-b").await?,
+        std::slice::from_ref(&run.id)
+    );
+    let a1 = store.acquire_plan_run(&run.id, "worker-a", 60_000).await?;
+    assert_eq!(a1, Some(1));
+    assert_eq!(
+        store.acquire_plan_run(&run.id, "worker-b", 60_000).await?,
+        None
+    );
+    assert!(store.claimable_plan_runs("worker-b").await?.is_empty());
+    assert_eq!(
+        store.claimable_plan_runs("worker-a").await?,
+        std::slice::from_ref(&run.id)
+    );
+    let held = store.plan_run(&run.id).await?.expect("plan run");
+    assert_eq!(
+        (held.lease_owner.as_deref(), held.generation),
+        (Some("worker-a"), 1)
+    );
+    // A write at a generation that is not the plan run's moves nothing.
+    let (pending, running) = ((PlanRunState::Pending, 0), (PlanRunState::Running, 0));
+    assert!(
+        !store
+            .move_plan_run(&run.id, 0, pending, running, None)
+            .await?
+    );
+    assert!(
+        store
+            .move_plan_run(&run.id, 1, pending, running, None)
+            .await?
+    );
+
+    // worker-a restarted under its name takes it back at once; the old holder is
+    // fenced off.
+    let a2 = store.acquire_plan_run(&run.id, "worker-a", 60_000).await?;
+    assert_eq!(a2, Some(2));
+    store.renew_plan_run(&run.id, "worker-a", 2, 60_000).await?;
+    assert!(matches!(
+        store.renew_plan_run(&run.id, "worker-a", 1, 60_000).await,
+        Err(StoreError::Fenced { generation: 1, .. })
+    ));
+    let mut vm = run.vms[0].clone();
+    vm.state = PlanVmState::Starting;
+    assert!(
+        !store
+            .set_plan_run_vm(&run.id, 1, &vm, PlanVmState::Waiting)
+            .await?,
+        "a driver that was taken over writes no VM"
+    );
+    assert!(
+        store
+            .set_plan_run_vm(&run.id, 2, &vm, PlanVmState::Waiting)
+            .await?
+    );
+
+    // Its lease runs out: worker-b takes it, and worker-a is fenced off.
+    assert_eq!(
+        store.acquire_plan_run(&run.id, "worker-a", -1).await?,
+        Some(3)
+    );
+    assert_eq!(
+        store.acquire_plan_run(&run.id, "worker-b", 60_000).await?,
+        Some(4)
+    );
+    assert!(matches!(
+        store.renew_plan_run(&run.id, "worker-a", 3, 60_000).await,
+        Err(StoreError::Fenced { .. })
+    ));
+
+    // Tiers: the move to tier 1 ends tier 0 and begins tier 1; the stop ends tier 1.
+    assert!(
+        store
+            .move_plan_run(&run.id, 4, running, (PlanRunState::Running, 1), None)
+            .await?
+    );
+    let moved = store.plan_run(&run.id).await?.expect("plan run");
+    let tiers: Vec<(i64, bool)> = moved
+        .tiers
+        .iter()
+        .map(|t| (t.tier, t.ended_at.is_some()))
+        .collect();
+    assert_eq!(tiers, [(0, true), (1, false)]);
+    assert!(moved.tiers[0].ended_at >= Some(moved.tiers[0].started_at));
+    assert!(moved.tiers[1].started_at >= moved.tiers[0].ended_at.unwrap_or(i64::MAX));
+    assert!(
+        store
+            .move_plan_run(
+                &run.id,
+                4,
+                (PlanRunState::Running, 1),
+                (PlanRunState::Stopped, 1),
+                Some("stopped")
+            )
+            .await?
+    );
+    let stopped = store.plan_run(&run.id).await?.expect("plan run");
+    assert!(
+        stopped.tiers.iter().all(|t| t.ended_at.is_some()),
+        "{:?}",
+        stopped.tiers
+    );
+
+    // Released, and an ended plan run is nobody's to take.
+    store.release_plan_run(&run.id, 4).await?;
+    let released = store.plan_run(&run.id).await?.expect("plan run");
+    assert_eq!(released.lease_owner, None);
+    assert_eq!(
+        store.acquire_plan_run(&run.id, "worker-b", 60_000).await?,
+        None
+    );
+    assert!(store.claimable_plan_runs("worker-b").await?.is_empty());
     Ok(())
 }

@@ -196,6 +196,10 @@ impl Request {
         Request::post(format!("/v1/plans/{}/{workflow}", segment(name)), None)
     }
 
+    pub(crate) fn list_plan_runs(name: &str, limit: u32) -> Request {
+        Request::get(format!("/v1/plans/{}/runs?limit={limit}", segment(name)))
+    }
+
     pub(crate) fn show_plan_run(id: &str) -> Request {
         Request::get(format!("/v1/plan-runs/{}", segment(id)))
     }

@@ -55,10 +55,19 @@ pub enum PlanCommand {
     Rollback(PlanStart),
     /// Make the plan's live failover final.
     Commit(PlanStart),
-    /// Show a run of a plan: its tiers, each VM's state, run, readiness and RTO.
+    /// Show a run of a plan: its tiers and their times, each VM's state, run,
+    /// readiness and RTO.
     Run {
         /// The plan run's id.
         id: String,
+    },
+    /// List a plan's runs, newest first.
+    Runs {
+        /// The plan's name.
+        name: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
     },
 }
 
@@ -96,6 +105,13 @@ pub async fn plan(command: PlanCommand, connection: &ConnectionArgs) -> ExitCode
             PlanCommand::Run { id } => {
                 let (run, raw) = api.typed::<PlanRunView>(Request::show_plan_run(&id)).await?;
                 print(output, &raw, || run_table(&run));
+                Ok(ExitCode::SUCCESS)
+            }
+            PlanCommand::Runs { name, limit } => {
+                let (runs, raw) = api
+                    .typed::<Vec<PlanRunView>>(Request::list_plan_runs(&name, limit))
+                    .await?;
+                print(output, &raw, || runs_table(&name, &runs));
                 Ok(ExitCode::SUCCESS)
             }
             PlanCommand::Remove { name } => {
@@ -179,15 +195,32 @@ fn run_table(run: &PlanRunView) -> String {
             rto as f64 / 1000.0
         ));
     }
+    if let Some(worker) = &run.worker {
+        out.push_str(&format!(
+            "  driven by {worker} (generation {})\n",
+            run.generation
+        ));
+    }
+    out.push_str(&format!(
+        "\n{:<5} {:<16} {:<12} {:>9} {:>9}\n",
+        "TIER", "NAME", "STARTED", "VMS", "TIER"
+    ));
+    for t in &run.tier_timings {
+        out.push_str(&format!(
+            "{:<5} {:<16} {:<12} {:>9} {:>9}\n",
+            t.tier,
+            t.name,
+            t.started_at.as_deref().map_or("-", clock),
+            seconds(t.vms_ms),
+            seconds(t.ms.filter(|_| t.ended_at.is_some()))
+        ));
+    }
     out.push_str(&format!(
         "\n{:<5} {:<20} {:<9} {:>8}  {:<38} {}\n",
         "TIER", "VM", "STATE", "RTO", "RUN", "DETAIL"
     ));
     for v in &run.vms {
-        let rto = v.rto_ms.map_or_else(
-            || "-".to_string(),
-            |ms| format!("{:.1} s", ms as f64 / 1000.0),
-        );
+        let rto = seconds(v.rto_ms);
         out.push_str(&format!(
             "{:<5} {:<20} {:<9} {:>8}  {:<38} {}\n",
             v.tier,
@@ -196,6 +229,38 @@ fn run_table(run: &PlanRunView) -> String {
             rto,
             v.run_id.as_deref().unwrap_or("-"),
             v.detail.as_deref().unwrap_or("")
+        ));
+    }
+    out
+}
+
+/// Milliseconds as seconds with a tenth, or `-`.
+fn seconds(ms: Option<i64>) -> String {
+    ms.map_or_else(|| "-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0))
+}
+
+/// The time of day of an RFC 3339 time (`…T12:34:56.789Z` → `12:34:56`).
+fn clock(at: &str) -> &str {
+    at.split_once('T')
+        .map_or(at, |(_, t)| t.get(..8).unwrap_or(t))
+}
+
+fn runs_table(plan: &str, runs: &[PlanRunView]) -> String {
+    if runs.is_empty() {
+        return format!("Plan {plan} has not run yet. Drill it with `ferry plan test {plan}`.\n");
+    }
+    let mut out = format!(
+        "{:<38} {:<14} {:<8} {:<22} {:>8}\n",
+        "PLAN RUN", "WORKFLOW", "STATE", "CREATED", "RTO"
+    );
+    for r in runs {
+        out.push_str(&format!(
+            "{:<38} {:<14} {:<8} {:<22} {:>8}\n",
+            r.id,
+            r.workflow,
+            r.state,
+            r.created_at.get(..19).unwrap_or(&r.created_at),
+            seconds(r.rto_ms)
         ));
     }
     out

@@ -486,6 +486,15 @@ pub(crate) fn run_detail(detail: &RunDetail) -> String {
             ),
         ));
     }
+    if let Some(plan_run) = &detail.plan_run {
+        facts.push((
+            "plan run",
+            format!(
+                "{} (plan {}; `ferry plan run {}`)",
+                plan_run.id, plan_run.plan, plan_run.id
+            ),
+        ));
+    }
     if let Some(owner) = &detail.lease_owner {
         facts.push((
             "worker",
