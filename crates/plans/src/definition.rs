@@ -10,6 +10,7 @@ use inventory::{Format, Problem};
 use readiness::GateSpec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use store::Workflow;
 use workflows::Hook;
 
 /// A whole plan file.
@@ -82,7 +83,7 @@ pub enum Policy {
     Continue,
 }
 
-/// A hook of a plan or tier, scoped to kinds of failover.
+/// A hook of a plan or tier, scoped to the workflows it runs for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanHook {
@@ -101,14 +102,27 @@ pub enum When {
     After,
 }
 
-/// Which failovers a hook runs for.
+/// Which of a plan's workflows a hook runs for: the failovers by default, never the
+/// workflows that take one back or make it final unless it says so (a hook told to
+/// run "before the drill" must not run again before its cleanup).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
+    /// The test failover (a drill).
     Test,
+    /// The live failover.
     Live,
+    /// Both failovers.
     #[default]
     Both,
+    /// The cleanup of a drill.
+    Cleanup,
+    /// The rollback of a live failover.
+    Rollback,
+    /// The commit of a live failover.
+    Commit,
+    /// Every workflow of the plan.
+    Any,
 }
 
 impl Policy {
@@ -138,6 +152,23 @@ impl Scope {
             Scope::Test => "test",
             Scope::Live => "live",
             Scope::Both => "both",
+            Scope::Cleanup => "cleanup",
+            Scope::Rollback => "rollback",
+            Scope::Commit => "commit",
+            Scope::Any => "any",
+        }
+    }
+
+    /// Whether a hook of this scope runs in a plan run of `workflow`.
+    pub fn covers(self, workflow: Workflow) -> bool {
+        match self {
+            Scope::Test => workflow == Workflow::TestFailover,
+            Scope::Live => workflow == Workflow::LiveFailover,
+            Scope::Both => matches!(workflow, Workflow::TestFailover | Workflow::LiveFailover),
+            Scope::Cleanup => workflow == Workflow::Cleanup,
+            Scope::Rollback => workflow == Workflow::Rollback,
+            Scope::Commit => workflow == Workflow::Commit,
+            Scope::Any => true,
         }
     }
 }

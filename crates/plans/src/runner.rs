@@ -54,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 use workflows::hooks::HookContext;
 use workflows::{Env, StartError, Worker};
 
-use crate::definition::{PlanDefinition, PlanHook, Policy, Scope, When};
+use crate::definition::{PlanDefinition, PlanHook, Policy, When};
 
 /// Why a plan run was not started.
 #[derive(Debug, thiserror::Error)]
@@ -730,22 +730,18 @@ impl Driver {
                 (&t.hooks, format!("tier {}", t.name), t.vms.join(","))
             }
         };
-        let scope = match failover_kind(run.workflow) {
-            Some(FailoverKind::Live) => Scope::Live,
-            Some(FailoverKind::Test) => Scope::Test,
-            // A cleanup belongs to a test, a rollback or commit to a live failover.
-            None if run.workflow == Workflow::Cleanup => Scope::Test,
-            None => Scope::Live,
-        };
         let point = when.as_str();
+        // What the hook is told it runs for: `plan_before_test_failover`,
+        // `tier_after_cleanup`, …
         let label = format!(
-            "plan_{point}_{}",
-            if tier.is_some() { "tier" } else { "plan" }
+            "{}_{point}_{}",
+            if tier.is_some() { "tier" } else { "plan" },
+            run.workflow
         );
         let run_id = ids::RunId::from(run.id.as_str());
         for hook in hooks
             .iter()
-            .filter(|h| h.when == when && (h.scope == Scope::Both || h.scope == scope))
+            .filter(|h| h.when == when && h.scope.covers(run.workflow))
         {
             let context = HookContext {
                 hook: &label,

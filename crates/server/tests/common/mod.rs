@@ -37,14 +37,20 @@ pub struct GenVm {
 /// offerings, template and networks, and as many appliances as the replicas need at
 /// 32 a piece (no VM's replicas split over two appliances).
 pub fn world(vms: usize, disks: usize) -> (World, Vec<GenVm>) {
-    assert!((1..=MAX_DATA_VOLUMES).contains(&disks));
+    world_of(&vec![disks; vms])
+}
+
+/// A world of one protected VM per entry of `disks`, of that many disks (`vm000`
+/// first), packed onto appliances of 32 replicas at most as [`world`] does.
+pub fn world_of(disks: &[usize]) -> (World, Vec<GenVm>) {
     let mut world = World::default();
     world.appliances.clear();
-    let per_appliance = MAX_DATA_VOLUMES / disks;
     let mut out = Vec::new();
-    for i in 0..vms {
-        let a = i / per_appliance;
-        if world.appliances.len() <= a {
+    let mut used = MAX_DATA_VOLUMES;
+    for (i, &disks) in disks.iter().enumerate() {
+        assert!((1..=MAX_DATA_VOLUMES).contains(&disks));
+        if used + disks > MAX_DATA_VOLUMES {
+            let a = world.appliances.len();
             world.appliances.push(ApplianceDef {
                 id: Some(format!("a{a:07x}-0000-4000-8000-000000000001")),
                 name: format!("oma{a:02}"),
@@ -52,7 +58,9 @@ pub fn world(vms: usize, disks: usize) -> (World, Vec<GenVm>) {
                 root_volume_id: Some(format!("a{a:07x}-0000-4000-8000-000000000002")),
                 volumes: Vec::new(),
             });
+            used = 0;
         }
+        used += disks;
         let appliance = world.appliances.last_mut().expect("one");
         let name = format!("vm{i:03}");
         let mut replicas = Vec::new();
