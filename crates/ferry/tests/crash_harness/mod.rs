@@ -7,6 +7,9 @@
 //! Every wait has a deadline and says what it waited for; nothing sleeps but the poll
 //! interval. Child processes are killed on drop.
 
+// Shared by tests that each use part of it.
+#![allow(dead_code)]
+
 use ::ids::{JobId, RunId, VolumeId};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -58,10 +61,15 @@ impl Drop for Sim {
 /// Starts cloudsim's built-in world with every job's latency scaled by `time_scale`
 /// (at 0.01: attach 30 ms, snapshot 120 ms, deploy 60 ms, start 150 ms).
 pub async fn sim(time_scale: f64) -> anyhow::Result<Sim> {
+    sim_with(World::default(), time_scale).await
+}
+
+/// Starts cloudsim with `world`, as [`sim`] does.
+pub async fn sim_with(world: World, time_scale: f64) -> anyhow::Result<Sim> {
     let sysfs = tempfile::tempdir()?;
     let running = cloudsim::start(
         SimConfig {
-            world: World::default(),
+            world,
             sysfs_root: Some(sysfs.path().to_path_buf()),
             time_scale,
         },
@@ -421,7 +429,8 @@ impl Api {
         Ok((status, value))
     }
 
-    async fn expect(
+    /// Sends a request and requires the status `want`; the body.
+    pub async fn expect(
         &self,
         method: reqwest::Method,
         path: &str,
