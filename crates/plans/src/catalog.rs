@@ -226,6 +226,10 @@ pub struct DrillStatus {
     pub reasons: Vec<String>,
     /// The plan's recovery time in that drill (request → last VM ready), in ms.
     pub last_drill_rto_ms: Option<i64>,
+    /// That drill's plan run, and each VM's recovery time in it (request → the VM
+    /// ready), in ms, by VM name.
+    pub last_drill_run: Option<String>,
+    pub last_drill_vm_rto_ms: Vec<(String, i64)>,
 }
 
 impl DrillStatus {
@@ -247,6 +251,8 @@ pub async fn drill_status(store: &Store, s: &Stored, now: i64) -> Result<DrillSt
             last_drill_at: None,
             reasons: vec!["it was never drilled".into()],
             last_drill_rto_ms: None,
+            last_drill_run: None,
+            last_drill_vm_rto_ms: Vec::new(),
         });
     };
     let at = last.finished_at.unwrap_or(last.created_at);
@@ -279,5 +285,11 @@ pub async fn drill_status(store: &Store, s: &Stored, now: i64) -> Result<DrillSt
         last_drill_at: Some(at),
         reasons,
         last_drill_rto_ms: last.rto_ms(),
+        last_drill_vm_rto_ms: last
+            .vms
+            .iter()
+            .filter_map(|v| Some((v.vm_name.clone(), last.vm_rto_ms(v)?)))
+            .collect(),
+        last_drill_run: Some(last.id),
     })
 }

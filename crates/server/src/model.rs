@@ -324,11 +324,15 @@ pub struct RunDetail {
     pub advice: Option<String>,
 }
 
-/// A plan run, named from one of its VMs' runs.
+/// A plan run, named from one of its VMs' runs: the VM's tier in it (1 = the first
+/// the workflow takes) and its RTO there (the plan run's request → the VM ready, in
+/// milliseconds; failovers, once ready).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PlanRunRef {
     pub id: String,
     pub plan: String,
+    pub tier: i64,
+    pub rto_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

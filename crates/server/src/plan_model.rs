@@ -69,6 +69,13 @@ pub struct PlanDetail {
     /// Why, one reason each.
     pub drill_reasons: Vec<String>,
     pub last_drill_at: Option<String>,
+    /// The plan run of its last drill that ended done (`ferry plan run ID`), the
+    /// plan's RTO in it (request → the last VM ready) and each VM's (request → the VM
+    /// ready), in milliseconds.
+    pub last_drill_run: Option<String>,
+    pub last_drill_rto_ms: Option<i64>,
+    #[schema(value_type = Object)]
+    pub last_drill_vm_rto_ms: std::collections::BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

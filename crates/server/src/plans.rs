@@ -211,6 +211,9 @@ async fn detail(state: &AppState, s: &Stored) -> ApiResult<PlanDetail> {
         updated_at: time(s.plan.updated_at),
         needs_drill: drill.needs_drill(),
         last_drill_at: drill.last_drill_at.map(time),
+        last_drill_run: drill.last_drill_run,
+        last_drill_rto_ms: drill.last_drill_rto_ms,
+        last_drill_vm_rto_ms: drill.last_drill_vm_rto_ms.into_iter().collect(),
         drill_reasons: drill.reasons,
     })
 }

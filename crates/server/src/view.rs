@@ -257,6 +257,29 @@ pub fn run_vm_name(name: &str, removed_at: Option<i64>) -> String {
     }
 }
 
+/// The plan run that started `run`, with the VM's tier and RTO in it.
+async fn plan_run_of(
+    store: &store::Store,
+    run: &Run,
+) -> Result<Option<crate::model::PlanRunRef>, ApiError> {
+    let Some((id, _)) = store.plan_run_of_run(run.id.as_str()).await? else {
+        return Ok(None);
+    };
+    let Some(plan_run) = store.plan_run(&id).await? else {
+        return Ok(None);
+    };
+    let vm = plan_run
+        .vms
+        .iter()
+        .find(|v| v.run_id.as_ref() == Some(&run.id));
+    Ok(Some(crate::model::PlanRunRef {
+        tier: vm.map_or(0, |v| v.tier + 1),
+        rto_ms: vm.and_then(|v| plan_run.vm_rto_ms(v)),
+        plan: plan_run.plan_name.clone(),
+        id,
+    }))
+}
+
 pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiError> {
     let store = &state.env.store;
     let vm_name = vm_name(store, &run.vm_id).await?;
@@ -442,12 +465,7 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
             .filter(|&t| t > store::now_ms() && run.state.is_active())
             .and(run.lease_owner.clone()),
         generation: run.generation,
-        plan_run: state
-            .env
-            .store
-            .plan_run_of_run(run.id.as_str())
-            .await?
-            .map(|(id, plan)| crate::model::PlanRunRef { id, plan }),
+        plan_run: plan_run_of(&state.env.store, run).await?,
         steps,
         jobs,
         events: events

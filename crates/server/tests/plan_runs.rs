@@ -187,7 +187,11 @@ async fn a_drill_and_a_live_failover_go_tier_by_tier_and_come_back_last_tier_fir
         db["finished_at"]
     );
     // Each VM's run names the plan run that started it.
-    assert_eq!(db["plan_run"], json!({ "id": id, "plan": "shop" }), "{db}");
+    assert_eq!(
+        db["plan_run"],
+        json!({ "id": id, "plan": "shop", "tier": 1, "rto_ms": vm(&done, "vm000")["rto_ms"] }),
+        "{db}"
+    );
     // Per-tier times: in order, the second begun once the first ended, each tier's VMs
     // through within the tier.
     let timings = done["tier_timings"].as_array().expect("tier timings");
@@ -222,6 +226,14 @@ async fn a_drill_and_a_live_failover_go_tier_by_tier_and_come_back_last_tier_fir
     let (_, listed) = server.get("/v1/plans").await?;
     assert_eq!(listed[0]["needs_drill"], false, "{listed}");
     assert!(listed[0]["last_drill_at"].is_string(), "{listed}");
+    let (_, shown) = server.get("/v1/plans/shop").await?;
+    assert_eq!(shown["last_drill_run"], id.as_str(), "{shown}");
+    assert_eq!(shown["last_drill_rto_ms"], plan_rto, "{shown}");
+    assert_eq!(
+        shown["last_drill_vm_rto_ms"]["vm001"],
+        vm(&done, "vm001")["rto_ms"],
+        "{shown}"
+    );
     let metrics = server
         .http
         .get(format!("{}/metrics", server.url))

@@ -348,7 +348,14 @@ fn table(p: &PlanDetail) -> String {
     ));
     out.push_str(&format!(
         "Last drill:   {}\n",
-        p.last_drill_at.as_deref().unwrap_or("never")
+        match (&p.last_drill_at, &p.last_drill_run) {
+            (Some(at), Some(run)) => format!(
+                "{at}, RTO {} (`ferry plan run {run}`)",
+                seconds(p.last_drill_rto_ms)
+            ),
+            (Some(at), None) => at.clone(),
+            _ => "never".into(),
+        }
     ));
     if p.needs_drill {
         out.push_str(&format!("NEEDS A DRILL: {}\n", p.drill_reasons.join("; ")));
@@ -370,8 +377,13 @@ fn table(p: &PlanDetail) -> String {
             out.push_str(&format!("  then wait {} s\n", t.delay_after_secs));
         }
         for vm in &t.vms {
+            let rto = p
+                .last_drill_vm_rto_ms
+                .get(vm)
+                .map(|ms| format!(" (last drill: ready in {})", seconds(Some(*ms))))
+                .unwrap_or_default();
             out.push_str(&format!(
-                "  {vm} is ready when: {}\n",
+                "  {vm} is ready when: {}{rto}\n",
                 gates(t.gates.get(vm))
             ));
         }

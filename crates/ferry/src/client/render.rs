@@ -490,8 +490,18 @@ pub(crate) fn run_detail(detail: &RunDetail) -> String {
         facts.push((
             "plan run",
             format!(
-                "{} (plan {}; `ferry plan run {}`)",
-                plan_run.id, plan_run.plan, plan_run.id
+                "{} (plan {}, tier {}{}; `ferry plan run {}`)",
+                plan_run.id,
+                plan_run.plan,
+                plan_run.tier,
+                plan_run
+                    .rto_ms
+                    .map(|ms| format!(
+                        ", ready {:.1} s after the plan run's request",
+                        ms as f64 / 1000.0
+                    ))
+                    .unwrap_or_default(),
+                plan_run.id
             ),
         ));
     }
