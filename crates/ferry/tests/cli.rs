@@ -380,7 +380,23 @@ async fn a_killed_volume_daemon_resumes_its_attach_from_the_journal() {
         (stats().await["calls"]["attachVolume"] == 1).then_some(())
     })
     .await;
+    // The daemon records the job id just after CloudStack answers: the kill lands
+    // once it has (the job still in flight for 1.5 s), however loaded the machine.
+    let watch = store::Store::connect(database.to_str().expect("utf-8"))
+        .await
+        .expect("journal opens");
+    eventually("the daemon to record the attach's job id", || async {
+        let ops = watch.unfinished_ops().await.expect("ops");
+        ops.iter().any(|op| op.job_id.is_some()).then_some(())
+    })
+    .await;
+    drop(watch);
     drop(first); // SIGKILL
+    assert_eq!(
+        stats().await["commands"]["attachVolume"]["jobs"].as_u64().unwrap_or(0),
+        0,
+        "the job id was in the journal while CloudStack still ran the attach"
+    );
     assert!(
         in_flight.await.expect("joined").is_err(),
         "the caller lost its answer with the daemon"

@@ -171,6 +171,8 @@ impl Driver {
         // A cleanup or rollback skips a VM that never failed over (its tier was not
         // reached): there is nothing of it to take back.
         let mut untouched = Vec::new();
+        // The VMs that passed so far, by field, for the failover's own checks.
+        let mut passed = Vec::new();
         for (t, tier) in definition.tiers.iter().enumerate() {
             // The order is its own inverse: the tier taken `t`th is the file's `order`th.
             let order = tier_of_order(definition, workflow, t as i64).unwrap_or(t);
@@ -203,9 +205,24 @@ impl Driver {
                             workflows::what_first(name, vm.state)
                         ),
                     });
+                } else {
+                    passed.push((field, vm.clone()));
                 }
                 vms.push((vm.id, order as i64));
             }
+        }
+        // Every VM's failover checks (replicas on their appliance, agents, networks, …),
+        // read-only and all at once: a VM of the last tier that cannot fail over stops
+        // the plan before its first tier changes anything.
+        let checked: Vec<store::ProtectedVm> = passed.iter().map(|(_, vm)| vm.clone()).collect();
+        for (name, message) in
+            workflows::preflight::failover_problems(&self.env, &checked, workflow).await
+        {
+            let field = passed
+                .iter()
+                .find(|(_, vm)| vm.name == name)
+                .map_or_else(|| "tiers".to_string(), |(field, _)| field.clone());
+            problems.push(Problem { field, message });
         }
         if problems.is_empty() && !vms.is_empty() && untouched.len() == vms.len() {
             problems.push(Problem {

@@ -627,3 +627,58 @@ async fn a_vm_failing_in_tier_two_lets_a_drill_go_on_under_continue() -> TestRes
     );
     Ok(())
 }
+
+/// A replica of the last tier's last VM detached from its appliance by hand: the
+/// drill is refused before anything changes — the problem named by VM and field, no
+/// plan run, no VM run, nothing new in CloudStack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_of_the_last_tier_that_cannot_fail_over_stops_the_plan_before_anything_changes()
+-> TestResult {
+    let port = free_port();
+    let site = site(4, port).await?;
+    site.server
+        .post(
+            "/v1/plans",
+            Some(json!({ "definition": plan(&site, port, "stop") })),
+        )
+        .await?;
+    let vm007 = site.vms.iter().find(|v| v.name == "vm007").expect("vm007");
+    let replica = ::ids::VolumeId::from(vm007.replicas[2].as_str());
+    // An operator's hand, not ferry's: straight to CloudStack.
+    #[allow(clippy::disallowed_methods)]
+    let job = site.cloud.detach_volume(&replica).await?;
+    site.cloud.wait(&job).await?;
+    let calls = site.server.admin("stats").await?["calls"].clone();
+
+    let (status, refused) = site
+        .server
+        .post("/v1/plans/shop/test-failover", None)
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    let problems = refused["error"]["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 1, "{refused}");
+    assert_eq!(problems[0]["field"], "tiers[2].vms[2]", "{refused}");
+    let message = problems[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(replica.as_str()) && message.contains("not attached to the appliance"),
+        "{message}"
+    );
+    let (_, runs) = site.server.get("/v1/plans/shop/runs").await?;
+    assert_eq!(runs, json!([]), "no plan run");
+    let (_, runs) = site.server.get("/v1/runs").await?;
+    assert_eq!(runs, json!([]), "no VM run");
+    // Only reads reached CloudStack.
+    let after = site.server.admin("stats").await?["calls"].clone();
+    let changed: Vec<&String> = after
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(command, n)| calls[command.as_str()] != **n)
+        .map(|(command, _)| command)
+        .collect();
+    assert!(
+        !changed.is_empty() && changed.iter().all(|c| c.starts_with("list")),
+        "CloudStack was asked more than reads: {changed:?}"
+    );
+    Ok(())
+}

@@ -31,6 +31,7 @@ pub mod hooks;
 mod jobs;
 pub mod live;
 pub mod plan;
+pub mod preflight;
 pub mod rollback;
 mod run;
 mod steps;

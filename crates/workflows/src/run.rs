@@ -84,7 +84,7 @@ const AGENT_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Refuses a failover of `vm` when its appliance's remote volume agent does not answer,
 /// speaks another API revision, serves another appliance, or cannot see the
 /// appliance's disks. An appliance served in-process has nothing to check.
-async fn check_agent(env: &Env, vm: &store::ProtectedVm) -> Result<(), StartError> {
+pub(crate) async fn check_agent(env: &Env, vm: &store::ProtectedVm) -> Result<(), StartError> {
     let Some(agent) = env.agents.get(&vm.appliance) else {
         return Ok(());
     };

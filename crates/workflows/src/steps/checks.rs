@@ -17,6 +17,7 @@ use crate::plan::DevicePlan;
 use crate::run::{Mode, appliance_vm_id, input, protected_vm, run_mode};
 use crate::steps::clones::{OrSkipped, clones, names_taken, verify_clones};
 use crate::steps::vm::{Network, target_vm_id};
+use volumed::VolumeInfo;
 
 /// Checks, before anything changes, that the failover can be done: the VM ready, the
 /// replicas on the appliance at their disks' sizes, the networks there, the target
@@ -71,35 +72,13 @@ impl TypedStep<Env> for Validate {
         if let Err(problem) = crate::guest_prep::check_guest_prep(env, &vm).await {
             problems.push(problem);
         }
-        for d in input.plan.disks() {
-            match on_appliance.iter().find(|v| v.id == d.volume_id) {
-                None => problems.push(format!(
-                    "replica {} of disk {} is not attached to the appliance",
-                    d.volume_id, d.device_key
-                )),
-                Some(v) if v.size_bytes != d.size_bytes => problems.push(format!(
-                    "replica {} of disk {} has {} bytes, the disk {}",
-                    d.volume_id, d.device_key, v.size_bytes, d.size_bytes
-                )),
-                Some(_) => {}
-            }
-        }
+        problems.extend(replica_problems(&input.plan, &on_appliance));
         let networks = env
             .cloud
             .list_networks(Some(&env.target.zone_id))
             .await
             .map_err(|e| cloud_error("listing networks", e))?;
-        for nic in &vm.nics {
-            let network_id = self.0.network_id(nic);
-            if !networks.iter().any(|n| n.id == *network_id) {
-                problems.push(format!(
-                    "{} network {} of NIC {} does not exist",
-                    self.0.as_str(),
-                    network_id,
-                    nic.mac
-                ));
-            }
-        }
+        problems.extend(network_problems(&vm, self.0, &networks));
         if find_vm(env, &input.target_name).await?.is_some() && cx.attempt == 1 {
             problems.push(format!("a VM named {} already exists", input.target_name));
         }
@@ -117,6 +96,46 @@ impl TypedStep<Env> for Validate {
 }
 
 impl WorkflowStep for Validate {}
+
+/// What is wrong with the replicas of `plan` among the volumes on the appliance:
+/// one not attached to it, one of another size than its disk.
+pub(crate) fn replica_problems(plan: &DevicePlan, on_appliance: &[VolumeInfo]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for d in plan.disks() {
+        match on_appliance.iter().find(|v| v.id == d.volume_id) {
+            None => problems.push(format!(
+                "replica {} of disk {} is not attached to the appliance",
+                d.volume_id, d.device_key
+            )),
+            Some(v) if v.size_bytes != d.size_bytes => problems.push(format!(
+                "replica {} of disk {} has {} bytes, the disk {}",
+                d.volume_id, d.device_key, v.size_bytes, d.size_bytes
+            )),
+            Some(_) => {}
+        }
+    }
+    problems
+}
+
+/// The NICs of `vm` whose `network` is not among `networks` (those of the zone).
+pub(crate) fn network_problems(
+    vm: &store::ProtectedVm,
+    network: Network,
+    networks: &[cloudstack::Network],
+) -> Vec<String> {
+    vm.nics
+        .iter()
+        .filter(|nic| !networks.iter().any(|n| n.id == *network.network_id(nic)))
+        .map(|nic| {
+            format!(
+                "{} network {} of NIC {} does not exist",
+                network.as_str(),
+                network.network_id(nic),
+                nic.mac
+            )
+        })
+        .collect()
+}
 
 /// Validation before the hooks run (only when there are hooks).
 pub(crate) struct Check;
