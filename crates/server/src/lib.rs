@@ -13,11 +13,14 @@ mod body;
 pub mod config;
 pub mod error;
 pub mod model;
+mod ops;
 mod overdue;
 mod plan_driving;
 pub mod plan_model;
 mod plan_runs;
 mod plans;
+pub mod report;
+pub mod requester;
 mod state;
 pub mod view;
 

@@ -12,6 +12,7 @@ use store::{PlanRun, PlanVmState, Workflow};
 use crate::error::ApiError;
 use crate::model::{ErrorBody, Problem};
 use crate::plan_model::{PlanRunTierView, PlanRunView, PlanRunVmView};
+use crate::requester::RequestedBy;
 use crate::state::AppState;
 use crate::view::time;
 
@@ -19,6 +20,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 async fn start(
     state: &AppState,
+    who: RequestedBy,
     name: &str,
     workflow: Workflow,
 ) -> ApiResult<(StatusCode, Json<PlanRunView>)> {
@@ -45,6 +47,13 @@ async fn start(
             },
             PlanStartError::Store(e) => e.into(),
         })?;
+    if let Some(who) = &who.0 {
+        state
+            .env
+            .store
+            .set_plan_run_requested_by(&run.id, who)
+            .await?;
+    }
     tracing::info!(plan = %name, plan_run = %run.id, %workflow, "plan run started");
     state.plans.drive(run.id.clone());
     Ok((StatusCode::ACCEPTED, Json(view(&run))))
@@ -60,9 +69,10 @@ macro_rules! start_route {
                       (status = 422, description = "Pre-flight: a VM is not where the workflow starts from, or in another run; `problems` names every one, and nothing changed", body = ErrorBody)))]
         pub(crate) async fn $fn(
             State(state): State<AppState>,
+            who: RequestedBy,
             Path(name): Path<String>,
         ) -> ApiResult<(StatusCode, Json<PlanRunView>)> {
-            start(&state, &name, $workflow).await
+            start(&state, who, &name, $workflow).await
         }
     };
 }
