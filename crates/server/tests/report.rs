@@ -455,6 +455,14 @@ async fn a_plan_run_report_holds_its_tiers_rtos_and_gates() -> TestResult {
     }
     let plan = r#"
 name = "shop"
+[[hooks]]
+when = "before"
+scope = "test"
+run = { kind = "command", program = "true" }
+[[hooks]]
+when = "before"
+scope = "live"
+run = { kind = "command", program = "false" }
 [[tiers]]
 name = "database"
 vms = ["vm000"]
@@ -527,6 +535,12 @@ vms = ["vm001"]
         }
     }
     assert_eq!(r["leak_check"]["clean"], true, "{}", r["leak_check"]);
+    // The drill's hook ran before the first tier; the live failover's is not this
+    // run's.
+    let hooks = p["hooks"].as_array().expect("hooks");
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0]["point"], "plan before");
+    assert_eq!(hooks[0]["outcome"], "succeeded");
     let (_, _, html) = report(&s, &id, "?format=html").await?;
     std::fs::write(
         std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-plan.html"),
@@ -542,5 +556,105 @@ vms = ["vm001"]
         all_jobs.extend(job_ids(&detail));
     }
     assert_eq!(bars(&html).len(), all_jobs.len());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_drill_report_chains_each_disk_through_its_clone() -> TestResult {
+    let s = server().await?;
+    s.add_pgtest1().await?;
+    let response = s
+        .http
+        .post(format!("{}/v1/vms/pgtest1/test-failover", s.url))
+        .bearer_auth(TOKEN)
+        .json(&json!({"mode": "clone"}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let started: Value = response.json().await?;
+    let id = started["id"].as_str().expect("id").to_string();
+    let drill = s.finish(&id, RUN_DEADLINE).await?;
+    assert_eq!(drill["state"], "done", "{drill}");
+    let r = report_json(&s, &id).await?;
+    assert_valid(&r)?;
+    for d in r["runs"][0]["disks"].as_array().expect("disks") {
+        assert!(d["clone_volume_id"].is_string(), "{d}");
+        assert_ne!(d["clone_volume_id"], d["replica_volume_id"]);
+        assert_eq!(d["planned_device_id"], d["verified_device_id"], "{d}");
+    }
+    let kinds: Vec<&str> = r["leak_check"]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"volume"),
+        "the clones were not looked at: {kinds:?}"
+    );
+    assert_eq!(r["leak_check"]["clean"], true, "{}", r["leak_check"]);
+    let cleanup = run(&s, "/v1/vms/pgtest1/cleanup", "x@y").await?;
+    assert_eq!(cleanup["state"], "done", "{cleanup}");
+    let r = report_json(&s, &id).await?;
+    assert_eq!(
+        r["leak_check"]["clean"], true,
+        "the clones are gone: {}",
+        r["leak_check"]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_failover_report_shows_its_hooks_and_its_rollback_puts_the_disks_back() -> TestResult
+{
+    let hooks = workflows::Hooks {
+        before_live: vec![workflows::Hook::Command {
+            program: "true".into(),
+            args: Vec::new(),
+            timeout_secs: 30,
+        }],
+        after_rollback: Vec::new(),
+    };
+    let s = common::server_with_hooks(
+        World::default(),
+        EngineSection {
+            claim_interval_ms: 50,
+            ..EngineSection::default()
+        },
+        hooks,
+    )
+    .await?;
+    s.add_pgtest1().await?;
+    let live = run(&s, "/v1/vms/pgtest1/live-failover", "gina@ops-5").await?;
+    assert_eq!(live["state"], "done", "{live}");
+    let id = live["id"].as_str().expect("id");
+    let r = report_json(&s, id).await?;
+    assert_valid(&r)?;
+    let hooks = r["runs"][0]["hooks"].as_array().expect("hooks");
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0]["point"], "before_live");
+    assert_eq!(hooks[0]["outcome"], "succeeded");
+    assert_eq!(r["runs"][0]["target_vm"]["name"], "pgtest1");
+    assert_eq!(r["leak_check"]["clean"], true, "{}", r["leak_check"]);
+    let rollback = run(&s, "/v1/vms/pgtest1/rollback", "gina@ops-5").await?;
+    assert_eq!(rollback["state"], "done", "{rollback}");
+    let rb = report_json(&s, rollback["id"].as_str().expect("id")).await?;
+    assert_valid(&rb)?;
+    // The rollback's chain: the live failover's verified ids, then the appliance.
+    for d in rb["runs"][0]["disks"].as_array().expect("disks") {
+        assert_eq!(d["planned_device_id"], d["verified_device_id"], "{d}");
+        assert!(
+            d["appliance_device_path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/dev/disk/by-id/virtio-")),
+            "{d}"
+        );
+    }
+    let r = report_json(&s, id).await?;
+    assert_eq!(
+        r["leak_check"]["clean"], true,
+        "after the rollback: {}",
+        r["leak_check"]
+    );
     Ok(())
 }

@@ -259,16 +259,33 @@ async fn failover_items(
         .map(|v| v.to_string())
         .collect();
     let mut volumes: BTreeMap<String, (String, String)> = BTreeMap::new();
-    for v in cloud
-        .list_volumes(&cloudstack::VolumeFilter {
-            name: Some(prefix.clone()),
-            ..Default::default()
+    // Only clone mode makes volumes under the run's names; a replica is never a
+    // leftover, whatever its name (a live failover's target is the VM's own name, which
+    // replicas are often named after).
+    let replicas: BTreeSet<String> = store
+        .vm_by_id(&g.run.vm_id)
+        .await
+        .ok()
+        .flatten()
+        .map(|vm| {
+            vm.disks
+                .iter()
+                .map(|d| d.disk.replica_volume_id.to_string())
+                .collect()
         })
-        .await?
-        .into_iter()
-        .filter(|v| v.name.starts_with(&prefix))
-    {
-        volumes.insert(v.id.to_string(), (v.name, v.state));
+        .unwrap_or_default();
+    if g.run.mode.as_deref() == Some("clone") {
+        for v in cloud
+            .list_volumes(&cloudstack::VolumeFilter {
+                name: Some(prefix.clone()),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .filter(|v| v.name.starts_with(&prefix) && !replicas.contains(v.id.as_str()))
+        {
+            volumes.insert(v.id.to_string(), (v.name, v.state));
+        }
     }
     for id in clones.iter().chain(&alive) {
         if !volumes.contains_key(id) {
