@@ -280,10 +280,13 @@ pub fn timeline_svg(report: &Report) -> String {
         r##"<defs><pattern id="undo-stripes" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">"##,
         r##"<rect width="6" height="6" fill="#f6c58f"/><line x1="0" y1="0" x2="0" y2="6" stroke="#b35c00" stroke-width="2"/></pattern>"##,
         r##"<pattern id="wait-dots" width="4" height="4" patternUnits="userSpaceOnUse"><rect width="4" height="4" fill="#ececec"/><circle cx="2" cy="2" r="0.8" fill="#777"/></pattern></defs>"##,
-        r##"<style>text{font:11px sans-serif;fill:#111}.heading{font-weight:bold}.axis{stroke:#999;stroke-width:1}.grid{stroke:#ddd;stroke-width:1}"##,
-        r##".span{fill:none;stroke:#888;stroke-width:1}.span.undo{stroke:#b35c00;stroke-dasharray:3 2}.job{fill:#2f6db5;stroke:#1b3f6b;stroke-width:.5}"##,
-        r##".job.undo{fill:url(#undo-stripes);stroke:#b35c00}.job.failed{stroke:#c00000;stroke-width:2}.wait{fill:url(#wait-dots);stroke:#999;stroke-width:.5}"##,
-        r##".failure{fill:#c00000;font-weight:bold;font-size:13px}</style>"##,
+        // Scoped to this SVG: inline in a page, an SVG's style applies to the whole page.
+        r##"<style>svg.timeline text{font:11px sans-serif;fill:#111}svg.timeline .heading{font-weight:bold}"##,
+        r##"svg.timeline .axis{stroke:#999;stroke-width:1}svg.timeline .grid{stroke:#ddd;stroke-width:1}"##,
+        r##"svg.timeline .span{fill:none;stroke:#888;stroke-width:1}svg.timeline .span.undo{stroke:#b35c00;stroke-dasharray:3 2}"##,
+        r##"svg.timeline .job{fill:#2f6db5;stroke:#1b3f6b;stroke-width:.5}svg.timeline .job.undo{fill:url(#undo-stripes);stroke:#b35c00}"##,
+        r##"svg.timeline .job.failed{stroke:#c00000;stroke-width:2}svg.timeline .wait{fill:url(#wait-dots);stroke:#999;stroke-width:.5}"##,
+        r##"svg.timeline .failure{fill:#c00000;font-weight:bold;font-size:13px}</style>"##,
     ));
     // Axis with ticks at round seconds.
     let _ = write!(
