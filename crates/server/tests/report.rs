@@ -658,3 +658,67 @@ async fn a_live_failover_report_shows_its_hooks_and_its_rollback_puts_the_disks_
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_deleted_behind_ferrys_back_is_a_leak_then_a_diverged_replica() -> TestResult {
+    let s = server().await?;
+    s.add_pgtest1().await?;
+    let drill = run(&s, "/v1/vms/pgtest1/test-failover", "hana@ops-6").await?;
+    assert_eq!(drill["state"], "done", "{drill}");
+    let id = drill["id"].as_str().expect("id");
+    let r = report_json(&s, id).await?;
+    let snapshot = r["runs"][0]["disks"][1]["snapshot_id"]
+        .as_str()
+        .expect("a snapshot")
+        .to_string();
+    let replica = r["runs"][0]["disks"][1]["replica_volume_id"]
+        .as_str()
+        .expect("a replica")
+        .to_string();
+    let client = cloudstack::Client::new(cloudstack::Config::new(
+        s.sim.endpoint(),
+        cloudsim::world::ids::API_KEY,
+        secrecy::SecretString::from(cloudsim::world::ids::SECRET_KEY.to_string()),
+    ))?;
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test drifts CloudStack by hand"
+    )]
+    let job = client.delete_snapshot(&snapshot.as_str().into()).await?;
+    client.wait(&job).await?;
+
+    // While the drill stands, its snapshot should be there: the report says it is not.
+    let r = report_json(&s, id).await?;
+    assert_eq!(r["leak_check"]["clean"], false, "{}", r["leak_check"]);
+    let missing = r["leak_check"]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["id"] == snapshot.as_str())
+        .expect("the snapshot is looked at");
+    assert_eq!(missing["expected"], "present");
+    assert_eq!(missing["found"], "absent");
+
+    // The cleanup cannot revert that replica: its report warns of the drift and of the
+    // diverged replica, naming it.
+    let cleanup = run(&s, "/v1/vms/pgtest1/cleanup", "hana@ops-6").await?;
+    assert_eq!(cleanup["state"], "done", "{cleanup}");
+    let c = report_json(&s, cleanup["id"].as_str().expect("id")).await?;
+    assert_valid(&c)?;
+    let warnings = c["warnings"].as_array().expect("warnings");
+    assert!(
+        warnings.iter().any(|w| w["kind"] == "diverged"
+            && w["message"].as_str().unwrap_or_default().contains(&replica)),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w["kind"] == "drift"),
+        "{warnings:?}"
+    );
+    let (_, _, html) = report(&s, cleanup["id"].as_str().expect("id"), "?format=html").await?;
+    assert!(
+        html.contains("⚠ diverged"),
+        "the warning is not in the HTML"
+    );
+    Ok(())
+}
