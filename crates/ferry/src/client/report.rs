@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::api::Request;
-use super::{ConnectionArgs, Failure, Outcome, main_of};
+use super::{ConnectionArgs, Failure, main_of};
 
 /// What `ferry report` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,7 +63,7 @@ pub async fn report(args: ReportArgs, connection: &ConnectionArgs) -> ExitCode {
                 );
             }
         }
-        Outcome::Ok(ExitCode::SUCCESS)
+        Ok(ExitCode::SUCCESS)
     })
     .await
 }
