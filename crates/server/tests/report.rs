@@ -354,9 +354,16 @@ async fn an_unwound_drill_shows_its_undo_and_its_failure() -> TestResult {
     let drill = run(&s, "/v1/vms/pgtest1/test-failover", "carol@ops-3").await?;
     assert_eq!(drill["state"], "unwound", "{drill}");
     let id = drill["id"].as_str().expect("id");
-    let r = report_json(&s, id).await?;
+    let (_, _, text) = report(&s, id, "").await?;
+    let r: Value = serde_json::from_str(&text)?;
     assert_valid(&r)?;
     assert_eq!(r["outcome"]["verdict"], "failed");
+    // Its story has text beyond ASCII ("—"): the documented one-liner still agrees.
+    assert!(
+        !text.is_ascii(),
+        "the test wants a report with non-ASCII text"
+    );
+    assert_eq!(python_digest(&text)?, r["digest"].as_str().expect("digest"));
     let facts = &r["runs"][0];
     let undo: Vec<&Value> = facts["jobs"]
         .as_array()
