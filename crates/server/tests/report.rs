@@ -4,7 +4,8 @@
 //! submitted, carries a digest anyone can recompute (also with the Python one-liner
 //! the docs give) and that one changed fact breaks, fetches nothing from outside, and
 //! its leak check is clean after the cleanup and names a leftover made by hand; an
-//! unwound drill shows its undo; a plan run's report holds its tiers, RTOs and gates.
+//! unwound drill shows its undo; a plan run's report holds its tiers, RTOs and gates;
+//! drift, a diverged replica and an outage waited out are said.
 
 mod common;
 
@@ -728,4 +729,44 @@ async fn a_snapshot_deleted_behind_ferrys_back_is_a_leak_then_a_diverged_replica
         "the warning is not in the HTML"
     );
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_waited_out_is_a_wait_of_its_step() -> TestResult {
+    let s = server().await?;
+    s.add_pgtest1().await?;
+    // CloudStack stops answering when the VM is started, for a second and a half.
+    s.admin_post(
+        "faults",
+        json!({"command": "startVirtualMachine", "nth": 1,
+               "fault": {"kind": "outage", "seconds": 1.5}}),
+    )
+    .await?;
+    let drill = run(&s, "/v1/vms/pgtest1/test-failover", "ivan@ops-7").await?;
+    assert_eq!(drill["state"], "done", "{drill}");
+    let r = report_json(&s, drill["id"].as_str().expect("id")).await?;
+    assert_valid(&r)?;
+    let waits = r["runs"][0]["waits"].as_array().expect("waits");
+    let outage = waits
+        .iter()
+        .find(|w| w["kind"] == "outage")
+        .unwrap_or_else(|| panic!("no outage among the waits: {waits:?}"));
+    assert_eq!(outage["step"], "start-vm");
+    let took = chrono_ms(outage["ended_at"].as_str().expect("end"))?
+        - chrono_ms(outage["started_at"].as_str().expect("start"))?;
+    assert!(took >= 1_000, "the outage lasted 1.5 s, the wait {took} ms");
+    assert!(
+        r["warnings"]
+            .as_array()
+            .expect("w")
+            .iter()
+            .any(|w| w["kind"] == "outage"),
+        "{}",
+        r["warnings"]
+    );
+    Ok(())
+}
+
+fn chrono_ms(t: &str) -> anyhow::Result<i64> {
+    Ok(chrono::DateTime::parse_from_rfc3339(t)?.timestamp_millis())
 }

@@ -123,8 +123,9 @@ pub(crate) async fn run_facts(
             disk_of.insert(id.clone(), d.device_key);
         }
     }
-    let jobs = jobs(store, run, &steps, &disk_of).await?;
-    let waits = waits(run, &steps, &jobs);
+    let events = store.events(&run.id).await?;
+    let jobs = jobs(store, run, &steps, &events, &disk_of).await?;
+    let waits = waits(run, &steps, &jobs, &events);
 
     let hooks_point = match run.workflow {
         Workflow::LiveFailover => "before_live",
@@ -167,10 +168,15 @@ pub(crate) async fn run_facts(
             ),
         });
     }
-    for e in store.events(&run.id).await? {
+    for e in &events {
         if e.level == "warn" {
+            let kind = match &e.step {
+                _ if e.message.starts_with(OUTAGE_BEGINS) => "outage",
+                Some(_) => "drift",
+                None => "run",
+            };
             warnings.push(Warning {
-                kind: if e.step.is_some() { "drift" } else { "run" }.into(),
+                kind: kind.into(),
                 run_id: run_id.clone(),
                 message: match &e.step {
                     Some(step) => format!("{step}: {}", e.message),
@@ -316,6 +322,7 @@ async fn jobs(
     store: &store::Store,
     run: &Run,
     steps: &[StepRecord],
+    events: &[store::Event],
     disk_of: &BTreeMap<String, i64>,
 ) -> Result<Vec<JobFacts>, ApiError> {
     let disk = |ids: &[Option<&str>]| {
@@ -360,9 +367,8 @@ async fn jobs(
     }
     // The VM commands' jobs, recorded in the run's log: each ends when its step (or
     // undo) submitted its next job or ended, the step having waited on it.
-    let events = store.events(&run.id).await?;
     let mut vm_jobs: Vec<(i64, JobFacts)> = Vec::new();
-    for e in &events {
+    for e in events {
         let Some(fields) = e
             .fields
             .as_deref()
@@ -441,9 +447,19 @@ pub(crate) fn ms(t: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
+/// How the engine's log says a step began to wait out an outage (`waiting for
+/// CloudStack (…); ferry keeps trying …`); the step's next line ends it.
+const OUTAGE_BEGINS: &str = "waiting for ";
+
 /// The time within each step's action and undo during which none of its jobs was in
-/// flight; and the outage the run waits out now, if it does.
-fn waits(run: &Run, steps: &[StepRecord], jobs: &[JobFacts]) -> Vec<WaitFacts> {
+/// flight; and the outages the run waited out, from its log (the one it waits out now
+/// to now).
+fn waits(
+    run: &Run,
+    steps: &[StepRecord],
+    jobs: &[JobFacts],
+    events: &[store::Event],
+) -> Vec<WaitFacts> {
     let mut out = Vec::new();
     let now = store::now_ms();
     for s in steps {
@@ -488,7 +504,38 @@ fn waits(run: &Run, steps: &[StepRecord], jobs: &[JobFacts]) -> Vec<WaitFacts> {
             }
         }
     }
-    if let (Some(since), Some(what)) = (run.waiting_since, &run.waiting_for) {
+    let mut open = false;
+    for (i, e) in events.iter().enumerate() {
+        if e.level != "warn" || !e.message.starts_with(OUTAGE_BEGINS) {
+            continue;
+        }
+        let undo = steps
+            .iter()
+            .find(|s| Some(&s.name) == e.step.as_ref())
+            .and_then(|s| s.undo_started_at)
+            .is_some_and(|at| e.at >= at);
+        let end = events[i + 1..]
+            .iter()
+            .find(|next| next.step == e.step)
+            .map(|next| next.at);
+        open = end.is_none();
+        let end = match end {
+            Some(at) => at,
+            None if run.waiting_since.is_some() => now,
+            // Its end was not logged (the process died while waiting).
+            None => continue,
+        };
+        out.push(WaitFacts {
+            step: e.step.clone(),
+            kind: "outage".into(),
+            undo,
+            started_at: time(e.at),
+            ended_at: time(end),
+            detail: Some(e.message.clone()),
+        });
+    }
+    // An outage waited out now whose beginning the log does not have.
+    if let (false, Some(since), Some(what)) = (open, run.waiting_since, &run.waiting_for) {
         out.push(WaitFacts {
             step: None,
             kind: "outage".into(),

@@ -335,7 +335,9 @@ pub struct LeakItem {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Warning {
-    /// `failure`, `drift`, `diverged`, `leak`, `unverified`.
+    /// `failure`, `drift`, `diverged`, `outage` (CloudStack or a volume agent did not
+    /// answer for a while), `run` (the engine's own: an operator's retry or abandon, what
+    /// an unwind will not undo), `leak`, `unverified`.
     pub kind: String,
     pub run_id: Option<String>,
     pub message: String,

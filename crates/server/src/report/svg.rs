@@ -101,12 +101,21 @@ fn rows_of<'a>(run: &'a RunFacts, rows: &mut Vec<Row<'a>>, now: i64) {
                     from: a,
                     to: b,
                     undo: w.undo,
-                    what: format!(
-                        "{}no CloudStack job in flight in {} ({})",
-                        if w.undo { "undo: " } else { "" },
-                        s.name,
-                        seconds(b - a)
-                    ),
+                    what: match w.kind.as_str() {
+                        "outage" => format!(
+                            "{}outage waited out in {} ({}): {}",
+                            if w.undo { "undo: " } else { "" },
+                            s.name,
+                            seconds(b - a),
+                            w.detail.as_deref().unwrap_or("")
+                        ),
+                        _ => format!(
+                            "{}no CloudStack job in flight in {} ({})",
+                            if w.undo { "undo: " } else { "" },
+                            s.name,
+                            seconds(b - a)
+                        ),
+                    },
                 });
             }
         }
