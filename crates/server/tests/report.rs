@@ -349,7 +349,8 @@ async fn an_unwound_drill_shows_its_undo_and_its_failure() -> TestResult {
     s.admin_post(
         "faults",
         json!({"command": "attachVolume", "nth": 2,
-               "fault": {"kind": "job_error", "errorcode": 530, "errortext": "injected attach failure"}}),
+               "fault": {"kind": "job_error", "errorcode": 530,
+                         "errortext": "injected <script>alert('x')</script> & \"failure\""}}),
     )
     .await?;
     let drill = run(&s, "/v1/vms/pgtest1/test-failover", "carol@ops-3").await?;
@@ -401,6 +402,16 @@ async fn an_unwound_drill_shows_its_undo_and_its_failure() -> TestResult {
         &html,
     )?;
     assert_self_contained(&html);
+    // CloudStack's error text is shown, escaped: in the page and in the timeline.
+    assert!(
+        html.contains("injected &lt;script&gt;alert("),
+        "the error is not shown escaped"
+    );
+    let svg = server::report::timeline_svg(&serde_json::from_value(r.clone())?);
+    assert!(
+        !svg.contains("<script") && svg.contains("&lt;script&gt;"),
+        "{svg}"
+    );
     let undo_bars = html.matches("class=\"job undo").count();
     assert_eq!(undo_bars, undo.len(), "one striped bar per undo job");
     assert!(
