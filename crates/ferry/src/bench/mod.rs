@@ -341,16 +341,19 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
             let drill = plan_phase(api, tiers::PLAN, "test-failover").await?;
             let stats_between = sim.stats().await?;
             say(format!(
-                "plan test failover: {} ({} VM runs)",
+                "plan test failover: {}, {} VMs in {} tiers in {:.2} s",
                 drill.run.state,
-                drill.details.len()
+                drill.details.len(),
+                sizes.len(),
+                drill.seconds()?
             ));
             let cleanup = plan_phase(api, tiers::PLAN, "cleanup").await?;
             let stats_after = sim.stats().await?;
             say(format!(
-                "plan cleanup: {} ({} VM runs)",
+                "plan cleanup: {}, {} VMs in {:.2} s",
                 cleanup.run.state,
-                cleanup.details.len()
+                cleanup.details.len(),
+                cleanup.seconds()?
             ));
             (
                 stats_between,

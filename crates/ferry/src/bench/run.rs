@@ -195,6 +195,17 @@ pub(super) struct PlanObserved {
     pub(super) details: Vec<RunDetail>,
 }
 
+impl PlanObserved {
+    /// From the request to the plan run's end (to its last look, had it not ended).
+    pub(super) fn seconds(&self) -> anyhow::Result<f64> {
+        let end = match &self.run.finished_at {
+            Some(at) => millis(at)?,
+            None => chrono::Utc::now().timestamp_millis(),
+        };
+        Ok(seconds_between(self.started_ms, end))
+    }
+}
+
 /// Starts a run of `plan` (`workflow` as the API's path says it: `test-failover`,
 /// `cleanup`), follows it until it ends, and reads its VMs' runs.
 pub(super) async fn plan_phase(
