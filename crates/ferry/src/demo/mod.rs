@@ -208,7 +208,7 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
     }
     say(lines.join("\n"));
 
-    let (web1, plan) = plan::run(api, &reservation, 6, json).await?;
+    let (web1, plan) = plan::run(api, &reservation, args.time_scale, 6, json).await?;
     let mut vms = Vec::new();
     for name in [&vm.name, &web1.name] {
         vms.push(

@@ -129,7 +129,11 @@ replica_volume_id = "{WEB1_DISK_2000}"
 }
 
 /// The plan file: pgtest1, then web1 once pgtest1 takes TCP connections on `port`.
-fn plan_definition(port: u16) -> String {
+/// The gate's deadline (real seconds) is the guest's boot at the demo's `time_scale`
+/// and half a minute more: ample on a loaded machine, and a guest that cannot come up
+/// (a system that does not route all of 127.0.0.0/8 to loopback) is said soon.
+fn plan_definition(port: u16, time_scale: f64) -> String {
+    let deadline_secs = (PGTEST1_BOOT_MS as f64 / 1000.0 * time_scale).ceil() as u64 + 30;
     format!(
         r#"name = "{PLAN}"
 description = "ferry demo: the database, then the web server"
@@ -141,7 +145,7 @@ vms = ["pgtest1"]
 [[tiers.gates]]
 kind = "tcp"
 port = {port}
-deadline_secs = 60
+deadline_secs = {deadline_secs}
 interval_secs = 1
 
 [[tiers]]
@@ -171,6 +175,7 @@ impl PlanPart {
 pub(super) async fn run(
     api: &Api,
     reservation: &Reservation,
+    time_scale: f64,
     n: u32,
     quiet: bool,
 ) -> anyhow::Result<(VmDetail, PlanPart)> {
@@ -188,7 +193,7 @@ pub(super) async fn run(
         .map_err(|e| anyhow::anyhow!("registering {WEB1}: {e}"))?;
     let plan = api
         .add_plan(&AddPlan {
-            definition: plan_definition(reservation.port()),
+            definition: plan_definition(reservation.port(), time_scale),
             format: DefinitionFormat::Toml,
         })
         .await
@@ -430,10 +435,15 @@ mod tests {
         assert!(test.cidr.starts_with("127."), "{}", test.cidr);
         assert_eq!(read.guests.rules().len(), 1);
         assert!(read.guests.for_vm("pgtest1-test-1").is_some());
-        let plan: toml::Value = toml::from_str(&plan_definition(5432)).expect("TOML");
+        let plan: toml::Value = toml::from_str(&plan_definition(5432, 0.05)).expect("TOML");
+        let gate = &plan["tiers"][0]["gates"][0];
+        assert_eq!(gate["port"].as_integer(), Some(5432));
+        // The guest's boot (1 s at 0.05) and half a minute; 20 s at real pace.
+        assert_eq!(gate["deadline_secs"].as_integer(), Some(31));
+        let real_pace: toml::Value = toml::from_str(&plan_definition(5432, 1.0)).expect("TOML");
         assert_eq!(
-            plan["tiers"][0]["gates"][0]["port"].as_integer(),
-            Some(5432)
+            real_pace["tiers"][0]["gates"][0]["deadline_secs"].as_integer(),
+            Some(50)
         );
         let web1: toml::Value = toml::from_str(&web1_definition()).expect("TOML");
         assert_eq!(
