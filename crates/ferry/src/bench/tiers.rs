@@ -230,19 +230,12 @@ impl PlanReport {
     ) -> anyhow::Result<PlanReport> {
         let durations = Durations::new(after, setup.time_scale);
         let disks = setup.shape.disks;
-        let names: Vec<String> = (1..=sizes.len()).map(|t| format!("tier-{t}")).collect();
         let context = Context {
             queues: appliance_queues(world),
             rate: setup.rate(),
         };
-        let test_failover = context.phase(
-            tf,
-            [before, between],
-            durations.test_failover(disks),
-            &names,
-        )?;
-        let reversed: Vec<String> = names.iter().rev().cloned().collect();
-        let cleanup = context.phase(cu, [between, after], durations.cleanup(disks), &reversed)?;
+        let test_failover = context.phase(tf, [before, between], durations.test_failover(disks))?;
+        let cleanup = context.phase(cu, [between, after], durations.cleanup(disks))?;
         let runs: Vec<&RunSummary> = tf
             .details
             .iter()
@@ -402,14 +395,12 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// One plan run's figures, between two readings of cloudsim's counters; `names`
-    /// are the plan's tier names in the order the plan run took them.
+    /// One plan run's figures, between two readings of cloudsim's counters.
     fn phase(
         &self,
         observed: &PlanObserved,
         [before, after]: [&cloudsim::Stats; 2],
         chain: Chain,
-        names: &[String],
     ) -> anyhow::Result<PlanPhase> {
         let plan = &observed.run;
         let created = millis(&plan.created_at)?;
@@ -447,11 +438,11 @@ impl Context<'_> {
         let mut began = observed.started_ms;
         for tier in 1..=plan.tiers {
             let its: Vec<&Ran> = ran.iter().filter(|v| v.tier == tier).collect();
-            let name = usize::try_from(tier - 1)
-                .ok()
-                .and_then(|i| names.get(i))
-                .cloned()
-                .unwrap_or_else(|| format!("tier {tier}"));
+            let name = plan
+                .tier_timings
+                .iter()
+                .find(|t| t.tier == tier)
+                .map_or_else(|| format!("tier {tier}"), |t| t.name.clone());
             let through = its.iter().map(|v| v.through).max().unwrap_or(began);
             let first = its.iter().map(|v| v.created).min().unwrap_or(began);
             let busiest = tier_queues(&its, &work, &served, chain);

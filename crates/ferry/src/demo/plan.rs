@@ -220,18 +220,15 @@ pub(super) async fn run(
         "\n{}. Drill of plan {PLAN}: tier by tier, the next once each VM of the one before is ready",
         n + 1
     ));
-    // The tiers' names in the order each plan run takes them.
-    let mut names: Vec<String> = plan.tiers.iter().map(|t| t.name.clone()).collect();
-    let drill = follow(api, "test-failover", &names, quiet).await?;
-    say(format!("\n{}", drill_table(&drill, &names)));
+    let drill = follow(api, "test-failover", quiet).await?;
+    say(format!("\n{}", drill_table(&drill)));
 
     say(format!(
         "{}. Cleanup of plan {PLAN}, last tier first",
         n + 2
     ));
-    names.reverse();
-    let cleanup = follow(api, "cleanup", &names, quiet).await?;
-    say(format!("\n{}", cleanup_table(&cleanup, &names)));
+    let cleanup = follow(api, "cleanup", quiet).await?;
+    say(format!("\n{}", cleanup_table(&cleanup)));
     Ok((
         web1,
         PlanPart {
@@ -243,20 +240,15 @@ pub(super) async fn run(
 }
 
 /// Starts the plan's `workflow` and follows it to its end, a line each time a VM of
-/// it moves; `names` are the tiers' in the order the workflow takes them.
-async fn follow(
-    api: &Api,
-    workflow: &str,
-    names: &[String],
-    quiet: bool,
-) -> anyhow::Result<PlanRunView> {
+/// it moves.
+async fn follow(api: &Api, workflow: &str, quiet: bool) -> anyhow::Result<PlanRunView> {
     let run = api
         .start_plan(PLAN, workflow)
         .await
         .map_err(|e| anyhow::anyhow!("starting the {workflow} of plan {PLAN}: {e}"))?;
     let mut shown = String::new();
     let (run, _) = plans::follow(api, run, LOOK, |run| {
-        let now = moves(run, names);
+        let now = moves(run);
         if !quiet && now != shown {
             println!("   {now}");
             shown = now;
@@ -268,16 +260,16 @@ async fn follow(
 }
 
 /// A tier's name, by its number in a plan run (1 = the first the run takes).
-fn tier_name(names: &[String], tier: i64) -> &str {
-    usize::try_from(tier - 1)
-        .ok()
-        .and_then(|i| names.get(i))
-        .map_or("?", String::as_str)
+fn tier_name(run: &PlanRunView, tier: i64) -> &str {
+    run.tier_timings
+        .iter()
+        .find(|t| t.tier == tier)
+        .map_or("?", |t| t.name.as_str())
 }
 
 /// Where the plan run is: `tier 1/2 (database): pgtest1 checking` (`… — plan run done`
 /// once it ended).
-fn moves(run: &PlanRunView, names: &[String]) -> String {
+fn moves(run: &PlanRunView) -> String {
     let vms: Vec<String> = run
         .vms
         .iter()
@@ -293,21 +285,21 @@ fn moves(run: &PlanRunView, names: &[String]) -> String {
         "tier {}/{} ({}): {}{end}",
         run.tier,
         run.tiers,
-        tier_name(names, run.tier),
+        tier_name(run, run.tier),
         vms.join(", ")
     )
 }
 
 /// The drill tier by tier: each VM's state, RTO and what its gates saw, and the
 /// plan's RTO.
-fn drill_table(run: &PlanRunView, names: &[String]) -> String {
+fn drill_table(run: &PlanRunView) -> String {
     let row = |tier: &str, vm: &str, state: &str, rto: &str, seen: &str| {
         format!("   {tier:<12} {vm:<9} {state:<7} {rto:>6}  {seen}\n")
     };
     let mut out = row("TIER", "VM", "STATE", "RTO", "READINESS");
     for v in &run.vms {
         out.push_str(&row(
-            &format!("{} {}", v.tier, tier_name(names, v.tier)),
+            &format!("{} {}", v.tier, tier_name(run, v.tier)),
             &v.name,
             &v.state,
             &seconds(v.rto_ms),
@@ -330,7 +322,7 @@ fn drill_table(run: &PlanRunView, names: &[String]) -> String {
 }
 
 /// The cleanup: each VM in the order it was taken back.
-fn cleanup_table(run: &PlanRunView, names: &[String]) -> String {
+fn cleanup_table(run: &PlanRunView) -> String {
     let mut out = String::new();
     for v in &run.vms {
         let state = if v.state == "ready" {
@@ -343,7 +335,7 @@ fn cleanup_table(run: &PlanRunView, names: &[String]) -> String {
             "   {}. {} ({}) {state}{}\n",
             v.tier,
             v.name,
-            tier_name(names, v.tier),
+            tier_name(run, v.tier),
             detail.unwrap_or_default()
         ));
     }
