@@ -183,7 +183,7 @@ fn hooks(plan: &PlanDefinition, run: &PlanRun) -> Vec<HookFacts> {
     }
     for (i, tier) in plan.tiers.iter().enumerate() {
         let order = (0..plan.tiers.len() as i64)
-            .find(|&o| plans::runner::tier_of_order(plan, run.workflow, o) == Some(i));
+            .find(|&o| plans::order::tier_of_order(plan, run.workflow, o) == Some(i));
         let vms: Vec<_> = run.vms.iter().filter(|v| Some(v.tier) == order).collect();
         let started = vms.iter().any(|v| v.run_id.is_some());
         let through = !vms.is_empty()
