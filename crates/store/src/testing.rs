@@ -38,12 +38,16 @@ pub async fn sqlite() -> Result<TestStore, StoreError> {
     })
 }
 
-/// A store in a new schema (`ferry_t_<uuid>`) of the test PostgreSQL database.
-/// `.ci/test` drops such schemas before each run.
+/// A store in a new schema (`ferry_t_<unix seconds>_<uuid>`) of the test PostgreSQL
+/// database. `.ci/test` drops such schemas once they are three hours old — not
+/// younger ones, which may be another test run's on the same database, under way.
 pub async fn postgres() -> Result<TestStore, StoreError> {
     use sqlx::Connection;
     let base = postgres_url();
-    let schema = format!("ferry_t_{}", uuid::Uuid::new_v4().simple());
+    let made = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let schema = format!("ferry_t_{made}_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(&base).await.map_err(|source| {
         StoreError::Refused(format!(
             "PostgreSQL at {base} is not reachable ({source}); start it (`bash .ci/test` does) \
