@@ -208,3 +208,264 @@ async fn a_drill_from_sign_in_to_sign_out() -> TestResult {
     b.close().await?;
     Ok(())
 }
+
+/// A page of another origin that posts a form to the console as soon as it loads:
+/// what a forger would put on a site the operator visits while signed in.
+async fn forger(console: &str) -> anyhow::Result<(u16, tokio_util::sync::CancellationToken)> {
+    let page = format!(
+        "<!doctype html><html><body><form id=\"f\" method=\"post\" \
+         action=\"{console}/vms/pgtest1/test-failover\">\
+         <input name=\"confirm\" value=\"yes\"><input name=\"mode\" value=\"replica\">\
+         </form><script>document.getElementById('f').submit();</script></body></html>"
+    );
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let page = page.clone();
+            async move { axum::response::Html(page) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let until = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(until.cancelled_owned())
+            .await;
+    });
+    Ok((port, stop))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_posted_from_another_site_is_refused_and_changes_nothing() -> TestResult {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = pgtest1(0.001).await?;
+    let b = Browser::start(1280, 800).await?;
+    sign_in(&b, &server, common::TOKEN).await?;
+    b.wait_for("tr[data-vm=pgtest1]", "pgtest1").await?;
+    let (port, stop) = forger(&server.url).await?;
+
+    // Another site (localhost is not 127.0.0.1's site): the browser does not even
+    // send the session cookie.
+    b.goto(&format!("http://localhost:{port}/")).await?;
+    b.wait_for("body", "Refused, and nothing was done").await?;
+    assert!(b.text("body").await?.contains("not signed in"));
+    b.shot("12-forged-cross-site").await?;
+    assert!(runs(&server).await?.is_empty());
+
+    // Another origin of the same site (another port of 127.0.0.1): the cookie goes
+    // along, and the browser says where the form came from.
+    b.goto(&format!("http://127.0.0.1:{port}/")).await?;
+    b.wait_for("body", "Refused, and nothing was done").await?;
+    let body = b.text("body").await?;
+    assert!(body.contains("Sec-Fetch-Site: same-site"), "{body}");
+    assert!(runs(&server).await?.is_empty());
+    assert_eq!(vm_state(&server).await?, "ready_for_failover");
+    stop.cancel();
+
+    // The session is still good for the console's own pages.
+    b.goto(&format!("{}/", server.url)).await?;
+    b.wait_for("tr[data-vm=pgtest1]", "never").await?;
+    b.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_failover_and_its_rollback_are_confirmed_by_the_vms_name() -> TestResult {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = pgtest1(0.001).await?;
+    let b = Browser::start(1280, 800).await?;
+    sign_in(&b, &server, common::TOKEN).await?;
+    b.wait_for("tr[data-vm=pgtest1]", "pgtest1").await?;
+
+    b.goto(&format!("{}/vms/pgtest1", server.url)).await?;
+    b.click("a[href='/vms/pgtest1/live-failover']").await?;
+    b.wait_for("h1", "Fail pgtest1 over for real?").await?;
+    // A name that is not the VM's: refused on the server, nothing started.
+    b.find("#vm-name").await?.send_keys("pgtest").await?;
+    b.click("#confirm").await?;
+    b.wait_for("#confirm-error", "not pgtest1: nothing was started")
+        .await?;
+    b.shot("13-confirm-live-refused").await?;
+    assert!(runs(&server).await?.is_empty());
+    assert_eq!(b.unlabelled().await?, Vec::<String>::new());
+
+    b.find("#vm-name").await?.send_keys("pgtest1").await?;
+    b.click("#confirm").await?;
+    b.wait_for("#live[data-ended] .run-status[data-run-state=done]", "")
+        .await?;
+    assert_eq!(vm_state(&server).await?, "failed_over");
+
+    b.goto(&format!("{}/vms/pgtest1", server.url)).await?;
+    b.wait_for("h1 .badge", "failed over").await?;
+    b.click("a[href='/vms/pgtest1/rollback']").await?;
+    b.wait_for("h1", "Roll back the live failover of pgtest1?")
+        .await?;
+    b.find("#vm-name").await?.send_keys("pgtest1").await?;
+    b.click("#confirm").await?;
+    b.wait_for("#live[data-ended] .run-status[data-run-state=done]", "")
+        .await?;
+    assert_eq!(vm_state(&server).await?, "ready_for_failover");
+    b.close().await?;
+    Ok(())
+}
+
+/// cloudsim fails the drill's third detach (a data disk), then every re-attach of its
+/// undo: the run ends stuck.
+async fn arm_a_stuck_drill(server: &Server) -> anyhow::Result<()> {
+    server
+        .admin_post(
+            "faults",
+            serde_json::json!([
+                {"command": "detachVolume", "nth": 3,
+                 "fault": {"kind": "job_error", "errorcode": 530, "errortext": "host is in maintenance"}},
+                {"command": "attachVolume", "nth": 1, "times": 1000,
+                 "fault": {"kind": "job_error", "errorcode": 530, "errortext": "appliance agent is down"}}
+            ]),
+        )
+        .await
+}
+
+async fn disarm(server: &Server) -> anyhow::Result<()> {
+    server
+        .http
+        .delete(format!("{}/faults", server.sim.announcement.admin))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
+}
+
+/// Starts a drill of pgtest1 from its page, confirmed; returns the run's page URL.
+async fn start_drill(b: &Browser, server: &Server) -> anyhow::Result<String> {
+    b.goto(&format!("{}/vms/pgtest1/test-failover", server.url))
+        .await?;
+    b.click("#confirm").await?;
+    b.wait_for(".run-status", "steps done").await?;
+    b.url().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_cancelled_and_a_stuck_run_retried_and_abandoned() -> TestResult {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = pgtest1(WATCHED).await?;
+    let b = Browser::start(1280, 800).await?;
+    sign_in(&b, &server, common::TOKEN).await?;
+    b.wait_for("tr[data-vm=pgtest1]", "pgtest1").await?;
+
+    // Cancel, from the run's page while it runs: it unwinds.
+    start_drill(&b, &server).await?;
+    b.wait_for("#cancel-run", "Cancel the run").await?;
+    b.click("#cancel-run").await?;
+    b.wait_for("#live[data-ended] .run-status[data-run-state=unwound]", "")
+        .await?;
+    b.wait_for(".story", "An operator cancelled it.").await?;
+    assert_eq!(vm_state(&server).await?, "ready_for_failover");
+
+    // Stuck: the page says what is stuck and what to do, and offers retry and abandon.
+    arm_a_stuck_drill(&server).await?;
+    start_drill(&b, &server).await?;
+    b.wait_for("#live[data-ended] .run-status[data-run-state=stuck]", "")
+        .await?;
+    let advice = b.text(".advice").await?;
+    assert!(
+        advice.contains("What to do") && advice.contains("ferry run retry"),
+        "{advice}"
+    );
+    b.wait_for(".story", "Not yet undone").await?;
+    b.full_shot("14-run-stuck").await?;
+    assert_eq!(b.unlabelled().await?, Vec::<String>::new());
+    // Once the cause is gone, the undo is retried and the run unwinds.
+    disarm(&server).await?;
+    b.click("#retry-run").await?;
+    b.wait_for("#live[data-ended] .run-status[data-run-state=unwound]", "")
+        .await?;
+    assert_eq!(vm_state(&server).await?, "ready_for_failover");
+
+    // Stuck again, and abandoned after a confirmation that shows the advice.
+    arm_a_stuck_drill(&server).await?;
+    let stuck = start_drill(&b, &server).await?;
+    b.wait_for("#live[data-ended] .run-status[data-run-state=stuck]", "")
+        .await?;
+    b.click("#abandon-run").await?;
+    b.wait_for("h1", "Abandon the stuck run").await?;
+    b.wait_for(".advice", "ferry run abandon").await?;
+    b.shot("15-confirm-abandon").await?;
+    b.click("#confirm").await?;
+    b.wait_for(".run-status[data-run-state=abandoned]", "")
+        .await?;
+    assert_eq!(b.url().await?, stuck);
+    let id = stuck.rsplit('/').next().unwrap_or_default();
+    assert_eq!(
+        server.get(&format!("/v1/runs/{id}")).await?.1["state"],
+        "abandoned"
+    );
+    disarm(&server).await?;
+    b.close().await?;
+    Ok(())
+}
+
+const PLAN: &str = r#"
+name = "shop"
+description = "The web shop: the database, then its front end"
+
+[[tiers]]
+name = "database"
+vms = ["vm000"]
+
+[[tiers]]
+name = "web"
+vms = ["vm001"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_and_a_plan_run_are_shown_with_their_tiers_and_rto() -> TestResult {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (world, vms) = common::world(2, 2);
+    let server = common::server(
+        world,
+        EngineSection {
+            claim_interval_ms: 50,
+            ..EngineSection::default()
+        },
+    )
+    .await?;
+    for vm in &vms {
+        server.add(&vm.definition()).await?;
+    }
+    let (status, _) = server
+        .post("/v1/plans", Some(serde_json::json!({ "definition": PLAN })))
+        .await?;
+    assert_eq!(status, reqwest::StatusCode::CREATED);
+    let b = Browser::start(1280, 800).await?;
+    sign_in(&b, &server, common::TOKEN).await?;
+    b.wait_for("tr[data-vm=vm000]", "vm000").await?;
+    // The navigation shows Plans once there is one; it has not been drilled.
+    b.click("a[href='/plans']").await?;
+    b.wait_for("tr[data-plan=shop]", "needs a drill").await?;
+
+    let (status, run) = server.post("/v1/plans/shop/test-failover", None).await?;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{run}");
+    let id = run["id"].as_str().unwrap_or_default().to_string();
+    // The plan run's page follows it to its end.
+    b.goto(&format!("{}/plan-runs/{id}", server.url)).await?;
+    b.wait_for("#live .run-status[data-run-state=done]", "RTO")
+        .await?;
+    b.wait_for("tr[data-vm=vm001]", "ready").await?;
+    b.full_shot("16-plan-run").await?;
+
+    b.goto(&format!("{}/plans", server.url)).await?;
+    let row = b.wait_for("tr[data-plan=shop]", "drilled").await?;
+    let text = row.text().await?;
+    assert!(text.contains("just now") && text.contains(" s"), "{text}");
+    b.shot("17-plans").await?;
+    b.click("tr[data-plan=shop] a").await?;
+    b.wait_for("h1", "shop").await?;
+    b.wait_for(".tiers", "database").await?;
+    b.wait_for("table", "test failover").await?;
+    b.shot("18-plan").await?;
+    assert_eq!(b.unlabelled().await?, Vec::<String>::new());
+    b.close().await?;
+    Ok(())
+}
