@@ -393,7 +393,9 @@ async fn a_killed_volume_daemon_resumes_its_attach_from_the_journal() {
     drop(watch);
     drop(first); // SIGKILL
     assert_eq!(
-        stats().await["commands"]["attachVolume"]["jobs"].as_u64().unwrap_or(0),
+        stats().await["commands"]["attachVolume"]["jobs"]
+            .as_u64()
+            .unwrap_or(0),
         0,
         "the job id was in the journal while CloudStack still ran the attach"
     );

@@ -40,6 +40,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use ids::ProtectedVmId;
@@ -91,7 +92,13 @@ pub struct Driver {
     /// gates run on their own, so that one VM's slow or failing gates never hold back
     /// another's (its `ready_at`, its RTO).
     checking: Arc<Mutex<HashSet<(String, ProtectedVmId)>>>,
+    /// How many VMs' gates this driver tries at once: a tier of hundreds of VMs does
+    /// not open hundreds of probes (sockets, processes) together.
+    probes: Arc<Semaphore>,
 }
+
+/// The VMs whose gates one driver tries at once.
+const PROBING_VMS: usize = 64;
 
 /// The state a VM must be in for `workflow` to start on it.
 fn wanted(workflow: Workflow) -> VmState {
@@ -146,6 +153,7 @@ impl Driver {
             worker,
             config,
             checking: Arc::default(),
+            probes: Arc::new(Semaphore::new(PROBING_VMS)),
         }
     }
 
@@ -648,6 +656,8 @@ impl Driver {
             cancel.clone(),
         );
         tokio::spawn(async move {
+            // Closed never: the semaphore lives as long as the driver.
+            let _permit = this.probes.clone().acquire_owned().await;
             if let Err(e) = this.check(&run, &plan, &vm, &cancel).await {
                 tracing::warn!(plan_run = %run.id, vm = %vm.vm_name, error = %e, "a VM's readiness could not be recorded; it is tried again");
             }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use cloudsim::guests::rules::{GuestRule, GuestRules};
 use cloudsim::world::ids;
-use common::{GenVm, Server, TestResult};
+use common::{GenVm, Server, TestResult, free_port};
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -42,14 +42,6 @@ struct Site {
     /// The appliances' ids and their ROOT volumes' ids.
     appliances: Vec<(String, String)>,
     hooks: tempfile::TempDir,
-}
-
-/// A port nothing listens on now: the kernel's pick for 127.0.0.1, let go.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// The 8 VMs on loopback networks (test `127.80.<net>.0/24`, production
@@ -178,20 +170,8 @@ async fn run_plan(site: &Site, workflow: &str) -> anyhow::Result<Value> {
         status == StatusCode::ACCEPTED,
         "{workflow}: {status} {started}"
     );
-    let id = started["id"].as_str().unwrap_or_default().to_string();
-    let began = std::time::Instant::now();
-    loop {
-        let (status, run) = site.server.get(&format!("/v1/plan-runs/{id}")).await?;
-        anyhow::ensure!(status == StatusCode::OK, "{status} {run}");
-        if !matches!(run["state"].as_str(), Some("pending" | "running")) {
-            return Ok(run);
-        }
-        anyhow::ensure!(
-            began.elapsed() < PLAN_DEADLINE,
-            "plan run still going: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let id = started["id"].as_str().unwrap_or_default();
+    site.server.finish_plan_run(id, PLAN_DEADLINE).await
 }
 
 fn plan_vm<'a>(run: &'a Value, name: &str) -> &'a Value {

@@ -12,20 +12,12 @@ use std::time::Duration;
 
 use cloudsim::guests::rules::{GuestRule, GuestRules};
 use cloudsim::world::ids;
-use common::{Server, TestResult};
+use common::{Server, TestResult, free_port};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use server::config::EngineSection;
 
 const PLAN_DEADLINE: Duration = Duration::from_secs(90);
-
-/// A port nothing listens on now: the kernel's pick for 127.0.0.1, let go.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// Three VMs of 2 disks (vm000 … vm002) on loopback networks (test `127.78.<net>.0/24`,
 /// production `127.79.<net>.0/24`); vm000's guest listens on `tcp` (never, if `db_never`), the others answer HTTP on
@@ -104,19 +96,7 @@ interval_secs = 1
 
 /// Polls the plan run until it is no longer pending or running.
 async fn finish(server: &Server, id: &str) -> anyhow::Result<Value> {
-    let started = std::time::Instant::now();
-    loop {
-        let (status, run) = server.get(&format!("/v1/plan-runs/{id}")).await?;
-        anyhow::ensure!(status == StatusCode::OK, "{status} {run}");
-        if !matches!(run["state"].as_str(), Some("pending" | "running")) {
-            return Ok(run);
-        }
-        anyhow::ensure!(
-            started.elapsed() < PLAN_DEADLINE,
-            "plan run still going: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.finish_plan_run(id, PLAN_DEADLINE).await
 }
 
 fn vm<'a>(run: &'a Value, name: &str) -> &'a Value {

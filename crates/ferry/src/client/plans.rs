@@ -201,13 +201,15 @@ fn run_table(run: &PlanRunView) -> String {
             run.generation
         ));
     }
+    // VMS THROUGH: the tier's start → its last VM ready (runs and gates); TOTAL: its
+    // start → the next tier's (hooks and delay too).
     out.push_str(&format!(
-        "\n{:<5} {:<16} {:<12} {:>9} {:>9}\n",
-        "TIER", "NAME", "STARTED", "VMS", "TIER"
+        "\n{:<5} {:<16} {:<9} {:>12} {:>9}\n",
+        "TIER", "NAME", "STARTED", "VMS THROUGH", "TOTAL"
     ));
     for t in &run.tier_timings {
         out.push_str(&format!(
-            "{:<5} {:<16} {:<12} {:>9} {:>9}\n",
+            "{:<5} {:<16} {:<9} {:>12} {:>9}\n",
             t.tier,
             t.name,
             t.started_at.as_deref().map_or("-", clock),

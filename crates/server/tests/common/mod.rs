@@ -141,6 +141,14 @@ replica_volume_id = "{id}"
     }
 }
 
+/// A port nothing listens on now: the kernel's pick for 127.0.0.1, let go.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// The checked-in example definition of pgtest1 (docs/examples/pgtest1.toml), the VM
 /// of cloudsim's built-in world.
 pub fn pgtest1_definition() -> std::io::Result<String> {
@@ -329,6 +337,23 @@ impl Server {
                 tokio::time::Instant::now() < deadline,
                 "run {run_id} did not finish: {run}"
             );
+        }
+    }
+
+    /// Polls plan run `id` until it is no longer pending or running.
+    pub async fn finish_plan_run(&self, id: &str, within: Duration) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (status, run) = self.get(&format!("/v1/plan-runs/{id}")).await?;
+            anyhow::ensure!(status == StatusCode::OK, "{status} {run}");
+            if !matches!(run["state"].as_str(), Some("pending" | "running")) {
+                return Ok(run);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "plan run still going: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
