@@ -23,7 +23,7 @@ use crate::body::{parse_body, read_body};
 use crate::error::{ApiError, chain};
 use crate::model::*;
 pub use crate::state::AppState;
-use crate::{ops, view};
+use crate::{commands, view};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -268,14 +268,14 @@ async fn openapi() -> Response {
 }
 
 async fn vm_by_name(state: &AppState, name: &str) -> ApiResult<ProtectedVm> {
-    ops::vm_by_name(state, name).await
+    commands::vm_by_name(state, name).await
 }
 
 #[utoipa::path(get, path = "/v1/vms", tag = "vms",
     responses((status = 200, description = "Every protected VM, by name", body = Vec<VmSummary>),
               (status = 401, body = ErrorBody)))]
 async fn list_vms(State(state): State<AppState>) -> ApiResult<Json<Vec<VmSummary>>> {
-    Ok(Json(ops::vm_summaries(&state).await?))
+    Ok(Json(commands::vm_summaries(&state).await?))
 }
 
 /// A definition file's text, parsed; refused with every problem the parser found,
@@ -506,11 +506,11 @@ async fn record_resync(
 async fn started(
     state: &AppState,
     name: &str,
-    what: ops::Start,
+    what: commands::Start,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(ops::start(state, name, what).await?),
+        Json(commands::start(state, name, what).await?),
     ))
 }
 
@@ -526,7 +526,7 @@ async fn start_test_failover(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
     let request: StartTest = parse_body(&read_body(body)?, Some(StartTest::default()))?;
-    started(&state, &name, ops::Start::TestFailover(request.mode)).await
+    started(&state, &name, commands::Start::TestFailover(request.mode)).await
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/cleanup", tag = "failover",
@@ -536,7 +536,7 @@ async fn start_cleanup(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    started(&state, &name, ops::Start::Cleanup).await
+    started(&state, &name, commands::Start::Cleanup).await
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/live-failover", tag = "failover",
@@ -546,7 +546,7 @@ async fn start_live_failover(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    started(&state, &name, ops::Start::LiveFailover).await
+    started(&state, &name, commands::Start::LiveFailover).await
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/rollback", tag = "failover",
@@ -556,7 +556,7 @@ async fn start_rollback(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    started(&state, &name, ops::Start::Rollback).await
+    started(&state, &name, commands::Start::Rollback).await
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/commit", tag = "failover",
@@ -566,7 +566,7 @@ async fn start_commit(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    started(&state, &name, ops::Start::Commit).await
+    started(&state, &name, commands::Start::Commit).await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -591,16 +591,16 @@ async fn list_runs(
 ) -> ApiResult<Json<Vec<RunSummary>>> {
     let Query(query) =
         query.map_err(|e| ApiError::invalid(format!("bad query: {}", e.body_text())))?;
-    let filter = ops::RunFilter {
+    let filter = commands::RunFilter {
         vm: query.vm.as_deref(),
         id_prefix: query.id_prefix.as_deref(),
         limit: query.limit.unwrap_or(50),
     };
-    Ok(Json(ops::runs(&state, filter).await?))
+    Ok(Json(commands::runs(&state, filter).await?))
 }
 
 async fn run_by_id(state: &AppState, id: &str) -> ApiResult<Run> {
-    ops::run_by_id(state, id).await
+    commands::run_by_id(state, id).await
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
@@ -623,7 +623,10 @@ async fn cancel_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    Ok((StatusCode::ACCEPTED, Json(ops::cancel(&state, &id).await?)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(commands::cancel(&state, &id).await?),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs",
@@ -635,7 +638,10 @@ async fn retry_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    Ok((StatusCode::ACCEPTED, Json(ops::retry(&state, &id).await?)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(commands::retry(&state, &id).await?),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/abandon", tag = "runs",
@@ -647,5 +653,5 @@ async fn abandon_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunSummary>> {
-    Ok(Json(ops::abandon(&state, &id).await?))
+    Ok(Json(commands::abandon(&state, &id).await?))
 }

@@ -7,7 +7,7 @@
 //! without it, or with another name, starts nothing and shows the page again with
 //! why. Abandoning a stuck run is confirmed like a cleanup, with the run's advice on
 //! the page. Cancelling or retrying a run is one button on the run's page. All of
-//! them call what the REST API calls (`ops`), so the refusals are the API's.
+//! them call what the REST API calls (`commands`), so the refusals are the API's.
 
 use askama::Template;
 use axum::extract::{Path, State};
@@ -19,9 +19,9 @@ use serde::Deserialize;
 use super::page::{self, Layout, Nav};
 use super::session::Session;
 use super::state::Console;
+use crate::commands::{self, Start};
 use crate::error::ApiError;
 use crate::model::TestMode;
-use crate::ops::{self, Start};
 use crate::view;
 
 /// Which workflow a confirmation page starts.
@@ -121,7 +121,7 @@ impl Workflow {
 }
 
 #[derive(Template)]
-#[template(path = "confirm.html")]
+#[template(path = "console/confirm.html")]
 struct ConfirmPage {
     layout: Layout,
     heading: String,
@@ -146,7 +146,7 @@ async fn confirm_page(
     name: &str,
     error: Option<String>,
 ) -> Result<ConfirmPage, ApiError> {
-    let vm = ops::vm_by_name(&console.app, name).await?;
+    let vm = commands::vm_by_name(&console.app, name).await?;
     Ok(ConfirmPage {
         layout: Layout::new(
             console,
@@ -234,7 +234,7 @@ pub async fn start(
         Workflow::Rollback => Start::Rollback,
         Workflow::Commit => Start::Commit,
     };
-    match ops::start(&console.app, &name, what).await {
+    match commands::start(&console.app, &name, what).await {
         Ok(run) => {
             tracing::info!(run = %run.id, vm = %name, "console: a run was started");
             Redirect::to(&format!("/runs/{}", run.id)).into_response()
@@ -294,7 +294,7 @@ pub async fn cancel(
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
 ) -> Response {
-    let done = ops::cancel(&console.app, &id).await;
+    let done = commands::cancel(&console.app, &id).await;
     after(&console, &session, &id, done).await
 }
 
@@ -303,7 +303,7 @@ pub async fn retry(
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
 ) -> Response {
-    let done = ops::retry(&console.app, &id).await;
+    let done = commands::retry(&console.app, &id).await;
     after(&console, &session, &id, done).await
 }
 
@@ -313,7 +313,7 @@ async fn abandon_page(
     id: &str,
     error: Option<String>,
 ) -> Result<ConfirmPage, ApiError> {
-    let run = ops::run_by_id(&console.app, id).await?;
+    let run = commands::run_by_id(&console.app, id).await?;
     let detail = view::run_detail(&console.app, &run).await?;
     let heading = format!("Abandon the stuck run {id}?");
     Ok(ConfirmPage {
@@ -363,6 +363,6 @@ pub async fn abandon(
             Err(e) => page::error(&console, &session, e, Some(("/runs", "All runs"))).await,
         };
     }
-    let done = ops::abandon(&console.app, &id).await;
+    let done = commands::abandon(&console.app, &id).await;
     after(&console, &session, &id, done).await
 }

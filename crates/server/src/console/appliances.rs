@@ -14,7 +14,7 @@ use super::state::Console;
 use crate::appliances::{self, ApplianceView};
 
 #[derive(Template)]
-#[template(path = "appliances.html")]
+#[template(path = "console/appliances.html")]
 struct AppliancesPage {
     layout: Layout,
     appliances: Vec<(ApplianceView, Badge)>,

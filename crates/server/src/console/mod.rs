@@ -1,9 +1,9 @@
 //! The operator console: `ferry serve`'s web pages at `/` (docs/console.md).
 //!
-//! Server-rendered HTML (askama templates in `templates/`, compiled into the binary
-//! and escaped by default) with one small script (`assets/console.js`) that swaps a
-//! run's progress in as it changes. Every page reads and acts through what the REST
-//! API's handlers call (`crate::ops`, `crate::view`, `crate::plans`,
+//! Server-rendered HTML (askama templates in `crates/server/templates/console/`,
+//! compiled into the binary and escaped by default) with one small script
+//! (`assets/console.js`) that swaps a run's progress in as it changes. Every page reads and acts through what the REST
+//! API's handlers call (`crate::commands`, `crate::view`, `crate::plans`,
 //! `crate::plan_runs`, `crate::appliances`), never through HTTP to itself, so the
 //! console shows what the API answers and refuses what it refuses.
 //!

@@ -98,7 +98,7 @@ pub fn ok(template: &impl Template) -> Response {
 }
 
 #[derive(Template)]
-#[template(path = "error.html")]
+#[template(path = "console/error.html")]
 struct ErrorPage<'a> {
     layout: Layout,
     heading: &'a str,

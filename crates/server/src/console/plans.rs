@@ -28,7 +28,7 @@ struct PlanRow {
 }
 
 #[derive(Template)]
-#[template(path = "plans.html")]
+#[template(path = "console/plans.html")]
 struct PlansPage {
     layout: Layout,
     plans: Vec<PlanRow>,
@@ -73,7 +73,7 @@ struct PlanRunRow {
 }
 
 #[derive(Template)]
-#[template(path = "plan.html")]
+#[template(path = "console/plan.html")]
 struct PlanPage {
     layout: Layout,
     plan: PlanDetail,
@@ -142,7 +142,7 @@ struct VmRow {
 
 /// The part of the plan run's page that changes while it goes on.
 #[derive(Template)]
-#[template(path = "plan_run_live.html")]
+#[template(path = "console/plan_run_live.html")]
 struct PlanRunLive {
     state: Badge,
     settled: bool,
@@ -201,7 +201,7 @@ impl PlanRunLive {
 }
 
 #[derive(Template)]
-#[template(path = "plan_run.html")]
+#[template(path = "console/plan_run.html")]
 struct PlanRunPage {
     layout: Layout,
     id: String,

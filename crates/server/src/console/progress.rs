@@ -36,7 +36,7 @@ struct StepRow {
 
 /// The part of the run page that changes while the run goes on.
 #[derive(Template)]
-#[template(path = "run_live.html")]
+#[template(path = "console/run_live.html")]
 pub struct Live {
     run_id: String,
     state: Badge,

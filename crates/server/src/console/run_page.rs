@@ -16,10 +16,10 @@ use super::session::Session;
 use super::state::Console;
 use crate::error::ApiError;
 use crate::model::{PlanRunRef, RunDetail};
-use crate::{ops, view};
+use crate::{commands, view};
 
 #[derive(Template)]
-#[template(path = "run.html")]
+#[template(path = "console/run.html")]
 struct RunPage {
     layout: Layout,
     id: String,
@@ -37,7 +37,7 @@ struct RunPage {
 /// The run, its detail as the API gives it, and its progress drawn.
 async fn progress(console: &Console, id: &str, csrf: &str) -> Result<(RunDetail, Live), ApiError> {
     let app = &console.app;
-    let run = ops::run_by_id(app, id).await?;
+    let run = commands::run_by_id(app, id).await?;
     let detail = view::run_detail(app, &run).await?;
     let disks: HashMap<String, String> = match app.env.store.vm_by_id(&run.vm_id).await? {
         Some(vm) => vm
@@ -100,7 +100,7 @@ pub async fn events(
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(e) = ops::run_by_id(&console.app, &id).await {
+    if let Err(e) = commands::run_by_id(&console.app, &id).await {
         return (e.status(), e.message()).into_response();
     }
     let shutdown = console.shutdown.clone();

@@ -14,8 +14,8 @@ use super::page::{self, Layout, Nav};
 use super::session::Session;
 use super::state::Console;
 use super::vms::RunRow;
+use crate::commands;
 use crate::error::ApiError;
-use crate::ops;
 
 /// How many of the newest runs the filters look at.
 const SCAN: i64 = 1000;
@@ -67,7 +67,7 @@ fn choices(all: &[&str], chosen: &str) -> Vec<Choice> {
 }
 
 #[derive(Template)]
-#[template(path = "runs.html")]
+#[template(path = "console/runs.html")]
 struct RunsPage {
     layout: Layout,
     vms: Vec<Choice>,
@@ -116,9 +116,9 @@ async fn runs_page(
         }
     }
     let vm = (!query.vm.is_empty()).then_some(query.vm.as_str());
-    let all = ops::runs(
+    let all = commands::runs(
         app,
-        ops::RunFilter {
+        commands::RunFilter {
             vm,
             id_prefix: None,
             limit: SCAN,

@@ -20,7 +20,7 @@ use super::session::{clear_cookie, set_cookie};
 use super::state::Console;
 
 #[derive(Template)]
-#[template(path = "sign_in.html")]
+#[template(path = "console/sign_in.html")]
 struct SignInPage {
     next: String,
     note: Option<&'static str>,

@@ -14,7 +14,7 @@ use super::session::Session;
 use super::state::Console;
 use crate::error::ApiError;
 use crate::model::{RunSummary, TargetVm};
-use crate::{ops, view};
+use crate::{commands, view};
 
 /// A VM's last test failover (drill): its run, state and age.
 pub struct Drill {
@@ -52,7 +52,7 @@ struct VmRow {
 }
 
 #[derive(Template)]
-#[template(path = "vms.html")]
+#[template(path = "console/vms.html")]
 struct VmsPage {
     layout: Layout,
     vms: Vec<VmRow>,
@@ -116,7 +116,7 @@ pub struct Action {
 }
 
 #[derive(Template)]
-#[template(path = "vm.html")]
+#[template(path = "console/vm.html")]
 struct VmPage {
     layout: Layout,
     name: String,
@@ -171,7 +171,7 @@ pub async fn show(
 async fn vm_page(console: &Console, session: &Session, name: &str) -> Result<VmPage, ApiError> {
     let app = &console.app;
     let store = &app.env.store;
-    let vm = ops::vm_by_name(app, name).await?;
+    let vm = commands::vm_by_name(app, name).await?;
     let detail = view::vm_detail(app, &vm).await?;
     let now = store::now_ms();
     let appliance_vm = store
@@ -231,9 +231,9 @@ async fn vm_page(console: &Console, session: &Session, name: &str) -> Result<VmP
             _ => {}
         }
     }
-    let runs = ops::runs(
+    let runs = commands::runs(
         app,
-        ops::RunFilter {
+        commands::RunFilter {
             vm: Some(name),
             id_prefix: None,
             limit: 10,

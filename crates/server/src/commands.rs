@@ -1,6 +1,6 @@
-//! What the REST API and the console both do, written once: reading the VMs and runs
-//! as an operator sees them, starting a workflow, and cancelling, retrying or
-//! abandoning a run. The API's handlers (`api`) and the console's (`console`) are
+//! The operator's commands, written once for the REST API and the console: reading
+//! the VMs and runs as an operator sees them, starting a workflow, and cancelling,
+//! retrying or abandoning a run. The API's handlers (`api`) and the console's (`console`) are
 //! thin: they turn a request into one of these calls and its answer into JSON or
 //! HTML, so a refusal reads the same in both and neither can do what the other
 //! would refuse.
