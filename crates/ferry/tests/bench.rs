@@ -200,6 +200,94 @@ fn a_bench_under_cloudstacks_api_rate_limit_ends_every_run_done_and_reports_its_
     }
 }
 
+/// `x` as a number, or a failure that shows the report.
+fn number(x: &Value, report: &Value) -> f64 {
+    x.as_f64()
+        .unwrap_or_else(|| panic!("{x} is not a number: {report}"))
+}
+
+#[test]
+fn a_plan_bench_times_its_tiers_in_order_against_the_sum_of_their_bounds() {
+    // Three VMs in two tiers on two appliances: the first tier's two VMs on an appliance
+    // each, the second's sharing oma-1 with the first tier's bench-0001.
+    let report = bench_report(&["--plan", "2,1", "--disks", "2", "--appliances", "2"]);
+    assert_eq!(report["vms"], 3, "{report}");
+    assert_eq!(report["plan_tiers"], serde_json::json!([2, 1]), "{report}");
+    // Every VM through the drill and the cleanup, and both plan runs done.
+    assert_eq!(report["runs_done"], 6, "{report}");
+    assert_eq!(report["runs_not_done"], serde_json::json!([]), "{report}");
+    assert_eq!(report["calls_per_command"]["createSnapshot"], 6, "{report}");
+    assert!(number(&report["calls_per_vm"], &report) > 0.0, "{report}");
+
+    // The drill takes the tiers in the plan's order, the cleanup the last first.
+    for (phase, order) in [
+        (
+            "test_failover",
+            [
+                ("tier-1", &["bench-0001", "bench-0002"][..]),
+                ("tier-2", &["bench-0003"][..]),
+            ],
+        ),
+        (
+            "cleanup",
+            [
+                ("tier-2", &["bench-0003"][..]),
+                ("tier-1", &["bench-0001", "bench-0002"][..]),
+            ],
+        ),
+    ] {
+        let p = &report[phase];
+        assert_eq!(p["state"], "done", "{phase}: {report}");
+        let tiers = p["tiers"].as_array().expect("tiers");
+        assert_eq!(tiers.len(), 2, "{phase}: {report}");
+        let chain = number(&p["chain_s"], &report);
+        let (mut times, mut bounds) = (0.0, 0.0);
+        for (i, (tier, (name, vms))) in tiers.iter().zip(order).enumerate() {
+            assert_eq!(tier["tier"], i + 1, "{phase}: {report}");
+            assert_eq!(tier["name"], name, "{phase}: {report}");
+            assert_eq!(tier["vms"], serde_json::json!(vms), "{phase}: {report}");
+            let time = number(&tier["time_s"], &report);
+            let waited = number(&tier["waited_s"], &report);
+            let bound = number(&tier["lower_bound_s"], &report);
+            // A tier ends after it began, and its first run was asked for in between.
+            assert!(waited >= 0.0 && waited < time, "{phase} {name}: {report}");
+            // Each tier is bounded as VMs at once are: no less than one VM's chain.
+            assert!(bound >= chain, "{phase} {name}: {report}");
+            // The share of a shared appliance is an estimate: two hundredths of slack.
+            assert!(
+                time >= bound * 0.98,
+                "{phase} {name} beats its bound: {report}"
+            );
+            times += time;
+            bounds += bound;
+        }
+        // The tiers ran one after another: their times add up to no more than the
+        // plan's makespan, and the plan's bound is the sum of theirs.
+        let makespan = number(&p["makespan_s"], &report);
+        let lower_bound = number(&p["lower_bound_s"], &report);
+        assert!(times <= makespan + 1e-6, "{phase}: {report}");
+        assert!((lower_bound - bounds).abs() < 1e-6, "{phase}: {report}");
+        assert!(
+            number(&p["ratio"], &report) >= 0.99,
+            "{phase} beats its bound: {report}"
+        );
+    }
+    let total = number(&report["lower_bound_s"], &report);
+    let parts = number(&report["test_failover_lower_bound_s"], &report)
+        + number(&report["cleanup_lower_bound_s"], &report);
+    assert!((total - parts).abs() < 1e-6, "{report}");
+    assert!(number(&report["ratio"], &report) >= 0.99, "{report}");
+
+    // The drill's RTO is its last VM's, within the drill's makespan.
+    let rto = number(&report["rto_s"], &report);
+    assert!(rto > 0.0, "{report}");
+    assert!(
+        rto <= number(&report["test_failover_makespan_s"], &report),
+        "{report}"
+    );
+    assert_eq!(report["vm_rto_s"]["max"], report["rto_s"], "{report}");
+}
+
 #[test]
 fn more_replicas_than_an_appliance_takes_are_refused_with_what_fits() {
     let output = Ferry::bare()
@@ -224,6 +312,10 @@ fn bad_flags_exit_2() {
         &["bench", "--disks", "33"],
         &["bench", "--time-scale", "0"],
         &["bench", "--time-scale", "fast"],
+        &["bench", "--plan", "0"],
+        &["bench", "--plan", "2,x"],
+        &["bench", "--plan", "3", "--vms", "2"],
+        &["bench", "--plan", "2,2", "--vms", "3"],
     ] {
         let output = Ferry::bare().args(args).run();
         assert_eq!(output.code, 2, "{args:?}: {}", output.stderr);

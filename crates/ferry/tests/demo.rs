@@ -1,4 +1,6 @@
-//! `ferry demo`, run as the README tells a new user to run it.
+//! `ferry demo`, run as the README tells a new user to run it: pgtest1 through a drill
+//! and its cleanup, then a recovery plan of two tiers, its first gated on a TCP port of
+//! cloudsim's emulated guest, through a drill and its cleanup.
 
 mod cli_harness;
 
@@ -11,7 +13,7 @@ use cli_harness::Ferry;
 use serde_json::Value;
 
 #[test]
-fn the_demo_fails_pgtest1_over_shows_the_device_map_cleans_up_and_exits_0() {
+fn the_demo_fails_pgtest1_over_shows_the_device_map_drills_a_plan_cleans_up_and_exits_0() {
     let started = Instant::now();
     let output = Ferry::bare().args(["demo"]).run();
     let elapsed = started.elapsed();
@@ -28,6 +30,14 @@ fn the_demo_fails_pgtest1_over_shows_the_device_map_cleans_up_and_exits_0() {
         "4. Cleanup of pgtest1",
         "revert-replicas ... done",
         "5. pgtest1 is ready_for_failover; its replicas are back on the appliance oma:",
+        "6. Recovery plan demo: registered web1 (1 disk, 20 GiB, on oma), and the plan of 2 tiers:",
+        "tier 1 (database): pgtest1, ready when: tcp port ",
+        "tier 2 (web): web1, ready when: running",
+        "7. Drill of plan demo: tier by tier",
+        "Plan RTO (request → last VM ready): ",
+        "8. Cleanup of plan demo, last tier first",
+        "1. web1 (web) cleaned up",
+        "2. pgtest1 (database) cleaned up",
         "Checked in cloudsim: no test VM, no snapshot, no volume ferry created is left.",
     ] {
         assert!(
@@ -55,10 +65,48 @@ fn the_demo_fails_pgtest1_over_shows_the_device_map_cleans_up_and_exits_0() {
         back[0].contains("Hard disk 1") && back[1].contains("Hard disk 2"),
         "{stdout}"
     );
+
+    // The drill, tier by tier: every line about the database tier before the first
+    // about the web tier, and both VMs ready — pgtest1 once its guest's port answered
+    // on its test VM's loopback address.
+    let drill = section(stdout, "7. Drill of plan demo", "8. Cleanup of plan demo");
+    let first_web = drill.find("(web): ").expect("the web tier's progress");
+    let last_database = drill.rfind("(database): ").expect("the database tier's");
+    assert!(last_database < first_web, "{drill}");
+    let row = |vm: &str| -> Vec<&str> {
+        drill
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some(vm))
+            .unwrap_or_else(|| panic!("a row of {vm}:\n{drill}"))
+            .split_whitespace()
+            .collect()
+    };
+    let pgtest1 = row("pgtest1");
+    assert_eq!(
+        pgtest1[..4],
+        ["1", "database", "pgtest1", "ready"],
+        "{drill}"
+    );
+    let seen = pgtest1.join(" ");
+    assert!(seen.contains("tcp port "), "{seen}");
+    assert!(seen.contains(" passed ("), "{seen}");
+    assert!(seen.contains("connected to 127."), "{seen}");
+    let web1 = row("web1");
+    assert_eq!(web1[..4], ["2", "web", "web1", "ready"], "{drill}");
+    assert!(web1.join(" ").contains("running passed"), "{drill}");
+}
+
+/// The text of `text` from `from` to `to`.
+fn section<'a>(text: &'a str, from: &str, to: &str) -> &'a str {
+    let start = text
+        .find(from)
+        .unwrap_or_else(|| panic!("`{from}` in:\n{text}"));
+    let end = text[start..].find(to).map_or(text.len(), |end| start + end);
+    &text[start..end]
 }
 
 #[test]
-fn the_demo_in_json_is_one_document_with_both_runs_and_no_leftovers() {
+fn the_demo_in_json_is_one_document_with_both_runs_the_plan_and_no_leftovers() {
     let output = Ferry::bare().args(["demo", "--output", "json"]).run();
     output.code(0);
     let stdout = &output.stdout;
@@ -70,6 +118,61 @@ fn the_demo_in_json_is_one_document_with_both_runs_and_no_leftovers() {
     assert_eq!(report["cleanup"]["state"], "done");
     assert_eq!(report["cleaned_up"]["state"], "ready_for_failover");
     assert_eq!(report["leftovers"], serde_json::json!([]));
+
+    // The plan: its drill done with both VMs ready, the database's TCP gate passed on a
+    // loopback address, the web server once the database was ready; its cleanup done,
+    // the web tier first.
+    let plan = &report["plan"];
+    assert_eq!(plan["plan"]["name"], "demo", "{stdout}");
+    let drill = &plan["drill"];
+    assert_eq!(drill["state"], "done", "{stdout}");
+    assert_eq!(drill["workflow"], "test_failover", "{stdout}");
+    let vms = drill["vms"].as_array().expect("the drill's VMs");
+    let vm = |name: &str| -> &Value {
+        vms.iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in the drill: {stdout}"))
+    };
+    let (pgtest1, web1) = (vm("pgtest1"), vm("web1"));
+    assert_eq!((&pgtest1["tier"], &web1["tier"]), (&1.into(), &2.into()));
+    for v in [pgtest1, web1] {
+        assert_eq!(v["state"], "ready", "{stdout}");
+        assert_eq!(v["readiness"]["ready"], true, "{stdout}");
+    }
+    let gate = &pgtest1["readiness"]["gates"][0];
+    assert_eq!(gate["kind"], "tcp", "{stdout}");
+    assert_eq!(gate["verdict"], "passed", "{stdout}");
+    assert!(
+        gate["last_seen"]
+            .as_str()
+            .is_some_and(|seen| seen.starts_with("connected to 127.")),
+        "{stdout}"
+    );
+    assert_eq!(web1["readiness"]["gates"][0]["kind"], "running", "{stdout}");
+    let rto = |v: &Value| v["rto_ms"].as_i64().expect("an RTO");
+    assert!(rto(pgtest1) > 0 && rto(pgtest1) < rto(web1), "{stdout}");
+    assert_eq!(
+        rto(drill),
+        rto(web1),
+        "the plan's RTO is its last VM's: {stdout}"
+    );
+    let cleanup = &plan["cleanup"];
+    assert_eq!(cleanup["state"], "done", "{stdout}");
+    assert_eq!(cleanup["workflow"], "cleanup", "{stdout}");
+    let order: Vec<(&str, i64, &str)> = cleanup["vms"]
+        .as_array()
+        .expect("the cleanup's VMs")
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap_or("?"),
+                v["tier"].as_i64().unwrap_or(0),
+                v["state"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert!(order.contains(&("web1", 1, "ready")), "{stdout}");
+    assert!(order.contains(&("pgtest1", 2, "ready")), "{stdout}");
     let jobs = report["test_failover"]["jobs"].as_array().expect("jobs");
     assert!(
         jobs.iter()
@@ -121,8 +224,34 @@ fn the_demo_keeps_the_api_up_for_the_other_commands_until_sigterm() {
         .run();
     listed.code(0);
     let vms: Value = serde_json::from_str(&listed.stdout).expect("JSON");
-    assert_eq!(vms[0]["name"], "pgtest1");
-    assert_eq!(vms[0]["state"], "ready_for_failover");
+    let states: Vec<(&str, &str)> = vms
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap_or("?"),
+                v["state"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("pgtest1", "ready_for_failover"),
+            ("web1", "ready_for_failover")
+        ]
+    );
+    // The plan the demo drilled is there, and its drill counts: it needs none.
+    let plans = Ferry::bare()
+        .args(["plan", "list", "--output", "json"])
+        .env("FERRY_SERVER", &server)
+        .env("FERRY_TOKEN", &token)
+        .run();
+    plans.code(0);
+    let plans: Value = serde_json::from_str(&plans.stdout).expect("JSON");
+    assert_eq!(plans[0]["name"], "demo", "{plans}");
+    assert_eq!(plans[0]["needs_drill"], false, "{plans}");
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

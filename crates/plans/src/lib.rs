@@ -11,6 +11,8 @@
 
 pub mod catalog;
 pub mod definition;
+mod hooks;
+pub mod order;
 pub mod ready;
 mod rules;
 pub mod runner;

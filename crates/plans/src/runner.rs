@@ -46,16 +46,15 @@ use tokio::time::Instant;
 use ids::ProtectedVmId;
 
 use inventory::Problem;
-use readiness::FailoverKind;
 use store::{
     NewPlanRun, PlanRun, PlanRunState, PlanRunVm, PlanVmState, RunState, Store, StoreError,
     VmState, Workflow, now_ms,
 };
 use tokio_util::sync::CancellationToken;
-use workflows::hooks::HookContext;
 use workflows::{Env, StartError, Worker};
 
-use crate::definition::{PlanDefinition, PlanHook, Policy, When};
+use crate::definition::{PlanDefinition, Policy, When};
+use crate::order::{failover_kind, policy, reversed, tier_of_order, wanted};
 
 /// Why a plan run was not started.
 #[derive(Debug, thiserror::Error)]
@@ -99,52 +98,6 @@ pub struct Driver {
 
 /// The VMs whose gates one driver tries at once.
 const PROBING_VMS: usize = 64;
-
-/// The state a VM must be in for `workflow` to start on it.
-fn wanted(workflow: Workflow) -> VmState {
-    match workflow {
-        Workflow::TestFailover | Workflow::LiveFailover => VmState::ReadyForFailover,
-        Workflow::Cleanup => VmState::TestFailedOver,
-        Workflow::Rollback | Workflow::Commit => VmState::FailedOver,
-    }
-}
-
-/// Whether `workflow` takes the tiers last first: undoing, the web tier goes before
-/// the database it needs.
-fn reversed(workflow: Workflow) -> bool {
-    matches!(workflow, Workflow::Cleanup | Workflow::Rollback)
-}
-
-/// The index in the plan file of the tier that comes `order`th in `workflow`.
-pub fn tier_of_order(plan: &PlanDefinition, workflow: Workflow, order: i64) -> Option<usize> {
-    let count = plan.tiers.len();
-    let order = usize::try_from(order).ok().filter(|o| *o < count)?;
-    Some(if reversed(workflow) {
-        count - 1 - order
-    } else {
-        order
-    })
-}
-
-/// The kind of failover whose VMs are checked by their gates; none for the workflows
-/// that take a failover back or make it final.
-fn failover_kind(workflow: Workflow) -> Option<FailoverKind> {
-    match workflow {
-        Workflow::TestFailover => Some(FailoverKind::Test),
-        Workflow::LiveFailover => Some(FailoverKind::Live),
-        _ => None,
-    }
-}
-
-/// The plan's policy for a VM that fails in `workflow`: a cleanup, rollback or commit
-/// always goes on.
-fn policy(plan: &PlanDefinition, workflow: Workflow) -> Policy {
-    match workflow {
-        Workflow::TestFailover => plan.on_failure.test,
-        Workflow::LiveFailover => plan.on_failure.live,
-        _ => Policy::Continue,
-    }
-}
 
 impl Driver {
     pub fn new(env: Env, worker: Worker, config: DriverConfig) -> Driver {
@@ -364,7 +317,8 @@ impl Driver {
             .map_err(|e| StoreError::Corrupt(format!("plan run {}'s plan: {e}", run.id)))?;
         match run.state {
             PlanRunState::Pending => {
-                if let Some(failure) = self.hooks(run, &plan, None, When::Before).await {
+                if let Some(failure) = crate::hooks::run_hooks(run, &plan, None, When::Before).await
+                {
                     return self.stop(run, &failure).await;
                 }
                 self.store()
@@ -392,7 +346,7 @@ impl Driver {
         let tier: Vec<&PlanRunVm> = run.vms.iter().filter(|v| v.tier == t).collect();
         let mut moved = false;
         if tier.iter().all(|v| v.state == PlanVmState::Waiting)
-            && let Some(failure) = self.hooks(run, plan, Some(t), When::Before).await
+            && let Some(failure) = crate::hooks::run_hooks(run, plan, Some(t), When::Before).await
         {
             return self.stop(run, &failure).await;
         }
@@ -432,14 +386,14 @@ impl Driver {
                 .join("; ");
             return self.stop(run, &why).await;
         }
-        if let Some(failure) = self.hooks(run, plan, Some(t), When::After).await
+        if let Some(failure) = crate::hooks::run_hooks(run, plan, Some(t), When::After).await
             && policy(plan, run.workflow) == Policy::Stop
         {
             return self.stop(run, &failure).await;
         }
         let last = run.vms.iter().map(|v| v.tier).max().unwrap_or(0);
         if t == last {
-            let _ = self.hooks(run, plan, None, When::After).await;
+            let _ = crate::hooks::run_hooks(run, plan, None, When::After).await;
             let failed_all: Vec<&str> = run
                 .vms
                 .iter()
@@ -733,56 +687,6 @@ impl Driver {
         crate::ready::check_named(&self.env.cloud, &target, &gates, &run_id, kind, cancel)
             .await
             .map_err(|e| e.to_string())
-    }
-
-    /// Runs the hooks of the plan (`tier` None) or of the tier `tier` (in the
-    /// workflow's order) that are for `when` and this kind of failover; the first
-    /// failure, in words.
-    async fn hooks(
-        &self,
-        run: &PlanRun,
-        plan: &PlanDefinition,
-        tier: Option<i64>,
-        when: When,
-    ) -> Option<String> {
-        let (hooks, name, vms): (&[PlanHook], String, String) = match tier {
-            None => (
-                &plan.hooks,
-                format!("plan {}", run.plan_name),
-                run.plan_name.clone(),
-            ),
-            Some(order) => {
-                let i = tier_of_order(plan, run.workflow, order)?;
-                let t = &plan.tiers[i];
-                (&t.hooks, format!("tier {}", t.name), t.vms.join(","))
-            }
-        };
-        let point = when.as_str();
-        // What the hook is told it runs for: `plan_before_test_failover`,
-        // `tier_after_cleanup`, …
-        let label = format!(
-            "{}_{point}_{}",
-            if tier.is_some() { "tier" } else { "plan" },
-            run.workflow
-        );
-        let run_id = ids::RunId::from(run.id.as_str());
-        for hook in hooks
-            .iter()
-            .filter(|h| h.when == when && h.scope.covers(run.workflow))
-        {
-            let context = HookContext {
-                hook: &label,
-                vm: &vms,
-                run_id: &run_id,
-            };
-            if let Err(e) = hook.run.run(&context).await {
-                return Some(format!(
-                    "the {point} hook of {name} ({}) failed: {e}",
-                    hook.run
-                ));
-            }
-        }
-        None
     }
 }
 

@@ -213,8 +213,7 @@ fn tier_timings(run: &PlanRun, count: i64) -> Vec<PlanRunTierView> {
             let name = plan
                 .as_ref()
                 .and_then(|p| {
-                    plans::runner::tier_of_order(p, run.workflow, t)
-                        .map(|i| p.tiers[i].name.clone())
+                    plans::order::tier_of_order(p, run.workflow, t).map(|i| p.tiers[i].name.clone())
                 })
                 .unwrap_or_else(|| format!("tier {}", t + 1));
             let times = run.tiers.iter().find(|x| x.tier == t);

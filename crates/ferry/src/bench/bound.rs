@@ -1,6 +1,7 @@
-//! The chain side of the lower bound: how long one VM's workflow takes at the least,
-//! and how much of that lies before its first and after its last job on its appliance's
-//! queue.
+//! The lower bound's two sides. The chain: how long one VM's workflow takes at the
+//! least, and how much of that lies before its first and after its last job on its
+//! appliance's queue. The queues: each CloudStack queue's busy time between two
+//! readings of cloudsim's counters, and the busiest one with its head and tail.
 //!
 //! The chain is not written here: it is computed from what the workflows declare of
 //! themselves (`workflows::cost::declared`: each step's jobs, how many, on which
@@ -12,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
 use workflows::cost::{self, Queue, StepCost, Times};
 use workflows::test_failover::Mode;
 
@@ -96,18 +98,104 @@ impl Durations {
                 pieces.push((self.hotplug(), false));
             }
         }
-        let total = pieces.iter().map(|(d, _)| d).sum();
+        // Added up from +0.0: an empty sum of floats is -0.0, which prints as "-0.000".
+        let sum = |pieces: &[(f64, bool)]| pieces.iter().fold(0.0, |s, (d, _)| s + d);
+        let total = sum(&pieces);
         let first = pieces.iter().position(|(_, appliance)| *appliance);
         let last = pieces.iter().rposition(|(_, appliance)| *appliance);
         let (head, tail) = match (first, last) {
-            (Some(first), Some(last)) => (
-                pieces[..first].iter().map(|(d, _)| d).sum(),
-                pieces[last + 1..].iter().map(|(d, _)| d).sum(),
-            ),
+            (Some(first), Some(last)) => (sum(&pieces[..first]), sum(&pieces[last + 1..])),
             _ => (0.0, 0.0),
         };
         Chain { total, head, tail }
     }
+}
+
+/// The queue that bounds a phase (or a tier): its busy time, with the least time
+/// before its first job and after its last when it is an appliance's.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct BusiestQueue {
+    /// `vm:<id>` (with the VM's name), `volume:<id>` or `snapshot:<id>`.
+    pub(super) queue: String,
+    pub(super) name: Option<String>,
+    pub(super) busy_s: f64,
+    /// The least time before its first job and after its last (an appliance's).
+    pub(super) head_s: f64,
+    pub(super) tail_s: f64,
+    pub(super) bound_s: f64,
+}
+
+impl BusiestQueue {
+    pub(super) fn new(work: &Work, busy_s: f64, (head_s, tail_s): (f64, f64)) -> BusiestQueue {
+        BusiestQueue {
+            queue: work.queue.clone(),
+            name: work.name.clone(),
+            busy_s,
+            head_s,
+            tail_s,
+            bound_s: head_s + busy_s + tail_s,
+        }
+    }
+
+    /// The busiest of `queues` by its bound; all zeros when there is none.
+    pub(super) fn of(queues: impl IntoIterator<Item = BusiestQueue>) -> BusiestQueue {
+        queues
+            .into_iter()
+            .reduce(|a, b| if b.bound_s > a.bound_s { b } else { a })
+            .unwrap_or(BusiestQueue {
+                queue: String::new(),
+                name: None,
+                busy_s: 0.0,
+                head_s: 0.0,
+                tail_s: 0.0,
+                bound_s: 0.0,
+            })
+    }
+
+    /// The larger of this queue's bound and `chain`, and which it is: `queue` or
+    /// `chain`.
+    pub(super) fn or_chain(&self, chain: f64) -> (f64, &'static str) {
+        if self.bound_s >= chain {
+            (self.bound_s, "queue")
+        } else {
+            (chain, "chain")
+        }
+    }
+
+    /// `oma-1 busy 1.234 s + head 0.100 s + tail 0.840 s`.
+    pub(super) fn words(&self) -> String {
+        format!(
+            "{} busy {:.3} s + head {:.3} s + tail {:.3} s",
+            self.name.as_deref().unwrap_or(&self.queue),
+            self.busy_s,
+            self.head_s,
+            self.tail_s
+        )
+    }
+}
+
+/// One CloudStack queue's work between two readings of cloudsim's counters.
+pub(super) struct Work {
+    pub(super) queue: String,
+    pub(super) name: Option<String>,
+    pub(super) busy_s: f64,
+}
+
+/// Every queue that ran a job between `before` and `after`, with its busy time.
+pub(super) fn work_between(before: &cloudsim::Stats, after: &cloudsim::Stats) -> Vec<Work> {
+    after
+        .queues
+        .iter()
+        .filter_map(|(queue, report)| {
+            let earlier = before.queues.get(queue);
+            let jobs = report.jobs - earlier.map_or(0, |q| q.jobs);
+            (jobs > 0).then(|| Work {
+                queue: queue.clone(),
+                name: report.name.clone(),
+                busy_s: report.busy_s - earlier.map_or(0.0, |q| q.busy_s),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -124,6 +212,8 @@ mod tests {
         // attaches 6, start 15.
         let tf = d.test_failover(2);
         assert!((tf.total - 60.0).abs() < 1e-9, "{tf:?}");
+        // Nothing before the first snapshot, and not "-0".
+        assert!(tf.head == 0.0 && tf.head.is_sign_positive(), "{tf:?}");
         assert!((tf.tail - 21.0).abs() < 1e-9, "{tf:?}");
         // stop 8, detaches 6, revert 10 (at once), attaches 6, hot-plug 0.2,
         // snapshot deletion 2 (at once), destroy 5.

@@ -32,16 +32,25 @@
 //! bench that would put more replicas on one appliance is refused, with the most that
 //! fits.
 //!
+//! With `--plan TIERS` the K VMs are instead the boot tiers of one recovery plan, added
+//! through the API and drilled (`ferry plan test`), then cleaned up (`ferry plan
+//! cleanup`): the plan's makespan is measured against the sum of its tiers' bounds,
+//! each tier bounded as VMs at once are ([`tiers`]).
+//!
 //! The parts: [`world`] is the simulated cloud (the shape, the world file, `ferry
-//! cloudsim` as a child), [`run`] drives the runs through the API, [`bound`] is the
-//! chain side of the lower bound (from what the workflows declare), and [`report`]
-//! turns what was measured into the figures above and prints them. This file takes the
-//! arguments and puts the parts in order.
+//! cloudsim` as a child), [`run`] drives the runs (or the plan runs) through the API,
+//! [`bound`] is the lower bound's chain (from what the workflows declare) and queues,
+//! [`report`] turns what VMs at once measured into the figures above and [`tiers`]
+//! what a plan's tiers measured, both with the figures every bench has ([`figures`]:
+//! calls, polls, memory, the machine), and print them. This file takes the arguments
+//! and puts the parts in order.
 
 mod agents;
 mod bound;
+mod figures;
 mod report;
 mod run;
+mod tiers;
 mod world;
 
 use std::process::ExitCode;
@@ -52,8 +61,10 @@ use server::config::{Builder, EngineSection, TargetSection};
 
 use crate::client::{ConnectionArgs, Output};
 use crate::embedded::{Embedded, format_speed};
-use report::{Report, Setup};
-use run::{Observed, Workflow, phase, register};
+use figures::Setup;
+use report::Report;
+use run::{Observed, PlanObserved, Workflow, phase, plan_phase, register};
+use tiers::PlanReport;
 use world::{Cloudsim, Shape, World};
 
 /// The default time scale, 25× real pace: 100 VMs of 4 disks on the 13 appliances they
@@ -64,9 +75,10 @@ pub const DEFAULT_TIME_SCALE: f64 = 0.04;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Protected VMs (K), test-failed-over all at once, then cleaned up all at once.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    vms: u32,
+    /// Protected VMs (K), test-failed-over all at once, then cleaned up all at once
+    /// [default: 1; with --plan, one per tier, or the sum of its list].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    vms: Option<u32>,
     /// Disks per VM (N): one boot disk and N−1 data disks.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=32))]
     disks: u32,
@@ -102,6 +114,13 @@ pub struct BenchArgs {
     /// drills as if ferry expected nothing, to see what the priors buy.
     #[arg(long)]
     job_duration_scale: Option<f64>,
+    /// Runs the VMs as the boot tiers of one recovery plan instead of all at once: a
+    /// number of tiers (`--plan 3`: the VMs split evenly, the first tiers taking one
+    /// more) or the VMs of each tier (`--plan 2,4,2`). The plan is drilled (`ferry plan
+    /// test`) and cleaned up through the API, and measured against the sum of its
+    /// tiers' bounds.
+    #[arg(long, value_name = "TIERS", value_parser = tiers::parse)]
+    plan: Option<tiers::Tiers>,
 }
 
 pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result<ExitCode> {
@@ -110,8 +129,13 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
         "--time-scale must be a number > 0 and ≤ 10 (got {}); 1 is real time",
         args.time_scale
     );
+    let plan = args.plan.as_ref().map(|t| t.sizes(args.vms)).transpose()?;
+    let vms = match &plan {
+        Some(sizes) => sizes.iter().sum(),
+        None => args.vms.unwrap_or(1),
+    };
     let shape = Shape {
-        vms: args.vms,
+        vms,
         disks: args.disks,
         appliances: args.appliances,
     };
@@ -124,7 +148,7 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
             println!("{text}");
         }
     };
-    let concurrency = args.engine_concurrency.unwrap_or(args.vms as usize).max(1);
+    let concurrency = args.engine_concurrency.unwrap_or(vms as usize).max(1);
     let scale = args.time_scale;
     let job_duration_scale = args.job_duration_scale.unwrap_or(scale);
     anyhow::ensure!(
@@ -268,28 +292,81 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
         ));
     }
 
-    let stats_before = sim.stats().await?;
     let names: Vec<String> = world.vms.iter().map(|v| v.name.clone()).collect();
-    let (started_ms, runs) = phase(api, &names, Workflow::TestFailover).await?;
-    let stats_between = sim.stats().await?;
-    let test_failover = Observed::read(api, started_ms, runs).await?;
-    let failed_over: Vec<String> = test_failover.done().map(|r| r.vm.clone()).collect();
-    say(format!(
-        "test failover: {} of {} done in {:.2} s",
-        failed_over.len(),
-        names.len(),
-        test_failover.seconds()?
-    ));
-    let (started_ms, runs) = phase(api, &failed_over, Workflow::Cleanup).await?;
-    let stats_after = sim.stats().await?;
-    let cleanup = Observed::read(api, started_ms, runs).await?;
-    say(format!(
-        "cleanup: {} of {} done in {:.2} s",
-        cleanup.done().count(),
-        failed_over.len(),
-        cleanup.seconds()?
-    ));
-    let peak_rss_mib = report::peak_rss_mib()?;
+    if let Some(sizes) = &plan {
+        run::add_plan(api, tiers::definition(&world, sizes)).await?;
+        say(format!(
+            "added plan {}: {} tiers of {} VMs",
+            tiers::PLAN,
+            sizes.len(),
+            sizes
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let stats_before = sim.stats().await?;
+    let (stats_between, stats_after, measured) = match &plan {
+        None => {
+            let (started_ms, runs) = phase(api, &names, Workflow::TestFailover).await?;
+            let stats_between = sim.stats().await?;
+            let test_failover = Observed::read(api, started_ms, runs).await?;
+            let failed_over: Vec<String> = test_failover.done().map(|r| r.vm.clone()).collect();
+            say(format!(
+                "test failover: {} of {} done in {:.2} s",
+                failed_over.len(),
+                names.len(),
+                test_failover.seconds()?
+            ));
+            let (started_ms, runs) = phase(api, &failed_over, Workflow::Cleanup).await?;
+            let stats_after = sim.stats().await?;
+            let cleanup = Observed::read(api, started_ms, runs).await?;
+            say(format!(
+                "cleanup: {} of {} done in {:.2} s",
+                cleanup.done().count(),
+                failed_over.len(),
+                cleanup.seconds()?
+            ));
+            (
+                stats_between,
+                stats_after,
+                Measured::AtOnce {
+                    test_failover,
+                    cleanup,
+                },
+            )
+        }
+        Some(sizes) => {
+            let drill = plan_phase(api, tiers::PLAN, "test-failover").await?;
+            let stats_between = sim.stats().await?;
+            say(format!(
+                "plan test failover: {}, {} VMs in {} tiers in {:.2} s",
+                drill.run.state,
+                drill.details.len(),
+                sizes.len(),
+                drill.seconds()?
+            ));
+            let cleanup = plan_phase(api, tiers::PLAN, "cleanup").await?;
+            let stats_after = sim.stats().await?;
+            say(format!(
+                "plan cleanup: {}, {} VMs in {:.2} s",
+                cleanup.run.state,
+                cleanup.details.len(),
+                cleanup.seconds()?
+            ));
+            (
+                stats_between,
+                stats_after,
+                Measured::Plan {
+                    sizes: sizes.clone(),
+                    drill: Box::new(drill),
+                    cleanup: Box::new(cleanup),
+                },
+            )
+        }
+    };
+    let peak_rss_mib = figures::peak_rss_mib()?;
     let agents_peak_rss_mib = agents.as_ref().and_then(agents::Agents::peak_rss_mib);
 
     server.stop().await;
@@ -306,18 +383,51 @@ pub async fn run(args: BenchArgs, connection: &ConnectionArgs) -> anyhow::Result
         agents: args.agents,
         throttling,
     };
-    let report = Report::new(
-        setup,
-        &world,
-        [&stats_before, &stats_between, &stats_after],
-        &test_failover,
-        &cleanup,
-        (peak_rss_mib, agents_peak_rss_mib),
-    )?;
+    let peak_rss = (peak_rss_mib, agents_peak_rss_mib);
+    let stats = [&stats_before, &stats_between, &stats_after];
+    let (json_line, table, verdict) = match &measured {
+        Measured::Plan {
+            sizes,
+            drill,
+            cleanup,
+        } => {
+            let report = PlanReport::new(&setup, &world, sizes, stats, drill, cleanup, peak_rss)?;
+            (
+                serde_json::to_string(&report)?,
+                report.table(),
+                report.verdict(&names, &cleanup.details),
+            )
+        }
+        Measured::AtOnce {
+            test_failover,
+            cleanup,
+        } => {
+            let report = Report::new(&setup, &world, stats, test_failover, cleanup, peak_rss)?;
+            (
+                serde_json::to_string(&report)?,
+                report.table(),
+                report.verdict(&names, &cleanup.runs),
+            )
+        }
+    };
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{json_line}");
     } else {
-        print!("{}", report.table());
+        print!("{table}");
     }
-    Ok(report.verdict(&names, &cleanup.runs))
+    Ok(verdict)
+}
+
+/// What the two phases saw: VMs all at once, or a plan's drill and cleanup (with the
+/// VMs of its tiers).
+enum Measured {
+    AtOnce {
+        test_failover: Observed,
+        cleanup: Observed,
+    },
+    Plan {
+        sizes: Vec<u32>,
+        drill: Box<PlanObserved>,
+        cleanup: Box<PlanObserved>,
+    },
 }

@@ -1,6 +1,7 @@
 //! Driving the runs, as an operator's script would through the REST API: every VM
 //! registered, then one workflow started on every VM at once and waited for until every
-//! run has ended, and the runs' records read back for the report.
+//! run has ended — or, with `--plan`, a recovery plan added and run, its drill then its
+//! cleanup, each followed to its end — and the runs' records read back for the report.
 //!
 //! Times come from the runs' own records (the store's clock), so how often this driver
 //! looks is not counted in a makespan.
@@ -9,9 +10,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use server::model::{AddVm, DefinitionFormat, RunDetail, RunSummary, TestMode};
+use server::plan_model::{AddPlan, PlanRunView};
 
 use super::world::World;
 use crate::client::api::Api;
+use crate::client::plans;
 
 /// Registers every VM through the API, a few at a time.
 pub(super) async fn register(api: &Api, world: &World) -> anyhow::Result<()> {
@@ -39,6 +42,17 @@ pub(super) async fn register(api: &Api, world: &World) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Adds the recovery plan `definition` (TOML) through the API, as `ferry plan add` does.
+pub(super) async fn add_plan(api: &Api, definition: String) -> anyhow::Result<()> {
+    api.add_plan(&AddPlan {
+        definition,
+        format: DefinitionFormat::Toml,
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| anyhow::anyhow!("adding the bench's recovery plan: {e}"))
 }
 
 /// Requests to start runs sent at once.
@@ -125,22 +139,8 @@ impl Observed {
         started_ms: i64,
         runs: Vec<RunSummary>,
     ) -> anyhow::Result<Observed> {
-        let mut details = Vec::with_capacity(runs.len());
-        for chunk in runs.chunks(16) {
-            let mut tasks = tokio::task::JoinSet::new();
-            for r in chunk {
-                let api = api.clone();
-                let id = r.id.clone();
-                tasks.spawn(async move {
-                    api.show_run(&id)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("reading run {id}: {e}"))
-                });
-            }
-            while let Some(detail) = tasks.join_next().await {
-                details.push(detail??);
-            }
-        }
+        let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+        let details = details(api, &ids).await?;
         Ok(Observed {
             started_ms,
             runs,
@@ -160,6 +160,73 @@ impl Observed {
         let end = last_finish(&self.runs)?.unwrap_or(self.started_ms);
         Ok(seconds_between(self.started_ms, end))
     }
+}
+
+/// The runs `ids`, each with its steps, read a few at a time.
+async fn details(api: &Api, ids: &[String]) -> anyhow::Result<Vec<RunDetail>> {
+    let mut details = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(16) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in chunk {
+            let api = api.clone();
+            let id = id.clone();
+            tasks.spawn(async move {
+                api.show_run(&id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("reading run {id}: {e}"))
+            });
+        }
+        while let Some(detail) = tasks.join_next().await {
+            details.push(detail??);
+        }
+    }
+    Ok(details)
+}
+
+/// How often a plan run under way is looked at: the server drives it (and looks at its
+/// VMs' runs every 200 ms), so looking more often would only cost the engine.
+const PLAN_LOOK: Duration = Duration::from_millis(100);
+
+/// A plan run as the driver saw it: when it asked for it (ms since the epoch), the plan
+/// run as it ended, and the details of the VMs' runs it started.
+pub(super) struct PlanObserved {
+    pub(super) started_ms: i64,
+    pub(super) run: PlanRunView,
+    pub(super) details: Vec<RunDetail>,
+}
+
+impl PlanObserved {
+    /// From the request to the plan run's end (to its last look, had it not ended).
+    pub(super) fn seconds(&self) -> anyhow::Result<f64> {
+        let end = match &self.run.finished_at {
+            Some(at) => millis(at)?,
+            None => chrono::Utc::now().timestamp_millis(),
+        };
+        Ok(seconds_between(self.started_ms, end))
+    }
+}
+
+/// Starts a run of `plan` (`workflow` as the API's path says it: `test-failover`,
+/// `cleanup`), follows it until it ends, and reads its VMs' runs.
+pub(super) async fn plan_phase(
+    api: &Api,
+    plan: &str,
+    workflow: &str,
+) -> anyhow::Result<PlanObserved> {
+    let started_ms = chrono::Utc::now().timestamp_millis();
+    let run = api
+        .start_plan(plan, workflow)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the {workflow} of plan {plan}: {e}"))?;
+    let (run, _) = plans::follow(api, run, PLAN_LOOK, |_| {})
+        .await
+        .map_err(|e| anyhow::anyhow!("following the {workflow} of plan {plan}: {e}"))?;
+    let ids: Vec<String> = run.vms.iter().filter_map(|v| v.run_id.clone()).collect();
+    Ok(PlanObserved {
+        started_ms,
+        details: details(api, &ids).await?,
+        run,
+    })
 }
 
 pub(super) fn millis(at: &str) -> anyhow::Result<i64> {

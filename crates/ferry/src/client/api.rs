@@ -19,6 +19,7 @@ use server::model::{
     AddVm, ErrorBody, ErrorDetail, Health, RunDetail, RunSummary, StartTest, TestMode, UpdateVm,
     VmDetail, VmSummary, VmUpdated,
 };
+use server::plan_model::{AddPlan, PlanDetail, PlanRunView};
 
 /// How long one request may take. Registering a VM asks CloudStack several things, so
 /// this is generous; polling a run is far quicker.
@@ -163,7 +164,7 @@ impl Request {
         Request::get("/v1/plans".into())
     }
 
-    pub(crate) fn add_plan(request: &server::plan_model::AddPlan) -> Request {
+    pub(crate) fn add_plan(request: &AddPlan) -> Request {
         Request::post(
             "/v1/plans".into(),
             Some(serde_json::to_value(request).expect("AddPlan serializes")),
@@ -412,6 +413,23 @@ impl Api {
     /// POST /v1/vms/{name}/commit.
     pub async fn start_commit(&self, name: &str) -> Result<RunSummary, ClientError> {
         self.call(Request::start(name, "commit")).await
+    }
+
+    /// POST /v1/plans: adds a recovery plan from its file; a refusal (422) carries
+    /// every problem.
+    pub async fn add_plan(&self, request: &AddPlan) -> Result<PlanDetail, ClientError> {
+        self.call(Request::add_plan(request)).await
+    }
+
+    /// POST /v1/plans/{name}/{workflow}: starts a run of the plan; `workflow` is
+    /// `test-failover`, `cleanup`, `live-failover`, `rollback` or `commit`.
+    pub async fn start_plan(&self, name: &str, workflow: &str) -> Result<PlanRunView, ClientError> {
+        self.call(Request::start_plan(name, workflow)).await
+    }
+
+    /// GET /v1/plan-runs/{id}.
+    pub async fn show_plan_run(&self, id: &str) -> Result<PlanRunView, ClientError> {
+        self.call(Request::show_plan_run(id)).await
     }
 
     /// GET /v1/runs: newest first, of one VM when `vm` is given.

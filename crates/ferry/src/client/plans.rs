@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use server::plan_model::{
     AddPlan, PlanDetail, PlanHookView, PlanRunView, PlanSummary, PlanUpdated, UpdatePlan,
 };
 
-use super::api::{Api, Request};
+use super::api::{Api, ClientError, Raw, Request};
 use super::output::outln;
 use super::{ConnectionArgs, Outcome, Output, main_of, named_definition, print, read_definition};
 
@@ -136,7 +137,7 @@ pub async fn plan(command: PlanCommand, connection: &ConnectionArgs) -> ExitCode
 
 /// Starts a plan run; with `--wait`, follows it (a look every half second) until it ends.
 async fn start(api: &Api, s: PlanStart, workflow: &str, output: Output) -> Outcome {
-    let (mut run, mut raw) = api
+    let (run, raw) = api
         .typed::<PlanRunView>(Request::start_plan(&s.name, workflow))
         .await?;
     if !s.wait {
@@ -149,25 +150,50 @@ async fn start(api: &Api, s: PlanStart, workflow: &str, output: Output) -> Outco
         return Ok(ExitCode::SUCCESS);
     }
     let mut shown = String::new();
-    while matches!(run.state.as_str(), "pending" | "running") {
-        if output == Output::Table {
-            let line = progress(&run);
+    let (run, raw) = follow(api, run, Duration::from_millis(500), |run| {
+        if output == Output::Table && under_way(&run.state) {
+            let line = progress(run);
             if line != shown {
                 outln!("{line}");
                 shown = line;
             }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        (run, raw) = api
-            .typed::<PlanRunView>(Request::show_plan_run(&run.id))
-            .await?;
-    }
+    })
+    .await?;
     print(output, &raw, || run_table(&run));
     Ok(if run.state == "done" {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Whether a plan run in `state` may still move (`pending` or `running`).
+pub fn under_way(state: &str) -> bool {
+    matches!(state, "pending" | "running")
+}
+
+/// Follows the plan run `run` (as its start answered) until it ends, looking at it
+/// every `every` and handing each view to `seen` (the first one included); its last
+/// view, and that body as the server sent it.
+pub(crate) async fn follow(
+    api: &Api,
+    mut run: PlanRunView,
+    every: Duration,
+    mut seen: impl FnMut(&PlanRunView),
+) -> Result<(PlanRunView, Raw), ClientError> {
+    loop {
+        seen(&run);
+        tokio::time::sleep(every).await;
+        let (next, raw) = api
+            .typed::<PlanRunView>(Request::show_plan_run(&run.id))
+            .await?;
+        run = next;
+        if !under_way(&run.state) {
+            seen(&run);
+            return Ok((run, raw));
+        }
+    }
 }
 
 /// One line of a plan run under way: its tier and each VM's state.

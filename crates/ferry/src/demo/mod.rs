@@ -6,8 +6,13 @@
 //! the REST API — and driven through the same API client the other commands use:
 //! pgtest1 (a 107 GiB boot disk and a 10 GiB data disk) is registered, test-failed-over
 //! with live progress, its target VM's device map is shown and verified against
-//! CloudStack, and the cleanup puts every replica back on the appliance. The demo
-//! ends by checking cloudsim itself: nothing ferry created is left.
+//! CloudStack, and the cleanup puts every replica back on the appliance. Then a small
+//! recovery plan ([`plan`]): pgtest1, then a web server once pgtest1's database port
+//! answers (a readiness gate against cloudsim's emulated guest), drilled tier by tier
+//! and cleaned up last tier first. The demo ends by checking cloudsim itself: nothing
+//! ferry created is left.
+
+mod plan;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -23,7 +28,7 @@ use crate::client::{ConnectionArgs, Output, progress, render};
 use crate::embedded::{Embedded, format_speed};
 
 /// The job sheet's VM, as docs/examples/pgtest1.toml defines it.
-const PGTEST1: &str = include_str!("../../../docs/examples/pgtest1.toml");
+const PGTEST1: &str = include_str!("../../../../docs/examples/pgtest1.toml");
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -34,7 +39,7 @@ pub struct DemoArgs {
     /// client commands use by default, 127.0.0.1:8470.
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Multiplies cloudsim's latencies (1: a KVM cloud's real pace, about 80 s for the
+    /// Multiplies cloudsim's latencies (1: a KVM cloud's real pace, about 5 minutes for the
     /// whole demo; the default 0.05 runs it 20× faster).
     #[arg(long, default_value_t = 0.05)]
     time_scale: f64,
@@ -49,6 +54,8 @@ struct Report {
     failed_over: VmDetail,
     cleanup: RunDetail,
     cleaned_up: VmDetail,
+    /// The recovery plan, its drill and the drill's cleanup.
+    plan: plan::PlanPart,
     leftovers: Vec<String>,
 }
 
@@ -69,9 +76,10 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
     let sysfs = dir.path().join("appliance");
     let database = dir.path().join("ferry.db");
 
+    let reservation = plan::Reservation::take()?;
     let sim = cloudsim::start(
         cloudsim::SimConfig {
-            world: cloudsim::World::default(),
+            world: plan::world(&reservation)?,
             sysfs_root: Some(sysfs.clone()),
             time_scale: args.time_scale,
         },
@@ -200,8 +208,18 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
     }
     say(lines.join("\n"));
 
-    let leftovers = leftovers(&server.running.state.env.cloud, &cleaned_up).await?;
+    let (web1, plan) = plan::run(api, &reservation, args.time_scale, 6, json).await?;
+    let mut vms = Vec::new();
+    for name in [&vm.name, &web1.name] {
+        vms.push(
+            api.show_vm(name)
+                .await
+                .map_err(|e| anyhow::anyhow!("reading {name}: {e}"))?,
+        );
+    }
+    let leftovers = leftovers(&server.running.state.env.cloud, &vms).await?;
     let elapsed = started.elapsed();
+    let plan_done = plan.done();
     if json {
         let report = Report {
             elapsed_ms: elapsed.as_millis(),
@@ -210,12 +228,13 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
             failed_over,
             cleanup,
             cleaned_up,
+            plan,
             leftovers: leftovers.clone(),
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if leftovers.is_empty() {
         println!(
-            "\nChecked in cloudsim: no test VM, no snapshot, no volume ferry created is left. Done in {:.1} s.",
+            "Checked in cloudsim: no test VM, no snapshot, no volume ferry created is left. Done in {:.1} s.",
             elapsed.as_secs_f64()
         );
     } else {
@@ -224,13 +243,13 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
             println!("  - {l}");
         }
     }
-    let ok = verified && leftovers.is_empty();
+    let ok = verified && leftovers.is_empty() && plan_done;
 
     if args.keep_running {
         // The explorer's instructions go to stderr in JSON mode, so stdout stays one
         // document.
         let hint = format!(
-            "\nThe API is up at {url}. In another shell:\n  export FERRY_SERVER={url} FERRY_TOKEN={token}\n  ferry vm list\n  ferry failover test pgtest1 --wait\n  ferry run list\nCtrl-C stops the demo (its temporary directory is removed).",
+            "\nThe API is up at {url}. In another shell:\n  export FERRY_SERVER={url} FERRY_TOKEN={token}\n  ferry vm list\n  ferry failover test pgtest1 --wait\n  ferry run list\n  ferry plan show demo\nCtrl-C stops the demo (its temporary directory is removed).",
         );
         // One write, and a closed stream is no reason to stop serving.
         use std::io::Write as _;
@@ -269,15 +288,18 @@ async fn follow_to_done(
     Ok(detail)
 }
 
-/// What cloudsim still holds that the cleanup should have removed: VMs besides the
-/// appliance, snapshots, volumes not on the appliance.
-async fn leftovers(client: &cloudstack::Client, vm: &VmDetail) -> anyhow::Result<Vec<String>> {
+/// What cloudsim still holds that the cleanups should have removed: test VMs of `vms`,
+/// snapshots, replicas not on the appliance.
+async fn leftovers(client: &cloudstack::Client, vms: &[VmDetail]) -> anyhow::Result<Vec<String>> {
     let mut found = Vec::new();
     for v in client
         .list_virtual_machines(&cloudstack::VmFilter::default())
         .await?
     {
-        if v.name.starts_with(&format!("{}-test", vm.name)) {
+        if vms
+            .iter()
+            .any(|vm| v.name.starts_with(&format!("{}-test", vm.name)))
+        {
             found.push(format!("test VM {} ({}) is {}", v.name, v.id, v.state));
         }
     }
@@ -288,7 +310,7 @@ async fn leftovers(client: &cloudstack::Client, vm: &VmDetail) -> anyhow::Result
             s.volumeid.as_ref().map_or("?", |id| id.as_str())
         ));
     }
-    for d in &vm.disks {
+    for d in vms.iter().flat_map(|vm| &vm.disks) {
         if d.attached_vm_id.as_deref() != Some(ids::APPLIANCE_OMA) {
             found.push(format!(
                 "replica {} is not on the appliance",
