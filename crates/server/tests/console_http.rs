@@ -202,6 +202,19 @@ async fn a_session_is_an_http_only_strict_cookie_that_is_not_the_token() -> Test
         .await?;
     assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
 
+    // A filter the runs page does not know is refused, saying what it knows.
+    let bogus = http
+        .get(format!("{}/runs?state=bogus", server.url))
+        .header("cookie", &cookie)
+        .send()
+        .await?;
+    assert_eq!(bogus.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let text = bogus.text().await?;
+    assert!(
+        text.contains("no state `bogus`: choose one of pending"),
+        "{text}"
+    );
+
     // A sign-in posted from another site is refused.
     let forged = http
         .post(format!("{}/sign-in", server.url))

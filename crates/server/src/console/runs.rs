@@ -75,6 +75,8 @@ struct RunsPage {
     states: Vec<Choice>,
     runs: Vec<RunRow>,
     filtered: bool,
+    /// Whether a VM was chosen.
+    vm_chosen: bool,
     /// Whether older runs than those looked at may exist.
     truncated: bool,
     more: bool,
@@ -160,6 +162,7 @@ async fn runs_page(
         states: choices(STATES, &query.state),
         runs,
         filtered: vm.is_some() || !query.workflow.is_empty() || !query.state.is_empty(),
+        vm_chosen: vm.is_some(),
         truncated,
         more,
     })
