@@ -404,3 +404,46 @@ async fn with_the_console_off_only_the_api_is_served() -> TestResult {
     assert_eq!(status, StatusCode::OK);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_open_live_page_does_not_hold_the_shutdown_up() -> TestResult {
+    // Slow enough that the drill is still running when the server is stopped.
+    let mut server = common::server_configured(cloudsim::world::World::default(), 0.1, |c| {
+        c.engine(EngineSection {
+            claim_interval_ms: 50,
+            ..EngineSection::default()
+        })
+    })
+    .await?;
+    server.add_pgtest1().await?;
+    let (_, run) = server.post("/v1/vms/pgtest1/test-failover", None).await?;
+    let id = run["id"].as_str().unwrap_or_default().to_string();
+    let (_, cookie) = sign_in(&server, HeaderMap::new()).await?;
+    let mut events = http()
+        .get(format!("{}/runs/{id}/events", server.url))
+        .header("cookie", &cookie)
+        .send()
+        .await?;
+    assert_eq!(events.status(), StatusCode::OK);
+    let first = events.chunk().await?.unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&first).starts_with("event: progress"),
+        "{first:?}"
+    );
+    server.shutdown.cancel();
+    let task = server.task.take().expect("the server's task");
+    tokio::time::timeout(std::time::Duration::from_secs(20), task)
+        .await
+        .map_err(|_| anyhow::anyhow!("the server did not stop while a live page was open"))??;
+    // The stream ended with the server, before the run did.
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut all = Vec::new();
+        while let Ok(Some(chunk)) = events.chunk().await {
+            all.extend_from_slice(&chunk);
+        }
+        all
+    })
+    .await?;
+    assert!(!String::from_utf8_lossy(&rest).contains("event: end"));
+    Ok(())
+}

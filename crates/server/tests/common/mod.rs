@@ -164,6 +164,8 @@ pub struct Server {
     pub shutdown: CancellationToken,
     pub sim: cloudsim::Running,
     pub dir: tempfile::TempDir,
+    /// The server's task: it ends once `shutdown` is cancelled and everything stopped.
+    pub task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Server {
@@ -265,6 +267,7 @@ pub async fn server_configured(
         shutdown,
         sim,
         dir,
+        task: Some(running.task),
     })
 }
 
