@@ -181,6 +181,21 @@ async fn a_session_is_an_http_only_strict_cookie_that_is_not_the_token() -> Test
     let value = cookie.trim_start_matches("ferry_session=");
     assert_eq!(value.len(), 43, "256 random bits: {value}");
 
+    // Where to go after signing in: only a path of the console.
+    for (next, to) in [
+        ("/vms/é", "/"),
+        ("//evil.example/", "/"),
+        ("/runs?vm=pgtest1", "/runs?vm=pgtest1"),
+    ] {
+        let response = http
+            .post(format!("{}/sign-in", server.url))
+            .form(&[("token", TOKEN), ("next", next)])
+            .send()
+            .await?;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(response.headers()[LOCATION], to, "{next}");
+    }
+
     // Behind a TLS proxy, the cookie is Secure.
     let mut proxied = HeaderMap::new();
     proxied.insert("x-forwarded-proto", "https".parse()?);

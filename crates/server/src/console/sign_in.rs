@@ -41,14 +41,15 @@ pub struct SignInQuery {
 }
 
 /// Where to go after signing in: a path of this console, nothing else (no other
-/// host, no `//host`), else the VM list.
+/// host, no `//host`, nothing a `Location` header cannot carry as it is), else the VM
+/// list.
 fn local_path(next: Option<&str>) -> String {
     match next {
         Some(p)
             if p.starts_with('/')
                 && !p.starts_with("//")
                 && !p.starts_with("/\\")
-                && !p.contains(['\r', '\n'])
+                && p.chars().all(|c| c.is_ascii_graphic())
                 && !p.starts_with("/sign-") =>
         {
             p.to_string()
@@ -68,7 +69,7 @@ pub async fn form(
     }
     let note = if query.signed_out.is_some() {
         Some("You signed out.")
-    } else if query.next.is_some() {
+    } else if query.next.as_deref().is_some_and(|n| n != "/") {
         Some("Sign in to see that page.")
     } else {
         None
@@ -161,6 +162,9 @@ mod tests {
         assert_eq!(local_path(Some("/\\evil.example")), "/");
         assert_eq!(local_path(Some("https://evil.example/")), "/");
         assert_eq!(local_path(Some("/sign-out")), "/");
+        assert_eq!(local_path(Some("/runs\r\nSet-Cookie: x=1")), "/");
+        assert_eq!(local_path(Some("/vms/é")), "/");
+        assert_eq!(local_path(Some("/a b")), "/");
         assert_eq!(local_path(None), "/");
     }
 }
