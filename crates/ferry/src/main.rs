@@ -71,11 +71,15 @@ enum Command {
     Run(client::RunCommand),
     /// Appliances and their volume agents: list, show.
     #[command(subcommand)]
-    Appliance(client::ApplianceCommand),
+    Appliance(client::appliances::ApplianceCommand),
     /// Recovery plans: applications as boot tiers of protected VMs — add, update, list,
     /// show, remove.
     #[command(subcommand)]
     Plan(client::plans::PlanCommand),
+    /// The evidence report of a run or a plan run (docs/report.md): one self-contained
+    /// HTML file that prints to PDF (the default), or its JSON; both carry a SHA-256
+    /// digest over the facts.
+    Report(client::report::ReportArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Run cloudsim, a CloudStack API simulator, until SIGTERM or SIGINT.
@@ -205,8 +209,11 @@ fn main() -> ExitCode {
             Command::Vm(command) => Ok(client::vm(command, &connection).await),
             Command::Failover(command) => Ok(client::failover(command, &connection).await),
             Command::Run(command) => Ok(client::run(command, &connection).await),
-            Command::Appliance(command) => Ok(client::appliance(command, &connection).await),
+            Command::Appliance(command) => {
+                Ok(client::appliances::appliance(command, &connection).await)
+            }
             Command::Plan(command) => Ok(client::plans::plan(command, &connection).await),
+            Command::Report(args) => Ok(client::report::report(args, &connection).await),
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,

@@ -26,15 +26,20 @@ pub enum ReadyError {
     NoVm(VmId),
 }
 
-/// The `running` gate's question, over ferry's client.
+/// The `running` gate's question, over ferry's client; its first answer is the VM as
+/// just read to find its addresses (no second read for the same thing).
 struct CloudVm<'a> {
     client: &'a Client,
     vm_id: &'a VmId,
+    first: std::sync::Mutex<Option<RunningState>>,
 }
 
 #[async_trait::async_trait]
 impl VmState for CloudVm<'_> {
     async fn is_running(&self) -> Result<RunningState, String> {
+        if let Some(first) = self.first.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return Ok(first);
+        }
         match self.client.get_virtual_machine(self.vm_id).await {
             Ok(Some(vm)) => Ok(RunningState {
                 running: vm.state == "Running",
@@ -74,7 +79,7 @@ pub async fn check_named(
             source,
         })?
         .ok_or_else(|| ReadyError::NoVm(VmId::from(name)))?;
-    check(client, &vm.id, gates, run_id, kind, cancel).await
+    check_vm(client, &vm, gates, run_id, kind, cancel).await
 }
 
 /// Waits until CloudStack's VM `vm_id` passes `gates` (in order, each to its deadline)
@@ -87,7 +92,6 @@ pub async fn check(
     kind: FailoverKind,
     cancel: &CancellationToken,
 ) -> Result<Readiness, ReadyError> {
-    let gates = readiness::to_gates(gates, "gates").map_err(ReadyError::Gates)?;
     let vm = client
         .get_virtual_machine(vm_id)
         .await
@@ -96,12 +100,32 @@ pub async fn check(
             source,
         })?
         .ok_or_else(|| ReadyError::NoVm(vm_id.clone()))?;
+    check_vm(client, &vm, gates, run_id, kind, cancel).await
+}
+
+/// [`check`] of `vm` as just read from CloudStack.
+async fn check_vm(
+    client: &Client,
+    vm: &cloudstack::VirtualMachine,
+    gates: &[GateSpec],
+    run_id: &RunId,
+    kind: FailoverKind,
+    cancel: &CancellationToken,
+) -> Result<Readiness, ReadyError> {
+    let gates = readiness::to_gates(gates, "gates").map_err(ReadyError::Gates)?;
     let subject = Subject {
         vm_name: vm.name.clone(),
-        addresses: addresses(&vm),
+        addresses: addresses(vm),
         run_id: run_id.clone(),
         kind,
     };
-    let state = CloudVm { client, vm_id };
+    let state = CloudVm {
+        client,
+        vm_id: &vm.id,
+        first: std::sync::Mutex::new(Some(RunningState {
+            running: vm.state == "Running",
+            state: vm.state.clone(),
+        })),
+    };
     Ok(readiness::wait_ready(&gates, &subject, &state, cancel).await)
 }

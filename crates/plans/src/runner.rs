@@ -40,7 +40,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use ids::ProtectedVmId;
@@ -94,6 +94,8 @@ pub struct Driver {
     /// How many VMs' gates this driver tries at once: a tier of hundreds of VMs does
     /// not open hundreds of probes (sockets, processes) together.
     probes: Arc<Semaphore>,
+    /// Changes each time a gate task of this driver has recorded a VM's readiness.
+    checked: watch::Sender<u64>,
 }
 
 /// The VMs whose gates one driver tries at once.
@@ -107,6 +109,7 @@ impl Driver {
             config,
             checking: Arc::default(),
             probes: Arc::new(Semaphore::new(PROBING_VMS)),
+            checked: watch::Sender::new(0),
         }
     }
 
@@ -254,6 +257,10 @@ impl Driver {
         let mine = cancel.child_token();
         let _gates = mine.clone().drop_guard();
         let mut renewed = Instant::now();
+        // A VM's run ending in this process, or its gates recorded, is looked at at
+        // once; the step is for what other processes do.
+        let mut ended = self.worker.executions_ended();
+        let mut checked = self.checked.subscribe();
         loop {
             if renewed.elapsed() >= lease / 3 {
                 match self
@@ -301,6 +308,8 @@ impl Driver {
             if !moved {
                 tokio::select! {
                     _ = tokio::time::sleep(self.config.step) => {}
+                    _ = ended.changed() => {}
+                    _ = checked.changed() => {}
                     _ = cancel.cancelled() => {}
                 }
             }
@@ -615,6 +624,7 @@ impl Driver {
             if let Err(e) = this.check(&run, &plan, &vm, &cancel).await {
                 tracing::warn!(plan_run = %run.id, vm = %vm.vm_name, error = %e, "a VM's readiness could not be recorded; it is tried again");
             }
+            this.checked.send_modify(|n| *n += 1);
             this.checking
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -22,6 +22,7 @@ use utoipa::OpenApi;
 use crate::body::{parse_body, read_body};
 use crate::error::{ApiError, chain};
 use crate::model::*;
+use crate::requester::RequestedBy;
 pub use crate::state::AppState;
 use crate::{commands, view};
 
@@ -37,7 +38,7 @@ type ApiResult<T> = Result<T, ApiError>;
     ),
     paths(
         health,
-        metrics,
+        crate::ops::metrics,
         list_vms,
         add_vm,
         show_vm,
@@ -68,6 +69,7 @@ type ApiResult<T> = Result<T, ApiError>;
         crate::plan_runs::start_plan_commit,
         crate::plan_runs::show_plan_run,
         crate::plan_runs::list_plan_runs,
+        crate::report::route::show_report,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -158,11 +160,12 @@ pub fn router(state: AppState) -> Router {
             get(crate::plan_runs::list_plan_runs),
         )
         .route("/v1/plan-runs/{id}", get(crate::plan_runs::show_plan_run))
+        .route("/v1/reports/{id}", get(crate::report::route::show_report))
         .route("/v1/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(crate::ops::metrics))
         .merge(authed)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -197,50 +200,6 @@ async fn health() -> Json<Health> {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
     })
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "ops", security(()),
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-async fn metrics(State(state): State<AppState>) -> Response {
-    // Runs by state, read at scrape time: a stuck run is visible even if it got stuck
-    // before this process started.
-    match state.env.store.run_counts().await {
-        Ok(counts) => {
-            for s in store::RunState::ALL {
-                let n = counts
-                    .iter()
-                    .find(|(state, _)| state.as_str() == *s)
-                    .map_or(0, |(_, n)| *n);
-                metrics::gauge!("ferry_runs", "state" => *s).set(n as f64);
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot count runs for /metrics"),
-    }
-    match state.env.store.diverged_counts().await {
-        Ok(counts) => {
-            let n: i64 = counts.iter().map(|(_, n)| n).sum();
-            metrics::gauge!("ferry_replicas_diverged").set(n as f64);
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot count diverged replicas for /metrics"),
-    }
-    crate::plans::gauges(&state).await;
-    match crate::appliances::list(&state).await {
-        Ok(views) => crate::appliances::gauges(&views),
-        Err(e) => tracing::warn!(error = ?e, "cannot read the appliances for /metrics"),
-    }
-    let text = state
-        .metrics
-        .as_ref()
-        .map(|h| h.render())
-        .unwrap_or_default();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
 }
 
 #[utoipa::path(get, path = "/v1/appliances", tag = "appliances",
@@ -505,12 +464,13 @@ async fn record_resync(
 /// Starts `what` on VM `name` and answers 202 with the new run.
 async fn started(
     state: &AppState,
+    who: RequestedBy,
     name: &str,
     what: commands::Start,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(commands::start(state, name, what).await?),
+        Json(commands::start(state, name, what, who.0.as_deref()).await?),
     ))
 }
 
@@ -522,11 +482,18 @@ async fn started(
               (status = 422, body = ErrorBody)))]
 async fn start_test_failover(
     State(state): State<AppState>,
+    who: RequestedBy,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
     let request: StartTest = parse_body(&read_body(body)?, Some(StartTest::default()))?;
-    started(&state, &name, commands::Start::TestFailover(request.mode)).await
+    started(
+        &state,
+        who,
+        &name,
+        commands::Start::TestFailover(request.mode),
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/cleanup", tag = "failover",
@@ -534,9 +501,10 @@ async fn start_test_failover(
     responses((status = 202, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn start_cleanup(
     State(state): State<AppState>,
+    who: RequestedBy,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    started(&state, &name, commands::Start::Cleanup).await
+    started(&state, who, &name, commands::Start::Cleanup).await
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/live-failover", tag = "failover",
@@ -544,9 +512,10 @@ async fn start_cleanup(
     responses((status = 202, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn start_live_failover(
     State(state): State<AppState>,
+    who: RequestedBy,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    started(&state, &name, commands::Start::LiveFailover).await
+    started(&state, who, &name, commands::Start::LiveFailover).await
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/rollback", tag = "failover",
@@ -554,9 +523,10 @@ async fn start_live_failover(
     responses((status = 202, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn start_rollback(
     State(state): State<AppState>,
+    who: RequestedBy,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    started(&state, &name, commands::Start::Rollback).await
+    started(&state, who, &name, commands::Start::Rollback).await
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/commit", tag = "failover",
@@ -564,9 +534,10 @@ async fn start_rollback(
     responses((status = 202, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn start_commit(
     State(state): State<AppState>,
+    who: RequestedBy,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    started(&state, &name, commands::Start::Commit).await
+    started(&state, who, &name, commands::Start::Commit).await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

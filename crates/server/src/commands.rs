@@ -48,8 +48,14 @@ pub(crate) enum Start {
 }
 
 /// Stores a new run of `what` for VM `name` (refused as the workflow's `start`
-/// refuses it), wakes the worker to execute it at once, and returns the run.
-pub(crate) async fn start(state: &AppState, name: &str, what: Start) -> ApiResult<RunSummary> {
+/// refuses it) with who asked for it, when known (the evidence report says it), wakes
+/// the worker to execute it at once, and returns the run.
+pub(crate) async fn start(
+    state: &AppState,
+    name: &str,
+    what: Start,
+    requested_by: Option<&str>,
+) -> ApiResult<RunSummary> {
     let env = &state.env;
     let run = match what {
         Start::TestFailover(mode) => {
@@ -64,6 +70,9 @@ pub(crate) async fn start(state: &AppState, name: &str, what: Start) -> ApiResul
         Start::Rollback => workflows::rollback::start(env, name).await,
         Start::Commit => workflows::commit::start(env, name).await,
     }?;
+    if let Some(who) = requested_by {
+        env.store.set_run_requested_by(&run.id, who).await?;
+    }
     state.worker.wake();
     let summary = view::run_summary_of(&env.store, &run).await?;
     tracing::info!(run = %run.id, workflow = %run.workflow, vm = %summary.vm, "run started");

@@ -15,11 +15,14 @@ pub mod config;
 mod console;
 pub mod error;
 pub mod model;
+mod ops;
 mod overdue;
 mod plan_driving;
 pub mod plan_model;
 mod plan_runs;
 mod plans;
+pub mod report;
+pub mod requester;
 mod state;
 pub mod view;
 

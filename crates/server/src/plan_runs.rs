@@ -12,6 +12,7 @@ use store::{PlanRun, PlanVmState, Workflow};
 use crate::error::ApiError;
 use crate::model::{ErrorBody, Problem};
 use crate::plan_model::{PlanRunTierView, PlanRunView, PlanRunVmView};
+use crate::requester::RequestedBy;
 use crate::state::AppState;
 use crate::view::time;
 
@@ -21,6 +22,7 @@ type ApiResult<T> = Result<T, ApiError>;
 /// from this process.
 pub(crate) async fn start(
     state: &AppState,
+    who: RequestedBy,
     name: &str,
     workflow: Workflow,
 ) -> ApiResult<PlanRunView> {
@@ -47,6 +49,13 @@ pub(crate) async fn start(
             },
             PlanStartError::Store(e) => e.into(),
         })?;
+    if let Some(who) = &who.0 {
+        state
+            .env
+            .store
+            .set_plan_run_requested_by(&run.id, who)
+            .await?;
+    }
     tracing::info!(plan = %name, plan_run = %run.id, %workflow, "plan run started");
     state.plans.drive(run.id.clone());
     Ok(view(&run))
@@ -62,9 +71,10 @@ macro_rules! start_route {
                       (status = 422, description = "Pre-flight: a VM is not where the workflow starts from, or in another run; `problems` names every one, and nothing changed", body = ErrorBody)))]
         pub(crate) async fn $fn(
             State(state): State<AppState>,
+            who: RequestedBy,
             Path(name): Path<String>,
         ) -> ApiResult<(StatusCode, Json<PlanRunView>)> {
-            Ok((StatusCode::ACCEPTED, Json(start(&state, &name, $workflow).await?)))
+            Ok((StatusCode::ACCEPTED, Json(start(&state, who, &name, $workflow).await?)))
         }
     };
 }

@@ -288,6 +288,11 @@ pub struct Run {
     /// While the run waits out an outage: what it waits for and why
     /// (`CloudStack: cannot connect: connection refused`).
     pub waiting_for: Option<String>,
+    /// Who asked for the run, as the client said (`X-Ferry-Requested-By`); `None` when
+    /// it said nothing, or for a run of a plan run (the plan run's requester asked).
+    pub requested_by: Option<String>,
+    /// Every worker that took the run's lease, in the order they took it.
+    pub workers: Vec<String>,
 }
 
 text_enum!(
@@ -471,6 +476,10 @@ pub struct PlanRun {
     pub lease_expires_at: Option<i64>,
     /// The fencing generation: raised each time a worker takes the plan run's lease.
     pub generation: i64,
+    /// Who asked for the plan run, as the client said (`X-Ferry-Requested-By`).
+    pub requested_by: Option<String>,
+    /// Every worker that took the plan run's lease, in the order they took it.
+    pub workers: Vec<String>,
     /// Its VMs, by tier then name.
     pub vms: Vec<PlanRunVm>,
     /// The tiers it reached, in the order it took them.

@@ -97,6 +97,16 @@ impl Store {
             .transpose()
     }
 
+    /// Records who asked for plan run `id` (as the client said of itself).
+    pub async fn set_plan_run_requested_by(&self, id: &str, who: &str) -> Result<()> {
+        sqlx::query("UPDATE plan_runs SET requested_by = $1 WHERE id = $2")
+            .bind(who)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Every active plan run, oldest first.
     pub async fn active_plan_runs(&self) -> Result<Vec<PlanRun>> {
         let query = sqlx::query(
@@ -230,7 +240,12 @@ impl Store {
     ) -> Result<Option<i64>> {
         let now = now_ms();
         let row = sqlx::query(
-            "UPDATE plan_runs SET lease_owner = $1, lease_expires_at = $2, generation = generation + 1
+            "UPDATE plan_runs SET lease_owner = $1, lease_expires_at = $2, generation = generation + 1,
+                    workers = CASE
+                      WHEN workers IS NULL THEN $1
+                      WHEN workers = $1 OR substr(workers, length(workers) - length($1)) = ',' || $1
+                        THEN workers
+                      ELSE workers || ',' || $1 END
              WHERE id = $3 AND state IN ('pending', 'running')
                AND (lease_owner IS NULL OR lease_expires_at < $4 OR lease_owner = $1)
              RETURNING generation",
@@ -339,6 +354,8 @@ impl FromRow for PlanRun {
             lease_owner: column(r, "lease_owner")?,
             lease_expires_at: column(r, "lease_expires_at")?,
             generation: column(r, "generation")?,
+            requested_by: column(r, "requested_by")?,
+            workers: crate::rows::worker_list(column(r, "workers")?),
             vms: Vec::new(),
             tiers: Vec::new(),
         })

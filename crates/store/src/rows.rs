@@ -134,6 +134,18 @@ macro_rules! from_row {
     (@name $field:ident) => { stringify!($field) };
 }
 
+/// The `workers` column (names separated by commas, in the order they took the lease)
+/// as a list.
+pub(crate) fn worker_list(text: Option<String>) -> Vec<String> {
+    text.map(|t| {
+        t.split(',')
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 /// A model type read from one row of its table.
 pub(crate) trait FromRow: Sized {
     fn from_row(row: &AnyRow) -> Result<Self>;
@@ -233,7 +245,8 @@ impl FromRow for Run {
         Ok(from_row!(r => Run {
             id, vm_id, workflow, mode, state, error, generation, cause, retries,
             cancel_requested, lease_owner, lease_expires_at, plan, created_at, updated_at,
-            finished_at, waiting_since, waiting_for,
+            finished_at, waiting_since, waiting_for, requested_by;
+            workers: worker_list(column(r, "workers")?),
         }))
     }
 }

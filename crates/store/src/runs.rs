@@ -146,6 +146,16 @@ impl Store {
         found(done.rows_affected(), "run", id)
     }
 
+    /// Records who asked for run `id` (as the client said of itself).
+    pub async fn set_run_requested_by(&self, id: &RunId, who: &str) -> Result<()> {
+        let done = sqlx::query("UPDATE runs SET requested_by = $1 WHERE id = $2")
+            .bind(who)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        found(done.rows_affected(), "run", id)
+    }
+
     /// Stores the run's input (for example its device plan).
     pub async fn set_run_plan(&self, id: &RunId, plan: &str) -> Result<()> {
         sqlx::query("UPDATE runs SET plan = $1, updated_at = $2 WHERE id = $3")
@@ -164,7 +174,12 @@ impl Store {
         let now = now_ms();
         let row = sqlx::query(
             "UPDATE runs SET lease_owner = $1, lease_expires_at = $2, generation = generation + 1,
-               updated_at = $3
+               updated_at = $3,
+               workers = CASE
+                 WHEN workers IS NULL THEN $1
+                 WHEN workers = $1 OR substr(workers, length(workers) - length($1)) = ',' || $1
+                   THEN workers
+                 ELSE workers || ',' || $1 END
              WHERE id = $4 AND state IN ('pending', 'running', 'unwinding')
                AND (lease_owner IS NULL OR lease_expires_at < $3 OR lease_owner = $1)
              RETURNING generation",

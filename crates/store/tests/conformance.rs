@@ -74,6 +74,7 @@ conformance!(
     a_vm_a_plan_names_cannot_be_removed,
     a_plan_run_moves_only_from_where_it_was_read,
     a_plan_run_is_driven_under_a_lease_and_its_tiers_timed,
+    who_asked_for_a_run_and_which_workers_ran_it_are_kept,
 );
 
 const GIB: i64 = 1 << 30;
@@ -1645,5 +1646,85 @@ async fn a_plan_run_is_driven_under_a_lease_and_its_tiers_timed(fx: &Fixture) ->
         None
     );
     assert!(store.claimable_plan_runs("worker-b").await?.is_empty());
+    Ok(())
+}
+
+/// The evidence report says who asked for a run and which workers executed it: the
+/// requester as the client said it, and every worker that took the lease, in order —
+/// kept after the run ends, when the lease itself is cleared.
+async fn who_asked_for_a_run_and_which_workers_ran_it_are_kept(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    let vm = registered(store).await?;
+    let run = store
+        .create_run(&vm.id, Workflow::TestFailover, None)
+        .await?;
+    assert_eq!(run.requested_by, None);
+    assert!(run.workers.is_empty());
+    store.set_run_requested_by(&run.id, "alice@ops-1").await?;
+    // Worker A, again A (a restart under its name: not repeated), B (a takeover, by a
+    // name that ends like A's: told apart), A again, then C.
+    let a = store.acquire_run(&run.id, "w-a", -1).await?.expect("free");
+    store
+        .acquire_run(&run.id, "w-a", -1)
+        .await?
+        .expect("its own");
+    store
+        .acquire_run(&run.id, "ow-a", -1)
+        .await?
+        .expect("expired");
+    store
+        .acquire_run(&run.id, "w-a", -1)
+        .await?
+        .expect("expired");
+    let last = store
+        .acquire_run(&run.id, "w-b", 60_000)
+        .await?
+        .expect("expired");
+    assert!(last > a);
+    store
+        .set_run_state_fenced(&run.id, last, RunState::Done, None)
+        .await?;
+    store.release_run(&run.id, last).await?;
+    let run = store.run(&run.id).await?.expect("run");
+    assert_eq!(run.requested_by.as_deref(), Some("alice@ops-1"));
+    assert_eq!(run.lease_owner, None, "the lease is cleared when it ends");
+    assert_eq!(run.workers, ["w-a", "ow-a", "w-a", "w-b"]);
+    assert!(matches!(
+        store
+            .set_run_requested_by(&ids::RunId::from("no-such-run"), "bob@x")
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    let plan = store.add_plan(&plan("shop", "v1", &[(&vm, 0)])).await?;
+    let plan_run = store
+        .create_plan_run(&NewPlanRun {
+            plan_id: plan.id.clone(),
+            workflow: Workflow::TestFailover,
+            definition: "v1".into(),
+            digest: plan.digest.clone(),
+            vms: vec![(vm.id.clone(), 0)],
+            skipped: Vec::new(),
+        })
+        .await?;
+    assert_eq!(plan_run.requested_by, None);
+    store
+        .set_plan_run_requested_by(&plan_run.id, "carol@desk")
+        .await?;
+    store
+        .acquire_plan_run(&plan_run.id, "p-1", -1)
+        .await?
+        .expect("free");
+    store
+        .acquire_plan_run(&plan_run.id, "p-1", -1)
+        .await?
+        .expect("its own");
+    store
+        .acquire_plan_run(&plan_run.id, "p-2", 60_000)
+        .await?
+        .expect("expired");
+    let plan_run = store.plan_run(&plan_run.id).await?.expect("plan run");
+    assert_eq!(plan_run.requested_by.as_deref(), Some("carol@desk"));
+    assert_eq!(plan_run.workers, ["p-1", "p-2"]);
     Ok(())
 }

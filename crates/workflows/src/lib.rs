@@ -26,6 +26,7 @@ pub mod cost;
 mod drift;
 mod ensure;
 mod env;
+pub mod evidence;
 pub mod guest_prep;
 pub mod hooks;
 mod jobs;
@@ -41,5 +42,5 @@ pub mod worker;
 
 pub use env::{Agents, Env, Target};
 pub use hooks::{Hook, Hooks};
-pub use run::{RunInput, StartError, what_first};
+pub use run::{RunInput, StartError, run_input, what_first};
 pub use worker::{Worker, WorkerConfig, saga_for};

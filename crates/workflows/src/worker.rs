@@ -113,6 +113,9 @@ struct Inner {
     env: Env,
     config: WorkerConfig,
     wake: Notify,
+    /// How many executions have ended here: what a plan run's driver watches so that
+    /// it moves on as soon as a VM's run ends, not at its next look.
+    ended: tokio::sync::watch::Sender<u64>,
     /// Runs this worker is executing now.
     running: Mutex<HashSet<RunId>>,
     slots: Semaphore,
@@ -174,6 +177,7 @@ impl Inner {
             Err(e) => tracing::error!(run = %run_id, error = %e, "run failed to execute"),
         }
         self.running.lock().expect("poisoned").remove(&run_id);
+        self.ended.send_modify(|n| *n += 1);
         (run_id, outcome)
     }
 }
@@ -223,10 +227,16 @@ impl Worker {
                 env,
                 config,
                 wake: Notify::new(),
+                ended: tokio::sync::watch::Sender::new(0),
                 running: Mutex::new(HashSet::new()),
                 slots,
             }),
         }
+    }
+
+    /// Changes each time an execution of this worker ends (whatever its outcome).
+    pub fn executions_ended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.ended.subscribe()
     }
 
     /// Looks for runs now instead of at the next claim interval.

@@ -286,6 +286,10 @@ impl Request {
     }
 
     /// `action` is `cancel`, `retry` or `abandon`.
+    pub(crate) fn report(id: &str, format: &str) -> Request {
+        Request::get(format!("/v1/reports/{}?format={format}", segment(id)))
+    }
+
     pub(crate) fn run_action(id: &str, action: &str) -> Request {
         Request::post(format!("/v1/runs/{}/{action}", segment(id)), None)
     }
@@ -300,6 +304,34 @@ fn segment(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
+}
+
+/// Who the server records as having asked for the runs this client starts
+/// (`X-Ferry-Requested-By`): FERRY_REQUESTED_BY, else `$USER@<host name>`.
+fn requester() -> String {
+    // What the server keeps: text without control characters, at most 200 of them.
+    let keepable =
+        |who: String| -> String { who.chars().filter(|c| !c.is_control()).take(200).collect() };
+    keepable(requester_as_said())
+}
+
+fn requester_as_said() -> String {
+    if let Ok(who) = std::env::var("FERRY_REQUESTED_BY")
+        && !who.trim().is_empty()
+    {
+        return who.trim().to_string();
+    }
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{user}@{host}")
 }
 
 /// ferry's REST API at one URL, with its bearer token.
@@ -320,7 +352,12 @@ impl Api {
     /// A client of the server at `base_url` (`http://host:port`, a trailing `/` is
     /// ignored) that sends `token` as its bearer token.
     pub fn new(base_url: &str, token: SecretString) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(who) = reqwest::header::HeaderValue::from_str(&requester()) {
+            headers.insert("x-ferry-requested-by", who);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("ferry-cli/", env!("CARGO_PKG_VERSION")))
@@ -490,6 +527,24 @@ impl Api {
     /// Sends `request`; a 2xx answer's JSON body (`null` when empty), or the error.
     pub(crate) async fn send(&self, request: Request) -> Result<Raw, ClientError> {
         let url = self.url(&request.path);
+        let (status, text) = self.send_text(request).await?;
+        if text.trim().is_empty() {
+            return Ok(Raw("null".into()));
+        }
+        match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+            Ok(_) => Ok(Raw(text)),
+            Err(e) => Err(ClientError::Unexpected {
+                url,
+                status,
+                detail: format!("the body is not JSON: {e}"),
+            }),
+        }
+    }
+
+    /// Sends `request`; a 2xx answer's status and body as text (JSON or not), or the
+    /// error.
+    pub(crate) async fn send_text(&self, request: Request) -> Result<(u16, String), ClientError> {
+        let url = self.url(&request.path);
         let method = request.method.to_string();
         let mut builder = self
             .http
@@ -509,17 +564,7 @@ impl Api {
             .map_err(|e| transport_error(&self.base, &method, e))?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         if (200..300).contains(&status) {
-            if text.trim().is_empty() {
-                return Ok(Raw("null".into()));
-            }
-            return match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
-                Ok(_) => Ok(Raw(text)),
-                Err(e) => Err(ClientError::Unexpected {
-                    url,
-                    status,
-                    detail: format!("the body is not JSON: {e}"),
-                }),
-            };
+            return Ok((status, text));
         }
         match serde_json::from_str::<ErrorBody>(&text) {
             Ok(body) => Err(ClientError::Api { status, body }),

@@ -3,7 +3,8 @@
 //!
 //! - [`api`]: a typed client of the REST API, one method per route;
 //! - [`render`]: the tables `--output table` prints;
-//! - [`progress`]: following a run until it ends (`--wait`, `ferry run watch`).
+//! - [`progress`]: following a run until it ends (`--wait`, `ferry run watch`);
+//! - [`appliances`] (`ferry appliance …`) and [`report`] (`ferry report ID`).
 //!
 //! `--output json` prints the API's body exactly as it came, one document per command
 //! (an error's body too, on stdout, while its message goes to stderr). The exit code
@@ -13,10 +14,12 @@
 //! run (not the run).
 
 pub mod api;
+pub mod appliances;
 mod output;
 pub mod plans;
 pub mod progress;
 pub mod render;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -180,15 +183,6 @@ pub enum FailoverCommand {
         #[command(flatten)]
         wait: WaitArgs,
     },
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum ApplianceCommand {
-    /// List the appliances: each one's volume agent (reachable or not, version,
-    /// journal backlog), the replicas it holds and its free data-volume slots.
-    List,
-    /// Show one appliance.
-    Show { name: String },
 }
 
 /// Which run: its id, a unique prefix of its id, or `--vm NAME` for that VM's latest.
@@ -479,29 +473,6 @@ pub async fn vm(command: VmCommand, connection: &ConnectionArgs) -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
         }
-    })
-    .await
-}
-
-/// `ferry appliance …`.
-pub async fn appliance(command: ApplianceCommand, connection: &ConnectionArgs) -> ExitCode {
-    let output = connection.output;
-    main_of(connection, |api| async move {
-        match command {
-            ApplianceCommand::List => {
-                let (all, raw) = api
-                    .typed::<Vec<server::appliances::ApplianceView>>(Request::list_appliances())
-                    .await?;
-                print(output, &raw, || render::appliance_list(&all));
-            }
-            ApplianceCommand::Show { name } => {
-                let (one, raw) = api
-                    .typed::<server::appliances::ApplianceView>(Request::show_appliance(&name))
-                    .await?;
-                print(output, &raw, || render::appliance_table(&one));
-            }
-        }
-        Ok(ExitCode::SUCCESS)
     })
     .await
 }

@@ -234,7 +234,7 @@ pub async fn start(
         Workflow::Rollback => Start::Rollback,
         Workflow::Commit => Start::Commit,
     };
-    match commands::start(&console.app, &name, what).await {
+    match commands::start(&console.app, &name, what, None).await {
         Ok(run) => {
             tracing::info!(run = %run.id, vm = %name, "console: a run was started");
             Redirect::to(&format!("/runs/{}", run.id)).into_response()

@@ -428,7 +428,7 @@ pub(crate) struct ReplicaPlace {
     pub device_path: Option<String>,
 }
 
-const REATTACH_REPLICAS: Output<Reattached> = Output::new("reattach-replicas");
+pub(crate) const REATTACH_REPLICAS: Output<Reattached> = Output::new("reattach-replicas");
 
 #[async_trait]
 impl TypedStep<Env> for ReattachReplicas {
