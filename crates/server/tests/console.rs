@@ -35,8 +35,12 @@ async fn pgtest1(time_scale: f64) -> anyhow::Result<Server> {
 }
 
 /// Signs the browser in with `token` by keyboard: the token field has the focus, the
-/// token is typed and Enter pressed.
+/// token is typed, Tab goes to the name field, and Enter sends the form.
 async fn sign_in(b: &Browser, server: &Server, token: &str) -> anyhow::Result<()> {
+    sign_in_as(b, server, token, "").await
+}
+
+async fn sign_in_as(b: &Browser, server: &Server, token: &str, name: &str) -> anyhow::Result<()> {
     b.goto(&format!("{}/sign-in", server.url)).await?;
     let field = b.find("#token").await?;
     let focused = b.eval("return document.activeElement.id;").await?;
@@ -44,7 +48,67 @@ async fn sign_in(b: &Browser, server: &Server, token: &str) -> anyhow::Result<()
         focused == "token",
         "the token field has the focus: {focused}"
     );
-    field.send_keys(&format!("{token}\u{E007}")).await?;
+    field.send_keys(&format!("{token}\u{E004}")).await?;
+    let focused = b.eval("return document.activeElement.id;").await?;
+    anyhow::ensure!(focused == "name", "Tab goes on to the name: {focused}");
+    b.find("#name")
+        .await?
+        .send_keys(&format!("{name}\u{E007}"))
+        .await?;
+    Ok(())
+}
+
+/// Whether the report's text shows a digest: `sha256:` and 64 hex digits (perhaps
+/// broken over lines).
+fn shows_a_digest(text: &str) -> bool {
+    let flat: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    flat.split("sha256:")
+        .skip(1)
+        .any(|rest| rest.len() >= 64 && rest[..64].chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The CloudStack job ids a run submitted, as `GET /v1/runs/{id}` lists them.
+fn job_ids(run: &Value) -> Vec<String> {
+    run["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["job_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The timeline bars (their `data-job`) the browser shows under `css`.
+async fn bars(b: &Browser, css: &str) -> anyhow::Result<Vec<String>> {
+    let found = b
+        .eval(&format!(
+            "return [...document.querySelectorAll('{css} [data-job]')].map(e => e.getAttribute('data-job'));"
+        ))
+        .await?;
+    Ok(found
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect())
+}
+
+/// `report` reads against the report's checked-in JSON Schema (docs/report.schema.json).
+fn assert_valid(report: &Value) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/report.schema.json"
+    ))?;
+    let schema: Value = serde_json::from_str(&text)?;
+    let validator =
+        jsonschema::validator_for(&schema).map_err(|e| anyhow::anyhow!("the schema: {e}"))?;
+    let errors: Vec<String> = validator
+        .iter_errors(report)
+        .map(|e| e.to_string())
+        .collect();
+    anyhow::ensure!(
+        errors.is_empty(),
+        "the report does not read against its schema: {errors:?}"
+    );
     Ok(())
 }
 
@@ -82,8 +146,9 @@ async fn a_drill_from_sign_in_to_sign_out() -> TestResult {
         .await?;
     b.shot("01b-sign-in-refused").await?;
 
-    // The right one signs in and lands on the VM list: pgtest1, ready, 2 disks.
-    sign_in(&b, &server, common::TOKEN).await?;
+    // The right one signs in, with who signs in, and lands on the VM list: pgtest1,
+    // ready, 2 disks.
+    sign_in_as(&b, &server, common::TOKEN, "ada@ops").await?;
     let row = b.wait_for("tr[data-vm=pgtest1]", "pgtest1").await?;
     let text = row.text().await?;
     for expected in ["ready for failover", "2 (117 GiB)", "oma", "never"] {
@@ -137,11 +202,104 @@ async fn a_drill_from_sign_in_to_sign_out() -> TestResult {
     assert_eq!(api_run["state"], "done");
     assert_eq!(vm_state(&server).await?, "test_failed_over");
 
+    // The timeline, under the ended run: a bar for every CloudStack job it submitted.
+    b.wait_for("#timeline svg.timeline", "").await?;
+    let mut jobs = job_ids(&api_run);
+    let mut drawn = bars(&b, "#timeline").await?;
+    jobs.sort();
+    drawn.sort();
+    assert!(
+        jobs.len() >= 8,
+        "a drill of two disks submits jobs: {jobs:?}"
+    );
+    assert_eq!(drawn, jobs, "one bar per job");
+    b.eval("document.getElementById('evidence').scrollIntoView(); return null;")
+        .await?;
+    b.shot("07-timeline").await?;
+
+    // The evidence report: its HTML renders in the browser with the same timeline…
+    b.click("#report-html").await?;
+    b.wait_for("svg.timeline", "").await?;
+    assert!(
+        b.url()
+            .await?
+            .ends_with(&format!("/reports/{run_id}?format=html"))
+    );
+    let mut report_bars = bars(&b, "body").await?;
+    report_bars.sort();
+    assert_eq!(report_bars, jobs);
+    let report_text = b.text("body").await?;
+    assert!(report_text.contains("pgtest1"), "{report_text}");
+    b.full_shot("08-report").await?;
+    // …and its JSON, fetched with the browser's session, holds the same facts and
+    // reads against the checked-in schema.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let cookie = format!("ferry_session={}", b.session_cookie().await?);
+    let json: Value = http
+        .get(format!("{}/reports/{run_id}?format=json", server.url))
+        .header("cookie", &cookie)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_valid(&json)?;
+    assert_eq!(json["subject"]["id"], run_id.as_str());
+    let digest = json["digest"].as_str().unwrap_or_default().to_string();
+    let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+    assert!(
+        hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()),
+        "{digest}"
+    );
+    // (Each build has its own time, so its own digest: the page shows one like it.)
+    assert!(shows_a_digest(&report_text), "the HTML prints its digest");
+    assert_eq!(
+        json["runs"][0]["requested_by"], "ada@ops (web console)",
+        "on whose request: the name given at sign-in"
+    );
+    let mut reported: Vec<String> = json["runs"][0]["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["job_id"].as_str().map(str::to_string))
+        .collect();
+    reported.sort();
+    assert_eq!(reported, jobs);
+    // Downloaded by the browser, as a file.
+    b.goto(&run_url).await?;
+    b.click("#report-download").await?;
+    let file = b
+        .downloads
+        .path()
+        .join(format!("ferry-report-{run_id}.html"));
+    let deadline = tokio::time::Instant::now() + browser::PATIENCE;
+    while !file.exists() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the report was not downloaded to {}",
+            file.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let saved = std::fs::read_to_string(&file)?;
+    assert!(
+        saved.contains("data-job=") && saved.contains("SHA-256"),
+        "the saved report"
+    );
+    for external in ["src=\"http", "href=\"http", "url(http", "@import"] {
+        assert!(
+            !saved.contains(external),
+            "the report is self-contained: {external}"
+        );
+    }
+
     // The VM shows its test VM, verified; the cleanup is confirmed and followed.
     b.goto(&format!("{}/vms/pgtest1", server.url)).await?;
     b.wait_for("#target-disks", "Hard disk 1").await?;
     b.wait_for("p", "verified").await?;
-    b.shot("07-vm-test-failed-over").await?;
+    b.shot("09-vm-test-failed-over").await?;
     b.click("a[href='/vms/pgtest1/cleanup']").await?;
     b.wait_for("h1", "Clean up the test failover of pgtest1?")
         .await?;
@@ -170,11 +328,11 @@ async fn a_drill_from_sign_in_to_sign_out() -> TestResult {
     b.wait_for("table.runs", "cleanup").await?;
     assert_eq!(b.count("table.runs tbody tr").await?, 1);
     assert!(b.url().await?.contains("workflow=cleanup"));
-    b.shot("08-runs").await?;
+    b.shot("10-runs").await?;
 
     b.goto(&format!("{}/appliances", server.url)).await?;
     b.wait_for("tr[data-appliance=oma]", "reachable").await?;
-    b.shot("09-appliances").await?;
+    b.shot("11-appliances").await?;
 
     // A narrow window: nothing needs a sideways scroll.
     b.resize(400, 800).await?;
@@ -251,7 +409,7 @@ async fn a_form_posted_from_another_site_is_refused_and_changes_nothing() -> Tes
     b.goto(&format!("http://localhost:{port}/")).await?;
     b.wait_for("body", "Refused, and nothing was done").await?;
     assert!(b.text("body").await?.contains("not signed in"));
-    b.shot("12-forged-cross-site").await?;
+    b.shot("14-forged-cross-site").await?;
     assert!(runs(&server).await?.is_empty());
 
     // Another origin of the same site (another port of 127.0.0.1): the cookie goes
@@ -287,7 +445,7 @@ async fn a_live_failover_and_its_rollback_are_confirmed_by_the_vms_name() -> Tes
     b.click("#confirm").await?;
     b.wait_for("#confirm-error", "not pgtest1: nothing was started")
         .await?;
-    b.shot("13-confirm-live-refused").await?;
+    b.shot("15-confirm-live-refused").await?;
     assert!(runs(&server).await?.is_empty());
     assert_eq!(b.unlabelled().await?, Vec::<String>::new());
 
@@ -374,7 +532,7 @@ async fn a_run_is_cancelled_and_a_stuck_run_retried_and_abandoned() -> TestResul
         "{advice}"
     );
     b.wait_for(".story", "Not yet undone").await?;
-    b.full_shot("14-run-stuck").await?;
+    b.full_shot("16-run-stuck").await?;
     assert_eq!(b.unlabelled().await?, Vec::<String>::new());
     // Once the cause is gone, the undo is retried and the run unwinds.
     disarm(&server).await?;
@@ -391,7 +549,7 @@ async fn a_run_is_cancelled_and_a_stuck_run_retried_and_abandoned() -> TestResul
     b.click("#abandon-run").await?;
     b.wait_for("h1", "Abandon the stuck run").await?;
     b.wait_for(".advice", "ferry run abandon").await?;
-    b.shot("15-confirm-abandon").await?;
+    b.shot("17-confirm-abandon").await?;
     b.click("#confirm").await?;
     b.wait_for(".run-status[data-run-state=abandoned]", "")
         .await?;
@@ -453,18 +611,26 @@ async fn plans_and_a_plan_run_are_shown_with_their_tiers_and_rto() -> TestResult
     b.wait_for("#live .run-status[data-run-state=done]", "RTO")
         .await?;
     b.wait_for("tr[data-vm=vm001]", "ready").await?;
-    b.full_shot("16-plan-run").await?;
+    b.wait_for("#timeline svg.timeline", "").await?;
+    assert!(
+        !bars(&b, "#timeline").await?.is_empty(),
+        "the plan run's timeline has its jobs"
+    );
+    b.full_shot("18-plan-run").await?;
+    b.click("#report-html").await?;
+    b.wait_for("body", "shop").await?;
+    b.wait_for("svg.timeline", "").await?;
 
     b.goto(&format!("{}/plans", server.url)).await?;
     let row = b.wait_for("tr[data-plan=shop]", "drilled").await?;
     let text = row.text().await?;
     assert!(text.contains("just now") && text.contains(" s"), "{text}");
-    b.shot("17-plans").await?;
+    b.shot("19-plans").await?;
     b.click("tr[data-plan=shop] a").await?;
     b.wait_for("h1", "shop").await?;
     b.wait_for(".tiers", "database").await?;
     b.wait_for("table", "test failover").await?;
-    b.shot("18-plan").await?;
+    b.shot("20-plan").await?;
     assert_eq!(b.unlabelled().await?, Vec::<String>::new());
     b.close().await?;
     Ok(())

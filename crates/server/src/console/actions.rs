@@ -234,7 +234,7 @@ pub async fn start(
         Workflow::Rollback => Start::Rollback,
         Workflow::Commit => Start::Commit,
     };
-    match commands::start(&console.app, &name, what, None).await {
+    match commands::start(&console.app, &name, what, Some(&session.requested_by())).await {
         Ok(run) => {
             tracing::info!(run = %run.id, vm = %name, "console: a run was started");
             Redirect::to(&format!("/runs/{}", run.id)).into_response()

@@ -25,6 +25,7 @@ mod live;
 mod page;
 mod plans;
 mod progress;
+mod report;
 mod run_page;
 mod runs;
 mod session;
@@ -86,6 +87,7 @@ pub fn router(app: AppState, config: &ConsoleSection, shutdown: CancellationToke
         .route("/plans/{name}", get(plans::show))
         .route("/plan-runs/{id}", get(plans::run))
         .route("/plan-runs/{id}/events", get(plans::run_events))
+        .route("/reports/{id}", get(report::show))
         .route("/sign-out", post(sign_in::sign_out))
         .route_layer(middleware::from_fn_with_state(
             console.clone(),

@@ -137,7 +137,11 @@ pub async fn error(
 }
 
 /// Adds the headers every console response carries: nothing is cached, nothing is
-/// framed, no script, style or picture is loaded from anywhere but the console itself.
+/// framed, no script, style or picture is loaded from anywhere but the console itself,
+/// and no script runs but the console's own file. Inline styles are allowed: the
+/// evidence report is one self-contained file with its style inside, and its timeline
+/// (an SVG drawn into the run's page) carries its own `<style>`; every value in either
+/// is escaped where it is written.
 pub async fn headers(mut response: Response) -> Response {
     let h = response.headers_mut();
     let set = |h: &mut axum::http::HeaderMap, name, value: &'static str| {
@@ -148,7 +152,7 @@ pub async fn headers(mut response: Response) -> Response {
     set(
         h,
         header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; script-src 'self'; style-src 'self'; \
+        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
          img-src 'self' data:; connect-src 'self'; form-action 'self'; \
          frame-ancestors 'none'; base-uri 'none'",
     );

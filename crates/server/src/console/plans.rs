@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::format::{self, Badge};
 use super::live;
 use super::page::{self, Layout, Nav};
+use super::report;
 use super::session::Session;
 use super::state::Console;
 use crate::error::ApiError;
@@ -144,6 +145,7 @@ struct VmRow {
 #[derive(Template)]
 #[template(path = "console/plan_run_live.html")]
 struct PlanRunLive {
+    id: String,
     state: Badge,
     settled: bool,
     tier: i64,
@@ -154,11 +156,27 @@ struct PlanRunLive {
     error: Option<String>,
     tier_rows: Vec<TierRow>,
     vms: Vec<VmRow>,
+    /// Once the plan run has ended: its timeline, or why it cannot be drawn.
+    timeline: Option<String>,
+    timeline_error: Option<String>,
 }
 
 impl PlanRunLive {
-    fn of(run: &PlanRunView) -> PlanRunLive {
+    /// The plan run's progress; once it has ended, with its report's timeline.
+    async fn of(console: &Console, run: &PlanRunView) -> PlanRunLive {
+        let mut live = PlanRunLive::now(run);
+        if live.settled {
+            match report::timeline(&console.app, &run.id).await {
+                Ok(svg) => live.timeline = Some(svg),
+                Err(why) => live.timeline_error = Some(why),
+            }
+        }
+        live
+    }
+
+    fn now(run: &PlanRunView) -> PlanRunLive {
         PlanRunLive {
+            id: run.id.clone(),
             state: Badge::of(&run.state),
             settled: matches!(run.state.as_str(), "done" | "failed" | "stopped"),
             tier: run.tier,
@@ -196,6 +214,8 @@ impl PlanRunLive {
                     detail: v.detail.clone(),
                 })
                 .collect(),
+            timeline: None,
+            timeline_error: None,
         }
     }
 }
@@ -221,7 +241,7 @@ pub async fn run(
         Ok(run) => run,
         Err(e) => return page::error(&console, &session, e, Some(("/plans", "All plans"))).await,
     };
-    let live = PlanRunLive::of(&run);
+    let live = PlanRunLive::of(&console, &run).await;
     let heading = format!("{} of plan {}", run.workflow.replace('_', " "), run.plan);
     let page = PlanRunPage {
         layout: Layout::new(&console, &session, heading, Some(Nav::Plans)).await,
@@ -248,7 +268,7 @@ pub async fn run_events(State(console): State<Console>, Path(id): Path<String>) 
         let (console, id) = (console.clone(), id.clone());
         async move {
             let run = plan_runs::plan_run(&console.app, &id).await?;
-            let live = PlanRunLive::of(&run);
+            let live = PlanRunLive::of(&console, &run).await;
             let html = live
                 .render()
                 .map_err(|e| ApiError::Internal(format!("the plan run cannot be drawn: {e}")))?;

@@ -54,6 +54,10 @@ pub struct Live {
     can_cancel: bool,
     stuck: bool,
     csrf: String,
+    /// Once the run has ended: its timeline (the evidence report's SVG, escaped where
+    /// it is made), or why it cannot be drawn.
+    timeline: Option<String>,
+    timeline_error: Option<String>,
 }
 
 /// The step a job belongs under: the step it names (an undo's call is named
@@ -175,6 +179,16 @@ impl Live {
             can_cancel: matches!(state, "pending" | "running") && !run.cancel_requested,
             stuck: state == "stuck",
             csrf: csrf.to_string(),
+            timeline: None,
+            timeline_error: None,
+        }
+    }
+
+    /// Shows `timeline` (or why there is none) under the progress of an ended run.
+    pub fn with_timeline(&mut self, timeline: Result<String, String>) {
+        match timeline {
+            Ok(svg) => self.timeline = Some(svg),
+            Err(why) => self.timeline_error = Some(why),
         }
     }
 }

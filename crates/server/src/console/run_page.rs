@@ -12,6 +12,7 @@ use super::format;
 use super::live;
 use super::page::{self, Layout, Nav};
 use super::progress::Live;
+use super::report;
 use super::session::Session;
 use super::state::Console;
 use crate::error::ApiError;
@@ -54,7 +55,10 @@ async fn progress(console: &Console, id: &str, csrf: &str) -> Result<(RunDetail,
             .collect(),
         None => HashMap::new(),
     };
-    let live = Live::of(&detail, &disks, csrf);
+    let mut live = Live::of(&detail, &disks, csrf);
+    if live.settled {
+        live.with_timeline(report::timeline(app, id).await);
+    }
     Ok((detail, live))
 }
 

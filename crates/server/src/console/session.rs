@@ -31,11 +31,22 @@ pub const MAX_SESSIONS: usize = 1000;
 pub struct Session {
     /// The token every form of this session carries (`csrf`).
     pub csrf: String,
+    /// The name the operator gave when signing in, if any: whose request the runs
+    /// started in this session were, as the evidence report says.
+    pub who: Option<String>,
     /// When it ends, Unix milliseconds (for the page footer).
     pub expires_at_ms: i64,
 }
 
 impl Session {
+    /// Who asks, as a run started in this session records it.
+    pub fn requested_by(&self) -> String {
+        match &self.who {
+            Some(who) => format!("{who} (web console)"),
+            None => "web console".to_string(),
+        }
+    }
+
     /// Whether `presented` is this session's CSRF token (in constant time).
     pub fn csrf_matches(&self, presented: Option<&str>) -> bool {
         let Some(presented) = presented else {
@@ -94,11 +105,13 @@ impl Sessions {
         self.lifetime
     }
 
-    /// Starts a session: its cookie value (the id) and the session.
-    pub fn create(&self) -> Result<(String, Session), NoRandom> {
+    /// Starts a session of `who` (if they said): its cookie value (the id) and the
+    /// session.
+    pub fn create(&self, who: Option<String>) -> Result<(String, Session), NoRandom> {
         let id = random_256()?;
         let session = Session {
             csrf: URL_SAFE_NO_PAD.encode(random_256()?),
+            who,
             expires_at_ms: store::now_ms() + self.lifetime.as_millis() as i64,
         };
         let now = Instant::now();
@@ -190,8 +203,8 @@ mod tests {
     #[test]
     fn a_session_is_found_by_its_cookie_and_by_nothing_else() {
         let sessions = Sessions::new(Duration::from_secs(60));
-        let (a, session_a) = sessions.create().expect("random");
-        let (b, _) = sessions.create().expect("random");
+        let (a, session_a) = sessions.create(None).expect("random");
+        let (b, _) = sessions.create(None).expect("random");
         assert_ne!(a, b);
         assert_eq!(a.len(), 43, "256 bits, base64url");
         assert_eq!(sessions.get(&a).expect("found").csrf, session_a.csrf);
@@ -210,7 +223,7 @@ mod tests {
     #[test]
     fn a_session_ends_at_its_expiry() {
         let sessions = Sessions::new(Duration::ZERO);
-        let (a, _) = sessions.create().expect("random");
+        let (a, _) = sessions.create(None).expect("random");
         assert!(sessions.get(&a).is_none());
         assert_eq!(sessions.len(), 0);
     }
@@ -218,12 +231,12 @@ mod tests {
     #[test]
     fn the_oldest_session_goes_when_there_are_too_many() {
         let sessions = Sessions::new(Duration::from_secs(60));
-        let (first, _) = sessions.create().expect("random");
+        let (first, _) = sessions.create(None).expect("random");
         for _ in 1..MAX_SESSIONS {
-            sessions.create().expect("random");
+            sessions.create(None).expect("random");
         }
         assert!(sessions.get(&first).is_some());
-        let (last, _) = sessions.create().expect("random");
+        let (last, _) = sessions.create(None).expect("random");
         assert!(sessions.get(&first).is_none());
         assert!(sessions.get(&last).is_some());
         assert_eq!(sessions.len(), MAX_SESSIONS);
@@ -232,12 +245,12 @@ mod tests {
     #[test]
     fn the_csrf_token_must_be_sent_back_exactly() {
         let sessions = Sessions::new(Duration::from_secs(60));
-        let (_, session) = sessions.create().expect("random");
+        let (_, session) = sessions.create(None).expect("random");
         assert!(session.csrf_matches(Some(&session.csrf)));
         assert!(!session.csrf_matches(None));
         assert!(!session.csrf_matches(Some("")));
         assert!(!session.csrf_matches(Some(&session.csrf[1..])));
-        let (_, other) = sessions.create().expect("random");
+        let (_, other) = sessions.create(None).expect("random");
         assert!(!session.csrf_matches(Some(&other.csrf)));
     }
 

@@ -82,10 +82,16 @@ pub async fn form(
     })
 }
 
+/// The longest name a session keeps, in characters.
+const MAX_NAME: usize = 100;
+
 #[derive(Debug, Deserialize)]
 pub struct SignInForm {
     #[serde(default)]
     token: String,
+    /// Who signs in, for the record of who started what (optional).
+    #[serde(default)]
+    name: String,
     #[serde(default)]
     next: Option<String>,
 }
@@ -105,6 +111,18 @@ pub async fn sign_in(
     }
     let next = local_path(form.next.as_deref());
     let token = form.token.trim();
+    let name = form.name.trim();
+    if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        let page = SignInPage {
+            next,
+            note: None,
+            error: Some(
+                "Your name is kept with the runs you start: at most 100 characters, no control characters.",
+            ),
+            version: env!("CARGO_PKG_VERSION"),
+        };
+        return page::render(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    }
     if token.is_empty() || !console.app.token_matches(token) {
         tracing::warn!("console: a sign-in with a wrong token was refused");
         let page = SignInPage {
@@ -119,7 +137,8 @@ pub async fn sign_in(
         };
         return page::render(StatusCode::UNAUTHORIZED, &page);
     }
-    let (value, _) = match console.sessions.create() {
+    let who = (!name.is_empty()).then(|| name.to_string());
+    let (value, _) = match console.sessions.create(who) {
         Ok(created) => created,
         Err(e) => {
             tracing::error!(error = %e, "console: cannot start a session");
