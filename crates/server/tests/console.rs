@@ -181,7 +181,8 @@ async fn a_drill_from_sign_in_to_sign_out() -> TestResult {
     assert_eq!(runs(&server).await?.len(), 1);
     b.eval("window.ferryMark = 'not reloaded'; return null;")
         .await?;
-    b.wait_for("li.step[data-state=done]", "").await?;
+    b.wait_for("li.step[data-step=snapshot][data-state=done]", "")
+        .await?;
     b.wait_for(".run-status[data-run-state=running]", "")
         .await?;
     b.wait_for("li.job", "Hard disk 1 (boot)").await?;
@@ -230,7 +231,8 @@ async fn a_drill_from_sign_in_to_sign_out() -> TestResult {
     assert_eq!(report_bars, jobs);
     let report_text = b.text("body").await?;
     assert!(report_text.contains("pgtest1"), "{report_text}");
-    b.full_shot("08-report").await?;
+    b.shot("08-report").await?;
+    b.full_shot("08b-report-whole").await?;
     // …and its JSON, fetched with the browser's session, holds the same facts and
     // reads against the checked-in schema.
     let http = reqwest::Client::builder()
@@ -337,13 +339,13 @@ async fn a_drill_from_sign_in_to_sign_out() -> TestResult {
     // A narrow window: nothing needs a sideways scroll.
     b.resize(400, 800).await?;
     for (path, name) in [
-        ("/", "10-narrow-vms"),
-        (&format!("/runs/{run_id}")[..], "11-narrow-run"),
+        ("/", "12-narrow-vms"),
+        (&format!("/runs/{run_id}")[..], "13-narrow-run"),
     ] {
         b.goto(&format!("{}{path}", server.url)).await?;
         b.wait_for("h1", "").await?;
         assert_eq!(b.overflow().await?, None, "{path} at 400 px");
-        b.shot(name).await?;
+        b.full_shot(name).await?;
     }
     b.resize(1280, 800).await?;
 
