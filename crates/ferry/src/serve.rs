@@ -21,6 +21,10 @@ pub struct ServeArgs {
     /// The API's address, over the config and FERRY_LISTEN; port 0 picks a free port.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Do not serve the web console at `/` (over the config's `[console] enabled`); the
+    /// REST API is served all the same.
+    #[arg(long)]
+    no_console: bool,
     /// Check the config and its secrets, print what would run, and exit: 0 when it is
     /// usable, 2 with every problem when it is not.
     #[arg(long)]
@@ -35,12 +39,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    if args.no_console {
+        config.console.enabled = false;
+    }
     config.check()?;
     let settings = server::Settings::resolve(config)?;
     let config = &settings.config;
     if args.check_config {
         println!("config {}: ok", args.config.display());
         println!("  api          http://{}", config.server.listen);
+        println!(
+            "  console      {}",
+            if config.console.enabled {
+                format!(
+                    "http://{}/ (sessions last {} h)",
+                    config.server.listen, config.console.session_hours
+                )
+            } else {
+                "off".into()
+            }
+        );
         println!("  database     {}", redact_url(&config.database.url));
         println!(
             "  cloudstack   {} (api key {}, secret key read)",

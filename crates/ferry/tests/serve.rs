@@ -70,6 +70,7 @@ fn check_config_prints_what_would_run_without_any_secret() {
     for expected in [
         ": ok",
         "api          http://127.0.0.1:8470",
+        "console      http://127.0.0.1:8470/ (sessions last 8 h)",
         "database     postgres://ferry:***@db.example.com/ferry",
         "cloudstack   https://cloud.example.com/client/api (api key AbCdEf0123456789, secret key read)",
         "appliance    oma",
@@ -96,6 +97,7 @@ fn command_line_overrides_apply_before_the_checks() {
             "/var/lib/ferry/ferry.db",
             "--listen",
             "0.0.0.0:9999",
+            "--no-console",
         ],
         &[("FERRY_CLOUDSTACK_SECRET", SECRET), ("FERRY_TOKEN", TOKEN)],
     );
@@ -109,6 +111,7 @@ fn command_line_overrides_apply_before_the_checks() {
         stdout.contains("api          http://0.0.0.0:9999"),
         "{stdout}"
     );
+    assert!(stdout.contains("console      off"), "{stdout}");
 }
 
 #[test]

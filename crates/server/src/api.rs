@@ -7,9 +7,6 @@
 //! Starting a workflow answers 202 with the new run as soon as it is stored; the
 //! worker in this process is woken to execute it at once.
 
-use ids::{ProtectedVmId, RunId};
-use std::collections::BTreeMap;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, Request, State};
@@ -18,10 +15,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use secrecy::ExposeSecret;
 use serde::Deserialize;
-use store::{ProtectedVm, Run, RunState};
-use subtle::ConstantTimeEq;
+use store::{ProtectedVm, Run};
 use utoipa::OpenApi;
 
 use crate::body::{parse_body, read_body};
@@ -29,7 +24,7 @@ use crate::error::{ApiError, chain};
 use crate::model::*;
 use crate::requester::RequestedBy;
 pub use crate::state::AppState;
-use crate::view;
+use crate::{commands, view};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -184,20 +179,10 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    // Both sides are hashed first, so the comparison takes the same time whatever the
-    // presented token's length.
-    let expected = digest(state.token.expose_secret().as_bytes());
     match presented {
-        Some(token) if bool::from(digest(token.as_bytes()).ct_eq(&expected)) => {
-            next.run(request).await
-        }
+        Some(token) if state.token_matches(token) => next.run(request).await,
         _ => ApiError::Unauthorized.into_response(),
     }
-}
-
-fn digest(bytes: &[u8]) -> [u8; 20] {
-    use sha1::Digest as _;
-    sha1::Sha1::digest(bytes).into()
 }
 
 async fn not_found() -> ApiError {
@@ -242,24 +227,14 @@ async fn openapi() -> Response {
 }
 
 async fn vm_by_name(state: &AppState, name: &str) -> ApiResult<ProtectedVm> {
-    state.env.store.vm(name).await?.ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "no protected VM named `{name}`: `ferry vm list` shows them"
-        ))
-    })
+    commands::vm_by_name(state, name).await
 }
 
 #[utoipa::path(get, path = "/v1/vms", tag = "vms",
     responses((status = 200, description = "Every protected VM, by name", body = Vec<VmSummary>),
               (status = 401, body = ErrorBody)))]
 async fn list_vms(State(state): State<AppState>) -> ApiResult<Json<Vec<VmSummary>>> {
-    let mut out = Vec::new();
-    for vm in state.env.store.vms().await? {
-        let active = state.env.store.active_run(&vm.id).await?;
-        out.push(view::vm_summary(&vm, active.as_ref()));
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Json(out))
+    Ok(Json(commands::vm_summaries(&state).await?))
 }
 
 /// A definition file's text, parsed; refused with every problem the parser found,
@@ -486,20 +461,17 @@ async fn record_resync(
     Ok(Json(view::vm_detail(&state, &vm).await?))
 }
 
-/// Stores a new run, wakes the worker and answers 202 with the run.
+/// Starts `what` on VM `name` and answers 202 with the new run.
 async fn started(
     state: &AppState,
     who: RequestedBy,
-    run: Result<Run, workflows::StartError>,
+    name: &str,
+    what: commands::Start,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    let run = run?;
-    if let Some(who) = &who.0 {
-        state.env.store.set_run_requested_by(&run.id, who).await?;
-    }
-    state.worker.wake();
-    let summary = view::run_summary_of(&state.env.store, &run).await?;
-    tracing::info!(run = %run.id, workflow = %run.workflow, vm = %summary.vm, "run started");
-    Ok((StatusCode::ACCEPTED, Json(summary)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(commands::start(state, name, what, who.0.as_deref()).await?),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/test-failover", tag = "failover", request_body(content = Option<StartTest>, description = "Optional; the mode is `replica` when omitted"),
@@ -515,14 +487,11 @@ async fn start_test_failover(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
     let request: StartTest = parse_body(&read_body(body)?, Some(StartTest::default()))?;
-    let mode = match request.mode {
-        TestMode::Replica => workflows::test_failover::Mode::Replica,
-        TestMode::Clone => workflows::test_failover::Mode::Clone,
-    };
     started(
         &state,
         who,
-        workflows::test_failover::start_with_mode(&state.env, &name, mode).await,
+        &name,
+        commands::Start::TestFailover(request.mode),
     )
     .await
 }
@@ -535,12 +504,7 @@ async fn start_cleanup(
     who: RequestedBy,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    started(
-        &state,
-        who,
-        workflows::cleanup::start(&state.env, &name).await,
-    )
-    .await
+    started(&state, who, &name, commands::Start::Cleanup).await
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/live-failover", tag = "failover",
@@ -551,7 +515,7 @@ async fn start_live_failover(
     who: RequestedBy,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    started(&state, who, workflows::live::start(&state.env, &name).await).await
+    started(&state, who, &name, commands::Start::LiveFailover).await
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/rollback", tag = "failover",
@@ -562,12 +526,7 @@ async fn start_rollback(
     who: RequestedBy,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    started(
-        &state,
-        who,
-        workflows::rollback::start(&state.env, &name).await,
-    )
-    .await
+    started(&state, who, &name, commands::Start::Rollback).await
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/commit", tag = "failover",
@@ -578,12 +537,7 @@ async fn start_commit(
     who: RequestedBy,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    started(
-        &state,
-        who,
-        workflows::commit::start(&state.env, &name).await,
-    )
-    .await
+    started(&state, who, &name, commands::Start::Commit).await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -608,73 +562,16 @@ async fn list_runs(
 ) -> ApiResult<Json<Vec<RunSummary>>> {
     let Query(query) =
         query.map_err(|e| ApiError::invalid(format!("bad query: {}", e.body_text())))?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid(format!(
-            "limit must be between 1 and 1000 (got {limit})"
-        )));
-    }
-    let runs = match (&query.vm, &query.id_prefix) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "give vm or id_prefix, not both: a run's id names it whatever its VM",
-            ));
-        }
-        (None, Some(prefix)) => {
-            if !(1..=36).contains(&prefix.chars().count()) {
-                return Err(ApiError::invalid(format!(
-                    "id_prefix must be 1 to 36 characters, the start of a run's id (got {} characters)",
-                    prefix.chars().count()
-                )));
-            }
-            state
-                .env
-                .store
-                .runs_by_id_prefix(&prefix.to_ascii_lowercase(), limit)
-                .await?
-        }
-        (vm, None) => {
-            let vm = match vm {
-                Some(name) => Some(vm_by_name(&state, name).await?),
-                None => None,
-            };
-            state
-                .env
-                .store
-                .runs(vm.as_ref().map(|v| &v.id), limit)
-                .await?
-        }
+    let filter = commands::RunFilter {
+        vm: query.vm.as_deref(),
+        id_prefix: query.id_prefix.as_deref(),
+        limit: query.limit.unwrap_or(50),
     };
-    let names = vm_names(&state).await?;
-    Ok(Json(
-        runs.iter()
-            .map(|r| view::run_summary(r, names.get(&r.vm_id).map(String::as_str).unwrap_or("")))
-            .collect(),
-    ))
-}
-
-/// Every VM's name as runs show it, by id: a removed VM's as `NAME (removed)`.
-async fn vm_names(state: &AppState) -> ApiResult<BTreeMap<ProtectedVmId, String>> {
-    Ok(state
-        .env
-        .store
-        .vm_names()
-        .await?
-        .into_iter()
-        .map(|v| {
-            let name = view::run_vm_name(&v.name, v.removed_at);
-            (v.id, name)
-        })
-        .collect())
+    Ok(Json(commands::runs(&state, filter).await?))
 }
 
 async fn run_by_id(state: &AppState, id: &str) -> ApiResult<Run> {
-    state
-        .env
-        .store
-        .run(&RunId::from(id))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no run {id}: `ferry run list` shows them")))
+    commands::run_by_id(state, id).await
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
@@ -697,27 +594,10 @@ async fn cancel_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    let run = run_by_id(&state, &id).await?;
-    match run.state {
-        RunState::Pending | RunState::Running => {}
-        RunState::Unwinding => {
-            return Err(ApiError::Conflict(format!("run {id} is already unwinding")));
-        }
-        RunState::Stuck => {
-            return Err(ApiError::Conflict(format!(
-                "run {id} is stuck: an undo failed. Fix its cause and `ferry run retry {id}`, or `ferry run abandon {id}`"
-            )));
-        }
-        ended => {
-            return Err(ApiError::Conflict(format!(
-                "run {id} has ended ({ended}); there is nothing to cancel"
-            )));
-        }
-    }
-    state.env.store.request_cancel(&RunId::from(&id)).await?;
-    state.worker.wake();
-    tracing::info!(run = %id, "cancel requested");
-    summary_now(&state, &id, StatusCode::ACCEPTED).await
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(commands::cancel(&state, &id).await?),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs",
@@ -729,11 +609,10 @@ async fn retry_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    run_by_id(&state, &id).await?;
-    engine::retry_stuck(&state.env.store, &RunId::from(&id)).await?;
-    state.worker.wake();
-    tracing::info!(run = %id, "stuck run retried by an operator");
-    summary_now(&state, &id, StatusCode::ACCEPTED).await
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(commands::retry(&state, &id).await?),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/abandon", tag = "runs",
@@ -744,21 +623,6 @@ async fn retry_run(
 async fn abandon_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    run_by_id(&state, &id).await?;
-    engine::abandon(&state.env.store, &RunId::from(&id)).await?;
-    tracing::warn!(run = %id, "stuck run abandoned by an operator");
-    summary_now(&state, &id, StatusCode::OK).await
-}
-
-async fn summary_now(
-    state: &AppState,
-    id: &str,
-    status: StatusCode,
-) -> ApiResult<(StatusCode, Json<RunSummary>)> {
-    let run = run_by_id(state, id).await?;
-    Ok((
-        status,
-        Json(view::run_summary_of(&state.env.store, &run).await?),
-    ))
+) -> ApiResult<Json<RunSummary>> {
+    Ok(Json(commands::abandon(&state, &id).await?))
 }

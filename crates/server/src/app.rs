@@ -301,7 +301,14 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .expect("a bound listener has an address");
-    let app = router(state.clone());
+    let mut app = router(state.clone());
+    if config.console.enabled {
+        app = app.merge(crate::console::router(
+            state.clone(),
+            &config.console,
+            shutdown.clone(),
+        ));
+    }
     let state_for_plans = state.clone();
     // Plan runs are looked for as often as runs are claimed (a query of ids only).
     let plan_sweep = Duration::from_millis(config.engine.claim_interval_ms);

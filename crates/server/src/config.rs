@@ -22,6 +22,11 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+mod agent_url;
+mod console;
+use agent_url::agent_url_problem;
+pub use console::ConsoleSection;
+
 /// The configuration file, as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +51,9 @@ pub struct Config {
     /// Hooks around live failover and rollback.
     #[serde(default)]
     pub hooks: workflows::Hooks,
+    /// The web console (docs/console.md).
+    #[serde(default)]
+    pub console: ConsoleSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,39 +206,6 @@ const VOLUMED_TOKEN: SecretSource = SecretSource {
     env: "FERRY_VOLUMED_TOKEN",
     key: "appliances.volumed_token_file",
 };
-
-/// Whether `url` is an http(s) URL, and plain http only to a loopback host.
-fn agent_url_problem(url: &str) -> Option<String> {
-    let rest = if let Some(rest) = url.strip_prefix("https://") {
-        rest
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        let host = rest.split('/').next().unwrap_or_default();
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.split(']').next())
-            .unwrap_or_else(|| host.rsplit_once(':').map_or(host, |(h, _)| h));
-        let loopback = host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
-            return Some(format!(
-                "`{url}` is plain http to a host that is not loopback: the agent's token and \
-                 commands would cross the network in clear; use https:// (ferry volumed --tls-cert)"
-            ));
-        }
-        rest
-    } else {
-        return Some(format!(
-            "`{url}` is not an http(s) URL: use e.g. https://oma1.example.com:8091"
-        ));
-    };
-    rest.split('/')
-        .next()
-        .filter(|h| !h.is_empty())
-        .is_none()
-        .then(|| format!("`{url}` names no host"))
-}
 
 fn default_sysfs_root() -> PathBuf {
     PathBuf::from("/")
@@ -530,6 +505,7 @@ impl Config {
                 ));
             }
         }
+        problems.extend(self.console.problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -650,6 +626,7 @@ impl Builder {
                 engine: EngineSection::default(),
                 guest_prep: None,
                 hooks: workflows::Hooks::default(),
+                console: ConsoleSection::default(),
             },
         }
     }
@@ -748,6 +725,12 @@ impl Builder {
     /// The `[hooks]`.
     pub fn hooks(mut self, hooks: workflows::Hooks) -> Builder {
         self.config.hooks = hooks;
+        self
+    }
+
+    /// The `[console]` section.
+    pub fn console(mut self, console: ConsoleSection) -> Builder {
+        self.config.console = console;
         self
     }
 

@@ -65,29 +65,51 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// What was wrong and what to do, in words: the JSON's `message`.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Unauthorized => {
+                "missing or wrong bearer token: send `Authorization: Bearer <token>` with the \
+                 server's token (FERRY_TOKEN)"
+                    .to_string()
+            }
+            ApiError::MethodNotAllowed => {
+                "this method is not allowed on this path; see docs/openapi.json".to_string()
+            }
+            ApiError::Invalid { message, .. }
+            | ApiError::NotFound(message)
+            | ApiError::Conflict(message)
+            | ApiError::ConfirmationRequired(message)
+            | ApiError::Diverged(message)
+            | ApiError::BadRequest(message)
+            | ApiError::TooLarge(message)
+            | ApiError::Unavailable(message)
+            | ApiError::Internal(message) => message.clone(),
+        }
+    }
+
+    /// For a refused definition or plan: every problem, with its field.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ApiError::Invalid { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        let (message, problems) = match self {
-            ApiError::Unauthorized => (
-                "missing or wrong bearer token: send `Authorization: Bearer <token>` with the \
-                 server's token (FERRY_TOKEN)"
-                    .to_string(),
-                Vec::new(),
-            ),
-            ApiError::MethodNotAllowed => (
-                "this method is not allowed on this path; see docs/openapi.json".to_string(),
-                Vec::new(),
-            ),
-            ApiError::Invalid { message, problems } => (message, problems),
-            ApiError::NotFound(m)
-            | ApiError::Conflict(m)
-            | ApiError::ConfirmationRequired(m)
-            | ApiError::Diverged(m)
-            | ApiError::BadRequest(m)
-            | ApiError::TooLarge(m)
-            | ApiError::Unavailable(m)
-            | ApiError::Internal(m) => (m, Vec::new()),
+        let message = self.message();
+        let problems = match self {
+            ApiError::Invalid { problems, .. } => problems,
+            _ => Vec::new(),
         };
         if status.is_server_error() {
             tracing::error!(%status, %message, "request failed");

@@ -18,12 +18,14 @@ use crate::view::time;
 
 type ApiResult<T> = Result<T, ApiError>;
 
-async fn start(
+/// Starts a run of plan `name` (refused with every pre-flight problem) and drives it
+/// from this process.
+pub(crate) async fn start(
     state: &AppState,
     who: RequestedBy,
     name: &str,
     workflow: Workflow,
-) -> ApiResult<(StatusCode, Json<PlanRunView>)> {
+) -> ApiResult<PlanRunView> {
     let run = state
         .plans
         .driver()
@@ -56,7 +58,7 @@ async fn start(
     }
     tracing::info!(plan = %name, plan_run = %run.id, %workflow, "plan run started");
     state.plans.drive(run.id.clone());
-    Ok((StatusCode::ACCEPTED, Json(view(&run))))
+    Ok(view(&run))
 }
 
 macro_rules! start_route {
@@ -72,7 +74,7 @@ macro_rules! start_route {
             who: RequestedBy,
             Path(name): Path<String>,
         ) -> ApiResult<(StatusCode, Json<PlanRunView>)> {
-            start(&state, who, &name, $workflow).await
+            Ok((StatusCode::ACCEPTED, Json(start(&state, who, &name, $workflow).await?)))
         }
     };
 }
@@ -115,13 +117,18 @@ pub(crate) async fn show_plan_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<PlanRunView>> {
+    Ok(Json(plan_run(&state, &id).await?))
+}
+
+/// Plan run `id`, or 404.
+pub(crate) async fn plan_run(state: &AppState, id: &str) -> ApiResult<PlanRunView> {
     let run = state
         .env
         .store
-        .plan_run(&id)
+        .plan_run(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no plan run {id}")))?;
-    Ok(Json(view(&run)))
+    Ok(view(&run))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -143,19 +150,29 @@ pub(crate) async fn list_plan_runs(
 ) -> ApiResult<Json<Vec<PlanRunView>>> {
     let Query(query) =
         query.map_err(|e| ApiError::invalid(format!("bad query: {}", e.body_text())))?;
-    let limit = query.limit.unwrap_or(20);
+    Ok(Json(
+        runs_of(&state, &name, query.limit.unwrap_or(20)).await?,
+    ))
+}
+
+/// The runs of plan `name`, newest first, at most `limit` (1 to 1000).
+pub(crate) async fn runs_of(
+    state: &AppState,
+    name: &str,
+    limit: i64,
+) -> ApiResult<Vec<PlanRunView>> {
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid(format!(
             "limit must be between 1 and 1000 (got {limit})"
         )));
     }
-    let plan = state.env.store.plan(&name).await?.ok_or_else(|| {
+    let plan = state.env.store.plan(name).await?.ok_or_else(|| {
         ApiError::NotFound(format!(
             "no recovery plan named `{name}`: `ferry plan list` shows them"
         ))
     })?;
     let runs = state.env.store.plan_runs_of(&plan.id, limit).await?;
-    Ok(Json(runs.iter().map(view).collect()))
+    Ok(runs.iter().map(view).collect())
 }
 
 pub(crate) fn view(run: &PlanRun) -> PlanRunView {

@@ -21,12 +21,17 @@ type ApiResult<T> = Result<T, ApiError>;
 #[utoipa::path(get, path = "/v1/plans", tag = "plans",
     responses((status = 200, description = "Every recovery plan, by name", body = Vec<PlanSummary>)))]
 pub(crate) async fn list_plans(State(state): State<AppState>) -> ApiResult<Json<Vec<PlanSummary>>> {
+    Ok(Json(summaries(&state).await?))
+}
+
+/// Every recovery plan, by name, with whether it needs a drill.
+pub(crate) async fn summaries(state: &AppState) -> ApiResult<Vec<PlanSummary>> {
     let plans = plans::catalog::list(&state.env.store).await?;
     let mut out = Vec::with_capacity(plans.len());
     for s in &plans {
-        out.push(summary(&state, s).await?);
+        out.push(summary(state, s).await?);
     }
-    Ok(Json(out))
+    Ok(out)
 }
 
 #[utoipa::path(post, path = "/v1/plans", tag = "plans", request_body = AddPlan,
@@ -53,10 +58,15 @@ pub(crate) async fn show_plan(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<PlanDetail>> {
-    let stored = plans::catalog::get(&state.env.store, &name)
+    Ok(Json(detail_named(&state, &name).await?))
+}
+
+/// The recovery plan `name`, or 404.
+pub(crate) async fn detail_named(state: &AppState, name: &str) -> ApiResult<PlanDetail> {
+    let stored = plans::catalog::get(&state.env.store, name)
         .await?
-        .ok_or_else(|| not_found(&name))?;
-    Ok(Json(detail(&state, &stored).await?))
+        .ok_or_else(|| not_found(name))?;
+    detail(state, &stored).await
 }
 
 #[utoipa::path(put, path = "/v1/plans/{name}", tag = "plans", request_body = UpdatePlan,

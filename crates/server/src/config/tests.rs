@@ -24,6 +24,8 @@ fn the_example_config_parses_and_passes_its_checks() {
     assert_eq!(config.hooks.after_rollback.len(), 1);
     assert!(config.guest_prep.is_some());
     assert!(config.database.url.starts_with("postgres://"));
+    assert!(config.console.enabled);
+    assert_eq!(config.console.session_hours, 8);
 }
 
 #[test]
@@ -34,6 +36,25 @@ fn defaults_fill_what_a_minimal_file_leaves_out() {
     assert_eq!(config.database.url, "ferry.db");
     assert_eq!(config.engine.lease_secs, 30);
     assert!(config.guest_prep.is_none());
+    assert_eq!(config.console, ConsoleSection::default());
+    assert!(config.console.enabled, "the console is on by default");
+}
+
+#[test]
+fn the_console_can_be_switched_off_and_its_sessions_are_bounded() {
+    let off = Config::parse(&format!("{MINIMAL}\n[console]\nenabled = false\n")).expect("parses");
+    off.check().expect("valid");
+    assert!(!off.console.enabled);
+    let forever =
+        Config::parse(&format!("{MINIMAL}\n[console]\nsession_hours = 0\n")).expect("parses");
+    let error = forever.check().expect_err("refused").to_string();
+    assert!(
+        error.contains("console.session_hours must be between 1 and 168"),
+        "{error}"
+    );
+    let unknown =
+        Config::parse(&format!("{MINIMAL}\n[console]\nport = 1\n")).expect_err("unknown key");
+    assert!(unknown.contains("unknown field `port`"), "{unknown}");
 }
 
 #[test]

@@ -164,6 +164,8 @@ pub struct Server {
     pub shutdown: CancellationToken,
     pub sim: cloudsim::Running,
     pub dir: tempfile::TempDir,
+    /// The server's task: it ends once `shutdown` is cancelled and everything stopped.
+    pub task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Server {
@@ -185,6 +187,31 @@ pub async fn server_with_hooks(
     engine: EngineSection,
     hooks: workflows::Hooks,
 ) -> anyhow::Result<Server> {
+    server_paced(world, engine, hooks, 0.001).await
+}
+
+/// [`server_with_hooks`] with cloudsim at `time_scale` (0.001: a 3 s attach takes
+/// 3 ms; 0.1: 300 ms), the client's expectations scaled alike.
+pub async fn server_paced(
+    world: World,
+    engine: EngineSection,
+    hooks: workflows::Hooks,
+    time_scale: f64,
+) -> anyhow::Result<Server> {
+    server_configured(world, time_scale, |config| {
+        config.engine(engine).hooks(hooks)
+    })
+    .await
+}
+
+/// cloudsim with `world` at `time_scale`, and `server::start` on port 0 with a SQLite
+/// file and every appliance of the world, its config made by `configure` from one
+/// with the keys that connect it to cloudsim.
+pub async fn server_configured(
+    world: World,
+    time_scale: f64,
+    configure: impl FnOnce(Builder) -> Builder,
+) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let sysfs = dir.path().join("sysfs");
     let appliances: Vec<(String, String)> = world
@@ -196,7 +223,7 @@ pub async fn server_with_hooks(
         SimConfig {
             world,
             sysfs_root: Some(sysfs.clone()),
-            time_scale: 0.001,
+            time_scale,
         },
         "127.0.0.1:0".parse()?,
     )
@@ -212,9 +239,8 @@ pub async fn server_with_hooks(
     )
     .database(dir.path().join("ferry.db").display().to_string())
     .poll_ms(5, 50)
-    .job_duration_scale(0.001)
-    .engine(engine)
-    .hooks(hooks);
+    .job_duration_scale(time_scale);
+    config = configure(config);
     for (name, id) in &appliances {
         let root = sim
             .announcement
@@ -241,6 +267,7 @@ pub async fn server_with_hooks(
         shutdown,
         sim,
         dir,
+        task: Some(running.task),
     })
 }
 
