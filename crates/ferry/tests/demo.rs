@@ -200,6 +200,7 @@ fn the_demo_keeps_the_api_up_for_the_other_commands_until_sigterm() {
     // In JSON mode the explorer's instructions are on stderr.
     let mut server = None;
     let mut token = None;
+    let mut console = None;
     let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
     for line in lines.by_ref() {
         let line = line.expect("reads stderr");
@@ -211,12 +212,23 @@ fn the_demo_keeps_the_api_up_for_the_other_commands_until_sigterm() {
                     _ => {}
                 }
             }
+        }
+        if let Some(rest) = line.strip_prefix("The web console is at ") {
+            console = rest.split_whitespace().next().map(str::to_string);
             break;
         }
     }
     // Keep reading what it writes, as a terminal would.
     let drain = std::thread::spawn(move || lines.map_while(Result::ok).count());
     let (server, token) = (server.expect("the server URL"), token.expect("the token"));
+    // The console it names is served there, asking who signs in first.
+    let console = console.expect("the console's URL is printed");
+    assert_eq!(console, format!("{server}/"));
+    let answer = http_get(&console);
+    assert!(
+        answer.starts_with("HTTP/1.1 303") && answer.contains("location: /sign-in"),
+        "{answer}"
+    );
     let listed = Ferry::bare()
         .args(["vm", "list", "--output", "json"])
         .env("FERRY_SERVER", &server)
@@ -261,4 +273,21 @@ fn the_demo_keeps_the_api_up_for_the_other_commands_until_sigterm() {
     let status = child.wait().expect("the demo exits");
     assert!(status.success(), "{status:?}");
     drain.join().expect("the stderr reader ends with the demo");
+}
+
+/// A bare HTTP/1.1 GET of `url` (http://host:port/path): the response head, lower-cased
+/// header names as the server sends them.
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').expect("a path");
+    let mut stream = std::net::TcpStream::connect(host).expect("connects");
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("writes");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("reads");
+    answer
 }

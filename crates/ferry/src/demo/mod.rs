@@ -249,7 +249,7 @@ pub async fn run(args: DemoArgs, connection: &ConnectionArgs) -> anyhow::Result<
         // The explorer's instructions go to stderr in JSON mode, so stdout stays one
         // document.
         let hint = format!(
-            "\nThe API is up at {url}. In another shell:\n  export FERRY_SERVER={url} FERRY_TOKEN={token}\n  ferry vm list\n  ferry failover test pgtest1 --wait\n  ferry run list\n  ferry plan show demo\nCtrl-C stops the demo (its temporary directory is removed).",
+            "\nThe API is up at {url}. In another shell:\n  export FERRY_SERVER={url} FERRY_TOKEN={token}\n  ferry vm list\n  ferry failover test pgtest1 --wait\n  ferry run list\n  ferry plan show demo\nThe web console is at {url}/ (sign in with the token above; docs/console.md).\nCtrl-C stops the demo (its temporary directory is removed).",
         );
         // One write, and a closed stream is no reason to stop serving.
         use std::io::Write as _;
