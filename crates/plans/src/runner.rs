@@ -395,14 +395,19 @@ impl Driver {
                 .join("; ");
             return self.stop(run, &why).await;
         }
-        if let Some(failure) = crate::hooks::run_hooks(run, plan, Some(t), When::After).await
-            && policy(plan, run.workflow) == Policy::Stop
-        {
-            return self.stop(run, &failure).await;
+        if let Some(failure) = crate::hooks::run_hooks(run, plan, Some(t), When::After).await {
+            if policy(plan, run.workflow) == Policy::Stop {
+                return self.stop(run, &failure).await;
+            }
+            // Not recorded on the plan run yet: the log says it.
+            tracing::warn!(plan_run = %run.id, %failure, "a tier's after hook failed; the plan run goes on");
         }
         let last = run.vms.iter().map(|v| v.tier).max().unwrap_or(0);
         if t == last {
-            let _ = crate::hooks::run_hooks(run, plan, None, When::After).await;
+            if let Some(failure) = crate::hooks::run_hooks(run, plan, None, When::After).await {
+                // Not recorded on the plan run yet: the log says it.
+                tracing::warn!(plan_run = %run.id, %failure, "the plan's after hook failed");
+            }
             let failed_all: Vec<&str> = run
                 .vms
                 .iter()
