@@ -25,6 +25,7 @@ pub mod report;
 pub mod requester;
 mod state;
 pub mod view;
+pub mod words;
 
 pub use api::{AppState, openapi_json, router};
 pub use app::{Running, Settings, StartError, metrics_handle, start};

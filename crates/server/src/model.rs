@@ -324,6 +324,28 @@ pub struct RunDetail {
     pub advice: Option<String>,
 }
 
+impl RunDetail {
+    /// The step a job belongs under: the step it names (an undo's call is named
+    /// `undo-<step>`), else the step running or undoing now, else the last one
+    /// reached. The CLI and the console place a run's jobs the same way.
+    pub fn step_of(&self, job: &JobView) -> Option<usize> {
+        if let Some(name) = job.step.as_deref() {
+            let bare = name.strip_prefix("undo-").unwrap_or(name);
+            if let Some(i) = self
+                .steps
+                .iter()
+                .position(|s| s.name == name || s.name == bare)
+            {
+                return Some(i);
+            }
+        }
+        self.steps
+            .iter()
+            .rposition(|s| matches!(s.state.as_str(), "running" | "undoing"))
+            .or_else(|| self.steps.iter().rposition(|s| s.state != "waiting"))
+    }
+}
+
 /// A plan run, named from one of its VMs' runs: the VM's tier in it (1 = the first
 /// the workflow takes) and its RTO there (the plan run's request → the VM ready, in
 /// milliseconds; failovers, once ready).

@@ -11,6 +11,7 @@ use crate::error::{ApiError, chain};
 use crate::model::*;
 use crate::overdue;
 use crate::state::AppState;
+use crate::words::in_words;
 
 /// Unix milliseconds as RFC 3339 in UTC with milliseconds.
 pub fn time(ms: i64) -> String {
@@ -377,47 +378,23 @@ pub async fn run_detail(state: &AppState, run: &Run) -> Result<RunDetail, ApiErr
             )
         })
         .collect();
-    // The VM commands' jobs, recorded as events with a `job_id` field.
-    for e in &events {
-        let Some(fields) = e
-            .fields
-            .as_deref()
-            .and_then(|f| serde_json::from_str::<Value>(f).ok())
-        else {
-            continue;
-        };
-        let Some(job_id) = fields.get("job_id").and_then(Value::as_str) else {
-            continue;
-        };
-        let field = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_string);
-        // A VM command's job is waited on by its step: its outcome is the step's.
-        let step_state = e
-            .step
-            .as_deref()
-            .and_then(|name| recorded.iter().find(|s| s.name == name))
-            .map(|s| s.state);
-        let state = match step_state {
-            Some(StepState::Done | StepState::Undone) => "succeeded",
-            Some(StepState::Failed | StepState::UndoFailed) => "ended",
-            _ => "submitted",
-        };
-        let running = (state == "submitted")
-            .then(|| fields.get("command").and_then(Value::as_str))
+    for job in command_jobs(&events, &recorded) {
+        let running = (job.state == "submitted")
+            .then(|| job.command.as_deref().and_then(vm_command))
             .flatten()
-            .and_then(vm_command)
-            .map(|command| (command, e.at));
+            .map(|command| (command, job.at));
         jobs.push((
-            e.at,
+            job.at,
             running,
             JobView {
-                step: e.step.clone(),
-                kind: field("command").unwrap_or_else(|| "job".into()),
-                volume_id: field("volume_id"),
-                vm_id: field("vm_id"),
-                job_id: Some(job_id.to_string()),
-                state: state.into(),
+                step: job.step,
+                kind: job.command.unwrap_or_else(|| "job".into()),
+                volume_id: job.volume_id,
+                vm_id: job.vm_id,
+                job_id: Some(job.job_id),
+                state: job.state.into(),
                 error: None,
-                at: time(e.at),
+                at: time(job.at),
                 overdue: None,
             },
         ));
@@ -705,13 +682,64 @@ fn forward_only(workflow: Workflow) -> bool {
     )
 }
 
-/// The volume daemon records an operation's error as JSON (`class`, `detail`); an
-/// operator reads the detail.
-fn in_words(error: &str) -> String {
-    serde_json::from_str::<Value>(error)
-        .ok()
-        .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| error.to_string())
+/// A VM command's CloudStack job (`deployVirtualMachine`, `startVirtualMachine`, …),
+/// as the run's log records it: an event with a `job_id` field. Its step waits on
+/// it, so its outcome is the step's.
+pub(crate) struct CommandJob {
+    /// When CloudStack accepted the command.
+    pub at: i64,
+    pub step: Option<String>,
+    /// Submitted while its step was being undone.
+    pub undo: bool,
+    pub job_id: String,
+    pub command: Option<String>,
+    pub volume_id: Option<String>,
+    pub vm_id: Option<String>,
+    /// `submitted` while its step runs, `succeeded` once the step is done (or
+    /// undone), `ended` if it failed (the step's error says why).
+    pub state: &'static str,
+}
+
+/// The VM commands' jobs of a run, from its log, in the log's order.
+pub(crate) fn command_jobs(
+    events: &[store::Event],
+    steps: &[store::StepRecord],
+) -> Vec<CommandJob> {
+    let mut jobs = Vec::new();
+    for e in events {
+        let Some(fields) = e
+            .fields
+            .as_deref()
+            .and_then(|f| serde_json::from_str::<Value>(f).ok())
+        else {
+            continue;
+        };
+        let Some(job_id) = fields.get("job_id").and_then(Value::as_str) else {
+            continue;
+        };
+        let field = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_string);
+        let record = e
+            .step
+            .as_deref()
+            .and_then(|name| steps.iter().find(|s| s.name == name));
+        jobs.push(CommandJob {
+            at: e.at,
+            step: e.step.clone(),
+            undo: record
+                .and_then(|s| s.undo_started_at)
+                .is_some_and(|at| e.at >= at),
+            job_id: job_id.to_string(),
+            command: field("command"),
+            volume_id: field("volume_id"),
+            vm_id: field("vm_id"),
+            state: match record.map(|s| s.state) {
+                Some(StepState::Done | StepState::Undone) => "succeeded",
+                Some(StepState::Failed | StepState::UndoFailed) => "ended",
+                _ => "submitted",
+            },
+        });
+    }
+    jobs
 }
 
 #[cfg(test)]

@@ -263,7 +263,7 @@ fn run_table(run: &PlanRunView) -> String {
 }
 
 /// Milliseconds as seconds with a tenth, or `-`.
-fn seconds(ms: Option<i64>) -> String {
+pub(crate) fn seconds(ms: Option<i64>) -> String {
     ms.map_or_else(|| "-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0))
 }
 

@@ -483,7 +483,7 @@ impl Bars {
             let bar = match self.jobs.get(&key) {
                 Some(bar) => bar.clone(),
                 None => {
-                    let Some(i) = owner(detail, job) else {
+                    let Some(i) = detail.step_of(job) else {
                         continue;
                     };
                     let bar = self
@@ -497,7 +497,8 @@ impl Bars {
             };
             // A job the server still lists as submitted, under a step that has ended,
             // is not waited on any more: no spinner for it.
-            let step_active = owner(detail, job)
+            let step_active = detail
+                .step_of(job)
                 .and_then(|i| detail.steps.get(i))
                 .is_some_and(|s| matches!(s.state.as_str(), "running" | "undoing"));
             let symbol = match job.state.as_str() {
@@ -578,26 +579,6 @@ fn job_message(job: &JobView) -> String {
         message.push_str(&format!("  ⚠ {warning}"));
     }
     message
-}
-
-/// The step a job belongs under: the step it names (an undo's call is named
-/// `undo-<step>`), else the step running or undoing now.
-fn owner(detail: &RunDetail, job: &JobView) -> Option<usize> {
-    if let Some(name) = job.step.as_deref() {
-        let bare = name.strip_prefix("undo-").unwrap_or(name);
-        if let Some(i) = detail
-            .steps
-            .iter()
-            .position(|s| s.name == name || s.name == bare)
-        {
-            return Some(i);
-        }
-    }
-    detail
-        .steps
-        .iter()
-        .rposition(|s| matches!(s.state.as_str(), "running" | "undoing"))
-        .or_else(|| detail.steps.iter().rposition(|s| s.state != "waiting"))
 }
 
 #[cfg(test)]

@@ -72,27 +72,7 @@ impl Table {
     }
 }
 
-/// `107 GiB`, or `0.5 GiB` when it is not a whole number of GiB.
-pub(crate) fn gib(bytes: i64) -> String {
-    const GIB: i64 = 1 << 30;
-    if bytes % GIB == 0 {
-        format!("{} GiB", bytes / GIB)
-    } else {
-        format!("{:.1} GiB", bytes as f64 / GIB as f64)
-    }
-}
-
-/// `0.4 s`, `12.3 s`, `4 min 05 s`, `2 h 03 min`.
-pub(crate) fn duration(ms: i64) -> String {
-    let ms = ms.max(0);
-    if ms < 60_000 {
-        format!("{:.1} s", ms as f64 / 1000.0)
-    } else if ms < 3_600_000 {
-        format!("{} min {:02} s", ms / 60_000, (ms % 60_000) / 1000)
-    } else {
-        format!("{} h {:02} min", ms / 3_600_000, (ms % 3_600_000) / 60_000)
-    }
-}
+pub(crate) use server::words::{duration, gib};
 
 /// Milliseconds from `from` to `to` (RFC 3339 times), when both can be read.
 fn between(from: &str, to: &str) -> Option<i64> {
@@ -121,14 +101,8 @@ pub(crate) fn workflow(run: &RunSummary) -> String {
     }
 }
 
-/// A job's error in words. The volume daemon records its errors as JSON (class, code,
-/// command, detail, …); the detail is what an operator reads.
-pub(crate) fn job_error(error: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(error)
-        .ok()
-        .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
-        .unwrap_or_else(|| error.to_string())
-}
+/// A job's error in words: the volume daemon's JSON record read as its detail.
+pub(crate) use server::words::in_words as job_error;
 
 /// `ferry vm list`.
 pub(crate) fn vm_list(vms: &[VmSummary]) -> String {

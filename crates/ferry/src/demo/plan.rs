@@ -302,14 +302,14 @@ fn drill_table(run: &PlanRunView) -> String {
             &format!("{} {}", v.tier, tier_name(run, v.tier)),
             &v.name,
             &v.state,
-            &seconds(v.rto_ms),
+            &plans::seconds(v.rto_ms),
             &readiness_in_words(v),
         ));
     }
     match (run.state.as_str(), run.rto_ms) {
         ("done", Some(rto)) => out.push_str(&format!(
             "   Plan RTO (request → last VM ready): {}; plan run {} done.\n",
-            seconds(Some(rto)),
+            plans::seconds(Some(rto)),
             run.id
         )),
         _ => out.push_str(&format!(
@@ -349,10 +349,6 @@ fn cleanup_table(run: &PlanRunView) -> String {
     out
 }
 
-fn seconds(ms: Option<i64>) -> String {
-    ms.map_or_else(|| "-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0))
-}
-
 /// What a VM's gates saw: `tcp port 41234 passed (attempt 2, 1.0 s): connected to …`.
 fn readiness_in_words(vm: &PlanRunVmView) -> String {
     let Some(gates) = vm
@@ -380,7 +376,7 @@ fn readiness_in_words(vm: &PlanRunVmView) -> String {
                 text(g, "verdict"),
                 attempts,
                 if attempts == 1 { "" } else { "s" },
-                seconds(elapsed),
+                plans::seconds(elapsed),
                 g.get("last_seen")
                     .and_then(|s| s.as_str())
                     .unwrap_or("nothing seen")

@@ -3,27 +3,7 @@
 //! both. A state is always shown as a word with a symbol; its colour only repeats
 //! what they say.
 
-/// `107 GiB`, or `0.5 GiB` when it is not a whole number of GiB.
-pub fn gib(bytes: i64) -> String {
-    const GIB: i64 = 1 << 30;
-    if bytes % GIB == 0 {
-        format!("{} GiB", bytes / GIB)
-    } else {
-        format!("{:.1} GiB", bytes as f64 / GIB as f64)
-    }
-}
-
-/// `0.4 s`, `12.3 s`, `4 min 05 s`, `2 h 03 min`.
-pub fn duration(ms: i64) -> String {
-    let ms = ms.max(0);
-    if ms < 60_000 {
-        format!("{:.1} s", ms as f64 / 1000.0)
-    } else if ms < 3_600_000 {
-        format!("{} min {:02} s", ms / 60_000, (ms % 60_000) / 1000)
-    } else {
-        format!("{} h {:02} min", ms / 3_600_000, (ms % 3_600_000) / 60_000)
-    }
-}
+pub use crate::words::{duration, gib};
 
 /// Unix milliseconds of an RFC 3339 time, when it reads as one.
 pub fn ms_of(rfc3339: &str) -> Option<i64> {
@@ -110,15 +90,6 @@ pub fn workflow(workflow: &str, mode: Option<&str>) -> String {
     }
 }
 
-/// A job's error in words: the volume daemon records its errors as JSON (class, code,
-/// command, detail, …), of which the detail is what an operator reads.
-pub fn job_error(error: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(error)
-        .ok()
-        .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
-        .unwrap_or_else(|| error.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +132,5 @@ mod tests {
             workflow("test_failover", Some("replica")),
             "test failover (replica mode)"
         );
-        assert_eq!(job_error(r#"{"class":"x","detail":"boom"}"#), "boom");
     }
 }

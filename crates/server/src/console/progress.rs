@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use askama::Template;
 
 use super::format::{self, Badge};
-use crate::model::{JobView, RunDetail};
+use crate::model::RunDetail;
 
 struct JobRow {
     what: String,
@@ -60,26 +60,6 @@ pub struct Live {
     timeline_error: Option<String>,
 }
 
-/// The step a job belongs under: the step it names (an undo's call is named
-/// `undo-<step>`), else the step running or undoing now — as the CLI places it.
-fn owner(detail: &RunDetail, job: &JobView) -> Option<usize> {
-    if let Some(name) = job.step.as_deref() {
-        let bare = name.strip_prefix("undo-").unwrap_or(name);
-        if let Some(i) = detail
-            .steps
-            .iter()
-            .position(|s| s.name == name || s.name == bare)
-        {
-            return Some(i);
-        }
-    }
-    detail
-        .steps
-        .iter()
-        .rposition(|s| matches!(s.state.as_str(), "running" | "undoing"))
-        .or_else(|| detail.steps.iter().rposition(|s| s.state != "waiting"))
-}
-
 /// A step's own times: `1.2 s`, `1.2 s, undo 0.8 s`, `undo 0.8 s`.
 fn step_time(action: Option<i64>, undo: Option<i64>) -> Option<String> {
     match (action, undo) {
@@ -115,7 +95,7 @@ impl Live {
             })
             .collect();
         for job in &detail.jobs {
-            let Some(i) = owner(detail, job) else {
+            let Some(i) = detail.step_of(job) else {
                 continue;
             };
             let undo = job.step.as_deref().is_some_and(|s| s.starts_with("undo-"));
@@ -147,7 +127,7 @@ impl Live {
                     (None, _) => "no async job".into(),
                 },
                 state,
-                error: job.error.as_deref().map(format::job_error),
+                error: job.error.clone(),
                 overdue: job.overdue.clone(),
             });
         }
@@ -196,7 +176,7 @@ impl Live {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{RunSummary, StepView};
+    use crate::model::{JobView, RunSummary, StepView};
 
     fn step(position: i64, name: &str, state: &str) -> StepView {
         StepView {

@@ -14,13 +14,14 @@ use std::collections::BTreeMap;
 
 use ids::{ProtectedVmId, RunId};
 use serde_json::Value;
-use store::{Run, RunState, StepRecord, StepState, Workflow};
+use store::{Run, RunState, StepRecord, Workflow};
 use workflows::evidence::{self, RunEvidence};
 
 use super::model::*;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::view::time;
+use crate::view::{command_jobs, time};
+use crate::words::in_words;
 
 /// What a run of a plan run takes from the plan run.
 #[derive(Debug, Clone, Default)]
@@ -367,48 +368,25 @@ async fn jobs(
     }
     // The VM commands' jobs, recorded in the run's log: each ends when its step (or
     // undo) submitted its next job or ended, the step having waited on it.
-    let mut vm_jobs: Vec<(i64, JobFacts)> = Vec::new();
-    for e in events {
-        let Some(fields) = e
-            .fields
-            .as_deref()
-            .and_then(|f| serde_json::from_str::<Value>(f).ok())
-        else {
-            continue;
-        };
-        let Some(job_id) = fields.get("job_id").and_then(Value::as_str) else {
-            continue;
-        };
-        let field = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_string);
-        let record = e
-            .step
-            .as_deref()
-            .and_then(|name| steps.iter().find(|s| s.name == name));
-        let undo = record
-            .and_then(|s| s.undo_started_at)
-            .is_some_and(|at| e.at >= at);
-        let state = match record.map(|s| s.state) {
-            Some(StepState::Done | StepState::Undone) => "succeeded",
-            Some(StepState::Failed | StepState::UndoFailed) => "ended",
-            _ => "submitted",
-        };
-        vm_jobs.push((
-            e.at,
-            JobFacts {
-                job_id: Some(job_id.to_string()),
-                step: e.step.clone(),
-                undo,
-                kind: field("command").unwrap_or_else(|| "job".into()),
-                volume_id: field("volume_id"),
-                vm_id: field("vm_id"),
+    let vm_jobs: Vec<(i64, JobFacts)> = command_jobs(events, steps)
+        .into_iter()
+        .map(|job| {
+            let facts = JobFacts {
+                job_id: Some(job.job_id),
+                step: job.step,
+                undo: job.undo,
+                kind: job.command.unwrap_or_else(|| "job".into()),
+                volume_id: job.volume_id,
+                vm_id: job.vm_id,
                 disk_key: None,
-                state: state.into(),
+                state: job.state.into(),
                 error: None,
-                started_at: time(e.at),
+                started_at: time(job.at),
                 ended_at: None,
-            },
-        ));
-    }
+            };
+            (job.at, facts)
+        })
+        .collect();
     for (at, job) in &vm_jobs {
         let record = job
             .step
@@ -547,15 +525,6 @@ fn waits(
     }
     out.sort_by(|a, b| a.started_at.cmp(&b.started_at));
     out
-}
-
-/// The volume daemon records an operation's error as JSON (`class`, `detail`); a
-/// reader reads the detail.
-fn in_words(error: &str) -> String {
-    serde_json::from_str::<Value>(error)
-        .ok()
-        .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| error.to_string())
 }
 
 #[cfg(test)]
