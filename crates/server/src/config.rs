@@ -24,8 +24,10 @@ use serde::{Deserialize, Serialize};
 
 mod agent_url;
 mod console;
+mod worker_name;
 use agent_url::agent_url_problem;
 pub use console::ConsoleSection;
+use worker_name::worker_name_problem;
 
 /// The configuration file, as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -424,6 +426,14 @@ impl Config {
                     }
                 }
             }
+        }
+        if let Some(problem) = self
+            .engine
+            .worker_name
+            .as_deref()
+            .and_then(worker_name_problem)
+        {
+            problems.push(problem);
         }
         if self.engine.concurrency == 0 {
             problems.push("engine.concurrency must be at least 1".into());
