@@ -1,21 +1,29 @@
 //! The hooks of a plan and of its tiers, run by a plan run (docs/recovery-plans.md):
-//! each only in the workflows its scope names, told what it runs for.
+//! each only in the workflows its scope names, told what it runs for, and recorded on
+//! the plan run — when it starts and how it ended — so that `ferry plan run`, the
+//! console and the evidence report say what each did, and so that a hook that ended
+//! is not run again as the driver goes over its tier once more (while the tier's
+//! delay passes, or after a crash). A hook that had started and not ended when its
+//! worker died runs again.
 
-use store::PlanRun;
+use store::{HookOutcome, HookPoint, PlanRun, Store, StoreError};
 use workflows::hooks::HookContext;
 
 use crate::definition::{PlanDefinition, PlanHook, When};
 use crate::order::tier_of_order;
 
 /// Runs the hooks of the plan (`tier` None) or of the tier `tier` (in the
-/// workflow's order) that are for `when` and this plan run's workflow (their scope);
-/// the first failure, in words.
+/// workflow's order) that are for `when` and this plan run's workflow (their scope),
+/// in order, each recorded; the first failure, in words — one recorded by an earlier
+/// pass (its worker may have died before it could act on it) or one now. A hook that
+/// ended is not run again.
 pub(crate) async fn run_hooks(
+    store: &Store,
     run: &PlanRun,
     plan: &PlanDefinition,
     tier: Option<i64>,
     when: When,
-) -> Option<String> {
+) -> Result<Option<String>, StoreError> {
     let (hooks, name, vms): (&[PlanHook], String, String) = match tier {
         None => (
             &plan.hooks,
@@ -23,12 +31,17 @@ pub(crate) async fn run_hooks(
             run.plan_name.clone(),
         ),
         Some(order) => {
-            let i = tier_of_order(plan, run.workflow, order)?;
+            let Some(i) = tier_of_order(plan, run.workflow, order) else {
+                return Ok(None);
+            };
             let t = &plan.tiers[i];
             (&t.hooks, format!("tier {}", t.name), t.vms.join(","))
         }
     };
-    let point = when.as_str();
+    let point = match when {
+        When::Before => HookPoint::Before,
+        When::After => HookPoint::After,
+    };
     // What the hook is told it runs for: `plan_before_test_failover`,
     // `tier_after_cleanup`, …
     let label = format!(
@@ -37,21 +50,48 @@ pub(crate) async fn run_hooks(
         run.workflow
     );
     let run_id = ids::RunId::from(run.id.as_str());
-    for hook in hooks
+    // Its place in the plan file's list names a hook on the plan run.
+    for (position, hook) in hooks
         .iter()
-        .filter(|h| h.when == when && h.scope.covers(run.workflow))
+        .enumerate()
+        .filter(|(_, h)| h.when == when && h.scope.covers(run.workflow))
     {
+        let position = position as i64;
+        let recorded = run
+            .hooks
+            .iter()
+            .find(|h| h.tier == tier && h.point == point && h.position == position);
+        match recorded.map(|h| (h.outcome, h.detail.as_deref())) {
+            Some((HookOutcome::Succeeded, _)) => continue,
+            Some((HookOutcome::Failed, detail)) => {
+                return Ok(Some(detail.unwrap_or("failed").to_string()));
+            }
+            Some((HookOutcome::Running, _)) | None => {}
+        }
+        let what = hook.run.to_string();
+        store
+            .start_plan_run_hook(&run.id, tier, point, position, &what)
+            .await?;
         let context = HookContext {
             hook: &label,
             vm: &vms,
             run_id: &run_id,
         };
-        if let Err(e) = hook.run.run(&context).await {
-            return Some(format!(
-                "the {point} hook of {name} ({}) failed: {e}",
-                hook.run
-            ));
+        // What it said (its exit and output, or an HTTP status), kept either way.
+        let (outcome, said) = match hook.run.run(&context).await {
+            Ok(said) => (HookOutcome::Succeeded, said),
+            Err(e) => (
+                HookOutcome::Failed,
+                format!("the {point} hook of {name} ({what}) failed: {e}"),
+            ),
+        };
+        store
+            .end_plan_run_hook(&run.id, tier, point, position, outcome, Some(&said))
+            .await?;
+        if outcome == HookOutcome::Failed {
+            tracing::warn!(plan_run = %run.id, failure = %said, "a hook of a plan run failed");
+            return Ok(Some(said));
         }
     }
-    None
+    Ok(None)
 }

@@ -21,6 +21,10 @@
 //!   plan run `stopped`; otherwise the tier's `after` hooks run, its delay passes, and
 //!   the next tier starts. A cleanup or rollback takes the tiers in reverse order and
 //!   always goes on to the end, VM by VM.
+//! - a hook that fails stops the plan run under `stop` (the policy of a test or live
+//!   failover; before its tier starts, or after it); under `continue` — always for a
+//!   cleanup, rollback or commit — the plan run goes on. Either way its outcome is
+//!   recorded on the plan run.
 //!
 //! A VM's gates run in a task of their own (one VM's slow gates never hold back
 //! another's readiness); the rest of an advance is quick.
@@ -33,8 +37,8 @@
 //! plan run whose driver died is taken up by another worker's sweep once the lease
 //! has run out — at once by a restarted process of the same worker name.
 //!
-//! Hooks are idempotent (see `workflows::hooks`): one that ran just before a crash runs
-//! again when the plan run resumes.
+//! Hooks are idempotent (see `workflows::hooks`): one that was running when its
+//! worker died runs again when the plan run resumes; one that ended does not.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -326,7 +330,10 @@ impl Driver {
             .map_err(|e| StoreError::Corrupt(format!("plan run {}'s plan: {e}", run.id)))?;
         match run.state {
             PlanRunState::Pending => {
-                if let Some(failure) = crate::hooks::run_hooks(run, &plan, None, When::Before).await
+                let failure =
+                    crate::hooks::run_hooks(self.store(), run, &plan, None, When::Before).await?;
+                if let Some(failure) = failure
+                    && policy(&plan, run.workflow) == Policy::Stop
                 {
                     return self.stop(run, &failure).await;
                 }
@@ -355,7 +362,9 @@ impl Driver {
         let tier: Vec<&PlanRunVm> = run.vms.iter().filter(|v| v.tier == t).collect();
         let mut moved = false;
         if tier.iter().all(|v| v.state == PlanVmState::Waiting)
-            && let Some(failure) = crate::hooks::run_hooks(run, plan, Some(t), When::Before).await
+            && let Some(failure) =
+                crate::hooks::run_hooks(self.store(), run, plan, Some(t), When::Before).await?
+            && policy(plan, run.workflow) == Policy::Stop
         {
             return self.stop(run, &failure).await;
         }
@@ -395,19 +404,17 @@ impl Driver {
                 .join("; ");
             return self.stop(run, &why).await;
         }
-        if let Some(failure) = crate::hooks::run_hooks(run, plan, Some(t), When::After).await {
-            if policy(plan, run.workflow) == Policy::Stop {
-                return self.stop(run, &failure).await;
-            }
-            // Not recorded on the plan run yet: the log says it.
-            tracing::warn!(plan_run = %run.id, %failure, "a tier's after hook failed; the plan run goes on");
+        // A hook's failure is recorded on the plan run; under `continue` it goes on.
+        if let Some(failure) =
+            crate::hooks::run_hooks(self.store(), run, plan, Some(t), When::After).await?
+            && policy(plan, run.workflow) == Policy::Stop
+        {
+            return self.stop(run, &failure).await;
         }
         let last = run.vms.iter().map(|v| v.tier).max().unwrap_or(0);
         if t == last {
-            if let Some(failure) = crate::hooks::run_hooks(run, plan, None, When::After).await {
-                // Not recorded on the plan run yet: the log says it.
-                tracing::warn!(plan_run = %run.id, %failure, "the plan's after hook failed");
-            }
+            // Every VM is through: the plan's after hooks cannot hold anything back.
+            crate::hooks::run_hooks(self.store(), run, plan, None, When::After).await?;
             let failed_all: Vec<&str> = run
                 .vms
                 .iter()
@@ -458,16 +465,22 @@ impl Driver {
             .await
     }
 
-    /// Stops the plan run at its tier with `why`; the VMs of later tiers are skipped.
+    /// Stops the plan run at its tier with `why`; the VMs not started are skipped —
+    /// those of later tiers, and those of its own when a hook stopped it before they
+    /// started.
     async fn stop(&self, run: &PlanRun, why: &str) -> Result<bool, StoreError> {
         for vm in run
             .vms
             .iter()
-            .filter(|v| v.tier > run.tier && v.state == PlanVmState::Waiting)
+            .filter(|v| v.tier >= run.tier && v.state == PlanVmState::Waiting)
         {
             let mut skipped = vm.clone();
             skipped.state = PlanVmState::Skipped;
-            skipped.detail = Some("its tier was not reached".into());
+            skipped.detail = Some(if vm.tier == run.tier {
+                "the plan run stopped before its tier started".into()
+            } else {
+                "its tier was not reached".into()
+            });
             self.store()
                 .set_plan_run_vm(&run.id, run.generation, &skipped, PlanVmState::Waiting)
                 .await?;

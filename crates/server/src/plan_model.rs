@@ -150,6 +150,57 @@ pub struct PlanRunView {
     /// Each tier in the order the workflow takes them, with its times.
     pub tier_timings: Vec<PlanRunTierView>,
     pub vms: Vec<PlanRunVmView>,
+    /// Every hook of the plan and its tiers for this workflow, in the order they come
+    /// (the plan's `before`, each tier's `before` and `after`, the plan's `after`),
+    /// with how each went.
+    #[serde(default)]
+    pub hooks: Vec<PlanRunHookView>,
+}
+
+/// A hook of a plan run and how it went.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlanRunHookView {
+    /// The tier it belongs to (1 = the first the workflow takes), and its name; none
+    /// for the plan's own hooks.
+    pub tier: Option<i64>,
+    pub tier_name: Option<String>,
+    /// `before` or `after`.
+    pub point: String,
+    /// What it is: `command /usr/local/bin/smoke`, `POST https://…`.
+    pub hook: String,
+    /// `not_run` (not reached, or after one that failed), `running`, `succeeded` or
+    /// `failed`.
+    pub outcome: String,
+    /// What it said once it ended: its exit and output (`exited 0; stdout: …`), or
+    /// why it failed.
+    pub detail: Option<String>,
+    /// How many times it was started (more than once when the plan run resumed after
+    /// a crash while it ran).
+    pub attempts: i64,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    /// Its time, in milliseconds (to now while it runs).
+    pub ms: Option<i64>,
+}
+
+impl PlanRunHookView {
+    /// Where it runs, in words: `plan before`, `tier web after`.
+    pub fn place(&self) -> String {
+        match &self.tier_name {
+            Some(name) => format!("tier {name} {}", self.point),
+            None => format!("plan {}", self.point),
+        }
+    }
+
+    /// What it said or why it failed, and how many times it was started when more
+    /// than once.
+    pub fn note(&self) -> Option<String> {
+        match (&self.detail, self.attempts) {
+            (Some(why), n) if n > 1 => Some(format!("{why} (started {n} times)")),
+            (None, n) if n > 1 => Some(format!("started {n} times")),
+            (detail, _) => detail.clone(),
+        }
+    }
 }
 
 /// A tier of a plan run and its times; a tier not reached has none.

@@ -7,11 +7,11 @@ use axum::http::StatusCode;
 use plans::PlanDefinition;
 use plans::runner::PlanStartError;
 use serde::Deserialize;
-use store::{PlanRun, PlanVmState, Workflow};
+use store::{HookPoint, PlanRun, PlanRunHook, PlanVmState, Workflow};
 
 use crate::error::ApiError;
 use crate::model::{ErrorBody, Problem};
-use crate::plan_model::{PlanRunTierView, PlanRunView, PlanRunVmView};
+use crate::plan_model::{PlanRunHookView, PlanRunTierView, PlanRunView, PlanRunVmView};
 use crate::requester::RequestedBy;
 use crate::state::AppState;
 use crate::view::time;
@@ -177,6 +177,7 @@ pub(crate) async fn runs_of(
 
 pub(crate) fn view(run: &PlanRun) -> PlanRunView {
     let tiers = run.vms.iter().map(|v| v.tier).max().map_or(0, |t| t + 1);
+    let plan = PlanDefinition::from_stored(&run.definition).ok();
     PlanRunView {
         id: run.id.clone(),
         plan: run.plan_name.clone(),
@@ -193,7 +194,8 @@ pub(crate) fn view(run: &PlanRun) -> PlanRunView {
             .filter(|&t| t > store::now_ms() && run.state.is_active())
             .and(run.lease_owner.clone()),
         generation: run.generation,
-        tier_timings: tier_timings(run, tiers),
+        tier_timings: tier_timings(run, plan.as_ref(), tiers),
+        hooks: plan.as_ref().map_or_else(Vec::new, |p| hook_views(run, p)),
         vms: run
             .vms
             .iter()
@@ -215,13 +217,11 @@ pub(crate) fn view(run: &PlanRun) -> PlanRunView {
 
 /// Each tier of `run` (`count` of them) in the order its workflow takes them, with
 /// when it began, when its VMs were through and when it ended.
-fn tier_timings(run: &PlanRun, count: i64) -> Vec<PlanRunTierView> {
-    let plan = PlanDefinition::from_stored(&run.definition).ok();
+fn tier_timings(run: &PlanRun, plan: Option<&PlanDefinition>, count: i64) -> Vec<PlanRunTierView> {
     let now = store::now_ms();
     (0..count)
         .map(|t| {
             let name = plan
-                .as_ref()
                 .and_then(|p| {
                     plans::order::tier_of_order(p, run.workflow, t).map(|i| p.tiers[i].name.clone())
                 })
@@ -251,4 +251,52 @@ fn tier_timings(run: &PlanRun, count: i64) -> Vec<PlanRunTierView> {
             }
         })
         .collect()
+}
+
+/// Every hook of `plan` that `run`'s workflow runs, in the order they come, each with
+/// what the plan run recorded of it (`not_run` when nothing).
+fn hook_views(run: &PlanRun, plan: &PlanDefinition) -> Vec<PlanRunHookView> {
+    let now = store::now_ms();
+    let view = |tier: Option<(i64, &str)>, position: usize, hook: &plans::PlanHook| {
+        let point = match hook.when {
+            plans::When::Before => HookPoint::Before,
+            plans::When::After => HookPoint::After,
+        };
+        let recorded: Option<&PlanRunHook> = run.hooks.iter().find(|h| {
+            h.tier == tier.map(|(t, _)| t) && h.point == point && h.position == position as i64
+        });
+        PlanRunHookView {
+            tier: tier.map(|(t, _)| t + 1),
+            tier_name: tier.map(|(_, name)| name.to_string()),
+            point: point.to_string(),
+            hook: recorded.map_or_else(|| hook.run.to_string(), |h| h.hook.clone()),
+            outcome: recorded.map_or("not_run".into(), |h| h.outcome.to_string()),
+            detail: recorded.and_then(|h| h.detail.clone()),
+            attempts: recorded.map_or(0, |h| h.attempts),
+            started_at: recorded.map(|h| time(h.started_at)),
+            ended_at: recorded.and_then(|h| h.ended_at).map(time),
+            ms: recorded.map(|h| h.ended_at.unwrap_or(now) - h.started_at),
+        }
+    };
+    let ours = |h: &&plans::PlanHook| h.scope.covers(run.workflow);
+    let of = |hooks: &[plans::PlanHook], when: plans::When, tier: Option<(i64, &str)>| {
+        hooks
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.when == when && ours(h))
+            .map(|(i, h)| view(tier, i, h))
+            .collect::<Vec<_>>()
+    };
+    let mut out = of(&plan.hooks, plans::When::Before, None);
+    for t in 0..plan.tiers.len() as i64 {
+        let Some(tier) = plans::order::tier_of_order(plan, run.workflow, t).map(|i| &plan.tiers[i])
+        else {
+            continue;
+        };
+        for when in [plans::When::Before, plans::When::After] {
+            out.extend(of(&tier.hooks, when, Some((t, tier.name.as_str()))));
+        }
+    }
+    out.extend(of(&plan.hooks, plans::When::After, None));
+    out
 }

@@ -471,6 +471,26 @@ async fn eight_vms_in_three_tiers_drill_clean_up_fail_over_roll_back_and_commit(
         ],
         "the drill's hooks, in order; the others not run"
     );
+    let recorded: Vec<(&str, &str, &str)> = drill["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["tier_name"].as_str().unwrap_or("plan"),
+                h["point"].as_str().unwrap(),
+                h["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            ("plan", "before", "succeeded"),
+            ("services", "before", "succeeded")
+        ],
+        "the drill's hooks as its plan run recorded them: {drill}"
+    );
 
     // Its cleanup: every replica back on its appliance, as it was.
     let cleanup = run_plan(&site, "cleanup").await?;

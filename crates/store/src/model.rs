@@ -447,6 +447,24 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// Where a hook of a plan run runs: `before` its tier's VMs start (the plan's:
+    /// before the first tier), or `after` they are through (the plan's: after the last).
+    HookPoint {
+        Before = "before",
+        After = "after",
+    }
+);
+text_enum!(
+    /// How a hook of a plan run went: `running` (started, not ended — or its worker
+    /// died while it ran), `succeeded` or `failed`.
+    HookOutcome {
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+    }
+);
+
 impl PlanRunState {
     pub fn is_active(self) -> bool {
         matches!(self, PlanRunState::Pending | PlanRunState::Running)
@@ -484,6 +502,8 @@ pub struct PlanRun {
     pub vms: Vec<PlanRunVm>,
     /// The tiers it reached, in the order it took them.
     pub tiers: Vec<PlanRunTier>,
+    /// The hooks it ran, the plan's first, then by tier, point and position.
+    pub hooks: Vec<PlanRunHook>,
 }
 
 impl PlanRun {
@@ -521,6 +541,28 @@ impl PlanRun {
 pub struct PlanRunTier {
     /// 0 = the first in the order the workflow takes them.
     pub tier: i64,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+}
+
+/// A hook a plan run ran, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRunHook {
+    /// The tier it belongs to, by its place in the order the workflow takes them (0 =
+    /// the first); `None` for the plan's own hooks.
+    pub tier: Option<i64>,
+    pub point: HookPoint,
+    /// Its place among the hooks of its tier (or the plan) for its point, 0 first.
+    pub position: i64,
+    /// What it is, as the plan file's hook reads (`command /usr/local/bin/smoke`).
+    pub hook: String,
+    pub outcome: HookOutcome,
+    /// What it said once it ended: its exit and output (or HTTP status), or why it
+    /// failed.
+    pub detail: Option<String>,
+    /// How many times it was started (more than once when a plan run resumed after a
+    /// crash while, or just after, it ran).
+    pub attempts: i64,
     pub started_at: i64,
     pub ended_at: Option<i64>,
 }

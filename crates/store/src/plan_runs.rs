@@ -9,7 +9,8 @@
 
 use crate::error::{Result, StoreError, fenced};
 use crate::model::{
-    NewPlanRun, PlanRun, PlanRunState, PlanRunTier, PlanRunVm, PlanVmState, Workflow,
+    HookOutcome, HookPoint, NewPlanRun, PlanRun, PlanRunHook, PlanRunState, PlanRunTier, PlanRunVm,
+    PlanVmState, Workflow,
 };
 use crate::pool::Store;
 use crate::rows::{FromRow, Query, column, new_id, now_ms};
@@ -226,6 +227,65 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    // ---- the hooks a plan run runs -------------------------------------------------
+
+    /// Records that plan run `plan_run_id` starts the hook at (`tier`, `point`,
+    /// `position`) — `tier` None for the plan's own — counting the attempt. Not
+    /// fenced: a hook that runs is a fact, whoever runs it.
+    pub async fn start_plan_run_hook(
+        &self,
+        plan_run_id: &str,
+        tier: Option<i64>,
+        point: HookPoint,
+        position: i64,
+        hook: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO plan_run_hooks (plan_run_id, tier, point, position, hook, outcome,
+                                         attempts, started_at)
+             VALUES ($1, $2, $3, $4, $5, 'running', 1, $6)
+             ON CONFLICT (plan_run_id, tier, point, position) DO UPDATE
+               SET hook = excluded.hook, outcome = 'running', detail = NULL,
+                   attempts = plan_run_hooks.attempts + 1,
+                   started_at = excluded.started_at, ended_at = NULL",
+        )
+        .bind(plan_run_id)
+        .bind(tier.unwrap_or(-1))
+        .bind(point.as_str())
+        .bind(position)
+        .bind(hook)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records how the hook started by [`Store::start_plan_run_hook`] ended.
+    pub async fn end_plan_run_hook(
+        &self,
+        plan_run_id: &str,
+        tier: Option<i64>,
+        point: HookPoint,
+        position: i64,
+        outcome: HookOutcome,
+        detail: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE plan_run_hooks SET outcome = $1, detail = $2, ended_at = $3
+             WHERE plan_run_id = $4 AND tier = $5 AND point = $6 AND position = $7",
+        )
+        .bind(outcome.as_str())
+        .bind(detail)
+        .bind(now_ms())
+        .bind(plan_run_id)
+        .bind(tier.unwrap_or(-1))
+        .bind(point.as_str())
+        .bind(position)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     // ---- the lease a driver holds on a plan run ---------------------------------
 
     /// Takes plan run `id`'s lease for `owner` if it is active and its lease free,
@@ -332,6 +392,15 @@ impl Store {
                     .bind(&run.id),
             )
             .await?;
+        run.hooks = self
+            .fetch_all(
+                sqlx::query(
+                    "SELECT * FROM plan_run_hooks WHERE plan_run_id = $1
+                     ORDER BY tier, point DESC, position",
+                )
+                .bind(&run.id),
+            )
+            .await?;
         Ok(run)
     }
 }
@@ -358,6 +427,7 @@ impl FromRow for PlanRun {
             workers: crate::rows::worker_list(column(r, "workers")?),
             vms: Vec::new(),
             tiers: Vec::new(),
+            hooks: Vec::new(),
         })
     }
 }
@@ -366,6 +436,23 @@ impl FromRow for PlanRunTier {
     fn from_row(r: &sqlx::any::AnyRow) -> Result<Self> {
         Ok(PlanRunTier {
             tier: column(r, "tier")?,
+            started_at: column(r, "started_at")?,
+            ended_at: column(r, "ended_at")?,
+        })
+    }
+}
+
+impl FromRow for PlanRunHook {
+    fn from_row(r: &sqlx::any::AnyRow) -> Result<Self> {
+        let tier: i64 = column(r, "tier")?;
+        Ok(PlanRunHook {
+            tier: (tier >= 0).then_some(tier),
+            point: column(r, "point")?,
+            position: column(r, "position")?,
+            hook: column(r, "hook")?,
+            outcome: column(r, "outcome")?,
+            detail: column(r, "detail")?,
+            attempts: column(r, "attempts")?,
             started_at: column(r, "started_at")?,
             ended_at: column(r, "ended_at")?,
         })

@@ -15,8 +15,8 @@ use sqlx::any::AnyRow;
 use crate::error::{Result, StoreError};
 use crate::model::{
     Appliance, Attachment, Controller, Disk, DiskRecord, Divergence, Event, Firmware, GuestOs,
-    GuestPrep, Nic, OpState, PlanRunState, PlanVmState, ProtectedVm, Run, RunState, StepRecord,
-    StepState, VmSpec, VmState, VmUpdate, VolumeOp, WorkerProcess, Workflow,
+    GuestPrep, HookOutcome, HookPoint, Nic, OpState, PlanRunState, PlanVmState, ProtectedVm, Run,
+    RunState, StepRecord, StepState, VmSpec, VmState, VmUpdate, VolumeOp, WorkerProcess, Workflow,
 };
 use crate::pool::Store;
 
@@ -114,7 +114,9 @@ text!(
     StepState,
     OpState,
     PlanRunState,
-    PlanVmState
+    PlanVmState,
+    HookPoint,
+    HookOutcome
 );
 
 /// Builds the struct `$ty` from `$row`: each field listed before `;` from the column of

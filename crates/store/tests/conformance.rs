@@ -75,6 +75,7 @@ conformance!(
     a_plan_run_moves_only_from_where_it_was_read,
     a_plan_run_is_driven_under_a_lease_and_its_tiers_timed,
     who_asked_for_a_run_and_which_workers_ran_it_are_kept,
+    a_plan_runs_hooks_are_recorded_as_they_start_and_end,
 );
 
 const GIB: i64 = 1 << 30;
@@ -1726,5 +1727,84 @@ async fn who_asked_for_a_run_and_which_workers_ran_it_are_kept(fx: &Fixture) -> 
     let plan_run = store.plan_run(&plan_run.id).await?.expect("plan run");
     assert_eq!(plan_run.requested_by.as_deref(), Some("carol@desk"));
     assert_eq!(plan_run.workers, ["p-1", "p-2"]);
+    Ok(())
+}
+
+/// Each hook a plan run runs is recorded when it starts and when it ends; a hook
+/// started again (a plan run resumed after a crash) counts the attempt; the plan's own
+/// hooks (no tier) come first, then each tier's, `before` before `after`.
+async fn a_plan_runs_hooks_are_recorded_as_they_start_and_end(fx: &Fixture) -> TestResult {
+    let store = &fx.store;
+    let vm = registered(store).await?;
+    let plan = store.add_plan(&plan("shop", "v1", &[(&vm, 0)])).await?;
+    let run = store
+        .create_plan_run(&NewPlanRun {
+            plan_id: plan.id.clone(),
+            workflow: Workflow::TestFailover,
+            definition: "v1".into(),
+            digest: plan.digest.clone(),
+            vms: vec![(vm.id.clone(), 0)],
+            skipped: vec![],
+        })
+        .await?;
+    assert!(run.hooks.is_empty());
+    store
+        .start_plan_run_hook(&run.id, Some(0), HookPoint::After, 1, "command `smoke`")
+        .await?;
+    store
+        .start_plan_run_hook(&run.id, None, HookPoint::Before, 0, "command `page`")
+        .await?;
+    store
+        .end_plan_run_hook(
+            &run.id,
+            None,
+            HookPoint::Before,
+            0,
+            HookOutcome::Succeeded,
+            Some("exited 0"),
+        )
+        .await?;
+    let read = store.plan_run(&run.id).await?.expect("plan run");
+    let places: Vec<_> = read
+        .hooks
+        .iter()
+        .map(|h| (h.tier, h.point, h.position, h.outcome))
+        .collect();
+    assert_eq!(
+        places,
+        [
+            (None, HookPoint::Before, 0, HookOutcome::Succeeded),
+            (Some(0), HookPoint::After, 1, HookOutcome::Running),
+        ]
+    );
+    let page = &read.hooks[0];
+    assert_eq!(page.hook, "command `page`");
+    assert_eq!(page.detail.as_deref(), Some("exited 0"));
+    assert_eq!(page.attempts, 1);
+    assert!(page.ended_at >= Some(page.started_at));
+    assert_eq!(read.hooks[1].ended_at, None, "still running");
+
+    // The smoke test's worker died while it ran; it runs again and fails.
+    store
+        .start_plan_run_hook(&run.id, Some(0), HookPoint::After, 1, "command `smoke`")
+        .await?;
+    store
+        .end_plan_run_hook(
+            &run.id,
+            Some(0),
+            HookPoint::After,
+            1,
+            HookOutcome::Failed,
+            Some("exited with status 3"),
+        )
+        .await?;
+    let read = store.plan_run(&run.id).await?.expect("plan run");
+    let smoke = &read.hooks[1];
+    assert_eq!(read.hooks.len(), 2, "the same hook, not a second row");
+    assert_eq!(
+        (smoke.outcome, smoke.attempts, smoke.detail.as_deref()),
+        (HookOutcome::Failed, 2, Some("exited with status 3"))
+    );
+    assert!(smoke.ended_at.is_some());
     Ok(())
 }

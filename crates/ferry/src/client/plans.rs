@@ -259,6 +259,29 @@ fn run_table(run: &PlanRunView) -> String {
             v.detail.as_deref().unwrap_or("")
         ));
     }
+    if !run.hooks.is_empty() {
+        // Every hook the workflow runs, in the order they come: a failed one says why,
+        // one started more than once (a resumed plan run) says how often.
+        out.push_str(&format!(
+            "
+{:<24} {:<9} {:>8}  {}
+",
+            "HOOK", "OUTCOME", "TIME", "WHAT"
+        ));
+        for h in &run.hooks {
+            let mut what = h.hook.clone();
+            if let Some(note) = h.note() {
+                what.push_str(&format!(" — {note}"));
+            }
+            out.push_str(&format!(
+                "{:<24} {:<9} {:>8}  {what}
+",
+                h.place(),
+                h.outcome,
+                seconds(h.ms)
+            ));
+        }
+    }
     out
 }
 

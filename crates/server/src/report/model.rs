@@ -215,7 +215,7 @@ pub struct HookFacts {
     pub point: String,
     /// What it is (`command /usr/local/bin/smoke`, `POST https://…`), or its summary.
     pub hook: String,
-    /// `succeeded`, `failed` or `not_run`.
+    /// `succeeded`, `failed`, `running` (started, not ended) or `not_run`.
     pub outcome: String,
     pub detail: Option<String>,
 }

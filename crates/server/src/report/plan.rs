@@ -1,14 +1,10 @@
 //! A plan run's facts: its tiers and their times, the plan's RTO and each VM's, each
 //! VM's readiness gates with what they saw, the plan's hooks, and each VM's run.
-//!
-//! The plan run's hooks are not recorded one by one: their outcome is read from how
-//! far the plan run got — a hook whose failure the plan run's error names `failed`,
-//! one the plan run went past `succeeded` (hooks run in order and a failure stops
-//! them), one it never reached `not_run`.
+//! The hooks are the plan run's view of them: each as the plan run recorded it when it
+//! started and ended, `not_run` when it never started.
 
-use plans::{PlanDefinition, PlanHook};
 use serde::Deserialize;
-use store::{PlanRun, PlanRunState, PlanVmState, Run};
+use store::{PlanRun, Run};
 
 use super::facts::{self, Gathered, PlanContext};
 use super::model::*;
@@ -77,11 +73,16 @@ pub(crate) async fn plan_facts(
         };
         gathered.push(facts::run_facts(state, &run, context(plan_run, &run)).await?);
     }
-    let definition = PlanDefinition::from_stored(&plan_run.definition).ok();
-    let hooks = definition
-        .as_ref()
-        .map(|d| hooks(d, plan_run))
-        .unwrap_or_default();
+    let hooks = view
+        .hooks
+        .iter()
+        .map(|h| HookFacts {
+            point: h.place(),
+            hook: h.hook.clone(),
+            outcome: h.outcome.clone(),
+            detail: h.note(),
+        })
+        .collect();
     let facts = PlanRunFacts {
         id: plan_run.id.clone(),
         plan: plan_run.plan_name.clone(),
@@ -144,67 +145,6 @@ pub(crate) async fn plan_facts(
     Ok((facts, gathered))
 }
 
-/// The plan's and its tiers' hooks that apply to the plan run's workflow, each with
-/// its outcome as far as the plan run's progress shows it.
-fn hooks(plan: &PlanDefinition, run: &PlanRun) -> Vec<HookFacts> {
-    let failed = run.error.as_deref().unwrap_or("");
-    let ended = !run.state.is_active();
-    let any_vm_started = run.vms.iter().any(|v| v.run_id.is_some());
-    let mut out = Vec::new();
-    let mut push = |point: String, name: &str, hook: &PlanHook, past: bool| {
-        let when = hook.when.as_str();
-        let marker = format!("the {when} hook of {name} ({})", hook.run);
-        let outcome = if failed.contains(&marker) {
-            "failed"
-        } else if past {
-            "succeeded"
-        } else {
-            "not_run"
-        };
-        out.push(HookFacts {
-            point,
-            hook: hook.run.to_string(),
-            outcome: outcome.into(),
-            detail: (outcome == "failed").then(|| failed.to_string()),
-        });
-    };
-    let applies = |h: &&PlanHook| h.scope.covers(run.workflow);
-    for h in plan.hooks.iter().filter(applies) {
-        let past = match h.when.as_str() {
-            "before" => any_vm_started,
-            _ => ended && run.state == PlanRunState::Done,
-        };
-        push(
-            format!("plan {}", h.when.as_str()),
-            &format!("plan {}", run.plan_name),
-            h,
-            past,
-        );
-    }
-    for (i, tier) in plan.tiers.iter().enumerate() {
-        let order = (0..plan.tiers.len() as i64)
-            .find(|&o| plans::order::tier_of_order(plan, run.workflow, o) == Some(i));
-        let vms: Vec<_> = run.vms.iter().filter(|v| Some(v.tier) == order).collect();
-        let started = vms.iter().any(|v| v.run_id.is_some());
-        let through = !vms.is_empty()
-            && vms.iter().all(|v| v.state == PlanVmState::Ready)
-            && order.is_some_and(|o| run.tier > o || !run.state.is_active());
-        for h in tier.hooks.iter().filter(applies) {
-            let past = match h.when.as_str() {
-                "before" => started,
-                _ => through && !failed.contains(&format!("the after hook of tier {}", tier.name)),
-            };
-            push(
-                format!("tier {} {}", tier.name, h.when.as_str()),
-                &format!("tier {}", tier.name),
-                h,
-                past,
-            );
-        }
-    }
-    out
-}
-
 /// How a plan run went, in one sentence.
 pub(crate) fn outcome(p: &PlanRunFacts) -> Outcome {
     let ready = p.vms.iter().filter(|v| v.state == "ready").count();
@@ -239,6 +179,23 @@ pub(crate) fn outcome(p: &PlanRunFacts) -> Outcome {
                 p.error.as_deref().unwrap_or("no reason recorded")
             ),
         ),
+    };
+    // A hook that failed without stopping the plan run (under `continue`, or the
+    // plan's `after` hooks) is said after the verdict, never hidden behind it.
+    let failed: Vec<&str> = p
+        .hooks
+        .iter()
+        .filter(|h| h.outcome == "failed")
+        .map(|h| h.point.as_str())
+        .collect();
+    let sentence = if failed.is_empty() || verdict == "failed" {
+        sentence
+    } else {
+        format!(
+            "{sentence} {} hook(s) failed: {}.",
+            failed.len(),
+            failed.join(", ")
+        )
     };
     Outcome {
         verdict: verdict.into(),
