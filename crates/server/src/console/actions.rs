@@ -35,7 +35,20 @@ pub enum Workflow {
 }
 
 impl Workflow {
-    fn path(self) -> &'static str {
+    /// The workflow a console path names (`test-failover`, `cleanup`, …).
+    pub(super) fn of_path(path: &str) -> Option<Workflow> {
+        [
+            Workflow::Test,
+            Workflow::Cleanup,
+            Workflow::Live,
+            Workflow::Rollback,
+            Workflow::Commit,
+        ]
+        .into_iter()
+        .find(|w| w.path() == path)
+    }
+
+    pub(super) fn path(self) -> &'static str {
         match self {
             Workflow::Test => "test-failover",
             Workflow::Cleanup => "cleanup",
@@ -56,7 +69,7 @@ impl Workflow {
         }
     }
 
-    fn button(self) -> &'static str {
+    pub(super) fn button(self) -> &'static str {
         match self {
             Workflow::Test => "Start the test failover",
             Workflow::Cleanup => "Clean up",
@@ -66,8 +79,8 @@ impl Workflow {
         }
     }
 
-    /// Whether the VM's name must be typed to confirm.
-    fn typed(self) -> bool {
+    /// Whether the VM's (or plan's) name must be typed to confirm.
+    pub(super) fn typed(self) -> bool {
         matches!(self, Workflow::Live | Workflow::Rollback | Workflow::Commit)
     }
 
@@ -120,22 +133,23 @@ impl Workflow {
     }
 }
 
+/// A confirmation: what will happen, and the form that starts it.
 #[derive(Template)]
 #[template(path = "console/confirm.html")]
-struct ConfirmPage {
-    layout: Layout,
-    heading: String,
-    paragraphs: Vec<String>,
-    advice: Option<String>,
-    action: String,
-    button: &'static str,
-    danger: bool,
+pub(super) struct ConfirmPage {
+    pub(super) layout: Layout,
+    pub(super) heading: String,
+    pub(super) paragraphs: Vec<String>,
+    pub(super) advice: Option<String>,
+    pub(super) action: String,
+    pub(super) button: &'static str,
+    pub(super) danger: bool,
     /// The name to type, when one must be.
-    typed: Option<String>,
-    modes: bool,
-    error: Option<String>,
-    back: String,
-    back_label: String,
+    pub(super) typed: Option<String>,
+    pub(super) modes: bool,
+    pub(super) error: Option<String>,
+    pub(super) back: String,
+    pub(super) back_label: String,
 }
 
 /// The confirmation page of `workflow` for VM `name`.
@@ -186,10 +200,31 @@ pub async fn confirm(
 pub struct StartForm {
     #[serde(default)]
     confirm: Option<String>,
+    /// The name typed to confirm: the VM's, or the plan's.
     #[serde(default)]
     vm_name: Option<String>,
     #[serde(default)]
     mode: Option<String>,
+}
+
+impl StartForm {
+    /// Why the form does not confirm `workflow` of `name` (a VM or a plan), if it
+    /// does not: the name not typed, or typed wrong; or the button's `confirm` absent.
+    pub(super) fn refusal(&self, workflow: Workflow, name: &str) -> Option<String> {
+        if workflow.typed() {
+            let typed = self.vm_name.as_deref().unwrap_or("").trim();
+            (typed != name).then(|| {
+                if typed.is_empty() {
+                    format!("Type {name} to confirm: nothing was started.")
+                } else {
+                    format!("You typed “{typed}”, which is not {name}: nothing was started.")
+                }
+            })
+        } else {
+            (self.confirm.as_deref() != Some("yes"))
+                .then(|| "The form was not confirmed: nothing was started.".to_string())
+        }
+    }
 }
 
 /// Starts `workflow` on VM `name` as confirmed by `form`, and shows its run.
@@ -200,19 +235,7 @@ pub async fn start(
     name: String,
     form: StartForm,
 ) -> Response {
-    let refusal = if workflow.typed() {
-        let typed = form.vm_name.as_deref().unwrap_or("").trim();
-        (typed != name).then(|| {
-            if typed.is_empty() {
-                format!("Type {name} to confirm: nothing was started.")
-            } else {
-                format!("You typed “{typed}”, which is not {name}: nothing was started.")
-            }
-        })
-    } else {
-        (form.confirm.as_deref() != Some("yes"))
-            .then(|| "The form was not confirmed: nothing was started.".to_string())
-    };
+    let refusal = form.refusal(workflow, &name);
     let mode = match form.mode.as_deref() {
         None | Some("replica") => Ok(TestMode::Replica),
         Some("clone") => Ok(TestMode::Clone),

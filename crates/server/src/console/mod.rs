@@ -23,6 +23,7 @@ mod format;
 mod guard;
 mod live;
 mod page;
+mod plan_actions;
 mod plans;
 mod progress;
 mod report;
@@ -85,6 +86,10 @@ pub fn router(app: AppState, config: &ConsoleSection, shutdown: CancellationToke
         .route("/appliances", get(appliances::list))
         .route("/plans", get(plans::list))
         .route("/plans/{name}", get(plans::show))
+        .route(
+            "/plans/{name}/{action}",
+            get(plan_actions::confirm).post(plan_actions::start),
+        )
         .route("/plan-runs/{id}", get(plans::run))
         .route("/plan-runs/{id}/events", get(plans::run_events))
         .route("/reports/{id}", get(report::show))

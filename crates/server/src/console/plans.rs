@@ -11,9 +11,11 @@ use axum::response::{IntoResponse, Response};
 use super::format::{self, Badge};
 use super::live;
 use super::page::{self, Layout, Nav};
+use super::plan_actions;
 use super::report;
 use super::session::Session;
 use super::state::Console;
+use super::vms::Action;
 use crate::error::ApiError;
 use crate::plan_model::{PlanDetail, PlanRunView};
 use crate::{plan_runs, plans as api_plans};
@@ -81,6 +83,8 @@ struct PlanPage {
     last_drill: Option<String>,
     rto: Option<String>,
     vm_rtos: Vec<(String, String)>,
+    /// What the plan's latest run leaves to do.
+    actions: Vec<Action>,
     runs: Vec<PlanRunRow>,
 }
 
@@ -108,6 +112,7 @@ pub async fn show(
             .iter()
             .map(|(vm, ms)| (vm.clone(), format::duration(*ms)))
             .collect(),
+        actions: plan_actions::offered(&plan.name, &runs),
         runs: runs
             .iter()
             .map(|r| PlanRunRow {
@@ -141,6 +146,16 @@ struct VmRow {
     detail: Option<String>,
 }
 
+struct HookRow {
+    /// `plan before`, `tier web after`.
+    place: String,
+    outcome: Badge,
+    hook: String,
+    took: Option<String>,
+    /// Why it failed; how many times it was started, when more than once.
+    detail: Option<String>,
+}
+
 /// The part of the plan run's page that changes while it goes on.
 #[derive(Template)]
 #[template(path = "console/plan_run_live.html")]
@@ -156,6 +171,7 @@ struct PlanRunLive {
     error: Option<String>,
     tier_rows: Vec<TierRow>,
     vms: Vec<VmRow>,
+    hooks: Vec<HookRow>,
     /// Once the plan run has ended: its timeline, or why it cannot be drawn.
     timeline: Option<String>,
     timeline_error: Option<String>,
@@ -212,6 +228,17 @@ impl PlanRunLive {
                         .map(|r| (r.clone(), r.chars().take(8).collect())),
                     rto: v.rto_ms.map(format::duration),
                     detail: v.detail.clone(),
+                })
+                .collect(),
+            hooks: run
+                .hooks
+                .iter()
+                .map(|h| HookRow {
+                    place: h.place(),
+                    outcome: Badge::of(&h.outcome),
+                    hook: h.hook.clone(),
+                    took: h.ms.map(format::duration),
+                    detail: h.note(),
                 })
                 .collect(),
             timeline: None,
