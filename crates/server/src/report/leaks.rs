@@ -65,8 +65,7 @@ pub(crate) async fn check(state: &AppState, runs: &[Gathered]) -> LeakCheck {
         Err(e) => LeakCheck {
             checked_at,
             clean: false,
-            summary: "Not checked: CloudStack could not be asked, so nothing is known to be clean."
-                .into(),
+            summary: format!("Not checked: {e}, so nothing is known to be clean."),
             error: Some(chain(&e)),
             items: Vec::new(),
         },
@@ -77,14 +76,34 @@ fn present(p: bool) -> String {
     if p { "present" } else { "absent" }.to_string()
 }
 
-async fn items(state: &AppState, runs: &[Gathered]) -> Result<Vec<LeakItem>, cloudstack::Error> {
+/// What CloudStack says of a VM, snapshot or volume: `present (<its state>)`, or what
+/// its absence was read as.
+fn found(exists: bool, state: String) -> String {
+    if exists {
+        format!("present ({state})")
+    } else {
+        state
+    }
+}
+
+/// Why the leak check could not be made: a check that skipped what it could not read
+/// would say "clean" of what it never looked at.
+#[derive(Debug, thiserror::Error)]
+enum Unchecked {
+    #[error("CloudStack could not be asked")]
+    Cloud(#[from] cloudstack::Error),
+    #[error("ferry's store could not be read")]
+    Store(#[from] store::StoreError),
+}
+
+async fn items(state: &AppState, runs: &[Gathered]) -> Result<Vec<LeakItem>, Unchecked> {
     let cloud = &state.env.cloud;
     let store = &state.env.store;
     let mut out = Vec::new();
     let mut replicas_done: BTreeSet<String> = BTreeSet::new();
     for g in runs {
         let run_id = g.run.id.to_string();
-        let vm = store.vm_by_id(&g.run.vm_id).await.ok().flatten();
+        let vm = store.vm_by_id(&g.run.vm_id).await?;
         let failover = matches!(
             g.run.workflow,
             Workflow::TestFailover | Workflow::LiveFailover
@@ -165,7 +184,7 @@ async fn failover_items(
     target_id: &Option<VmId>,
     vm_expected: bool,
     in_place: bool,
-) -> Result<Vec<LeakItem>, cloudstack::Error> {
+) -> Result<Vec<LeakItem>, Unchecked> {
     let cloud = &state.env.cloud;
     let store = &state.env.store;
     let run_id = g.run.id.to_string();
@@ -233,28 +252,23 @@ async fn failover_items(
             .entry(id.clone())
             .or_insert_with(|| (String::new(), "absent".into()));
     }
-    for (id, (sname, found)) in snapshots {
+    for (id, (sname, state)) in snapshots {
         let expected = taken.contains(&id) && in_place;
-        let exists = found != "absent";
+        let exists = state != "absent";
         out.push(LeakItem {
             kind: "snapshot".into(),
             id,
             name: (!sname.is_empty()).then_some(sname),
             run_id: run_id.clone(),
             expected: present(expected),
-            found: if exists {
-                format!("present ({found})")
-            } else {
-                found
-            },
+            found: found(exists, state),
             ok: expected == exists,
         });
     }
     let clones: BTreeSet<String> = g.evidence.clones.values().map(|c| c.to_string()).collect();
     let alive: BTreeSet<String> = store
         .run_created_volumes(&g.run.id, "clone")
-        .await
-        .unwrap_or_default()
+        .await?
         .into_iter()
         .map(|v| v.to_string())
         .collect();
@@ -264,9 +278,7 @@ async fn failover_items(
     // replicas are often named after).
     let replicas: BTreeSet<String> = store
         .vm_by_id(&g.run.vm_id)
-        .await
-        .ok()
-        .flatten()
+        .await?
         .map(|vm| {
             vm.disks
                 .iter()
@@ -299,20 +311,16 @@ async fn failover_items(
             );
         }
     }
-    for (id, (vname, found)) in volumes {
+    for (id, (vname, state)) in volumes {
         let expected = alive.contains(&id);
-        let exists = found != "absent";
+        let exists = state != "absent";
         out.push(LeakItem {
             kind: "volume".into(),
             id,
             name: (!vname.is_empty()).then_some(vname),
             run_id: run_id.clone(),
             expected: present(expected),
-            found: if exists {
-                format!("present ({found})")
-            } else {
-                found
-            },
+            found: found(exists, state),
             ok: expected == exists,
         });
     }

@@ -302,11 +302,12 @@ pub struct GateFacts {
 pub struct LeakCheck {
     pub checked_at: String,
     /// True when everything is where ferry says and nothing is left over. False also
-    /// when CloudStack could not be asked (`error`).
+    /// when the check could not be made (`error`).
     pub clean: bool,
     /// The check in one sentence.
     pub summary: String,
-    /// CloudStack could not be asked: why.
+    /// Why the check could not be made: CloudStack could not be asked, or ferry's store
+    /// could not be read.
     pub error: Option<String>,
     /// Everything looked at.
     pub items: Vec<LeakItem>,
