@@ -583,17 +583,7 @@ vms = ["vm001"]
 async fn plans_and_a_plan_run_are_shown_with_their_tiers_and_rto() -> TestResult {
     let _one = ONE_AT_A_TIME.lock().await;
     let (world, vms) = common::world(2, 2);
-    let server = common::server(
-        world,
-        EngineSection {
-            claim_interval_ms: 50,
-            ..EngineSection::default()
-        },
-    )
-    .await?;
-    for vm in &vms {
-        server.add(&vm.definition()).await?;
-    }
+    let server = common::server_of(world, &vms).await?;
     let (status, _) = server
         .post("/v1/plans", Some(serde_json::json!({ "definition": PLAN })))
         .await?;

@@ -12,24 +12,13 @@ use std::time::Duration;
 use common::{Server, TestResult};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use server::config::EngineSection;
 
 const PLAN_DEADLINE: Duration = Duration::from_secs(90);
 
 /// Two VMs of 2 disks (vm000, vm001).
 async fn server() -> anyhow::Result<Server> {
     let (world, vms) = common::world(2, 2);
-    let server = common::server(
-        world,
-        EngineSection {
-            claim_interval_ms: 50,
-            ..EngineSection::default()
-        },
-    )
-    .await?;
-    for vm in &vms {
-        server.add(&vm.definition()).await?;
-    }
+    let server = common::server_of(world, &vms).await?;
     Ok(server)
 }
 

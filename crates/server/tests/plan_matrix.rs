@@ -22,7 +22,6 @@ use common::{GenVm, Server, TestResult, free_port};
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use server::config::EngineSection;
 
 const PLAN_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -72,17 +71,7 @@ async fn site(net: u8, port: u16) -> anyhow::Result<Site> {
             )
         })
         .collect();
-    let server = common::server(
-        world,
-        EngineSection {
-            claim_interval_ms: 50,
-            ..EngineSection::default()
-        },
-    )
-    .await?;
-    for vm in &vms {
-        server.add(&vm.definition()).await?;
-    }
+    let server = common::server_of(world, &vms).await?;
     let cloud = cloudstack::Client::new(cloudstack::Config::new(
         server.sim.endpoint(),
         ids::API_KEY,

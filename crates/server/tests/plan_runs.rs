@@ -15,7 +15,6 @@ use cloudsim::world::ids;
 use common::{Server, TestResult, free_port};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use server::config::EngineSection;
 
 const PLAN_DEADLINE: Duration = Duration::from_secs(90);
 
@@ -52,17 +51,7 @@ async fn server(net: u8, tcp: u16, http: u16, db_never: bool) -> anyhow::Result<
             never: false,
         },
     ])?;
-    let server = common::server(
-        world,
-        EngineSection {
-            claim_interval_ms: 50,
-            ..EngineSection::default()
-        },
-    )
-    .await?;
-    for vm in &vms {
-        server.add(&vm.definition()).await?;
-    }
+    let server = common::server_of(world, &vms).await?;
     Ok(server)
 }
 

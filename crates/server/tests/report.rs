@@ -461,17 +461,7 @@ async fn unknown_ids_and_bad_queries_are_refused_with_what_was_wrong() -> TestRe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_run_report_holds_its_tiers_rtos_and_gates() -> TestResult {
     let (world, vms) = common::world(2, 2);
-    let s = common::server(
-        world,
-        EngineSection {
-            claim_interval_ms: 50,
-            ..EngineSection::default()
-        },
-    )
-    .await?;
-    for vm in &vms {
-        s.add(&vm.definition()).await?;
-    }
+    let s = common::server_of(world, &vms).await?;
     let plan = r#"
 name = "shop"
 [[hooks]]

@@ -181,6 +181,23 @@ pub async fn server(world: World, engine: EngineSection) -> anyhow::Result<Serve
     server_with_hooks(world, engine, workflows::Hooks::default()).await
 }
 
+/// [`server`] with an engine that claims runs every 50 ms (a plan run's VMs start
+/// promptly), and `vms` registered.
+pub async fn server_of(world: World, vms: &[GenVm]) -> anyhow::Result<Server> {
+    let server = server(
+        world,
+        EngineSection {
+            claim_interval_ms: 50,
+            ..EngineSection::default()
+        },
+    )
+    .await?;
+    for vm in vms {
+        server.add(&vm.definition()).await?;
+    }
+    Ok(server)
+}
+
 /// [`server`] with `hooks` as its `[hooks]`.
 pub async fn server_with_hooks(
     world: World,
