@@ -140,8 +140,8 @@ struct VmRow {
     name: String,
     tier: i64,
     state: Badge,
-    /// Its run: id, and the start of it to show.
-    run: Option<(String, String)>,
+    /// Its own run's id.
+    run: Option<String>,
     rto: Option<String>,
     detail: Option<String>,
 }
@@ -222,10 +222,7 @@ impl PlanRunLive {
                     name: v.name.clone(),
                     tier: v.tier,
                     state: Badge::of(&v.state),
-                    run: v
-                        .run_id
-                        .as_ref()
-                        .map(|r| (r.clone(), r.chars().take(8).collect())),
+                    run: v.run_id.clone(),
                     rto: v.rto_ms.map(format::duration),
                     detail: v.detail.clone(),
                 })

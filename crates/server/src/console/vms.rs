@@ -130,10 +130,11 @@ struct VmPage {
     runs: Vec<RunRow>,
 }
 
-/// A run in a table.
+/// A run in a table, by its whole id: ids are time-ordered (UUIDv7), so the runs of
+/// one minute share their first eight characters, and the CLI takes any unambiguous
+/// start of one.
 pub struct RunRow {
     pub id: String,
-    pub short: String,
     pub vm: String,
     pub workflow: String,
     pub state: Badge,
@@ -146,7 +147,6 @@ impl RunRow {
     pub fn of(run: &RunSummary, now: i64) -> RunRow {
         RunRow {
             id: run.id.clone(),
-            short: run.id.chars().take(8).collect(),
             vm: run.vm.clone(),
             workflow: format::workflow(&run.workflow, run.mode.as_deref()),
             state: Badge::of(&run.state),
