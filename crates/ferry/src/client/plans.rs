@@ -503,3 +503,88 @@ fn hook(h: &PlanHookView) -> String {
     };
     format!("{} ({}): {what}", h.when, h.scope)
 }
+
+#[cfg(test)]
+mod tests {
+    use server::plan_model::PlanRunHookView;
+
+    use super::*;
+
+    fn hook(
+        tier: Option<(i64, &str)>,
+        point: &str,
+        outcome: &str,
+        detail: Option<&str>,
+        attempts: i64,
+    ) -> PlanRunHookView {
+        PlanRunHookView {
+            tier: tier.map(|(t, _)| t),
+            tier_name: tier.map(|(_, n)| n.to_string()),
+            point: point.into(),
+            hook: "command `/bin/smoke`".into(),
+            outcome: outcome.into(),
+            detail: detail.map(str::to_string),
+            attempts,
+            started_at: None,
+            ended_at: None,
+            ms: (attempts > 0).then_some(1_200),
+        }
+    }
+
+    #[test]
+    fn a_plan_run_lists_each_hook_with_its_outcome_time_and_what_it_said() {
+        let run = PlanRunView {
+            id: "pr-1".into(),
+            plan: "shop".into(),
+            workflow: "cleanup".into(),
+            state: "done".into(),
+            tier: 2,
+            tiers: 2,
+            error: None,
+            created_at: "2026-12-05T00:00:00Z".into(),
+            finished_at: None,
+            rto_ms: None,
+            worker: None,
+            generation: 1,
+            tier_timings: vec![],
+            vms: vec![],
+            hooks: vec![
+                hook(None, "before", "succeeded", Some("exited 0"), 1),
+                hook(
+                    Some((2, "database")),
+                    "before",
+                    "failed",
+                    Some("exited with status 3; stderr: dns api down"),
+                    2,
+                ),
+                hook(None, "after", "not_run", None, 0),
+            ],
+        };
+        let table = run_table(&run);
+        let lines: Vec<&str> = table.lines().collect();
+        let header = lines
+            .iter()
+            .position(|l| l.starts_with("HOOK"))
+            .expect("a hooks table");
+        let rows = &lines[header + 1..];
+        assert!(
+            rows[0].starts_with("plan before") && rows[0].contains("succeeded"),
+            "{table}"
+        );
+        assert!(rows[0].contains("1.2 s") && rows[0].ends_with("— exited 0"));
+        assert!(
+            rows[1].starts_with("tier database before")
+                && rows[1].contains("failed")
+                && rows[1].ends_with("dns api down (started 2 times)"),
+            "{table}"
+        );
+        assert!(
+            rows[2].starts_with("plan after") && rows[2].contains("not_run"),
+            "{table}"
+        );
+        assert!(
+            rows[2].contains(" - "),
+            "no time for a hook never run: {table}"
+        );
+    }
+}
