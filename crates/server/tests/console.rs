@@ -570,6 +570,11 @@ const PLAN: &str = r#"
 name = "shop"
 description = "The web shop: the database, then its front end"
 
+[[hooks]]
+when = "before"
+scope = "test"
+run = { kind = "command", program = "/bin/sh", args = ["-c", "echo change window open"], timeout_secs = 10 }
+
 [[tiers]]
 name = "database"
 vms = ["vm000"]
@@ -595,14 +600,29 @@ async fn plans_and_a_plan_run_are_shown_with_their_tiers_and_rto() -> TestResult
     b.click("a[href='/plans']").await?;
     b.wait_for("tr[data-plan=shop]", "needs a drill").await?;
 
-    let (status, run) = server.post("/v1/plans/shop/test-failover", None).await?;
-    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{run}");
-    let id = run["id"].as_str().unwrap_or_default().to_string();
-    // The plan run's page follows it to its end.
-    b.goto(&format!("{}/plan-runs/{id}", server.url)).await?;
+    // Drilled from the plan's page, behind its confirmation, which says the tiers.
+    b.click("tr[data-plan=shop] a").await?;
+    b.click("a[href='/plans/shop/test-failover']").await?;
+    b.wait_for("h1", "Drill recovery plan shop?").await?;
+    b.wait_for("main", "database (vm000), then web (vm001)")
+        .await?;
+    assert_eq!(b.unlabelled().await?, Vec::<String>::new());
+    b.shot("18a-confirm-plan-drill").await?;
+    b.click("#confirm").await?;
+    // The plan run's page follows it to its end, its hook with what it said.
+    b.wait_for("h1", "test failover of plan shop").await?;
+    let url = b.url().await?;
+    let id = url
+        .rsplit_once("/plan-runs/")
+        .map(|(_, id)| id.to_string())
+        .ok_or_else(|| anyhow::anyhow!("not a plan run's page: {url}"))?;
     b.wait_for("#live .run-status[data-run-state=done]", "RTO")
         .await?;
     b.wait_for("tr[data-vm=vm001]", "ready").await?;
+    b.wait_for("#hooks", "change window open").await?;
+    let (_, run) = server.get(&format!("/v1/plan-runs/{id}")).await?;
+    assert_eq!(run["state"], "done", "{run}");
+    assert_eq!(run["hooks"][0]["outcome"], "succeeded", "{run}");
     b.wait_for("#timeline svg.timeline", "").await?;
     assert!(
         !bars(&b, "#timeline").await?.is_empty(),
@@ -624,6 +644,20 @@ async fn plans_and_a_plan_run_are_shown_with_their_tiers_and_rto() -> TestResult
     b.wait_for("table", "test failover").await?;
     b.shot("20-plan").await?;
     assert_eq!(b.unlabelled().await?, Vec::<String>::new());
+
+    // After the drill the page offers its cleanup, last tier first.
+    b.click("a[href='/plans/shop/cleanup']").await?;
+    b.wait_for("main", "web (vm001), then database (vm000)")
+        .await?;
+    b.shot("21-confirm-plan-cleanup").await?;
+    b.click("#confirm").await?;
+    b.wait_for("h1", "cleanup of plan shop").await?;
+    b.wait_for("#live .run-status[data-run-state=done]", "done")
+        .await?;
+    for vm in ["vm000", "vm001"] {
+        let (_, v) = server.get(&format!("/v1/vms/{vm}")).await?;
+        assert_eq!(v["state"], "ready_for_failover", "{v}");
+    }
     b.close().await?;
     Ok(())
 }

@@ -54,6 +54,20 @@ fn tiers_in_order(plan: &PlanDetail, workflow: Workflow) -> String {
     tiers.join(", then ")
 }
 
+/// What a failover's policy does when a VM fails (or a hook), in words.
+fn on_failure(kind: &str, policy: &str) -> String {
+    match policy {
+        "continue" => format!(
+            "If a VM or a hook fails, the plan's policy for {kind} is to continue: the later \
+             tiers go on, and the plan run ends failed, naming what did not come through."
+        ),
+        _ => format!(
+            "If a VM or a hook fails, the plan's policy for {kind} is to stop: what came up \
+             stays for inspection, and the later tiers are skipped."
+        ),
+    }
+}
+
 /// What the plan run will do, in sentences (docs/recovery-plans.md).
 fn explain(workflow: Workflow, plan: &PlanDetail) -> Vec<String> {
     let vms: usize = plan.tiers.iter().map(|t| t.vms.len()).sum();
@@ -64,15 +78,11 @@ fn explain(workflow: Workflow, plan: &PlanDetail) -> Vec<String> {
     match workflow {
         Workflow::Test => vec![
             format!(
-                "ferry test-fails-over the plan's {vms} VM(s) tier by tier: {order}. A tier \
-                 starts only once every VM of the one before passes its readiness gates."
+                "ferry fails the plan's {vms} VM(s) over onto the test networks, tier by tier: \
+                 {order}. A tier starts only once every VM of the one before passes its \
+                 readiness gates. Clean the drill up with the plan's cleanup."
             ),
-            format!(
-                "If a VM fails, the plan's policy for drills applies ({}): `stop` leaves what \
-                 came up for inspection and skips the later tiers. Clean the drill up with the \
-                 plan's cleanup.",
-                plan.on_failure.test
-            ),
+            on_failure("drills", &plan.on_failure.test),
             checked.into(),
         ],
         Workflow::Cleanup => vec![format!(
@@ -87,11 +97,8 @@ fn explain(workflow: Workflow, plan: &PlanDetail) -> Vec<String> {
                  VM's before_live hooks first. A tier starts only once every VM of the one \
                  before passes its readiness gates."
             ),
-            format!(
-                "If a VM fails, the plan's policy for live failovers applies ({}). Undo it \
-                 with the plan's rollback; make it final with its commit.",
-                plan.on_failure.live
-            ),
+            on_failure("live failovers", &plan.on_failure.live),
+            "Undo it with the plan's rollback; make it final with its commit.".into(),
             checked.into(),
         ],
         Workflow::Rollback => vec![format!(
