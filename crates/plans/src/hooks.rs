@@ -61,14 +61,13 @@ pub(crate) async fn run_hooks(
             .hooks
             .iter()
             .find(|h| h.tier == tier && h.point == point && h.position == position);
+        let what = hook.run.to_string();
+        let failed = |why: &str| format!("the {point} hook of {name} ({what}) failed: {why}");
         match recorded.map(|h| (h.outcome, h.detail.as_deref())) {
             Some((HookOutcome::Succeeded, _)) => continue,
-            Some((HookOutcome::Failed, detail)) => {
-                return Ok(Some(detail.unwrap_or("failed").to_string()));
-            }
+            Some((HookOutcome::Failed, why)) => return Ok(Some(failed(why.unwrap_or("?")))),
             Some((HookOutcome::Running, _)) | None => {}
         }
-        let what = hook.run.to_string();
         store
             .start_plan_run_hook(&run.id, tier, point, position, &what)
             .await?;
@@ -77,20 +76,19 @@ pub(crate) async fn run_hooks(
             vm: &vms,
             run_id: &run_id,
         };
-        // What it said (its exit and output, or an HTTP status), kept either way.
+        // What it said (its exit and output, or an HTTP status), or why it failed: kept
+        // either way.
         let (outcome, said) = match hook.run.run(&context).await {
             Ok(said) => (HookOutcome::Succeeded, said),
-            Err(e) => (
-                HookOutcome::Failed,
-                format!("the {point} hook of {name} ({what}) failed: {e}"),
-            ),
+            Err(e) => (HookOutcome::Failed, e.to_string()),
         };
         store
             .end_plan_run_hook(&run.id, tier, point, position, outcome, Some(&said))
             .await?;
         if outcome == HookOutcome::Failed {
-            tracing::warn!(plan_run = %run.id, failure = %said, "a hook of a plan run failed");
-            return Ok(Some(said));
+            let failure = failed(&said);
+            tracing::warn!(plan_run = %run.id, %failure, "a hook of a plan run failed");
+            return Ok(Some(failure));
         }
     }
     Ok(None)

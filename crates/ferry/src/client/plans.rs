@@ -215,6 +215,21 @@ fn run_table(run: &PlanRunView) -> String {
     if let Some(error) = &run.error {
         out.push_str(&format!("  {error}\n"));
     }
+    // A hook that failed without stopping the plan run (a stopped one names its cause
+    // in its error) is said up here too.
+    let failed: Vec<String> = run
+        .hooks
+        .iter()
+        .filter(|h| h.outcome == "failed")
+        .map(|h| h.place())
+        .collect();
+    if !failed.is_empty() && run.state != "stopped" {
+        out.push_str(&format!(
+            "  ⚠ {} hook(s) failed, and the plan run went on: {}\n",
+            failed.len(),
+            failed.join(", ")
+        ));
+    }
     if let Some(rto) = run.rto_ms {
         out.push_str(&format!(
             "  RTO (request → last VM ready): {:.1} s\n",
@@ -561,6 +576,10 @@ mod tests {
             ],
         };
         let table = run_table(&run);
+        assert!(
+            table.contains("⚠ 1 hook(s) failed, and the plan run went on: tier database before"),
+            "{table}"
+        );
         let lines: Vec<&str> = table.lines().collect();
         let header = lines
             .iter()
