@@ -277,6 +277,7 @@ mod tests {
             target_vm_id: None,
             created_at: 0,
             removed_at: None,
+            version: 0,
             nics: new.nics.clone(),
             disks: new
                 .disks

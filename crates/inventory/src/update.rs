@@ -109,7 +109,7 @@ pub async fn update(
     }
     let record = serde_json::to_string(&changes).expect("changes serialize");
     let updated = match store
-        .update_vm(&vm.id, &checked.vm, &checked.seen, &record)
+        .update_vm(&vm.id, vm.version, &checked.vm, &checked.seen, &record)
         .await
     {
         Ok(updated) => updated,

@@ -283,6 +283,7 @@ async fn a_plan_needs_a_drill_until_one_is_done_and_again_when_something_changes
     store
         .update_vm(
             &orders.id,
+            orders.version,
             &changed,
             &[],
             "[{\"field\":\"spec.memory_mb\"}]",

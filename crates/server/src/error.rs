@@ -179,9 +179,11 @@ impl From<workflows::StartError> for ApiError {
             S::NoVm(name) => ApiError::NotFound(format!(
                 "no protected VM named `{name}`: `ferry vm list` shows them"
             )),
-            S::NotReady { .. } | S::WrongState { .. } | S::NoPriorRun { .. } | S::Busy { .. } => {
-                ApiError::Conflict(e.to_string())
-            }
+            S::NotReady { .. }
+            | S::WrongState { .. }
+            | S::NoPriorRun { .. }
+            | S::Busy { .. }
+            | S::Changed { .. } => ApiError::Conflict(e.to_string()),
             S::Diverged { .. } => ApiError::Diverged(e.to_string()),
             S::AgentDown { .. } => ApiError::Unavailable(e.to_string()),
             S::Plan(_) => ApiError::invalid(e.to_string()),

@@ -109,6 +109,7 @@ impl Store {
     pub async fn update_vm(
         &self,
         id: &ProtectedVmId,
+        version: i64,
         vm: &NewVm,
         seen: &[(VolumeId, Attachment)],
         changes: &str,
@@ -116,8 +117,10 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE protected_vms SET source_id = $1, appliance = $2, vcpu = $3, memory_mb = $4,
-               cpu_speed_mhz = $5, firmware = $6, secure_boot = $7, guest_os = $8, guest_prep = $9
+               cpu_speed_mhz = $5, firmware = $6, secure_boot = $7, guest_os = $8, guest_prep = $9,
+               version = version + 1
              WHERE id = $10 AND name = $11 AND removed_at IS NULL AND state = 'ready_for_failover'
+               AND version = $12
                AND NOT EXISTS (SELECT 1 FROM runs WHERE vm_id = $10
                                  AND state IN ('pending', 'running', 'unwinding', 'stuck'))",
         )
@@ -132,6 +135,7 @@ impl Store {
         .bind(vm.spec.guest_prep.as_str())
         .bind(id.as_str())
         .bind(&vm.name)
+        .bind(version)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
@@ -291,13 +295,15 @@ impl Store {
             key: name.to_string(),
         };
         let mut tx = self.pool.begin().await?;
-        let row =
-            sqlx::query("SELECT id FROM protected_vms WHERE name = $1 AND removed_at IS NULL")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(not_found)?;
+        let row = sqlx::query(
+            "SELECT id, version FROM protected_vms WHERE name = $1 AND removed_at IS NULL",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(not_found)?;
         let id: String = column(&row, "id")?;
+        let version: i64 = column(&row, "version")?;
         if let Some(run) = sqlx::query(
             "SELECT id, workflow, state FROM runs WHERE vm_id = $1
                AND state IN ('pending', 'running', 'unwinding', 'stuck')",
@@ -330,18 +336,35 @@ impl Store {
                 plans.join(", ")
             )));
         }
-        // Only one removal of the row wins: a second one, racing, finds it removed.
+        // Only one removal of the row wins: a second one, racing, finds it removed; and
+        // a run that started since the checks above raised the version (migration 0014).
         let done = sqlx::query(
-            "UPDATE protected_vms SET removed_at = $1, removed_name = name, name = $2
-             WHERE id = $3 AND removed_at IS NULL",
+            "UPDATE protected_vms SET removed_at = $1, removed_name = name, name = $2,
+                    version = version + 1
+             WHERE id = $3 AND removed_at IS NULL AND version = $4",
         )
         .bind(now_ms())
         .bind(format!("removed:{id}"))
         .bind(&id)
+        .bind(version)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
-            return Err(not_found());
+            let gone =
+                sqlx::query("SELECT 1 FROM protected_vms WHERE id = $1 AND removed_at IS NULL")
+                    .bind(&id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_none();
+            return Err(if gone {
+                not_found()
+            } else {
+                StoreError::Refused(format!(
+                    "cannot remove {name}: a run of it started, or it was updated, while it was \
+                     being removed; nothing was removed, look at it (`ferry vm show {name}`) and \
+                     try again"
+                ))
+            });
         }
         delete_parts(&mut tx, &id).await?;
         tx.commit().await?;
@@ -658,8 +681,10 @@ async fn why_not_at_rest(tx: &mut Tx<'_>, id: &ProtectedVmId, name: &str) -> Res
              or cancel it (`ferry run cancel {run_id}`) or abandon it if it is stuck"
         )));
     }
-    // At rest now: what stood in the way has just ended. The caller may try again.
+    // At rest now: what stood in the way has just ended, or the VM changed (a run
+    // started and ended, another update) since the caller read it. It may try again.
     Ok(StoreError::Refused(format!(
-        "cannot update {name}: it was not at rest a moment ago; try again"
+        "cannot update {name}: it changed (a run of it, or another update) while this update \
+         was being checked; nothing was written, try again"
     )))
 }

@@ -226,6 +226,9 @@ pub struct ProtectedVm {
     /// A removed VM is kept only so its runs can name it: it has no NICs or disks, its
     /// `name` is the one it had, and no lookup by name finds it.
     pub removed_at: Option<i64>,
+    /// Raised by every run start, update and removal; each of those is refused when the
+    /// VM's version is no longer the one it read (migration 0014).
+    pub version: i64,
     pub nics: Vec<Nic>,
     /// Ordered by (controller, bus, unit).
     pub disks: Vec<DiskRecord>,

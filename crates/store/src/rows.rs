@@ -229,7 +229,7 @@ pub(crate) fn protected_vm(
     // A removed VM's `name` is a tombstone; the name it had is kept apart.
     let removed_name: Option<String> = column(r, "removed_name")?;
     Ok(from_row!(r => ProtectedVm {
-        id, source_id, appliance, state, target_vm_id, created_at, removed_at;
+        id, source_id, appliance, state, target_vm_id, created_at, removed_at, version;
         name: match removed_name {
             Some(name) => name,
             None => column(r, "name")?,

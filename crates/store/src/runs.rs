@@ -22,20 +22,42 @@ impl Store {
         workflow: Workflow,
         mode: Option<&str>,
     ) -> Result<Run> {
-        self.create_run_with_plan(vm_id, workflow, mode, None).await
+        self.create_run_with_plan(vm_id, None, workflow, mode, None)
+            .await
     }
 
     /// Starts a run with its input (`plan`, JSON) in the same statement, so no worker
-    /// can ever find the run without it.
+    /// can ever find the run without it. With `seen_version`, the version of the VM the
+    /// plan was made from: refused ([`StoreError::Refused`]) if the VM changed since
+    /// (an update or a removal), raising the version in the same transaction so that an
+    /// update or removal that read the VM before is refused in turn.
     pub async fn create_run_with_plan(
         &self,
         vm_id: &ProtectedVmId,
+        seen_version: Option<i64>,
         workflow: Workflow,
         mode: Option<&str>,
         plan: Option<&str>,
     ) -> Result<Run> {
         let id = RunId::new(new_id());
         let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        if let Some(version) = seen_version {
+            let bumped = sqlx::query(
+                "UPDATE protected_vms SET version = version + 1
+                 WHERE id = $1 AND version = $2 AND removed_at IS NULL",
+            )
+            .bind(vm_id.as_str())
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+            if bumped.rows_affected() != 1 {
+                return Err(StoreError::Refused(format!(
+                    "the protected VM {vm_id} was updated or removed while the run was being \
+                     planned; nothing was started: look at it again and start it again"
+                )));
+            }
+        }
         sqlx::query(
             "INSERT INTO runs (id, vm_id, workflow, mode, state, plan, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
@@ -47,8 +69,9 @@ impl Store {
         .bind(RunState::Pending.as_str())
         .bind(plan)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         self.run(&id)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("run {id} vanished")))

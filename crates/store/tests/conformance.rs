@@ -76,9 +76,23 @@ conformance!(
     a_plan_run_is_driven_under_a_lease_and_its_tiers_timed,
     who_asked_for_a_run_and_which_workers_ran_it_are_kept,
     a_plan_runs_hooks_are_recorded_as_they_start_and_end,
+    a_run_never_starts_from_a_replaced_definition_nor_an_update_lands_under_a_new_run,
 );
 
 const GIB: i64 = 1 << 30;
+
+/// `update_vm` from the VM's version as the store has it now (the version check itself
+/// is `a_run_never_starts_from_a_replaced_definition_nor_an_update_lands_under_a_new_run`).
+async fn update(
+    store: &Store,
+    id: &ids::ProtectedVmId,
+    vm: &NewVm,
+    seen: &[(ids::VolumeId, Attachment)],
+    changes: &str,
+) -> store::Result<ProtectedVm> {
+    let version = store.vm_by_id(id).await?.map_or(0, |v| v.version);
+    store.update_vm(id, version, vm, seen, changes).await
+}
 
 async fn appliance(store: &Store) -> anyhow::Result<()> {
     store
@@ -540,9 +554,14 @@ async fn an_update_at_rest_keeps_the_vm_its_runs_and_its_replicas_records(
         ("c".into(), on_oma(3, None)),
         ("d".into(), on_oma(4, None)),
     ];
-    let updated = store
-        .update_vm(&vm.id, &new, &seen, r#"[{"field":"spec.memory_mb"}]"#)
-        .await?;
+    let updated = update(
+        store,
+        &vm.id,
+        &new,
+        &seen,
+        r#"[{"field":"spec.memory_mb"}]"#,
+    )
+    .await?;
 
     // The same VM, in the same state, with its runs and their events.
     assert_eq!(updated.id, vm.id);
@@ -589,7 +608,7 @@ async fn an_update_at_rest_keeps_the_vm_its_runs_and_its_replicas_records(
     // daemon's record of it no longer holds and what is seen is recorded instead.
     let swapped = pgtest1("pgtest1", ["c", "a"], "00:50:56:00:00:02");
     let seen = [("a".into(), on_oma(5, None)), ("c".into(), on_oma(3, None))];
-    let updated = store.update_vm(&vm.id, &swapped, &seen, "[]").await?;
+    let updated = update(store, &vm.id, &swapped, &seen, "[]").await?;
     let by_key = |key: i64| {
         updated
             .disks
@@ -602,7 +621,7 @@ async fn an_update_at_rest_keeps_the_vm_its_runs_and_its_replicas_records(
     assert_eq!(by_key(2001).attachment, on_oma(5, None));
     assert!(!store.is_replica(&"d".into()).await?);
     // Where nothing is seen, nothing contradicts the records: they are kept.
-    let again = store.update_vm(&vm.id, &swapped, &[], "[]").await?;
+    let again = update(store, &vm.id, &swapped, &[], "[]").await?;
     let records = |vm: &ProtectedVm| -> Vec<Attachment> {
         vm.disks.iter().map(|d| d.attachment.clone()).collect()
     };
@@ -632,13 +651,13 @@ async fn an_update_is_refused_unless_the_vm_is_at_rest(fx: &Fixture) -> TestResu
         .create_run(&vm.id, Workflow::TestFailover, None)
         .await?;
     refused(
-        store.update_vm(&vm.id, &new, &[], "[]").await,
+        update(store, &vm.id, &new, &[], "[]").await,
         &format!("run {} (test_failover) is pending", run.id),
     );
     store
         .set_run_state(&run.id, RunState::Stuck, Some("undo failed"))
         .await?;
-    refused(store.update_vm(&vm.id, &new, &[], "[]").await, "is stuck");
+    refused(update(store, &vm.id, &new, &[], "[]").await, "is stuck");
     store
         .set_run_state(&run.id, RunState::Abandoned, None)
         .await?;
@@ -646,7 +665,7 @@ async fn an_update_is_refused_unless_the_vm_is_at_rest(fx: &Fixture) -> TestResu
         .set_vm_state(&vm.id, VmState::TestFailedOver, Some(&"vm-test".into()))
         .await?;
     refused(
-        store.update_vm(&vm.id, &new, &[], "[]").await,
+        update(store, &vm.id, &new, &[], "[]").await,
         "it is test_failed_over",
     );
     store
@@ -655,18 +674,18 @@ async fn an_update_is_refused_unless_the_vm_is_at_rest(fx: &Fixture) -> TestResu
     // The name is the VM's identity.
     let renamed = pgtest1("pgtest2", ["a", "b"], "00:50:56:00:00:01");
     refused(
-        store.update_vm(&vm.id, &renamed, &[], "[]").await,
+        update(store, &vm.id, &renamed, &[], "[]").await,
         "name is its identity",
     );
     assert!(matches!(
-        store.update_vm(&"no-such-vm".into(), &new, &[], "[]").await,
+        update(store, &"no-such-vm".into(), &new, &[], "[]").await,
         Err(StoreError::NotFound { .. })
     ));
     // None of it changed anything.
     assert_eq!(store.vm("pgtest1").await?.expect("kept").spec.vcpu, 4);
     assert!(store.vm_updates(&vm.id).await?.is_empty());
     // At rest, it is updated.
-    assert_eq!(store.update_vm(&vm.id, &new, &[], "[]").await?.spec.vcpu, 8);
+    assert_eq!(update(store, &vm.id, &new, &[], "[]").await?.spec.vcpu, 8);
     Ok(())
 }
 
@@ -679,19 +698,19 @@ async fn a_refused_update_changes_nothing(fx: &Fixture) -> TestResult {
     // mid-way, after the VM's parts were deleted, and the transaction takes it all back.
     let taken_mac = pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:02");
     assert_constraint(
-        store.update_vm(&vm.id, &taken_mac, &[], "[]").await,
+        update(store, &vm.id, &taken_mac, &[], "[]").await,
         "nics_mac_key",
     );
     let taken_replica = pgtest1("pgtest1", ["a", "d"], "00:50:56:00:00:01");
     assert_constraint(
-        store.update_vm(&vm.id, &taken_replica, &[], "[]").await,
+        update(store, &vm.id, &taken_replica, &[], "[]").await,
         "replica_volumes_pkey",
     );
     let mut two_boots = pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01");
     two_boots.spec.vcpu = 2;
     two_boots.disks[1].is_boot = true;
     assert_constraint(
-        store.update_vm(&vm.id, &two_boots, &[], "[]").await,
+        update(store, &vm.id, &two_boots, &[], "[]").await,
         "disks_one_boot_per_vm",
     );
     assert_eq!(store.vm("pgtest1").await?, before);
@@ -1273,7 +1292,7 @@ async fn a_diverged_replica_keeps_its_first_mark_until_a_resync_is_recorded(
             .await?
     );
     let same = pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01");
-    let updated = store.update_vm(&vm.id, &same, &[], "[]").await?;
+    let updated = update(store, &vm.id, &same, &[], "[]").await?;
     let d = updated
         .disks
         .iter()
@@ -1285,7 +1304,7 @@ async fn a_diverged_replica_keeps_its_first_mark_until_a_resync_is_recorded(
     );
     assert!(d.resynced_at.is_some());
     let replaced = pgtest1("pgtest1", ["a", "z"], "00:50:56:00:00:01");
-    let updated = store.update_vm(&vm.id, &replaced, &[], "[]").await?;
+    let updated = update(store, &vm.id, &replaced, &[], "[]").await?;
     assert!(updated.disks.iter().all(|d| d.diverged.is_none()));
     assert!(store.diverged_counts().await?.is_empty());
     Ok(())
@@ -1806,5 +1825,67 @@ async fn a_plan_runs_hooks_are_recorded_as_they_start_and_end(fx: &Fixture) -> T
         (HookOutcome::Failed, 2, Some("exited with status 3"))
     );
     assert!(smoke.ended_at.is_some());
+    Ok(())
+}
+
+/// A run's plan is made from the VM as read; an update of the VM between that read and
+/// the run's start would leave the run attaching the old disks and verifying against
+/// them. Each of the two writes raises the VM's version and is refused when it is not
+/// the one it read: a start from a replaced definition is refused, an update read
+/// before a run started is refused, and of a start and an update racing from one read
+/// exactly one lands — on PostgreSQL under READ COMMITTED too, where two transactions
+/// really overlap.
+async fn a_run_never_starts_from_a_replaced_definition_nor_an_update_lands_under_a_new_run(
+    fx: &Fixture,
+) -> TestResult {
+    let store = &fx.store;
+    let vm = registered(store).await?;
+    let read = vm.version;
+    let mut bigger = pgtest1("pgtest1", ["a", "b"], "00:50:56:00:00:01");
+    bigger.spec.memory_mb = 16384;
+    store.update_vm(&vm.id, read, &bigger, &[], "[]").await?;
+    // The run planned from the first read is refused, and nothing is started.
+    let refused = store
+        .create_run_with_plan(&vm.id, Some(read), Workflow::TestFailover, None, Some("{}"))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Refused(_))),
+        "{refused:?}"
+    );
+    assert!(store.active_run(&vm.id).await?.is_none());
+    // An update from a read made before a run started (and ended) is refused too.
+    let now = store.vm_by_id(&vm.id).await?.expect("registered").version;
+    assert!(now > read);
+    let run = store
+        .create_run_with_plan(&vm.id, Some(now), Workflow::TestFailover, None, Some("{}"))
+        .await?;
+    store.set_run_state(&run.id, RunState::Done, None).await?;
+    let stale = store.update_vm(&vm.id, now, &bigger, &[], "[]").await;
+    assert!(
+        matches!(&stale, Err(StoreError::Refused(m)) if m.contains("try again")),
+        "{stale:?}"
+    );
+    // A start and an update racing from one read: exactly one of them lands.
+    for round in 0..10 {
+        let read = store.vm_by_id(&vm.id).await?.expect("registered").version;
+        bigger.spec.vcpu = 2 + round;
+        let (started, updated) = tokio::join!(
+            store.create_run_with_plan(
+                &vm.id,
+                Some(read),
+                Workflow::TestFailover,
+                None,
+                Some("{}")
+            ),
+            store.update_vm(&vm.id, read, &bigger, &[], "[]"),
+        );
+        assert!(
+            started.is_ok() != updated.is_ok(),
+            "round {round}: started {started:?}, updated {updated:?}"
+        );
+        if let Ok(run) = started {
+            store.set_run_state(&run.id, RunState::Done, None).await?;
+        }
+    }
     Ok(())
 }

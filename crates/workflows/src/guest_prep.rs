@@ -160,6 +160,7 @@ mod tests {
             target_vm_id: None,
             created_at: 0,
             removed_at: None,
+            version: 0,
             nics: vec![],
             disks: vec![],
         }

@@ -55,6 +55,13 @@ pub enum StartError {
         "{name} already has an active run ({run_id}); wait for it, cancel it, or resolve it if it is stuck"
     )]
     Busy { name: String, run_id: String },
+    /// The VM's definition was updated, or the VM removed, between the read its run was
+    /// planned from and the run's start: the plan would not be the VM's.
+    #[error(
+        "{name} was updated or removed while its run was being planned; nothing was started: \
+         look at it (`ferry vm show {name}`) and start again"
+    )]
+    Changed { name: String },
     /// Replicas of the VM are diverged from their source (see `crate::drift`).
     #[error(
         "{name} cannot fail over: {} diverged from the source and may not hold what it holds — {}. \
@@ -192,10 +199,15 @@ pub(crate) async fn create_run<I: Serialize>(
     let plan = serde_json::to_string(input).expect("serializable");
     let run = match env
         .store
-        .create_run_with_plan(&vm.id, workflow, mode, Some(&plan))
+        .create_run_with_plan(&vm.id, Some(vm.version), workflow, mode, Some(&plan))
         .await
     {
         Ok(run) => run,
+        Err(store::StoreError::Refused(_)) => {
+            return Err(StartError::Changed {
+                name: vm.name.clone(),
+            });
+        }
         Err(store::StoreError::Constraint { constraint, .. })
             if constraint == "runs_one_active_per_vm" =>
         {
