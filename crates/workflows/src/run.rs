@@ -55,11 +55,13 @@ pub enum StartError {
         "{name} already has an active run ({run_id}); wait for it, cancel it, or resolve it if it is stuck"
     )]
     Busy { name: String, run_id: String },
-    /// The VM's definition was updated, or the VM removed, between the read its run was
-    /// planned from and the run's start: the plan would not be the VM's.
+    /// The VM changed between the read its run was planned from and the run's start
+    /// (updated, removed, or another run of it started and ended): the plan would not be
+    /// the VM's.
     #[error(
-        "{name} was updated or removed while its run was being planned; nothing was started: \
-         look at it (`ferry vm show {name}`) and start again"
+        "{name} changed while its run was being planned (it was updated or removed, or \
+         another run of it came and went); nothing was started: look at it (`ferry vm show \
+         {name}`) and start again"
     )]
     Changed { name: String },
     /// Replicas of the VM are diverged from their source (see `crate::drift`).
@@ -203,9 +205,17 @@ pub(crate) async fn create_run<I: Serialize>(
         .await
     {
         Ok(run) => run,
+        // The VM's version moved since it was read: another run of it started (named,
+        // as the one-active-run constraint would), or it was updated or removed.
         Err(store::StoreError::Refused(_)) => {
-            return Err(StartError::Changed {
-                name: vm.name.clone(),
+            return Err(match env.store.active_run(&vm.id).await? {
+                Some(run) => StartError::Busy {
+                    name: vm.name.clone(),
+                    run_id: run.id.into_string(),
+                },
+                None => StartError::Changed {
+                    name: vm.name.clone(),
+                },
             });
         }
         Err(store::StoreError::Constraint { constraint, .. })
